@@ -1,0 +1,203 @@
+//! The card: one PF and its VFs, built from card-wide settings.
+
+use thiserror::Error;
+
+use crate::function::MSIX_BAR_SIZE;
+use crate::function::{Function, FunctionKind, FunctionSpec, VF_DEVICE_ID};
+use crate::pci::caps::SriovLayout;
+use crate::regs::BAR0_SIZE;
+
+/// Most VFs one card offers (MAC addresses and FUNC encode the VF number in
+/// one byte; 128 leaves room for the PF and growth).
+pub const MAX_VFS: u16 = 128;
+/// Most queue pairs per function (vectors = X + 1 must fit the MSI-X table
+/// in its 8 KiB half of the MSI-X BAR: 512 entries).
+pub const MAX_QUEUE_PAIRS: u32 = 256;
+
+/// Card-wide settings (vnicd's command line).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CardConfig {
+    /// Number of VFs (TotalVFs = NumVFs).
+    pub vfs: u16,
+    /// X: queue-pair control areas per function.
+    pub queue_pairs: u32,
+    /// N: queue pairs enabled on each VF at start.
+    pub vnics_per_vf: u32,
+    /// Distinguishes cards (MAC byte 3), e.g. two vnicd "hosts".
+    pub card_id: u8,
+}
+
+impl Default for CardConfig {
+    fn default() -> Self {
+        CardConfig {
+            vfs: 4,
+            queue_pairs: 8,
+            vnics_per_vf: 2,
+            card_id: 0,
+        }
+    }
+}
+
+#[derive(Debug, Error, PartialEq, Eq)]
+pub enum CardError {
+    #[error("--vfs {0} exceeds {MAX_VFS}")]
+    TooManyVfs(u16),
+    #[error("--queue-pairs {0} outside 1..={MAX_QUEUE_PAIRS}")]
+    QueuePairs(u32),
+    #[error("--vnics-per-vf {n} outside 1..={x} (the queue-pair maximum)")]
+    VnicsPerVf { n: u32, x: u32 },
+}
+
+impl CardConfig {
+    pub fn validate(&self) -> Result<(), CardError> {
+        if self.vfs > MAX_VFS {
+            return Err(CardError::TooManyVfs(self.vfs));
+        }
+        if !(1..=MAX_QUEUE_PAIRS).contains(&self.queue_pairs) {
+            return Err(CardError::QueuePairs(self.queue_pairs));
+        }
+        if !(1..=self.queue_pairs).contains(&self.vnics_per_vf) {
+            return Err(CardError::VnicsPerVf {
+                n: self.vnics_per_vf,
+                x: self.queue_pairs,
+            });
+        }
+        Ok(())
+    }
+
+    /// Default MAC of queue pair `qp` of a function: locally administered,
+    /// `02:76:6e` ("vn"), card id, function number, queue index.
+    pub fn mac(&self, kind: FunctionKind, qp: u8) -> [u8; 6] {
+        [0x02, 0x76, 0x6e, self.card_id, kind.number() as u8, qp]
+    }
+}
+
+/// The functions of the card, PF first.
+pub struct Card {
+    config: CardConfig,
+    functions: Vec<Function>,
+}
+
+impl Card {
+    pub fn new(config: CardConfig) -> Result<Self, CardError> {
+        config.validate()?;
+        let mut functions = vec![Function::new(Self::pf_spec(&config))];
+        for n in 0..config.vfs {
+            functions.push(Function::new(Self::vf_spec(&config, n)));
+        }
+        Ok(Card { config, functions })
+    }
+
+    fn serial(config: &CardConfig, kind: FunctionKind) -> u64 {
+        0x766e_6963_0000_0000 | (u64::from(config.card_id) << 16) | u64::from(kind.number())
+    }
+
+    fn pf_spec(config: &CardConfig) -> FunctionSpec {
+        let kind = FunctionKind::Pf;
+        FunctionSpec {
+            kind,
+            qp_max: config.queue_pairs,
+            qp_num: 1,
+            mac: config.mac(kind, 0),
+            serial: Self::serial(config, kind),
+            ari_next: if config.vfs > 0 { 1 } else { 0 },
+            sriov: Some(SriovLayout {
+                total_vfs: config.vfs,
+                num_vfs: config.vfs,
+                vf_device_id: VF_DEVICE_ID,
+                first_vf_offset: 1,
+                vf_stride: 1,
+                vf_bars: vec![(0, BAR0_SIZE, true), (2, MSIX_BAR_SIZE, true)],
+            }),
+        }
+    }
+
+    fn vf_spec(config: &CardConfig, n: u16) -> FunctionSpec {
+        let kind = FunctionKind::Vf(n);
+        let last = n + 1 == config.vfs;
+        FunctionSpec {
+            kind,
+            qp_max: config.queue_pairs,
+            qp_num: config.vnics_per_vf,
+            mac: config.mac(kind, 0),
+            serial: Self::serial(config, kind),
+            ari_next: if last { 0 } else { (kind.number() + 1) as u8 },
+            sriov: None,
+        }
+    }
+
+    pub fn config(&self) -> &CardConfig {
+        &self.config
+    }
+
+    pub fn functions(&self) -> &[Function] {
+        &self.functions
+    }
+
+    pub fn function_mut(&mut self, index: usize) -> Option<&mut Function> {
+        self.functions.get_mut(index)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pci::caps::{sriov, walk_ext, EXT_CAP_ID_SRIOV};
+
+    #[test]
+    fn card_has_pf_then_vfs_with_names() {
+        let card = Card::new(CardConfig::default()).unwrap();
+        let names: Vec<&str> = card.functions().iter().map(|f| f.name()).collect();
+        assert_eq!(names, ["pf", "vf0", "vf1", "vf2", "vf3"]);
+    }
+
+    #[test]
+    fn pf_sriov_total_vfs_follows_config() {
+        let card = Card::new(CardConfig {
+            vfs: 7,
+            ..Default::default()
+        })
+        .unwrap();
+        let c = card.functions()[0].config();
+        let (_, off) = walk_ext(c.bytes())
+            .into_iter()
+            .find(|(id, _)| *id == EXT_CAP_ID_SRIOV)
+            .unwrap();
+        assert_eq!(c.u16(off + sriov::TOTAL_VFS), 7);
+        assert_eq!(c.u16(off + sriov::NUM_VFS), 7);
+        assert_eq!(c.u16(off + sriov::VF_DID), VF_DEVICE_ID);
+        assert_eq!(c.u16(off + sriov::VF_OFFSET), 1);
+        assert_eq!(c.u16(off + sriov::VF_STRIDE), 1);
+    }
+
+    #[test]
+    fn macs_are_locally_administered_and_distinct() {
+        let c = CardConfig::default();
+        let a = c.mac(FunctionKind::Pf, 0);
+        let b = c.mac(FunctionKind::Vf(0), 0);
+        let q = c.mac(FunctionKind::Vf(0), 1);
+        assert_eq!(a[0] & 0x03, 0x02, "locally administered unicast");
+        assert!(a != b && b != q);
+    }
+
+    #[test]
+    fn invalid_settings_are_refused() {
+        assert!(Card::new(CardConfig {
+            vfs: 500,
+            ..Default::default()
+        })
+        .is_err());
+        assert!(Card::new(CardConfig {
+            queue_pairs: 0,
+            ..Default::default()
+        })
+        .is_err());
+        let e = CardConfig {
+            queue_pairs: 2,
+            vnics_per_vf: 3,
+            ..Default::default()
+        }
+        .validate();
+        assert_eq!(e, Err(CardError::VnicsPerVf { n: 3, x: 2 }));
+    }
+}

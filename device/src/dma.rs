@@ -1,0 +1,419 @@
+//! DMA into guest memory.
+//!
+//! QEMU runs the guest on shared memory (`memory-backend-memfd,share=on`) and
+//! sends each RAM section in a DMA_MAP with the memfd. [`DmaSpace`] maps those
+//! files with `vm-memory` and is the only way the card touches guest memory:
+//! every access is checked against the mapped ranges and their permissions,
+//! and an address outside them is a [`DmaError`], never a fault in vnicd.
+
+use std::fs::File;
+use std::os::fd::AsRawFd;
+use std::sync::Arc;
+
+use log::warn;
+use thiserror::Error;
+use vm_memory::{Bytes, FileOffset, GuestAddress, GuestMemoryMmap, GuestRegionMmap, MmapRegion};
+
+use crate::protocol::{DMA_PAGE_SIZE, MAX_DMA_MAPS};
+
+/// DMA_MAP flag bits (vfio-user `VFIO_USER_F_DMA_REGION_READ/WRITE`).
+pub const DMA_READ: u32 = 1;
+pub const DMA_WRITE: u32 = 2;
+
+#[derive(Debug, Error)]
+pub enum DmaError {
+    #[error(
+        "DMA_MAP without a file descriptor: the guest's memory must be shared \
+         (run QEMU with -object memory-backend-memfd,id=mem,size=...,share=on \
+         -numa node,memdev=mem); vnicd does not do DMA through messages"
+    )]
+    NoFd,
+    #[error("DMA_MAP flags {0:#x} invalid")]
+    Flags(u32),
+    #[error(
+        "DMA range {address:#x}+{size:#x} (file offset {offset:#x}) is empty, unaligned or wraps"
+    )]
+    BadRange {
+        address: u64,
+        size: u64,
+        offset: u64,
+    },
+    #[error("DMA range {address:#x}+{size:#x} overlaps an existing mapping")]
+    Overlap { address: u64, size: u64 },
+    #[error("too many DMA mappings (limit {MAX_DMA_MAPS})")]
+    TooMany,
+    #[error("DMA file is not mappable shared memory: {0}")]
+    NotMappable(String),
+    #[error("DMA file offset {offset:#x}+{size:#x} is past its end ({len:#x} bytes)")]
+    PastEnd { offset: u64, size: u64, len: u64 },
+    #[error("mmap of DMA region failed: {0}")]
+    Mmap(String),
+    #[error("DMA_UNMAP {address:#x}+{size:#x} splits a mapping")]
+    PartialUnmap { address: u64, size: u64 },
+    #[error("DMA_UNMAP flags {0:#x} unsupported")]
+    UnmapFlags(u32),
+    #[error("DMA to {address:#x}+{len:#x} is outside guest memory")]
+    OutOfRange { address: u64, len: usize },
+    #[error("DMA write to {address:#x}+{len:#x} hits read-only memory")]
+    ReadOnly { address: u64, len: usize },
+}
+
+impl DmaError {
+    pub fn errno(&self) -> i32 {
+        match self {
+            DmaError::Overlap { .. } => libc::EEXIST,
+            DmaError::TooMany => libc::ENOSPC,
+            DmaError::OutOfRange { .. } | DmaError::ReadOnly { .. } => libc::EFAULT,
+            _ => libc::EINVAL,
+        }
+    }
+}
+
+/// One DMA_MAP.
+struct Mapping {
+    address: u64,
+    size: u64,
+    writable: bool,
+    region: Arc<GuestRegionMmap>,
+}
+
+impl Mapping {
+    fn end(&self) -> u64 {
+        self.address + self.size
+    }
+}
+
+/// The guest memory one client mapped for one function.
+#[derive(Default)]
+pub struct DmaSpace {
+    maps: Vec<Mapping>,
+    mem: Option<GuestMemoryMmap>,
+}
+
+fn aligned(v: u64) -> bool {
+    v % DMA_PAGE_SIZE == 0
+}
+
+/// Checks that `file` is a regular (memfd or tmpfs) file at least
+/// `offset + size` long: mapping past the end would make a later access raise
+/// SIGBUS in vnicd.
+fn check_file(file: &File, offset: u64, size: u64) -> Result<(), DmaError> {
+    let meta = file
+        .metadata()
+        .map_err(|e| DmaError::NotMappable(e.to_string()))?;
+    if !meta.file_type().is_file() {
+        return Err(DmaError::NotMappable("not a regular file or memfd".into()));
+    }
+    let end = offset.checked_add(size).ok_or(DmaError::BadRange {
+        address: 0,
+        size,
+        offset,
+    })?;
+    if end > meta.len() {
+        return Err(DmaError::PastEnd {
+            offset,
+            size,
+            len: meta.len(),
+        });
+    }
+    // SAFETY: F_GET_SEALS only reads the seals of a descriptor we own.
+    let seals = unsafe { libc::fcntl(file.as_raw_fd(), libc::F_GET_SEALS) };
+    if seals < 0 || seals & libc::F_SEAL_SHRINK == 0 {
+        warn!("DMA memory is not sealed against shrinking; a client that truncates it can crash vnicd");
+    }
+    Ok(())
+}
+
+impl DmaSpace {
+    pub fn is_empty(&self) -> bool {
+        self.maps.is_empty()
+    }
+
+    pub fn len(&self) -> usize {
+        self.maps.len()
+    }
+
+    /// Handles DMA_MAP.
+    pub fn map(
+        &mut self,
+        address: u64,
+        size: u64,
+        offset: u64,
+        flags: u32,
+        file: Option<File>,
+    ) -> Result<(), DmaError> {
+        let file = file.ok_or(DmaError::NoFd)?;
+        if flags & !(DMA_READ | DMA_WRITE) != 0 || flags & DMA_READ == 0 {
+            return Err(DmaError::Flags(flags));
+        }
+        let bad = DmaError::BadRange {
+            address,
+            size,
+            offset,
+        };
+        let end = address.checked_add(size);
+        if size == 0 || end.is_none() || !aligned(address) || !aligned(size) || !aligned(offset) {
+            return Err(bad);
+        }
+        let end = end.unwrap_or_default();
+        if self
+            .maps
+            .iter()
+            .any(|m| address < m.end() && m.address < end)
+        {
+            return Err(DmaError::Overlap { address, size });
+        }
+        if self.maps.len() >= MAX_DMA_MAPS as usize {
+            return Err(DmaError::TooMany);
+        }
+        check_file(&file, offset, size)?;
+        let writable = flags & DMA_WRITE != 0;
+        let prot = libc::PROT_READ | if writable { libc::PROT_WRITE } else { 0 };
+        let len = usize::try_from(size).map_err(|_| bad)?;
+        let mapping = MmapRegion::build(
+            Some(FileOffset::new(file, offset)),
+            len,
+            prot,
+            libc::MAP_SHARED | libc::MAP_NORESERVE,
+        )
+        .map_err(|e| DmaError::Mmap(e.to_string()))?;
+        let region =
+            GuestRegionMmap::new(mapping, GuestAddress(address)).ok_or(DmaError::BadRange {
+                address,
+                size,
+                offset,
+            })?;
+        self.maps.push(Mapping {
+            address,
+            size,
+            writable,
+            region: Arc::new(region),
+        });
+        self.rebuild();
+        Ok(())
+    }
+
+    /// Handles DMA_UNMAP: removes every mapping inside the range; a mapping
+    /// that straddles the range's edge is an error (as in vfio type1 v2).
+    pub fn unmap(&mut self, address: u64, size: u64, all: bool) -> Result<usize, DmaError> {
+        if all {
+            let n = self.maps.len();
+            self.maps.clear();
+            self.rebuild();
+            return Ok(n);
+        }
+        let end = address.checked_add(size).ok_or(DmaError::BadRange {
+            address,
+            size,
+            offset: 0,
+        })?;
+        let overlaps = |m: &Mapping| address < m.end() && m.address < end;
+        if self
+            .maps
+            .iter()
+            .any(|m| overlaps(m) && (m.address < address || m.end() > end))
+        {
+            return Err(DmaError::PartialUnmap { address, size });
+        }
+        let before = self.maps.len();
+        self.maps.retain(|m| !overlaps(m));
+        self.rebuild();
+        Ok(before - self.maps.len())
+    }
+
+    /// Drops every mapping (client disconnected).
+    pub fn clear(&mut self) {
+        self.maps.clear();
+        self.mem = None;
+    }
+
+    fn rebuild(&mut self) {
+        self.maps.sort_by_key(|m| m.address);
+        let regions = self.maps.iter().map(|m| Arc::clone(&m.region)).collect();
+        // Mappings never overlap (checked in map), so only "no regions" fails.
+        self.mem = GuestMemoryMmap::from_arc_regions(regions).ok();
+    }
+
+    /// Checks that `[address, address+len)` is wholly covered by mappings,
+    /// writable ones if `write`.
+    fn check(&self, address: u64, len: usize, write: bool) -> Result<(), DmaError> {
+        let oob = || DmaError::OutOfRange { address, len };
+        let end = address.checked_add(len as u64).ok_or_else(oob)?;
+        let mut at = address;
+        while at < end {
+            let m = self
+                .maps
+                .iter()
+                .find(|m| m.address <= at && at < m.end())
+                .ok_or_else(oob)?;
+            if write && !m.writable {
+                return Err(DmaError::ReadOnly { address, len });
+            }
+            at = m.end();
+        }
+        Ok(())
+    }
+
+    /// Copies guest memory at `address` into `buf`.
+    pub fn read(&self, address: u64, buf: &mut [u8]) -> Result<(), DmaError> {
+        self.check(address, buf.len(), false)?;
+        let mem = self.mem.as_ref().ok_or(DmaError::OutOfRange {
+            address,
+            len: buf.len(),
+        })?;
+        mem.read_slice(buf, GuestAddress(address))
+            .map_err(|_| DmaError::OutOfRange {
+                address,
+                len: buf.len(),
+            })
+    }
+
+    /// Copies `data` into guest memory at `address`.
+    pub fn write(&self, address: u64, data: &[u8]) -> Result<(), DmaError> {
+        self.check(address, data.len(), true)?;
+        let mem = self.mem.as_ref().ok_or(DmaError::OutOfRange {
+            address,
+            len: data.len(),
+        })?;
+        mem.write_slice(data, GuestAddress(address))
+            .map_err(|_| DmaError::OutOfRange {
+                address,
+                len: data.len(),
+            })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::ffi::CString;
+    use std::os::fd::FromRawFd;
+
+    /// A sealed memfd of `len` bytes, as QEMU's memory backend makes.
+    pub(crate) fn memfd(len: u64) -> File {
+        let name = CString::new("vnic-test").unwrap();
+        // SAFETY: memfd_create with a valid NUL-terminated name; the result
+        // is checked before use.
+        let fd = unsafe { libc::memfd_create(name.as_ptr(), libc::MFD_ALLOW_SEALING) };
+        assert!(fd >= 0);
+        // SAFETY: fd was just created and is owned by nobody else.
+        let f = unsafe { File::from_raw_fd(fd) };
+        f.set_len(len).unwrap();
+        f
+    }
+
+    fn space() -> DmaSpace {
+        let mut d = DmaSpace::default();
+        d.map(
+            0x10_0000,
+            0x4000,
+            0,
+            DMA_READ | DMA_WRITE,
+            Some(memfd(0x4000)),
+        )
+        .unwrap();
+        d
+    }
+
+    #[test]
+    fn write_then_read_inside_mapping() {
+        let d = space();
+        d.write(0x10_0ff0, b"hello guest").unwrap();
+        let mut b = [0u8; 11];
+        d.read(0x10_0ff0, &mut b).unwrap();
+        assert_eq!(&b, b"hello guest");
+    }
+
+    #[test]
+    fn accesses_outside_or_across_the_end_are_errors() {
+        let d = space();
+        let mut b = [0u8; 8];
+        assert!(matches!(
+            d.read(0, &mut b),
+            Err(DmaError::OutOfRange { .. })
+        ));
+        assert!(matches!(
+            d.read(0x10_3ffc, &mut b),
+            Err(DmaError::OutOfRange { .. })
+        ));
+        assert!(matches!(
+            d.write(u64::MAX - 2, &b),
+            Err(DmaError::OutOfRange { .. })
+        ));
+        assert!(DmaSpace::default().read(0, &mut b).is_err());
+    }
+
+    #[test]
+    fn map_without_fd_explains_shared_memory() {
+        let e = DmaSpace::default()
+            .map(0, 0x1000, 0, DMA_READ, None)
+            .unwrap_err();
+        assert!(e.to_string().contains("share=on"), "{e}");
+    }
+
+    #[test]
+    fn map_rejects_overlap_unaligned_and_past_end_of_file() {
+        let mut d = space();
+        let e = d
+            .map(0x10_2000, 0x4000, 0, DMA_READ, Some(memfd(0x4000)))
+            .unwrap_err();
+        assert_eq!(e.errno(), libc::EEXIST);
+        assert!(matches!(
+            d.map(0x20_0001, 0x1000, 0, DMA_READ, Some(memfd(0x1000))),
+            Err(DmaError::BadRange { .. })
+        ));
+        assert!(matches!(
+            d.map(0x20_0000, 0x2000, 0, DMA_READ, Some(memfd(0x1000))),
+            Err(DmaError::PastEnd { .. })
+        ));
+        assert!(matches!(
+            d.map(u64::MAX - 0xfff, 0x2000, 0, DMA_READ, Some(memfd(0x2000))),
+            Err(DmaError::BadRange { .. })
+        ));
+        assert!(matches!(
+            d.map(0x20_0000, 0x1000, 0, 4, Some(memfd(0x1000))),
+            Err(DmaError::Flags(4))
+        ));
+    }
+
+    #[test]
+    fn read_only_mapping_refuses_writes() {
+        let mut d = DmaSpace::default();
+        d.map(0, 0x1000, 0, DMA_READ, Some(memfd(0x1000))).unwrap();
+        assert!(matches!(d.write(0, &[1]), Err(DmaError::ReadOnly { .. })));
+        let mut b = [0u8; 1];
+        d.read(0, &mut b).unwrap();
+    }
+
+    #[test]
+    fn access_spanning_two_adjacent_mappings_works() {
+        let mut d = space();
+        d.map(
+            0x10_4000,
+            0x1000,
+            0,
+            DMA_READ | DMA_WRITE,
+            Some(memfd(0x1000)),
+        )
+        .unwrap();
+        d.write(0x10_3ffe, &[1, 2, 3, 4]).unwrap();
+        let mut b = [0u8; 4];
+        d.read(0x10_3ffe, &mut b).unwrap();
+        assert_eq!(b, [1, 2, 3, 4]);
+    }
+
+    #[test]
+    fn unmap_removes_whole_mappings_and_refuses_splits() {
+        let mut d = space();
+        assert!(matches!(
+            d.unmap(0x10_0000, 0x1000, false),
+            Err(DmaError::PartialUnmap { .. })
+        ));
+        assert_eq!(d.unmap(0x10_0000, 0x4000, false).unwrap(), 1);
+        assert!(d.is_empty());
+        let mut b = [0u8; 1];
+        assert!(d.read(0x10_0000, &mut b).is_err());
+        let mut d = space();
+        assert_eq!(d.unmap(0, 0, true).unwrap(), 1);
+    }
+}

@@ -1,0 +1,841 @@
+//! One PCI function of the card (the PF or a VF) as a vfio-user device:
+//! regions, interrupts, DMA and reset. The protocol layer calls these methods;
+//! nothing here knows about sockets.
+//!
+//! Region layout (vfio-pci region indexes):
+//!
+//! ```text
+//! 0  BAR0   64 KiB  64-bit MMIO register file (regs.rs)
+//! 1  BAR1   -       upper half of BAR0
+//! 2  BAR2   16 KiB  64-bit MMIO: MSI-X table at 0, PBA at 0x2000
+//! 3  BAR3   -       upper half of BAR2
+//! 4,5,6,8   -       absent (no BAR4/5, no ROM, no VGA)
+//! 7  CONFIG 4 KiB   PCIe configuration space
+//! ```
+
+use std::fs::File;
+use std::os::fd::{FromRawFd, IntoRawFd};
+
+use log::{debug, info, warn};
+use thiserror::Error;
+use vfio_bindings::bindings::vfio::{
+    VFIO_IRQ_INFO_EVENTFD, VFIO_IRQ_SET_ACTION_MASK, VFIO_IRQ_SET_ACTION_TRIGGER,
+    VFIO_IRQ_SET_ACTION_TYPE_MASK, VFIO_IRQ_SET_ACTION_UNMASK, VFIO_IRQ_SET_DATA_BOOL,
+    VFIO_IRQ_SET_DATA_EVENTFD, VFIO_IRQ_SET_DATA_NONE, VFIO_IRQ_SET_DATA_TYPE_MASK,
+    VFIO_PCI_CONFIG_REGION_INDEX, VFIO_PCI_ERR_IRQ_INDEX, VFIO_PCI_MSIX_IRQ_INDEX,
+    VFIO_PCI_NUM_IRQS, VFIO_PCI_NUM_REGIONS, VFIO_PCI_REQ_IRQ_INDEX, VFIO_REGION_INFO_FLAG_READ,
+    VFIO_REGION_INFO_FLAG_WRITE,
+};
+use vmm_sys_util::eventfd::EventFd;
+
+use crate::dma::{DmaError, DmaSpace};
+use crate::pci::caps::{self, exp, msix as msix_cap, CapLayout, SriovLayout};
+use crate::pci::config::{
+    command, hdr, status, Bar, BarKind, ConfigError, ConfigSpace, CONFIG_SIZE,
+};
+use crate::pci::msix::{Delivery, Msix, MsixError};
+use crate::regs::{Bar0, Effect, FuncReg, Identity, BAR0_SIZE};
+
+/// vfio-pci region index of BAR0 and of the MSI-X BAR.
+pub const REGION_BAR0: u32 = 0;
+pub const REGION_MSIX: u32 = 2;
+pub const REGION_CONFIG: u32 = VFIO_PCI_CONFIG_REGION_INDEX;
+/// Size of the MSI-X BAR and where the PBA starts in it.
+pub const MSIX_BAR_SIZE: u64 = 16 * 1024;
+pub const MSIX_TABLE_OFFSET: u64 = 0;
+pub const MSIX_PBA_OFFSET: u64 = 0x2000;
+/// vector 0 is the misc/admin vector; 1..=X are the queue pairs.
+pub const MISC_VECTORS: u32 = 1;
+
+/// PCI identity of the card.
+pub const VENDOR_ID: u16 = 0x1ffe;
+pub const PF_DEVICE_ID: u16 = 0x1000;
+pub const VF_DEVICE_ID: u16 = 0x1001;
+pub const SUBSYS_ID: u16 = 0x0001;
+pub const REVISION: u8 = 0x01;
+/// Network controller, Ethernet.
+pub const CLASS_ETHERNET: u32 = 0x02_0000;
+
+/// Which function of the card.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum FunctionKind {
+    Pf,
+    Vf(u16),
+}
+
+impl FunctionKind {
+    /// Socket and log name: `pf`, `vf0`, `vf1`...
+    pub fn name(&self) -> String {
+        match self {
+            FunctionKind::Pf => "pf".into(),
+            FunctionKind::Vf(n) => format!("vf{n}"),
+        }
+    }
+
+    /// Routing-ID function number (PF 0, VF n at First VF Offset 1 + n).
+    pub fn number(&self) -> u16 {
+        match self {
+            FunctionKind::Pf => 0,
+            FunctionKind::Vf(n) => n + 1,
+        }
+    }
+}
+
+/// What the card decides about a function when it builds it.
+#[derive(Clone, Debug)]
+pub struct FunctionSpec {
+    pub kind: FunctionKind,
+    pub qp_max: u32,
+    pub qp_num: u32,
+    pub mac: [u8; 6],
+    pub serial: u64,
+    /// ARI Next Function Number.
+    pub ari_next: u8,
+    /// SR-IOV capability contents (PF only).
+    pub sriov: Option<SriovLayout>,
+}
+
+#[derive(Debug, Error)]
+pub enum FnError {
+    #[error("no region {0}")]
+    NoRegion(u32),
+    #[error("access of {count} bytes at {offset:#x} outside region {region} ({size} bytes)")]
+    OutOfRegion {
+        region: u32,
+        offset: u64,
+        count: usize,
+        size: u64,
+    },
+    #[error("no IRQ index {0}")]
+    NoIrqIndex(u32),
+    #[error("SET_IRQS: {0}")]
+    SetIrqs(&'static str),
+    #[error("SET_IRQS range {start}+{count} exceeds {max} interrupts of index {index}")]
+    IrqRange {
+        index: u32,
+        start: u32,
+        count: u32,
+        max: u32,
+    },
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error(transparent)]
+    Dma(#[from] DmaError),
+}
+
+impl FnError {
+    pub fn errno(&self) -> i32 {
+        match self {
+            FnError::Dma(e) => e.errno(),
+            _ => libc::EINVAL,
+        }
+    }
+}
+
+/// Counters of one function, for logs now and statistics later.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FunctionStats {
+    pub bad_mmio: u64,
+    pub irqs_sent: u64,
+    pub irqs_pending: u64,
+    pub irqs_dropped: u64,
+    pub resets: u64,
+    /// Messages refused with an error (malformed, unknown, out of range).
+    pub protocol_errors: u64,
+}
+
+/// Logs the first few occurrences of a guest mistake, then every 1000th, so
+/// a misbehaving guest cannot flood the log.
+fn rate_limited(count: u64) -> bool {
+    count <= 10 || count % 1000 == 0
+}
+
+pub struct Function {
+    spec: FunctionSpec,
+    name: String,
+    config: ConfigSpace,
+    /// Config space as built, restored on reset.
+    pristine: ConfigSpace,
+    bar0: Bar0,
+    msix: Msix,
+    err_fd: Option<EventFd>,
+    req_fd: Option<EventFd>,
+    dma: DmaSpace,
+    stats: FunctionStats,
+}
+
+impl Function {
+    pub fn new(spec: FunctionSpec) -> Self {
+        let vectors = spec.qp_max + MISC_VECTORS;
+        let config = build_config(&spec, vectors as u16);
+        let func = match spec.kind {
+            FunctionKind::Pf => FuncReg::new(),
+            FunctionKind::Vf(n) => FuncReg::new().with_is_vf(true).with_vf_index(n),
+        };
+        let bar0 = Bar0::new(Identity {
+            func,
+            qp_max: spec.qp_max,
+            qp_num: spec.qp_num,
+            mac: spec.mac,
+            vectors,
+        });
+        Function {
+            name: spec.kind.name(),
+            pristine: config.clone(),
+            config,
+            bar0,
+            msix: Msix::new(vectors as u16),
+            err_fd: None,
+            req_fd: None,
+            dma: DmaSpace::default(),
+            stats: FunctionStats::default(),
+            spec,
+        }
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    pub fn kind(&self) -> FunctionKind {
+        self.spec.kind
+    }
+
+    pub fn stats(&self) -> FunctionStats {
+        self.stats
+    }
+
+    pub fn count_protocol_error(&mut self) {
+        self.stats.protocol_errors += 1;
+    }
+
+    pub fn dma(&self) -> &DmaSpace {
+        &self.dma
+    }
+
+    pub fn config(&self) -> &ConfigSpace {
+        &self.config
+    }
+
+    /// Size of region `index`, 0 if absent.
+    pub fn region_size(&self, index: u32) -> u64 {
+        match index {
+            REGION_BAR0 => BAR0_SIZE,
+            REGION_MSIX => MSIX_BAR_SIZE,
+            REGION_CONFIG => CONFIG_SIZE as u64,
+            _ => 0,
+        }
+    }
+
+    /// (flags, size) for GET_REGION_INFO. No region is mmappable yet, which
+    /// keeps QEMU's posted (NO_REPLY) BAR writes on.
+    pub fn region_info(&self, index: u32) -> Result<(u32, u64), FnError> {
+        if index >= VFIO_PCI_NUM_REGIONS {
+            return Err(FnError::NoRegion(index));
+        }
+        let size = self.region_size(index);
+        let flags = if size > 0 {
+            VFIO_REGION_INFO_FLAG_READ | VFIO_REGION_INFO_FLAG_WRITE
+        } else {
+            0
+        };
+        Ok((flags, size))
+    }
+
+    /// Number of interrupts of an IRQ index. No INTx (interrupt pin 0) and no
+    /// MSI capability, as on most modern NICs; ERR and REQ are one each.
+    pub fn irq_count(&self, index: u32) -> Result<u32, FnError> {
+        match index {
+            VFIO_PCI_MSIX_IRQ_INDEX => Ok(self.msix.vectors()),
+            VFIO_PCI_ERR_IRQ_INDEX | VFIO_PCI_REQ_IRQ_INDEX => Ok(1),
+            i if i < VFIO_PCI_NUM_IRQS => Ok(0),
+            i => Err(FnError::NoIrqIndex(i)),
+        }
+    }
+
+    /// (flags, count) for GET_IRQ_INFO.
+    pub fn irq_info(&self, index: u32) -> Result<(u32, u32), FnError> {
+        let count = self.irq_count(index)?;
+        Ok((if count > 0 { VFIO_IRQ_INFO_EVENTFD } else { 0 }, count))
+    }
+
+    fn check_region(&self, region: u32, offset: u64, count: usize) -> Result<(), FnError> {
+        let (_, size) = self.region_info(region)?;
+        let end = offset.checked_add(count as u64);
+        if size == 0 || end.is_none_or(|e| e > size) {
+            return Err(FnError::OutOfRegion {
+                region,
+                offset,
+                count,
+                size,
+            });
+        }
+        Ok(())
+    }
+
+    /// REGION_READ. Bad register accesses inside a BAR behave like hardware:
+    /// all-ones and a counter, not a protocol error.
+    pub fn region_read(&mut self, region: u32, offset: u64, buf: &mut [u8]) -> Result<(), FnError> {
+        self.check_region(region, offset, buf.len())?;
+        match region {
+            REGION_CONFIG => self.config.read(offset, buf)?,
+            REGION_BAR0 => {
+                if let Err(e) = self.bar0.read(offset, buf) {
+                    self.bad_mmio(&e.to_string());
+                    buf.fill(0xff);
+                }
+            }
+            _ => {
+                if let Err(e) = self.msix_bar_read(offset, buf) {
+                    self.bad_mmio(&e.to_string());
+                    buf.fill(0xff);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// REGION_WRITE.
+    pub fn region_write(&mut self, region: u32, offset: u64, data: &[u8]) -> Result<(), FnError> {
+        self.check_region(region, offset, data.len())?;
+        match region {
+            REGION_CONFIG => self.config_write(offset, data)?,
+            REGION_BAR0 => match self.bar0.write(offset, data) {
+                Ok(effects) => effects.into_iter().for_each(|e| self.apply(e)),
+                Err(e) => self.bad_mmio(&e.to_string()),
+            },
+            _ => {
+                if let Err(e) = self.msix_bar_write(offset, data) {
+                    self.bad_mmio(&e.to_string());
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn bad_mmio(&mut self, what: &str) {
+        self.bar0.count_bad_access();
+        self.stats.bad_mmio += 1;
+        if rate_limited(self.stats.bad_mmio) {
+            warn!(
+                "{}: bad MMIO access ({} so far): {what}",
+                self.name, self.stats.bad_mmio
+            );
+        }
+    }
+
+    fn msix_bar_read(&self, offset: u64, buf: &mut [u8]) -> Result<(), MsixError> {
+        if offset < MSIX_PBA_OFFSET {
+            self.msix.table_read(offset - MSIX_TABLE_OFFSET, buf)
+        } else {
+            let rel = offset - MSIX_PBA_OFFSET;
+            if rel + buf.len() as u64 > self.msix.pba_size() {
+                return Err(MsixError::Unaligned {
+                    offset,
+                    len: buf.len(),
+                });
+            }
+            self.msix.pba_read(rel, buf)
+        }
+    }
+
+    fn msix_bar_write(&mut self, offset: u64, data: &[u8]) -> Result<(), MsixError> {
+        if offset >= MSIX_PBA_OFFSET {
+            // The PBA is read-only.
+            return Err(MsixError::Unaligned {
+                offset,
+                len: data.len(),
+            });
+        }
+        let unmasked = self.msix.table_write(offset - MSIX_TABLE_OFFSET, data)?;
+        if !unmasked.is_empty() {
+            self.deliver_pending();
+        }
+        Ok(())
+    }
+
+    fn msix_control(&self) -> (bool, bool) {
+        let ctl = self.config.u16(caps::MSIX_OFFSET + msix_cap::CONTROL);
+        (
+            ctl & msix_cap::CONTROL_ENABLE != 0,
+            ctl & msix_cap::CONTROL_FUNCTION_MASK != 0,
+        )
+    }
+
+    fn deliver_pending(&mut self) {
+        let (enabled, fmask) = self.msix_control();
+        let n = self.msix.deliver_unmasked_pending(enabled, fmask);
+        self.stats.irqs_sent += n as u64;
+    }
+
+    /// Raises MSI-X `vector`, honouring enable and masks.
+    pub fn raise_irq(&mut self, vector: u32) -> Delivery {
+        let (enabled, fmask) = self.msix_control();
+        let d = match self.msix.trigger(vector, enabled, fmask) {
+            Ok(d) => d,
+            Err(e) => {
+                self.bad_mmio(&e.to_string());
+                return Delivery::Dropped;
+            }
+        };
+        match d {
+            Delivery::Sent => self.stats.irqs_sent += 1,
+            Delivery::Pending => self.stats.irqs_pending += 1,
+            Delivery::Dropped => self.stats.irqs_dropped += 1,
+        }
+        debug!("{}: vector {vector}: {d:?}", self.name);
+        d
+    }
+
+    fn apply(&mut self, effect: Effect) {
+        match effect {
+            Effect::None => {}
+            Effect::Reset => {
+                info!("{}: reset through CTRL.RESET", self.name);
+                self.reset();
+            }
+            Effect::RaiseIrq(vector) => {
+                self.bar0.count_test_irq();
+                self.raise_irq(vector);
+            }
+        }
+    }
+
+    fn config_write(&mut self, offset: u64, data: &[u8]) -> Result<(), FnError> {
+        self.config.write(offset, data)?;
+        // Initiate FLR is bit 15 of Device Control: write-only, never stored.
+        let flr_byte = (caps::PCIE_OFFSET + exp::DEVCTL + 1) as u64;
+        let flr = flr_byte
+            .checked_sub(offset)
+            .and_then(|i| data.get(i as usize))
+            .is_some_and(|b| b & (exp::DEVCTL_FLR >> 8) as u8 != 0);
+        if flr {
+            info!("{}: function level reset", self.name);
+            self.reset();
+            return Ok(());
+        }
+        let msix_ctl = (caps::MSIX_OFFSET + msix_cap::CONTROL) as u64;
+        if offset < msix_ctl + 2 && msix_ctl < offset + data.len() as u64 {
+            self.deliver_pending();
+        }
+        Ok(())
+    }
+
+    /// SET_IRQS, with the vfio semantics: exactly one action (mask, unmask,
+    /// trigger) and one data type (none, bool array, eventfds).
+    pub fn set_irqs(
+        &mut self,
+        flags: u32,
+        index: u32,
+        start: u32,
+        count: u32,
+        data: &[u8],
+        fds: Vec<File>,
+    ) -> Result<(), FnError> {
+        let action = flags & VFIO_IRQ_SET_ACTION_TYPE_MASK;
+        let dtype = flags & VFIO_IRQ_SET_DATA_TYPE_MASK;
+        if flags & !(VFIO_IRQ_SET_ACTION_TYPE_MASK | VFIO_IRQ_SET_DATA_TYPE_MASK) != 0 {
+            return Err(FnError::SetIrqs("unknown flags"));
+        }
+        if action.count_ones() != 1 || dtype.count_ones() != 1 {
+            return Err(FnError::SetIrqs(
+                "need exactly one action and one data type",
+            ));
+        }
+        let max = self.irq_count(index)?;
+        if dtype != VFIO_IRQ_SET_DATA_EVENTFD && !fds.is_empty() {
+            return Err(FnError::SetIrqs("file descriptors without DATA_EVENTFD"));
+        }
+        // DATA_NONE + TRIGGER with count 0 disables the whole index.
+        if count == 0 {
+            if action == VFIO_IRQ_SET_ACTION_TRIGGER && dtype == VFIO_IRQ_SET_DATA_NONE {
+                self.disable_irq_index(index);
+                return Ok(());
+            }
+            return Err(FnError::SetIrqs(
+                "count 0 is only valid to disable an index",
+            ));
+        }
+        if start.checked_add(count).is_none_or(|end| end > max) {
+            return Err(FnError::IrqRange {
+                index,
+                start,
+                count,
+                max,
+            });
+        }
+        let selected: Vec<bool> = match dtype {
+            VFIO_IRQ_SET_DATA_BOOL => {
+                let b = data
+                    .get(..count as usize)
+                    .ok_or(FnError::SetIrqs("short bool array"))?;
+                b.iter().map(|&x| x != 0).collect()
+            }
+            _ => vec![true; count as usize],
+        };
+        match (action, dtype) {
+            (VFIO_IRQ_SET_ACTION_TRIGGER, VFIO_IRQ_SET_DATA_EVENTFD) => {
+                self.set_eventfds(index, start, count, fds)
+            }
+            (VFIO_IRQ_SET_ACTION_TRIGGER, _) => {
+                self.trigger_irqs(index, start, &selected);
+                Ok(())
+            }
+            (_, VFIO_IRQ_SET_DATA_EVENTFD) => Err(FnError::SetIrqs("mask/unmask take no eventfd")),
+            (VFIO_IRQ_SET_ACTION_MASK | VFIO_IRQ_SET_ACTION_UNMASK, _)
+                if index == VFIO_PCI_MSIX_IRQ_INDEX =>
+            {
+                let mask = action == VFIO_IRQ_SET_ACTION_MASK;
+                for (i, _) in selected.iter().enumerate().filter(|(_, s)| **s) {
+                    self.msix
+                        .set_client_mask(start + i as u32, &[mask])
+                        .map_err(|_| FnError::SetIrqs("vector out of range"))?;
+                }
+                if !mask {
+                    self.deliver_pending();
+                }
+                Ok(())
+            }
+            _ => Err(FnError::SetIrqs("index is not maskable")),
+        }
+    }
+
+    fn disable_irq_index(&mut self, index: u32) {
+        match index {
+            VFIO_PCI_MSIX_IRQ_INDEX => self.msix.clear_eventfds(),
+            VFIO_PCI_ERR_IRQ_INDEX => self.err_fd = None,
+            VFIO_PCI_REQ_IRQ_INDEX => self.req_fd = None,
+            _ => {}
+        }
+    }
+
+    fn set_eventfds(
+        &mut self,
+        index: u32,
+        start: u32,
+        count: u32,
+        fds: Vec<File>,
+    ) -> Result<(), FnError> {
+        if !fds.is_empty() && fds.len() != count as usize {
+            return Err(FnError::SetIrqs("number of eventfds differs from count"));
+        }
+        let mut fds: Vec<Option<EventFd>> = if fds.is_empty() {
+            // QEMU sends no descriptors to de-assign a range (all -1).
+            (0..count).map(|_| None).collect()
+        } else {
+            fds.into_iter()
+                .map(into_eventfd)
+                .collect::<Result<_, _>>()?
+        };
+        match index {
+            VFIO_PCI_MSIX_IRQ_INDEX => {
+                for (i, fd) in fds.drain(..).enumerate() {
+                    self.msix
+                        .set_eventfd(start + i as u32, fd)
+                        .map_err(|_| FnError::SetIrqs("vector out of range"))?;
+                }
+                self.deliver_pending();
+            }
+            VFIO_PCI_ERR_IRQ_INDEX => self.err_fd = fds.pop().flatten(),
+            VFIO_PCI_REQ_IRQ_INDEX => self.req_fd = fds.pop().flatten(),
+            _ => return Err(FnError::SetIrqs("index has no interrupts")),
+        }
+        Ok(())
+    }
+
+    fn trigger_irqs(&mut self, index: u32, start: u32, selected: &[bool]) {
+        for (i, _) in selected.iter().enumerate().filter(|(_, s)| **s) {
+            let n = start + i as u32;
+            match index {
+                VFIO_PCI_MSIX_IRQ_INDEX => {
+                    self.raise_irq(n);
+                }
+                VFIO_PCI_ERR_IRQ_INDEX => signal(&self.err_fd),
+                VFIO_PCI_REQ_IRQ_INDEX => signal(&self.req_fd),
+                _ => {}
+            }
+        }
+    }
+
+    /// DMA_MAP.
+    pub fn dma_map(
+        &mut self,
+        address: u64,
+        size: u64,
+        offset: u64,
+        flags: u32,
+        file: Option<File>,
+    ) -> Result<(), FnError> {
+        self.dma.map(address, size, offset, flags, file)?;
+        debug!("{}: DMA map {address:#x}+{size:#x}", self.name);
+        Ok(())
+    }
+
+    /// DMA_UNMAP.
+    pub fn dma_unmap(&mut self, address: u64, size: u64, all: bool) -> Result<usize, FnError> {
+        Ok(self.dma.unmap(address, size, all)?)
+    }
+
+    /// Function reset (DEVICE_RESET, FLR, CTRL.RESET): registers, config
+    /// space and interrupt state return to their reset values. DMA mappings
+    /// and registered eventfds are the client's, not the function's, and stay.
+    /// Other functions are not touched.
+    pub fn reset(&mut self) {
+        self.config = self.pristine.clone();
+        self.bar0.reset();
+        self.msix.reset();
+        self.stats.resets += 1;
+    }
+
+    /// The client went away: forget its memory and interrupts, then reset.
+    pub fn disconnect(&mut self) {
+        self.dma.clear();
+        self.msix.clear_eventfds();
+        self.err_fd = None;
+        self.req_fd = None;
+        self.reset();
+    }
+
+    /// True if bus mastering (DMA) is enabled in the command register.
+    pub fn bus_master(&self) -> bool {
+        self.config.u16(hdr::COMMAND) & command::BUS_MASTER != 0
+    }
+}
+
+fn signal(fd: &Option<EventFd>) {
+    if let Some(fd) = fd {
+        if let Err(e) = fd.write(1) {
+            warn!("eventfd write failed: {e}");
+        }
+    }
+}
+
+/// Accepts only real eventfds: anything else (a regular file, a pipe) would
+/// have the card write into it.
+fn into_eventfd(file: File) -> Result<Option<EventFd>, FnError> {
+    use std::os::fd::AsRawFd;
+    let link = std::fs::read_link(format!("/proc/self/fd/{}", file.as_raw_fd()));
+    if !link.is_ok_and(|l| l.to_string_lossy() == "anon_inode:[eventfd]") {
+        return Err(FnError::SetIrqs("descriptor is not an eventfd"));
+    }
+    // SAFETY: the descriptor is an eventfd we own; ownership moves from the
+    // File into the EventFd.
+    Ok(Some(unsafe { EventFd::from_raw_fd(file.into_raw_fd()) }))
+}
+
+/// Builds a function's configuration space.
+fn build_config(spec: &FunctionSpec, vectors: u16) -> ConfigSpace {
+    let mut c = ConfigSpace::default();
+    let device = match spec.kind {
+        FunctionKind::Pf => PF_DEVICE_ID,
+        FunctionKind::Vf(_) => VF_DEVICE_ID,
+    };
+    c.set_u16(hdr::VENDOR_ID, VENDOR_ID);
+    c.set_u16(hdr::DEVICE_ID, device);
+    c.set_u16(hdr::COMMAND, 0);
+    c.set_wmask_u16(hdr::COMMAND, command::WRITABLE);
+    c.set_u16(hdr::STATUS, status::CAP_LIST);
+    c.set_w1c_u16(hdr::STATUS, status::RW1C);
+    c.set_u8(hdr::REVISION, REVISION);
+    c.set_ro(hdr::CLASS_PROG, &CLASS_ETHERNET.to_le_bytes()[..3]);
+    c.set_rw(hdr::CACHE_LINE, &[0], &[0xff]);
+    c.set_u8(hdr::HEADER_TYPE, 0);
+    c.add_bar(Bar {
+        index: 0,
+        size: BAR0_SIZE,
+        kind: BarKind::Mem64,
+        prefetchable: false,
+    });
+    c.add_bar(Bar {
+        index: 2,
+        size: MSIX_BAR_SIZE,
+        kind: BarKind::Mem64,
+        prefetchable: false,
+    });
+    c.set_u16(hdr::SUBSYS_VENDOR, VENDOR_ID);
+    c.set_u16(hdr::SUBSYS_ID, SUBSYS_ID);
+    c.set_rw(hdr::INT_LINE, &[0], &[0xff]);
+    c.set_u8(hdr::INT_PIN, 0);
+    caps::build(
+        &mut c,
+        &CapLayout {
+            msix_vectors: vectors,
+            msix_bar: REGION_MSIX as u8,
+            msix_table_offset: MSIX_TABLE_OFFSET as u32,
+            msix_pba_offset: MSIX_PBA_OFFSET as u32,
+            sriov: spec.sriov.clone(),
+            ari_next_function: spec.ari_next,
+            serial: spec.serial,
+        },
+    );
+    c
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::regs::Reg;
+    use vmm_sys_util::eventfd::EFD_NONBLOCK;
+
+    fn vf() -> Function {
+        Function::new(FunctionSpec {
+            kind: FunctionKind::Vf(0),
+            qp_max: 8,
+            qp_num: 2,
+            mac: [2, 0x76, 0x6e, 0, 1, 0],
+            serial: 1,
+            ari_next: 0,
+            sriov: None,
+        })
+    }
+
+    fn cfg16(f: &mut Function, off: usize) -> u16 {
+        let mut b = [0; 2];
+        f.region_read(REGION_CONFIG, off as u64, &mut b).unwrap();
+        u16::from_le_bytes(b)
+    }
+
+    fn bar0_u32(f: &mut Function, reg: Reg) -> u32 {
+        let mut b = [0; 4];
+        f.region_read(REGION_BAR0, reg as u64, &mut b).unwrap();
+        u32::from_le_bytes(b)
+    }
+
+    fn enable_msix(f: &mut Function) -> EventFd {
+        let ctl = (caps::MSIX_OFFSET + msix_cap::CONTROL) as u64;
+        f.region_write(REGION_CONFIG, ctl, &msix_cap::CONTROL_ENABLE.to_le_bytes())
+            .unwrap();
+        let efd = EventFd::new(EFD_NONBLOCK).unwrap();
+        // SAFETY: dup of a live eventfd, owned by the File we create.
+        let file = unsafe { File::from_raw_fd(libc::dup(std::os::fd::AsRawFd::as_raw_fd(&efd))) };
+        let flags = VFIO_IRQ_SET_ACTION_TRIGGER | VFIO_IRQ_SET_DATA_EVENTFD;
+        f.set_irqs(flags, VFIO_PCI_MSIX_IRQ_INDEX, 0, 1, &[], vec![file])
+            .unwrap();
+        efd
+    }
+
+    #[test]
+    fn vf_presents_vendor_and_vf_device_id() {
+        let mut f = vf();
+        assert_eq!(cfg16(&mut f, hdr::VENDOR_ID), VENDOR_ID);
+        assert_eq!(cfg16(&mut f, hdr::DEVICE_ID), VF_DEVICE_ID);
+    }
+
+    #[test]
+    fn irq_test_register_signals_msix_eventfd() {
+        let mut f = vf();
+        let efd = enable_msix(&mut f);
+        f.region_write(REGION_BAR0, Reg::IrqTest as u64, &0u32.to_le_bytes())
+            .unwrap();
+        assert_eq!(efd.read().unwrap(), 1);
+        assert_eq!(bar0_u32(&mut f, Reg::IrqTestCount), 1);
+        assert_eq!(f.stats().irqs_sent, 1);
+    }
+
+    #[test]
+    fn irq_test_with_bad_vector_is_counted_not_fatal() {
+        let mut f = vf();
+        f.region_write(REGION_BAR0, Reg::IrqTest as u64, &999u32.to_le_bytes())
+            .unwrap();
+        assert_eq!(bar0_u32(&mut f, Reg::BadAccess), 1);
+    }
+
+    #[test]
+    fn flr_resets_config_and_registers() {
+        let mut f = vf();
+        f.region_write(
+            REGION_CONFIG,
+            hdr::COMMAND as u64,
+            &command::MEMORY.to_le_bytes(),
+        )
+        .unwrap();
+        f.region_write(REGION_BAR0, Reg::Scratch as u64, &7u32.to_le_bytes())
+            .unwrap();
+        let devctl = (caps::PCIE_OFFSET + exp::DEVCTL) as u64;
+        f.region_write(REGION_CONFIG, devctl, &exp::DEVCTL_FLR.to_le_bytes())
+            .unwrap();
+        assert_eq!(cfg16(&mut f, hdr::COMMAND), 0);
+        assert_eq!(bar0_u32(&mut f, Reg::Scratch), 0);
+        assert_eq!(
+            cfg16(&mut f, caps::PCIE_OFFSET + exp::DEVCTL) & exp::DEVCTL_FLR,
+            0
+        );
+    }
+
+    #[test]
+    fn region_accesses_outside_regions_are_errors() {
+        let mut f = vf();
+        let mut b = [0; 4];
+        assert!(f.region_read(REGION_BAR0, BAR0_SIZE - 2, &mut b).is_err());
+        assert!(f.region_read(4, 0, &mut b).is_err());
+        assert!(f.region_read(9, 0, &mut b).is_err());
+        assert!(f.region_read(REGION_CONFIG, u64::MAX, &mut b).is_err());
+        assert!(f.region_write(REGION_MSIX, MSIX_BAR_SIZE, &b).is_err());
+    }
+
+    #[test]
+    fn unknown_bar0_offset_reads_all_ones() {
+        let mut f = vf();
+        let mut b = [0; 4];
+        f.region_read(REGION_BAR0, 0x800, &mut b).unwrap();
+        assert_eq!(b, [0xff; 4]);
+        assert_eq!(f.stats().bad_mmio, 1);
+    }
+
+    #[test]
+    fn set_irqs_validates_flags_ranges_and_fds() {
+        let mut f = vf();
+        let trig_none = VFIO_IRQ_SET_ACTION_TRIGGER | VFIO_IRQ_SET_DATA_NONE;
+        let both = VFIO_IRQ_SET_ACTION_MASK | VFIO_IRQ_SET_ACTION_UNMASK | VFIO_IRQ_SET_DATA_NONE;
+        assert!(f
+            .set_irqs(both, VFIO_PCI_MSIX_IRQ_INDEX, 0, 1, &[], vec![])
+            .is_err());
+        assert!(f
+            .set_irqs(trig_none, VFIO_PCI_MSIX_IRQ_INDEX, 8, 2, &[], vec![])
+            .is_err());
+        assert!(f
+            .set_irqs(trig_none, VFIO_PCI_MSIX_IRQ_INDEX, u32::MAX, 2, &[], vec![])
+            .is_err());
+        assert!(f.set_irqs(trig_none, 7, 0, 1, &[], vec![]).is_err());
+        assert!(
+            f.set_irqs(trig_none, 0, 0, 1, &[], vec![]).is_err(),
+            "no INTx"
+        );
+        assert!(f
+            .set_irqs(trig_none, VFIO_PCI_MSIX_IRQ_INDEX, 0, 0, &[], vec![])
+            .is_ok());
+        let not_eventfd = File::open("/proc/self/stat").unwrap();
+        let ev = VFIO_IRQ_SET_ACTION_TRIGGER | VFIO_IRQ_SET_DATA_EVENTFD;
+        assert!(f
+            .set_irqs(ev, VFIO_PCI_MSIX_IRQ_INDEX, 0, 1, &[], vec![not_eventfd])
+            .is_err());
+        let bool_ = VFIO_IRQ_SET_ACTION_TRIGGER | VFIO_IRQ_SET_DATA_BOOL;
+        assert!(f
+            .set_irqs(bool_, VFIO_PCI_MSIX_IRQ_INDEX, 0, 4, &[1, 0], vec![])
+            .is_err());
+    }
+
+    #[test]
+    fn client_mask_pends_and_unmask_delivers() {
+        let mut f = vf();
+        let efd = enable_msix(&mut f);
+        let mask = VFIO_IRQ_SET_ACTION_MASK | VFIO_IRQ_SET_DATA_NONE;
+        f.set_irqs(mask, VFIO_PCI_MSIX_IRQ_INDEX, 0, 1, &[], vec![])
+            .unwrap();
+        assert_eq!(f.raise_irq(0), Delivery::Pending);
+        let mut pba = [0u8; 8];
+        f.region_read(REGION_MSIX, MSIX_PBA_OFFSET, &mut pba)
+            .unwrap();
+        assert_eq!(pba[0], 1);
+        let unmask = VFIO_IRQ_SET_ACTION_UNMASK | VFIO_IRQ_SET_DATA_NONE;
+        f.set_irqs(unmask, VFIO_PCI_MSIX_IRQ_INDEX, 0, 1, &[], vec![])
+            .unwrap();
+        assert_eq!(efd.read().unwrap(), 1);
+    }
+
+    #[test]
+    fn msix_disabled_drops_interrupts() {
+        let mut f = vf();
+        assert_eq!(f.raise_irq(0), Delivery::Dropped);
+    }
+}

@@ -1,0 +1,15 @@
+//! vnic: an emulated PCIe SR-IOV network card, served over vfio-user.
+//!
+//! The card ([`card::Card`]) has one PF and several VFs ([`function::Function`]),
+//! each a PCI function with real configuration space ([`pci`]), a BAR0
+//! register file ([`regs`]), MSI-X ([`pci::msix`]) and DMA into the guest's
+//! memory ([`dma`]). [`server::Server`] serves every function's vfio-user
+//! socket ([`protocol`]) from one event loop.
+
+pub mod card;
+pub mod dma;
+pub mod function;
+pub mod pci;
+pub mod protocol;
+pub mod regs;
+pub mod server;

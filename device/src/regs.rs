@@ -1,0 +1,417 @@
+//! BAR0: the function's register file.
+//!
+//! Registers are data: [`REGISTERS`] lists every register with its offset,
+//! access type and meaning, and docs/registers.md is the same table in prose.
+//! Structured registers are `bitfield-struct` types. Accesses must be aligned
+//! dwords (or qwords, handled as two dwords); anything else, and any offset not
+//! in the table, is a bad access: reads return all-ones, writes are dropped,
+//! and the BAD_ACCESS counter goes up.
+
+use bitfield_struct::bitfield;
+
+/// Size of BAR0. Registers for queues and doorbells come after 0x1000.
+pub const BAR0_SIZE: u64 = 64 * 1024;
+/// "VNIC" in ASCII, read from ID.
+pub const ID_MAGIC: u32 = 0x564e_4943;
+pub const VERSION_MAJOR: u16 = 1;
+pub const VERSION_MINOR: u16 = 0;
+
+/// Register offsets.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u64)]
+pub enum Reg {
+    Id = 0x000,
+    Version = 0x004,
+    Func = 0x008,
+    QpMax = 0x00c,
+    QpNum = 0x010,
+    Status = 0x014,
+    Ctrl = 0x018,
+    Scratch = 0x01c,
+    MacLo = 0x020,
+    MacHi = 0x024,
+    IrqTest = 0x028,
+    IrqTestCount = 0x02c,
+    NumVectors = 0x030,
+    BadAccess = 0x034,
+}
+
+/// How software may access a register.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Access {
+    ReadOnly,
+    ReadWrite,
+    /// Writes act; reads return 0.
+    WriteOnly,
+}
+
+/// One row of the register table.
+#[derive(Clone, Copy, Debug)]
+pub struct RegSpec {
+    pub reg: Reg,
+    pub name: &'static str,
+    pub access: Access,
+}
+
+/// Every BAR0 register.
+pub const REGISTERS: &[RegSpec] = &[
+    RegSpec {
+        reg: Reg::Id,
+        name: "ID",
+        access: Access::ReadOnly,
+    },
+    RegSpec {
+        reg: Reg::Version,
+        name: "VERSION",
+        access: Access::ReadOnly,
+    },
+    RegSpec {
+        reg: Reg::Func,
+        name: "FUNC",
+        access: Access::ReadOnly,
+    },
+    RegSpec {
+        reg: Reg::QpMax,
+        name: "QP_MAX",
+        access: Access::ReadOnly,
+    },
+    RegSpec {
+        reg: Reg::QpNum,
+        name: "QP_NUM",
+        access: Access::ReadOnly,
+    },
+    RegSpec {
+        reg: Reg::Status,
+        name: "STATUS",
+        access: Access::ReadOnly,
+    },
+    RegSpec {
+        reg: Reg::Ctrl,
+        name: "CTRL",
+        access: Access::ReadWrite,
+    },
+    RegSpec {
+        reg: Reg::Scratch,
+        name: "SCRATCH",
+        access: Access::ReadWrite,
+    },
+    RegSpec {
+        reg: Reg::MacLo,
+        name: "MAC_LO",
+        access: Access::ReadOnly,
+    },
+    RegSpec {
+        reg: Reg::MacHi,
+        name: "MAC_HI",
+        access: Access::ReadOnly,
+    },
+    RegSpec {
+        reg: Reg::IrqTest,
+        name: "IRQ_TEST",
+        access: Access::WriteOnly,
+    },
+    RegSpec {
+        reg: Reg::IrqTestCount,
+        name: "IRQ_TEST_COUNT",
+        access: Access::ReadOnly,
+    },
+    RegSpec {
+        reg: Reg::NumVectors,
+        name: "NUM_VECTORS",
+        access: Access::ReadOnly,
+    },
+    RegSpec {
+        reg: Reg::BadAccess,
+        name: "BAD_ACCESS",
+        access: Access::ReadOnly,
+    },
+];
+
+impl Reg {
+    pub fn from_offset(offset: u64) -> Option<RegSpec> {
+        REGISTERS.iter().copied().find(|s| s.reg as u64 == offset)
+    }
+}
+
+/// VERSION: interface version the driver checks.
+#[bitfield(u32)]
+pub struct VersionReg {
+    #[bits(16)]
+    pub minor: u16,
+    #[bits(16)]
+    pub major: u16,
+}
+
+/// FUNC: which function of the card this is.
+#[bitfield(u32)]
+pub struct FuncReg {
+    /// VF number (0 on the PF).
+    #[bits(16)]
+    pub vf_index: u16,
+    #[bits(15)]
+    __: u16,
+    pub is_vf: bool,
+}
+
+/// STATUS.
+#[bitfield(u32)]
+pub struct StatusReg {
+    pub link_up: bool,
+    #[bits(31)]
+    __: u32,
+}
+
+/// CTRL.
+#[bitfield(u32)]
+pub struct CtrlReg {
+    /// Write 1: reset this function's registers and interrupt state; reads 0.
+    pub reset: bool,
+    #[bits(31)]
+    __: u32,
+}
+
+/// What the function must do after a register write.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Effect {
+    None,
+    /// CTRL.RESET was written.
+    Reset,
+    /// IRQ_TEST was written with this vector.
+    RaiseIrq(u32),
+}
+
+/// Why an access was refused (it is then counted and logged by the caller).
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum RegError {
+    #[error("BAR0 access of {len} bytes at {offset:#x} is not an aligned dword or qword")]
+    Unaligned { offset: u64, len: usize },
+    #[error("no register at BAR0 offset {0:#x}")]
+    NoRegister(u64),
+    #[error("register at BAR0 offset {0:#x} is read-only")]
+    ReadOnly(u64),
+}
+
+/// Identity the card gives a function; fixed while it is in use.
+#[derive(Clone, Copy, Debug)]
+pub struct Identity {
+    pub func: FuncReg,
+    pub qp_max: u32,
+    pub qp_num: u32,
+    pub mac: [u8; 6],
+    pub vectors: u32,
+}
+
+/// BAR0 state of one function.
+#[derive(Clone, Debug)]
+pub struct Bar0 {
+    id: Identity,
+    status: StatusReg,
+    scratch: u32,
+    irq_test_count: u32,
+    bad_access: u32,
+}
+
+impl Bar0 {
+    pub fn new(id: Identity) -> Self {
+        Bar0 {
+            id,
+            status: StatusReg::new().with_link_up(true),
+            scratch: 0,
+            irq_test_count: 0,
+            bad_access: 0,
+        }
+    }
+
+    /// Back to reset values. The identity is not register state.
+    pub fn reset(&mut self) {
+        *self = Bar0::new(self.id);
+    }
+
+    pub fn bad_accesses(&self) -> u32 {
+        self.bad_access
+    }
+
+    /// Counts a rejected access (BAD_ACCESS saturates rather than wraps).
+    pub fn count_bad_access(&mut self) {
+        self.bad_access = self.bad_access.saturating_add(1);
+    }
+
+    pub fn count_test_irq(&mut self) {
+        self.irq_test_count = self.irq_test_count.wrapping_add(1);
+    }
+
+    fn read_reg(&self, reg: Reg) -> u32 {
+        let mac = self.id.mac;
+        match reg {
+            Reg::Id => ID_MAGIC,
+            Reg::Version => VersionReg::new()
+                .with_major(VERSION_MAJOR)
+                .with_minor(VERSION_MINOR)
+                .into_bits(),
+            Reg::Func => self.id.func.into_bits(),
+            Reg::QpMax => self.id.qp_max,
+            Reg::QpNum => self.id.qp_num,
+            Reg::Status => self.status.into_bits(),
+            Reg::Ctrl | Reg::IrqTest => 0,
+            Reg::Scratch => self.scratch,
+            Reg::MacLo => u32::from_le_bytes([mac[0], mac[1], mac[2], mac[3]]),
+            Reg::MacHi => u32::from_le_bytes([mac[4], mac[5], 0, 0]),
+            Reg::IrqTestCount => self.irq_test_count,
+            Reg::NumVectors => self.id.vectors,
+            Reg::BadAccess => self.bad_access,
+        }
+    }
+
+    fn write_reg(&mut self, spec: RegSpec, v: u32) -> Result<Effect, RegError> {
+        if spec.access == Access::ReadOnly {
+            return Err(RegError::ReadOnly(spec.reg as u64));
+        }
+        Ok(match spec.reg {
+            Reg::Ctrl if CtrlReg::from_bits(v).reset() => Effect::Reset,
+            Reg::Scratch => {
+                self.scratch = v;
+                Effect::None
+            }
+            Reg::IrqTest => Effect::RaiseIrq(v),
+            _ => Effect::None,
+        })
+    }
+
+    fn check(offset: u64, len: usize) -> Result<(), RegError> {
+        let ok = matches!(len, 4 | 8) && offset % len as u64 == 0;
+        ok.then_some(()).ok_or(RegError::Unaligned { offset, len })
+    }
+
+    /// Reads `buf.len()` bytes. On error the caller fills all-ones.
+    pub fn read(&self, offset: u64, buf: &mut [u8]) -> Result<(), RegError> {
+        Self::check(offset, buf.len())?;
+        for (i, chunk) in buf.chunks_mut(4).enumerate() {
+            let off = offset + 4 * i as u64;
+            let spec = Reg::from_offset(off).ok_or(RegError::NoRegister(off))?;
+            chunk.copy_from_slice(&self.read_reg(spec.reg).to_le_bytes());
+        }
+        Ok(())
+    }
+
+    /// Writes `data`; returns the effects to carry out, in order.
+    pub fn write(&mut self, offset: u64, data: &[u8]) -> Result<Vec<Effect>, RegError> {
+        Self::check(offset, data.len())?;
+        let mut effects = Vec::new();
+        for (i, chunk) in data.chunks(4).enumerate() {
+            let off = offset + 4 * i as u64;
+            let spec = Reg::from_offset(off).ok_or(RegError::NoRegister(off))?;
+            let v = u32::from_le_bytes([chunk[0], chunk[1], chunk[2], chunk[3]]);
+            match self.write_reg(spec, v)? {
+                Effect::None => {}
+                e => effects.push(e),
+            }
+        }
+        Ok(effects)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn bar() -> Bar0 {
+        Bar0::new(Identity {
+            func: FuncReg::new().with_is_vf(true).with_vf_index(3),
+            qp_max: 8,
+            qp_num: 2,
+            mac: [0x02, 0x76, 0x6e, 0x00, 0x04, 0x00],
+            vectors: 9,
+        })
+    }
+
+    fn r(b: &Bar0, reg: Reg) -> u32 {
+        let mut v = [0; 4];
+        b.read(reg as u64, &mut v).unwrap();
+        u32::from_le_bytes(v)
+    }
+
+    #[test]
+    fn identification_registers_read_back() {
+        let b = bar();
+        assert_eq!(r(&b, Reg::Id), ID_MAGIC);
+        assert_eq!(r(&b, Reg::Version), 0x0001_0000);
+        assert_eq!(r(&b, Reg::Func), 0x8000_0003);
+        assert_eq!(r(&b, Reg::QpMax), 8);
+        assert_eq!(r(&b, Reg::QpNum), 2);
+        assert_eq!(r(&b, Reg::MacLo), 0x006e_7602);
+        assert_eq!(r(&b, Reg::MacHi), 0x0000_0004);
+        assert_eq!(r(&b, Reg::NumVectors), 9);
+        assert_eq!(r(&b, Reg::Status), 1);
+    }
+
+    #[test]
+    fn scratch_is_read_write_and_reset_clears_it() {
+        let mut b = bar();
+        assert_eq!(
+            b.write(Reg::Scratch as u64, &0xdead_beefu32.to_le_bytes()),
+            Ok(vec![])
+        );
+        assert_eq!(r(&b, Reg::Scratch), 0xdead_beef);
+        b.reset();
+        assert_eq!(r(&b, Reg::Scratch), 0);
+    }
+
+    #[test]
+    fn read_only_registers_reject_writes() {
+        let mut b = bar();
+        assert_eq!(b.write(Reg::Id as u64, &[0; 4]), Err(RegError::ReadOnly(0)));
+        assert_eq!(r(&b, Reg::Id), ID_MAGIC);
+    }
+
+    #[test]
+    fn irq_test_and_ctrl_reset_produce_effects() {
+        let mut b = bar();
+        assert_eq!(
+            b.write(Reg::IrqTest as u64, &5u32.to_le_bytes()),
+            Ok(vec![Effect::RaiseIrq(5)])
+        );
+        assert_eq!(r(&b, Reg::IrqTest), 0, "write-only reads zero");
+        assert_eq!(
+            b.write(Reg::Ctrl as u64, &1u32.to_le_bytes()),
+            Ok(vec![Effect::Reset])
+        );
+        assert_eq!(b.write(Reg::Ctrl as u64, &0u32.to_le_bytes()), Ok(vec![]));
+    }
+
+    #[test]
+    fn qword_access_covers_two_registers() {
+        let b = bar();
+        let mut q = [0; 8];
+        b.read(Reg::MacLo as u64, &mut q).unwrap();
+        assert_eq!(q, [0x02, 0x76, 0x6e, 0x00, 0x04, 0x00, 0, 0]);
+    }
+
+    #[test]
+    fn bad_accesses_are_errors() {
+        let mut b = bar();
+        let mut two = [0; 2];
+        assert!(matches!(
+            b.read(0, &mut two),
+            Err(RegError::Unaligned { .. })
+        ));
+        let mut four = [0; 4];
+        assert!(matches!(
+            b.read(2, &mut four),
+            Err(RegError::Unaligned { .. })
+        ));
+        assert_eq!(b.read(0x800, &mut four), Err(RegError::NoRegister(0x800)));
+        assert_eq!(b.write(0xfffc, &[0; 4]), Err(RegError::NoRegister(0xfffc)));
+        b.count_bad_access();
+        assert_eq!(r(&b, Reg::BadAccess), 1);
+    }
+
+    #[test]
+    fn register_table_has_unique_aligned_offsets() {
+        for (i, a) in REGISTERS.iter().enumerate() {
+            assert_eq!(a.reg as u64 % 4, 0);
+            for b in &REGISTERS[i + 1..] {
+                assert_ne!(a.reg as u64, b.reg as u64, "{} and {}", a.name, b.name);
+            }
+        }
+    }
+}

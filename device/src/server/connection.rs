@@ -1,0 +1,191 @@
+//! One client connection: framing of vfio-user messages on a non-blocking
+//! UNIX stream, the file descriptors that come with them, and a bounded queue
+//! of replies.
+//!
+//! The header is read on its own so that the descriptors a client attaches to
+//! a message (SCM_RIGHTS arrive with its first byte) are collected for that
+//! message. Nothing is allocated for a body before its header is validated.
+
+use std::collections::VecDeque;
+use std::fs::File;
+use std::io::{self, Write};
+use std::os::fd::FromRawFd;
+use std::os::unix::net::UnixStream;
+
+use libc::{c_void, iovec};
+use vmm_sys_util::sock_ctrl_msg::ScmSocket;
+
+use crate::protocol::{Header, ProtocolError, HEADER_SIZE, MAX_MSG_FDS};
+
+/// Replies queued for a client that does not read them; past this the
+/// client is disconnected rather than letting vnicd's memory grow.
+pub const MAX_TX_BYTES: usize = 8 << 20;
+
+/// A complete message off the wire.
+pub struct Message {
+    pub header: Header,
+    pub body: Vec<u8>,
+    pub fds: Vec<File>,
+}
+
+/// Result of trying to read one message.
+pub enum Incoming {
+    Message(Message),
+    /// A header that cannot be trusted: reply with this error, then drop the
+    /// client (the stream cannot be resynchronised).
+    BadHeader(Header, ProtocolError),
+    WouldBlock,
+    Closed,
+    Fatal(String),
+}
+
+#[derive(Default)]
+struct Rx {
+    hdr: [u8; HEADER_SIZE],
+    hdr_len: usize,
+    header: Option<Header>,
+    body: Vec<u8>,
+    body_len: usize,
+    fds: Vec<File>,
+}
+
+pub struct Connection {
+    stream: UnixStream,
+    rx: Rx,
+    tx: VecDeque<Vec<u8>>,
+    /// Bytes of `tx.front()` already written.
+    tx_sent: usize,
+    tx_bytes: usize,
+    /// VERSION has been negotiated.
+    pub versioned: bool,
+}
+
+impl Connection {
+    pub fn new(stream: UnixStream) -> io::Result<Self> {
+        stream.set_nonblocking(true)?;
+        Ok(Connection {
+            stream,
+            rx: Rx::default(),
+            tx: VecDeque::new(),
+            tx_sent: 0,
+            tx_bytes: 0,
+            versioned: false,
+        })
+    }
+
+    pub fn stream(&self) -> &UnixStream {
+        &self.stream
+    }
+
+    /// Reads into `buf`, collecting descriptors. Ok(0) means end of stream.
+    fn recv(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let mut raw = [-1; MAX_MSG_FDS];
+        let mut iov = [iovec {
+            iov_base: buf.as_mut_ptr() as *mut c_void,
+            iov_len: buf.len(),
+        }];
+        // SAFETY: the iovec points at `buf`, which we borrow mutably for the
+        // call, so the kernel may write any bytes into it.
+        let (n, nfds) = unsafe { self.stream.recv_with_fds(&mut iov, &mut raw) }
+            .map_err(|e| io::Error::from_raw_os_error(e.errno()))?;
+        for &fd in &raw[..nfds] {
+            // SAFETY: recv_with_fds returned these descriptors to us and
+            // nothing else owns them; the File closes each one on drop.
+            self.rx.fds.push(unsafe { File::from_raw_fd(fd) });
+        }
+        Ok(n)
+    }
+
+    /// Reads until one whole message is in, or the socket would block.
+    pub fn read_message(&mut self) -> Incoming {
+        loop {
+            let res = if self.rx.header.is_none() {
+                let mut hdr = self.rx.hdr;
+                let at = self.rx.hdr_len;
+                let r = self.recv(&mut hdr[at..]);
+                self.rx.hdr = hdr;
+                r.map(|n| (n, true))
+            } else {
+                let mut body = std::mem::take(&mut self.rx.body);
+                let at = self.rx.body_len;
+                let r = self.recv(&mut body[at..]);
+                self.rx.body = body;
+                r.map(|n| (n, false))
+            };
+            let (n, in_header) = match res {
+                Ok(v) => v,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Incoming::WouldBlock,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) if e.raw_os_error() == Some(libc::ENOBUFS) => {
+                    return Incoming::Fatal(format!("more than {MAX_MSG_FDS} file descriptors"))
+                }
+                Err(e) => return Incoming::Fatal(e.to_string()),
+            };
+            if n == 0 {
+                let mid = self.rx.hdr_len > 0 || self.rx.header.is_some();
+                return if mid {
+                    Incoming::Fatal("client closed the socket in the middle of a message".into())
+                } else {
+                    Incoming::Closed
+                };
+            }
+            if self.rx.fds.len() > MAX_MSG_FDS {
+                return Incoming::Fatal(format!("more than {MAX_MSG_FDS} file descriptors"));
+            }
+            if in_header {
+                self.rx.hdr_len += n;
+                if self.rx.hdr_len < HEADER_SIZE {
+                    continue;
+                }
+                let header = Header::decode(&self.rx.hdr);
+                if let Err(e) = header.validate() {
+                    self.rx = Rx::default();
+                    return Incoming::BadHeader(header, e);
+                }
+                self.rx.header = Some(header);
+                self.rx.body = vec![0; header.body_len()];
+                self.rx.body_len = 0;
+            } else {
+                self.rx.body_len += n;
+            }
+            if let Some(header) = self.rx.header {
+                if self.rx.body_len == header.body_len() {
+                    let rx = std::mem::take(&mut self.rx);
+                    return Incoming::Message(Message {
+                        header,
+                        body: rx.body,
+                        fds: rx.fds,
+                    });
+                }
+            }
+        }
+    }
+
+    /// Queues a reply; false if the client has stopped reading for too long.
+    pub fn queue(&mut self, bytes: Vec<u8>) -> bool {
+        self.tx_bytes += bytes.len();
+        self.tx.push_back(bytes);
+        self.tx_bytes <= MAX_TX_BYTES
+    }
+
+    /// Writes queued replies until done or the socket is full.
+    pub fn flush(&mut self) -> io::Result<()> {
+        while let Some(front) = self.tx.front() {
+            match self.stream.write(&front[self.tx_sent..]) {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(n) => {
+                    self.tx_sent += n;
+                    if self.tx_sent == front.len() {
+                        self.tx_bytes -= front.len();
+                        self.tx.pop_front();
+                        self.tx_sent = 0;
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+}

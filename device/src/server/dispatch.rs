@@ -1,0 +1,188 @@
+//! From a validated message to the function's answer: one handler per
+//! vfio-user command, each returning the reply payload or an errno.
+
+use log::{error, warn};
+use vfio_bindings::bindings::vfio::{
+    vfio_region_info, VFIO_DEVICE_FLAGS_PCI, VFIO_DEVICE_FLAGS_RESET, VFIO_DMA_UNMAP_FLAG_ALL,
+    VFIO_IRQ_SET_DATA_BOOL, VFIO_IRQ_SET_DATA_TYPE_MASK, VFIO_PCI_NUM_IRQS, VFIO_PCI_NUM_REGIONS,
+};
+
+use super::connection::Message;
+use crate::function::{FnError, Function};
+use crate::protocol::{
+    encode_region_info, error_reply, reply, version_payload, Command, ProtocolError, Request,
+    Writer,
+};
+
+/// Why a request failed: an errno for the client plus a log message.
+struct Failure {
+    errno: i32,
+    why: String,
+}
+
+impl From<ProtocolError> for Failure {
+    fn from(e: ProtocolError) -> Self {
+        Failure {
+            errno: e.errno(),
+            why: e.to_string(),
+        }
+    }
+}
+
+impl From<FnError> for Failure {
+    fn from(e: FnError) -> Self {
+        Failure {
+            errno: e.errno(),
+            why: e.to_string(),
+        }
+    }
+}
+
+fn invalid(why: &str) -> Failure {
+    Failure {
+        errno: libc::EINVAL,
+        why: why.into(),
+    }
+}
+
+/// Handles one message for `func`. Returns the bytes to send back, or None
+/// when the client asked for no reply (posted writes). Never panics on
+/// client input: every failure becomes an error reply and a log line.
+pub fn handle(func: &mut Function, versioned: &mut bool, msg: Message) -> Option<Vec<u8>> {
+    let header = msg.header;
+    let no_reply = header.flags.no_reply();
+    let result = Command::try_from(header.command)
+        .map_err(Failure::from)
+        .and_then(|cmd| {
+            if !*versioned && cmd != Command::Version {
+                return Err(invalid("VERSION must be negotiated first"));
+            }
+            let req = Request::parse(cmd, &msg.body)?;
+            execute(func, versioned, req, msg.fds)
+        });
+    match result {
+        Ok(payload) if !no_reply => Some(reply(&header, &payload)),
+        Ok(_) => None,
+        Err(f) => {
+            func.count_protocol_error();
+            let n = func.stats().protocol_errors;
+            if n <= 10 || n % 1000 == 0 {
+                warn!(
+                    "{}: command {} refused ({n} so far): {}",
+                    func.name(),
+                    header.command,
+                    f.why
+                );
+            }
+            (!no_reply).then(|| error_reply(&header, f.errno))
+        }
+    }
+}
+
+fn execute(
+    func: &mut Function,
+    versioned: &mut bool,
+    req: Request<'_>,
+    mut fds: Vec<std::fs::File>,
+) -> Result<Vec<u8>, Failure> {
+    let takes_fds = matches!(req, Request::DmaMap { .. } | Request::SetIrqs { .. });
+    if !takes_fds && !fds.is_empty() {
+        return Err(invalid("unexpected file descriptors"));
+    }
+    let mut w = Writer::default();
+    match req {
+        Request::Version { .. } => {
+            if *versioned {
+                return Err(invalid("VERSION sent twice"));
+            }
+            *versioned = true;
+            return Ok(version_payload());
+        }
+        Request::DmaMap {
+            flags,
+            offset,
+            address,
+            size,
+        } => {
+            if fds.len() > 1 {
+                return Err(invalid("DMA_MAP with more than one descriptor"));
+            }
+            if let Err(e) = func.dma_map(address, size, offset, flags, fds.pop()) {
+                error!("{}: {e}", func.name());
+                return Err(e.into());
+            }
+        }
+        Request::DmaUnmap {
+            argsz,
+            flags,
+            address,
+            size,
+        } => {
+            let all = flags == VFIO_DMA_UNMAP_FLAG_ALL;
+            if flags != 0 && !all {
+                return Err(invalid(
+                    "DMA_UNMAP flags other than UNMAP_ALL are unsupported",
+                ));
+            }
+            if all && (address != 0 || size != 0) {
+                return Err(invalid("DMA_UNMAP_ALL with an address range"));
+            }
+            func.dma_unmap(address, size, all)?;
+            w.u32(argsz.min(24)).u32(flags).u64(address).u64(size);
+        }
+        Request::DeviceGetInfo { .. } => {
+            w.u32(16)
+                .u32(VFIO_DEVICE_FLAGS_PCI | VFIO_DEVICE_FLAGS_RESET)
+                .u32(VFIO_PCI_NUM_REGIONS)
+                .u32(VFIO_PCI_NUM_IRQS);
+        }
+        Request::GetRegionInfo(info) => {
+            let (flags, size) = func.region_info(info.index)?;
+            let out = vfio_region_info {
+                argsz: 32,
+                flags,
+                index: info.index,
+                cap_offset: 0,
+                size,
+                offset: 0,
+            };
+            encode_region_info(&out, &mut w);
+        }
+        Request::GetIrqInfo(info) => {
+            let (flags, count) = func.irq_info(info.index)?;
+            w.u32(16).u32(flags).u32(info.index).u32(count);
+        }
+        Request::SetIrqs { set, data } => {
+            if set.flags & VFIO_IRQ_SET_DATA_TYPE_MASK == VFIO_IRQ_SET_DATA_BOOL
+                && (set.argsz as usize) < 20 + set.count as usize
+            {
+                return Err(invalid("SET_IRQS argsz too small for the bool array"));
+            }
+            func.set_irqs(set.flags, set.index, set.start, set.count, data, fds)?;
+        }
+        Request::RegionRead {
+            offset,
+            region,
+            count,
+        } => {
+            let mut buf = vec![0; count as usize];
+            func.region_read(region, offset, &mut buf)?;
+            w.u64(offset).u32(region).u32(count).bytes(&buf);
+        }
+        Request::RegionWrite {
+            offset,
+            region,
+            data,
+        } => {
+            func.region_write(region, offset, data)?;
+            w.u64(offset).u32(region).u32(data.len() as u32);
+        }
+        Request::RegionWriteMulti(writes) => {
+            for wr in writes {
+                func.region_write(wr.region, wr.offset, wr.bytes())?;
+            }
+        }
+        Request::DeviceReset => func.reset(),
+    }
+    Ok(w.0)
+}

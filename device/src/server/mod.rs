@@ -1,0 +1,271 @@
+//! The vfio-user server: one `mio` event loop serving every function's socket.
+//!
+//! Each function has a listening socket (`pf.sock`, `vf0.sock`, ...) and at
+//! most one client at a time; clients of different functions may be different
+//! QEMU processes. A client that misbehaves gets error replies, or is
+//! disconnected, and nothing else: other functions never see it. A client may
+//! disconnect and a new one connect later (QEMU restart, migration).
+//!
+//! Event sources are named by token: listeners at even numbers, connections
+//! at odd numbers (`2 * function + 1`), the stop descriptor at [`STOP`].
+
+mod connection;
+mod dispatch;
+
+use std::io;
+use std::os::fd::{AsRawFd, RawFd};
+use std::os::unix::net::UnixListener;
+use std::path::{Path, PathBuf};
+
+use log::{error, info, warn};
+use mio::unix::SourceFd;
+use mio::{Events, Interest, Poll, Token};
+use thiserror::Error;
+
+pub use connection::MAX_TX_BYTES;
+use connection::{Connection, Incoming};
+
+use crate::card::Card;
+use crate::protocol::error_reply;
+
+/// Token of the descriptor that stops the loop (a signalfd in vnicd).
+const STOP: Token = Token(usize::MAX - 1);
+/// Messages handled for one client before the loop turns to the others.
+const MESSAGES_PER_TURN: usize = 256;
+
+fn listener_token(index: usize) -> Token {
+    Token(2 * index)
+}
+
+fn conn_token(index: usize) -> Token {
+    Token(2 * index + 1)
+}
+
+#[derive(Debug, Error)]
+pub enum ServerError {
+    #[error("cannot create socket directory {0}: {1}")]
+    SocketDir(PathBuf, io::Error),
+    #[error("cannot listen on {0}: {1}")]
+    Bind(PathBuf, io::Error),
+    #[error("event loop: {0}")]
+    Poll(io::Error),
+}
+
+struct Listener {
+    socket: UnixListener,
+    path: PathBuf,
+}
+
+/// What became of a connection after handling its events.
+enum ConnState {
+    Open,
+    /// More messages may be waiting; revisit without blocking.
+    Busy,
+    Gone,
+}
+
+pub struct Server {
+    poll: Poll,
+    card: Card,
+    listeners: Vec<Listener>,
+    conns: Vec<Option<Connection>>,
+    /// Connections that still had data when their turn ended.
+    backlog: Vec<usize>,
+}
+
+impl Server {
+    /// Binds one socket per function in `dir` (created if missing; stale
+    /// sockets from a crashed vnicd are replaced).
+    pub fn new(card: Card, dir: &Path) -> Result<Self, ServerError> {
+        std::fs::create_dir_all(dir).map_err(|e| ServerError::SocketDir(dir.into(), e))?;
+        let poll = Poll::new().map_err(ServerError::Poll)?;
+        let mut listeners = Vec::new();
+        for (i, f) in card.functions().iter().enumerate() {
+            let path = dir.join(format!("{}.sock", f.name()));
+            let _ = std::fs::remove_file(&path);
+            let socket =
+                UnixListener::bind(&path).map_err(|e| ServerError::Bind(path.clone(), e))?;
+            socket
+                .set_nonblocking(true)
+                .map_err(|e| ServerError::Bind(path.clone(), e))?;
+            poll.registry()
+                .register(
+                    &mut SourceFd(&socket.as_raw_fd()),
+                    listener_token(i),
+                    Interest::READABLE,
+                )
+                .map_err(ServerError::Poll)?;
+            listeners.push(Listener { socket, path });
+        }
+        let conns = (0..listeners.len()).map(|_| None).collect();
+        Ok(Server {
+            poll,
+            card,
+            listeners,
+            conns,
+            backlog: Vec::new(),
+        })
+    }
+
+    /// (function name, socket path) for every function.
+    pub fn sockets(&self) -> Vec<(String, PathBuf)> {
+        let names = self.card.functions().iter().map(|f| f.name().to_string());
+        names
+            .zip(self.listeners.iter().map(|l| l.path.clone()))
+            .collect()
+    }
+
+    pub fn card(&self) -> &Card {
+        &self.card
+    }
+
+    /// Serves until `stop` becomes readable. Sockets are removed on return.
+    pub fn run(&mut self, stop: RawFd) -> Result<(), ServerError> {
+        self.poll
+            .registry()
+            .register(&mut SourceFd(&stop), STOP, Interest::READABLE)
+            .map_err(ServerError::Poll)?;
+        let mut events = Events::with_capacity(256);
+        loop {
+            let timeout = (!self.backlog.is_empty()).then_some(std::time::Duration::ZERO);
+            if let Err(e) = self.poll.poll(&mut events, timeout) {
+                if e.kind() == io::ErrorKind::Interrupted {
+                    continue;
+                }
+                return Err(ServerError::Poll(e));
+            }
+            let mut ready: Vec<usize> = std::mem::take(&mut self.backlog);
+            for ev in events.iter() {
+                match ev.token() {
+                    STOP => {
+                        info!("stopping");
+                        return Ok(());
+                    }
+                    Token(t) if t % 2 == 0 => self.accept(t / 2),
+                    Token(t) => ready.push(t / 2),
+                }
+            }
+            ready.sort_unstable();
+            ready.dedup();
+            for i in ready {
+                match self.service(i) {
+                    ConnState::Open => {}
+                    ConnState::Busy => self.backlog.push(i),
+                    ConnState::Gone => self.drop_client(i),
+                }
+            }
+        }
+    }
+
+    fn accept(&mut self, index: usize) {
+        let Some(listener) = self.listeners.get(index) else {
+            return;
+        };
+        loop {
+            let stream = match listener.socket.accept() {
+                Ok((s, _)) => s,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) => {
+                    warn!("accept on {}: {e}", listener.path.display());
+                    return;
+                }
+            };
+            let name = self.card.functions()[index].name().to_string();
+            if self.conns[index].is_some() {
+                warn!("{name}: refusing a second client while one is attached");
+                continue;
+            }
+            let conn = match Connection::new(stream) {
+                Ok(c) => c,
+                Err(e) => {
+                    warn!("{name}: cannot set up client: {e}");
+                    continue;
+                }
+            };
+            let fd = conn.stream().as_raw_fd();
+            let interest = Interest::READABLE | Interest::WRITABLE;
+            if let Err(e) =
+                self.poll
+                    .registry()
+                    .register(&mut SourceFd(&fd), conn_token(index), interest)
+            {
+                warn!("{name}: cannot watch client: {e}");
+                continue;
+            }
+            info!("{name}: client connected");
+            self.conns[index] = Some(conn);
+        }
+    }
+
+    /// Reads and answers up to [`MESSAGES_PER_TURN`] messages of one client.
+    fn service(&mut self, index: usize) -> ConnState {
+        let (Some(conn), Some(func)) = (self.conns[index].as_mut(), self.card.function_mut(index))
+        else {
+            return ConnState::Open;
+        };
+        let mut state = ConnState::Open;
+        for n in 0.. {
+            if n == MESSAGES_PER_TURN {
+                state = ConnState::Busy;
+                break;
+            }
+            match conn.read_message() {
+                Incoming::Message(msg) => {
+                    if let Some(bytes) = dispatch::handle(func, &mut conn.versioned, msg) {
+                        if !conn.queue(bytes) {
+                            error!(
+                                "{}: client stopped reading replies; disconnecting",
+                                func.name()
+                            );
+                            return ConnState::Gone;
+                        }
+                    }
+                }
+                Incoming::BadHeader(header, e) => {
+                    func.count_protocol_error();
+                    warn!(
+                        "{}: malformed message header ({e}); disconnecting",
+                        func.name()
+                    );
+                    conn.queue(error_reply(&header, e.errno()));
+                    let _ = conn.flush();
+                    return ConnState::Gone;
+                }
+                Incoming::WouldBlock => break,
+                Incoming::Closed => {
+                    info!("{}: client disconnected", func.name());
+                    return ConnState::Gone;
+                }
+                Incoming::Fatal(why) => {
+                    func.count_protocol_error();
+                    warn!("{}: {why}; disconnecting", func.name());
+                    return ConnState::Gone;
+                }
+            }
+        }
+        if let Err(e) = conn.flush() {
+            info!("{}: client gone while replying: {e}", func.name());
+            return ConnState::Gone;
+        }
+        state
+    }
+
+    fn drop_client(&mut self, index: usize) {
+        if let Some(conn) = self.conns[index].take() {
+            let fd = conn.stream().as_raw_fd();
+            let _ = self.poll.registry().deregister(&mut SourceFd(&fd));
+        }
+        self.backlog.retain(|&i| i != index);
+        if let Some(func) = self.card.function_mut(index) {
+            func.disconnect();
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        for l in &self.listeners {
+            let _ = std::fs::remove_file(&l.path);
+        }
+    }
+}
