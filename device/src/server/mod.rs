@@ -158,19 +158,26 @@ impl Server {
     }
 
     fn accept(&mut self, index: usize) {
-        let Some(listener) = self.listeners.get(index) else {
+        if index >= self.listeners.len() {
             return;
-        };
+        }
         loop {
-            let stream = match listener.socket.accept() {
+            let stream = match self.listeners[index].socket.accept() {
                 Ok((s, _)) => s,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) => {
-                    warn!("accept on {}: {e}", listener.path.display());
+                    warn!("accept on {}: {e}", self.listeners[index].path.display());
                     return;
                 }
             };
             let name = self.card.functions()[index].name().to_string();
+            // The old client may have gone without its hang-up being handled
+            // yet (a QEMU restart races with us): settle it first.
+            if self.conns[index].is_some() {
+                if let ConnState::Gone = self.service(index) {
+                    self.drop_client(index);
+                }
+            }
             if self.conns[index].is_some() {
                 warn!("{name}: refusing a second client while one is attached");
                 continue;

@@ -1,0 +1,311 @@
+//! Malformed and hostile vfio-user clients. Each test checks that the bad
+//! client gets an error reply or is disconnected, that vnicd stays up, and
+//! that a well-behaved client of another function keeps working.
+
+use std::io::Read;
+use std::os::fd::AsRawFd;
+use std::time::Duration;
+
+use vnic_tests::*;
+
+/// A well-behaved client on `function` still gets correct answers.
+fn healthy(vnicd: &mut Vnicd, function: &str) {
+    assert!(vnicd.alive(), "vnicd died: {}", vnicd.log_text());
+    let mut c = RawClient::negotiated(&vnicd.socket(function));
+    assert_eq!(c.read_u32(0, 0), 0x564e_4943, "ID register");
+}
+
+/// The server closed this client's socket (EOF after any queued replies).
+fn disconnected(c: &mut RawClient) -> bool {
+    let mut rest = Vec::new();
+    match c.stream.read_to_end(&mut rest) {
+        Ok(_) => true,
+        // A reset also means closed (vnicd dropped unread input); a timeout
+        // means the connection is still open.
+        Err(e) => !matches!(
+            e.kind(),
+            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+        ),
+    }
+}
+
+#[test]
+fn short_header_then_close_leaves_vnicd_serving() {
+    let mut vnicd = Vnicd::start(&["--vfs", "2"]);
+    let mut bad = RawClient::connect(&vnicd.socket("vf0"));
+    bad.send_bytes(&[1, 0, 1, 0, 20]).unwrap();
+    drop(bad);
+    healthy(&mut vnicd, "vf1");
+    healthy(&mut vnicd, "vf0");
+}
+
+#[test]
+fn header_size_below_16_is_refused_and_disconnected() {
+    let mut vnicd = Vnicd::start(&["--vfs", "2"]);
+    let mut bad = RawClient::connect(&vnicd.socket("vf0"));
+    let h = bad.header(VERSION, 0, 8);
+    bad.send_bytes(&h).unwrap();
+    let r = bad.recv().unwrap();
+    assert!(r.is_error());
+    assert_eq!(r.error, libc::EINVAL as u32);
+    assert!(disconnected(&mut bad));
+    healthy(&mut vnicd, "vf1");
+}
+
+#[test]
+fn huge_message_size_is_refused_without_allocating() {
+    let mut vnicd = Vnicd::start(&["--vfs", "2"]);
+    let mut bad = RawClient::connect(&vnicd.socket("vf0"));
+    let h = bad.header(REGION_WRITE, 0, u32::MAX);
+    bad.send_bytes(&h).unwrap();
+    let r = bad.recv().unwrap();
+    assert!(r.is_error());
+    assert!(disconnected(&mut bad));
+    healthy(&mut vnicd, "vf1");
+    assert!(vnicd.log_text().contains("malformed message header"));
+}
+
+#[test]
+fn message_flagged_as_reply_is_refused() {
+    let mut vnicd = Vnicd::start(&[]);
+    let mut bad = RawClient::connect(&vnicd.socket("vf0"));
+    let h = bad.header(VERSION, 1, 16);
+    bad.send_bytes(&h).unwrap();
+    assert!(bad.recv().unwrap().is_error());
+    assert!(disconnected(&mut bad));
+    healthy(&mut vnicd, "vf0");
+}
+
+#[test]
+fn commands_before_version_are_refused() {
+    let mut vnicd = Vnicd::start(&[]);
+    let mut c = RawClient::connect(&vnicd.socket("vf0"));
+    let r = c.call(DEVICE_GET_INFO, 0, &16u32.to_le_bytes(), &[]);
+    assert!(r.is_error());
+    drop(c);
+    healthy(&mut vnicd, "vf0");
+}
+
+#[test]
+fn malformed_version_json_is_refused_but_connection_survives() {
+    let vnicd = Vnicd::start(&[]);
+    let mut c = RawClient::connect(&vnicd.socket("vf0"));
+    let r = c.call(VERSION, 0, b"\0\0\0\0{not json\0", &[]);
+    assert!(r.is_error());
+    let r = c.call(VERSION, 0, b"\x01\0\0\0", &[]);
+    assert!(r.is_error(), "major version 1 refused");
+    let r = c.call(VERSION, 0, b"\0\0\0\0", &[]);
+    assert!(!r.is_error(), "a correct VERSION still works");
+    assert_eq!(&r.body[..4], &[0, 0, 0, 0]);
+    let caps = std::str::from_utf8(&r.body[4..r.body.len() - 1]).unwrap();
+    let v: serde_json::Value = serde_json::from_str(caps).unwrap();
+    assert_eq!(v["capabilities"]["max_data_xfer_size"], 1 << 20);
+    assert_eq!(v["capabilities"]["write_multiple"], true);
+}
+
+#[test]
+fn unknown_and_unsupported_commands_get_enotsup() {
+    let mut vnicd = Vnicd::start(&[]);
+    let mut c = RawClient::negotiated(&vnicd.socket("vf0"));
+    for cmd in [0u16, 6, 11, 12, 14, 99, 0xffff] {
+        let r = c.call(cmd, 0, &[0; 8], &[]);
+        assert!(r.is_error(), "command {cmd}");
+        assert_eq!(r.error, libc::ENOTSUP as u32, "command {cmd}");
+    }
+    assert_eq!(c.read_u32(0, 0), 0x564e_4943, "same connection still works");
+    healthy(&mut vnicd, "pf");
+}
+
+#[test]
+fn bad_region_index_offset_and_count_are_einval() {
+    let vnicd = Vnicd::start(&[]);
+    let mut c = RawClient::negotiated(&vnicd.socket("vf0"));
+    let r = c.region_read(42, 0, 4);
+    assert!(r.is_error() && r.error == libc::EINVAL as u32);
+    let r = c.region_read(0, 64 * 1024 - 2, 4);
+    assert!(r.is_error(), "read crossing the end of BAR0");
+    let r = c.region_read(7, u64::MAX - 1, 4);
+    assert!(r.is_error(), "offset overflow");
+    let r = c.region_read(4, 0, 4);
+    assert!(r.is_error(), "absent BAR4");
+    let r = c.region_read(0, 0, (1 << 20) + 1);
+    assert_eq!(r.error, libc::E2BIG as u32);
+    // Count field larger than the data that follows it.
+    let mut b = 0u64.to_le_bytes().to_vec();
+    b.extend_from_slice(&0u32.to_le_bytes());
+    b.extend_from_slice(&100u32.to_le_bytes());
+    b.extend_from_slice(&[0; 4]);
+    assert!(c.call(REGION_WRITE, 0, &b, &[]).is_error());
+    // Short payloads for every command that has one.
+    for cmd in [
+        DMA_MAP,
+        DMA_UNMAP,
+        GET_REGION_INFO,
+        GET_IRQ_INFO,
+        SET_IRQS,
+        REGION_READ,
+    ] {
+        assert!(c.call(cmd, 0, &[1, 2], &[]).is_error(), "command {cmd}");
+    }
+    assert_eq!(c.read_u32(0, 0), 0x564e_4943);
+}
+
+#[test]
+fn bad_mmio_inside_a_bar_reads_all_ones_and_is_counted() {
+    let vnicd = Vnicd::start(&[]);
+    let mut c = RawClient::negotiated(&vnicd.socket("vf0"));
+    let r = c.region_read(0, 0x1, 4);
+    assert!(!r.is_error(), "hardware-like: answered, not refused");
+    assert_eq!(&r.body[16..], &[0xff; 4]);
+    assert_eq!(c.read_u32(0, 0x800), u32::MAX);
+    c.region_write(0, 0x0, &[0; 4], 0);
+    assert_eq!(c.read_u32(0, 0x34), 3, "BAD_ACCESS counts all three");
+}
+
+#[test]
+fn disconnect_mid_message_leaves_function_usable() {
+    let mut vnicd = Vnicd::start(&["--vfs", "2"]);
+    let mut bad = RawClient::negotiated(&vnicd.socket("vf0"));
+    let mut msg = bad.header(REGION_WRITE, 0, 16 + 16 + 4096);
+    msg.extend_from_slice(&[0; 20]);
+    bad.send_bytes(&msg).unwrap();
+    drop(bad);
+    healthy(&mut vnicd, "vf1");
+    wait_for("vf0 freed", Duration::from_secs(5), || {
+        vnicd.log_text().contains("in the middle of a message")
+    });
+    healthy(&mut vnicd, "vf0");
+}
+
+#[test]
+fn second_client_on_a_busy_function_is_turned_away() {
+    let mut vnicd = Vnicd::start(&[]);
+    let mut first = RawClient::negotiated(&vnicd.socket("vf0"));
+    let mut second = RawClient::connect(&vnicd.socket("vf0"));
+    assert!(disconnected(&mut second));
+    assert_eq!(first.read_u32(0, 0), 0x564e_4943);
+    drop(first);
+    wait_for("vf0 free", Duration::from_secs(5), || {
+        vnicd.log_text().matches("vf0: client disconnected").count() == 1
+    });
+    healthy(&mut vnicd, "vf0");
+}
+
+#[test]
+fn dma_map_without_fd_says_shared_memory_is_needed() {
+    let mut vnicd = Vnicd::start(&[]);
+    let mut c = RawClient::negotiated(&vnicd.socket("vf0"));
+    let mut b = 32u32.to_le_bytes().to_vec();
+    b.extend_from_slice(&3u32.to_le_bytes());
+    b.extend_from_slice(&0u64.to_le_bytes());
+    b.extend_from_slice(&0u64.to_le_bytes());
+    b.extend_from_slice(&0x10_0000u64.to_le_bytes());
+    let r = c.call(DMA_MAP, 0, &b, &[]);
+    assert!(r.is_error());
+    assert!(
+        vnicd.log_text().contains("share=on"),
+        "{}",
+        vnicd.log_text()
+    );
+    healthy(&mut vnicd, "pf");
+}
+
+#[test]
+fn dma_map_of_a_file_shorter_than_the_range_is_refused() {
+    let vnicd = Vnicd::start(&[]);
+    let mut c = RawClient::negotiated(&vnicd.socket("vf0"));
+    let mem = memfd(4096);
+    let mut b = 32u32.to_le_bytes().to_vec();
+    b.extend_from_slice(&3u32.to_le_bytes());
+    b.extend_from_slice(&0u64.to_le_bytes());
+    b.extend_from_slice(&0u64.to_le_bytes());
+    b.extend_from_slice(&(1u64 << 30).to_le_bytes());
+    let r = c.call(DMA_MAP, 0, &b, &[mem.as_raw_fd()]);
+    assert!(
+        r.is_error(),
+        "1 GiB range over a 4 KiB file would SIGBUS later"
+    );
+    assert_eq!(c.read_u32(0, 0), 0x564e_4943);
+}
+
+#[test]
+fn unexpected_or_too_many_descriptors_are_refused() {
+    let mut vnicd = Vnicd::start(&["--vfs", "2"]);
+    let mut c = RawClient::negotiated(&vnicd.socket("vf0"));
+    let mem = memfd(4096);
+    let mut b = 0u64.to_le_bytes().to_vec();
+    b.extend_from_slice(&0u32.to_le_bytes());
+    b.extend_from_slice(&4u32.to_le_bytes());
+    let r = c.call(REGION_READ, 0, &b, &[mem.as_raw_fd()]);
+    assert!(r.is_error(), "a region read carries no descriptor");
+    // SET_IRQS with a descriptor that is not an eventfd.
+    let mut s = 20u32.to_le_bytes().to_vec();
+    s.extend_from_slice(&(0x20u32 | 0x4).to_le_bytes());
+    s.extend_from_slice(&2u32.to_le_bytes());
+    s.extend_from_slice(&0u32.to_le_bytes());
+    s.extend_from_slice(&1u32.to_le_bytes());
+    assert!(c.call(SET_IRQS, 0, &s, &[mem.as_raw_fd()]).is_error());
+    // 20 descriptors in one message: more than max_msg_fds.
+    let many: Vec<i32> = (0..20).map(|_| mem.as_raw_fd()).collect();
+    c.send(DEVICE_GET_INFO, 0, &16u32.to_le_bytes(), &many);
+    assert!(disconnected(&mut c));
+    healthy(&mut vnicd, "vf1");
+    healthy(&mut vnicd, "vf0");
+}
+
+#[test]
+fn client_that_never_reads_replies_is_cut_off_without_stalling_others() {
+    let mut vnicd = Vnicd::start(&["--vfs", "2"]);
+    let mut hog = RawClient::negotiated(&vnicd.socket("vf0"));
+    hog.stream
+        .set_write_timeout(Some(Duration::from_secs(2)))
+        .unwrap();
+    let mut b = 0u64.to_le_bytes().to_vec();
+    b.extend_from_slice(&7u32.to_le_bytes());
+    b.extend_from_slice(&4096u32.to_le_bytes());
+    let mut sent = 0;
+    // 4 KiB config reads whose replies are never read: vnicd must give up
+    // on this client once MAX_TX_BYTES are queued.
+    for _ in 0..20_000 {
+        let mut msg = hog.header(REGION_READ, 0, 32);
+        msg.extend_from_slice(&b);
+        if hog.send_bytes(&msg).is_err() {
+            break;
+        }
+        sent += 1;
+    }
+    assert!(sent > 0);
+    healthy(&mut vnicd, "vf1");
+    wait_for("hog disconnected", Duration::from_secs(10), || {
+        vnicd
+            .log_text()
+            .contains("vf0: client stopped reading replies")
+    });
+    drop(hog);
+    healthy(&mut vnicd, "vf0");
+}
+
+#[test]
+fn posted_write_errors_get_no_reply_and_are_counted() {
+    let vnicd = Vnicd::start(&[]);
+    let mut c = RawClient::negotiated(&vnicd.socket("vf0"));
+    // A posted write to a region that does not exist: no reply may come.
+    let mut b = 0u64.to_le_bytes().to_vec();
+    b.extend_from_slice(&42u32.to_le_bytes());
+    b.extend_from_slice(&4u32.to_le_bytes());
+    b.extend_from_slice(&[0; 4]);
+    c.send(REGION_WRITE, NO_REPLY, &b, &[]);
+    // Posted write that works, then a read that must see it (ordering).
+    c.region_write(0, 0x1c, &0xabcdu32.to_le_bytes(), NO_REPLY);
+    let r = c.region_read(0, 0x1c, 4);
+    assert!(!r.is_error());
+    assert_eq!(
+        r.id, 3,
+        "the next reply answers the read, not the posted write"
+    );
+    assert_eq!(
+        u32::from_le_bytes(r.body[16..20].try_into().unwrap()),
+        0xabcd
+    );
+    assert!(vnicd.log_text().contains("refused"));
+}
