@@ -10,7 +10,7 @@ use std::fs::File;
 use std::os::fd::AsRawFd;
 use std::sync::Arc;
 
-use log::warn;
+use log::{info, warn};
 use thiserror::Error;
 use vm_memory::{Bytes, FileOffset, GuestAddress, GuestMemoryMmap, GuestRegionMmap, MmapRegion};
 
@@ -23,11 +23,12 @@ pub const DMA_WRITE: u32 = 2;
 #[derive(Debug, Error)]
 pub enum DmaError {
     #[error(
-        "DMA_MAP without a file descriptor: the guest's memory must be shared \
-         (run QEMU with -object memory-backend-memfd,id=mem,size=...,share=on \
-         -numa node,memdev=mem); vnicd does not do DMA through messages"
+        "DMA_MAP of writable memory {address:#x}+{size:#x} without a file descriptor: \
+         the guest's memory must be shared (run QEMU with -object \
+         memory-backend-memfd,id=mem,size=...,share=on -numa node,memdev=mem); \
+         vnicd does not do DMA through messages"
     )]
-    NoFd,
+    NoFd { address: u64, size: u64 },
     #[error("DMA_MAP flags {0:#x} invalid")]
     Flags(u32),
     #[error(
@@ -69,12 +70,14 @@ impl DmaError {
     }
 }
 
-/// One DMA_MAP.
+/// One DMA_MAP. `region` is None for read-only memory the client sent
+/// without a descriptor (QEMU does this for ROMs such as the BIOS): the
+/// range is known but the card cannot reach it.
 struct Mapping {
     address: u64,
     size: u64,
     writable: bool,
-    region: Arc<GuestRegionMmap>,
+    region: Option<Arc<GuestRegionMmap>>,
 }
 
 impl Mapping {
@@ -142,7 +145,6 @@ impl DmaSpace {
         flags: u32,
         file: Option<File>,
     ) -> Result<(), DmaError> {
-        let file = file.ok_or(DmaError::NoFd)?;
         if flags & !(DMA_READ | DMA_WRITE) != 0 || flags & DMA_READ == 0 {
             return Err(DmaError::Flags(flags));
         }
@@ -166,8 +168,25 @@ impl DmaSpace {
         if self.maps.len() >= MAX_DMA_MAPS as usize {
             return Err(DmaError::TooMany);
         }
-        check_file(&file, offset, size)?;
         let writable = flags & DMA_WRITE != 0;
+        let Some(file) = file else {
+            if writable {
+                return Err(DmaError::NoFd { address, size });
+            }
+            info!(
+                "DMA map {address:#x}+{size:#x}: read-only without a descriptor (a ROM); \
+                 the card will not access it"
+            );
+            self.maps.push(Mapping {
+                address,
+                size,
+                writable,
+                region: None,
+            });
+            self.rebuild();
+            return Ok(());
+        };
+        check_file(&file, offset, size)?;
         let prot = libc::PROT_READ | if writable { libc::PROT_WRITE } else { 0 };
         let len = usize::try_from(size).map_err(|_| bad)?;
         let mapping = MmapRegion::build(
@@ -187,7 +206,7 @@ impl DmaSpace {
             address,
             size,
             writable,
-            region: Arc::new(region),
+            region: Some(Arc::new(region)),
         });
         self.rebuild();
         Ok(())
@@ -229,7 +248,7 @@ impl DmaSpace {
 
     fn rebuild(&mut self) {
         self.maps.sort_by_key(|m| m.address);
-        let regions = self.maps.iter().map(|m| Arc::clone(&m.region)).collect();
+        let regions = self.maps.iter().filter_map(|m| m.region.clone()).collect();
         // Mappings never overlap (checked in map), so only "no regions" fails.
         self.mem = GuestMemoryMmap::from_arc_regions(regions).ok();
     }
@@ -246,6 +265,9 @@ impl DmaSpace {
                 .iter()
                 .find(|m| m.address <= at && at < m.end())
                 .ok_or_else(oob)?;
+            if m.region.is_none() {
+                return Err(oob());
+            }
             if write && !m.writable {
                 return Err(DmaError::ReadOnly { address, len });
             }
@@ -344,11 +366,27 @@ mod tests {
     }
 
     #[test]
-    fn map_without_fd_explains_shared_memory() {
+    fn writable_map_without_fd_explains_shared_memory() {
         let e = DmaSpace::default()
-            .map(0, 0x1000, 0, DMA_READ, None)
+            .map(0, 0x1000, 0, DMA_READ | DMA_WRITE, None)
             .unwrap_err();
         assert!(e.to_string().contains("share=on"), "{e}");
+    }
+
+    #[test]
+    fn read_only_map_without_fd_is_known_but_unreachable() {
+        let mut d = DmaSpace::default();
+        d.map(0xfffc_0000, 0x4_0000, 0, DMA_READ, None).unwrap();
+        let mut b = [0u8; 4];
+        assert!(matches!(
+            d.read(0xfffc_0000, &mut b),
+            Err(DmaError::OutOfRange { .. })
+        ));
+        let e = d
+            .map(0xfffc_0000, 0x1000, 0, DMA_READ, Some(memfd(0x1000)))
+            .unwrap_err();
+        assert_eq!(e.errno(), libc::EEXIST);
+        assert_eq!(d.unmap(0xfffc_0000, 0x4_0000, false).unwrap(), 1);
     }
 
     #[test]

@@ -195,13 +195,20 @@ fn second_client_on_a_busy_function_is_turned_away() {
 fn dma_map_without_fd_says_shared_memory_is_needed() {
     let mut vnicd = Vnicd::start(&[]);
     let mut c = RawClient::negotiated(&vnicd.socket("vf0"));
-    let mut b = 32u32.to_le_bytes().to_vec();
-    b.extend_from_slice(&3u32.to_le_bytes());
-    b.extend_from_slice(&0u64.to_le_bytes());
-    b.extend_from_slice(&0u64.to_le_bytes());
-    b.extend_from_slice(&0x10_0000u64.to_le_bytes());
-    let r = c.call(DMA_MAP, 0, &b, &[]);
+    let map = |flags: u32| {
+        let mut b = 32u32.to_le_bytes().to_vec();
+        b.extend_from_slice(&flags.to_le_bytes());
+        b.extend_from_slice(&0u64.to_le_bytes());
+        b.extend_from_slice(&0u64.to_le_bytes());
+        b.extend_from_slice(&0x10_0000u64.to_le_bytes());
+        b
+    };
+    // Writable memory without a descriptor: guest RAM that is not shared.
+    let r = c.call(DMA_MAP, 0, &map(3), &[]);
     assert!(r.is_error());
+    // Read-only memory without a descriptor is how QEMU sends ROMs: accepted.
+    let r = c.call(DMA_MAP, 0, &map(1), &[]);
+    assert!(!r.is_error());
     assert!(
         vnicd.log_text().contains("share=on"),
         "{}",

@@ -315,3 +315,116 @@ pub fn wait_for(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
         std::thread::sleep(Duration::from_millis(10));
     }
 }
+
+/// Running guest scenarios under QEMU through `qemu/run-guest.sh`.
+///
+/// A scenario is a shell script under tests/e2e/ run inside the guest. Its
+/// launcher options are in its header, on a line `# run-guest: OPTIONS`, so
+/// the script alone says how it runs.
+pub mod e2e {
+    use super::*;
+
+    pub struct Outcome {
+        pub status: Option<i32>,
+        pub console: String,
+        /// Directory with the console, QEMU and vnicd logs.
+        pub logs: PathBuf,
+    }
+
+    impl Outcome {
+        /// Panics, keeping the logs and naming them, unless the scenario
+        /// exited 0; on success the logs are removed.
+        pub fn assert_success(&self) {
+            if self.status == Some(0) {
+                let _ = std::fs::remove_dir_all(&self.logs);
+                return;
+            }
+            let lines: Vec<&str> = self.console.lines().collect();
+            let tail = lines[lines.len().saturating_sub(40)..].join("\n");
+            panic!(
+                "guest scenario failed (status {:?}); logs kept in {}\n--- console tail ---\n{tail}",
+                self.status,
+                self.logs.display(),
+            );
+        }
+
+        /// Console lines that contain any of `needles`.
+        pub fn lines_with<'a>(&'a self, needles: &'a [&str]) -> impl Iterator<Item = &'a str> {
+            self.console
+                .lines()
+                .filter(move |l| needles.iter().any(|n| l.contains(n)))
+        }
+    }
+
+    /// Checks that qemu/setup.sh has run, with a clear message if not.
+    fn require_setup() {
+        let image = workspace().join("qemu/.cache/initramfs.cpio.gz");
+        assert!(
+            image.exists(),
+            "guest environment missing: run qemu/setup.sh (tests/run.sh does it)"
+        );
+    }
+
+    /// The launcher options in a scenario's `# run-guest:` header line.
+    pub fn header_options(script: &Path) -> Vec<String> {
+        let text = read(script);
+        let line = text.lines().find_map(|l| l.strip_prefix("# run-guest:"));
+        let line =
+            line.unwrap_or_else(|| panic!("{} has no '# run-guest:' line", script.display()));
+        line.split_whitespace().map(String::from).collect()
+    }
+
+    /// The `--timeout` among launcher options (the launcher's default is 300).
+    fn timeout_of(opts: &[String]) -> u64 {
+        let pos = opts.iter().position(|o| o == "--timeout");
+        pos.and_then(|i| opts.get(i + 1))
+            .and_then(|t| t.parse().ok())
+            .unwrap_or(300)
+    }
+
+    /// Runs tests/e2e/`name`.sh in a guest. The launcher bounds the run and
+    /// ends only the processes it started; a watchdog here ends the
+    /// launcher itself (by PID) if it outlives its own timeout.
+    pub fn run_scenario(name: &str) -> Outcome {
+        require_setup();
+        let script = workspace().join(format!("tests/e2e/{name}.sh"));
+        let opts = header_options(&script);
+        let logs = workspace().join("target/e2e-logs").join(name);
+        let _ = std::fs::remove_dir_all(&logs);
+        std::fs::create_dir_all(&logs).expect("log dir");
+        let run_log = File::create(logs.join("run.log")).expect("run log");
+        let mut child = Command::new(workspace().join("qemu/run-guest.sh"))
+            .current_dir(workspace())
+            .args(&opts)
+            .arg("--scenario")
+            .arg(&script)
+            .arg("--quiet")
+            .arg("--log")
+            .arg(logs.join("console.log"))
+            .arg("--vnicd")
+            .arg(vnicd_binary())
+            .stdout(run_log.try_clone().expect("dup log"))
+            .stderr(run_log)
+            .spawn()
+            .expect("start qemu/run-guest.sh");
+        let deadline = Instant::now() + Duration::from_secs(timeout_of(&opts) + 60);
+        let status = loop {
+            if let Some(st) = child.try_wait().expect("wait for launcher") {
+                break st.code();
+            }
+            if Instant::now() > deadline {
+                // SAFETY: kill(2) on the PID of the launcher we spawned; its
+                // TERM trap stops the processes it started.
+                unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+                let _ = child.wait();
+                break None;
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        };
+        Outcome {
+            status,
+            console: read(&logs.join("console.log")),
+            logs,
+        }
+    }
+}

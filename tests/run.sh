@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# tests/run.sh - the whole test suite, from a fresh Debian 12 machine.
+#
+# Installs what is missing (qemu/setup.sh: QEMU with vfio-user, the guest
+# kernel and headers, busybox and guest tools, the guest driver and the
+# initramfs), then checks formatting and lints, and runs every test: unit
+# tests, vfio-user protocol tests (rust-vmm client and hostile clients) and
+# the end-to-end guest tests under QEMU. Exits non-zero on any failure.
+# Guest console logs of failed end-to-end tests stay in target/e2e-logs/.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+t0=$(date +%s)
+step() { printf '\n=== %s (%ss)\n' "$*" "$(($(date +%s) - t0))"; }
+
+step "setup: qemu/setup.sh"
+qemu/setup.sh
+
+step "format and lints"
+cargo fmt --all -- --check
+cargo clippy --workspace --all-targets --quiet -- -D warnings
+make -s -C guest-driver checkpatch
+
+step "build"
+cargo build --workspace --all-targets --quiet
+
+step "tests"
+cargo test --workspace --no-fail-fast
+
+step "done"
