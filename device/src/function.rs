@@ -23,8 +23,8 @@ use vfio_bindings::bindings::vfio::{
     VFIO_IRQ_SET_ACTION_TYPE_MASK, VFIO_IRQ_SET_ACTION_UNMASK, VFIO_IRQ_SET_DATA_BOOL,
     VFIO_IRQ_SET_DATA_EVENTFD, VFIO_IRQ_SET_DATA_NONE, VFIO_IRQ_SET_DATA_TYPE_MASK,
     VFIO_PCI_CONFIG_REGION_INDEX, VFIO_PCI_ERR_IRQ_INDEX, VFIO_PCI_MSIX_IRQ_INDEX,
-    VFIO_PCI_NUM_IRQS, VFIO_PCI_NUM_REGIONS, VFIO_PCI_REQ_IRQ_INDEX, VFIO_REGION_INFO_FLAG_READ,
-    VFIO_REGION_INFO_FLAG_WRITE,
+    VFIO_PCI_NUM_IRQS, VFIO_PCI_NUM_REGIONS, VFIO_PCI_REQ_IRQ_INDEX,
+    VFIO_REGION_INFO_CAP_MSIX_MAPPABLE, VFIO_REGION_INFO_FLAG_READ, VFIO_REGION_INFO_FLAG_WRITE,
 };
 use vmm_sys_util::eventfd::EventFd;
 
@@ -34,6 +34,7 @@ use crate::pci::config::{
     command, hdr, status, Bar, BarKind, ConfigError, ConfigSpace, CONFIG_SIZE,
 };
 use crate::pci::msix::{Delivery, Msix, MsixError};
+use crate::protocol::RegionCap;
 use crate::regs::{Bar0, Effect, FuncReg, Identity, BAR0_SIZE};
 
 /// vfio-pci region index of BAR0 and of the MSI-X BAR.
@@ -240,6 +241,23 @@ impl Function {
             0
         };
         Ok((flags, size))
+    }
+
+    /// Capabilities of region `index` for GET_REGION_INFO. The MSI-X BAR
+    /// carries MSIX_MAPPABLE, as with kernel vfio-pci: the table may be
+    /// mapped along with the rest of the BAR by a client that mmaps it (no
+    /// region is mmappable yet, so today this only informs the client).
+    pub fn region_caps(&self, index: u32) -> Vec<RegionCap> {
+        match index {
+            REGION_MSIX => {
+                vec![RegionCap {
+                    id: VFIO_REGION_INFO_CAP_MSIX_MAPPABLE as u16,
+                    version: 1,
+                    body: vec![],
+                }]
+            }
+            _ => Vec::new(),
+        }
     }
 
     /// Number of interrupts of an IRQ index. No INTx (interrupt pin 0) and no

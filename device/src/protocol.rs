@@ -615,6 +615,58 @@ pub fn encode_region_info(info: &vfio_region_info, w: &mut Writer) {
         .u64(info.offset);
 }
 
+/// Size of `vfio_region_info`; region capabilities start after it.
+pub const REGION_INFO_SIZE: u32 = 32;
+
+/// One region capability: id, version and the bytes after its 8-byte
+/// `vfio_info_cap_header`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RegionCap {
+    pub id: u16,
+    pub version: u16,
+    pub body: Vec<u8>,
+}
+
+/// Encodes a capability chain as it follows `vfio_region_info` in a
+/// GET_REGION_INFO reply: each header's `next` is the offset of the next
+/// capability from the start of `vfio_region_info` (0 ends the chain).
+pub fn encode_region_caps(caps: &[RegionCap]) -> Vec<u8> {
+    let mut w = Writer::default();
+    for (i, cap) in caps.iter().enumerate() {
+        let end = REGION_INFO_SIZE as usize + w.0.len() + 8 + cap.body.len();
+        let next = if i + 1 < caps.len() { end as u32 } else { 0 };
+        w.u16(cap.id).u16(cap.version).u32(next).bytes(&cap.body);
+    }
+    w.0
+}
+
+/// The GET_REGION_INFO reply payload. vfio's argsz protocol: if the client's
+/// buffer (`client_argsz`) cannot hold the capabilities, the reply carries
+/// only `vfio_region_info` with `argsz` set to the size needed, and the
+/// client asks again with a larger buffer. Unlike the kernel, the CAPS flag
+/// is set only when the chain is included: QEMU's vfio-user client refuses a
+/// reply with CAPS set and `cap_offset` 0.
+pub fn region_info_payload(
+    mut info: vfio_region_info,
+    client_argsz: u32,
+    caps: &[RegionCap],
+) -> Vec<u8> {
+    let chain = encode_region_caps(caps);
+    let total = REGION_INFO_SIZE + chain.len() as u32;
+    let fits = client_argsz >= total;
+    info.argsz = total;
+    if !chain.is_empty() && fits {
+        info.flags |= vfio_bindings::bindings::vfio::VFIO_REGION_INFO_FLAG_CAPS;
+        info.cap_offset = REGION_INFO_SIZE;
+    }
+    let mut w = Writer::default();
+    encode_region_info(&info, &mut w);
+    if fits {
+        w.bytes(&chain);
+    }
+    w.0
+}
+
 /// Payload of the VERSION reply: our version and capabilities.
 pub fn version_payload() -> Vec<u8> {
     let json = serde_json::to_string(&VersionCaps::server()).unwrap_or_default();
@@ -793,6 +845,71 @@ mod tests {
         let mut w = Writer::default();
         w.u64(1).u64(0).u32(0).u32(9).bytes(&[0; 8]);
         assert!(Request::parse(Command::RegionWriteMulti, &w.0).is_err());
+    }
+
+    #[test]
+    fn region_caps_chain_links_by_offset_from_region_info() {
+        let caps = [
+            RegionCap {
+                id: 3,
+                version: 1,
+                body: vec![],
+            },
+            RegionCap {
+                id: 1,
+                version: 1,
+                body: vec![0; 8],
+            },
+        ];
+        let b = encode_region_caps(&caps);
+        assert_eq!(b.len(), 24);
+        assert_eq!(
+            u32::from_le_bytes(b[4..8].try_into().unwrap()),
+            40,
+            "next = 32 + 8"
+        );
+        assert_eq!(u32::from_le_bytes(b[12..16].try_into().unwrap()), 0, "last");
+    }
+
+    #[test]
+    fn region_info_reports_needed_argsz_when_caps_do_not_fit() {
+        let caps = [RegionCap {
+            id: 3,
+            version: 1,
+            body: vec![],
+        }];
+        let info = vfio_region_info {
+            index: 2,
+            size: 0x4000,
+            flags: 3,
+            ..Default::default()
+        };
+        let small = region_info_payload(info, 32, &caps);
+        assert_eq!(small.len(), 32);
+        let mut r = Reader::new(&small);
+        assert_eq!(r.u32(), Some(40), "argsz needed");
+        assert_eq!(
+            r.u32(),
+            Some(3),
+            "no CAPS flag without the chain (QEMU refuses that)"
+        );
+        assert_eq!(r.u32(), Some(2));
+        assert_eq!(r.u32(), Some(0), "no cap_offset without room");
+        let full = region_info_payload(info, 40, &caps);
+        assert_eq!(full.len(), 40);
+        assert_eq!(
+            u32::from_le_bytes(full[4..8].try_into().unwrap()),
+            3 | 8,
+            "CAPS flag"
+        );
+        assert_eq!(u32::from_le_bytes(full[12..16].try_into().unwrap()), 32);
+        assert_eq!(u16::from_le_bytes(full[32..34].try_into().unwrap()), 3);
+        let none = region_info_payload(info, 32, &[]);
+        assert_eq!(
+            u32::from_le_bytes(none[4..8].try_into().unwrap()),
+            3,
+            "no CAPS flag"
+        );
     }
 
     #[test]

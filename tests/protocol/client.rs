@@ -296,3 +296,47 @@ fn sigterm_stops_cleanly_and_removes_sockets() {
     assert_eq!(vnicd.stop(), Some(0));
     assert!(!sock.exists(), "socket removed on exit");
 }
+
+#[test]
+fn msix_bar_region_info_carries_a_capability_after_argsz_negotiation() {
+    let vnicd = Vnicd::start(&[]);
+    // The rust-vmm client re-asks with the argsz the first reply names and
+    // checks the capability data length against the message size.
+    let c = Client::new(&vnicd.socket("vf0")).unwrap();
+    assert_eq!(c.region(2).unwrap().size, 16 * 1024);
+    drop(c);
+
+    let mut raw = vnic_tests::RawClient::negotiated(&vnicd.socket("vf0"));
+    let ask = |argsz: u32| {
+        let mut b = argsz.to_le_bytes().to_vec();
+        b.extend_from_slice(&0u32.to_le_bytes());
+        b.extend_from_slice(&2u32.to_le_bytes());
+        b.extend_from_slice(&[0; 20]);
+        b
+    };
+    let u32_at = |b: &[u8], o: usize| u32::from_le_bytes(b[o..o + 4].try_into().unwrap());
+    let r = raw.call(vnic_tests::GET_REGION_INFO, 0, &ask(32), &[]);
+    assert_eq!(r.body.len(), 32, "no room: no capability data");
+    assert_eq!(u32_at(&r.body, 0), 40, "argsz needed");
+    assert_eq!(
+        u32_at(&r.body, 4) & 8,
+        0,
+        "CAPS only with the chain, as QEMU requires"
+    );
+    let r = raw.call(vnic_tests::GET_REGION_INFO, 0, &ask(40), &[]);
+    assert_eq!(r.body.len(), 40);
+    assert_ne!(u32_at(&r.body, 4) & 8, 0, "CAPS flag");
+    assert_eq!(u32_at(&r.body, 12), 32, "cap_offset");
+    assert_eq!(
+        u32_at(&r.body, 32) & 0xffff,
+        3,
+        "VFIO_REGION_INFO_CAP_MSIX_MAPPABLE"
+    );
+    assert_eq!(u32_at(&r.body, 36), 0, "last capability");
+    // BAR0 has none.
+    let mut b = ask(32);
+    b[8..12].copy_from_slice(&0u32.to_le_bytes());
+    let r = raw.call(vnic_tests::GET_REGION_INFO, 0, &b, &[]);
+    assert_eq!(u32_at(&r.body, 0), 32);
+    assert_eq!(u32_at(&r.body, 4) & 8, 0);
+}

@@ -10,7 +10,7 @@ use vfio_bindings::bindings::vfio::{
 use super::connection::Message;
 use crate::function::{FnError, Function};
 use crate::protocol::{
-    encode_region_info, error_reply, reply, version_payload, Command, ProtocolError, Request,
+    error_reply, region_info_payload, reply, version_payload, Command, ProtocolError, Request,
     Writer,
 };
 
@@ -139,14 +139,16 @@ fn execute(
         Request::GetRegionInfo(info) => {
             let (flags, size) = func.region_info(info.index)?;
             let out = vfio_region_info {
-                argsz: 32,
                 flags,
                 index: info.index,
-                cap_offset: 0,
                 size,
-                offset: 0,
+                ..Default::default()
             };
-            encode_region_info(&out, &mut w);
+            return Ok(region_info_payload(
+                out,
+                info.argsz,
+                &func.region_caps(info.index),
+            ));
         }
         Request::GetIrqInfo(info) => {
             let (flags, count) = func.irq_info(info.index)?;
