@@ -308,21 +308,7 @@ impl DmaSpace {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::ffi::CString;
-    use std::os::fd::FromRawFd;
-
-    /// A sealed memfd of `len` bytes, as QEMU's memory backend makes.
-    pub(crate) fn memfd(len: u64) -> File {
-        let name = CString::new("vnic-test").unwrap();
-        // SAFETY: memfd_create with a valid NUL-terminated name; the result
-        // is checked before use.
-        let fd = unsafe { libc::memfd_create(name.as_ptr(), libc::MFD_ALLOW_SEALING) };
-        assert!(fd >= 0);
-        // SAFETY: fd was just created and is owned by nobody else.
-        let f = unsafe { File::from_raw_fd(fd) };
-        f.set_len(len).unwrap();
-        f
-    }
+    use crate::test_utils::memfd;
 
     fn space() -> DmaSpace {
         let mut d = DmaSpace::default();

@@ -613,11 +613,6 @@ impl Function {
         self.req_fd = None;
         self.reset();
     }
-
-    /// True if bus mastering (DMA) is enabled in the command register.
-    pub fn bus_master(&self) -> bool {
-        self.config.u16(hdr::COMMAND) & command::BUS_MASTER != 0
-    }
 }
 
 fn signal(fd: &Option<EventFd>) {

@@ -13,3 +13,4 @@ pub mod pci;
 pub mod protocol;
 pub mod regs;
 pub mod server;
+pub mod test_utils;

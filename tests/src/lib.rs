@@ -4,7 +4,7 @@
 
 use std::fs::File;
 use std::io::{BufRead, BufReader, Read, Write};
-use std::os::fd::{AsRawFd, FromRawFd, RawFd};
+use std::os::fd::RawFd;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -287,25 +287,7 @@ impl RawClient {
     }
 }
 
-/// A sealed memfd of `len` bytes, like QEMU's shared memory backend.
-pub fn memfd(len: u64) -> File {
-    let name = std::ffi::CString::new("vnic-test").expect("name");
-    // SAFETY: valid NUL-terminated name; the result is checked.
-    let fd = unsafe { libc::memfd_create(name.as_ptr(), libc::MFD_ALLOW_SEALING) };
-    assert!(fd >= 0, "memfd_create");
-    // SAFETY: fd is new and owned by nobody else.
-    let f = unsafe { File::from_raw_fd(fd) };
-    f.set_len(len).expect("size memfd");
-    // SAFETY: fcntl on a descriptor we own.
-    unsafe {
-        libc::fcntl(
-            f.as_raw_fd(),
-            libc::F_ADD_SEALS,
-            libc::F_SEAL_SHRINK | libc::F_SEAL_GROW,
-        )
-    };
-    f
-}
+pub use vnic::test_utils::memfd;
 
 /// Waits (bounded) until `f` holds, polling every 10 ms.
 pub fn wait_for(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {

@@ -46,6 +46,8 @@ pub enum MsixError {
     Unaligned { offset: u64, len: usize },
     #[error("vector {0} beyond table")]
     NoSuchVector(u32),
+    #[error("MSI-X BAR access of {len} bytes at {offset:#x} hits neither table nor PBA, or writes the PBA")]
+    Outside { offset: u64, len: usize },
 }
 
 /// One function's MSI-X state.
