@@ -2,10 +2,8 @@
 
 use thiserror::Error;
 
-use crate::function::MSIX_BAR_SIZE;
-use crate::function::{Function, FunctionKind, FunctionSpec, VF_DEVICE_ID};
+use crate::function::{Function, FunctionKind, FunctionSpec, BARS, VF_DEVICE_ID};
 use crate::pci::caps::SriovLayout;
-use crate::regs::BAR0_SIZE;
 
 /// Most VFs one card offers (MAC addresses and FUNC encode the VF number in
 /// one byte; 128 leaves room for the PF and growth).
@@ -107,7 +105,7 @@ impl Card {
                 vf_device_id: VF_DEVICE_ID,
                 first_vf_offset: 1,
                 vf_stride: 1,
-                vf_bars: vec![(0, BAR0_SIZE, true), (2, MSIX_BAR_SIZE, true)],
+                vf_bars: BARS.to_vec(),
             }),
         }
     }

@@ -48,6 +48,22 @@ pub const MSIX_PBA_OFFSET: u64 = 0x2000;
 /// vector 0 is the misc/admin vector; 1..=X are the queue pairs.
 pub const MISC_VECTORS: u32 = 1;
 
+/// The memory BARs of every function (PF and VF alike).
+pub const BARS: [Bar; 2] = [
+    Bar {
+        index: REGION_BAR0 as usize,
+        size: BAR0_SIZE,
+        kind: BarKind::Mem64,
+        prefetchable: false,
+    },
+    Bar {
+        index: REGION_MSIX as usize,
+        size: MSIX_BAR_SIZE,
+        kind: BarKind::Mem64,
+        prefetchable: false,
+    },
+];
+
 /// PCI identity of the card.
 pub const VENDOR_ID: u16 = 0x1ffe;
 pub const PF_DEVICE_ID: u16 = 0x1000;
@@ -147,7 +163,7 @@ pub struct FunctionStats {
 
 /// Logs the first few occurrences of a guest mistake, then every 1000th, so
 /// a misbehaving guest cannot flood the log.
-fn rate_limited(count: u64) -> bool {
+pub(crate) fn rate_limited(count: u64) -> bool {
     count <= 10 || count % 1000 == 0
 }
 
@@ -653,18 +669,9 @@ fn build_config(spec: &FunctionSpec, vectors: u16) -> ConfigSpace {
     c.set_ro(hdr::CLASS_PROG, &CLASS_ETHERNET.to_le_bytes()[..3]);
     c.set_rw(hdr::CACHE_LINE, &[0], &[0xff]);
     c.set_u8(hdr::HEADER_TYPE, 0);
-    c.add_bar(Bar {
-        index: 0,
-        size: BAR0_SIZE,
-        kind: BarKind::Mem64,
-        prefetchable: false,
-    });
-    c.add_bar(Bar {
-        index: 2,
-        size: MSIX_BAR_SIZE,
-        kind: BarKind::Mem64,
-        prefetchable: false,
-    });
+    for bar in BARS {
+        c.add_bar(bar);
+    }
     c.set_u16(hdr::SUBSYS_VENDOR, VENDOR_ID);
     c.set_u16(hdr::SUBSYS_ID, SUBSYS_ID);
     c.set_rw(hdr::INT_LINE, &[0], &[0xff]);

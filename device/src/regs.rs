@@ -170,6 +170,12 @@ pub struct CtrlReg {
     __: u32,
 }
 
+/// The accesses register files accept (BAR0 and the MSI-X table/PBA): an
+/// aligned dword or an aligned qword.
+pub fn dword_or_qword(offset: u64, len: usize) -> bool {
+    matches!(len, 4 | 8) && offset % len as u64 == 0
+}
+
 /// What the function must do after a register write.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Effect {
@@ -278,8 +284,9 @@ impl Bar0 {
     }
 
     fn check(offset: u64, len: usize) -> Result<(), RegError> {
-        let ok = matches!(len, 4 | 8) && offset % len as u64 == 0;
-        ok.then_some(()).ok_or(RegError::Unaligned { offset, len })
+        dword_or_qword(offset, len)
+            .then_some(())
+            .ok_or(RegError::Unaligned { offset, len })
     }
 
     /// Reads `buf.len()` bytes. On error the caller fills all-ones.

@@ -241,13 +241,20 @@ fn dma_map_and_unmap_with_memfd() {
     assert!(!log.contains("refused"), "{log}");
 }
 
-#[test]
-fn device_reset_returns_registers_to_reset_values() {
+/// vf0 and vf1 with their SCRATCH registers set to 7 and 9, for reset
+/// tests that check one function is reset and the other is not.
+fn two_vfs_with_scratch() -> (Vnicd, Client, Client) {
     let vnicd = Vnicd::start(&["--vfs", "2"]);
     let mut c = Client::new(&vnicd.socket("vf0")).unwrap();
     let mut other = Client::new(&vnicd.socket("vf1")).unwrap();
     c.region_write(BAR0, 0x1c, &7u32.to_le_bytes()).unwrap();
     other.region_write(BAR0, 0x1c, &9u32.to_le_bytes()).unwrap();
+    (vnicd, c, other)
+}
+
+#[test]
+fn device_reset_returns_registers_to_reset_values() {
+    let (_vnicd, mut c, mut other) = two_vfs_with_scratch();
     c.region_write(CONFIG, 4, &[0x06, 0]).unwrap();
     c.reset().unwrap();
     assert_eq!(bar0_u32(&mut c, 0x1c), 0);
@@ -261,11 +268,7 @@ fn device_reset_returns_registers_to_reset_values() {
 
 #[test]
 fn flr_through_pcie_device_control_resets_one_function() {
-    let vnicd = Vnicd::start(&["--vfs", "2"]);
-    let mut c = Client::new(&vnicd.socket("vf0")).unwrap();
-    let mut other = Client::new(&vnicd.socket("vf1")).unwrap();
-    c.region_write(BAR0, 0x1c, &7u32.to_le_bytes()).unwrap();
-    other.region_write(BAR0, 0x1c, &9u32.to_le_bytes()).unwrap();
+    let (_vnicd, mut c, mut other) = two_vfs_with_scratch();
     // PCIe capability at 0x60, Device Control at +8, Initiate FLR bit 15.
     c.region_write(CONFIG, 0x68, &0x8000u16.to_le_bytes())
         .unwrap();

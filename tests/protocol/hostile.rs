@@ -131,9 +131,7 @@ fn bad_region_index_offset_and_count_are_einval() {
     let r = c.region_read(0, 0, (1 << 20) + 1);
     assert_eq!(r.error, libc::E2BIG as u32);
     // Count field larger than the data that follows it.
-    let mut b = 0u64.to_le_bytes().to_vec();
-    b.extend_from_slice(&0u32.to_le_bytes());
-    b.extend_from_slice(&100u32.to_le_bytes());
+    let mut b = region_access(0, 0, 100);
     b.extend_from_slice(&[0; 4]);
     assert!(c.call(REGION_WRITE, 0, &b, &[]).is_error());
     // Short payloads for every command that has one.
@@ -195,14 +193,7 @@ fn second_client_on_a_busy_function_is_turned_away() {
 fn dma_map_without_fd_says_shared_memory_is_needed() {
     let mut vnicd = Vnicd::start(&[]);
     let mut c = RawClient::negotiated(&vnicd.socket("vf0"));
-    let map = |flags: u32| {
-        let mut b = 32u32.to_le_bytes().to_vec();
-        b.extend_from_slice(&flags.to_le_bytes());
-        b.extend_from_slice(&0u64.to_le_bytes());
-        b.extend_from_slice(&0u64.to_le_bytes());
-        b.extend_from_slice(&0x10_0000u64.to_le_bytes());
-        b
-    };
+    let map = |flags: u32| dma_map_body(flags, 0, 0, 0x10_0000);
     // Writable memory without a descriptor: guest RAM that is not shared.
     let r = c.call(DMA_MAP, 0, &map(3), &[]);
     assert!(r.is_error());
@@ -222,11 +213,7 @@ fn dma_map_of_a_file_shorter_than_the_range_is_refused() {
     let vnicd = Vnicd::start(&[]);
     let mut c = RawClient::negotiated(&vnicd.socket("vf0"));
     let mem = memfd(4096);
-    let mut b = 32u32.to_le_bytes().to_vec();
-    b.extend_from_slice(&3u32.to_le_bytes());
-    b.extend_from_slice(&0u64.to_le_bytes());
-    b.extend_from_slice(&0u64.to_le_bytes());
-    b.extend_from_slice(&(1u64 << 30).to_le_bytes());
+    let b = dma_map_body(3, 0, 0, 1 << 30);
     let r = c.call(DMA_MAP, 0, &b, &[mem.as_raw_fd()]);
     assert!(
         r.is_error(),
@@ -240,10 +227,7 @@ fn unexpected_or_too_many_descriptors_are_refused() {
     let mut vnicd = Vnicd::start(&["--vfs", "2"]);
     let mut c = RawClient::negotiated(&vnicd.socket("vf0"));
     let mem = memfd(4096);
-    let mut b = 0u64.to_le_bytes().to_vec();
-    b.extend_from_slice(&0u32.to_le_bytes());
-    b.extend_from_slice(&4u32.to_le_bytes());
-    let r = c.call(REGION_READ, 0, &b, &[mem.as_raw_fd()]);
+    let r = c.call(REGION_READ, 0, &region_access(0, 0, 4), &[mem.as_raw_fd()]);
     assert!(r.is_error(), "a region read carries no descriptor");
     // SET_IRQS with a descriptor that is not an eventfd.
     let mut s = 20u32.to_le_bytes().to_vec();
@@ -267,9 +251,7 @@ fn client_that_never_reads_replies_is_cut_off_without_stalling_others() {
     hog.stream
         .set_write_timeout(Some(Duration::from_secs(2)))
         .unwrap();
-    let mut b = 0u64.to_le_bytes().to_vec();
-    b.extend_from_slice(&7u32.to_le_bytes());
-    b.extend_from_slice(&4096u32.to_le_bytes());
+    let b = region_access(7, 0, 4096);
     let mut sent = 0;
     // 4 KiB config reads whose replies are never read: vnicd must give up
     // on this client once MAX_TX_BYTES are queued.
@@ -297,11 +279,7 @@ fn posted_write_errors_get_no_reply_and_are_counted() {
     let vnicd = Vnicd::start(&[]);
     let mut c = RawClient::negotiated(&vnicd.socket("vf0"));
     // A posted write to a region that does not exist: no reply may come.
-    let mut b = 0u64.to_le_bytes().to_vec();
-    b.extend_from_slice(&42u32.to_le_bytes());
-    b.extend_from_slice(&4u32.to_le_bytes());
-    b.extend_from_slice(&[0; 4]);
-    c.send(REGION_WRITE, NO_REPLY, &b, &[]);
+    c.region_write(42, 0, &[0; 4], NO_REPLY);
     // Posted write that works, then a read that must see it (ordering).
     c.region_write(0, 0x1c, &0xabcdu32.to_le_bytes(), NO_REPLY);
     let r = c.region_read(0, 0x1c, 4);

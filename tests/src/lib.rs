@@ -169,6 +169,24 @@ impl Reply {
     }
 }
 
+/// The fixed part of a REGION_READ/REGION_WRITE payload.
+pub fn region_access(region: u32, offset: u64, count: u32) -> Vec<u8> {
+    let mut b = offset.to_le_bytes().to_vec();
+    b.extend_from_slice(&region.to_le_bytes());
+    b.extend_from_slice(&count.to_le_bytes());
+    b
+}
+
+/// A DMA_MAP payload (argsz 32).
+pub fn dma_map_body(flags: u32, offset: u64, address: u64, size: u64) -> Vec<u8> {
+    let mut b = 32u32.to_le_bytes().to_vec();
+    b.extend_from_slice(&flags.to_le_bytes());
+    b.extend_from_slice(&offset.to_le_bytes());
+    b.extend_from_slice(&address.to_le_bytes());
+    b.extend_from_slice(&size.to_le_bytes());
+    b
+}
+
 /// A vfio-user client that sends whatever bytes a test wants.
 pub struct RawClient {
     pub stream: UnixStream,
@@ -261,16 +279,11 @@ impl RawClient {
     }
 
     pub fn region_read(&mut self, region: u32, offset: u64, count: u32) -> Reply {
-        let mut b = offset.to_le_bytes().to_vec();
-        b.extend_from_slice(&region.to_le_bytes());
-        b.extend_from_slice(&count.to_le_bytes());
-        self.call(REGION_READ, 0, &b, &[])
+        self.call(REGION_READ, 0, &region_access(region, offset, count), &[])
     }
 
     pub fn region_write(&mut self, region: u32, offset: u64, data: &[u8], flags: u32) {
-        let mut b = offset.to_le_bytes().to_vec();
-        b.extend_from_slice(&region.to_le_bytes());
-        b.extend_from_slice(&(data.len() as u32).to_le_bytes());
+        let mut b = region_access(region, offset, data.len() as u32);
         b.extend_from_slice(data);
         self.send(REGION_WRITE, flags, &b, &[]);
         if flags & NO_REPLY == 0 {

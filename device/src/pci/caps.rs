@@ -10,7 +10,7 @@
 //! DSN                        -> end
 //! ```
 
-use super::config::{hdr, ConfigSpace, EXT_CAP_START};
+use super::config::{hdr, Bar, ConfigSpace, EXT_CAP_START};
 
 pub const PM_OFFSET: usize = 0x40;
 pub const MSIX_OFFSET: usize = 0x50;
@@ -129,8 +129,8 @@ pub struct SriovLayout {
     pub vf_device_id: u16,
     pub first_vf_offset: u16,
     pub vf_stride: u16,
-    /// Sizes and kinds of the VF BARs, as (index, size, 64-bit).
-    pub vf_bars: Vec<(usize, u64, bool)>,
+    /// The BARs every VF has, as the VF BAR registers announce them.
+    pub vf_bars: Vec<Bar>,
 }
 
 /// Writes the capability list into `c`.
@@ -227,18 +227,8 @@ fn build_sriov(c: &mut ConfigSpace, o: usize, s: &SriovLayout) {
     c.set_u32(o + sriov::SYS_PGSIZE, 1);
     // System Page Size selects one supported size; software may write it.
     c.set_wmask_u32(o + sriov::SYS_PGSIZE, sriov::SUPPORTED_PAGE_SIZES);
-    for &(index, size, is64) in &s.vf_bars {
-        let reg = o + sriov::VF_BAR0 + index * 4;
-        let low = if is64 { 0b100u32 } else { 0 };
-        let mask = !(size - 1);
-        c.set_rw(
-            reg,
-            &low.to_le_bytes(),
-            &((mask as u32) & !0xf).to_le_bytes(),
-        );
-        if is64 {
-            c.set_rw(reg + 4, &[0; 4], &((mask >> 32) as u32).to_le_bytes());
-        }
+    for &bar in &s.vf_bars {
+        c.add_bar_at(o + sriov::VF_BAR0, bar);
     }
 }
 
@@ -281,6 +271,7 @@ pub fn walk_ext(bytes: &[u8]) -> Vec<(u16, usize)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::pci::config::BarKind;
 
     fn layout(pf: bool) -> CapLayout {
         CapLayout {
@@ -294,7 +285,20 @@ mod tests {
                 vf_device_id: 0x1001,
                 first_vf_offset: 1,
                 vf_stride: 1,
-                vf_bars: vec![(0, 64 * 1024, true), (2, 16 * 1024, true)],
+                vf_bars: vec![
+                    Bar {
+                        index: 0,
+                        size: 64 * 1024,
+                        kind: BarKind::Mem64,
+                        prefetchable: false,
+                    },
+                    Bar {
+                        index: 2,
+                        size: 16 * 1024,
+                        kind: BarKind::Mem64,
+                        prefetchable: false,
+                    },
+                ],
             }),
             ari_next_function: 1,
             serial: 0x0102_0304_0506_0708,

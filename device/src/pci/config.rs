@@ -145,8 +145,14 @@ impl ConfigSpace {
     /// below the size are hardwired to zero, which is what makes size probing
     /// (write all-ones, read back) report the size.
     pub fn add_bar(&mut self, bar: Bar) {
+        self.add_bar_at(hdr::BAR0, bar);
+    }
+
+    /// Same, for a BAR table that starts at `table` (the header's BARs, or
+    /// the VF BARs of the SR-IOV capability, which probe the same way).
+    pub fn add_bar_at(&mut self, table: usize, bar: Bar) {
         debug_assert!(bar.size.is_power_of_two() && bar.size >= 16);
-        let off = hdr::BAR0 + bar.index * 4;
+        let off = table + bar.index * 4;
         let mut low = 0u32;
         if bar.kind == BarKind::Mem64 {
             low |= 0b100;

@@ -12,6 +12,8 @@
 //! spec's reset value in QEMU's copy anyway (docs/registers.md).
 
 use log::warn;
+
+use crate::regs::dword_or_qword;
 use vmm_sys_util::eventfd::EventFd;
 
 /// Bytes per table entry: address low, address high, data, vector control.
@@ -111,8 +113,9 @@ impl Msix {
     }
 
     fn check(offset: u64, len: usize) -> Result<(), MsixError> {
-        let ok = matches!(len, 4 | 8) && offset % len as u64 == 0;
-        ok.then_some(()).ok_or(MsixError::Unaligned { offset, len })
+        dword_or_qword(offset, len)
+            .then_some(())
+            .ok_or(MsixError::Unaligned { offset, len })
     }
 
     fn entry_dword(&self, offset: u64) -> u32 {

@@ -8,7 +8,7 @@ use vfio_bindings::bindings::vfio::{
 };
 
 use super::connection::Message;
-use crate::function::{FnError, Function};
+use crate::function::{rate_limited, FnError, Function};
 use crate::protocol::{
     error_reply, region_info_payload, reply, version_payload, Command, ProtocolError, Request,
     Writer,
@@ -66,7 +66,7 @@ pub fn handle(func: &mut Function, versioned: &mut bool, msg: Message) -> Option
         Err(f) => {
             func.count_protocol_error();
             let n = func.stats().protocol_errors;
-            if n <= 10 || n % 1000 == 0 {
+            if rate_limited(n) {
                 warn!(
                     "{}: command {} refused ({n} so far): {}",
                     func.name(),
