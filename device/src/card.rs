@@ -4,6 +4,8 @@ use thiserror::Error;
 
 use crate::function::{Function, FunctionKind, FunctionSpec, BARS, VF_DEVICE_ID};
 use crate::pci::caps::SriovLayout;
+use crate::ring::MAX_FRAME;
+use crate::switch::{Port, Switch};
 
 /// Most VFs one card offers (MAC addresses and FUNC encode the VF number in
 /// one byte; 128 leaves room for the PF and growth).
@@ -70,10 +72,17 @@ impl CardConfig {
     }
 }
 
-/// The functions of the card, PF first.
+/// The functions of the card, PF first, and the switch between them.
 pub struct Card {
     config: CardConfig,
-    functions: Vec<Function>,
+    pub(crate) functions: Vec<Function>,
+    pub(crate) switch: Switch,
+    /// The frame being switched.
+    pub(crate) scratch: Vec<u8>,
+    /// Functions with send queues still to serve.
+    pub(crate) pending_tx: Vec<usize>,
+    /// Functions whose queue contexts changed in this turn.
+    pub(crate) touched: Vec<usize>,
 }
 
 impl Card {
@@ -83,7 +92,42 @@ impl Card {
         for n in 0..config.vfs {
             functions.push(Function::new(Self::vf_spec(&config, n)));
         }
-        Ok(Card { config, functions })
+        let mut switch = Switch::default();
+        for (function, f) in functions.iter().enumerate() {
+            for qp in f.queue_pairs() {
+                let port = Port {
+                    function,
+                    qp: qp.index,
+                };
+                // MACs are distinct by construction (function and queue
+                // number are part of them).
+                switch
+                    .add_port(port, qp.mac)
+                    .expect("default MACs are unique");
+            }
+        }
+        Ok(Card {
+            config,
+            functions,
+            switch,
+            scratch: Vec::with_capacity(MAX_FRAME),
+            pending_tx: Vec::new(),
+            touched: Vec::new(),
+        })
+    }
+
+    pub fn switch(&self) -> &Switch {
+        &self.switch
+    }
+
+    /// A function's client went away: flush its queues to guest memory and
+    /// drop what the client set up.
+    pub fn disconnect(&mut self, index: usize) {
+        if let Some(f) = self.functions.get_mut(index) {
+            f.disconnect();
+        }
+        self.pending_tx.retain(|&f| f != index);
+        self.after_io(index);
     }
 
     fn serial(config: &CardConfig, kind: FunctionKind) -> u64 {
@@ -97,6 +141,7 @@ impl Card {
             qp_max: config.queue_pairs,
             qp_num: 1,
             mac: config.mac(kind, 0),
+            qp_macs: vec![config.mac(kind, 0)],
             serial: Self::serial(config, kind),
             ari_next: if config.vfs > 0 { 1 } else { 0 },
             sriov: Some(SriovLayout {
@@ -118,6 +163,9 @@ impl Card {
             qp_max: config.queue_pairs,
             qp_num: config.vnics_per_vf,
             mac: config.mac(kind, 0),
+            qp_macs: (0..config.vnics_per_vf)
+                .map(|q| config.mac(kind, q as u8))
+                .collect(),
             serial: Self::serial(config, kind),
             ari_next: if last { 0 } else { (kind.number() + 1) as u8 },
             sriov: None,

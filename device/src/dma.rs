@@ -12,7 +12,9 @@ use std::sync::Arc;
 
 use log::{info, warn};
 use thiserror::Error;
-use vm_memory::{Bytes, FileOffset, GuestAddress, GuestMemoryMmap, GuestRegionMmap, MmapRegion};
+use vm_memory::{
+    ByteValued, Bytes, FileOffset, GuestAddress, GuestMemoryMmap, GuestRegionMmap, MmapRegion,
+};
 
 use crate::protocol::{DMA_PAGE_SIZE, MAX_DMA_MAPS};
 
@@ -288,6 +290,29 @@ impl DmaSpace {
                 address,
                 len: buf.len(),
             })
+    }
+
+    /// Reads a wire structure (little-endian fields) at `address`.
+    pub fn read_obj<T: ByteValued>(&self, address: u64) -> Result<T, DmaError> {
+        let len = std::mem::size_of::<T>();
+        self.check(address, len, false)?;
+        let mem = self
+            .mem
+            .as_ref()
+            .ok_or(DmaError::OutOfRange { address, len })?;
+        mem.read_obj(GuestAddress(address))
+            .map_err(|_| DmaError::OutOfRange { address, len })
+    }
+
+    /// Writes a wire structure at `address`.
+    pub fn write_obj<T: ByteValued>(&self, address: u64, value: T) -> Result<(), DmaError> {
+        self.write(address, value.as_slice())
+    }
+
+    /// Whether `[address, address + len)` is wholly mapped (and writable if
+    /// `write`): rings are checked once when a queue starts.
+    pub fn contains(&self, address: u64, len: usize, write: bool) -> bool {
+        self.check(address, len, write).is_ok()
     }
 
     /// Copies `data` into guest memory at `address`.

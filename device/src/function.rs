@@ -35,7 +35,13 @@ use crate::pci::config::{
 };
 use crate::pci::msix::{Delivery, Msix, MsixError};
 use crate::protocol::RegionCap;
-use crate::regs::{Bar0, Effect, FuncReg, Identity, BAR0_SIZE};
+use crate::queue::{QpCtrl, QpEffect, QpVlan, QueuePair};
+use crate::regs::{
+    self, dword_of, Access, Bar0, Effect, FnStat, FuncReg, Identity, QpReg, QpStat, RegError,
+    Target, BAR0_SIZE,
+};
+use crate::state::Bat;
+use crate::switch::Mac;
 
 /// vfio-pci region index of BAR0 and of the MSI-X BAR.
 pub const REGION_BAR0: u32 = 0;
@@ -105,6 +111,8 @@ pub struct FunctionSpec {
     pub qp_max: u32,
     pub qp_num: u32,
     pub mac: [u8; 6],
+    /// MAC of each enabled queue pair (vNIC); `qp_num` of them.
+    pub qp_macs: Vec<[u8; 6]>,
     pub serial: u64,
     /// ARI Next Function Number.
     pub ari_next: u8,
@@ -161,6 +169,44 @@ pub struct FunctionStats {
     pub protocol_errors: u64,
 }
 
+/// Function-wide data-path counters (BAR0 0x100, in [`FnStat`] order).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FnCounters([u64; FnStat::ALL.len()]);
+
+impl FnCounters {
+    pub fn get(&self, s: FnStat) -> u64 {
+        self.0[s as usize]
+    }
+
+    pub fn add(&mut self, s: FnStat, n: u64) {
+        self.0[s as usize] = self.0[s as usize].wrapping_add(n);
+    }
+}
+
+/// A change to the switch a function asked for, carried out by the card
+/// (which owns the switch) after the message that caused it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SwitchOp {
+    Join {
+        qp: u16,
+        vlan: u16,
+    },
+    Leave {
+        qp: u16,
+        vlan: u16,
+    },
+    /// The function was reset: its vNICs leave every VLAN.
+    LeaveAll,
+}
+
+/// The parts of a function the data path works on, borrowed together.
+pub struct Lanes<'a> {
+    pub name: &'a str,
+    pub dma: &'a DmaSpace,
+    pub qps: &'a mut [QueuePair],
+    pub counters: &'a mut FnCounters,
+}
+
 /// Logs the first few occurrences of a guest mistake, then every 1000th, so
 /// a misbehaving guest cannot flood the log.
 pub(crate) fn rate_limited(count: u64) -> bool {
@@ -179,6 +225,12 @@ pub struct Function {
     req_fd: Option<EventFd>,
     dma: DmaSpace,
     stats: FunctionStats,
+    /// Enabled queue pairs (vNICs), N of them.
+    qps: Vec<QueuePair>,
+    /// The BAT the VCT entry points at, once validated.
+    bat: Option<Bat>,
+    counters: FnCounters,
+    switch_ops: Vec<SwitchOp>,
 }
 
 impl Function {
@@ -206,8 +258,47 @@ impl Function {
             req_fd: None,
             dma: DmaSpace::default(),
             stats: FunctionStats::default(),
+            qps: (0..spec.qp_num as u16)
+                .map(|q| QueuePair::new(q, Mac(spec.qp_macs[q as usize])))
+                .collect(),
+            bat: None,
+            counters: FnCounters::default(),
+            switch_ops: Vec::new(),
             spec,
         }
+    }
+
+    /// The vNICs (enabled queue pairs).
+    pub fn queue_pairs(&self) -> &[QueuePair] {
+        &self.qps
+    }
+
+    pub fn counters(&self) -> FnCounters {
+        self.counters
+    }
+
+    /// Borrows what the data path needs, all at once.
+    pub fn lanes(&mut self) -> Lanes<'_> {
+        Lanes {
+            name: &self.name,
+            dma: &self.dma,
+            qps: &mut self.qps,
+            counters: &mut self.counters,
+        }
+    }
+
+    /// Switch changes requested since the last call.
+    pub fn take_switch_ops(&mut self) -> Vec<SwitchOp> {
+        std::mem::take(&mut self.switch_ops)
+    }
+
+    /// Queue pairs whose send doorbell rang since they were last served.
+    pub fn kicked(&self) -> Vec<u16> {
+        self.qps
+            .iter()
+            .filter(|q| q.tx_kicked)
+            .map(|q| q.index)
+            .collect()
     }
 
     pub fn name(&self) -> &str {
@@ -314,7 +405,7 @@ impl Function {
         match region {
             REGION_CONFIG => self.config.read(offset, buf)?,
             REGION_BAR0 => {
-                if let Err(e) = self.bar0.read(offset, buf) {
+                if let Err(e) = self.bar0_read(offset, buf) {
                     self.bad_mmio(&e.to_string());
                     buf.fill(0xff);
                 }
@@ -334,10 +425,11 @@ impl Function {
         self.check_region(region, offset, data.len())?;
         match region {
             REGION_CONFIG => self.config_write(offset, data)?,
-            REGION_BAR0 => match self.bar0.write(offset, data) {
-                Ok(effects) => effects.into_iter().for_each(|e| self.apply(e)),
-                Err(e) => self.bad_mmio(&e.to_string()),
-            },
+            REGION_BAR0 => {
+                if let Err(e) = self.bar0_write(offset, data) {
+                    self.bad_mmio(&e.to_string());
+                }
+            }
             _ => {
                 if let Err(e) = self.msix_bar_write(offset, data) {
                     self.bad_mmio(&e.to_string());
@@ -345,6 +437,137 @@ impl Function {
             }
         }
         Ok(())
+    }
+
+    fn qp_index(&self, qp: u16, offset: u64) -> Result<usize, RegError> {
+        // Areas of queue pairs that are not enabled hold no registers.
+        (usize::from(qp) < self.qps.len())
+            .then_some(usize::from(qp))
+            .ok_or(RegError::NoRegister(offset))
+    }
+
+    fn bar0_dword(&self, offset: u64) -> Result<u32, RegError> {
+        let target = regs::decode(offset).ok_or(RegError::NoRegister(offset))?;
+        Ok(match target {
+            Target::Reg(spec) => self.bar0.read_reg(spec.reg),
+            Target::FnStat { stat, high } => dword_of(self.counters.get(stat), high),
+            Target::Qp { qp, reg } => {
+                let qp = &self.qps[self.qp_index(qp, offset)?];
+                qp_register(qp, reg.reg)
+            }
+            Target::QpStat { qp, stat, high } => {
+                let qp = &self.qps[self.qp_index(qp, offset)?];
+                dword_of(qp_counter(qp, stat), high)
+            }
+        })
+    }
+
+    fn bar0_read(&self, offset: u64, buf: &mut [u8]) -> Result<(), RegError> {
+        Bar0::check(offset, buf.len())?;
+        for (i, chunk) in buf.chunks_mut(4).enumerate() {
+            let v = self.bar0_dword(offset + 4 * i as u64)?;
+            chunk.copy_from_slice(&v.to_le_bytes());
+        }
+        Ok(())
+    }
+
+    fn bar0_write(&mut self, offset: u64, data: &[u8]) -> Result<(), RegError> {
+        Bar0::check(offset, data.len())?;
+        for (i, chunk) in data.chunks(4).enumerate() {
+            let off = offset + 4 * i as u64;
+            let v = u32::from_le_bytes(chunk.try_into().expect("dword chunks"));
+            match regs::decode(off).ok_or(RegError::NoRegister(off))? {
+                Target::Reg(spec) => {
+                    let effect = self.bar0.write_reg(spec, v)?;
+                    self.apply(effect);
+                }
+                Target::Qp { qp, reg } => {
+                    let q = self.qp_index(qp, off)?;
+                    if reg.access == Access::ReadOnly {
+                        return Err(RegError::ReadOnly(off));
+                    }
+                    self.qp_write(q, reg.reg, v);
+                }
+                Target::FnStat { .. } | Target::QpStat { .. } => {
+                    return Err(RegError::ReadOnly(off));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn qp_write(&mut self, q: usize, reg: QpReg, v: u32) {
+        let (name, dma, bat) = (&self.name, &self.dma, self.bat.as_ref());
+        let qp = &mut self.qps[q];
+        let effect = match reg {
+            QpReg::Ctrl => {
+                let errors = qp.tx.context().errors + qp.rx.context().errors;
+                qp.set_ctrl(name, dma, bat, QpCtrl::from_bits(v));
+                let now = qp.tx.context().errors + qp.rx.context().errors;
+                self.counters
+                    .add(FnStat::QueueErrors, now.saturating_sub(errors));
+                QpEffect::None
+            }
+            QpReg::TxTail => qp.tx_doorbell(name, dma, v),
+            QpReg::RxTail => {
+                qp.rx_doorbell(name, dma, v);
+                QpEffect::None
+            }
+            QpReg::Irq if v & 1 != 0 => {
+                if qp.irq.rearm(std::time::Instant::now()) {
+                    QpEffect::Interrupt
+                } else {
+                    QpEffect::None
+                }
+            }
+            QpReg::Itr => {
+                qp.set_itr(v as u16);
+                QpEffect::None
+            }
+            QpReg::Vlan => QpEffect::Vlan(QpVlan::from_bits(v)),
+            _ => QpEffect::None,
+        };
+        match effect {
+            QpEffect::Interrupt => {
+                self.raise_irq(MISC_VECTORS + q as u32);
+            }
+            QpEffect::Vlan(v) => {
+                let (qp, vlan) = (q as u16, v.vid());
+                self.switch_ops.push(if v.leave() {
+                    SwitchOp::Leave { qp, vlan }
+                } else {
+                    SwitchOp::Join { qp, vlan }
+                });
+            }
+            QpEffect::None | QpEffect::Kick => {}
+        }
+    }
+
+    /// VCT_HI was written: flush what the old BAT described, then find the
+    /// new BAT and resume every queue its contexts say was running.
+    fn commit_vct(&mut self, address: u64) {
+        for qp in &mut self.qps {
+            qp.flush(&self.dma);
+        }
+        self.bat = None;
+        self.bar0.set_vct_status(0);
+        if address == 0 {
+            info!("{}: VCT entry cleared", self.name);
+            return;
+        }
+        match Bat::read(&self.dma, address) {
+            Ok(bat) => {
+                info!("{}: VCT entry {address:#x}", self.name);
+                for qp in &mut self.qps {
+                    qp.resume(&self.name, &self.dma, &bat);
+                }
+                self.bat = Some(bat);
+            }
+            Err(e) => {
+                warn!("{}: VCT entry {address:#x} refused: {e}", self.name);
+                self.bar0.set_vct_status(e.vct_code());
+            }
+        }
     }
 
     fn bad_mmio(&mut self, what: &str) {
@@ -432,6 +655,7 @@ impl Function {
                 self.bar0.count_test_irq();
                 self.raise_irq(vector);
             }
+            Effect::VctCommit(address) => self.commit_vct(address),
         }
     }
 
@@ -614,20 +838,64 @@ impl Function {
     /// space and interrupt state return to their reset values. DMA mappings
     /// and registered eventfds are the client's, not the function's, and stay.
     /// Other functions are not touched.
+    ///
+    /// Running queues are written back to guest memory as they are (still
+    /// marked RUNNING there) and forgotten; the VCT entry is cleared.
     pub fn reset(&mut self) {
+        for qp in &mut self.qps {
+            qp.flush(&self.dma);
+        }
+        self.bat = None;
+        self.counters = FnCounters::default();
+        self.switch_ops.push(SwitchOp::LeaveAll);
         self.config = self.pristine.clone();
         self.bar0.reset();
         self.msix.reset();
         self.stats.resets += 1;
     }
 
-    /// The client went away: forget its memory and interrupts, then reset.
+    /// The client went away: write queue state back into its memory (so
+    /// guest memory alone describes every queue), forget its memory and
+    /// interrupts, then reset.
     pub fn disconnect(&mut self) {
+        for qp in &mut self.qps {
+            qp.flush(&self.dma);
+        }
         self.dma.clear();
         self.msix.clear_eventfds();
         self.err_fd = None;
         self.req_fd = None;
         self.reset();
+    }
+}
+
+/// Value of a queue-pair register.
+fn qp_register(qp: &QueuePair, reg: QpReg) -> u32 {
+    let mac = qp.mac.0;
+    match reg {
+        QpReg::MacLo => u32::from_le_bytes([mac[0], mac[1], mac[2], mac[3]]),
+        QpReg::MacHi => u32::from_le_bytes([mac[4], mac[5], 0, 0]),
+        QpReg::Ctrl => qp.ctrl().into_bits(),
+        QpReg::Status => qp.status().into_bits(),
+        QpReg::Itr => qp.irq.interval_us(),
+        QpReg::TxHead => qp.tx.head() as u32,
+        QpReg::RxHead => qp.rx.head() as u32,
+        QpReg::TxTail | QpReg::RxTail | QpReg::Irq | QpReg::Vlan => 0,
+    }
+}
+
+/// Value of a queue counter: the cached context's.
+fn qp_counter(qp: &QueuePair, stat: QpStat) -> u64 {
+    let (tx, rx) = (qp.tx.context(), qp.rx.context());
+    match stat {
+        QpStat::TxPackets => tx.packets,
+        QpStat::TxBytes => tx.bytes,
+        QpStat::TxDrops => tx.drops,
+        QpStat::TxErrors => tx.errors,
+        QpStat::RxPackets => rx.packets,
+        QpStat::RxBytes => rx.bytes,
+        QpStat::RxDrops => rx.drops,
+        QpStat::RxErrors => rx.errors,
     }
 }
 
@@ -703,6 +971,7 @@ mod tests {
             qp_max: 8,
             qp_num: 2,
             mac: [2, 0x76, 0x6e, 0, 1, 0],
+            qp_macs: vec![[2, 0x76, 0x6e, 0, 1, 0], [2, 0x76, 0x6e, 0, 1, 1]],
             serial: 1,
             ari_next: 0,
             sriov: None,

@@ -7,10 +7,15 @@
 //! socket ([`protocol`]) from one event loop.
 
 pub mod card;
+pub mod datapath;
 pub mod dma;
 pub mod function;
 pub mod pci;
 pub mod protocol;
+pub mod queue;
 pub mod regs;
+pub mod ring;
 pub mod server;
+pub mod state;
+pub mod switch;
 pub mod test_utils;

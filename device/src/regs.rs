@@ -34,6 +34,9 @@ pub enum Reg {
     IrqTestCount = 0x02c,
     NumVectors = 0x030,
     BadAccess = 0x034,
+    VctLo = 0x040,
+    VctHi = 0x044,
+    VctStatus = 0x048,
 }
 
 /// How software may access a register.
@@ -125,6 +128,21 @@ pub const REGISTERS: &[RegSpec] = &[
         name: "BAD_ACCESS",
         access: Access::ReadOnly,
     },
+    RegSpec {
+        reg: Reg::VctLo,
+        name: "VCT_LO",
+        access: Access::ReadWrite,
+    },
+    RegSpec {
+        reg: Reg::VctHi,
+        name: "VCT_HI",
+        access: Access::ReadWrite,
+    },
+    RegSpec {
+        reg: Reg::VctStatus,
+        name: "VCT_STATUS",
+        access: Access::ReadOnly,
+    },
 ];
 
 impl Reg {
@@ -170,6 +188,161 @@ pub struct CtrlReg {
     __: u32,
 }
 
+/// Function statistics: 64-bit read-only counters from this offset, in
+/// [`FnStat`] order.
+pub const FN_STATS_BASE: u64 = 0x100;
+
+/// Function-wide counters (docs/registers.md).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FnStat {
+    TxPackets,
+    TxBytes,
+    RxPackets,
+    RxBytes,
+    TxDrops,
+    RxDrops,
+    SpoofDrops,
+    VlanDrops,
+    ToUplink,
+    QueueErrors,
+}
+
+impl FnStat {
+    pub const ALL: [FnStat; 10] = [
+        FnStat::TxPackets,
+        FnStat::TxBytes,
+        FnStat::RxPackets,
+        FnStat::RxBytes,
+        FnStat::TxDrops,
+        FnStat::RxDrops,
+        FnStat::SpoofDrops,
+        FnStat::VlanDrops,
+        FnStat::ToUplink,
+        FnStat::QueueErrors,
+    ];
+}
+
+/// Queue pair q's control area is at `QP_AREA_BASE + q * QP_AREA_SIZE`.
+pub const QP_AREA_BASE: u64 = 0x1000;
+pub const QP_AREA_SIZE: u64 = 0x80;
+
+/// Registers of a queue-pair area (offsets inside the area).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u64)]
+pub enum QpReg {
+    MacLo = 0x00,
+    MacHi = 0x04,
+    Ctrl = 0x08,
+    Status = 0x0c,
+    TxTail = 0x10,
+    RxTail = 0x14,
+    Irq = 0x18,
+    Itr = 0x1c,
+    Vlan = 0x20,
+    TxHead = 0x24,
+    RxHead = 0x28,
+}
+
+/// One row of the queue-pair register table.
+#[derive(Clone, Copy, Debug)]
+pub struct QpRegSpec {
+    pub reg: QpReg,
+    pub name: &'static str,
+    pub access: Access,
+}
+
+const fn qp_reg(reg: QpReg, name: &'static str, access: Access) -> QpRegSpec {
+    QpRegSpec { reg, name, access }
+}
+
+/// Every queue-pair register.
+pub const QP_REGISTERS: &[QpRegSpec] = &[
+    qp_reg(QpReg::MacLo, "QP_MAC_LO", Access::ReadOnly),
+    qp_reg(QpReg::MacHi, "QP_MAC_HI", Access::ReadOnly),
+    qp_reg(QpReg::Ctrl, "QP_CTRL", Access::ReadWrite),
+    qp_reg(QpReg::Status, "QP_STATUS", Access::ReadOnly),
+    qp_reg(QpReg::TxTail, "QP_TX_TAIL", Access::WriteOnly),
+    qp_reg(QpReg::RxTail, "QP_RX_TAIL", Access::WriteOnly),
+    qp_reg(QpReg::Irq, "QP_IRQ", Access::WriteOnly),
+    qp_reg(QpReg::Itr, "QP_ITR", Access::ReadWrite),
+    qp_reg(QpReg::Vlan, "QP_VLAN", Access::WriteOnly),
+    qp_reg(QpReg::TxHead, "QP_TX_HEAD", Access::ReadOnly),
+    qp_reg(QpReg::RxHead, "QP_RX_HEAD", Access::ReadOnly),
+];
+
+/// Queue statistics: 64-bit read-only counters from this offset inside a
+/// queue-pair area, in [`QpStat`] order.
+pub const QP_STATS_BASE: u64 = 0x30;
+
+/// Per-queue counters: the send and receive contexts' counters.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum QpStat {
+    TxPackets,
+    TxBytes,
+    TxDrops,
+    TxErrors,
+    RxPackets,
+    RxBytes,
+    RxDrops,
+    RxErrors,
+}
+
+impl QpStat {
+    pub const ALL: [QpStat; 8] = [
+        QpStat::TxPackets,
+        QpStat::TxBytes,
+        QpStat::TxDrops,
+        QpStat::TxErrors,
+        QpStat::RxPackets,
+        QpStat::RxBytes,
+        QpStat::RxDrops,
+        QpStat::RxErrors,
+    ];
+}
+
+/// What a dword offset of BAR0 addresses. Counters are 64 bits: `high`
+/// selects their upper dword.
+#[derive(Clone, Copy, Debug)]
+pub enum Target {
+    Reg(RegSpec),
+    FnStat { stat: FnStat, high: bool },
+    Qp { qp: u16, reg: QpRegSpec },
+    QpStat { qp: u16, stat: QpStat, high: bool },
+}
+
+fn counter<T: Copy>(table: &[T], rel: u64) -> Option<(T, bool)> {
+    let stat = *table.get((rel / 8) as usize)?;
+    Some((stat, rel % 8 == 4))
+}
+
+/// Decodes an aligned dword offset of BAR0. None: no register there.
+pub fn decode(offset: u64) -> Option<Target> {
+    if offset < FN_STATS_BASE {
+        return Reg::from_offset(offset).map(Target::Reg);
+    }
+    if offset < QP_AREA_BASE {
+        let (stat, high) = counter(&FnStat::ALL, offset - FN_STATS_BASE)?;
+        return Some(Target::FnStat { stat, high });
+    }
+    let qp = u16::try_from((offset - QP_AREA_BASE) / QP_AREA_SIZE).ok()?;
+    let rel = (offset - QP_AREA_BASE) % QP_AREA_SIZE;
+    if rel >= QP_STATS_BASE {
+        let (stat, high) = counter(&QpStat::ALL, rel - QP_STATS_BASE)?;
+        return Some(Target::QpStat { qp, stat, high });
+    }
+    let reg = QP_REGISTERS.iter().copied().find(|s| s.reg as u64 == rel)?;
+    Some(Target::Qp { qp, reg })
+}
+
+/// The low or high dword of a 64-bit counter.
+pub fn dword_of(v: u64, high: bool) -> u32 {
+    if high {
+        (v >> 32) as u32
+    } else {
+        v as u32
+    }
+}
+
 /// The accesses register files accept (BAR0 and the MSI-X table/PBA): an
 /// aligned dword or an aligned qword.
 pub fn dword_or_qword(offset: u64, len: usize) -> bool {
@@ -184,6 +357,8 @@ pub enum Effect {
     Reset,
     /// IRQ_TEST was written with this vector.
     RaiseIrq(u32),
+    /// VCT_HI was written: the VCT entry is now this BAT address.
+    VctCommit(u64),
 }
 
 /// Why an access was refused (it is then counted and logged by the caller).
@@ -215,6 +390,9 @@ pub struct Bar0 {
     scratch: u32,
     irq_test_count: u32,
     bad_access: u32,
+    vct_lo: u32,
+    vct_hi: u32,
+    vct_status: u32,
 }
 
 impl Bar0 {
@@ -225,6 +403,9 @@ impl Bar0 {
             scratch: 0,
             irq_test_count: 0,
             bad_access: 0,
+            vct_lo: 0,
+            vct_hi: 0,
+            vct_status: 0,
         }
     }
 
@@ -242,11 +423,27 @@ impl Bar0 {
         self.bad_access = self.bad_access.saturating_add(1);
     }
 
+    /// The committed VCT entry (BAT address), 0 if none.
+    pub fn vct(&self) -> u64 {
+        (self.vct_hi as u64) << 32 | self.vct_lo as u64
+    }
+
+    /// Sets the VCT entry as the management side would (and as a commit
+    /// leaves it).
+    pub fn set_vct(&mut self, bat: u64) {
+        self.vct_lo = bat as u32;
+        self.vct_hi = (bat >> 32) as u32;
+    }
+
+    pub fn set_vct_status(&mut self, code: u32) {
+        self.vct_status = code;
+    }
+
     pub fn count_test_irq(&mut self) {
         self.irq_test_count = self.irq_test_count.wrapping_add(1);
     }
 
-    fn read_reg(&self, reg: Reg) -> u32 {
+    pub fn read_reg(&self, reg: Reg) -> u32 {
         let mac = self.id.mac;
         match reg {
             Reg::Id => ID_MAGIC,
@@ -265,10 +462,13 @@ impl Bar0 {
             Reg::IrqTestCount => self.irq_test_count,
             Reg::NumVectors => self.id.vectors,
             Reg::BadAccess => self.bad_access,
+            Reg::VctLo => self.vct_lo,
+            Reg::VctHi => self.vct_hi,
+            Reg::VctStatus => self.vct_status,
         }
     }
 
-    fn write_reg(&mut self, spec: RegSpec, v: u32) -> Result<Effect, RegError> {
+    pub fn write_reg(&mut self, spec: RegSpec, v: u32) -> Result<Effect, RegError> {
         if spec.access == Access::ReadOnly {
             return Err(RegError::ReadOnly(spec.reg as u64));
         }
@@ -279,11 +479,19 @@ impl Bar0 {
                 Effect::None
             }
             Reg::IrqTest => Effect::RaiseIrq(v),
+            Reg::VctLo => {
+                self.vct_lo = v;
+                Effect::None
+            }
+            Reg::VctHi => {
+                self.vct_hi = v;
+                Effect::VctCommit(self.vct())
+            }
             _ => Effect::None,
         })
     }
 
-    fn check(offset: u64, len: usize) -> Result<(), RegError> {
+    pub fn check(offset: u64, len: usize) -> Result<(), RegError> {
         dword_or_qword(offset, len)
             .then_some(())
             .ok_or(RegError::Unaligned { offset, len })
@@ -410,6 +618,56 @@ mod tests {
         assert_eq!(b.write(0xfffc, &[0; 4]), Err(RegError::NoRegister(0xfffc)));
         b.count_bad_access();
         assert_eq!(r(&b, Reg::BadAccess), 1);
+    }
+
+    #[test]
+    fn decode_finds_counters_and_queue_pair_registers() {
+        assert!(matches!(
+            decode(0x108),
+            Some(Target::FnStat {
+                stat: FnStat::TxBytes,
+                high: false
+            })
+        ));
+        assert!(matches!(
+            decode(0x14c),
+            Some(Target::FnStat {
+                stat: FnStat::QueueErrors,
+                high: true
+            })
+        ));
+        assert!(decode(0x150).is_none(), "past the last function counter");
+        let Some(Target::Qp { qp, reg }) = decode(0x1000 + 3 * 0x80 + 0x10) else {
+            panic!("queue pair 3 TX_TAIL");
+        };
+        assert_eq!((qp, reg.reg), (3, QpReg::TxTail));
+        assert!(matches!(
+            decode(0x1000 + 0x80 + 0x6c),
+            Some(Target::QpStat {
+                qp: 1,
+                stat: QpStat::RxErrors,
+                high: true
+            })
+        ));
+        assert!(decode(0x1000 + 0x2c).is_none(), "reserved");
+        assert!(decode(0x1000 + 0x70).is_none(), "reserved");
+        assert!(decode(0x800).is_none());
+    }
+
+    #[test]
+    fn vct_hi_write_commits_the_entry() {
+        let mut b = bar();
+        assert_eq!(
+            b.write(Reg::VctLo as u64, &0x1000u32.to_le_bytes()),
+            Ok(vec![])
+        );
+        assert_eq!(
+            b.write(Reg::VctHi as u64, &2u32.to_le_bytes()),
+            Ok(vec![Effect::VctCommit(0x2_0000_1000)])
+        );
+        let mut q = [0; 8];
+        b.read(Reg::VctLo as u64, &mut q).unwrap();
+        assert_eq!(u64::from_le_bytes(q), 0x2_0000_1000);
     }
 
     #[test]

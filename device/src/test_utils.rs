@@ -26,3 +26,220 @@ pub fn memfd(len: u64) -> File {
     assert_eq!(rc, 0, "seal the memfd");
     file
 }
+
+use crate::dma::{DmaSpace, DMA_READ, DMA_WRITE};
+use crate::state::{ServiceType, BAT_ENTRY_SIZE, BAT_HEADER_SIZE, BAT_MAGIC};
+
+/// Guest-physical base of the fake guest's memory.
+pub const FAKE_BASE: u64 = 0x10_0000;
+/// Size of the fake guest's memory.
+pub const FAKE_SIZE: u64 = 16 << 20;
+
+/// A fake driver: guest memory (a memfd mapped through [`DmaSpace`] as
+/// QEMU's would be), a bump allocator, and helpers to lay out the
+/// structures a guest driver builds (BAT/CLAT, rings, buffers). Shared by
+/// unit tests, benches and fuzzers.
+pub struct FakeDriver {
+    dma: DmaSpace,
+    next: u64,
+    base: u64,
+    size: u64,
+    file: File,
+}
+
+impl Default for FakeDriver {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl FakeDriver {
+    pub fn new() -> Self {
+        Self::with_memory(FAKE_BASE, FAKE_SIZE)
+    }
+
+    pub fn with_memory(base: u64, size: u64) -> Self {
+        let file = memfd(size);
+        let mut dma = DmaSpace::default();
+        let clone = file.try_clone().expect("dup memfd");
+        dma.map(base, size, 0, DMA_READ | DMA_WRITE, Some(clone))
+            .expect("map fake guest memory");
+        FakeDriver {
+            dma,
+            next: base,
+            base,
+            size,
+            file,
+        }
+    }
+
+    /// (address, size, file) of the guest memory, for a DMA_MAP of the same
+    /// memory into a function: the card then sees what the driver writes.
+    pub fn memory(&self) -> (u64, u64, File) {
+        let file = self.file.try_clone().expect("dup memfd");
+        (self.base, self.size, file)
+    }
+
+    pub fn dma(&self) -> &DmaSpace {
+        &self.dma
+    }
+
+    /// Hands the guest memory to the card (a function's DmaSpace).
+    pub fn into_dma(self) -> DmaSpace {
+        self.dma
+    }
+
+    /// Zeroed guest memory of `len` bytes aligned to `align`.
+    pub fn alloc(&mut self, len: u64, align: u64) -> u64 {
+        let at = self.next.div_ceil(align) * align;
+        self.next = at + len;
+        self.dma
+            .write(at, &vec![0; len as usize])
+            .expect("fake guest memory exhausted");
+        at
+    }
+
+    pub fn write_u16(&self, at: u64, v: u16) {
+        self.dma.write(at, &v.to_le_bytes()).unwrap();
+    }
+    pub fn write_u32(&self, at: u64, v: u32) {
+        self.dma.write(at, &v.to_le_bytes()).unwrap();
+    }
+    pub fn write_u64(&self, at: u64, v: u64) {
+        self.dma.write(at, &v.to_le_bytes()).unwrap();
+    }
+    pub fn read_u16(&self, at: u64) -> u16 {
+        let mut b = [0; 2];
+        self.dma.read(at, &mut b).unwrap();
+        u16::from_le_bytes(b)
+    }
+    pub fn read_u64(&self, at: u64) -> u64 {
+        let mut b = [0; 8];
+        self.dma.read(at, &mut b).unwrap();
+        u64::from_le_bytes(b)
+    }
+
+    /// A buffer holding `data`.
+    pub fn buffer(&mut self, data: &[u8]) -> u64 {
+        let at = self.alloc(data.len().max(1) as u64, 64);
+        self.dma.write(at, data).unwrap();
+        at
+    }
+
+    /// A descriptor ring of `size` 16-byte entries.
+    pub fn ring(&mut self, size: u16) -> u64 {
+        self.alloc(size as u64 * 16, 4096)
+    }
+
+    /// Writes send descriptor `index` of the ring at `ring`.
+    pub fn put_tx(&self, ring: u64, index: u16, addr: u64, len: u16, eop: bool) {
+        let at = ring + index as u64 * 16;
+        self.write_u64(at, addr);
+        self.write_u16(at + 8, len);
+        self.write_u16(at + 10, eop as u16);
+        self.write_u32(at + 12, 0);
+    }
+
+    /// Writes receive descriptor `index`: an empty buffer of `buf_len`.
+    pub fn put_rx(&self, ring: u64, index: u16, addr: u64, buf_len: u16) {
+        let at = ring + index as u64 * 16;
+        self.write_u64(at, addr);
+        self.write_u16(at + 8, buf_len);
+        self.write_u16(at + 10, 0);
+        self.write_u32(at + 12, 0);
+    }
+
+    /// Status word of descriptor `index`.
+    pub fn status(&self, ring: u64, index: u16) -> u16 {
+        self.read_u16(ring + index as u64 * 16 + 12)
+    }
+
+    /// Length the card wrote into receive descriptor `index`.
+    pub fn rx_len(&self, ring: u64, index: u16) -> u16 {
+        self.read_u16(ring + index as u64 * 16 + 10)
+    }
+
+    /// Frame bytes in receive descriptor `index`'s buffer.
+    pub fn rx_frame(&self, ring: u64, index: u16) -> Vec<u8> {
+        let addr = self.read_u64(ring + index as u64 * 16);
+        let mut b = vec![0; self.rx_len(ring, index) as usize];
+        self.dma.read(addr, &mut b).unwrap();
+        b
+    }
+}
+
+/// BAT, CLATs and blocks a fake driver built, with where every context is.
+pub struct StateTables {
+    pub bat: u64,
+    /// Top-level CLAT per service type.
+    pub clat: [u64; 2],
+    contexts: [Vec<u64>; 2],
+}
+
+impl StateTables {
+    /// Builds tables for `services` queues of each type with 4 KiB blocks,
+    /// `entry_size`-byte contexts and `levels` (1 or 2) CLAT levels.
+    pub fn build(drv: &mut FakeDriver, levels: u32, entry_size: u32, services: u32) -> Self {
+        const B: u64 = 4096;
+        let c = B / 8;
+        let per_block = B / entry_size as u64;
+        let bat = drv.alloc(4096, 4096);
+        drv.write_u32(bat, BAT_MAGIC);
+        drv.write_u32(bat + 4, 2);
+        let mut clat = [0; 2];
+        let mut contexts = [Vec::new(), Vec::new()];
+        for ty in ServiceType::ALL {
+            let blocks = (services as u64).div_ceil(per_block);
+            let top = drv.alloc(B, B);
+            let mut l2 = 0;
+            for b in 0..blocks {
+                let block = drv.alloc(B, B);
+                let slot = match levels {
+                    1 => top + b * 8,
+                    _ => {
+                        if b % c == 0 {
+                            l2 = drv.alloc(B, B);
+                            drv.write_u64(top + (b / c) * 8, l2);
+                        }
+                        l2 + (b % c) * 8
+                    }
+                };
+                drv.write_u64(slot, block);
+                for e in 0..per_block {
+                    contexts[ty as usize].push(block + e * entry_size as u64);
+                }
+            }
+            let entry = bat + BAT_HEADER_SIZE + ty as u64 * BAT_ENTRY_SIZE;
+            drv.write_u64(entry, top);
+            drv.write_u32(entry + 8, entry_size);
+            drv.write_u32(entry + 12, B as u32);
+            drv.write_u32(entry + 16, levels);
+            drv.write_u32(entry + 20, services);
+            clat[ty as usize] = top;
+        }
+        StateTables {
+            bat,
+            clat,
+            contexts,
+        }
+    }
+
+    /// Where the context of `queue` (service queue + 1) is.
+    pub fn context(&self, ty: ServiceType, queue: u16) -> u64 {
+        self.contexts[ty as usize][queue as usize]
+    }
+
+    /// Makes queue `queue`'s contexts describe the given rings, as a driver
+    /// does before enabling the queue pair.
+    pub fn set_rings(&self, drv: &FakeDriver, queue: u16, tx: (u64, u16), rx: (u64, u16)) {
+        for (ty, (ring, size)) in [
+            (ServiceType::SendQueue, tx),
+            (ServiceType::ReceiveQueue, rx),
+        ] {
+            let at = self.context(ty, queue);
+            drv.dma().write(at, &[0; 64]).unwrap();
+            drv.write_u64(at, ring);
+            drv.write_u16(at + 8, size);
+        }
+    }
+}

@@ -127,7 +127,13 @@ impl Server {
             .map_err(ServerError::Poll)?;
         let mut events = Events::with_capacity(256);
         loop {
-            let timeout = (!self.backlog.is_empty()).then_some(std::time::Duration::ZERO);
+            let timeout = if !self.backlog.is_empty() || self.card.busy() {
+                Some(std::time::Duration::ZERO)
+            } else {
+                self.card
+                    .next_deadline()
+                    .map(|d| d.saturating_duration_since(std::time::Instant::now()))
+            };
             if let Err(e) = self.poll.poll(&mut events, timeout) {
                 if e.kind() == io::ErrorKind::Interrupted {
                     continue;
@@ -148,12 +154,16 @@ impl Server {
             ready.sort_unstable();
             ready.dedup();
             for i in ready {
-                match self.service(i) {
+                let state = self.service(i);
+                self.card.after_io(i);
+                match state {
                     ConnState::Open => {}
                     ConnState::Busy => self.backlog.push(i),
                     ConnState::Gone => self.drop_client(i),
                 }
             }
+            self.card.run_pending();
+            self.card.run_timers(std::time::Instant::now());
         }
     }
 
@@ -263,9 +273,7 @@ impl Server {
             let _ = self.poll.registry().deregister(&mut SourceFd(&fd));
         }
         self.backlog.retain(|&i| i != index);
-        if let Some(func) = self.card.function_mut(index) {
-            func.disconnect();
-        }
+        self.card.disconnect(index);
     }
 }
 

@@ -1,0 +1,528 @@
+//! The card's data path: switching frames from send queues into receive
+//! queues, across functions (and so across QEMU processes), with counters
+//! and interrupts (docs/datapath.md).
+//!
+//! It runs on the event loop's thread, after the messages that rang the
+//! doorbells: each send queue gets at most [`TX_BUDGET`] frames per turn so
+//! that one busy queue cannot hold up the protocol; the loop comes back for
+//! the rest without blocking.
+
+use std::time::Instant;
+
+use log::{debug, warn};
+
+use crate::card::Card;
+use crate::function::{SwitchOp, MISC_VECTORS};
+use crate::regs::FnStat;
+use crate::ring::RxOutcome;
+use crate::switch::{Decision, DropReason, Port};
+
+/// Frames one send queue may switch per turn of the event loop.
+pub const TX_BUDGET: usize = 256;
+
+impl Card {
+    /// Carries out what a function's client asked for in its last messages:
+    /// switch changes, then switching its waiting frames.
+    pub fn after_io(&mut self, f: usize) {
+        self.apply_switch_ops(f);
+        if self
+            .functions
+            .get(f)
+            .is_some_and(|func| !func.kicked().is_empty())
+            && !self.pending_tx.contains(&f)
+        {
+            self.pending_tx.push(f);
+        }
+        self.run_pending();
+    }
+
+    /// Whether frames are waiting for another turn.
+    pub fn busy(&self) -> bool {
+        !self.pending_tx.is_empty()
+    }
+
+    /// Serves every function with rung send doorbells, once, within budget.
+    pub fn run_pending(&mut self) {
+        let now = Instant::now();
+        for f in std::mem::take(&mut self.pending_tx) {
+            for q in self.functions[f].kicked() {
+                self.transmit(f, q, now);
+            }
+            if !self.functions[f].kicked().is_empty() {
+                self.pending_tx.push(f);
+            }
+        }
+        for f in std::mem::take(&mut self.touched) {
+            let lanes = self.functions[f].lanes();
+            for qp in lanes.qps.iter_mut() {
+                qp.sync(lanes.dma);
+            }
+        }
+    }
+
+    fn apply_switch_ops(&mut self, f: usize) {
+        let Some(func) = self.functions.get_mut(f) else {
+            return;
+        };
+        let ops = func.take_switch_ops();
+        let name = func.name().to_string();
+        let nqp = func.queue_pairs().len() as u16;
+        for op in ops {
+            let result = match op {
+                SwitchOp::Join { qp, vlan } if vlan != 0 => {
+                    self.switch.join(Port { function: f, qp }, vlan)
+                }
+                SwitchOp::Leave { qp, vlan } => self.switch.leave(Port { function: f, qp }, vlan),
+                SwitchOp::Join { .. } => Ok(()),
+                SwitchOp::LeaveAll => {
+                    for qp in 0..nqp {
+                        self.switch.leave_all(Port { function: f, qp });
+                    }
+                    Ok(())
+                }
+            };
+            if let Err(e) = result {
+                warn!("{name}: {op:?} refused: {e}");
+            }
+        }
+    }
+
+    /// Switches up to [`TX_BUDGET`] frames of send queue `q` of function `f`.
+    fn transmit(&mut self, f: usize, q: u16, now: Instant) {
+        let from = Port { function: f, qp: q };
+        let mut fire = false;
+        for _ in 0..TX_BUDGET {
+            let lanes = self.functions[f].lanes();
+            let qp = &mut lanes.qps[q as usize];
+            let frame = match qp.tx_next(lanes.name, lanes.dma, &mut self.scratch) {
+                Ok(Some(frame)) => frame,
+                Ok(None) => {
+                    qp.tx_kicked = false;
+                    break;
+                }
+                Err(_) => {
+                    qp.tx_kicked = false;
+                    lanes.counters.add(FnStat::QueueErrors, 1);
+                    break;
+                }
+            };
+            let decision = self.switch.forward(from, &self.scratch);
+            let dropped = self.route(f, decision, now);
+            let lanes = self.functions[f].lanes();
+            let qp = &mut lanes.qps[q as usize];
+            match qp.tx_done(lanes.name, lanes.dma, frame, dropped, now) {
+                Ok(irq) => fire |= irq,
+                Err(_) => {
+                    lanes.counters.add(FnStat::QueueErrors, 1);
+                    break;
+                }
+            }
+            if dropped {
+                lanes.counters.add(FnStat::TxDrops, 1);
+            } else {
+                lanes.counters.add(FnStat::TxPackets, 1);
+                lanes.counters.add(FnStat::TxBytes, frame.len as u64);
+            }
+        }
+        self.touched.push(f);
+        if fire {
+            self.functions[f].raise_irq(MISC_VECTORS + q as u32);
+        }
+    }
+
+    /// Carries out a forwarding decision for the frame in `scratch` sent by
+    /// function `f`. Returns whether the frame was dropped.
+    fn route(&mut self, f: usize, decision: Decision, now: Instant) -> bool {
+        let counters = |card: &mut Card, stat| card.functions[f].lanes().counters.add(stat, 1);
+        match decision {
+            Decision::Drop(reason) => {
+                debug!("{}: frame dropped: {reason:?}", self.functions[f].name());
+                match reason {
+                    DropReason::Spoofed => counters(self, FnStat::SpoofDrops),
+                    DropReason::VlanNotJoined => counters(self, FnStat::VlanDrops),
+                    DropReason::Malformed | DropReason::Hairpin => {}
+                }
+                true
+            }
+            Decision::Unicast(port) => {
+                self.deliver(port, now);
+                false
+            }
+            Decision::Flood(ports) => {
+                for port in ports {
+                    self.deliver(port, now);
+                }
+                // Floods also leave through the uplink (none yet).
+                counters(self, FnStat::ToUplink);
+                false
+            }
+            Decision::Uplink => {
+                counters(self, FnStat::ToUplink);
+                false
+            }
+        }
+    }
+
+    /// Copies the frame in `scratch` into the next receive buffer of `port`.
+    fn deliver(&mut self, port: Port, now: Instant) {
+        let Some(func) = self.functions.get_mut(port.function) else {
+            return;
+        };
+        let lanes = func.lanes();
+        let Some(qp) = lanes.qps.get_mut(port.qp as usize) else {
+            return;
+        };
+        let fire = match qp.rx_put(lanes.name, lanes.dma, &self.scratch, now) {
+            Ok((RxOutcome::Delivered, fire)) => {
+                lanes.counters.add(FnStat::RxPackets, 1);
+                lanes
+                    .counters
+                    .add(FnStat::RxBytes, self.scratch.len() as u64);
+                fire
+            }
+            Ok(_) => {
+                lanes.counters.add(FnStat::RxDrops, 1);
+                false
+            }
+            Err(_) => {
+                lanes.counters.add(FnStat::RxDrops, 1);
+                lanes.counters.add(FnStat::QueueErrors, 1);
+                false
+            }
+        };
+        if !self.touched.contains(&port.function) {
+            self.touched.push(port.function);
+        }
+        if fire {
+            func.raise_irq(MISC_VECTORS + port.qp as u32);
+        }
+    }
+
+    /// The earliest moment a held-back interrupt is due.
+    pub fn next_deadline(&self) -> Option<Instant> {
+        self.functions
+            .iter()
+            .flat_map(|f| f.queue_pairs())
+            .filter_map(|qp| qp.irq.deadline)
+            .min()
+    }
+
+    /// Fires the interrupts whose moderation interval has passed.
+    pub fn run_timers(&mut self, now: Instant) {
+        for func in &mut self.functions {
+            let due: Vec<u16> = func
+                .lanes()
+                .qps
+                .iter_mut()
+                .filter(|qp| qp.irq.deadline.is_some_and(|d| d <= now))
+                .filter_map(|qp| qp.irq.poll(now).then_some(qp.index))
+                .collect();
+            for q in due {
+                func.raise_irq(MISC_VECTORS + q as u32);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::card::CardConfig;
+    use crate::dma::{DMA_READ, DMA_WRITE};
+    use crate::function::REGION_BAR0;
+    use crate::regs::{Reg, QP_AREA_BASE, QP_AREA_SIZE};
+    use crate::state::ServiceType;
+    use crate::switch::Mac;
+    use crate::test_utils::{FakeDriver, StateTables};
+
+    const RING: u16 = 64;
+    const BUF: u16 = 2048;
+
+    /// A guest driving one function of the card: its memory, tables and the
+    /// rings of every queue pair.
+    struct Vm {
+        f: usize,
+        drv: FakeDriver,
+        tables: StateTables,
+        rings: Vec<(u64, u64)>,
+        tx_tail: Vec<u16>,
+        rx_tail: Vec<u16>,
+    }
+
+    fn wr(card: &mut Card, f: usize, off: u64, v: u32) {
+        card.functions[f]
+            .region_write(REGION_BAR0, off, &v.to_le_bytes())
+            .unwrap();
+        card.after_io(f);
+    }
+
+    fn rd(card: &mut Card, f: usize, off: u64) -> u32 {
+        let mut b = [0; 4];
+        card.functions[f]
+            .region_read(REGION_BAR0, off, &mut b)
+            .unwrap();
+        u32::from_le_bytes(b)
+    }
+
+    fn qp_reg(q: u16, rel: u64) -> u64 {
+        QP_AREA_BASE + q as u64 * QP_AREA_SIZE + rel
+    }
+
+    fn fn_stat(card: &Card, f: usize, s: FnStat) -> u64 {
+        card.functions[f].counters().get(s)
+    }
+
+    impl Vm {
+        /// Maps memory, builds tables, writes the VCT, starts every queue
+        /// pair and posts `posted` receive buffers on each.
+        fn attach(card: &mut Card, f: usize, posted: u16) -> Vm {
+            let mut drv = FakeDriver::new();
+            let (base, size, file) = drv.memory();
+            card.functions[f]
+                .dma_map(base, size, 0, DMA_READ | DMA_WRITE, Some(file))
+                .unwrap();
+            let nqp = card.functions[f].queue_pairs().len() as u16;
+            let tables = StateTables::build(&mut drv, 1, 64, nqp as u32);
+            let mut rings = Vec::new();
+            for q in 0..nqp {
+                let (tx, rx) = (drv.ring(RING), drv.ring(RING));
+                tables.set_rings(&drv, q, (tx, RING), (rx, RING));
+                rings.push((tx, rx));
+            }
+            wr(card, f, Reg::VctLo as u64, tables.bat as u32);
+            wr(card, f, Reg::VctHi as u64, (tables.bat >> 32) as u32);
+            assert_eq!(rd(card, f, Reg::VctStatus as u64), 0);
+            let mut vm = Vm {
+                f,
+                drv,
+                tables,
+                rings,
+                tx_tail: vec![0; nqp as usize],
+                rx_tail: vec![0; nqp as usize],
+            };
+            for q in 0..nqp {
+                wr(card, f, qp_reg(q, 0x08), 3);
+                assert_eq!(rd(card, f, qp_reg(q, 0x0c)) & 3, 3, "queue pair {q} runs");
+                vm.post(card, q, posted);
+            }
+            vm
+        }
+
+        fn post(&mut self, card: &mut Card, q: u16, n: u16) {
+            let rx = self.rings[q as usize].1;
+            for _ in 0..n {
+                let b = self.drv.alloc(BUF as u64, 64);
+                let t = &mut self.rx_tail[q as usize];
+                self.drv.put_rx(rx, *t, b, BUF);
+                *t = (*t + 1) % RING;
+            }
+            let t = self.rx_tail[q as usize];
+            wr(card, self.f, qp_reg(q, 0x14), t as u32);
+        }
+
+        /// Queues frames on send queue `q` and rings the doorbell once.
+        fn send(&mut self, card: &mut Card, q: u16, frames: &[Vec<u8>]) {
+            let tx = self.rings[q as usize].0;
+            for fr in frames {
+                let b = self.drv.buffer(fr);
+                let t = &mut self.tx_tail[q as usize];
+                self.drv.put_tx(tx, *t, b, fr.len() as u16, true);
+                *t = (*t + 1) % RING;
+            }
+            let t = self.tx_tail[q as usize];
+            wr(card, self.f, qp_reg(q, 0x10), t as u32);
+        }
+
+        /// Frames received so far on queue `q` (buffers with DONE).
+        fn received(&self, q: u16) -> Vec<Vec<u8>> {
+            let rx = self.rings[q as usize].1;
+            (0..RING)
+                .take_while(|&i| self.drv.status(rx, i) & 1 != 0)
+                .map(|i| self.drv.rx_frame(rx, i))
+                .collect()
+        }
+    }
+
+    fn mac(card: &Card, f: usize, q: u16) -> Mac {
+        card.functions[f].queue_pairs()[q as usize].mac
+    }
+
+    fn eth(dst: Mac, src: Mac, vlan: Option<u16>, len: usize) -> Vec<u8> {
+        let mut f = Vec::new();
+        f.extend_from_slice(&dst.0);
+        f.extend_from_slice(&src.0);
+        if let Some(v) = vlan {
+            f.extend_from_slice(&[0x81, 0, (v >> 8) as u8, v as u8]);
+        }
+        f.extend_from_slice(&[0x08, 0x00]);
+        f.extend((0..len.saturating_sub(f.len())).map(|i| i as u8));
+        f
+    }
+
+    fn card() -> Card {
+        Card::new(CardConfig::default()).unwrap()
+    }
+
+    #[test]
+    fn unicast_crosses_from_one_vms_memory_into_anothers() {
+        let mut c = card();
+        let mut a = Vm::attach(&mut c, 1, 8);
+        let b = Vm::attach(&mut c, 2, 8);
+        let frames: Vec<Vec<u8>> = (0..5)
+            .map(|i| eth(mac(&c, 2, 1), mac(&c, 1, 0), None, 60 + 300 * i))
+            .collect();
+        a.send(&mut c, 0, &frames);
+        assert_eq!(b.received(1), frames, "all five, in order, byte-identical");
+        assert!(b.received(0).is_empty(), "queue numbers are per function");
+        assert_eq!(fn_stat(&c, 1, FnStat::TxPackets), 5);
+        assert_eq!(fn_stat(&c, 2, FnStat::RxPackets), 5);
+        // The sender's descriptors are complete and the contexts written back.
+        let tx = a.rings[0].0;
+        assert!((0..5).all(|i| a.drv.status(tx, i) == 1));
+        assert_eq!(
+            rd(&mut c, 2, qp_reg(1, 0x50)),
+            5,
+            "RX_PACKETS of queue pair 1"
+        );
+    }
+
+    #[test]
+    fn broadcast_floods_every_vnic_but_the_sender() {
+        let mut c = card();
+        let mut a = Vm::attach(&mut c, 1, 8);
+        let b = Vm::attach(&mut c, 2, 8);
+        let f = eth(Mac::BROADCAST, mac(&c, 1, 0), None, 60);
+        a.send(&mut c, 0, std::slice::from_ref(&f));
+        assert!(a.received(0).is_empty(), "not back to the sender");
+        assert_eq!(a.received(1), vec![f.clone()]);
+        assert_eq!(b.received(0), vec![f.clone()]);
+        assert_eq!(b.received(1), vec![f]);
+        // PF and other VFs have no receive queues running: counted drops.
+        assert_eq!(fn_stat(&c, 0, FnStat::RxDrops), 1);
+    }
+
+    #[test]
+    fn vlans_isolate_and_unjoined_vlans_are_dropped() {
+        let mut c = card();
+        let mut a = Vm::attach(&mut c, 1, 8);
+        let b = Vm::attach(&mut c, 2, 8);
+        wr(&mut c, 1, qp_reg(0, 0x20), 10);
+        wr(&mut c, 2, qp_reg(0, 0x20), 10);
+        wr(&mut c, 2, qp_reg(1, 0x20), 20);
+        let (sa, b0, b1) = (mac(&c, 1, 0), mac(&c, 2, 0), mac(&c, 2, 1));
+        a.send(&mut c, 0, &[eth(b0, sa, Some(10), 80)]);
+        assert_eq!(b.received(0).len(), 1, "same VLAN");
+        a.send(&mut c, 0, &[eth(b1, sa, Some(10), 80)]);
+        a.send(&mut c, 0, &[eth(Mac::BROADCAST, sa, Some(10), 80)]);
+        assert!(
+            b.received(1).is_empty(),
+            "VLAN 20 member sees nothing of VLAN 10"
+        );
+        assert_eq!(b.received(0).len(), 2, "the broadcast reached VLAN 10");
+        a.send(&mut c, 0, &[eth(b1, sa, Some(20), 80)]);
+        assert_eq!(fn_stat(&c, 1, FnStat::VlanDrops), 1);
+        assert!(b.received(1).is_empty());
+        // Leaving the VLAN stops delivery.
+        wr(&mut c, 2, qp_reg(0, 0x20), 0x8000_000a);
+        a.send(&mut c, 0, &[eth(b0, sa, Some(10), 80)]);
+        assert_eq!(b.received(0).len(), 2);
+    }
+
+    #[test]
+    fn spoofed_source_is_dropped_and_counted() {
+        let mut c = card();
+        let mut a = Vm::attach(&mut c, 1, 8);
+        let b = Vm::attach(&mut c, 2, 8);
+        let f = eth(mac(&c, 2, 0), mac(&c, 1, 1), None, 60);
+        a.send(&mut c, 0, &[f]);
+        assert!(b.received(0).is_empty());
+        assert_eq!(fn_stat(&c, 1, FnStat::SpoofDrops), 1);
+        assert_eq!(a.drv.status(a.rings[0].0, 0), 0b11, "DONE | DROPPED");
+        assert_eq!(rd(&mut c, 1, qp_reg(0, 0x40)), 1, "TX_DROPS");
+    }
+
+    #[test]
+    fn full_receive_ring_drops_counts_and_recovers() {
+        let mut c = card();
+        let mut a = Vm::attach(&mut c, 1, 8);
+        let mut b = Vm::attach(&mut c, 2, 2);
+        let f = eth(mac(&c, 2, 0), mac(&c, 1, 0), None, 100);
+        a.send(&mut c, 0, &vec![f.clone(); 5]);
+        assert_eq!(b.received(0).len(), 2);
+        assert_eq!(fn_stat(&c, 2, FnStat::RxDrops), 3);
+        assert_eq!(rd(&mut c, 2, qp_reg(0, 0x60)), 3, "RX_DROPS");
+        b.post(&mut c, 0, 4);
+        a.send(&mut c, 0, &vec![f; 3]);
+        assert_eq!(b.received(0).len(), 5, "no stall after the ring was full");
+    }
+
+    #[test]
+    fn unknown_unicast_goes_to_the_uplink_counter() {
+        let mut c = card();
+        let mut a = Vm::attach(&mut c, 1, 8);
+        let f = eth(Mac([2, 1, 2, 3, 4, 5]), mac(&c, 1, 0), None, 60);
+        a.send(&mut c, 0, &[f]);
+        assert_eq!(fn_stat(&c, 1, FnStat::ToUplink), 1);
+        assert_eq!(fn_stat(&c, 1, FnStat::TxPackets), 1);
+    }
+
+    #[test]
+    fn hostile_send_ring_fails_one_queue_and_nothing_else() {
+        let mut c = card();
+        let mut a = Vm::attach(&mut c, 1, 8);
+        let b = Vm::attach(&mut c, 2, 8);
+        // Queue pair 1 of VF0 hands over a descriptor pointing outside memory.
+        let tx1 = a.rings[1].0;
+        a.drv.put_tx(tx1, 0, 0xdead_0000, 100, true);
+        wr(&mut c, 1, qp_reg(1, 0x10), 1);
+        let status = rd(&mut c, 1, qp_reg(1, 0x0c));
+        assert_eq!(status & 0b0101, 0b0100, "TX error, not running");
+        assert_eq!((status >> 8) & 0xff, 2, "DMA error code");
+        assert_eq!(a.drv.status(tx1, 0) >> 8, 2, "descriptor marked");
+        assert_eq!(fn_stat(&c, 1, FnStat::QueueErrors), 1);
+        // Queue pair 0 of the same function still switches frames.
+        let f = eth(mac(&c, 2, 0), mac(&c, 1, 0), None, 60);
+        a.send(&mut c, 0, &[f]);
+        assert_eq!(b.received(0).len(), 1);
+        // A doorbell beyond the ring: INDEX error on that queue only.
+        wr(&mut c, 2, qp_reg(1, 0x10), 1000);
+        assert_eq!((rd(&mut c, 2, qp_reg(1, 0x0c)) >> 8) & 0xff, 4);
+        assert_eq!(rd(&mut c, 2, qp_reg(0, 0x0c)) & 3, 3);
+        // The driver stops the queue, resets its ring and starts it again:
+        // the error is gone.
+        wr(&mut c, 1, qp_reg(1, 0x08), 2);
+        let (tx, rx) = a.rings[1];
+        a.tables.set_rings(&a.drv, 1, (tx, RING), (rx, RING));
+        wr(&mut c, 1, qp_reg(1, 0x08), 3);
+        assert_eq!(rd(&mut c, 1, qp_reg(1, 0x0c)) & 0b0101, 0b0001);
+    }
+
+    #[test]
+    fn disconnect_writes_contexts_back_and_a_new_card_resumes_them() {
+        let mut c = card();
+        let mut a = Vm::attach(&mut c, 1, 8);
+        let _b = Vm::attach(&mut c, 2, 8);
+        let f = eth(mac(&c, 2, 0), mac(&c, 1, 0), None, 100);
+        a.send(&mut c, 0, &vec![f.clone(); 3]);
+        c.disconnect(1);
+        // Guest memory alone now describes VF0's queues: a second card, given
+        // only the BAT address, restores them onto another VF (vf1).
+        let mut c2 = card();
+        let (base, size, file) = a.drv.memory();
+        c2.functions[2]
+            .dma_map(base, size, 0, DMA_READ | DMA_WRITE, Some(file))
+            .unwrap();
+        let bat = a.tables.bat;
+        wr(&mut c2, 2, Reg::VctLo as u64, bat as u32);
+        wr(&mut c2, 2, Reg::VctHi as u64, (bat >> 32) as u32);
+        assert_eq!(rd(&mut c2, 2, qp_reg(0, 0x0c)) & 3, 3, "resumed");
+        assert_eq!(
+            rd(&mut c2, 2, qp_reg(0, 0x30)),
+            3,
+            "TX_PACKETS carried over"
+        );
+        assert_eq!(rd(&mut c2, 2, qp_reg(0, 0x24)), 3, "TX head carried over");
+        let ctx = a.tables.context(ServiceType::SendQueue, 0);
+        assert_eq!(a.drv.read_u64(ctx + 24), 3, "packets in guest memory");
+    }
+}

@@ -1,0 +1,639 @@
+//! Queue pairs: one vNIC's send and receive queues, their cached contexts,
+//! their BAR0 control area and their interrupt moderation.
+//!
+//! A queue's state lives in guest memory (see [`crate::state`]); the card
+//! keeps a cached copy while the queue runs and writes it back after every
+//! batch, on stop, on reset and when the client goes away.
+
+use std::time::{Duration, Instant};
+
+use bitfield_struct::bitfield;
+use log::{info, warn};
+
+use crate::dma::DmaSpace;
+use crate::ring::{self, QueueError, Ring, RxOutcome, TxFrame};
+use crate::state::{ctx_state, Bat, Context, ServiceType};
+use crate::switch::Mac;
+
+/// Default interrupt moderation interval (QP_ITR reset value), µs.
+pub const DEFAULT_ITR_US: u16 = 20;
+
+/// QP_CTRL.
+#[bitfield(u32)]
+#[derive(PartialEq, Eq)]
+pub struct QpCtrl {
+    pub tx_enable: bool,
+    pub rx_enable: bool,
+    #[bits(30)]
+    __: u32,
+}
+
+/// QP_STATUS.
+#[bitfield(u32)]
+pub struct QpStatus {
+    pub tx_running: bool,
+    pub rx_running: bool,
+    pub tx_error: bool,
+    pub rx_error: bool,
+    #[bits(4)]
+    __: u8,
+    pub tx_code: u8,
+    pub rx_code: u8,
+    __: u8,
+}
+
+/// QP_VLAN.
+#[bitfield(u32)]
+#[derive(PartialEq, Eq)]
+pub struct QpVlan {
+    #[bits(12)]
+    pub vid: u16,
+    #[bits(19)]
+    __: u32,
+    pub leave: bool,
+}
+
+/// One queue (send or receive) of a queue pair.
+#[derive(Debug)]
+pub struct Queue {
+    ty: ServiceType,
+    /// Guest address of the context, once found.
+    ctx_addr: Option<u64>,
+    /// Cached context; its counters stay readable after the queue stops.
+    ctx: Context,
+    /// Some while the queue runs.
+    ring: Option<Ring>,
+    error: Option<QueueError>,
+    /// The cache differs from guest memory.
+    dirty: bool,
+}
+
+impl Queue {
+    fn new(ty: ServiceType) -> Self {
+        Queue {
+            ty,
+            ctx_addr: None,
+            ctx: Context::default(),
+            ring: None,
+            error: None,
+            dirty: false,
+        }
+    }
+
+    pub fn running(&self) -> bool {
+        self.ring.is_some()
+    }
+
+    pub fn error(&self) -> Option<QueueError> {
+        self.error
+    }
+
+    pub fn context(&self) -> &Context {
+        &self.ctx
+    }
+
+    pub fn head(&self) -> u16 {
+        self.ring.map_or(self.ctx.head, |r| r.head)
+    }
+
+    /// Finds and loads the context of queue `q` and starts the ring it
+    /// describes from its stored indices.
+    fn start(&mut self, dma: &DmaSpace, bat: Option<&Bat>, q: u16) -> Result<(), QueueError> {
+        self.error = None;
+        let bat = bat.ok_or(QueueError::Context)?;
+        let addr = bat
+            .context_address(dma, self.ty, q)
+            .map_err(|_| QueueError::Context)?;
+        self.ctx_addr = Some(addr);
+        self.ctx = Context::load(dma, addr).map_err(|_| QueueError::Context)?;
+        let c = &self.ctx;
+        self.ring = Some(Ring::new(dma, c.ring, c.size, c.head, c.tail)?);
+        self.ctx.state = ctx_state::RUNNING;
+        self.ctx.error = 0;
+        self.store(dma);
+        Ok(())
+    }
+
+    /// Copies the ring's indices into the cached context.
+    fn capture(&mut self) {
+        if let Some(r) = self.ring {
+            self.ctx.head = r.head;
+            self.ctx.tail = r.tail;
+        }
+    }
+
+    /// Writes the cached context back to guest memory.
+    fn store(&mut self, dma: &DmaSpace) {
+        self.capture();
+        self.dirty = false;
+        if let Some(addr) = self.ctx_addr {
+            // The context was readable when it was found; if the guest
+            // unmapped it since, there is nothing left to update.
+            let _ = self.ctx.store(dma, addr);
+        }
+    }
+
+    /// Stops the queue at the driver's request: RUNNING is cleared.
+    fn stop(&mut self, dma: &DmaSpace) {
+        if self.ring.is_some() {
+            self.capture();
+            self.ctx.state &= !ctx_state::RUNNING;
+            self.store(dma);
+            self.ring = None;
+        }
+        self.error = None;
+    }
+
+    /// Writes the context back as it is (a RUNNING queue stays RUNNING in
+    /// guest memory, so a card given the VCT later resumes it) and forgets it.
+    fn flush(&mut self, dma: &DmaSpace) {
+        if self.ring.is_some() || self.dirty {
+            self.store(dma);
+        }
+        *self = Queue::new(self.ty);
+    }
+
+    /// The queue broke a rule: error state, counted, logged by the caller.
+    fn fail(&mut self, dma: &DmaSpace, e: QueueError) {
+        self.capture();
+        self.error = Some(e);
+        self.ctx.errors += 1;
+        self.ctx.state = ctx_state::ERROR;
+        self.ctx.error = e.code();
+        self.store(dma);
+        self.ring = None;
+    }
+
+    fn doorbell(&mut self, value: u32) -> Result<bool, QueueError> {
+        match self.ring.as_mut() {
+            Some(r) => r.set_tail(value).map(|_| true),
+            // A doorbell for a stopped queue is ignored (a driver racing
+            // its own stop), as on most NICs.
+            None => Ok(false),
+        }
+    }
+}
+
+/// Self-masking interrupt with a minimum interval (docs/datapath.md).
+#[derive(Debug)]
+pub struct Moderation {
+    interval: Duration,
+    armed: bool,
+    /// Something completed since the last interrupt.
+    pending: bool,
+    last: Option<Instant>,
+    /// When the timer must fire a held-back interrupt.
+    pub deadline: Option<Instant>,
+}
+
+impl Moderation {
+    fn new() -> Self {
+        Moderation {
+            interval: Duration::from_micros(DEFAULT_ITR_US as u64),
+            armed: true,
+            pending: false,
+            last: None,
+            deadline: None,
+        }
+    }
+
+    pub fn interval_us(&self) -> u32 {
+        self.interval.as_micros() as u32
+    }
+
+    /// Whether the vector should fire now.
+    pub fn poll(&mut self, now: Instant) -> bool {
+        if !self.armed || !self.pending {
+            self.deadline = None;
+            return false;
+        }
+        if let Some(due) = self.last.map(|l| l + self.interval) {
+            if now < due {
+                self.deadline = Some(due);
+                return false;
+            }
+        }
+        self.armed = false;
+        self.pending = false;
+        self.last = Some(now);
+        self.deadline = None;
+        true
+    }
+
+    /// A completion was written.
+    pub fn event(&mut self, now: Instant) -> bool {
+        self.pending = true;
+        self.poll(now)
+    }
+
+    /// The driver re-enabled the interrupt.
+    pub fn rearm(&mut self, now: Instant) -> bool {
+        self.armed = true;
+        self.poll(now)
+    }
+}
+
+/// One vNIC: queue pair `index` of a function.
+#[derive(Debug)]
+pub struct QueuePair {
+    pub index: u16,
+    pub mac: Mac,
+    ctrl: QpCtrl,
+    pub tx: Queue,
+    pub rx: Queue,
+    pub irq: Moderation,
+    /// The send doorbell rang; the card has frames to switch.
+    pub tx_kicked: bool,
+}
+
+/// What a queue-pair register write asks of the rest of the card.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum QpEffect {
+    None,
+    /// Send frames are waiting.
+    Kick,
+    /// Fire the queue pair's vector.
+    Interrupt,
+    Vlan(QpVlan),
+}
+
+impl QueuePair {
+    pub fn new(index: u16, mac: Mac) -> Self {
+        QueuePair {
+            index,
+            mac,
+            ctrl: QpCtrl::new(),
+            tx: Queue::new(ServiceType::SendQueue),
+            rx: Queue::new(ServiceType::ReceiveQueue),
+            irq: Moderation::new(),
+            tx_kicked: false,
+        }
+    }
+
+    pub fn ctrl(&self) -> QpCtrl {
+        self.ctrl
+    }
+
+    pub fn status(&self) -> QpStatus {
+        QpStatus::new()
+            .with_tx_running(self.tx.running())
+            .with_rx_running(self.rx.running())
+            .with_tx_error(self.tx.error.is_some())
+            .with_rx_error(self.rx.error.is_some())
+            .with_tx_code(self.tx.error.map_or(0, |e| e.code()))
+            .with_rx_code(self.rx.error.map_or(0, |e| e.code()))
+    }
+
+    fn report(&self, who: &str, what: &str, e: QueueError) {
+        let n = self.tx.ctx.errors + self.rx.ctx.errors;
+        if crate::function::rate_limited(n) {
+            warn!("{who}: queue pair {} {what} queue error: {e}", self.index);
+        }
+    }
+
+    /// QP_CTRL write: starts and stops the queues whose bit changed.
+    /// Returns whether send frames are waiting (a resumed queue).
+    pub fn set_ctrl(&mut self, who: &str, dma: &DmaSpace, bat: Option<&Bat>, v: QpCtrl) -> bool {
+        let old = self.ctrl;
+        self.ctrl = v;
+        let q = self.index;
+        if v.rx_enable() && !old.rx_enable() {
+            if let Err(e) = self.rx.start(dma, bat, q) {
+                self.report(who, "receive", e);
+                self.rx.fail(dma, e);
+            }
+        } else if !v.rx_enable() && old.rx_enable() {
+            self.rx.stop(dma);
+        }
+        if v.tx_enable() && !old.tx_enable() {
+            if let Err(e) = self.tx.start(dma, bat, q) {
+                self.report(who, "send", e);
+                self.tx.fail(dma, e);
+            }
+            self.tx_kicked = self.tx.ring.is_some_and(|r| r.pending() > 0);
+        } else if !v.tx_enable() && old.tx_enable() {
+            self.tx.stop(dma);
+        }
+        if self.tx.running() || self.rx.running() {
+            info!("{who}: queue pair {q} started ({:?})", self.status());
+        }
+        self.tx_kicked
+    }
+
+    /// Reloads contexts after a VCT change: queues whose context says
+    /// RUNNING resume from their stored indices and counters.
+    pub fn resume(&mut self, who: &str, dma: &DmaSpace, bat: &Bat) -> bool {
+        let q = self.index;
+        let running = |ty| {
+            bat.context_address(dma, ty, q)
+                .ok()
+                .and_then(|a| Context::load(dma, a).ok())
+                .is_some_and(|c| c.running())
+        };
+        let ctrl = QpCtrl::new()
+            .with_tx_enable(running(ServiceType::SendQueue))
+            .with_rx_enable(running(ServiceType::ReceiveQueue));
+        self.ctrl = QpCtrl::new();
+        if ctrl.tx_enable() || ctrl.rx_enable() {
+            info!("{who}: queue pair {q} resumes from guest memory");
+        }
+        self.set_ctrl(who, dma, Some(bat), ctrl)
+    }
+
+    /// Writes both contexts back and forgets them (reset, client gone, VCT
+    /// change). Registers return to their reset values.
+    pub fn flush(&mut self, dma: &DmaSpace) {
+        self.tx.flush(dma);
+        self.rx.flush(dma);
+        let (index, mac) = (self.index, self.mac);
+        *self = QueuePair::new(index, mac);
+    }
+
+    /// Writes back contexts changed since the last batch.
+    pub fn sync(&mut self, dma: &DmaSpace) {
+        for q in [&mut self.tx, &mut self.rx] {
+            if q.dirty {
+                q.store(dma);
+            }
+        }
+    }
+
+    pub fn tx_doorbell(&mut self, who: &str, dma: &DmaSpace, v: u32) -> QpEffect {
+        match self.tx.doorbell(v) {
+            Ok(true) => {
+                self.tx.dirty = true;
+                self.tx_kicked = true;
+                QpEffect::Kick
+            }
+            Ok(false) => QpEffect::None,
+            Err(e) => {
+                self.report(who, "send", e);
+                self.tx.fail(dma, e);
+                QpEffect::None
+            }
+        }
+    }
+
+    pub fn rx_doorbell(&mut self, who: &str, dma: &DmaSpace, v: u32) {
+        match self.rx.doorbell(v) {
+            Ok(true) => self.rx.dirty = true,
+            Ok(false) => {}
+            Err(e) => {
+                self.report(who, "receive", e);
+                self.rx.fail(dma, e);
+            }
+        }
+    }
+
+    pub fn set_itr(&mut self, us: u16) {
+        self.irq.interval = Duration::from_micros(us as u64);
+    }
+
+    /// Takes the next send frame into `buf`. A hostile ring fails the send
+    /// queue (returned so the caller can count it).
+    pub fn tx_next(
+        &mut self,
+        who: &str,
+        dma: &DmaSpace,
+        buf: &mut Vec<u8>,
+    ) -> Result<Option<TxFrame>, QueueError> {
+        let Some(ring) = self.tx.ring.as_ref() else {
+            return Ok(None);
+        };
+        match ring::tx_next(ring, dma, buf) {
+            Ok(f) => Ok(f),
+            Err(e) => {
+                let at = ring.head;
+                ring::mark_error(ring, dma, at, e);
+                self.report(who, "send", e);
+                self.tx.fail(dma, e);
+                Err(e)
+            }
+        }
+    }
+
+    /// Completes a send frame and counts it. Returns whether to interrupt.
+    pub fn tx_done(
+        &mut self,
+        who: &str,
+        dma: &DmaSpace,
+        frame: TxFrame,
+        dropped: bool,
+        now: Instant,
+    ) -> Result<bool, QueueError> {
+        let Some(ring) = self.tx.ring.as_mut() else {
+            return Ok(false);
+        };
+        if let Err(e) = ring::tx_complete(ring, dma, frame, dropped) {
+            self.report(who, "send", e);
+            self.tx.fail(dma, e);
+            return Err(e);
+        }
+        let c = &mut self.tx.ctx;
+        if dropped {
+            c.drops += 1;
+        } else {
+            c.packets += 1;
+            c.bytes += frame.len as u64;
+        }
+        self.tx.dirty = true;
+        Ok(self.irq.event(now))
+    }
+
+    /// Offers a frame to the receive queue.
+    pub fn rx_put(
+        &mut self,
+        who: &str,
+        dma: &DmaSpace,
+        frame: &[u8],
+        now: Instant,
+    ) -> Result<(RxOutcome, bool), QueueError> {
+        let Some(ring) = self.rx.ring.as_mut() else {
+            return Ok((RxOutcome::NoBuffer, false));
+        };
+        let outcome = match ring::rx_put(ring, dma, frame) {
+            Ok(o) => o,
+            Err(e) => {
+                let at = ring.head;
+                ring::mark_error(ring, dma, at, e);
+                self.report(who, "receive", e);
+                self.rx.fail(dma, e);
+                return Err(e);
+            }
+        };
+        let c = &mut self.rx.ctx;
+        self.rx.dirty = true;
+        match outcome {
+            RxOutcome::Delivered => {
+                c.packets += 1;
+                c.bytes += frame.len() as u64;
+                Ok((outcome, self.irq.event(now)))
+            }
+            _ => {
+                c.drops += 1;
+                Ok((outcome, false))
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::test_utils::{FakeDriver, StateTables};
+
+    struct Setup {
+        drv: FakeDriver,
+        tables: StateTables,
+        bat: Bat,
+        tx: u64,
+        rx: u64,
+    }
+
+    fn setup(levels: u32) -> Setup {
+        let mut drv = FakeDriver::new();
+        let tables = StateTables::build(&mut drv, levels, 64, 8);
+        let tx = drv.ring(64);
+        let rx = drv.ring(64);
+        tables.set_rings(&drv, 1, (tx, 64), (rx, 64));
+        let bat = Bat::read(drv.dma(), tables.bat).unwrap();
+        Setup {
+            drv,
+            tables,
+            bat,
+            tx,
+            rx,
+        }
+    }
+
+    fn both() -> QpCtrl {
+        QpCtrl::new().with_tx_enable(true).with_rx_enable(true)
+    }
+
+    fn frame(len: usize) -> Vec<u8> {
+        let mut f = vec![0x5a; len];
+        f[..12].copy_from_slice(&[2, 0, 0, 0, 0, 2, 2, 0, 0, 0, 0, 1]);
+        f
+    }
+
+    #[test]
+    fn enable_loads_context_marks_running_and_writes_back() {
+        for levels in [1, 2] {
+            let s = setup(levels);
+            let mut qp = QueuePair::new(1, Mac::default());
+            qp.set_ctrl("t", s.drv.dma(), Some(&s.bat), both());
+            assert!(qp.status().tx_running() && qp.status().rx_running());
+            let at = s.tables.context(ServiceType::SendQueue, 1);
+            assert_eq!(s.drv.read_u16(at + 10), ctx_state::RUNNING);
+            qp.set_ctrl("t", s.drv.dma(), Some(&s.bat), QpCtrl::new());
+            assert_eq!(s.drv.read_u16(at + 10), 0, "stopped");
+        }
+    }
+
+    #[test]
+    fn enable_without_vct_or_with_bad_ring_is_a_context_or_ring_error() {
+        let s = setup(1);
+        let mut qp = QueuePair::new(1, Mac::default());
+        qp.set_ctrl("t", s.drv.dma(), None, both());
+        assert_eq!(qp.status().tx_code(), QueueError::Context.code());
+        // Ring size 7: the queue fails with RING, the context records it.
+        let at = s.tables.context(ServiceType::ReceiveQueue, 2);
+        s.drv.write_u64(at, s.rx);
+        s.drv.write_u16(at + 8, 7);
+        let mut qp2 = QueuePair::new(2, Mac::default());
+        qp2.set_ctrl(
+            "t",
+            s.drv.dma(),
+            Some(&s.bat),
+            QpCtrl::new().with_rx_enable(true),
+        );
+        assert!(qp2.status().rx_error());
+        assert_eq!(qp2.status().rx_code(), 1);
+        assert_eq!(s.drv.read_u16(at + 10), ctx_state::ERROR);
+        assert_eq!(s.drv.read_u64(at + 48), 1, "errors counter");
+    }
+
+    #[test]
+    fn counters_and_indices_are_written_back_after_each_batch() {
+        let mut s = setup(1);
+        let mut qp = QueuePair::new(1, Mac::default());
+        qp.set_ctrl("t", s.drv.dma(), Some(&s.bat), both());
+        let f = frame(100);
+        for i in 0..3 {
+            let b = s.drv.buffer(&f);
+            s.drv.put_tx(s.tx, i, b, 100, true);
+        }
+        assert_eq!(qp.tx_doorbell("t", s.drv.dma(), 3), QpEffect::Kick);
+        let now = Instant::now();
+        let mut buf = Vec::new();
+        while let Some(fr) = qp.tx_next("t", s.drv.dma(), &mut buf).unwrap() {
+            qp.tx_done("t", s.drv.dma(), fr, false, now).unwrap();
+        }
+        qp.sync(s.drv.dma());
+        let at = s.tables.context(ServiceType::SendQueue, 1);
+        assert_eq!(s.drv.read_u16(at + 12), 3, "head");
+        assert_eq!(s.drv.read_u16(at + 14), 3, "tail");
+        assert_eq!(s.drv.read_u64(at + 24), 3, "packets");
+        assert_eq!(s.drv.read_u64(at + 32), 300, "bytes");
+    }
+
+    #[test]
+    fn a_reloaded_context_resumes_indices_and_counters() {
+        let mut s = setup(2);
+        let mut qp = QueuePair::new(1, Mac::default());
+        qp.set_ctrl("t", s.drv.dma(), Some(&s.bat), both());
+        for i in 0..4 {
+            let b = s.drv.alloc(2048, 64);
+            s.drv.put_rx(s.rx, i, b, 2048);
+        }
+        qp.rx_doorbell("t", s.drv.dma(), 4);
+        let now = Instant::now();
+        qp.rx_put("t", s.drv.dma(), &frame(80), now).unwrap();
+        qp.flush(s.drv.dma());
+        // A second card (or the same after a VCT write) given only the BAT.
+        let mut again = QueuePair::new(1, Mac::default());
+        again.resume("t", s.drv.dma(), &s.bat);
+        assert!(again.rx.running());
+        assert_eq!(again.rx.head(), 1);
+        assert_eq!(again.rx.context().packets, 1);
+        assert_eq!(again.rx.context().bytes, 80);
+        again.rx_put("t", s.drv.dma(), &frame(90), now).unwrap();
+        assert_eq!(s.drv.rx_len(s.rx, 1), 90, "continued at the stored head");
+        assert_eq!(again.rx.context().packets, 2);
+    }
+
+    #[test]
+    fn hostile_doorbell_fails_only_that_queue() {
+        let s = setup(1);
+        let mut qp = QueuePair::new(1, Mac::default());
+        qp.set_ctrl("t", s.drv.dma(), Some(&s.bat), both());
+        qp.tx_doorbell("t", s.drv.dma(), 64);
+        assert!(qp.status().tx_error());
+        assert_eq!(qp.status().tx_code(), 4);
+        assert!(qp.rx.running(), "the receive queue carries on");
+        // Disable and enable clears the error.
+        qp.set_ctrl(
+            "t",
+            s.drv.dma(),
+            Some(&s.bat),
+            QpCtrl::new().with_rx_enable(true),
+        );
+        qp.set_ctrl("t", s.drv.dma(), Some(&s.bat), both());
+        assert!(qp.tx.running());
+    }
+
+    #[test]
+    fn moderation_masks_after_firing_and_rearm_catches_up() {
+        let t0 = Instant::now();
+        let mut m = Moderation::new();
+        assert!(m.event(t0), "first completion fires");
+        assert!(!m.event(t0), "masked until rearmed");
+        // Rearm within the interval: held back until the deadline.
+        assert!(!m.rearm(t0 + Duration::from_micros(5)));
+        assert_eq!(m.deadline, Some(t0 + Duration::from_micros(20)));
+        assert!(m.poll(t0 + Duration::from_micros(20)));
+        // Rearm with nothing new: no interrupt.
+        assert!(!m.rearm(t0 + Duration::from_millis(1)));
+        assert!(m.event(t0 + Duration::from_millis(2)));
+    }
+}
