@@ -7,7 +7,13 @@
 //! disconnect and a new one connect later (QEMU restart, migration).
 //!
 //! Event sources are named by token: listeners at even numbers, connections
-//! at odd numbers (`2 * function + 1`), the stop descriptor at [`STOP`].
+//! at odd numbers (`2 * function + 1`), the stop descriptor at [`STOP`], the
+//! interrupt-moderation timer at [`TIMER`].
+//!
+//! After a client's messages the loop runs the data path (frames whose
+//! doorbells rang, see `datapath.rs`); held-back interrupts are fired from a
+//! timerfd, which has the microsecond resolution moderation needs (a poll
+//! timeout only has milliseconds).
 
 mod connection;
 mod dispatch;
@@ -17,8 +23,11 @@ use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::net::UnixListener;
 use std::path::{Path, PathBuf};
 
+use std::time::{Duration, Instant};
+
 use log::{error, info, warn};
 use mio::unix::SourceFd;
+use vmm_sys_util::timerfd::TimerFd;
 use mio::{Events, Interest, Poll, Token};
 use thiserror::Error;
 
@@ -30,6 +39,8 @@ use crate::protocol::error_reply;
 
 /// Token of the descriptor that stops the loop (a signalfd in vnicd).
 const STOP: Token = Token(usize::MAX - 1);
+/// Token of the interrupt-moderation timer.
+const TIMER: Token = Token(usize::MAX - 2);
 /// Messages handled for one client before the loop turns to the others.
 const MESSAGES_PER_TURN: usize = 256;
 
@@ -71,6 +82,9 @@ pub struct Server {
     conns: Vec<Option<Connection>>,
     /// Connections that still had data when their turn ended.
     backlog: Vec<usize>,
+    timer: TimerFd,
+    /// The deadline the timer is armed for.
+    timer_due: Option<Instant>,
 }
 
 impl Server {
@@ -98,12 +112,18 @@ impl Server {
             listeners.push(Listener { socket, path });
         }
         let conns = (0..listeners.len()).map(|_| None).collect();
+        let timer = TimerFd::new().map_err(|e| ServerError::Poll(e.into()))?;
+        poll.registry()
+            .register(&mut SourceFd(&timer.as_raw_fd()), TIMER, Interest::READABLE)
+            .map_err(ServerError::Poll)?;
         Ok(Server {
             poll,
             card,
             listeners,
             conns,
             backlog: Vec::new(),
+            timer,
+            timer_due: None,
         })
     }
 
@@ -127,13 +147,7 @@ impl Server {
             .map_err(ServerError::Poll)?;
         let mut events = Events::with_capacity(256);
         loop {
-            let timeout = if !self.backlog.is_empty() || self.card.busy() {
-                Some(std::time::Duration::ZERO)
-            } else {
-                self.card
-                    .next_deadline()
-                    .map(|d| d.saturating_duration_since(std::time::Instant::now()))
-            };
+            let timeout = self.next_timeout();
             if let Err(e) = self.poll.poll(&mut events, timeout) {
                 if e.kind() == io::ErrorKind::Interrupted {
                     continue;
@@ -146,6 +160,12 @@ impl Server {
                     STOP => {
                         info!("stopping");
                         return Ok(());
+                    }
+                    TIMER => {
+                        // Expired: reading it re-arms nothing; run_timers
+                        // below fires what is due.
+                        let _ = self.timer.wait();
+                        self.timer_due = None;
                     }
                     Token(t) if t % 2 == 0 => self.accept(t / 2),
                     Token(t) => ready.push(t / 2),
@@ -163,8 +183,31 @@ impl Server {
                 }
             }
             self.card.run_pending();
-            self.card.run_timers(std::time::Instant::now());
+            self.card.run_timers(Instant::now());
         }
+    }
+
+    /// Zero while work is waiting; otherwise no timeout, with the timer
+    /// armed for the next held-back interrupt.
+    fn next_timeout(&mut self) -> Option<Duration> {
+        if !self.backlog.is_empty() || self.card.busy() {
+            return Some(Duration::ZERO);
+        }
+        let due = self.card.next_deadline()?;
+        let now = Instant::now();
+        if due <= now {
+            return Some(Duration::ZERO);
+        }
+        if self.timer_due != Some(due) {
+            match self.timer.reset(due - now, None) {
+                Ok(()) => self.timer_due = Some(due),
+                Err(e) => {
+                    warn!("moderation timer: {e}; polling instead");
+                    return Some(due - now);
+                }
+            }
+        }
+        None
     }
 
     fn accept(&mut self, index: usize) {
