@@ -27,9 +27,9 @@ use std::time::{Duration, Instant};
 
 use log::{error, info, warn};
 use mio::unix::SourceFd;
-use vmm_sys_util::timerfd::TimerFd;
 use mio::{Events, Interest, Poll, Token};
 use thiserror::Error;
+use vmm_sys_util::timerfd::TimerFd;
 
 pub use connection::MAX_TX_BYTES;
 use connection::{Connection, Incoming};
