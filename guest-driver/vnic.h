@@ -1,6 +1,13 @@
 /* SPDX-License-Identifier: GPL-2.0 */
 /*
  * vnic - guest driver for the emulated SR-IOV network card: shared state.
+ *
+ * A PCI function (struct vnic_priv) has N enabled queue pairs; each queue
+ * pair is one vNIC, so the driver registers one netdev (struct vnic_port)
+ * per queue pair, each with its own MSI-X vector, NAPI context and rings.
+ * The queues' operating state lives in guest memory, in contexts the card
+ * finds through the function's VCT entry, BAT, CLATs and blocks
+ * (struct vnic_state, vnic_state.c).
  */
 #ifndef _VNIC_H_
 #define _VNIC_H_
@@ -8,10 +15,15 @@
 #include <linux/atomic.h>
 #include <linux/completion.h>
 #include <linux/if_ether.h>
+#include <linux/if_vlan.h>
 #include <linux/io.h>
+#include <linux/netdevice.h>
 #include <linux/pci.h>
 #include <linux/types.h>
+#include <linux/u64_stats_sync.h>
+#include <linux/workqueue.h>
 
+#include "vnic_desc.h"
 #include "vnic_regs.h"
 
 #define VNIC_DRV_NAME		"vnic"
@@ -19,10 +31,241 @@
 /* How long probe waits for the test interrupt */
 #define VNIC_IRQ_TEST_TIMEOUT_MS	1000
 
+/* How long the driver waits for QP_CTRL to take effect in QP_STATUS */
+#define VNIC_QP_CTRL_TIMEOUT_MS		500
+
+/* Default ring sizes (ethtool -G changes them) */
+#define VNIC_TX_RING_DEFAULT	256
+#define VNIC_RX_RING_DEFAULT	256
+
+/* Largest MTU: the card takes frames up to 9216 bytes (9000 + headers) */
+#define VNIC_MAX_MTU		9000
+
+/* Receive buffers hold one whole frame: MTU + Ethernet header + one tag */
+#define VNIC_RX_BUF_ALIGN	64
+#define VNIC_RX_BUF_LEN(mtu)	ALIGN((mtu) + ETH_HLEN + VLAN_HLEN, \
+				      VNIC_RX_BUF_ALIGN)
+
+/**
+ * struct vnic_dma_chunk - one coherent DMA allocation
+ * @va: kernel address, NULL when not allocated
+ * @dma: bus address the card uses
+ */
+struct vnic_dma_chunk {
+	void *va;
+	dma_addr_t dma;
+};
+
+/**
+ * struct vnic_svc_tables - the CLATs and blocks of one service type
+ * @top: top-level CLAT, the one the BAT entry names
+ * @l2: level-2 CLATs (two levels only), entry i of @top names @l2[i]
+ * @nr_l2: number of @l2
+ * @blocks: context blocks, in block-index order
+ * @nr_blocks: number of @blocks
+ */
+struct vnic_svc_tables {
+	struct vnic_dma_chunk top;
+	struct vnic_dma_chunk *l2;
+	unsigned int nr_l2;
+	struct vnic_dma_chunk *blocks;
+	unsigned int nr_blocks;
+};
+
+/**
+ * struct vnic_state - the function's device state in guest memory
+ * @bat: the Base Address Table
+ * @svc: tables of each service type (VNIC_SVC_*)
+ * @ctx_size: A, bytes per context slot
+ * @block_size: B, bytes per block and per CLAT
+ * @levels: CLAT levels, 1 or 2
+ * @services: services of each type the tables hold (QP_MAX)
+ * @vct_written: the VCT entry names @bat and must be cleared on exit
+ * @vct_ok: the card accepted the BAT (VCT_STATUS read 0)
+ */
+struct vnic_state {
+	struct vnic_dma_chunk bat;
+	struct vnic_svc_tables svc[VNIC_SVC_TYPES];
+	u32 ctx_size;
+	u32 block_size;
+	u32 levels;
+	u32 services;
+	bool vct_written;
+	bool vct_ok;
+};
+
+/**
+ * struct vnic_tx_buf - what the driver remembers about a send slot
+ * @skb: the frame, NULL when the slot is free
+ * @dma: its mapping
+ * @len: mapped (and sent) length
+ *
+ * The driver unmaps from this copy, never from what the card wrote back.
+ */
+struct vnic_tx_buf {
+	struct sk_buff *skb;
+	dma_addr_t dma;
+	u32 len;
+};
+
+/**
+ * struct vnic_rx_buf - the empty buffer of a receive slot
+ * @skb: the buffer
+ * @dma: its mapping, rx->buf_len bytes
+ */
+struct vnic_rx_buf {
+	struct sk_buff *skb;
+	dma_addr_t dma;
+};
+
+/**
+ * struct vnic_tx_ring - a send queue
+ * @desc: descriptor ring
+ * @dma: its bus address
+ * @bufs: per-slot driver state
+ * @size: entries, a power of two
+ * @mask: @size - 1
+ * @tail: next slot ndo_start_xmit fills (the driver's producer index)
+ * @next_to_clean: oldest slot not yet reclaimed (written by NAPI only)
+ * @kicked: last tail written to QP_TX_TAIL
+ *
+ * The driver owns tail .. head - 1, the card head .. tail - 1; one slot
+ * always stays empty, so the ring is full when tail + 1 == next_to_clean.
+ */
+struct vnic_tx_ring {
+	struct vnic_tx_desc *desc;
+	dma_addr_t dma;
+	struct vnic_tx_buf *bufs;
+	u32 size;
+	u32 mask;
+	u32 tail;
+	u32 next_to_clean;
+	u32 kicked;
+};
+
+/**
+ * struct vnic_rx_ring - a receive queue
+ * @desc: descriptor ring
+ * @dma: its bus address
+ * @bufs: per-slot buffers; every slot always holds one
+ * @size: entries, a power of two
+ * @mask: @size - 1
+ * @buf_len: bytes per buffer
+ * @next_to_clean: next slot the card fills
+ *
+ * Every slot but one is posted at all times: after cleaning, the driver
+ * writes tail = next_to_clean - 1.
+ */
+struct vnic_rx_ring {
+	struct vnic_rx_desc *desc;
+	dma_addr_t dma;
+	struct vnic_rx_buf *bufs;
+	u32 size;
+	u32 mask;
+	u32 buf_len;
+	u32 next_to_clean;
+};
+
+/**
+ * struct vnic_napi_stats - counters written from NAPI poll only
+ * @syncp: guards 64-bit reads on 32-bit machines
+ * @rx_packets: frames passed up
+ * @rx_bytes: their bytes
+ * @rx_alloc_fail: frames dropped because no new buffer could be allocated
+ * @rx_bad_len: completions whose length was out of bounds (card bug)
+ * @tx_packets: frames the card completed
+ * @tx_bytes: their bytes
+ * @tx_switch_drops: completions with DROPPED (spoof or VLAN check)
+ * @tx_desc_errors: completions carrying a queue error code
+ * @polls: NAPI polls
+ */
+struct vnic_napi_stats {
+	struct u64_stats_sync syncp;
+	u64_stats_t rx_packets;
+	u64_stats_t rx_bytes;
+	u64_stats_t rx_alloc_fail;
+	u64_stats_t rx_bad_len;
+	u64_stats_t tx_packets;
+	u64_stats_t tx_bytes;
+	u64_stats_t tx_switch_drops;
+	u64_stats_t tx_desc_errors;
+	u64_stats_t polls;
+};
+
+/**
+ * struct vnic_xmit_stats - counters written from ndo_start_xmit only
+ * @syncp: guards 64-bit reads on 32-bit machines
+ * @busy: ndo_start_xmit found the ring full (returned NETDEV_TX_BUSY)
+ * @stopped: the queue was stopped for want of descriptors
+ * @dropped: frames dropped by the driver (length, mapping)
+ */
+struct vnic_xmit_stats {
+	struct u64_stats_sync syncp;
+	u64_stats_t busy;
+	u64_stats_t stopped;
+	u64_stats_t dropped;
+};
+
+/**
+ * struct vnic_port - one queue pair, one vNIC, one netdev (netdev_priv)
+ * @priv: the PCI function
+ * @netdev: the netdev
+ * @napi: NAPI context of the queue pair's vector
+ * @qp_regs: the queue pair's area in BAR0
+ * @q: queue pair number, 0-based
+ * @irq: Linux IRQ number of MSI-X vector q + 1, 0 when not requested
+ * @irq_name: its name in /proc/interrupts
+ * @up: rings allocated and the queues enabled (changed under RTNL)
+ * @tx_ring_size: send ring entries used at the next start
+ * @rx_ring_size: receive ring entries used at the next start
+ * @itr: interrupt moderation interval, us (QP_ITR)
+ * @sq_ctx: send-queue context in guest memory
+ * @rq_ctx: receive-queue context in guest memory
+ * @tx: send queue
+ * @rx: receive queue
+ * @nstats: NAPI-side counters
+ * @xstats: transmit-side counters
+ * @restarts: ring restarts after a transmit timeout (under RTNL)
+ * @active_vlans: VLANs joined through QP_VLAN
+ * @nr_vlans: bits set in @active_vlans
+ * @reset_task: restarts the rings after a transmit timeout
+ */
+struct vnic_port {
+	struct vnic_priv *priv;
+	struct net_device *netdev;
+	struct napi_struct napi;
+	void __iomem *qp_regs;
+	u32 q;
+
+	unsigned int irq;
+	char irq_name[32];
+
+	bool up;
+	u32 tx_ring_size;
+	u32 rx_ring_size;
+	u32 itr;
+
+	struct vnic_queue_ctx *sq_ctx;
+	struct vnic_queue_ctx *rq_ctx;
+
+	struct vnic_tx_ring tx ____cacheline_aligned_in_smp;
+	struct vnic_rx_ring rx ____cacheline_aligned_in_smp;
+
+	struct vnic_napi_stats nstats;
+	struct vnic_xmit_stats xstats;
+	u64 restarts;
+
+	DECLARE_BITMAP(active_vlans, VLAN_N_VID);
+	unsigned int nr_vlans;
+
+	struct work_struct reset_task;
+};
+
 /**
  * struct vnic_priv - per-function driver state
  * @pdev: the PCI function
  * @regs: BAR0 register file
+ * @regs_len: length of BAR0
  * @is_vf: the function is a virtual function
  * @vf_index: VF index reported by FUNC (0 on the PF)
  * @version: VERSION register
@@ -35,10 +278,14 @@
  * @misc_irq_name: name of the misc IRQ in /proc/interrupts
  * @misc_irqs: interrupts received on the misc vector
  * @irq_test_done: completed by the misc handler
+ * @state: BAT, CLATs and context blocks
+ * @ports: one per netdev, @nr_ports of them
+ * @nr_ports: netdevs created (queue pairs 0 .. @nr_ports - 1)
  */
 struct vnic_priv {
 	struct pci_dev *pdev;
 	void __iomem *regs;
+	resource_size_t regs_len;
 
 	bool is_vf;
 	u16 vf_index;
@@ -53,6 +300,11 @@ struct vnic_priv {
 	char misc_irq_name[32];
 	atomic_t misc_irqs;
 	struct completion irq_test_done;
+
+	struct vnic_state state;
+
+	struct vnic_port **ports;
+	u32 nr_ports;
 };
 
 static inline u32 vnic_rd32(struct vnic_priv *priv, u32 reg)
@@ -65,9 +317,69 @@ static inline void vnic_wr32(struct vnic_priv *priv, u32 reg, u32 val)
 	iowrite32(val, priv->regs + reg);
 }
 
+/* 64-bit counters: two dwords, low first, as docs/registers.md asks */
+static inline u64 vnic_rd64(struct vnic_priv *priv, u32 reg)
+{
+	u32 lo = vnic_rd32(priv, reg);
+	u32 hi = vnic_rd32(priv, reg + 4);
+
+	return (u64)hi << 32 | lo;
+}
+
+static inline u32 vnic_qp_rd32(struct vnic_port *port, u32 reg)
+{
+	return ioread32(port->qp_regs + reg);
+}
+
+static inline void vnic_qp_wr32(struct vnic_port *port, u32 reg, u32 val)
+{
+	iowrite32(val, port->qp_regs + reg);
+}
+
+static inline u64 vnic_qp_rd64(struct vnic_port *port, u32 reg)
+{
+	u32 lo = vnic_qp_rd32(port, reg);
+	u32 hi = vnic_qp_rd32(port, reg + 4);
+
+	return (u64)hi << 32 | lo;
+}
+
 /* vnic_irq.c */
 int vnic_irq_init(struct vnic_priv *priv);
 void vnic_irq_exit(struct vnic_priv *priv);
 int vnic_irq_self_test(struct vnic_priv *priv);
+int vnic_qp_irq_request(struct vnic_port *port);
+void vnic_qp_irq_free(struct vnic_port *port);
+int vnic_napi_poll(struct napi_struct *napi, int budget);
+
+/* vnic_state.c */
+int vnic_state_init(struct vnic_priv *priv);
+void vnic_state_exit(struct vnic_priv *priv);
+int vnic_state_write_vct(struct vnic_priv *priv);
+struct vnic_queue_ctx *vnic_state_ctx(struct vnic_priv *priv, u32 type,
+				      u32 q);
+void vnic_state_ctx_reset(struct vnic_priv *priv, struct vnic_queue_ctx *ctx,
+			  dma_addr_t ring, u32 size);
+
+/* vnic_netdev.c */
+int vnic_netdevs_create(struct vnic_priv *priv);
+void vnic_netdevs_destroy(struct vnic_priv *priv);
+int vnic_port_restart(struct vnic_port *port);
+const char *vnic_qerr_name(u32 code);
+
+/* vnic_tx.c */
+int vnic_tx_ring_alloc(struct vnic_port *port);
+void vnic_tx_ring_free(struct vnic_port *port);
+netdev_tx_t vnic_start_xmit(struct sk_buff *skb, struct net_device *netdev);
+void vnic_tx_clean(struct vnic_port *port, int napi_budget);
+
+/* vnic_rx.c */
+int vnic_rx_ring_alloc(struct vnic_port *port);
+void vnic_rx_ring_free(struct vnic_port *port);
+void vnic_rx_post_all(struct vnic_port *port);
+int vnic_rx_clean(struct vnic_port *port, int budget);
+
+/* vnic_ethtool.c */
+void vnic_set_ethtool_ops(struct net_device *netdev);
 
 #endif /* _VNIC_H_ */

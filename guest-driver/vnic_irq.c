@@ -1,12 +1,21 @@
 // SPDX-License-Identifier: GPL-2.0
 /*
- * vnic - MSI-X setup and the test interrupt.
+ * vnic - MSI-X setup, the test interrupt, queue-pair interrupts and NAPI.
  *
  * The card has no INTx and no MSI: MSI-X only. Vector 0 is the misc/admin
- * vector; vectors 1..X belong to the queue pairs.
+ * vector; vector q + 1 belongs to queue pair q.
+ *
+ * A queue pair's vector masks itself in the card when it fires, so the hard
+ * IRQ handler has nothing to mask: it only schedules NAPI. The poll cleans
+ * the send queue, then up to budget received frames (reposting their
+ * buffers), and when it is done writes QP_IRQ REARM. The card fires again at
+ * once on a rearm if anything completed since the last interrupt, so work
+ * that raced with the end of the poll is not lost and the poll need not look
+ * again itself.
  */
 #include <linux/interrupt.h>
 #include <linux/jiffies.h>
+#include <linux/netdevice.h>
 
 #include "vnic.h"
 
@@ -129,4 +138,78 @@ int vnic_irq_self_test(struct vnic_priv *priv)
 	pci_info(pdev, "test interrupt received (IRQ_TEST_COUNT %u)\n",
 		 raised);
 	return 0;
+}
+
+static irqreturn_t vnic_qp_irq(int irq, void *data)
+{
+	struct vnic_port *port = data;
+
+	napi_schedule_irqoff(&port->napi);
+	return IRQ_HANDLED;
+}
+
+/**
+ * vnic_qp_irq_request - request MSI-X vector q + 1 for a port
+ * @port: the port, its NAPI context added (and disabled until open)
+ *
+ * Return: 0 or a negative errno.
+ */
+int vnic_qp_irq_request(struct vnic_port *port)
+{
+	struct pci_dev *pdev = port->priv->pdev;
+	int irq, err;
+
+	snprintf(port->irq_name, sizeof(port->irq_name),
+		 VNIC_DRV_NAME "-q%u@%s", port->q, pci_name(pdev));
+
+	irq = pci_irq_vector(pdev, VNIC_QP_VECTOR(port->q));
+	if (irq < 0)
+		return irq;
+
+	err = request_irq(irq, vnic_qp_irq, 0, port->irq_name, port);
+	if (err) {
+		pci_err(pdev, "cannot request the IRQ %d of queue pair %u: %d\n",
+			irq, port->q, err);
+		return err;
+	}
+	port->irq = irq;
+	return 0;
+}
+
+/**
+ * vnic_qp_irq_free - undo vnic_qp_irq_request()
+ * @port: the port
+ */
+void vnic_qp_irq_free(struct vnic_port *port)
+{
+	if (!port->irq)
+		return;
+	free_irq(port->irq, port);
+	port->irq = 0;
+}
+
+/**
+ * vnic_napi_poll - NAPI poll of a queue pair
+ * @napi: the port's NAPI context
+ * @budget: most received frames to process; 0 from netpoll (send only)
+ *
+ * Return: received frames processed.
+ */
+int vnic_napi_poll(struct napi_struct *napi, int budget)
+{
+	struct vnic_port *port = container_of(napi, struct vnic_port, napi);
+	int done;
+
+	u64_stats_update_begin(&port->nstats.syncp);
+	u64_stats_inc(&port->nstats.polls);
+	u64_stats_update_end(&port->nstats.syncp);
+
+	vnic_tx_clean(port, budget);
+	done = vnic_rx_clean(port, budget);
+
+	/* Stay scheduled (vector still masked) while the budget is used up */
+	if (done < budget && napi_complete_done(napi, done))
+		vnic_qp_wr32(port, VNIC_QP_IRQ, VNIC_QP_IRQ_REARM);
+
+	return done;
 }

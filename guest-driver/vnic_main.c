@@ -4,6 +4,11 @@
  *
  * Probe and remove of the PF and VF functions, the PCI ID table and the
  * module entry points.
+ *
+ * Probe checks the card (ID, version, SCRATCH, the test interrupt), builds
+ * the device-state tables in guest memory and writes the VCT entry, then
+ * registers one netdev per enabled queue pair. Remove undoes it in reverse:
+ * netdevs (which stops their queues), VCT and tables, interrupts, BAR.
  */
 #include <linux/bitfield.h>
 #include <linux/dma-mapping.h>
@@ -183,6 +188,7 @@ static int vnic_probe(struct pci_dev *pdev, const struct pci_device_id *id)
 		err = -ENOMEM;
 		goto err_clear_master;
 	}
+	priv->regs_len = pci_resource_len(pdev, VNIC_BAR_REGS);
 
 	err = vnic_check_id(priv);
 	if (err)
@@ -205,8 +211,18 @@ static int vnic_probe(struct pci_dev *pdev, const struct pci_device_id *id)
 	if (err)
 		goto err_irq_exit;
 
+	err = vnic_state_init(priv);
+	if (err)
+		goto err_irq_exit;
+
+	err = vnic_netdevs_create(priv);
+	if (err)
+		goto err_state_exit;
+
 	return 0;
 
+err_state_exit:
+	vnic_state_exit(priv);
 err_irq_exit:
 	vnic_irq_exit(priv);
 err_unmap:
@@ -227,6 +243,8 @@ static void vnic_remove(struct pci_dev *pdev)
 {
 	struct vnic_priv *priv = pci_get_drvdata(pdev);
 
+	vnic_netdevs_destroy(priv);
+	vnic_state_exit(priv);
 	vnic_irq_exit(priv);
 	pci_iounmap(pdev, priv->regs);
 	pci_clear_master(pdev);

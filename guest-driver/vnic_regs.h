@@ -32,6 +32,7 @@
 
 /* MSI-X vector 0 is the misc/admin vector, vectors 1..X the queue pairs */
 #define VNIC_MISC_VECTOR		0
+#define VNIC_QP_VECTOR(q)		((q) + 1)
 
 /* 0x000 ID (RO): identifies the register file, "VNIC" */
 #define VNIC_REG_ID			0x000
@@ -84,7 +85,115 @@
 /* 0x034 BAD_ACCESS (RO): count of rejected MMIO accesses */
 #define VNIC_REG_BAD_ACCESS		0x034
 
+/*
+ * 0x040 VCT_LO (RW), 0x044 VCT_HI (RW): this function's VCT entry, the guest
+ * address of its BAT (docs/datapath.md). Write LO first: writing HI commits
+ * the entry, the card drops its cached contexts, checks the BAT and reloads
+ * every context marked RUNNING. 0 means no entry.
+ */
+#define VNIC_REG_VCT_LO			0x040
+#define VNIC_REG_VCT_HI			0x044
+
+/* 0x048 VCT_STATUS (RO): 0 = BAT usable (or VCT is 0), else an error code */
+#define VNIC_REG_VCT_STATUS		0x048
+#define   VNIC_VCT_OK			0
+#define   VNIC_VCT_ERR_UNREADABLE	1	/* BAT not in mapped memory */
+#define   VNIC_VCT_ERR_MAGIC		2	/* BAT magic is not "BAT1" */
+#define   VNIC_VCT_ERR_TYPE		3	/* bad service-type entry */
+
 /* Smallest BAR0 that holds every register above */
-#define VNIC_REGS_MIN_LEN		(VNIC_REG_BAD_ACCESS + 4)
+#define VNIC_REGS_MIN_LEN		(VNIC_REG_VCT_STATUS + 4)
+
+/*
+ * Function statistics (RO, 64 bits): read as two dwords, low first, or as
+ * one qword. Reset with the function. Sums over the function's queues plus
+ * the counters that belong to no queue.
+ */
+#define VNIC_REG_FN_TX_PACKETS		0x100	/* frames taken from its SQs */
+#define VNIC_REG_FN_TX_BYTES		0x108
+#define VNIC_REG_FN_RX_PACKETS		0x110	/* frames written to its RQs */
+#define VNIC_REG_FN_RX_BYTES		0x118
+#define VNIC_REG_FN_TX_DROPS		0x120	/* dropped by the switch */
+#define VNIC_REG_FN_RX_DROPS		0x128	/* no buffer, too small, stopped */
+#define VNIC_REG_FN_SPOOF_DROPS		0x130	/* source MAC not the vNIC's */
+#define VNIC_REG_FN_VLAN_DROPS		0x138	/* VLAN the vNIC did not join */
+#define VNIC_REG_FN_TO_UPLINK		0x140	/* unknown unicast, flood copy */
+#define VNIC_REG_FN_QUEUE_ERRORS	0x148	/* queue error-state entries */
+
+/*
+ * Queue-pair areas: queue pair q (0 <= q < QP_NUM) has 128 bytes at
+ * 0x1000 + 0x80 * q. The areas of queue pairs that are not enabled are bad
+ * accesses. VNIC_QP_REG(q, reg) is the BAR0 offset of a register of the area.
+ */
+#define VNIC_QP_AREA_BASE		0x1000
+#define VNIC_QP_AREA_STRIDE		0x80
+#define VNIC_QP_REG(q, reg)		(VNIC_QP_AREA_BASE + \
+					 VNIC_QP_AREA_STRIDE * (q) + (reg))
+
+/* +0x00 QP_MAC_LO (RO), +0x04 QP_MAC_HI (RO): this vNIC's MAC, as MAC_LO/HI */
+#define VNIC_QP_MAC_LO			0x00
+#define VNIC_QP_MAC_HI			0x04
+
+/*
+ * +0x08 QP_CTRL (RW): an enable bit going 0 -> 1 loads the queue's context
+ * from guest memory and starts it; 1 -> 0 writes it back and stops it.
+ * Disabling and re-enabling also clears a queue's error state.
+ */
+#define VNIC_QP_CTRL			0x08
+#define   VNIC_QP_CTRL_TX_ENABLE	BIT(0)
+#define   VNIC_QP_CTRL_RX_ENABLE	BIT(1)
+
+/* +0x0C QP_STATUS (RO); error codes are VNIC_QERR_* in vnic_desc.h */
+#define VNIC_QP_STATUS			0x0c
+#define   VNIC_QP_STATUS_TX_RUNNING	BIT(0)
+#define   VNIC_QP_STATUS_RX_RUNNING	BIT(1)
+#define   VNIC_QP_STATUS_TX_ERROR	BIT(2)
+#define   VNIC_QP_STATUS_RX_ERROR	BIT(3)
+#define   VNIC_QP_STATUS_TX_CODE	GENMASK(15, 8)
+#define   VNIC_QP_STATUS_RX_CODE	GENMASK(23, 16)
+
+/* +0x10 QP_TX_TAIL (WO), +0x14 QP_RX_TAIL (WO): doorbells, the new tail */
+#define VNIC_QP_TX_TAIL			0x10
+#define VNIC_QP_RX_TAIL			0x14
+
+/*
+ * +0x18 QP_IRQ (WO): the queue pair's vector masks itself when it fires;
+ * REARM re-enables it, and fires it again at once if anything completed
+ * since the last interrupt.
+ */
+#define VNIC_QP_IRQ			0x18
+#define   VNIC_QP_IRQ_REARM		BIT(0)
+
+/* +0x1C QP_ITR (RW): interrupt moderation interval in us, 0 = off */
+#define VNIC_QP_ITR			0x1c
+#define   VNIC_QP_ITR_USECS		GENMASK(15, 0)
+#define   VNIC_QP_ITR_DEFAULT		20
+
+/*
+ * +0x20 QP_VLAN (WO): join VID (adds the switch entry own MAC + VID), or
+ * leave it with LEAVE. VID 0 is ignored; at most VNIC_QP_MAX_VLANS each.
+ */
+#define VNIC_QP_VLAN			0x20
+#define   VNIC_QP_VLAN_VID		GENMASK(11, 0)
+#define   VNIC_QP_VLAN_LEAVE		BIT(31)
+#define   VNIC_QP_MAX_VLANS		64
+
+/* +0x24 QP_TX_HEAD (RO), +0x28 QP_RX_HEAD (RO): the card's heads (debug) */
+#define VNIC_QP_TX_HEAD			0x24
+#define VNIC_QP_RX_HEAD			0x28
+
+/*
+ * Queue counters (RO, 64 bits, low dword first): the contexts' counters,
+ * kept in guest memory, so they restart from the values in the contexts
+ * when a queue is (re)started.
+ */
+#define VNIC_QP_TX_PACKETS		0x30
+#define VNIC_QP_TX_BYTES		0x38
+#define VNIC_QP_TX_DROPS		0x40
+#define VNIC_QP_TX_ERRORS		0x48
+#define VNIC_QP_RX_PACKETS		0x50
+#define VNIC_QP_RX_BYTES		0x58
+#define VNIC_QP_RX_DROPS		0x60
+#define VNIC_QP_RX_ERRORS		0x68
 
 #endif /* _VNIC_REGS_H_ */

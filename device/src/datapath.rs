@@ -13,8 +13,8 @@ use log::{debug, warn};
 
 use crate::card::Card;
 use crate::function::{SwitchOp, MISC_VECTORS};
+use crate::queue::Arrival;
 use crate::regs::FnStat;
-use crate::ring::RxOutcome;
 use crate::switch::{Decision, DropReason, Port};
 
 /// Frames one send queue may switch per turn of the event loop.
@@ -173,14 +173,15 @@ impl Card {
             return;
         };
         let fire = match qp.rx_put(lanes.name, lanes.dma, &self.scratch, now) {
-            Ok((RxOutcome::Delivered, fire)) => {
+            Ok(Arrival::Delivered { fire }) => {
                 lanes.counters.add(FnStat::RxPackets, 1);
                 lanes
                     .counters
                     .add(FnStat::RxBytes, self.scratch.len() as u64);
                 fire
             }
-            Ok(_) => {
+            Ok(Arrival::Buffered) => false,
+            Ok(Arrival::Dropped) => {
                 lanes.counters.add(FnStat::RxDrops, 1);
                 false
             }
@@ -442,18 +443,30 @@ mod tests {
     }
 
     #[test]
-    fn full_receive_ring_drops_counts_and_recovers() {
+    fn empty_receive_ring_buffers_then_drops_and_recovers() {
         let mut c = card();
         let mut a = Vm::attach(&mut c, 1, 8);
         let mut b = Vm::attach(&mut c, 2, 2);
-        let f = eth(mac(&c, 2, 0), mac(&c, 1, 0), None, 100);
-        a.send(&mut c, 0, &vec![f.clone(); 5]);
+        let f = eth(mac(&c, 2, 0), mac(&c, 1, 0), None, 1500);
+        // 2 buffers posted: 2 delivered, the rest wait in the card's
+        // packet buffer ...
+        a.send(&mut c, 0, &vec![f.clone(); 10]);
         assert_eq!(b.received(0).len(), 2);
-        assert_eq!(fn_stat(&c, 2, FnStat::RxDrops), 3);
-        assert_eq!(rd(&mut c, 2, qp_reg(0, 0x60)), 3, "RX_DROPS");
-        b.post(&mut c, 0, 4);
-        a.send(&mut c, 0, &vec![f; 3]);
-        assert_eq!(b.received(0).len(), 5, "no stall after the ring was full");
+        assert_eq!(fn_stat(&c, 2, FnStat::RxDrops), 0);
+        // ... until it is full: then frames are dropped and counted.
+        let per_buffer = crate::queue::RX_BUFFER_BYTES / 1500;
+        for _ in 0..(per_buffer / 50 + 1) {
+            a.send(&mut c, 0, &vec![f.clone(); 50]);
+        }
+        let sent = 10 + 50 * (per_buffer / 50 + 1);
+        let dropped = (sent - 2 - per_buffer) as u64;
+        assert_eq!(fn_stat(&c, 2, FnStat::RxDrops), dropped);
+        assert_eq!(rd(&mut c, 2, qp_reg(0, 0x60)) as u64, dropped, "RX_DROPS");
+        // Posting buffers drains the packet buffer in order; no stall.
+        b.post(&mut c, 0, 40);
+        assert_eq!(b.received(0).len(), 42);
+        assert_eq!(fn_stat(&c, 2, FnStat::RxPackets), 42);
+        assert!(b.received(0).iter().all(|r| *r == f));
     }
 
     #[test]

@@ -510,8 +510,15 @@ impl Function {
             }
             QpReg::TxTail => qp.tx_doorbell(name, dma, v),
             QpReg::RxTail => {
-                qp.rx_doorbell(name, dma, v);
-                QpEffect::None
+                let d = qp.rx_doorbell(name, dma, v, std::time::Instant::now());
+                self.counters.add(FnStat::RxPackets, d.packets);
+                self.counters.add(FnStat::RxBytes, d.bytes);
+                self.counters.add(FnStat::RxDrops, d.drops);
+                if d.fire {
+                    QpEffect::Interrupt
+                } else {
+                    QpEffect::None
+                }
             }
             QpReg::Irq if v & 1 != 0 => {
                 if qp.irq.rearm(std::time::Instant::now()) {

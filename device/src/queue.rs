@@ -5,6 +5,7 @@
 //! keeps a cached copy while the queue runs and writes it back after every
 //! batch, on stop, on reset and when the client goes away.
 
+use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 use bitfield_struct::bitfield;
@@ -17,6 +18,11 @@ use crate::switch::Mac;
 
 /// Default interrupt moderation interval (QP_ITR reset value), µs.
 pub const DEFAULT_ITR_US: u16 = 20;
+/// The card's receive packet buffer per queue: frames that arrive while the
+/// driver has no buffer posted wait here (as in a NIC's on-chip packet
+/// buffer) and go out with the next receive doorbell. Only when it is full
+/// are frames dropped.
+pub const RX_BUFFER_BYTES: usize = 256 * 1024;
 
 /// QP_CTRL.
 #[bitfield(u32)]
@@ -244,6 +250,30 @@ pub struct QueuePair {
     pub irq: Moderation,
     /// The send doorbell rang; the card has frames to switch.
     pub tx_kicked: bool,
+    /// Frames waiting for receive buffers, oldest first.
+    rx_backlog: VecDeque<Vec<u8>>,
+    rx_backlog_bytes: usize,
+}
+
+/// What became of a frame offered to a receive queue.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Arrival {
+    /// In a receive buffer; `fire`: raise the queue pair's interrupt.
+    Delivered { fire: bool },
+    /// Held in the card's receive packet buffer.
+    Buffered,
+    /// Lost (queue stopped, packet buffer full, frame longer than the
+    /// posted buffer) and counted.
+    Dropped,
+}
+
+/// Frames moved from the packet buffer into receive buffers.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Drained {
+    pub packets: u64,
+    pub bytes: u64,
+    pub drops: u64,
+    pub fire: bool,
 }
 
 /// What a queue-pair register write asks of the rest of the card.
@@ -267,7 +297,14 @@ impl QueuePair {
             rx: Queue::new(ServiceType::ReceiveQueue),
             irq: Moderation::new(),
             tx_kicked: false,
+            rx_backlog: VecDeque::new(),
+            rx_backlog_bytes: 0,
         }
+    }
+
+    /// Bytes held in the receive packet buffer.
+    pub fn rx_buffered(&self) -> usize {
+        self.rx_backlog_bytes
     }
 
     pub fn ctrl(&self) -> QpCtrl {
@@ -304,6 +341,8 @@ impl QueuePair {
             }
         } else if !v.rx_enable() && old.rx_enable() {
             self.rx.stop(dma);
+            self.rx_backlog.clear();
+            self.rx_backlog_bytes = 0;
         }
         if v.tx_enable() && !old.tx_enable() {
             if let Err(e) = self.tx.start(dma, bat, q) {
@@ -374,13 +413,18 @@ impl QueuePair {
         }
     }
 
-    pub fn rx_doorbell(&mut self, who: &str, dma: &DmaSpace, v: u32) {
+    /// A receive doorbell: new buffers, which frames waiting in the packet
+    /// buffer fill first.
+    pub fn rx_doorbell(&mut self, who: &str, dma: &DmaSpace, v: u32, now: Instant) -> Drained {
         match self.rx.doorbell(v) {
-            Ok(true) => self.rx.dirty = true,
-            Ok(false) => {}
+            Ok(true) => {
+                self.rx.dirty = true;
+                self.rx_drain(who, dma, now).unwrap_or_default()
+            }
+            Ok(false) => Drained::default(),
             Err(e) => {
-                self.report(who, "receive", e);
-                self.rx.fail(dma, e);
+                self.rx_failed(who, dma, e);
+                Drained::default()
             }
         }
     }
@@ -440,40 +484,108 @@ impl QueuePair {
         Ok(self.irq.event(now))
     }
 
-    /// Offers a frame to the receive queue.
+    /// Offers a frame to the receive queue: into the next posted buffer, or
+    /// the packet buffer if the driver has none posted (or frames already
+    /// wait there, to keep the order).
     pub fn rx_put(
         &mut self,
         who: &str,
         dma: &DmaSpace,
         frame: &[u8],
         now: Instant,
-    ) -> Result<(RxOutcome, bool), QueueError> {
+    ) -> Result<Arrival, QueueError> {
         let Some(ring) = self.rx.ring.as_mut() else {
-            return Ok((RxOutcome::NoBuffer, false));
+            self.rx.ctx.drops += 1;
+            return Ok(Arrival::Dropped);
         };
+        if !self.rx_backlog.is_empty() {
+            return Ok(self.buffer(frame));
+        }
         let outcome = match ring::rx_put(ring, dma, frame) {
             Ok(o) => o,
             Err(e) => {
-                let at = ring.head;
-                ring::mark_error(ring, dma, at, e);
-                self.report(who, "receive", e);
-                self.rx.fail(dma, e);
+                self.rx_failed(who, dma, e);
                 return Err(e);
             }
         };
-        let c = &mut self.rx.ctx;
         self.rx.dirty = true;
-        match outcome {
+        Ok(match outcome {
             RxOutcome::Delivered => {
-                c.packets += 1;
-                c.bytes += frame.len() as u64;
-                Ok((outcome, self.irq.event(now)))
+                self.rx.ctx.packets += 1;
+                self.rx.ctx.bytes += frame.len() as u64;
+                Arrival::Delivered {
+                    fire: self.irq.event(now),
+                }
             }
-            _ => {
-                c.drops += 1;
-                Ok((outcome, false))
+            RxOutcome::NoBuffer => self.buffer(frame),
+            RxOutcome::TooLong => {
+                self.rx.ctx.drops += 1;
+                Arrival::Dropped
             }
+        })
+    }
+
+    fn buffer(&mut self, frame: &[u8]) -> Arrival {
+        if self.rx_backlog_bytes + frame.len() > RX_BUFFER_BYTES {
+            self.rx.ctx.drops += 1;
+            self.rx.dirty = true;
+            return Arrival::Dropped;
         }
+        self.rx_backlog_bytes += frame.len();
+        self.rx_backlog.push_back(frame.to_vec());
+        Arrival::Buffered
+    }
+
+    fn rx_failed(&mut self, who: &str, dma: &DmaSpace, e: QueueError) {
+        if let Some(ring) = self.rx.ring.as_ref() {
+            ring::mark_error(ring, dma, ring.head, e);
+        }
+        self.report(who, "receive", e);
+        self.rx.fail(dma, e);
+        self.rx_backlog.clear();
+        self.rx_backlog_bytes = 0;
+    }
+
+    /// After a receive doorbell: moves waiting frames into the buffers the
+    /// driver just posted.
+    pub fn rx_drain(
+        &mut self,
+        who: &str,
+        dma: &DmaSpace,
+        now: Instant,
+    ) -> Result<Drained, QueueError> {
+        let mut d = Drained::default();
+        while let Some(frame) = self.rx_backlog.front() {
+            let Some(ring) = self.rx.ring.as_mut() else {
+                break;
+            };
+            match ring::rx_put(ring, dma, frame) {
+                Ok(RxOutcome::NoBuffer) => break,
+                Ok(RxOutcome::Delivered) => {
+                    d.packets += 1;
+                    d.bytes += frame.len() as u64;
+                }
+                Ok(RxOutcome::TooLong) => d.drops += 1,
+                Err(e) => {
+                    self.rx_failed(who, dma, e);
+                    return Err(e);
+                }
+            }
+            let len = frame.len();
+            self.rx_backlog.pop_front();
+            self.rx_backlog_bytes -= len;
+        }
+        if d.packets + d.drops > 0 {
+            let c = &mut self.rx.ctx;
+            c.packets += d.packets;
+            c.bytes += d.bytes;
+            c.drops += d.drops;
+            self.rx.dirty = true;
+        }
+        if d.packets > 0 {
+            d.fire = self.irq.event(now);
+        }
+        Ok(d)
     }
 }
 
@@ -586,9 +698,12 @@ mod tests {
             let b = s.drv.alloc(2048, 64);
             s.drv.put_rx(s.rx, i, b, 2048);
         }
-        qp.rx_doorbell("t", s.drv.dma(), 4);
+        qp.rx_doorbell("t", s.drv.dma(), 4, Instant::now());
         let now = Instant::now();
-        qp.rx_put("t", s.drv.dma(), &frame(80), now).unwrap();
+        assert!(matches!(
+            qp.rx_put("t", s.drv.dma(), &frame(80), now),
+            Ok(Arrival::Delivered { .. })
+        ));
         qp.flush(s.drv.dma());
         // A second card (or the same after a VCT write) given only the BAT.
         let mut again = QueuePair::new(1, Mac::default());

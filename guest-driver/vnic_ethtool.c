@@ -1,0 +1,250 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * vnic - ethtool operations.
+ *
+ * A netdev is one queue pair, so -l reports one combined channel. -S shows
+ * the card's counters of this queue pair (its contexts' counters, read from
+ * the queue pair's area in BAR0), the function-wide counters the switch
+ * keeps (shared by every netdev of the function, hence the fn_ prefix) and
+ * the driver's own counters (sw_). -C rx-usecs is the card's interrupt
+ * moderation interval QP_ITR; -G changes the ring sizes.
+ */
+#include <linux/bitfield.h>
+#include <linux/ethtool.h>
+#include <linux/log2.h>
+#include <linux/netdevice.h>
+
+#include "vnic.h"
+
+struct vnic_reg_stat {
+	char name[ETH_GSTRING_LEN];
+	u32 reg;
+};
+
+/* This queue pair's counters: offsets inside its area */
+static const struct vnic_reg_stat vnic_qp_stats[] = {
+	{ "tx_packets",		VNIC_QP_TX_PACKETS },
+	{ "tx_bytes",		VNIC_QP_TX_BYTES },
+	{ "tx_drops",		VNIC_QP_TX_DROPS },
+	{ "tx_errors",		VNIC_QP_TX_ERRORS },
+	{ "rx_packets",		VNIC_QP_RX_PACKETS },
+	{ "rx_bytes",		VNIC_QP_RX_BYTES },
+	{ "rx_drops",		VNIC_QP_RX_DROPS },
+	{ "rx_errors",		VNIC_QP_RX_ERRORS },
+};
+
+/* The function's counters: BAR0 offsets */
+static const struct vnic_reg_stat vnic_fn_stats[] = {
+	{ "fn_tx_drops",	VNIC_REG_FN_TX_DROPS },
+	{ "fn_rx_drops",	VNIC_REG_FN_RX_DROPS },
+	{ "fn_spoof_drops",	VNIC_REG_FN_SPOOF_DROPS },
+	{ "fn_vlan_drops",	VNIC_REG_FN_VLAN_DROPS },
+	{ "fn_to_uplink",	VNIC_REG_FN_TO_UPLINK },
+	{ "fn_queue_errors",	VNIC_REG_FN_QUEUE_ERRORS },
+};
+
+/* The driver's counters, in the order vnic_get_sw_stats() fills them */
+static const char vnic_sw_stats[][ETH_GSTRING_LEN] = {
+	"sw_tx_busy",
+	"sw_tx_stopped",
+	"sw_tx_dropped",
+	"sw_tx_switch_drops",
+	"sw_tx_desc_errors",
+	"sw_rx_alloc_fail",
+	"sw_rx_bad_len",
+	"sw_napi_polls",
+	"sw_restarts",
+};
+
+#define VNIC_NUM_QP_STATS	ARRAY_SIZE(vnic_qp_stats)
+#define VNIC_NUM_FN_STATS	ARRAY_SIZE(vnic_fn_stats)
+#define VNIC_NUM_SW_STATS	ARRAY_SIZE(vnic_sw_stats)
+#define VNIC_NUM_STATS		(VNIC_NUM_QP_STATS + VNIC_NUM_FN_STATS + \
+				 VNIC_NUM_SW_STATS)
+
+static void vnic_get_drvinfo(struct net_device *netdev,
+			     struct ethtool_drvinfo *info)
+{
+	struct vnic_port *port = netdev_priv(netdev);
+	struct vnic_priv *priv = port->priv;
+
+	strscpy(info->driver, VNIC_DRV_NAME, sizeof(info->driver));
+	strscpy(info->bus_info, pci_name(priv->pdev), sizeof(info->bus_info));
+	/* The card has no firmware: report its register interface version */
+	snprintf(info->fw_version, sizeof(info->fw_version), "%u.%u",
+		 VNIC_VERSION_MAJOR(priv->version),
+		 VNIC_VERSION_MINOR(priv->version));
+}
+
+static int vnic_get_sset_count(struct net_device *netdev, int sset)
+{
+	switch (sset) {
+	case ETH_SS_STATS:
+		return VNIC_NUM_STATS;
+	default:
+		return -EOPNOTSUPP;
+	}
+}
+
+static void vnic_get_strings(struct net_device *netdev, u32 sset, u8 *data)
+{
+	unsigned int i;
+
+	if (sset != ETH_SS_STATS)
+		return;
+
+	for (i = 0; i < VNIC_NUM_QP_STATS; i++) {
+		memcpy(data, vnic_qp_stats[i].name, ETH_GSTRING_LEN);
+		data += ETH_GSTRING_LEN;
+	}
+	for (i = 0; i < VNIC_NUM_FN_STATS; i++) {
+		memcpy(data, vnic_fn_stats[i].name, ETH_GSTRING_LEN);
+		data += ETH_GSTRING_LEN;
+	}
+	for (i = 0; i < VNIC_NUM_SW_STATS; i++) {
+		memcpy(data, vnic_sw_stats[i], ETH_GSTRING_LEN);
+		data += ETH_GSTRING_LEN;
+	}
+}
+
+static void vnic_get_sw_stats(struct vnic_port *port, u64 *data)
+{
+	struct vnic_napi_stats *ns = &port->nstats;
+	struct vnic_xmit_stats *xs = &port->xstats;
+	unsigned int start;
+
+	do {
+		start = u64_stats_fetch_begin(&xs->syncp);
+		data[0] = u64_stats_read(&xs->busy);
+		data[1] = u64_stats_read(&xs->stopped);
+		data[2] = u64_stats_read(&xs->dropped);
+	} while (u64_stats_fetch_retry(&xs->syncp, start));
+
+	do {
+		start = u64_stats_fetch_begin(&ns->syncp);
+		data[3] = u64_stats_read(&ns->tx_switch_drops);
+		data[4] = u64_stats_read(&ns->tx_desc_errors);
+		data[5] = u64_stats_read(&ns->rx_alloc_fail);
+		data[6] = u64_stats_read(&ns->rx_bad_len);
+		data[7] = u64_stats_read(&ns->polls);
+	} while (u64_stats_fetch_retry(&ns->syncp, start));
+
+	data[8] = port->restarts;
+}
+
+static void vnic_get_ethtool_stats(struct net_device *netdev,
+				   struct ethtool_stats *stats, u64 *data)
+{
+	struct vnic_port *port = netdev_priv(netdev);
+	unsigned int i;
+
+	for (i = 0; i < VNIC_NUM_QP_STATS; i++)
+		*data++ = vnic_qp_rd64(port, vnic_qp_stats[i].reg);
+	for (i = 0; i < VNIC_NUM_FN_STATS; i++)
+		*data++ = vnic_rd64(port->priv, vnic_fn_stats[i].reg);
+	vnic_get_sw_stats(port, data);
+}
+
+static void vnic_get_channels(struct net_device *netdev,
+			      struct ethtool_channels *ch)
+{
+	ch->max_combined = 1;
+	ch->combined_count = 1;
+}
+
+static void vnic_get_ringparam(struct net_device *netdev,
+			       struct ethtool_ringparam *ring,
+			       struct kernel_ethtool_ringparam *kring,
+			       struct netlink_ext_ack *extack)
+{
+	struct vnic_port *port = netdev_priv(netdev);
+
+	ring->rx_max_pending = VNIC_RING_MAX;
+	ring->tx_max_pending = VNIC_RING_MAX;
+	ring->rx_pending = port->rx_ring_size;
+	ring->tx_pending = port->tx_ring_size;
+}
+
+static int vnic_set_ringparam(struct net_device *netdev,
+			      struct ethtool_ringparam *ring,
+			      struct kernel_ethtool_ringparam *kring,
+			      struct netlink_ext_ack *extack)
+{
+	struct vnic_port *port = netdev_priv(netdev);
+	u32 old_rx = port->rx_ring_size, old_tx = port->tx_ring_size;
+	int err;
+
+	if (ring->rx_mini_pending || ring->rx_jumbo_pending)
+		return -EINVAL;
+	if (!is_power_of_2(ring->rx_pending) ||
+	    !is_power_of_2(ring->tx_pending) ||
+	    ring->rx_pending < VNIC_RING_MIN ||
+	    ring->tx_pending < VNIC_RING_MIN) {
+		NL_SET_ERR_MSG_MOD(extack,
+				   "ring sizes must be powers of two, 8 to 4096");
+		return -EINVAL;
+	}
+	if (ring->rx_pending == old_rx && ring->tx_pending == old_tx)
+		return 0;
+
+	port->rx_ring_size = ring->rx_pending;
+	port->tx_ring_size = ring->tx_pending;
+	err = vnic_port_restart(port);
+	if (err) {
+		port->rx_ring_size = old_rx;
+		port->tx_ring_size = old_tx;
+		if (vnic_port_restart(port))
+			netdev_err(netdev, "cannot restart with the old ring sizes either\n");
+	}
+	return err;
+}
+
+static int vnic_get_coalesce(struct net_device *netdev,
+			     struct ethtool_coalesce *ec,
+			     struct kernel_ethtool_coalesce *kec,
+			     struct netlink_ext_ack *extack)
+{
+	struct vnic_port *port = netdev_priv(netdev);
+
+	ec->rx_coalesce_usecs = port->itr;
+	return 0;
+}
+
+static int vnic_set_coalesce(struct net_device *netdev,
+			     struct ethtool_coalesce *ec,
+			     struct kernel_ethtool_coalesce *kec,
+			     struct netlink_ext_ack *extack)
+{
+	struct vnic_port *port = netdev_priv(netdev);
+
+	if (ec->rx_coalesce_usecs > FIELD_MAX(VNIC_QP_ITR_USECS)) {
+		NL_SET_ERR_MSG_MOD(extack, "rx-usecs must be at most 65535");
+		return -EINVAL;
+	}
+	port->itr = ec->rx_coalesce_usecs;
+	vnic_qp_wr32(port, VNIC_QP_ITR, port->itr);
+	return 0;
+}
+
+static const struct ethtool_ops vnic_ethtool_ops = {
+	.supported_coalesce_params = ETHTOOL_COALESCE_RX_USECS,
+	.get_drvinfo = vnic_get_drvinfo,
+	.get_link = ethtool_op_get_link,
+	.get_sset_count = vnic_get_sset_count,
+	.get_strings = vnic_get_strings,
+	.get_ethtool_stats = vnic_get_ethtool_stats,
+	.get_channels = vnic_get_channels,
+	.get_ringparam = vnic_get_ringparam,
+	.set_ringparam = vnic_set_ringparam,
+	.get_coalesce = vnic_get_coalesce,
+	.set_coalesce = vnic_set_coalesce,
+};
+
+/**
+ * vnic_set_ethtool_ops - attach the ethtool operations to a port's netdev
+ * @netdev: the netdev
+ */
+void vnic_set_ethtool_ops(struct net_device *netdev)
+{
+	netdev->ethtool_ops = &vnic_ethtool_ops;
+}

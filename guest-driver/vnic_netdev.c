@@ -1,0 +1,538 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * vnic - one netdev per enabled queue pair.
+ *
+ * A VF serves several vNICs of one VM: QP_NUM queue pairs, each its own
+ * netdev with its own MAC (QP_MAC), MSI-X vector and rings. The PF has one.
+ * dev_port tells the netdevs of one function apart.
+ *
+ * Starting a port allocates its rings, writes ring base and size into the
+ * queue pair's two contexts in guest memory and enables both queues with
+ * QP_CTRL; the card loads the contexts through the VCT. Stopping disables
+ * the queues (the card writes the contexts back and forgets them) before
+ * any buffer is freed. Everything that starts or stops a port runs under
+ * RTNL.
+ */
+#include <linux/bitfield.h>
+#include <linux/delay.h>
+#include <linux/etherdevice.h>
+#include <linux/if_vlan.h>
+#include <linux/netdevice.h>
+#include <linux/slab.h>
+#include <asm/unaligned.h>
+
+#include "vnic.h"
+
+/**
+ * vnic_qerr_name - name of a queue error code
+ * @code: VNIC_QERR_*
+ *
+ * Return: a short name for logs.
+ */
+const char *vnic_qerr_name(u32 code)
+{
+	switch (code) {
+	case VNIC_QERR_NONE:
+		return "none";
+	case VNIC_QERR_RING:
+		return "ring";
+	case VNIC_QERR_DMA:
+		return "dma";
+	case VNIC_QERR_LENGTH:
+		return "length";
+	case VNIC_QERR_INDEX:
+		return "index";
+	case VNIC_QERR_CHAIN:
+		return "chain";
+	case VNIC_QERR_CONTEXT:
+		return "context";
+	default:
+		return "unknown";
+	}
+}
+
+static void vnic_log_qp_status(struct vnic_port *port, const char *what,
+			       u32 status)
+{
+	u32 tx_code = FIELD_GET(VNIC_QP_STATUS_TX_CODE, status);
+	u32 rx_code = FIELD_GET(VNIC_QP_STATUS_RX_CODE, status);
+
+	if (status == ~0U) {
+		netdev_err(port->netdev, "%s: QP_STATUS reads all-ones: the card does not answer for queue pair %u\n",
+			   what, port->q);
+		return;
+	}
+	netdev_err(port->netdev,
+		   "%s: QP_STATUS 0x%08x: send %s%s (error %u, %s), receive %s%s (error %u, %s)\n",
+		   what, status,
+		   status & VNIC_QP_STATUS_TX_RUNNING ? "running" : "stopped",
+		   status & VNIC_QP_STATUS_TX_ERROR ? ", failed" : "",
+		   tx_code, vnic_qerr_name(tx_code),
+		   status & VNIC_QP_STATUS_RX_RUNNING ? "running" : "stopped",
+		   status & VNIC_QP_STATUS_RX_ERROR ? ", failed" : "",
+		   rx_code, vnic_qerr_name(rx_code));
+}
+
+/*
+ * Wait until QP_STATUS shows both queues in the state QP_CTRL asked for.
+ * The card normally has by the time the read returns, since the read follows
+ * the write on the same channel; the loop tolerates a card that is slower.
+ */
+static int vnic_qp_wait(struct vnic_port *port, bool running, u32 *status)
+{
+	const u32 both = VNIC_QP_STATUS_TX_RUNNING | VNIC_QP_STATUS_RX_RUNNING;
+	const u32 errs = VNIC_QP_STATUS_TX_ERROR | VNIC_QP_STATUS_RX_ERROR;
+	unsigned long timeout = jiffies +
+				msecs_to_jiffies(VNIC_QP_CTRL_TIMEOUT_MS);
+
+	for (;;) {
+		*status = vnic_qp_rd32(port, VNIC_QP_STATUS);
+		if (*status == ~0U)
+			return -ENODEV;
+		if (running && (*status & errs))
+			return -EIO;
+		if ((*status & both) == (running ? both : 0))
+			return 0;
+		if (time_after(jiffies, timeout))
+			return -ETIMEDOUT;
+		usleep_range(1000, 2000);
+	}
+}
+
+static int vnic_qp_enable(struct vnic_port *port)
+{
+	u32 status;
+	int err;
+
+	vnic_qp_wr32(port, VNIC_QP_CTRL,
+		     VNIC_QP_CTRL_TX_ENABLE | VNIC_QP_CTRL_RX_ENABLE);
+	err = vnic_qp_wait(port, true, &status);
+	if (err) {
+		vnic_log_qp_status(port, "cannot start the queues", status);
+		vnic_qp_wr32(port, VNIC_QP_CTRL, 0);
+		vnic_qp_rd32(port, VNIC_QP_STATUS);
+	}
+	return err;
+}
+
+static void vnic_qp_disable(struct vnic_port *port)
+{
+	u32 status;
+	int err;
+
+	vnic_qp_wr32(port, VNIC_QP_CTRL, 0);
+	/*
+	 * The card must have stopped before the rings are freed. A card that
+	 * does not answer cannot DMA either; one that still says running is
+	 * logged, and the rings are freed regardless.
+	 */
+	err = vnic_qp_wait(port, false, &status);
+	if (err && err != -ENODEV)
+		vnic_log_qp_status(port, "queues still running after disable",
+				   status);
+}
+
+/* Allocate the rings, start the card's queues, start the netdev queue. */
+static int vnic_port_start(struct vnic_port *port)
+{
+	struct vnic_priv *priv = port->priv;
+	struct net_device *netdev = port->netdev;
+	int err;
+
+	if (port->up)
+		return 0;
+
+	if (!priv->state.vct_ok) {
+		/* The card rejected (or ignored) the BAT at probe: retry */
+		err = vnic_state_write_vct(priv);
+		if (err) {
+			netdev_err(netdev, "the card has no usable VCT entry, cannot start the queues\n");
+			return err;
+		}
+	}
+
+	err = vnic_tx_ring_alloc(port);
+	if (err)
+		goto err_out;
+	err = vnic_rx_ring_alloc(port);
+	if (err)
+		goto err_free_tx;
+
+	vnic_state_ctx_reset(priv, port->sq_ctx, port->tx.dma, port->tx.size);
+	vnic_state_ctx_reset(priv, port->rq_ctx, port->rx.dma, port->rx.size);
+
+	napi_enable(&port->napi);
+	vnic_qp_wr32(port, VNIC_QP_ITR, port->itr);
+
+	err = vnic_qp_enable(port);
+	if (err)
+		goto err_napi_disable;
+
+	vnic_rx_post_all(port);
+	/* A vector that fired while the port was down stays masked: rearm */
+	vnic_qp_wr32(port, VNIC_QP_IRQ, VNIC_QP_IRQ_REARM);
+
+	port->up = true;
+	if (vnic_rd32(priv, VNIC_REG_STATUS) & VNIC_STATUS_LINK_UP)
+		netif_carrier_on(netdev);
+	else
+		netif_carrier_off(netdev);
+	/* Wake, not start: after a restart the qdisc may hold frames */
+	netif_wake_queue(netdev);
+	return 0;
+
+err_napi_disable:
+	napi_disable(&port->napi);
+	vnic_rx_ring_free(port);
+err_free_tx:
+	vnic_tx_ring_free(port);
+err_out:
+	netdev_err(netdev, "cannot start queue pair %u: %d\n", port->q, err);
+	return err;
+}
+
+/* Stop the netdev queue and the card's queues, then free the rings. */
+static void vnic_port_stop(struct vnic_port *port)
+{
+	struct net_device *netdev = port->netdev;
+
+	if (!port->up)
+		return;
+	port->up = false;
+
+	netif_carrier_off(netdev);
+	/* NAPI first, so that it cannot wake the queue stopped below */
+	napi_disable(&port->napi);
+	netif_tx_disable(netdev);
+	vnic_qp_disable(port);
+
+	vnic_tx_ring_free(port);
+	vnic_rx_ring_free(port);
+}
+
+/**
+ * vnic_port_restart - stop and start a port whose netdev is running
+ * @port: the port; RTNL held
+ *
+ * Used when the MTU or the ring sizes change, and to recover a queue.
+ *
+ * Return: 0 or the negative errno of the start.
+ */
+int vnic_port_restart(struct vnic_port *port)
+{
+	ASSERT_RTNL();
+	if (!netif_running(port->netdev))
+		return 0;
+	vnic_port_stop(port);
+	return vnic_port_start(port);
+}
+
+static int vnic_open(struct net_device *netdev)
+{
+	return vnic_port_start(netdev_priv(netdev));
+}
+
+static int vnic_stop(struct net_device *netdev)
+{
+	vnic_port_stop(netdev_priv(netdev));
+	return 0;
+}
+
+static int vnic_change_mtu(struct net_device *netdev, int new_mtu)
+{
+	struct vnic_port *port = netdev_priv(netdev);
+	int old_mtu = netdev->mtu;
+	int err;
+
+	/* The receive buffers are sized for the MTU: rebuild them */
+	netdev->mtu = new_mtu;
+	err = vnic_port_restart(port);
+	if (err) {
+		netdev->mtu = old_mtu;
+		if (vnic_port_restart(port))
+			netdev_err(netdev, "cannot restart with the old MTU %d either\n",
+				   old_mtu);
+	}
+	return err;
+}
+
+static int vnic_vlan_rx_add_vid(struct net_device *netdev, __be16 proto,
+				u16 vid)
+{
+	struct vnic_port *port = netdev_priv(netdev);
+
+	/* VID 0 (priority tags) counts as untagged on the card */
+	if (!vid || test_bit(vid, port->active_vlans))
+		return 0;
+	if (port->nr_vlans >= VNIC_QP_MAX_VLANS) {
+		netdev_err(netdev, "cannot join VLAN %u: the card allows %u VLANs per vNIC\n",
+			   vid, VNIC_QP_MAX_VLANS);
+		return -ENOSPC;
+	}
+	vnic_qp_wr32(port, VNIC_QP_VLAN, FIELD_PREP(VNIC_QP_VLAN_VID, vid));
+	set_bit(vid, port->active_vlans);
+	port->nr_vlans++;
+	return 0;
+}
+
+static int vnic_vlan_rx_kill_vid(struct net_device *netdev, __be16 proto,
+				 u16 vid)
+{
+	struct vnic_port *port = netdev_priv(netdev);
+
+	if (!vid || !test_bit(vid, port->active_vlans))
+		return 0;
+	vnic_qp_wr32(port, VNIC_QP_VLAN,
+		     FIELD_PREP(VNIC_QP_VLAN_VID, vid) | VNIC_QP_VLAN_LEAVE);
+	clear_bit(vid, port->active_vlans);
+	port->nr_vlans--;
+	return 0;
+}
+
+static void vnic_get_stats64(struct net_device *netdev,
+			     struct rtnl_link_stats64 *s)
+{
+	struct vnic_port *port = netdev_priv(netdev);
+	struct vnic_napi_stats *ns = &port->nstats;
+	struct vnic_xmit_stats *xs = &port->xstats;
+	u64 switch_drops, desc_errors, alloc_fail, bad_len, dropped;
+	unsigned int start;
+
+	do {
+		start = u64_stats_fetch_begin(&ns->syncp);
+		s->rx_packets = u64_stats_read(&ns->rx_packets);
+		s->rx_bytes = u64_stats_read(&ns->rx_bytes);
+		s->tx_packets = u64_stats_read(&ns->tx_packets);
+		s->tx_bytes = u64_stats_read(&ns->tx_bytes);
+		switch_drops = u64_stats_read(&ns->tx_switch_drops);
+		desc_errors = u64_stats_read(&ns->tx_desc_errors);
+		alloc_fail = u64_stats_read(&ns->rx_alloc_fail);
+		bad_len = u64_stats_read(&ns->rx_bad_len);
+	} while (u64_stats_fetch_retry(&ns->syncp, start));
+
+	do {
+		start = u64_stats_fetch_begin(&xs->syncp);
+		dropped = u64_stats_read(&xs->dropped);
+	} while (u64_stats_fetch_retry(&xs->syncp, start));
+
+	s->tx_dropped = dropped + switch_drops;
+	s->tx_errors = desc_errors;
+	s->rx_dropped = alloc_fail;
+	s->rx_errors = bad_len;
+	s->rx_length_errors = bad_len;
+}
+
+static void vnic_tx_timeout(struct net_device *netdev, unsigned int txqueue)
+{
+	struct vnic_port *port = netdev_priv(netdev);
+	struct vnic_queue_ctx *ctx = port->sq_ctx;
+	struct vnic_tx_ring *tx = &port->tx;
+
+	netdev_err(netdev, "transmit timeout: tail %u, next to clean %u, card head %u, QP_STATUS 0x%08x, send context state 0x%x head %u tail %u error %u; restarting the queues\n",
+		   READ_ONCE(tx->tail), READ_ONCE(tx->next_to_clean),
+		   vnic_qp_rd32(port, VNIC_QP_TX_HEAD),
+		   vnic_qp_rd32(port, VNIC_QP_STATUS),
+		   le16_to_cpu(READ_ONCE(ctx->state)),
+		   le16_to_cpu(READ_ONCE(ctx->head)),
+		   le16_to_cpu(READ_ONCE(ctx->tail)), READ_ONCE(ctx->error));
+	schedule_work(&port->reset_task);
+}
+
+static void vnic_reset_task(struct work_struct *work)
+{
+	struct vnic_port *port = container_of(work, struct vnic_port,
+					      reset_task);
+
+	rtnl_lock();
+	if (netif_running(port->netdev)) {
+		port->restarts++;
+		if (vnic_port_restart(port))
+			netdev_err(port->netdev, "restart failed; set the link down and up to retry\n");
+	}
+	rtnl_unlock();
+}
+
+static const struct net_device_ops vnic_netdev_ops = {
+	.ndo_open = vnic_open,
+	.ndo_stop = vnic_stop,
+	.ndo_start_xmit = vnic_start_xmit,
+	.ndo_get_stats64 = vnic_get_stats64,
+	/* Software only: the card keeps filtering on its own MAC */
+	.ndo_set_mac_address = eth_mac_addr,
+	.ndo_validate_addr = eth_validate_addr,
+	.ndo_change_mtu = vnic_change_mtu,
+	.ndo_vlan_rx_add_vid = vnic_vlan_rx_add_vid,
+	.ndo_vlan_rx_kill_vid = vnic_vlan_rx_kill_vid,
+	.ndo_tx_timeout = vnic_tx_timeout,
+};
+
+static void vnic_port_read_mac(struct vnic_port *port)
+{
+	struct net_device *netdev = port->netdev;
+	u8 mac[ETH_ALEN];
+
+	put_unaligned_le32(vnic_qp_rd32(port, VNIC_QP_MAC_LO), &mac[0]);
+	put_unaligned_le16(vnic_qp_rd32(port, VNIC_QP_MAC_HI) & 0xffff,
+			   &mac[4]);
+	if (is_valid_ether_addr(mac)) {
+		eth_hw_addr_set(netdev, mac);
+		return;
+	}
+	eth_hw_addr_random(netdev);
+	pci_warn(port->priv->pdev, "card reports an invalid MAC %pM for queue pair %u, using %pM\n",
+		 mac, port->q, netdev->dev_addr);
+}
+
+static void vnic_port_destroy(struct vnic_port *port)
+{
+	unregister_netdev(port->netdev);
+	/* Closed now, so the watchdog cannot queue the task again */
+	cancel_work_sync(&port->reset_task);
+	vnic_qp_irq_free(port);
+	netif_napi_del(&port->napi);
+	free_netdev(port->netdev);
+}
+
+static struct vnic_port *vnic_port_create(struct vnic_priv *priv, u32 q)
+{
+	struct pci_dev *pdev = priv->pdev;
+	struct net_device *netdev;
+	struct vnic_port *port;
+	u32 itr;
+	int err;
+
+	netdev = alloc_etherdev(sizeof(*port));
+	if (!netdev)
+		return ERR_PTR(-ENOMEM);
+	SET_NETDEV_DEV(netdev, &pdev->dev);
+
+	port = netdev_priv(netdev);
+	port->priv = priv;
+	port->netdev = netdev;
+	port->q = q;
+	port->qp_regs = priv->regs + VNIC_QP_REG(q, 0);
+	port->tx_ring_size = VNIC_TX_RING_DEFAULT;
+	port->rx_ring_size = VNIC_RX_RING_DEFAULT;
+	port->sq_ctx = vnic_state_ctx(priv, VNIC_SVC_SQ_CTX, q);
+	port->rq_ctx = vnic_state_ctx(priv, VNIC_SVC_RQ_CTX, q);
+	if (!port->sq_ctx || !port->rq_ctx) {
+		err = -EINVAL;
+		goto err_free_netdev;
+	}
+	u64_stats_init(&port->nstats.syncp);
+	u64_stats_init(&port->xstats.syncp);
+	INIT_WORK(&port->reset_task, vnic_reset_task);
+
+	itr = vnic_qp_rd32(port, VNIC_QP_ITR);
+	port->itr = itr == ~0U ? VNIC_QP_ITR_DEFAULT :
+		    FIELD_GET(VNIC_QP_ITR_USECS, itr);
+
+	netdev->netdev_ops = &vnic_netdev_ops;
+	vnic_set_ethtool_ops(netdev);
+	netdev->watchdog_timeo = 5 * HZ;
+	netdev->dev_port = q;
+	netdev->min_mtu = ETH_MIN_MTU;
+	netdev->max_mtu = VNIC_MAX_MTU;
+	/*
+	 * No scatter-gather, checksum or VLAN offload: one linear buffer per
+	 * frame, tags in-band. The VLAN filter is the card's switch, joined
+	 * through QP_VLAN.
+	 */
+	netdev->features = NETIF_F_HW_VLAN_CTAG_FILTER | NETIF_F_HIGHDMA;
+	netdev->hw_features = 0;
+	/* The MAC is the stack's business only, so it may change while up */
+	netdev->priv_flags |= IFF_LIVE_ADDR_CHANGE;
+	vnic_port_read_mac(port);
+
+	netif_napi_add(netdev, &port->napi, vnic_napi_poll);
+
+	err = vnic_qp_irq_request(port);
+	if (err)
+		goto err_napi_del;
+
+	netif_carrier_off(netdev);
+	err = register_netdev(netdev);
+	if (err) {
+		pci_err(pdev, "cannot register the netdev of queue pair %u: %d\n",
+			q, err);
+		goto err_irq_free;
+	}
+
+	netdev_info(netdev, "queue pair %u, MAC %pM, IRQ %s\n", q,
+		    netdev->dev_addr, port->irq_name);
+	return port;
+
+err_irq_free:
+	vnic_qp_irq_free(port);
+err_napi_del:
+	netif_napi_del(&port->napi);
+err_free_netdev:
+	free_netdev(netdev);
+	return ERR_PTR(err);
+}
+
+/**
+ * vnic_netdevs_create - register a netdev for each enabled queue pair
+ * @priv: driver state; MSI-X vectors allocated, context tables built
+ *
+ * Return: 0 or a negative errno; on error no netdev is left.
+ */
+int vnic_netdevs_create(struct vnic_priv *priv)
+{
+	struct pci_dev *pdev = priv->pdev;
+	struct vnic_port *port;
+	u32 n = priv->qp_num;
+	int err;
+
+	/* Queue pair q needs MSI-X vector q + 1 and its area inside BAR0 */
+	if (priv->nvecs - 1 < (int)n) {
+		pci_warn(pdev, "only %d MSI-X vectors: %d of %u queue pairs usable\n",
+			 priv->nvecs, priv->nvecs - 1, n);
+		n = priv->nvecs - 1;
+	}
+	if (n && VNIC_QP_REG(n, 0) > priv->regs_len) {
+		pci_err(pdev, "BAR0 (%pa bytes) too small for %u queue pairs\n",
+			&priv->regs_len, n);
+		return -EINVAL;
+	}
+	if (!n) {
+		pci_info(pdev, "no queue pairs enabled: no netdevs\n");
+		return 0;
+	}
+
+	priv->ports = kcalloc(n, sizeof(*priv->ports), GFP_KERNEL);
+	if (!priv->ports)
+		return -ENOMEM;
+
+	for (priv->nr_ports = 0; priv->nr_ports < n; priv->nr_ports++) {
+		port = vnic_port_create(priv, priv->nr_ports);
+		if (IS_ERR(port)) {
+			err = PTR_ERR(port);
+			goto err_destroy;
+		}
+		priv->ports[priv->nr_ports] = port;
+	}
+	return 0;
+
+err_destroy:
+	vnic_netdevs_destroy(priv);
+	return err;
+}
+
+/**
+ * vnic_netdevs_destroy - unregister and free every netdev of the function
+ * @priv: driver state
+ *
+ * Unregistering closes a running netdev, which stops its queues and frees
+ * its rings.
+ */
+void vnic_netdevs_destroy(struct vnic_priv *priv)
+{
+	while (priv->nr_ports) {
+		priv->nr_ports--;
+		vnic_port_destroy(priv->ports[priv->nr_ports]);
+		priv->ports[priv->nr_ports] = NULL;
+	}
+	kfree(priv->ports);
+	priv->ports = NULL;
+}
