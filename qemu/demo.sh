@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # qemu/demo.sh - the vnic demo: installs what is missing, builds vnicd,
-# starts it as a card with a PF and two VFs, and boots a QEMU guest with all
-# three attached over vfio-user; inside, vnic.ko binds them and receives the
-# card's interrupts (qemu/demo-guest.sh). The guest powers off at the end.
+# starts it as a card with a PF and two VFs (two vNICs each), and boots a
+# QEMU guest with all three attached over vfio-user; inside, vnic.ko gives
+# each vNIC a netdev and two vNICs of different VFs exchange ping and iperf3
+# traffic through the card's switch (qemu/demo-guest.sh). The guest powers
+# off at the end.
 #
 # Usage: qemu/demo.sh [--shell]
 #   --shell   boot the same guest interactively instead (insmod

@@ -149,8 +149,13 @@ impl Card {
                 false
             }
             Decision::Flood(ports) => {
+                // A flood reaches the vNICs that are up; one whose receive
+                // queue is stopped is like a switch port with its link down,
+                // not a drop.
                 for port in ports {
-                    self.deliver(port, now);
+                    if self.rx_running(port) {
+                        self.deliver(port, now);
+                    }
                 }
                 // Floods also leave through the uplink (none yet).
                 counters(self, FnStat::ToUplink);
@@ -161,6 +166,13 @@ impl Card {
                 false
             }
         }
+    }
+
+    fn rx_running(&self, port: Port) -> bool {
+        self.functions
+            .get(port.function)
+            .and_then(|f| f.queue_pairs().get(port.qp as usize))
+            .is_some_and(|qp| qp.rx.running())
     }
 
     /// Copies the frame in `scratch` into the next receive buffer of `port`.
@@ -398,8 +410,9 @@ mod tests {
         assert_eq!(a.received(1), vec![f.clone()]);
         assert_eq!(b.received(0), vec![f.clone()]);
         assert_eq!(b.received(1), vec![f]);
-        // PF and other VFs have no receive queues running: counted drops.
-        assert_eq!(fn_stat(&c, 0, FnStat::RxDrops), 1);
+        // The PF and other VFs have no receive queue running: not reached,
+        // and not counted as drops either.
+        assert_eq!(fn_stat(&c, 0, FnStat::RxDrops), 0);
     }
 
     #[test]
