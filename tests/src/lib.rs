@@ -104,8 +104,65 @@ impl Vnicd {
         }
     }
 
+    /// Starts vnicd with `args` (after --socket-dir), its stdout in `out`
+    /// and its stderr in `log` (files the caller keeps, e.g. with a guest's
+    /// logs), and waits at most `timeout` for its ready line. vnicd logs at
+    /// its default level unless RUST_LOG says otherwise, as under
+    /// qemu/run-guest.sh. Panics, naming the logs, if it is not ready.
+    pub fn start_logged(args: &[&str], out: &Path, log: &Path, timeout: Duration) -> Vnicd {
+        let dir = TempDir::new("d");
+        let mut child = Command::new(vnicd_binary())
+            .arg("--socket-dir")
+            .arg(dir.0.join("sock"))
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(File::create(out).expect("create vnicd stdout file"))
+            .stderr(File::create(log).expect("create vnicd log"))
+            .spawn()
+            .expect("spawn vnicd");
+        let deadline = Instant::now() + timeout;
+        let ready_line = loop {
+            if let Some(l) = read(out).lines().find(|l| l.starts_with("vnicd: ready")) {
+                break l.to_string();
+            }
+            let exited = child.try_wait().ok().flatten();
+            if exited.is_some() || Instant::now() > deadline {
+                if exited.is_none() {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                }
+                panic!(
+                    "vnicd not ready ({}); see {} and {}:\n{}",
+                    exited.map_or("timeout".to_string(), |s| s.to_string()),
+                    out.display(),
+                    log.display(),
+                    read(log)
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        Vnicd {
+            child: Some(child),
+            dir,
+            log: log.to_path_buf(),
+            ready_line,
+        }
+    }
+
     pub fn socket(&self, function: &str) -> PathBuf {
-        self.dir.0.join("sock").join(format!("{function}.sock"))
+        self.socket_dir().join(format!("{function}.sock"))
+    }
+
+    /// The directory holding the function sockets (`--socket-dir`).
+    pub fn socket_dir(&self) -> PathBuf {
+        self.dir.0.join("sock")
+    }
+
+    /// The exit status if the process has ended, without waiting.
+    pub fn exited(&mut self) -> Option<std::process::ExitStatus> {
+        self.child
+            .as_mut()
+            .and_then(|c| c.try_wait().ok().flatten())
     }
 
     pub fn pid(&self) -> u32 {
@@ -126,7 +183,12 @@ impl Vnicd {
     /// Sends SIGTERM and waits (bounded); returns the exit status code.
     pub fn stop(&mut self) -> Option<i32> {
         let mut child = self.child.take()?;
-        // SAFETY: kill(2) on the PID of a child we spawned and still own.
+        if let Ok(Some(status)) = child.try_wait() {
+            // Already reaped: its PID may belong to someone else by now.
+            return status.code();
+        }
+        // SAFETY: kill(2) on the PID of a child we spawned and have not
+        // reaped (try_wait just saw it running), so the PID is still ours.
         unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
@@ -315,7 +377,10 @@ pub fn wait_for(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
 ///
 /// A scenario is a shell script under tests/e2e/ run inside the guest. Its
 /// launcher options are in its header, on a line `# run-guest: OPTIONS`, so
-/// the script alone says how it runs.
+/// the script alone says how it runs; options after a `--` there are
+/// vnicd's. [`run_scenario`] boots one guest on a vnicd of its own (the
+/// launcher starts it); [`run_guests`] starts one vnicd and boots several
+/// guests on it at once, each in its own QEMU process: VMs sharing a card.
 pub mod e2e {
     use super::*;
 
@@ -334,12 +399,11 @@ pub mod e2e {
                 let _ = std::fs::remove_dir_all(&self.logs);
                 return;
             }
-            let lines: Vec<&str> = self.console.lines().collect();
-            let tail = lines[lines.len().saturating_sub(40)..].join("\n");
             panic!(
-                "guest scenario failed (status {:?}); logs kept in {}\n--- console tail ---\n{tail}",
+                "guest scenario failed (status {:?}); logs kept in {}\n--- console tail ---\n{}",
                 self.status,
                 self.logs.display(),
+                tail(&self.console, 40),
             );
         }
 
@@ -349,6 +413,20 @@ pub mod e2e {
                 .lines()
                 .filter(move |l| needles.iter().any(|n| l.contains(n)))
         }
+
+        /// What follows `marker` on the first console line containing it
+        /// (trimmed), e.g. a value a scenario prints for the test to check.
+        pub fn value_after(&self, marker: &str) -> Option<&str> {
+            self.console
+                .lines()
+                .find_map(|l| l.find(marker).map(|i| l[i + marker.len()..].trim()))
+        }
+    }
+
+    /// The last `n` lines of `text`.
+    fn tail(text: &str, n: usize) -> String {
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(n)..].join("\n")
     }
 
     /// Checks that qemu/setup.sh has run, with a clear message if not.
@@ -369,12 +447,119 @@ pub mod e2e {
         line.split_whitespace().map(String::from).collect()
     }
 
+    /// Splits launcher options at `--` into the launcher's own and vnicd's.
+    pub fn split_vnicd_args(opts: &[String]) -> (Vec<String>, Vec<String>) {
+        match opts.iter().position(|o| o == "--") {
+            Some(i) => (opts[..i].to_vec(), opts[i + 1..].to_vec()),
+            None => (opts.to_vec(), Vec::new()),
+        }
+    }
+
+    /// The value of launcher option `name` (`--name VALUE` or `--name=VALUE`).
+    fn option_value<'a>(opts: &'a [String], name: &str) -> Option<&'a str> {
+        let prefix = format!("{name}=");
+        opts.iter().enumerate().find_map(|(i, o)| {
+            if o == name {
+                opts.get(i + 1).map(String::as_str)
+            } else {
+                o.strip_prefix(&prefix)
+            }
+        })
+    }
+
     /// The `--timeout` among launcher options (the launcher's default is 300).
     fn timeout_of(opts: &[String]) -> u64 {
-        let pos = opts.iter().position(|o| o == "--timeout");
-        pos.and_then(|i| opts.get(i + 1))
+        option_value(opts, "--timeout")
             .and_then(|t| t.parse().ok())
             .unwrap_or(300)
+    }
+
+    fn scenario_path(name: &str) -> PathBuf {
+        workspace().join(format!("tests/e2e/{name}.sh"))
+    }
+
+    /// target/e2e-logs/`name`, emptied.
+    fn fresh_log_dir(name: &str) -> PathBuf {
+        let logs = workspace().join("target/e2e-logs").join(name);
+        let _ = std::fs::remove_dir_all(&logs);
+        std::fs::create_dir_all(&logs).expect("log dir");
+        logs
+    }
+
+    /// A qemu/run-guest.sh process started by a test. Dropping it (e.g.
+    /// when the test panics) stops it by PID if it still runs; its TERM trap
+    /// stops the QEMU (and vnicd) it started.
+    struct Launcher {
+        child: Child,
+        status: Option<Option<i32>>,
+    }
+
+    impl Launcher {
+        /// Starts the launcher for `script` with the harness's options
+        /// first (the header's may end with `-- VNICD-ARGS`), its stdout and
+        /// stderr in `run_log`.
+        fn start(
+            script: &Path,
+            harness: &[&std::ffi::OsStr],
+            opts: &[String],
+            run_log: &Path,
+        ) -> Self {
+            let run_log = File::create(run_log).expect("run log");
+            let child = Command::new(workspace().join("qemu/run-guest.sh"))
+                .current_dir(workspace())
+                .arg("--scenario")
+                .arg(script)
+                .arg("--quiet")
+                .args(harness)
+                .args(opts)
+                .stdin(Stdio::null())
+                .stdout(run_log.try_clone().expect("dup log"))
+                .stderr(run_log)
+                .spawn()
+                .expect("start qemu/run-guest.sh");
+            Launcher {
+                child,
+                status: None,
+            }
+        }
+
+        /// Records the exit status if the launcher has ended; true if so.
+        fn poll(&mut self) -> bool {
+            if self.status.is_none() {
+                // (No panic here: this also runs in drop, maybe unwinding.)
+                if let Ok(Some(st)) = self.child.try_wait() {
+                    self.status = Some(st.code());
+                }
+            }
+            self.status.is_some()
+        }
+
+        /// SIGTERM, up to 20 s for its cleanup, then SIGKILL.
+        fn stop(&mut self) {
+            if self.poll() {
+                return;
+            }
+            // SAFETY: kill(2) on the PID of the launcher we spawned and have
+            // not reaped (poll() saw it running), so the PID is still ours.
+            unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+            let deadline = Instant::now() + Duration::from_secs(20);
+            while !self.poll() {
+                if Instant::now() > deadline {
+                    let _ = self.child.kill();
+                    let _ = self.child.wait();
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            // Stopped by the watchdog: no scenario status.
+            self.status = Some(None);
+        }
+    }
+
+    impl Drop for Launcher {
+        fn drop(&mut self) {
+            self.stop();
+        }
     }
 
     /// Runs tests/e2e/`name`.sh in a guest. The launcher bounds the run and
@@ -382,43 +567,222 @@ pub mod e2e {
     /// launcher itself (by PID) if it outlives its own timeout.
     pub fn run_scenario(name: &str) -> Outcome {
         require_setup();
-        let script = workspace().join(format!("tests/e2e/{name}.sh"));
+        let script = scenario_path(name);
         let opts = header_options(&script);
-        let logs = workspace().join("target/e2e-logs").join(name);
-        let _ = std::fs::remove_dir_all(&logs);
-        std::fs::create_dir_all(&logs).expect("log dir");
-        let run_log = File::create(logs.join("run.log")).expect("run log");
-        let mut child = Command::new(workspace().join("qemu/run-guest.sh"))
-            .current_dir(workspace())
-            .args(&opts)
-            .arg("--scenario")
-            .arg(&script)
-            .arg("--quiet")
-            .arg("--log")
-            .arg(logs.join("console.log"))
-            .arg("--vnicd")
-            .arg(vnicd_binary())
-            .stdout(run_log.try_clone().expect("dup log"))
-            .stderr(run_log)
-            .spawn()
-            .expect("start qemu/run-guest.sh");
+        let logs = fresh_log_dir(name);
+        let console = logs.join("console.log");
+        let vnicd = vnicd_binary();
+        let harness = [
+            "--log".as_ref(),
+            console.as_os_str(),
+            "--vnicd".as_ref(),
+            vnicd.as_os_str(),
+        ];
+        let mut launcher = Launcher::start(&script, &harness, &opts, &logs.join("run.log"));
         let deadline = Instant::now() + Duration::from_secs(timeout_of(&opts) + 60);
-        let status = loop {
-            if let Some(st) = child.try_wait().expect("wait for launcher") {
-                break st.code();
-            }
+        while !launcher.poll() {
             if Instant::now() > deadline {
-                // SAFETY: kill(2) on the PID of the launcher we spawned; its
-                // TERM trap stops the processes it started.
-                unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
-                let _ = child.wait();
-                break None;
+                launcher.stop();
+                break;
             }
             std::thread::sleep(Duration::from_millis(200));
-        };
+        }
         Outcome {
-            status,
-            console: read(&logs.join("console.log")),
+            status: launcher.status.flatten(),
+            console: read(&console),
+            logs,
+        }
+    }
+
+    /// The result of [`run_guests`]: every guest's outcome, and whether
+    /// vnicd, shared by all of them, stayed up and exited cleanly.
+    pub struct SharedOutcome {
+        /// (scenario name, outcome); the outcomes' `logs` is the shared
+        /// log directory.
+        pub guests: Vec<(String, Outcome)>,
+        /// What went wrong with vnicd, if anything.
+        pub vnicd_problem: Option<String>,
+        /// target/e2e-logs/<test>: `<scenario>.log` (console),
+        /// `<scenario>.qemu.log`, `<scenario>.run.log` (launcher),
+        /// `vnicd.out`, `vnicd.log`.
+        pub logs: PathBuf,
+    }
+
+    impl SharedOutcome {
+        /// The outcome of scenario `name`.
+        pub fn guest(&self, name: &str) -> &Outcome {
+            self.guests
+                .iter()
+                .find_map(|(n, o)| (n == name).then_some(o))
+                .unwrap_or_else(|| panic!("no guest ran scenario {name}"))
+        }
+
+        /// Panics with `what`, every guest's status and console tail and
+        /// vnicd's log tail, keeping the logs.
+        pub fn fail(&self, what: &str) -> ! {
+            let mut msg = format!("{what}; logs kept in {}", self.logs.display());
+            for (name, o) in &self.guests {
+                let status = o
+                    .status
+                    .map_or("none (stopped by the watchdog)".into(), |c| c.to_string());
+                msg += &format!(
+                    "\n--- {name}: status {status}, console tail ---\n{}",
+                    tail(&o.console, 40)
+                );
+            }
+            msg += &format!(
+                "\n--- vnicd: {}, log tail ---\n{}",
+                self.vnicd_problem.as_deref().unwrap_or("ran throughout"),
+                tail(&read(&self.logs.join("vnicd.log")), 20)
+            );
+            panic!("{msg}");
+        }
+
+        /// Fails (see [`SharedOutcome::fail`]) unless `ok`.
+        pub fn check(&self, ok: bool, what: &str) {
+            if !ok {
+                self.fail(what);
+            }
+        }
+
+        /// True if every scenario exited 0 and vnicd stayed up and exited
+        /// cleanly.
+        pub fn passed(&self) -> bool {
+            self.vnicd_problem.is_none() && self.guests.iter().all(|(_, o)| o.status == Some(0))
+        }
+
+        /// Fails unless every scenario exited 0 and vnicd stayed up and
+        /// exited cleanly; on success the logs are removed.
+        pub fn assert_success(&self) {
+            let failed: Vec<&str> = self
+                .guests
+                .iter()
+                .filter(|(_, o)| o.status != Some(0))
+                .map(|(n, _)| n.as_str())
+                .collect();
+            if !failed.is_empty() {
+                self.fail(&format!("guest scenario(s) failed: {}", failed.join(", ")));
+            }
+            if let Some(p) = &self.vnicd_problem {
+                self.fail(p);
+            }
+            let _ = std::fs::remove_dir_all(&self.logs);
+        }
+    }
+
+    /// Runs the scenarios `names` (tests/e2e/<name>.sh) at the same time,
+    /// each in its own guest (its own QEMU process), all on one vnicd, with
+    /// logs in target/e2e-logs/`test`. vnicd gets `--vfs` (the largest in
+    /// the headers, default 4) and the options after `--` in the headers,
+    /// which must agree. The launchers bound their own runs; a watchdog here
+    /// stops (by PID) any launcher that outlives its timeout by a minute,
+    /// and every guest 15 s after vnicd dies. Only processes this function
+    /// started are stopped.
+    pub fn run_guests(test: &str, names: &[&str]) -> SharedOutcome {
+        require_setup();
+        assert!(!names.is_empty(), "run_guests needs scenarios");
+        let logs = fresh_log_dir(test);
+        let mut guests = Vec::new();
+        let mut vnicd_args: Option<Vec<String>> = None;
+        let mut vfs = 0;
+        let mut timeout = 0;
+        for &name in names {
+            let script = scenario_path(name);
+            let (opts, vargs) = split_vnicd_args(&header_options(&script));
+            match &vnicd_args {
+                None => vnicd_args = Some(vargs),
+                Some(first) => assert_eq!(
+                    first, &vargs,
+                    "{name}.sh: vnicd options (after --) differ from {}.sh's",
+                    names[0]
+                ),
+            }
+            let n: u32 = option_value(&opts, "--vfs").map_or(4, |v| {
+                v.parse()
+                    .unwrap_or_else(|_| panic!("{name}.sh: --vfs {v} is not a number"))
+            });
+            vfs = vfs.max(n);
+            timeout = timeout.max(timeout_of(&opts));
+            guests.push((name, script, opts));
+        }
+        let mut args = vec!["--vfs".to_string(), vfs.to_string()];
+        args.extend(vnicd_args.unwrap_or_default());
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let mut vnicd = Vnicd::start_logged(
+            &args,
+            &logs.join("vnicd.out"),
+            &logs.join("vnicd.log"),
+            Duration::from_secs(30),
+        );
+        let sockets = vnicd.socket_dir();
+
+        let mut launchers: Vec<Launcher> = guests
+            .iter()
+            .map(|(name, script, opts)| {
+                let console = logs.join(format!("{name}.log"));
+                let harness = [
+                    "--no-vnicd".as_ref(),
+                    "--socket-dir".as_ref(),
+                    sockets.as_os_str(),
+                    "--log".as_ref(),
+                    console.as_os_str(),
+                ];
+                let run_log = logs.join(format!("{name}.run.log"));
+                Launcher::start(script, &harness, opts, &run_log)
+            })
+            .collect();
+
+        let deadline = Instant::now() + Duration::from_secs(timeout + 60);
+        let mut vnicd_problem = None;
+        let mut vnicd_died: Option<Instant> = None;
+        loop {
+            let mut running = 0;
+            for l in &mut launchers {
+                if !l.poll() {
+                    running += 1;
+                }
+            }
+            if running == 0 {
+                break;
+            }
+            if vnicd_died.is_none() {
+                if let Some(st) = vnicd.exited() {
+                    vnicd_problem = Some(format!("vnicd exited ({st}) while the guests ran"));
+                    vnicd_died = Some(Instant::now());
+                }
+            }
+            let late = Instant::now() > deadline;
+            if late || vnicd_died.is_some_and(|t| t.elapsed() > Duration::from_secs(15)) {
+                for l in &mut launchers {
+                    l.stop();
+                }
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        if vnicd_problem.is_none() {
+            vnicd_problem = match vnicd.stop() {
+                Some(0) => None,
+                Some(c) => Some(format!("vnicd exited with status {c} on SIGTERM")),
+                None => Some("vnicd did not exit on SIGTERM (killed)".to_string()),
+            };
+        }
+
+        let guests = guests
+            .iter()
+            .zip(&launchers)
+            .map(|((name, _, _), l)| {
+                let outcome = Outcome {
+                    status: l.status.flatten(),
+                    console: read(&logs.join(format!("{name}.log"))),
+                    logs: logs.clone(),
+                };
+                (name.to_string(), outcome)
+            })
+            .collect();
+        SharedOutcome {
+            guests,
+            vnicd_problem,
             logs,
         }
     }
