@@ -10,6 +10,8 @@ pub mod card;
 pub mod datapath;
 pub mod dma;
 pub mod function;
+#[cfg(test)]
+mod layout_check;
 pub mod pci;
 pub mod protocol;
 pub mod queue;
