@@ -9,7 +9,8 @@
 #
 # Runs INSIDE the guest (as /scenario.sh), e.g.:
 #   qemu/run-guest.sh --attach vf0,vf1 --mem 1024 \
-#       --scenario tests/e2e/datapath.sh -- --vnics-per-vf 2
+#       --add tests/e2e/lib.sh:/etc/vnic-e2e.sh --scenario tests/e2e/datapath.sh \
+#       -- --vnics-per-vf 2
 #
 # The vNICs are found by MAC: the card's default MACs are 02:76:6e:CC:FF:QQ
 # (card CC = 0, FF = function number: VF n -> n + 1, QQ = queue pair), and
@@ -18,7 +19,7 @@
 # command that could hang is bounded (timeout, ping -w, iperf3 -t).
 #
 # Launcher options for tests/e2e/main.rs:
-# run-guest: --attach vf0,vf1 --vfs 4 --mem 1024 --timeout 300 -- --vnics-per-vf 2
+# run-guest: --attach vf0,vf1 --vfs 4 --mem 1024 --timeout 300 --add tests/e2e/lib.sh:/etc/vnic-e2e.sh -- --vnics-per-vf 2
 
 # shellcheck disable=SC2317 # functions run through wait_for look unreachable
 MODULE=/lib/modules/vnic.ko
@@ -32,43 +33,11 @@ IP_B=10.0.0.2
 FILE_BYTES=$((50 * 1024 * 1024))
 IPERF_SECONDS=5
 
-FAILS=0
-ok() { echo "E2E-OK $*"; }
-fail() { echo "E2E-FAIL $*"; FAILS=$((FAILS + 1)); }
-step() { echo "=== $*"; }
+# shellcheck source=tests/e2e/lib.sh
+. /etc/vnic-e2e.sh
 
 na() { ip netns exec a "$@"; }
 nb() { ip netns exec b "$@"; }
-
-# Milliseconds since boot.
-now_ms() {
-	local up
-	read -r up _ </proc/uptime
-	echo $((${up%.*} * 1000 + 10#${up#*.} * 10))
-}
-
-# wait_for SECONDS CMD...: true as soon as CMD succeeds (polled every
-# 0.2 s), false if it has not within SECONDS.
-wait_for() {
-	local end=$(($(now_ms) + $1 * 1000))
-	shift
-	until "$@" >/dev/null 2>&1; do
-		(($(now_ms) >= end)) && return 1
-		sleep 0.2
-	done
-}
-
-# Name of the netdev (in this namespace) with MAC $1.
-dev_by_mac() {
-	local d
-	for d in /sys/class/net/*; do
-		if [[ $(cat "$d/address" 2>/dev/null) == "$1" ]]; then
-			echo "${d##*/}"
-			return 0
-		fi
-	done
-	return 1
-}
 
 # listening NS PORT: a TCP socket listens on PORT in namespace NS.
 listening() { ip netns exec "$1" ss -Hltn | grep -q ":$2 "; }

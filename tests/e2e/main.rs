@@ -5,7 +5,7 @@
 //!
 //! Needs the environment from `qemu/setup.sh` (tests/run.sh runs it first).
 
-use vnic_tests::e2e::{run_guests, run_scenario};
+use vnic_tests::e2e::{run_guests, run_scenario, Outcome};
 
 /// The guest sees the PF and two VFs as PCIe Ethernet functions with our IDs,
 /// BARs, MSI-X and the PCIe capability; vnic.ko binds all three, receives a
@@ -21,14 +21,7 @@ fn foundation_guest_enumerates_card_and_driver_gets_msix_interrupt() {
         "vnic",
         "E2E-FAIL",
     ];
-    for line in out.lines_with(&shown) {
-        println!("guest: {}", line.trim_end());
-    }
-    out.assert_success();
-    assert!(
-        out.console.contains("E2E-OK"),
-        "the scenario made no checks"
-    );
+    show_and_check(&out, &shown);
 }
 
 /// vnic.ko refuses a device whose ID register is wrong (QEMU's edu device
@@ -64,14 +57,7 @@ const DATAPATH_LINES: [&str; 9] = [
 #[test]
 fn datapath_one_guest_two_vfs_ping_tcp_vlan_isolation_and_spoof_check() {
     let out = run_scenario("datapath");
-    for line in out.lines_with(&DATAPATH_LINES) {
-        println!("guest: {}", line.trim_end());
-    }
-    out.assert_success();
-    assert!(
-        out.console.contains("E2E-OK"),
-        "the scenario made no checks"
-    );
+    show_and_check(&out, &DATAPATH_LINES);
 }
 
 /// Two guests (two QEMU processes) on one vnicd, VF0 in guest A and VF1 in
@@ -95,4 +81,17 @@ fn vm_to_vm_two_guests_on_one_vnicd_ping_tcp_and_transfer() {
         );
     }
     out.assert_success();
+}
+
+/// Prints the console lines with any of `shown`, then fails unless the
+/// scenario passed and made at least one check.
+fn show_and_check(out: &Outcome, shown: &[&str]) {
+    for line in out.lines_with(shown) {
+        println!("guest: {}", line.trim_end());
+    }
+    out.assert_success();
+    assert!(
+        out.console.contains("E2E-OK"),
+        "the scenario made no checks"
+    );
 }

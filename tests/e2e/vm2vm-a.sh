@@ -18,14 +18,14 @@
 # Runs INSIDE the guest; both guests need the same vnicd, e.g.:
 #   target/debug/vnicd --socket-dir /tmp/card --vfs 4 &
 #   qemu/run-guest.sh --no-vnicd --socket-dir /tmp/card --attach vf0 \
-#       --scenario tests/e2e/vm2vm-a.sh &
+#       --add tests/e2e/lib.sh:/etc/vnic-e2e.sh --scenario tests/e2e/vm2vm-a.sh &
 #   qemu/run-guest.sh --no-vnicd --socket-dir /tmp/card --attach vf1 \
-#       --scenario tests/e2e/vm2vm-b.sh
+#       --add tests/e2e/lib.sh:/etc/vnic-e2e.sh --scenario tests/e2e/vm2vm-b.sh
 # Prints "E2E-OK <check>" or "E2E-FAIL <check>: <detail>"; exits 1 if any
 # check failed.
 #
 # Launcher options for tests/e2e/main.rs (vnicd's options after "--"):
-# run-guest: --attach vf0 --vfs 4 --mem 512 --timeout 300 -- --vnics-per-vf 2
+# run-guest: --attach vf0 --vfs 4 --mem 512 --timeout 300 --add tests/e2e/lib.sh:/etc/vnic-e2e.sh -- --vnics-per-vf 2
 
 # shellcheck disable=SC2317 # functions run through wait_for look unreachable
 MODULE=/lib/modules/vnic.ko
@@ -38,37 +38,8 @@ FILE_BYTES=$((10 * 1024 * 1024))
 SERVE_SECONDS=200
 ECHO_SECONDS=60
 
-FAILS=0
-ok() { echo "E2E-OK $*"; }
-fail() { echo "E2E-FAIL $*"; FAILS=$((FAILS + 1)); }
-step() { echo "=== $*"; }
-
-now_ms() {
-	local up
-	read -r up _ </proc/uptime
-	echo $((${up%.*} * 1000 + 10#${up#*.} * 10))
-}
-
-# wait_for SECONDS CMD...: true as soon as CMD succeeds (polled every 0.2 s).
-wait_for() {
-	local end=$(($(now_ms) + $1 * 1000))
-	shift
-	until "$@" >/dev/null 2>&1; do
-		(($(now_ms) >= end)) && return 1
-		sleep 0.2
-	done
-}
-
-dev_by_mac() {
-	local d
-	for d in /sys/class/net/*; do
-		if [[ $(cat "$d/address" 2>/dev/null) == "$1" ]]; then
-			echo "${d##*/}"
-			return 0
-		fi
-	done
-	return 1
-}
+# shellcheck source=tests/e2e/lib.sh
+. /etc/vnic-e2e.sh
 
 listening() { ss -Hltn | grep -q ":$1 "; }
 carrier() { ip -o link show dev "$1" | grep -q 'LOWER_UP'; }

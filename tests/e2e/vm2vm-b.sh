@@ -13,7 +13,7 @@
 # check failed. Every wait is bounded.
 #
 # Launcher options for tests/e2e/main.rs (vnicd's options after "--"):
-# run-guest: --attach vf1 --vfs 4 --mem 512 --timeout 300 -- --vnics-per-vf 2
+# run-guest: --attach vf1 --vfs 4 --mem 512 --timeout 300 --add tests/e2e/lib.sh:/etc/vnic-e2e.sh -- --vnics-per-vf 2
 
 # shellcheck disable=SC2317 # functions run through wait_for look unreachable
 MODULE=/lib/modules/vnic.ko
@@ -26,37 +26,8 @@ FILE_BYTES=$((10 * 1024 * 1024))
 PEER_WAIT_SECONDS=120
 IPERF_SECONDS=5
 
-FAILS=0
-ok() { echo "E2E-OK $*"; }
-fail() { echo "E2E-FAIL $*"; FAILS=$((FAILS + 1)); }
-step() { echo "=== $*"; }
-
-now_ms() {
-	local up
-	read -r up _ </proc/uptime
-	echo $((${up%.*} * 1000 + 10#${up#*.} * 10))
-}
-
-# wait_for SECONDS CMD...: true as soon as CMD succeeds (polled every 0.2 s).
-wait_for() {
-	local end=$(($(now_ms) + $1 * 1000))
-	shift
-	until "$@" >/dev/null 2>&1; do
-		(($(now_ms) >= end)) && return 1
-		sleep 0.2
-	done
-}
-
-dev_by_mac() {
-	local d
-	for d in /sys/class/net/*; do
-		if [[ $(cat "$d/address" 2>/dev/null) == "$1" ]]; then
-			echo "${d##*/}"
-			return 0
-		fi
-	done
-	return 1
-}
+# shellcheck source=tests/e2e/lib.sh
+. /etc/vnic-e2e.sh
 
 carrier() { ip -o link show dev "$1" | grep -q 'LOWER_UP'; }
 counter() { ethtool -S "$1" 2>/dev/null | awk -v n="$2:" '$1 == n { print $2; exit }'; }
