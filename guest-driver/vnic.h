@@ -17,6 +17,7 @@
 #include <linux/if_ether.h>
 #include <linux/if_vlan.h>
 #include <linux/io.h>
+#include <linux/io-64-nonatomic-lo-hi.h>
 #include <linux/netdevice.h>
 #include <linux/pci.h>
 #include <linux/types.h>
@@ -320,10 +321,7 @@ static inline void vnic_wr32(struct vnic_priv *priv, u32 reg, u32 val)
 /* 64-bit counters: two dwords, low first, as docs/registers.md asks */
 static inline u64 vnic_rd64(struct vnic_priv *priv, u32 reg)
 {
-	u32 lo = vnic_rd32(priv, reg);
-	u32 hi = vnic_rd32(priv, reg + 4);
-
-	return (u64)hi << 32 | lo;
+	return ioread64_lo_hi(priv->regs + reg);
 }
 
 static inline u32 vnic_qp_rd32(struct vnic_port *port, u32 reg)
@@ -338,10 +336,7 @@ static inline void vnic_qp_wr32(struct vnic_port *port, u32 reg, u32 val)
 
 static inline u64 vnic_qp_rd64(struct vnic_port *port, u32 reg)
 {
-	u32 lo = vnic_qp_rd32(port, reg);
-	u32 hi = vnic_qp_rd32(port, reg + 4);
-
-	return (u64)hi << 32 | lo;
+	return ioread64_lo_hi(port->qp_regs + reg);
 }
 
 /* vnic_irq.c */
