@@ -25,10 +25,7 @@ impl Card {
     /// switch changes, then switching its waiting frames.
     pub fn after_io(&mut self, f: usize) {
         self.apply_switch_ops(f);
-        if self
-            .functions
-            .get(f)
-            .is_some_and(|func| !func.kicked().is_empty())
+        if self.functions.get(f).is_some_and(|func| func.any_kicked())
             && !self.pending_tx.contains(&f)
         {
             self.pending_tx.push(f);
@@ -48,7 +45,7 @@ impl Card {
             for q in self.functions[f].kicked() {
                 self.transmit(f, q, now);
             }
-            if !self.functions[f].kicked().is_empty() {
+            if self.functions[f].any_kicked() {
                 self.pending_tx.push(f);
             }
         }
@@ -124,7 +121,7 @@ impl Card {
                 lanes.counters.add(FnStat::TxBytes, frame.len as u64);
             }
         }
-        self.touched.push(f);
+        self.touch(f);
         if fire {
             self.functions[f].raise_irq(MISC_VECTORS + q as u32);
         }
@@ -168,6 +165,14 @@ impl Card {
         }
     }
 
+    /// Notes that function `f`'s contexts changed: written back at the end
+    /// of the turn, once.
+    fn touch(&mut self, f: usize) {
+        if !self.touched.contains(&f) {
+            self.touched.push(f);
+        }
+    }
+
     fn rx_running(&self, port: Port) -> bool {
         self.functions
             .get(port.function)
@@ -203,12 +208,10 @@ impl Card {
                 false
             }
         };
-        if !self.touched.contains(&port.function) {
-            self.touched.push(port.function);
-        }
         if fire {
             func.raise_irq(MISC_VECTORS + port.qp as u32);
         }
+        self.touch(port.function);
     }
 
     /// The earliest moment a held-back interrupt is due.
@@ -323,36 +326,24 @@ mod tests {
 
         fn post(&mut self, card: &mut Card, q: u16, n: u16) {
             let rx = self.rings[q as usize].1;
-            for _ in 0..n {
-                let b = self.drv.alloc(BUF as u64, 64);
-                let t = &mut self.rx_tail[q as usize];
-                self.drv.put_rx(rx, *t, b, BUF);
-                *t = (*t + 1) % RING;
-            }
-            let t = self.rx_tail[q as usize];
+            let t = &mut self.rx_tail[q as usize];
+            *t = self.drv.post_rx(rx, RING, *t, n, BUF);
+            let t = *t;
             wr(card, self.f, qp_reg(q, 0x14), t as u32);
         }
 
         /// Queues frames on send queue `q` and rings the doorbell once.
         fn send(&mut self, card: &mut Card, q: u16, frames: &[Vec<u8>]) {
             let tx = self.rings[q as usize].0;
-            for fr in frames {
-                let b = self.drv.buffer(fr);
-                let t = &mut self.tx_tail[q as usize];
-                self.drv.put_tx(tx, *t, b, fr.len() as u16, true);
-                *t = (*t + 1) % RING;
-            }
-            let t = self.tx_tail[q as usize];
+            let t = &mut self.tx_tail[q as usize];
+            *t = self.drv.queue_tx(tx, RING, *t, frames);
+            let t = *t;
             wr(card, self.f, qp_reg(q, 0x10), t as u32);
         }
 
-        /// Frames received so far on queue `q` (buffers with DONE).
+        /// Frames received so far on queue `q`.
         fn received(&self, q: u16) -> Vec<Vec<u8>> {
-            let rx = self.rings[q as usize].1;
-            (0..RING)
-                .take_while(|&i| self.drv.status(rx, i) & 1 != 0)
-                .map(|i| self.drv.rx_frame(rx, i))
-                .collect()
+            self.drv.received(self.rings[q as usize].1, RING)
         }
     }
 

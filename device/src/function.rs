@@ -292,6 +292,11 @@ impl Function {
         std::mem::take(&mut self.switch_ops)
     }
 
+    /// Whether any send doorbell rang since its queue was last served.
+    pub fn any_kicked(&self) -> bool {
+        self.qps.iter().any(|q| q.tx_kicked)
+    }
+
     /// Queue pairs whose send doorbell rang since they were last served.
     pub fn kicked(&self) -> Vec<u16> {
         self.qps

@@ -174,17 +174,18 @@ impl Ring {
             })
     }
 
+    /// Writes the card's half of descriptor `index` (`d`, as read before):
+    /// `word` and `status` with one 8-byte store together with the
+    /// driver's length, so the driver never sees DONE before the length.
     fn write_back(
         &self,
         dma: &DmaSpace,
         index: u16,
+        d: &Desc,
         word: u16,
         status: DescStatus,
     ) -> Result<(), QueueError> {
-        // word and status with one store, so the driver never sees DONE
-        // before the length.
         let mut tail = [0u8; 8];
-        let d = self.read(dma, index)?;
         tail[0..2].copy_from_slice(&d.len.to_native().to_le_bytes());
         tail[2..4].copy_from_slice(&word.to_le_bytes());
         tail[4..6].copy_from_slice(&status.into_bits().to_le_bytes());
@@ -265,7 +266,7 @@ pub fn tx_complete(
     let status = DescStatus::new().with_done(true).with_dropped(dropped);
     for _ in 0..frame.descs {
         let d = ring.read(dma, ring.head)?;
-        ring.write_back(dma, ring.head, d.word.to_native(), status)?;
+        ring.write_back(dma, ring.head, &d, d.word.to_native(), status)?;
         ring.head = ring.next(ring.head);
     }
     Ok(())
@@ -276,7 +277,7 @@ pub fn tx_complete(
 pub fn mark_error(ring: &Ring, dma: &DmaSpace, index: u16, error: QueueError) {
     if let Ok(d) = ring.read(dma, index) {
         let status = DescStatus::new().with_error(error.code());
-        let _ = ring.write_back(dma, index, d.word.to_native(), status);
+        let _ = ring.write_back(dma, index, &d, d.word.to_native(), status);
     }
 }
 
@@ -316,6 +317,7 @@ pub fn rx_put(ring: &mut Ring, dma: &DmaSpace, frame: &[u8]) -> Result<RxOutcome
     ring.write_back(
         dma,
         index,
+        &d,
         frame.len() as u16,
         DescStatus::new().with_done(true),
     )?;

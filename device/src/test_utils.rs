@@ -159,6 +159,40 @@ impl FakeDriver {
         self.read_u16(ring + index as u64 * 16 + 10)
     }
 
+    /// Queues `frames` on the send ring at `ring` (`size` entries) from
+    /// `tail`, one buffer and descriptor each; returns the tail to write to
+    /// the doorbell.
+    pub fn queue_tx(&mut self, ring: u64, size: u16, tail: u16, frames: &[Vec<u8>]) -> u16 {
+        let mut t = tail;
+        for f in frames {
+            let b = self.buffer(f);
+            self.put_tx(ring, t, b, f.len() as u16, true);
+            t = (t + 1) % size;
+        }
+        t
+    }
+
+    /// Posts `n` empty buffers of `buf_len` bytes on the receive ring at
+    /// `ring` from `tail`; returns the tail to write to the doorbell.
+    pub fn post_rx(&mut self, ring: u64, size: u16, tail: u16, n: u16, buf_len: u16) -> u16 {
+        let mut t = tail;
+        for _ in 0..n {
+            let b = self.alloc(buf_len as u64, 64);
+            self.put_rx(ring, t, b, buf_len);
+            t = (t + 1) % size;
+        }
+        t
+    }
+
+    /// The frames in a receive ring that started empty at slot 0: every
+    /// buffer up to the first one without DONE.
+    pub fn received(&self, ring: u64, size: u16) -> Vec<Vec<u8>> {
+        (0..size)
+            .take_while(|&i| self.status(ring, i) & 1 != 0)
+            .map(|i| self.rx_frame(ring, i))
+            .collect()
+    }
+
     /// Frame bytes in receive descriptor `index`'s buffer.
     pub fn rx_frame(&self, ring: u64, index: u16) -> Vec<u8> {
         let addr = self.read_u64(ring + index as u64 * 16);

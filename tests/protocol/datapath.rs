@@ -81,11 +81,8 @@ impl Guest {
             g.posted(qp(q, 0x08), 3);
             // Post every receive buffer but one (a full ring keeps one slot).
             let rx = g.rings[q as usize].1;
-            for i in 0..RING - 1 {
-                let b = g.drv.alloc(BUF as u64, 64);
-                g.drv.put_rx(rx, i, b, BUF);
-            }
-            g.posted(qp(q, 0x14), (RING - 1) as u32);
+            let tail = g.drv.post_rx(rx, RING, 0, RING - 1, BUF);
+            g.posted(qp(q, 0x14), tail as u32);
             // A read is a round trip: every posted write before it is done.
             assert_eq!(g.read(qp(q, 0x0c)) & 0xf, 0b0011, "queue pair {q} runs");
         }
@@ -104,20 +101,12 @@ impl Guest {
 
     fn send(&mut self, frames: &[Vec<u8>]) {
         let tx = self.rings[0].0;
-        for f in frames {
-            let b = self.drv.buffer(f);
-            self.drv.put_tx(tx, self.tx_tail, b, f.len() as u16, true);
-            self.tx_tail = (self.tx_tail + 1) % RING;
-        }
+        self.tx_tail = self.drv.queue_tx(tx, RING, self.tx_tail, frames);
         self.posted(qp(0, 0x10), self.tx_tail as u32);
     }
 
     fn received(&self, q: u16) -> Vec<Vec<u8>> {
-        let rx = self.rings[q as usize].1;
-        (0..RING)
-            .take_while(|&i| self.drv.status(rx, i) & 1 != 0)
-            .map(|i| self.drv.rx_frame(rx, i))
-            .collect()
+        self.drv.received(self.rings[q as usize].1, RING)
     }
 }
 
