@@ -7,6 +7,7 @@
 //! socket ([`protocol`]) from one event loop.
 
 pub mod card;
+pub mod control;
 pub mod datapath;
 pub mod dma;
 pub mod function;

@@ -1,0 +1,522 @@
+//! The control socket's messages: requests, answers, events and the
+//! configuration file, as serde types (docs/management.md is the same schema
+//! in prose). vnicd and vnicctl share these definitions, so the two cannot
+//! drift apart.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::PathBuf;
+use std::str::FromStr;
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+use crate::switch::Mac;
+
+/// Longest request line the card reads.
+pub const MAX_REQUEST_BYTES: usize = 1024 * 1024;
+
+/// A request: one JSON object per line, `op` names the operation.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "kebab-case", deny_unknown_fields)]
+pub enum Request {
+    List,
+    Show {
+        function: String,
+    },
+    SetNumVfs {
+        count: u16,
+    },
+    SetVnics {
+        function: String,
+        count: u32,
+    },
+    SetVnic {
+        function: String,
+        vnic: u16,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        mac: Option<Mac>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        vlan: Option<u16>,
+    },
+    FdbAdd {
+        mac: Mac,
+        #[serde(default)]
+        vlan: u16,
+        function: String,
+        vnic: u16,
+    },
+    FdbDel {
+        mac: Mac,
+        #[serde(default)]
+        vlan: u16,
+    },
+    FdbList,
+    SetRate {
+        function: String,
+        direction: Direction,
+        policy: Option<RatePolicy>,
+    },
+    SetSpoofCheck {
+        function: String,
+        on: bool,
+    },
+    SetTrust {
+        function: String,
+        on: bool,
+    },
+    SetLink {
+        function: String,
+        state: LinkState,
+    },
+    Stats {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        function: Option<String>,
+    },
+    CaptureStart {
+        path: PathBuf,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        function: Option<String>,
+    },
+    CaptureStop,
+    Export,
+    Apply {
+        config: Box<CardFile>,
+    },
+    Subscribe,
+}
+
+/// The answer to a request.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Response {
+    pub ok: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub result: Option<serde_json::Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+impl Response {
+    pub fn ok(result: serde_json::Value) -> Self {
+        Response {
+            ok: true,
+            result: Some(result),
+            error: None,
+        }
+    }
+
+    pub fn error(message: impl Into<String>) -> Self {
+        Response {
+            ok: false,
+            result: None,
+            error: Some(message.into()),
+        }
+    }
+}
+
+/// Which way traffic flows, seen from the function.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Direction {
+    /// The function sending (its send queues).
+    Tx,
+    /// Frames switched to the function (its receive queues).
+    Rx,
+}
+
+/// Administrative link state of a function.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum LinkState {
+    /// Follows the card's port (up).
+    #[default]
+    Auto,
+    Up,
+    Down,
+}
+
+/// A rate policy (docs/management.md, "Rate limiting").
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RatePolicy {
+    /// Average rate (CIR), kbit/s.
+    pub avg_kbps: u64,
+    /// Peak rate (PIR), kbit/s; 0: no peak limit.
+    #[serde(default)]
+    pub peak_kbps: u64,
+    /// Burst size (committed bucket depth), bytes.
+    pub burst_bytes: u64,
+}
+
+/// One vNIC in `list`/`show`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VnicInfo {
+    pub vnic: u16,
+    pub mac: Mac,
+    /// Port VLAN (0: none).
+    pub vlan: u16,
+    /// VLANs the guest joined through QP_VLAN.
+    pub joined: Vec<u16>,
+    pub tx_running: bool,
+    pub rx_running: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tx_error: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rx_error: Option<String>,
+}
+
+/// One function in `list`/`show`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FunctionInfo {
+    pub name: String,
+    /// False for a VF beyond NumVFs.
+    pub enabled: bool,
+    /// A vfio-user client is connected.
+    pub attached: bool,
+    /// X.
+    pub max_vnics: u32,
+    pub vnics: Vec<VnicInfo>,
+    pub link: LinkState,
+    pub link_up: bool,
+    pub spoof_check: bool,
+    pub trust: bool,
+    pub tx_rate: Option<RatePolicy>,
+    pub rx_rate: Option<RatePolicy>,
+    /// The VCT entry (BAT address), 0 if none.
+    pub vct: u64,
+}
+
+/// Who made a forwarding entry.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum FdbKind {
+    /// A vNIC's own address, untagged or in its port VLAN.
+    Own,
+    /// A vNIC's own address in a VLAN the guest joined.
+    Joined,
+    /// Added by management.
+    Static,
+}
+
+/// A forwarding entry in `fdb-list`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FdbEntry {
+    pub mac: Mac,
+    pub vlan: u16,
+    pub function: String,
+    pub vnic: u16,
+    pub kind: FdbKind,
+}
+
+/// Counters of one vNIC.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VnicStats {
+    pub vnic: u16,
+    pub counters: BTreeMap<String, u64>,
+}
+
+/// Counters of one function and its vNICs.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FunctionStatsInfo {
+    pub name: String,
+    pub counters: BTreeMap<String, u64>,
+    pub vnics: Vec<VnicStats>,
+}
+
+/// The answer to `stats`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StatsInfo {
+    pub card: BTreeMap<String, u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub capture: Option<CaptureInfo>,
+    pub functions: Vec<FunctionStatsInfo>,
+}
+
+/// A capture in progress, or the summary of a stopped one.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CaptureInfo {
+    pub path: PathBuf,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub function: Option<String>,
+    pub frames: u64,
+}
+
+/// Something that happened, sent to subscribers.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "event", rename_all = "kebab-case")]
+pub enum Event {
+    ClientConnected {
+        function: String,
+    },
+    ClientDisconnected {
+        function: String,
+    },
+    VfsChanged {
+        num_vfs: u16,
+    },
+    VnicsChanged {
+        function: String,
+        count: u32,
+    },
+    VnicChanged {
+        function: String,
+        vnic: u16,
+        mac: Mac,
+        vlan: u16,
+    },
+    LinkChanged {
+        function: String,
+        up: bool,
+    },
+    PolicyChanged {
+        function: String,
+    },
+    QueueError {
+        function: String,
+        vnic: u16,
+        queue: Direction,
+        error: String,
+    },
+    CaptureStarted {
+        path: PathBuf,
+    },
+    CaptureStopped {
+        path: PathBuf,
+        frames: u64,
+    },
+}
+
+/// Card-wide settings in a configuration file.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CardSettings {
+    pub vfs: u16,
+    pub queue_pairs: u32,
+    #[serde(default)]
+    pub card_id: u8,
+}
+
+/// A vNIC in a configuration file.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VnicFile {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mac: Option<Mac>,
+    #[serde(default)]
+    pub vlan: u16,
+}
+
+/// A function in a configuration file. Absent fields keep their values.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FunctionFile {
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vnics: Option<Vec<VnicFile>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub spoof_check: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trust: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub link: Option<LinkState>,
+    /// `null` removes the policy; absent keeps it.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "explicit_null"
+    )]
+    pub tx_rate: Option<Option<RatePolicy>>,
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "explicit_null"
+    )]
+    pub rx_rate: Option<Option<RatePolicy>>,
+}
+
+/// A static forwarding entry in a configuration file.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FdbFile {
+    pub mac: Mac,
+    #[serde(default)]
+    pub vlan: u16,
+    pub function: String,
+    pub vnic: u16,
+}
+
+/// The configuration file, `export` and `apply` (docs/management.md).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CardFile {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub card: Option<CardSettings>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub num_vfs: Option<u16>,
+    #[serde(default)]
+    pub functions: Vec<FunctionFile>,
+    /// Static entries; when present they replace the card's static entries.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fdb: Option<Vec<FdbFile>>,
+}
+
+/// `Option<Option<T>>` that tells an absent field (outer None) from an
+/// explicit `null` (Some(None)).
+mod explicit_null {
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    pub fn serialize<S: Serializer, T: Serialize>(
+        v: &Option<Option<T>>,
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
+        match v {
+            Some(inner) => inner.serialize(s),
+            None => s.serialize_none(),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>, T: Deserialize<'de>>(
+        d: D,
+    ) -> Result<Option<Option<T>>, D::Error> {
+        Option::<T>::deserialize(d).map(Some)
+    }
+}
+
+/// Why a MAC address string was refused.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("bad MAC address {0:?}: want six hex bytes like 02:76:6e:00:01:00")]
+pub struct BadMac(pub String);
+
+impl FromStr for Mac {
+    type Err = BadMac;
+
+    fn from_str(s: &str) -> Result<Self, BadMac> {
+        let bad = || BadMac(s.to_string());
+        let mut m = [0u8; 6];
+        let mut parts = s.split([':', '-']);
+        for b in &mut m {
+            let p = parts.next().ok_or_else(bad)?;
+            if p.len() != 2 {
+                return Err(bad());
+            }
+            *b = u8::from_str_radix(p, 16).map_err(|_| bad())?;
+        }
+        if parts.next().is_some() {
+            return Err(bad());
+        }
+        Ok(Mac(m))
+    }
+}
+
+impl Serialize for Mac {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for Mac {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+impl fmt::Display for Direction {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Direction::Tx => "tx",
+            Direction::Rx => "rx",
+        })
+    }
+}
+
+impl fmt::Display for LinkState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            LinkState::Auto => "auto",
+            LinkState::Up => "up",
+            LinkState::Down => "down",
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requests_round_trip_through_json() {
+        let r: Request =
+            serde_json::from_str(r#"{"op":"set-vnics","function":"vf0","count":3}"#).unwrap();
+        assert_eq!(
+            r,
+            Request::SetVnics {
+                function: "vf0".into(),
+                count: 3
+            }
+        );
+        let back = serde_json::to_string(&r).unwrap();
+        assert_eq!(serde_json::from_str::<Request>(&back).unwrap(), r);
+        let r: Request = serde_json::from_str(r#"{"op":"list"}"#).unwrap();
+        assert_eq!(r, Request::List);
+    }
+
+    #[test]
+    fn unknown_ops_and_fields_and_bad_macs_are_refused() {
+        assert!(serde_json::from_str::<Request>(r#"{"op":"reboot"}"#).is_err());
+        assert!(serde_json::from_str::<Request>(
+            r#"{"op":"set-vnics","function":"vf0","count":3,"force":true}"#
+        )
+        .is_err());
+        let e =
+            serde_json::from_str::<Request>(r#"{"op":"fdb-del","mac":"02:00:00:00:00","vlan":0}"#)
+                .unwrap_err();
+        assert!(e.to_string().contains("bad MAC"), "{e}");
+    }
+
+    #[test]
+    fn macs_parse_and_print() {
+        let m: Mac = "02:76:6E:00:01:0a".parse().unwrap();
+        assert_eq!(m, Mac([2, 0x76, 0x6e, 0, 1, 10]));
+        assert_eq!(m.to_string(), "02:76:6e:00:01:0a");
+        for bad in [
+            "",
+            "02:76:6e:00:01",
+            "02:76:6e:00:01:0a:00",
+            "0g:00:00:00:00:00",
+            "2:76:6e:0:1:a",
+        ] {
+            assert!(bad.parse::<Mac>().is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn rate_null_differs_from_absent_in_a_config_file() {
+        let f: FunctionFile = serde_json::from_str(r#"{"name":"vf0","tx_rate":null}"#).unwrap();
+        assert_eq!(f.tx_rate, Some(None));
+        assert_eq!(f.rx_rate, None);
+        let f: FunctionFile = serde_json::from_str(
+            r#"{"name":"vf0","tx_rate":{"avg_kbps":20000,"burst_bytes":65536}}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            f.tx_rate,
+            Some(Some(RatePolicy {
+                avg_kbps: 20000,
+                peak_kbps: 0,
+                burst_bytes: 65536
+            }))
+        );
+    }
+
+    #[test]
+    fn events_carry_their_name() {
+        let e = Event::VnicsChanged {
+            function: "vf0".into(),
+            count: 3,
+        };
+        assert_eq!(
+            serde_json::to_string(&e).unwrap(),
+            r#"{"event":"vnics-changed","function":"vf0","count":3}"#
+        );
+    }
+}

@@ -1,0 +1,3 @@
+//! Management: the control socket's messages ([`api`]).
+
+pub mod api;
