@@ -2,6 +2,10 @@
 
 use thiserror::Error;
 
+use std::time::Instant;
+
+use crate::capture::Capture;
+use crate::control::api::Event;
 use crate::function::{Function, FunctionKind, FunctionSpec, BARS, VF_DEVICE_ID};
 use crate::pci::caps::SriovLayout;
 use crate::ring::MAX_FRAME;
@@ -72,6 +76,17 @@ impl CardConfig {
     }
 }
 
+/// Card-wide counters (`vnicctl stats`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CardCounters {
+    /// Frames that entered the switch from send queues.
+    pub switched: u64,
+    /// Broadcast and multicast frames flooded.
+    pub flooded: u64,
+    /// Unknown unicast frames (towards the uplink).
+    pub unknown_unicast: u64,
+}
+
 /// The functions of the card, PF first, and the switch between them.
 pub struct Card {
     config: CardConfig,
@@ -79,6 +94,16 @@ pub struct Card {
     pub(crate) switch: Switch,
     /// The frame being switched.
     pub(crate) scratch: Vec<u8>,
+    /// The frame being delivered without its tag (port VLAN).
+    pub(crate) egress: Vec<u8>,
+    /// Functions waiting for TX tokens, and until when.
+    pub(crate) held: Vec<(usize, Instant)>,
+    pub(crate) capture: Option<Capture>,
+    pub(crate) counters: CardCounters,
+    /// Events for control-socket subscribers, oldest first.
+    pub(crate) events: Vec<Event>,
+    /// SR-IOV NumVFs: VFs 0..num_vfs are enabled.
+    pub(crate) num_vfs: u16,
     /// Functions with send queues still to serve.
     pub(crate) pending_tx: Vec<usize>,
     /// Functions whose queue contexts changed in this turn.
@@ -107,13 +132,38 @@ impl Card {
             }
         }
         Ok(Card {
-            config,
             functions,
             switch,
             scratch: Vec::with_capacity(MAX_FRAME),
+            egress: Vec::with_capacity(MAX_FRAME),
+            held: Vec::new(),
+            capture: None,
+            counters: CardCounters::default(),
+            events: Vec::new(),
+            num_vfs: config.vfs,
             pending_tx: Vec::new(),
             touched: Vec::new(),
+            config,
         })
+        .map(|mut card: Card| {
+            let n = card.num_vfs;
+            card.functions[0].set_num_vfs(n);
+            card
+        })
+    }
+
+    /// Events produced since the last call.
+    pub fn take_events(&mut self) -> Vec<Event> {
+        std::mem::take(&mut self.events)
+    }
+
+    /// A client connected to function `index`.
+    pub fn connect(&mut self, index: usize) {
+        if let Some(f) = self.functions.get_mut(index) {
+            f.policy_mut().attached = true;
+            let function = f.name().to_string();
+            self.events.push(Event::ClientConnected { function });
+        }
     }
 
     pub fn switch(&self) -> &Switch {
@@ -125,8 +175,13 @@ impl Card {
     pub fn disconnect(&mut self, index: usize) {
         if let Some(f) = self.functions.get_mut(index) {
             f.disconnect();
+            if std::mem::replace(&mut f.policy_mut().attached, false) {
+                let function = f.name().to_string();
+                self.events.push(Event::ClientDisconnected { function });
+            }
         }
         self.pending_tx.retain(|&f| f != index);
+        self.held.retain(|&(f, _)| f != index);
         self.after_io(index);
     }
 
@@ -141,7 +196,9 @@ impl Card {
             qp_max: config.queue_pairs,
             qp_num: 1,
             mac: config.mac(kind, 0),
-            qp_macs: vec![config.mac(kind, 0)],
+            qp_macs: (0..config.queue_pairs)
+                .map(|q| config.mac(kind, q as u8))
+                .collect(),
             serial: Self::serial(config, kind),
             ari_next: if config.vfs > 0 { 1 } else { 0 },
             sriov: Some(SriovLayout {
@@ -163,7 +220,7 @@ impl Card {
             qp_max: config.queue_pairs,
             qp_num: config.vnics_per_vf,
             mac: config.mac(kind, 0),
-            qp_macs: (0..config.vnics_per_vf)
+            qp_macs: (0..config.queue_pairs)
                 .map(|q| config.mac(kind, q as u8))
                 .collect(),
             serial: Self::serial(config, kind),

@@ -9,13 +9,14 @@
 
 use std::time::Instant;
 
-use log::{debug, warn};
+use log::{debug, info, warn};
 
 use crate::card::Card;
+use crate::control::api::Event;
 use crate::function::{SwitchOp, MISC_VECTORS};
 use crate::queue::Arrival;
 use crate::regs::FnStat;
-use crate::switch::{Decision, DropReason, Port};
+use crate::switch::{strip_tag, Decision, DropReason, Port};
 
 /// Frames one send queue may switch per turn of the event loop.
 pub const TX_BUDGET: usize = 256;
@@ -25,12 +26,19 @@ impl Card {
     /// switch changes, then switching its waiting frames.
     pub fn after_io(&mut self, f: usize) {
         self.apply_switch_ops(f);
+        self.queue_tx(f);
+        self.run_pending();
+    }
+
+    /// Puts function `f` on the list of functions to serve if its send
+    /// doorbells rang, unless its TX policy holds it back for now.
+    pub(crate) fn queue_tx(&mut self, f: usize) {
         if self.functions.get(f).is_some_and(|func| func.any_kicked())
             && !self.pending_tx.contains(&f)
+            && !self.held.iter().any(|&(h, _)| h == f)
         {
             self.pending_tx.push(f);
         }
-        self.run_pending();
     }
 
     /// Whether frames are waiting for another turn.
@@ -42,12 +50,17 @@ impl Card {
     pub fn run_pending(&mut self) {
         let now = Instant::now();
         for f in std::mem::take(&mut self.pending_tx) {
-            for q in self.functions[f].kicked() {
-                self.transmit(f, q, now);
+            for q in self.tx_order(f) {
+                if !self.transmit(f, q, now) {
+                    break;
+                }
             }
-            if self.functions[f].any_kicked() {
+            if self.functions[f].any_kicked() && !self.held.iter().any(|&(h, _)| h == f) {
                 self.pending_tx.push(f);
             }
+        }
+        if let Some(c) = &mut self.capture {
+            c.flush();
         }
         for f in std::mem::take(&mut self.touched) {
             let lanes = self.functions[f].lanes();
@@ -77,6 +90,21 @@ impl Card {
                     }
                     Ok(())
                 }
+                SwitchOp::SetMac { qp, mac } => {
+                    let r = self.switch.set_mac(Port { function: f, qp }, mac);
+                    if r.is_ok() {
+                        info!("{name}: the trusted VF set vNIC {qp}'s MAC to {mac}");
+                        self.functions[f].set_vnic_mac(qp, mac);
+                        let vlan = self.functions[f].policy().vnics[qp as usize].vlan;
+                        self.events.push(Event::VnicChanged {
+                            function: name.clone(),
+                            vnic: qp,
+                            mac,
+                            vlan,
+                        });
+                    }
+                    r
+                }
             };
             if let Err(e) = result {
                 warn!("{name}: {op:?} refused: {e}");
@@ -84,12 +112,35 @@ impl Card {
         }
     }
 
-    /// Switches up to [`TX_BUDGET`] frames of send queue `q` of function `f`.
-    fn transmit(&mut self, f: usize, q: u16, now: Instant) {
+    /// The kicked send queues of function `f`, starting with the one whose
+    /// turn it is (round-robin, so vNICs sharing a TX policy share it).
+    fn tx_order(&mut self, f: usize) -> Vec<u16> {
+        let mut qs = self.functions[f].kicked();
+        if qs.len() > 1 {
+            let policy = self.functions[f].policy_mut();
+            let start = policy.tx_next % qs.len();
+            policy.tx_next = policy.tx_next.wrapping_add(1);
+            qs.rotate_left(start);
+        }
+        qs
+    }
+
+    /// Switches up to [`TX_BUDGET`] frames of send queue `q` of function
+    /// `f`. Returns false if the function's TX policy ran out of tokens
+    /// (the function is then held until they refill).
+    fn transmit(&mut self, f: usize, q: u16, now: Instant) -> bool {
         let from = Port { function: f, qp: q };
         let mut fire = false;
+        let mut allowed = true;
         for _ in 0..TX_BUDGET {
             let lanes = self.functions[f].lanes();
+            if let Some(wait) = lanes.policy.tx_rate.as_mut().and_then(|l| l.wait(now)) {
+                lanes.counters.add(FnStat::TxShaped, 1);
+                self.held.push((f, now + wait));
+                allowed = false;
+                break;
+            }
+            let link_up = lanes.link_up;
             let qp = &mut lanes.qps[q as usize];
             let frame = match qp.tx_next(lanes.name, lanes.dma, &mut self.scratch) {
                 Ok(Some(frame)) => frame,
@@ -103,8 +154,15 @@ impl Card {
                     break;
                 }
             };
-            let decision = self.switch.forward(from, &self.scratch);
-            let dropped = self.route(f, decision, now);
+            if let Some(l) = lanes.policy.tx_rate.as_mut() {
+                l.take(frame.len);
+            }
+            let dropped = if link_up {
+                self.switch_frame(from, now)
+            } else {
+                lanes.counters.add(FnStat::LinkDrops, 1);
+                true
+            };
             let lanes = self.functions[f].lanes();
             let qp = &mut lanes.qps[q as usize];
             match qp.tx_done(lanes.name, lanes.dma, frame, dropped, now) {
@@ -125,6 +183,21 @@ impl Card {
         if fire {
             self.functions[f].raise_irq(MISC_VECTORS + q as u32);
         }
+        allowed
+    }
+
+    /// Captures the frame in `scratch`, lets it into the switch and carries
+    /// out the forwarding decision. Returns whether it was dropped.
+    fn switch_frame(&mut self, from: Port, now: Instant) -> bool {
+        if let Some(c) = self.capture.as_mut().filter(|c| c.wants(from.function)) {
+            c.record(&self.scratch);
+        }
+        self.counters.switched += 1;
+        let decision = match self.switch.ingress(from, &mut self.scratch) {
+            Ok(()) => self.switch.forward(from, &self.scratch),
+            Err(reason) => Decision::Drop(reason),
+        };
+        self.route(from.function, decision, now)
     }
 
     /// Carries out a forwarding decision for the frame in `scratch` sent by
@@ -134,11 +207,15 @@ impl Card {
         match decision {
             Decision::Drop(reason) => {
                 debug!("{}: frame dropped: {reason:?}", self.functions[f].name());
-                match reason {
-                    DropReason::Spoofed => counters(self, FnStat::SpoofDrops),
-                    DropReason::VlanNotJoined => counters(self, FnStat::VlanDrops),
-                    DropReason::Malformed | DropReason::Hairpin => {}
-                }
+                counters(
+                    self,
+                    match reason {
+                        DropReason::Spoofed => FnStat::SpoofDrops,
+                        DropReason::VlanNotJoined => FnStat::VlanDrops,
+                        DropReason::Malformed => FnStat::MalformedDrops,
+                        DropReason::Hairpin => FnStat::HairpinDrops,
+                    },
+                );
                 true
             }
             Decision::Unicast(port) => {
@@ -149,6 +226,7 @@ impl Card {
                 // A flood reaches the vNICs that are up; one whose receive
                 // queue is stopped is like a switch port with its link down,
                 // not a drop.
+                self.counters.flooded += 1;
                 for port in ports {
                     if self.rx_running(port) {
                         self.deliver(port, now);
@@ -159,6 +237,7 @@ impl Card {
                 false
             }
             Decision::Uplink => {
+                self.counters.unknown_unicast += 1;
                 counters(self, FnStat::ToUplink);
                 false
             }
@@ -176,25 +255,42 @@ impl Card {
     fn rx_running(&self, port: Port) -> bool {
         self.functions
             .get(port.function)
+            .filter(|f| f.link_up())
             .and_then(|f| f.queue_pairs().get(port.qp as usize))
             .is_some_and(|qp| qp.rx.running())
     }
 
-    /// Copies the frame in `scratch` into the next receive buffer of `port`.
+    /// Copies the frame in `scratch` into the next receive buffer of `port`
+    /// (without its tag if the port has a port VLAN), if the port's link is
+    /// up and its function's RX policy lets it in.
     fn deliver(&mut self, port: Port, now: Instant) {
+        let frame = if self.switch.pvid(port) != 0 {
+            strip_tag(&self.scratch, &mut self.egress);
+            &self.egress
+        } else {
+            &self.scratch
+        };
         let Some(func) = self.functions.get_mut(port.function) else {
             return;
         };
         let lanes = func.lanes();
+        if !lanes.link_up {
+            lanes.counters.add(FnStat::LinkDrops, 1);
+            return;
+        }
+        if let Some(l) = lanes.policy.rx_rate.as_mut() {
+            if !l.admit(frame.len(), now) {
+                lanes.counters.add(FnStat::RxRateDrops, 1);
+                return;
+            }
+        }
         let Some(qp) = lanes.qps.get_mut(port.qp as usize) else {
             return;
         };
-        let fire = match qp.rx_put(lanes.name, lanes.dma, &self.scratch, now) {
+        let fire = match qp.rx_put(lanes.name, lanes.dma, frame, now) {
             Ok(Arrival::Delivered { fire }) => {
                 lanes.counters.add(FnStat::RxPackets, 1);
-                lanes
-                    .counters
-                    .add(FnStat::RxBytes, self.scratch.len() as u64);
+                lanes.counters.add(FnStat::RxBytes, frame.len() as u64);
                 fire
             }
             Ok(Arrival::Buffered) => false,
@@ -214,17 +310,25 @@ impl Card {
         self.touch(port.function);
     }
 
-    /// The earliest moment a held-back interrupt is due.
+    /// The earliest moment a held-back interrupt is due, or a function
+    /// held by its TX policy may send again.
     pub fn next_deadline(&self) -> Option<Instant> {
-        self.functions
+        let irqs = self
+            .functions
             .iter()
             .flat_map(|f| f.queue_pairs())
-            .filter_map(|qp| qp.irq.deadline)
-            .min()
+            .filter_map(|qp| qp.irq.deadline);
+        irqs.chain(self.held.iter().map(|&(_, t)| t)).min()
     }
 
-    /// Fires the interrupts whose moderation interval has passed.
+    /// Fires the interrupts whose moderation interval has passed and lets
+    /// functions whose TX tokens refilled send again.
     pub fn run_timers(&mut self, now: Instant) {
+        let (due, held): (Vec<_>, Vec<_>) = self.held.drain(..).partition(|&(_, t)| t <= now);
+        self.held = held;
+        for (f, _) in due {
+            self.queue_tx(f);
+        }
         for func in &mut self.functions {
             let due: Vec<u16> = func
                 .lanes()

@@ -28,6 +28,7 @@ use vfio_bindings::bindings::vfio::{
 };
 use vmm_sys_util::eventfd::EventFd;
 
+use crate::control::api::LinkState;
 use crate::dma::{DmaError, DmaSpace};
 use crate::pci::caps::{self, exp, msix as msix_cap, CapLayout, SriovLayout};
 use crate::pci::config::{
@@ -36,12 +37,13 @@ use crate::pci::config::{
 use crate::pci::msix::{Delivery, Msix, MsixError};
 use crate::protocol::RegionCap;
 use crate::queue::{QpCtrl, QpEffect, QpVlan, QueuePair};
+use crate::rate::Limiter;
 use crate::regs::{
-    self, dword_of, Access, Bar0, Effect, FnStat, FuncReg, Identity, QpReg, QpStat, RegError,
-    Target, BAR0_SIZE,
+    self, dword_of, Access, AdminCmd, Bar0, Effect, FnStat, FuncReg, Identity, IrqCause, QpReg,
+    QpStat, RegError, Target, ADMIN_ARGS, BAR0_SIZE,
 };
 use crate::state::Bat;
-use crate::switch::Mac;
+use crate::switch::{Mac, Vlan};
 
 /// vfio-pci region index of BAR0 and of the MSI-X BAR.
 pub const REGION_BAR0: u32 = 0;
@@ -111,7 +113,7 @@ pub struct FunctionSpec {
     pub qp_max: u32,
     pub qp_num: u32,
     pub mac: [u8; 6],
-    /// MAC of each enabled queue pair (vNIC); `qp_num` of them.
+    /// Default MAC of each queue pair (vNIC), for all `qp_max` of them.
     pub qp_macs: Vec<[u8; 6]>,
     pub serial: u64,
     /// ARI Next Function Number.
@@ -197,6 +199,39 @@ pub enum SwitchOp {
     },
     /// The function was reset: its vNICs leave every VLAN.
     LeaveAll,
+    /// A trusted VF wrote a new MAC for a vNIC into QP_MAC_LO/HI.
+    SetMac {
+        qp: u16,
+        mac: Mac,
+    },
+}
+
+/// What management decided for one of the X possible vNICs of a function;
+/// it outlives the queue pair (N may shrink and grow again).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct VnicCfg {
+    pub mac: Mac,
+    /// Port VLAN, 0 if none.
+    pub vlan: Vlan,
+}
+
+/// Management state of a function (docs/management.md). It is the card's,
+/// not the guest's: resets and clients coming and going leave it alone.
+#[derive(Clone, Debug)]
+pub struct Policy {
+    /// A VF within NumVFs (the PF always is).
+    pub enabled: bool,
+    /// A vfio-user client is connected.
+    pub attached: bool,
+    pub trust: bool,
+    pub link: LinkState,
+    pub tx_rate: Option<Limiter>,
+    pub rx_rate: Option<Limiter>,
+    /// Configuration of vNIC q for every q < X.
+    pub vnics: Vec<VnicCfg>,
+    /// The send queue to serve first next turn (round-robin under a TX
+    /// policy, so vNICs share the budget).
+    pub tx_next: usize,
 }
 
 /// The parts of a function the data path works on, borrowed together.
@@ -205,6 +240,8 @@ pub struct Lanes<'a> {
     pub dma: &'a DmaSpace,
     pub qps: &'a mut [QueuePair],
     pub counters: &'a mut FnCounters,
+    pub policy: &'a mut Policy,
+    pub link_up: bool,
 }
 
 /// Logs the first few occurrences of a guest mistake, then every 1000th, so
@@ -231,6 +268,9 @@ pub struct Function {
     bat: Option<Bat>,
     counters: FnCounters,
     switch_ops: Vec<SwitchOp>,
+    policy: Policy,
+    /// An admin command waiting for the card (PF only).
+    admin: Option<AdminCmd>,
 }
 
 impl Function {
@@ -264,8 +304,123 @@ impl Function {
             bat: None,
             counters: FnCounters::default(),
             switch_ops: Vec::new(),
+            policy: Policy {
+                enabled: true,
+                attached: false,
+                trust: false,
+                link: LinkState::Auto,
+                tx_rate: None,
+                rx_rate: None,
+                vnics: (0..spec.qp_max as usize)
+                    .map(|q| VnicCfg {
+                        mac: Mac(spec.qp_macs.get(q).copied().unwrap_or(spec.mac)),
+                        vlan: 0,
+                    })
+                    .collect(),
+                tx_next: 0,
+            },
+            admin: None,
             spec,
         }
+    }
+
+    pub fn policy(&self) -> &Policy {
+        &self.policy
+    }
+
+    pub fn policy_mut(&mut self) -> &mut Policy {
+        &mut self.policy
+    }
+
+    /// X: queue-pair areas in BAR0.
+    pub fn qp_max(&self) -> u32 {
+        self.spec.qp_max
+    }
+
+    pub fn bar0(&self) -> &Bar0 {
+        &self.bar0
+    }
+
+    /// The committed VCT entry (BAT address), 0 if none.
+    pub fn vct(&self) -> u64 {
+        self.bar0.vct()
+    }
+
+    /// Sets IRQ_CAUSE bits and fires the misc vector.
+    pub fn notify(&mut self, cause: IrqCause) {
+        self.bar0.raise_cause(cause);
+        self.raise_irq(0);
+    }
+
+    /// Changes N. Queue pairs beyond the new count are written back to
+    /// guest memory and dropped; new ones start stopped with their
+    /// configured MACs. Returns the queue pairs removed. The driver learns
+    /// of it from IRQ_CAUSE.CONFIG.
+    pub fn set_qp_num(&mut self, n: u32) -> Vec<u16> {
+        let n = n.min(self.spec.qp_max) as usize;
+        let mut removed = Vec::new();
+        while self.qps.len() > n {
+            let mut qp = self.qps.pop().expect("len > n");
+            qp.flush(&self.dma);
+            removed.push(qp.index);
+        }
+        for q in self.qps.len()..n {
+            let mac = self.policy.vnics[q].mac;
+            self.qps.push(QueuePair::new(q as u16, mac));
+        }
+        self.bar0.set_qp_num(n as u32);
+        info!("{}: {n} vNICs", self.name);
+        self.notify(IrqCause::new().with_config(true));
+        removed
+    }
+
+    /// Sets vNIC `q`'s MAC (the switch has accepted it).
+    pub fn set_vnic_mac(&mut self, q: u16, mac: Mac) {
+        self.policy.vnics[q as usize].mac = mac;
+        if let Some(qp) = self.qps.get_mut(q as usize) {
+            qp.mac = mac;
+        }
+        if q == 0 {
+            self.bar0.set_mac(mac.0);
+        }
+        self.notify(IrqCause::new().with_config(true));
+    }
+
+    /// Sets the administrative link state; STATUS.LINK_UP follows and a
+    /// change fires IRQ_CAUSE.LINK.
+    pub fn set_link(&mut self, state: LinkState) {
+        self.policy.link = state;
+        let up = state != LinkState::Down;
+        if self.bar0.set_link_up(up) {
+            info!("{}: link {}", self.name, if up { "up" } else { "down" });
+            self.notify(IrqCause::new().with_link(true));
+        }
+    }
+
+    pub fn link_up(&self) -> bool {
+        self.bar0.link_up()
+    }
+
+    /// The PF's NumVFs, shown in its NUM_VFS register and its SR-IOV
+    /// capability (which a reset does not undo).
+    pub fn set_num_vfs(&mut self, n: u16) {
+        self.bar0.set_num_vfs(n);
+        caps::set_num_vfs(&mut self.config, n);
+        caps::set_num_vfs(&mut self.pristine, n);
+    }
+
+    /// The admin command written since the last call, with its arguments.
+    pub fn take_admin(&mut self) -> Option<(AdminCmd, [u32; ADMIN_ARGS])> {
+        self.admin.take().map(|c| (c, self.bar0.admin_args()))
+    }
+
+    pub fn admin_pending(&self) -> bool {
+        self.admin.is_some()
+    }
+
+    /// Ends an admin command: ADMIN_STATUS and result arguments.
+    pub fn admin_done(&mut self, status: u32, results: Option<[u32; ADMIN_ARGS]>) {
+        self.bar0.admin_done(status, results);
     }
 
     /// The vNICs (enabled queue pairs).
@@ -284,6 +439,8 @@ impl Function {
             dma: &self.dma,
             qps: &mut self.qps,
             counters: &mut self.counters,
+            policy: &mut self.policy,
+            link_up: self.bar0.link_up(),
         }
     }
 
@@ -491,6 +648,9 @@ impl Function {
                     if reg.access == Access::ReadOnly {
                         return Err(RegError::ReadOnly(off));
                     }
+                    if matches!(reg.reg, QpReg::MacLo | QpReg::MacHi) && !self.policy.trust {
+                        return Err(RegError::Untrusted(off));
+                    }
                     self.qp_write(q, reg.reg, v);
                 }
                 Target::FnStat { .. } | Target::QpStat { .. } => {
@@ -537,6 +697,19 @@ impl Function {
                 QpEffect::None
             }
             QpReg::Vlan => QpEffect::Vlan(QpVlan::from_bits(v)),
+            QpReg::MacLo => {
+                qp.staged_mac_lo = Some(v);
+                QpEffect::None
+            }
+            QpReg::MacHi => {
+                let lo = qp.staged_mac_lo.take().unwrap_or_else(|| {
+                    u32::from_le_bytes(qp.mac.0[..4].try_into().expect("4 bytes"))
+                });
+                let (l, h) = (lo.to_le_bytes(), v.to_le_bytes());
+                let mac = Mac([l[0], l[1], l[2], l[3], h[0], h[1]]);
+                self.switch_ops.push(SwitchOp::SetMac { qp: q as u16, mac });
+                QpEffect::None
+            }
             _ => QpEffect::None,
         };
         match effect {
@@ -668,6 +841,14 @@ impl Function {
                 self.raise_irq(vector);
             }
             Effect::VctCommit(address) => self.commit_vct(address),
+            Effect::Admin(cmd) => {
+                if self.spec.kind == FunctionKind::Pf {
+                    self.admin = Some(cmd);
+                } else {
+                    debug!("{}: admin command on a VF refused", self.name);
+                    self.bar0.admin_done(libc::EPERM as u32, None);
+                }
+            }
         }
     }
 
@@ -897,7 +1078,7 @@ fn qp_register(qp: &QueuePair, reg: QpReg) -> u32 {
 }
 
 /// Value of a queue counter: the cached context's.
-fn qp_counter(qp: &QueuePair, stat: QpStat) -> u64 {
+pub(crate) fn qp_counter(qp: &QueuePair, stat: QpStat) -> u64 {
     let (tx, rx) = (qp.tx.context(), qp.rx.context());
     match stat {
         QpStat::TxPackets => tx.packets,

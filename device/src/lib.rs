@@ -6,6 +6,7 @@
 //! memory ([`dma`]). [`server::Server`] serves every function's vfio-user
 //! socket ([`protocol`]) from one event loop.
 
+pub mod capture;
 pub mod card;
 pub mod control;
 pub mod datapath;
@@ -16,6 +17,7 @@ mod layout_check;
 pub mod pci;
 pub mod protocol;
 pub mod queue;
+pub mod rate;
 pub mod regs;
 pub mod ring;
 pub mod server;

@@ -250,6 +250,8 @@ pub struct QueuePair {
     pub irq: Moderation,
     /// The send doorbell rang; the card has frames to switch.
     pub tx_kicked: bool,
+    /// QP_MAC_LO written by a trusted VF, waiting for QP_MAC_HI.
+    pub staged_mac_lo: Option<u32>,
     /// Frames waiting for receive buffers, oldest first.
     rx_backlog: VecDeque<Vec<u8>>,
     rx_backlog_bytes: usize,
@@ -297,6 +299,7 @@ impl QueuePair {
             rx: Queue::new(ServiceType::ReceiveQueue),
             irq: Moderation::new(),
             tx_kicked: false,
+            staged_mac_lo: None,
             rx_backlog: VecDeque::new(),
             rx_backlog_bytes: 0,
         }

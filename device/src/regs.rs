@@ -37,7 +37,20 @@ pub enum Reg {
     VctLo = 0x040,
     VctHi = 0x044,
     VctStatus = 0x048,
+    IrqCause = 0x04c,
+    NumVfs = 0x050,
+    AdminCmd = 0x060,
+    AdminStatus = 0x064,
+    AdminArg0 = 0x068,
+    AdminArg1 = 0x06c,
+    AdminArg2 = 0x070,
+    AdminArg3 = 0x074,
+    AdminArg4 = 0x078,
+    AdminArg5 = 0x07c,
 }
+
+/// Number of admin mailbox argument registers.
+pub const ADMIN_ARGS: usize = 6;
 
 /// How software may access a register.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -143,6 +156,56 @@ pub const REGISTERS: &[RegSpec] = &[
         name: "VCT_STATUS",
         access: Access::ReadOnly,
     },
+    RegSpec {
+        reg: Reg::IrqCause,
+        name: "IRQ_CAUSE",
+        access: Access::ReadWrite,
+    },
+    RegSpec {
+        reg: Reg::NumVfs,
+        name: "NUM_VFS",
+        access: Access::ReadOnly,
+    },
+    RegSpec {
+        reg: Reg::AdminCmd,
+        name: "ADMIN_CMD",
+        access: Access::WriteOnly,
+    },
+    RegSpec {
+        reg: Reg::AdminStatus,
+        name: "ADMIN_STATUS",
+        access: Access::ReadOnly,
+    },
+    RegSpec {
+        reg: Reg::AdminArg0,
+        name: "ADMIN_ARG0",
+        access: Access::ReadWrite,
+    },
+    RegSpec {
+        reg: Reg::AdminArg1,
+        name: "ADMIN_ARG1",
+        access: Access::ReadWrite,
+    },
+    RegSpec {
+        reg: Reg::AdminArg2,
+        name: "ADMIN_ARG2",
+        access: Access::ReadWrite,
+    },
+    RegSpec {
+        reg: Reg::AdminArg3,
+        name: "ADMIN_ARG3",
+        access: Access::ReadWrite,
+    },
+    RegSpec {
+        reg: Reg::AdminArg4,
+        name: "ADMIN_ARG4",
+        access: Access::ReadWrite,
+    },
+    RegSpec {
+        reg: Reg::AdminArg5,
+        name: "ADMIN_ARG5",
+        access: Access::ReadWrite,
+    },
 ];
 
 impl Reg {
@@ -188,6 +251,29 @@ pub struct CtrlReg {
     __: u32,
 }
 
+/// IRQ_CAUSE: why the misc vector fired (write 1 to clear).
+#[bitfield(u32)]
+pub struct IrqCause {
+    /// QP_NUM or a vNIC's MAC changed.
+    pub config: bool,
+    /// STATUS.LINK_UP changed.
+    pub link: bool,
+    #[bits(30)]
+    __: u32,
+}
+
+/// ADMIN_CMD: a PF admin mailbox command (docs/management.md).
+#[bitfield(u32)]
+#[derive(PartialEq, Eq)]
+pub struct AdminCmd {
+    #[bits(8)]
+    pub op: u8,
+    #[bits(8)]
+    __: u8,
+    #[bits(16)]
+    pub vf: u16,
+}
+
 /// Function statistics: 64-bit read-only counters from this offset, in
 /// [`FnStat`] order.
 pub const FN_STATS_BASE: u64 = 0x100;
@@ -205,10 +291,15 @@ pub enum FnStat {
     VlanDrops,
     ToUplink,
     QueueErrors,
+    MalformedDrops,
+    HairpinDrops,
+    LinkDrops,
+    RxRateDrops,
+    TxShaped,
 }
 
 impl FnStat {
-    pub const ALL: [FnStat; 10] = [
+    pub const ALL: [FnStat; 15] = [
         FnStat::TxPackets,
         FnStat::TxBytes,
         FnStat::RxPackets,
@@ -219,7 +310,33 @@ impl FnStat {
         FnStat::VlanDrops,
         FnStat::ToUplink,
         FnStat::QueueErrors,
+        FnStat::MalformedDrops,
+        FnStat::HairpinDrops,
+        FnStat::LinkDrops,
+        FnStat::RxRateDrops,
+        FnStat::TxShaped,
     ];
+
+    /// Name in statistics (`vnicctl stats`, docs/registers.md).
+    pub fn name(self) -> &'static str {
+        match self {
+            FnStat::TxPackets => "tx_packets",
+            FnStat::TxBytes => "tx_bytes",
+            FnStat::RxPackets => "rx_packets",
+            FnStat::RxBytes => "rx_bytes",
+            FnStat::TxDrops => "tx_drops",
+            FnStat::RxDrops => "rx_drops",
+            FnStat::SpoofDrops => "spoof_drops",
+            FnStat::VlanDrops => "vlan_drops",
+            FnStat::ToUplink => "to_uplink",
+            FnStat::QueueErrors => "queue_errors",
+            FnStat::MalformedDrops => "malformed_drops",
+            FnStat::HairpinDrops => "hairpin_drops",
+            FnStat::LinkDrops => "link_drops",
+            FnStat::RxRateDrops => "rx_rate_drops",
+            FnStat::TxShaped => "tx_shaped",
+        }
+    }
 }
 
 /// Queue pair q's control area is at `QP_AREA_BASE + q * QP_AREA_SIZE`.
@@ -257,8 +374,9 @@ const fn qp_reg(reg: QpReg, name: &'static str, access: Access) -> QpRegSpec {
 
 /// Every queue-pair register.
 pub const QP_REGISTERS: &[QpRegSpec] = &[
-    qp_reg(QpReg::MacLo, "QP_MAC_LO", Access::ReadOnly),
-    qp_reg(QpReg::MacHi, "QP_MAC_HI", Access::ReadOnly),
+    // Writable by a trusted VF only (the function checks).
+    qp_reg(QpReg::MacLo, "QP_MAC_LO", Access::ReadWrite),
+    qp_reg(QpReg::MacHi, "QP_MAC_HI", Access::ReadWrite),
     qp_reg(QpReg::Ctrl, "QP_CTRL", Access::ReadWrite),
     qp_reg(QpReg::Status, "QP_STATUS", Access::ReadOnly),
     qp_reg(QpReg::TxTail, "QP_TX_TAIL", Access::WriteOnly),
@@ -298,6 +416,20 @@ impl QpStat {
         QpStat::RxDrops,
         QpStat::RxErrors,
     ];
+
+    /// Name in statistics.
+    pub fn name(self) -> &'static str {
+        match self {
+            QpStat::TxPackets => "tx_packets",
+            QpStat::TxBytes => "tx_bytes",
+            QpStat::TxDrops => "tx_drops",
+            QpStat::TxErrors => "tx_errors",
+            QpStat::RxPackets => "rx_packets",
+            QpStat::RxBytes => "rx_bytes",
+            QpStat::RxDrops => "rx_drops",
+            QpStat::RxErrors => "rx_errors",
+        }
+    }
 }
 
 /// What a dword offset of BAR0 addresses. Counters are 64 bits: `high`
@@ -359,6 +491,8 @@ pub enum Effect {
     RaiseIrq(u32),
     /// VCT_HI was written: the VCT entry is now this BAT address.
     VctCommit(u64),
+    /// ADMIN_CMD was written.
+    Admin(AdminCmd),
 }
 
 /// Why an access was refused (it is then counted and logged by the caller).
@@ -370,6 +504,8 @@ pub enum RegError {
     NoRegister(u64),
     #[error("register at BAR0 offset {0:#x} is read-only")]
     ReadOnly(u64),
+    #[error("QP_MAC at BAR0 offset {0:#x} is writable by a trusted VF only")]
+    Untrusted(u64),
 }
 
 /// Identity the card gives a function; fixed while it is in use.
@@ -393,6 +529,10 @@ pub struct Bar0 {
     vct_lo: u32,
     vct_hi: u32,
     vct_status: u32,
+    irq_cause: IrqCause,
+    num_vfs: u32,
+    admin_status: u32,
+    admin_args: [u32; ADMIN_ARGS],
 }
 
 impl Bar0 {
@@ -406,12 +546,66 @@ impl Bar0 {
             vct_lo: 0,
             vct_hi: 0,
             vct_status: 0,
+            irq_cause: IrqCause::new(),
+            num_vfs: 0,
+            admin_status: 0,
+            admin_args: [0; ADMIN_ARGS],
         }
     }
 
-    /// Back to reset values. The identity is not register state.
+    /// Back to reset values. The identity, the link and NUM_VFS are the
+    /// card's state, not the function's registers, and stay.
     pub fn reset(&mut self) {
+        let (status, num_vfs) = (self.status, self.num_vfs);
         *self = Bar0::new(self.id);
+        self.status = status;
+        self.num_vfs = num_vfs;
+    }
+
+    /// The function's MAC (vNIC 0's), changed by management.
+    pub fn set_mac(&mut self, mac: [u8; 6]) {
+        self.id.mac = mac;
+    }
+
+    /// QP_NUM, changed by management.
+    pub fn set_qp_num(&mut self, n: u32) {
+        self.id.qp_num = n;
+    }
+
+    /// STATUS.LINK_UP; returns whether it changed.
+    pub fn set_link_up(&mut self, up: bool) -> bool {
+        let changed = self.status.link_up() != up;
+        self.status.set_link_up(up);
+        changed
+    }
+
+    pub fn link_up(&self) -> bool {
+        self.status.link_up()
+    }
+
+    pub fn set_num_vfs(&mut self, n: u16) {
+        self.num_vfs = n.into();
+    }
+
+    /// Sets cause bits (before the misc vector fires).
+    pub fn raise_cause(&mut self, cause: IrqCause) {
+        self.irq_cause = IrqCause::from_bits(self.irq_cause.into_bits() | cause.into_bits());
+    }
+
+    pub fn irq_cause(&self) -> IrqCause {
+        self.irq_cause
+    }
+
+    pub fn admin_args(&self) -> [u32; ADMIN_ARGS] {
+        self.admin_args
+    }
+
+    /// The result of an admin command: status and result arguments.
+    pub fn admin_done(&mut self, status: u32, results: Option<[u32; ADMIN_ARGS]>) {
+        self.admin_status = status;
+        if let Some(r) = results {
+            self.admin_args = r;
+        }
     }
 
     pub fn bad_accesses(&self) -> u32 {
@@ -465,6 +659,16 @@ impl Bar0 {
             Reg::VctLo => self.vct_lo,
             Reg::VctHi => self.vct_hi,
             Reg::VctStatus => self.vct_status,
+            Reg::IrqCause => self.irq_cause.into_bits(),
+            Reg::NumVfs => self.num_vfs,
+            Reg::AdminCmd => 0,
+            Reg::AdminStatus => self.admin_status,
+            Reg::AdminArg0
+            | Reg::AdminArg1
+            | Reg::AdminArg2
+            | Reg::AdminArg3
+            | Reg::AdminArg4
+            | Reg::AdminArg5 => self.admin_args[Self::arg_index(reg)],
         }
     }
 
@@ -487,8 +691,26 @@ impl Bar0 {
                 self.vct_hi = v;
                 Effect::VctCommit(self.vct())
             }
+            Reg::IrqCause => {
+                self.irq_cause = IrqCause::from_bits(self.irq_cause.into_bits() & !v);
+                Effect::None
+            }
+            Reg::AdminCmd => Effect::Admin(AdminCmd::from_bits(v)),
+            Reg::AdminArg0
+            | Reg::AdminArg1
+            | Reg::AdminArg2
+            | Reg::AdminArg3
+            | Reg::AdminArg4
+            | Reg::AdminArg5 => {
+                self.admin_args[Self::arg_index(spec.reg)] = v;
+                Effect::None
+            }
             _ => Effect::None,
         })
+    }
+
+    fn arg_index(reg: Reg) -> usize {
+        ((reg as u64 - Reg::AdminArg0 as u64) / 4) as usize
     }
 
     pub fn check(offset: u64, len: usize) -> Result<(), RegError> {
@@ -636,7 +858,7 @@ mod tests {
                 high: true
             })
         ));
-        assert!(decode(0x150).is_none(), "past the last function counter");
+        assert!(decode(0x178).is_none(), "past the last function counter");
         let Some(Target::Qp { qp, reg }) = decode(0x1000 + 3 * 0x80 + 0x10) else {
             panic!("queue pair 3 TX_TAIL");
         };
@@ -668,6 +890,32 @@ mod tests {
         let mut q = [0; 8];
         b.read(Reg::VctLo as u64, &mut q).unwrap();
         assert_eq!(u64::from_le_bytes(q), 0x2_0000_1000);
+    }
+
+    #[test]
+    fn irq_cause_is_write_one_to_clear() {
+        let mut b = bar();
+        b.raise_cause(IrqCause::new().with_config(true).with_link(true));
+        assert_eq!(r(&b, Reg::IrqCause), 3);
+        b.write(Reg::IrqCause as u64, &1u32.to_le_bytes()).unwrap();
+        assert_eq!(r(&b, Reg::IrqCause), 2);
+        b.write(Reg::IrqCause as u64, &0u32.to_le_bytes()).unwrap();
+        assert_eq!(r(&b, Reg::IrqCause), 2, "zeros leave bits alone");
+    }
+
+    #[test]
+    fn admin_cmd_write_is_an_effect_and_args_read_back() {
+        let mut b = bar();
+        b.write(Reg::AdminArg2 as u64, &7u32.to_le_bytes()).unwrap();
+        assert_eq!(r(&b, Reg::AdminArg2), 7);
+        let cmd = AdminCmd::new().with_op(3).with_vf(2);
+        assert_eq!(
+            b.write(Reg::AdminCmd as u64, &cmd.into_bits().to_le_bytes()),
+            Ok(vec![Effect::Admin(cmd)])
+        );
+        b.admin_done(22, None);
+        assert_eq!(r(&b, Reg::AdminStatus), 22);
+        assert_eq!(r(&b, Reg::AdminArg2), 7);
     }
 
     #[test]

@@ -5,7 +5,7 @@
 //! The switch only decides; the card moves the bytes. Lookups are hash-map
 //! hits, so the cost per frame does not grow with the number of entries.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::fmt;
 
 /// A MAC address.
@@ -54,6 +54,8 @@ pub struct FrameInfo {
     pub dst: Mac,
     pub src: Mac,
     pub vlan: Vlan,
+    /// Whether the frame carries an 802.1Q tag (VLAN 0 may be tagged).
+    pub tagged: bool,
 }
 
 impl FrameInfo {
@@ -63,7 +65,8 @@ impl FrameInfo {
         let hdr = frame.get(..14)?;
         let mac = |at: usize| Mac(hdr[at..at + 6].try_into().expect("6 bytes"));
         let ethertype = u16::from_be_bytes([hdr[12], hdr[13]]);
-        let vlan = if ethertype == TPID_8021Q {
+        let tagged = ethertype == TPID_8021Q;
+        let vlan = if tagged {
             let tci = frame.get(14..16)?;
             u16::from_be_bytes([tci[0], tci[1]]) & 0x0fff
         } else {
@@ -73,6 +76,7 @@ impl FrameInfo {
             dst: mac(0),
             src: mac(6),
             vlan,
+            tagged,
         })
     }
 }
@@ -108,68 +112,188 @@ pub enum SwitchError {
     BadVlan(Vlan),
     #[error("port already in {MAX_VLANS_PER_PORT} VLANs")]
     TooManyVlans,
-    #[error("{mac} VLAN {vlan} already belongs to another port")]
+    #[error("{mac} VLAN {vlan} already belongs to another vNIC or entry")]
     Taken { mac: Mac, vlan: Vlan },
     #[error("no such port")]
     NoPort,
+    #[error("{0} is a multicast address")]
+    Multicast(Mac),
+    #[error("the vNIC has port VLAN {0}; the guest cannot join VLANs")]
+    PortVlan(Vlan),
+    #[error("no static entry for {mac} VLAN {vlan}")]
+    NoEntry { mac: Mac, vlan: Vlan },
+    #[error("{mac} VLAN {vlan} is a vNIC's own address; change the vNIC instead")]
+    NotStatic { mac: Mac, vlan: Vlan },
+}
+
+/// Who made a forwarding entry.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EntryKind {
+    /// A vNIC's own address, untagged or in its port VLAN.
+    Own,
+    /// A vNIC's own address in a VLAN the guest joined.
+    Joined,
+    /// Added by management.
+    Static,
+}
+
+/// A forwarding-table entry.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Entry {
+    pub port: Port,
+    pub kind: EntryKind,
 }
 
 /// What the switch knows of one port.
 #[derive(Clone, Debug)]
 struct PortInfo {
     mac: Mac,
-    /// VLANs joined besides untagged.
+    /// Port VLAN (access port), 0 if none.
+    pvid: Vlan,
+    /// VLANs the guest joined besides its home VLAN.
     vlans: BTreeSet<Vlan>,
 }
 
-#[derive(Debug)]
-pub struct Switch {
-    table: HashMap<(Mac, Vlan), Port>,
-    /// Ports that belong to each VLAN (0: untagged), for floods.
-    members: HashMap<Vlan, BTreeSet<Port>>,
-    ports: HashMap<Port, PortInfo>,
-    pub spoof_check: bool,
-}
-
-impl Default for Switch {
-    fn default() -> Self {
-        Switch {
-            table: HashMap::new(),
-            members: HashMap::new(),
-            ports: HashMap::new(),
-            spoof_check: true,
-        }
+impl PortInfo {
+    /// The VLAN of the port's untagged traffic.
+    fn home(&self) -> Vlan {
+        self.pvid
     }
 }
 
+#[derive(Debug, Default)]
+pub struct Switch {
+    table: HashMap<(Mac, Vlan), Entry>,
+    /// Ports that belong to each VLAN (0: untagged), for floods.
+    members: HashMap<Vlan, BTreeSet<Port>>,
+    ports: HashMap<Port, PortInfo>,
+    /// Functions whose spoof check management turned off.
+    spoof_off: HashSet<usize>,
+}
+
 impl Switch {
+    fn taken_by_other(&self, mac: Mac, vlan: Vlan, port: Port) -> bool {
+        self.table.get(&(mac, vlan)).is_some_and(|e| e.port != port)
+    }
+
     /// Adds a vNIC with its own MAC (untagged entry and membership).
     pub fn add_port(&mut self, port: Port, mac: Mac) -> Result<(), SwitchError> {
-        if self.table.get(&(mac, 0)).is_some_and(|p| *p != port) {
+        if mac.is_multicast() {
+            return Err(SwitchError::Multicast(mac));
+        }
+        if self.taken_by_other(mac, 0, port) {
             return Err(SwitchError::Taken { mac, vlan: 0 });
         }
         self.remove_port(port);
-        self.table.insert((mac, 0), port);
+        self.table.insert(
+            (mac, 0),
+            Entry {
+                port,
+                kind: EntryKind::Own,
+            },
+        );
         self.members.entry(0).or_default().insert(port);
         self.ports.insert(
             port,
             PortInfo {
                 mac,
+                pvid: 0,
                 vlans: BTreeSet::new(),
             },
         );
         Ok(())
     }
 
-    /// Removes a vNIC and every entry pointing at it.
+    /// Removes a vNIC and every entry pointing at it, static ones included.
     pub fn remove_port(&mut self, port: Port) {
         if self.ports.remove(&port).is_none() {
             return;
         }
-        self.table.retain(|_, p| *p != port);
+        self.table.retain(|_, e| e.port != port);
         for set in self.members.values_mut() {
             set.remove(&port);
         }
+    }
+
+    pub fn has_port(&self, port: Port) -> bool {
+        self.ports.contains_key(&port)
+    }
+
+    /// Whether `mac` could become `port`'s address: its home VLAN and every
+    /// VLAN it joined must be free.
+    pub fn check_mac(&self, port: Port, mac: Mac) -> Result<(), SwitchError> {
+        if mac.is_multicast() {
+            return Err(SwitchError::Multicast(mac));
+        }
+        let info = self.ports.get(&port).ok_or(SwitchError::NoPort)?;
+        for vlan in std::iter::once(info.home()).chain(info.vlans.iter().copied()) {
+            if self.taken_by_other(mac, vlan, port) {
+                return Err(SwitchError::Taken { mac, vlan });
+            }
+        }
+        Ok(())
+    }
+
+    /// Gives `port` a new MAC: its entries move with it.
+    pub fn set_mac(&mut self, port: Port, mac: Mac) -> Result<(), SwitchError> {
+        self.check_mac(port, mac)?;
+        let info = self.ports.get_mut(&port).expect("checked");
+        let old = std::mem::replace(&mut info.mac, mac);
+        let vlans: Vec<Vlan> = std::iter::once(info.home())
+            .chain(info.vlans.iter().copied())
+            .collect();
+        for vlan in vlans {
+            if let Some(e) = self.table.remove(&(old, vlan)) {
+                self.table.insert((mac, vlan), e);
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether `vlan` could become `port`'s port VLAN.
+    pub fn check_pvid(&self, port: Port, vlan: Vlan) -> Result<(), SwitchError> {
+        if vlan > MAX_VLAN {
+            return Err(SwitchError::BadVlan(vlan));
+        }
+        let info = self.ports.get(&port).ok_or(SwitchError::NoPort)?;
+        if self.taken_by_other(info.mac, vlan, port) {
+            return Err(SwitchError::Taken {
+                mac: info.mac,
+                vlan,
+            });
+        }
+        Ok(())
+    }
+
+    /// Makes `port` an access port of `vlan` (0: none). The VLANs the guest
+    /// joined are left: with a port VLAN the guest sees no tags.
+    pub fn set_pvid(&mut self, port: Port, vlan: Vlan) -> Result<(), SwitchError> {
+        self.check_pvid(port, vlan)?;
+        self.leave_all(port);
+        let info = self.ports.get_mut(&port).expect("checked");
+        let (mac, old) = (info.mac, info.home());
+        info.pvid = vlan;
+        if let Some(e) = self.table.remove(&(mac, old)) {
+            self.table.insert((mac, vlan), e);
+        }
+        if let Some(set) = self.members.get_mut(&old) {
+            set.remove(&port);
+        }
+        self.members.entry(vlan).or_default().insert(port);
+        Ok(())
+    }
+
+    /// The port VLAN of `port`, 0 if none.
+    pub fn pvid(&self, port: Port) -> Vlan {
+        self.ports.get(&port).map_or(0, |i| i.pvid)
+    }
+
+    /// VLANs the guest joined on `port`.
+    pub fn joined(&self, port: Port) -> Vec<Vlan> {
+        self.ports
+            .get(&port)
+            .map(|i| i.vlans.iter().copied().collect())
+            .unwrap_or_default()
     }
 
     /// Joins `port` to `vlan`: adds (own MAC, vlan).
@@ -178,6 +302,9 @@ impl Switch {
             return Err(SwitchError::BadVlan(vlan));
         }
         let info = self.ports.get(&port).ok_or(SwitchError::NoPort)?;
+        if info.pvid != 0 {
+            return Err(SwitchError::PortVlan(info.pvid));
+        }
         if info.vlans.contains(&vlan) {
             return Ok(());
         }
@@ -185,10 +312,16 @@ impl Switch {
             return Err(SwitchError::TooManyVlans);
         }
         let mac = info.mac;
-        if self.table.get(&(mac, vlan)).is_some_and(|p| *p != port) {
+        if self.taken_by_other(mac, vlan, port) {
             return Err(SwitchError::Taken { mac, vlan });
         }
-        self.table.insert((mac, vlan), port);
+        self.table.insert(
+            (mac, vlan),
+            Entry {
+                port,
+                kind: EntryKind::Joined,
+            },
+        );
         self.members.entry(vlan).or_default().insert(port);
         self.ports
             .get_mut(&port)
@@ -212,32 +345,113 @@ impl Switch {
         Ok(())
     }
 
-    /// Leaves every VLAN (the function was reset).
+    /// Leaves every VLAN the guest joined (the function was reset).
     pub fn leave_all(&mut self, port: Port) {
-        let vlans: Vec<Vlan> = self
-            .ports
-            .get(&port)
-            .map(|i| i.vlans.iter().copied().collect())
-            .unwrap_or_default();
-        for v in vlans {
+        for v in self.joined(port) {
             let _ = self.leave(port, v);
         }
     }
 
-    pub fn lookup(&self, mac: Mac, vlan: Vlan) -> Option<Port> {
+    /// Adds a static entry (MAC, VLAN) → `port`.
+    pub fn add_static(&mut self, mac: Mac, vlan: Vlan, port: Port) -> Result<(), SwitchError> {
+        if mac.is_multicast() {
+            return Err(SwitchError::Multicast(mac));
+        }
+        if vlan > MAX_VLAN {
+            return Err(SwitchError::BadVlan(vlan));
+        }
+        if !self.ports.contains_key(&port) {
+            return Err(SwitchError::NoPort);
+        }
+        if self.table.contains_key(&(mac, vlan)) {
+            return Err(SwitchError::Taken { mac, vlan });
+        }
+        let kind = EntryKind::Static;
+        self.table.insert((mac, vlan), Entry { port, kind });
+        Ok(())
+    }
+
+    /// Removes a static entry.
+    pub fn remove_static(&mut self, mac: Mac, vlan: Vlan) -> Result<(), SwitchError> {
+        match self.table.get(&(mac, vlan)) {
+            None => Err(SwitchError::NoEntry { mac, vlan }),
+            Some(e) if e.kind != EntryKind::Static => Err(SwitchError::NotStatic { mac, vlan }),
+            Some(_) => {
+                self.table.remove(&(mac, vlan));
+                Ok(())
+            }
+        }
+    }
+
+    /// Every entry, sorted by (MAC, VLAN).
+    pub fn entries(&self) -> Vec<(Mac, Vlan, Entry)> {
+        let mut v: Vec<_> = self.table.iter().map(|(&(m, vl), &e)| (m, vl, e)).collect();
+        v.sort_by_key(|&(m, vl, _)| (m, vl));
+        v
+    }
+
+    pub fn len(&self) -> usize {
+        self.table.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.table.is_empty()
+    }
+
+    /// The entry for (MAC, VLAN), if any.
+    pub fn entries_for(&self, mac: Mac, vlan: Vlan) -> Option<Entry> {
         self.table.get(&(mac, vlan)).copied()
+    }
+
+    pub fn lookup(&self, mac: Mac, vlan: Vlan) -> Option<Port> {
+        self.table.get(&(mac, vlan)).map(|e| e.port)
+    }
+
+    /// Spoof check of function `f` (on unless management turned it off).
+    pub fn spoof_check(&self, f: usize) -> bool {
+        !self.spoof_off.contains(&f)
+    }
+
+    pub fn set_spoof_check(&mut self, f: usize, on: bool) {
+        if on {
+            self.spoof_off.remove(&f);
+        } else {
+            self.spoof_off.insert(f);
+        }
     }
 
     fn belongs(&self, port: Port, vlan: Vlan) -> bool {
         self.members.get(&vlan).is_some_and(|s| s.contains(&port))
     }
 
-    /// Decides what happens to `frame` sent by `from`.
+    /// Frames from a port with a port VLAN enter that VLAN: an untagged
+    /// frame gets the tag (so the rest of the switch sees the VLAN in the
+    /// frame); a frame the guest tagged itself is refused.
+    pub fn ingress(&self, from: Port, frame: &mut Vec<u8>) -> Result<(), DropReason> {
+        let pvid = self.pvid(from);
+        if pvid == 0 {
+            return Ok(());
+        }
+        let Some(info) = FrameInfo::parse(frame) else {
+            return Err(DropReason::Malformed);
+        };
+        if info.tagged {
+            return Err(DropReason::VlanNotJoined);
+        }
+        let mut tag = [0u8; 4];
+        tag[..2].copy_from_slice(&TPID_8021Q.to_be_bytes());
+        tag[2..].copy_from_slice(&pvid.to_be_bytes());
+        frame.splice(12..12, tag);
+        Ok(())
+    }
+
+    /// Decides what happens to `frame` sent by `from` (after
+    /// [`Switch::ingress`]).
     pub fn forward(&self, from: Port, frame: &[u8]) -> Decision {
         let Some(info) = FrameInfo::parse(frame) else {
             return Decision::Drop(DropReason::Malformed);
         };
-        if self.spoof_check {
+        if self.spoof_check(from.function) {
             let own = self.ports.get(&from).map(|p| p.mac);
             if own != Some(info.src) {
                 return Decision::Drop(DropReason::Spoofed);
@@ -259,6 +473,18 @@ impl Switch {
             Some(p) => Decision::Unicast(p),
             None => Decision::Uplink,
         }
+    }
+}
+
+/// Copies `frame` without its outer 802.1Q tag into `out` (delivery to a
+/// port with a port VLAN: the guest sees untagged frames).
+pub fn strip_tag(frame: &[u8], out: &mut Vec<u8>) {
+    out.clear();
+    if frame.len() >= 18 && frame[12..14] == TPID_8021Q.to_be_bytes() {
+        out.extend_from_slice(&frame[..12]);
+        out.extend_from_slice(&frame[16..]);
+    } else {
+        out.extend_from_slice(frame);
     }
 }
 
@@ -379,7 +605,7 @@ mod tests {
             s.forward(port(1, 0), &f),
             Decision::Drop(DropReason::VlanNotJoined)
         );
-        s.spoof_check = false;
+        s.set_spoof_check(1, false);
         let f = eth(mac(3), mac(2), None);
         assert_eq!(s.forward(port(1, 0), &f), Decision::Unicast(port(2, 0)));
     }
@@ -432,6 +658,109 @@ mod tests {
                 mac: mac(1),
                 vlan: 0
             })
+        );
+    }
+
+    #[test]
+    fn port_vlan_tags_on_ingress_and_classifies_into_the_vlan() {
+        let mut s = switch();
+        s.set_pvid(port(1, 0), 10).unwrap();
+        s.join(port(2, 0), 10).unwrap();
+        assert_eq!(s.lookup(mac(1), 10), Some(port(1, 0)));
+        assert_eq!(s.lookup(mac(1), 0), None, "no longer untagged");
+        // A's untagged frame enters VLAN 10 and reaches C's VLAN 10.
+        let mut f = eth(mac(3), mac(1), None);
+        s.ingress(port(1, 0), &mut f).unwrap();
+        assert_eq!(FrameInfo::parse(&f).unwrap().vlan, 10);
+        assert_eq!(s.forward(port(1, 0), &f), Decision::Unicast(port(2, 0)));
+        // A guest-tagged frame from an access port is refused.
+        let mut tagged = eth(mac(3), mac(1), Some(10));
+        assert_eq!(
+            s.ingress(port(1, 0), &mut tagged),
+            Err(DropReason::VlanNotJoined)
+        );
+        // The guest cannot join VLANs on an access port.
+        assert_eq!(s.join(port(1, 0), 20), Err(SwitchError::PortVlan(10)));
+        // Delivery strips the tag.
+        let mut out = Vec::new();
+        strip_tag(&f, &mut out);
+        assert_eq!(out, eth(mac(3), mac(1), None));
+        // Back to untagged.
+        s.set_pvid(port(1, 0), 0).unwrap();
+        assert_eq!(s.lookup(mac(1), 0), Some(port(1, 0)));
+        assert_eq!(s.lookup(mac(1), 10), None);
+    }
+
+    #[test]
+    fn set_mac_moves_entries_and_refuses_taken_addresses() {
+        let mut s = switch();
+        s.join(port(1, 0), 5).unwrap();
+        let new = Mac([2, 0, 0, 0, 0, 9]);
+        s.set_mac(port(1, 0), new).unwrap();
+        assert_eq!(s.lookup(new, 0), Some(port(1, 0)));
+        assert_eq!(s.lookup(new, 5), Some(port(1, 0)));
+        assert_eq!(s.lookup(mac(1), 0), None);
+        assert_eq!(
+            s.set_mac(port(1, 0), mac(3)),
+            Err(SwitchError::Taken {
+                mac: mac(3),
+                vlan: 0
+            })
+        );
+        assert_eq!(
+            s.set_mac(port(1, 0), Mac::BROADCAST),
+            Err(SwitchError::Multicast(Mac::BROADCAST))
+        );
+        assert_eq!(s.lookup(new, 0), Some(port(1, 0)), "unchanged");
+    }
+
+    #[test]
+    fn static_entries_add_list_delete_and_leave_with_their_port() {
+        let mut s = switch();
+        let extra = Mac([2, 0, 0, 0, 0, 7]);
+        s.add_static(extra, 0, port(2, 1)).unwrap();
+        assert_eq!(
+            s.add_static(extra, 0, port(1, 0)),
+            Err(SwitchError::Taken {
+                mac: extra,
+                vlan: 0
+            }),
+            "duplicate"
+        );
+        assert_eq!(s.add_static(extra, 0, port(9, 0)), Err(SwitchError::NoPort));
+        let f = eth(extra, mac(1), None);
+        assert_eq!(s.forward(port(1, 0), &f), Decision::Unicast(port(2, 1)));
+        let kinds: Vec<EntryKind> = s.entries().iter().map(|e| e.2.kind).collect();
+        assert_eq!(kinds.iter().filter(|k| **k == EntryKind::Static).count(), 1);
+        assert_eq!(
+            s.remove_static(mac(1), 0),
+            Err(SwitchError::NotStatic {
+                mac: mac(1),
+                vlan: 0
+            })
+        );
+        assert_eq!(
+            s.remove_static(extra, 3),
+            Err(SwitchError::NoEntry {
+                mac: extra,
+                vlan: 3
+            })
+        );
+        s.remove_port(port(2, 1));
+        assert_eq!(s.lookup(extra, 0), None, "left with its port");
+    }
+
+    #[test]
+    fn spoof_check_is_per_function() {
+        let mut s = switch();
+        s.set_spoof_check(2, false);
+        assert!(!s.spoof_check(2) && s.spoof_check(1));
+        let f = eth(mac(1), Mac([2, 0, 0, 0, 0, 8]), Some(33));
+        assert_eq!(s.forward(port(2, 0), &f), Decision::Uplink);
+        let f = eth(mac(3), Mac([2, 0, 0, 0, 0, 8]), None);
+        assert_eq!(
+            s.forward(port(1, 0), &f),
+            Decision::Drop(DropReason::Spoofed)
         );
     }
 }

@@ -10,6 +10,7 @@ use clap::Parser;
 use log::error;
 
 use vnic::card::{Card, CardConfig};
+use vnic::control::api::CardFile;
 use vnic::server::Server;
 
 /// An emulated PCIe SR-IOV network card served over vfio-user.
@@ -19,18 +20,34 @@ struct Args {
     /// Directory for the function sockets (pf.sock, vf0.sock, ...).
     #[arg(long)]
     socket_dir: PathBuf,
-    /// Number of VFs (SR-IOV TotalVFs and NumVFs).
-    #[arg(long, default_value_t = 4)]
-    vfs: u16,
-    /// X: maximum queue pairs per function.
-    #[arg(long, default_value_t = 8)]
-    queue_pairs: u32,
-    /// N: queue pairs (vNICs) enabled on each VF at start.
+    /// Number of VFs (SR-IOV TotalVFs and NumVFs) [default: 4, or the
+    /// configuration file's].
+    #[arg(long)]
+    vfs: Option<u16>,
+    /// X: maximum queue pairs per function [default: 8, or the
+    /// configuration file's].
+    #[arg(long)]
+    queue_pairs: Option<u32>,
+    /// N: queue pairs (vNICs) enabled on each VF at start (a configuration
+    /// file may then change it per VF).
     #[arg(long, default_value_t = 2)]
     vnics_per_vf: u32,
-    /// Card number, used in default MAC addresses (two vnicd "hosts").
-    #[arg(long, default_value_t = 0)]
-    card_id: u8,
+    /// Card number, used in default MAC addresses (two vnicd "hosts")
+    /// [default: 0, or the configuration file's].
+    #[arg(long)]
+    card_id: Option<u8>,
+    /// Control socket [default: SOCKET_DIR/control.sock].
+    #[arg(long)]
+    control: Option<PathBuf>,
+    /// Configuration file (JSON, docs/management.md) applied at start.
+    #[arg(long)]
+    config: Option<PathBuf>,
+}
+
+/// Reads and parses a configuration file.
+fn read_config(path: &std::path::Path) -> Result<CardFile, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    serde_json::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))
 }
 
 /// Blocks SIGINT and SIGTERM and returns a signalfd that becomes readable
@@ -58,19 +75,43 @@ fn main() -> ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
     let args = Args::parse();
     let start = Instant::now();
-    let config = CardConfig {
-        vfs: args.vfs,
-        queue_pairs: args.queue_pairs,
-        vnics_per_vf: args.vnics_per_vf,
-        card_id: args.card_id,
+    let file = match args.config.as_deref().map(read_config).transpose() {
+        Ok(f) => f,
+        Err(e) => {
+            error!("configuration {e}");
+            return ExitCode::from(2);
+        }
     };
-    let card = match Card::new(config) {
+    let settings = file.as_ref().and_then(|f| f.card);
+    let defaults = CardConfig::default();
+    let config = CardConfig {
+        vfs: args.vfs.or(settings.map(|s| s.vfs)).unwrap_or(defaults.vfs),
+        queue_pairs: args
+            .queue_pairs
+            .or(settings.map(|s| s.queue_pairs))
+            .unwrap_or(defaults.queue_pairs),
+        vnics_per_vf: args.vnics_per_vf,
+        card_id: args
+            .card_id
+            .or(settings.map(|s| s.card_id))
+            .unwrap_or(defaults.card_id),
+    };
+    let mut card = match Card::new(config) {
         Ok(c) => c,
         Err(e) => {
             error!("{e}");
             return ExitCode::from(2);
         }
     };
+    if let Some(mut file) = file {
+        // Command-line options win over the file's card settings.
+        file.card = None;
+        if let Err(e) = card.apply(&file) {
+            error!("configuration refused: {e}");
+            return ExitCode::from(2);
+        }
+        card.take_events();
+    }
     let stop = match stop_signals() {
         Ok(fd) => fd,
         Err(e) => {
@@ -78,7 +119,9 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let mut server = match Server::new(card, &args.socket_dir) {
+    let vfs = card.config().vfs;
+    let queue_pairs = card.config().queue_pairs;
+    let mut server = match Server::new(card, &args.socket_dir, args.control.as_deref()) {
         Ok(s) => s,
         Err(e) => {
             error!("{e}");
@@ -88,10 +131,9 @@ fn main() -> ExitCode {
     for (name, path) in server.sockets() {
         println!("vnicd: {name} {}", path.display());
     }
+    println!("vnicd: control {}", server.control_path().display());
     println!(
-        "vnicd: ready (1 PF, {} VFs, {} queue pairs max) in {} ms",
-        args.vfs,
-        args.queue_pairs,
+        "vnicd: ready (1 PF, {vfs} VFs, {queue_pairs} queue pairs max) in {} ms",
         start.elapsed().as_millis()
     );
     match server.run(stop.as_raw_fd()) {

@@ -1,3 +1,10 @@
-//! Management: the control socket's messages ([`api`]).
+//! Management (docs/management.md): the control socket's messages
+//! ([`api`]), the card operations they run ([`ops`]), the configuration file
+//! ([`config`]), the PF admin mailbox ([`admin`]) and the control socket
+//! itself ([`socket`]).
 
+pub mod admin;
 pub mod api;
+pub mod config;
+pub mod ops;
+pub mod socket;

@@ -205,6 +205,25 @@ fn build_ext(c: &mut ConfigSpace, l: &CapLayout) {
     c.set_u32(dsn + 8, (l.serial >> 32) as u32);
 }
 
+/// Shows `n` enabled VFs in the SR-IOV capability (NumVFs; VF Enable and
+/// VF MSE set while n > 0). No-op without the capability (a VF).
+pub fn set_num_vfs(c: &mut ConfigSpace, n: u16) {
+    let Some((_, o)) = walk_ext(c.bytes())
+        .into_iter()
+        .find(|(id, _)| *id == EXT_CAP_ID_SRIOV)
+    else {
+        return;
+    };
+    c.set_u16(o + sriov::NUM_VFS, n);
+    let ctrl = c.u16(o + sriov::CTRL) & !(sriov::CTRL_VFE | sriov::CTRL_VF_MSE);
+    let on = if n > 0 {
+        sriov::CTRL_VFE | sriov::CTRL_VF_MSE
+    } else {
+        0
+    };
+    c.set_u16(o + sriov::CTRL, ctrl | on);
+}
+
 /// SR-IOV capability. vnicd starts as if the host had enabled SR-IOV, so VF
 /// Enable, VF MSE and NumVFs read back set. Enabling and disabling VFs is a
 /// management operation of the card (control socket), not something a client

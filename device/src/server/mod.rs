@@ -8,7 +8,13 @@
 //!
 //! Event sources are named by token: listeners at even numbers, connections
 //! at odd numbers (`2 * function + 1`), the stop descriptor at [`STOP`], the
-//! interrupt-moderation timer at [`TIMER`].
+//! interrupt-moderation timer at [`TIMER`], the control socket at
+//! [`CONTROL`] and its clients from [`CONTROL_CLIENTS`] on.
+//!
+//! The control socket (`control/socket.rs`) is served by the same loop:
+//! management requests run between data-path turns. After each, the
+//! listeners follow the card's enabled VFs: a disabled VF's socket is
+//! removed (its client disconnected first) and an enabled one's is created.
 //!
 //! After a client's messages the loop runs the data path (frames whose
 //! doorbells rang, see `datapath.rs`); held-back interrupts are fired from a
@@ -35,12 +41,19 @@ pub use connection::MAX_TX_BYTES;
 use connection::{Connection, Incoming};
 
 use crate::card::Card;
+use crate::control::socket::{ControlSocket, Served, MAX_CLIENTS};
 use crate::protocol::error_reply;
 
 /// Token of the descriptor that stops the loop (a signalfd in vnicd).
 const STOP: Token = Token(usize::MAX - 1);
 /// Token of the interrupt-moderation timer.
 const TIMER: Token = Token(usize::MAX - 2);
+/// Token of the control socket's listener.
+const CONTROL: Token = Token(usize::MAX - 3);
+/// Control client `i` is `CONTROL_CLIENTS + i`.
+const CONTROL_CLIENTS: usize = usize::MAX - 64;
+/// The control socket's file name in the socket directory.
+pub const CONTROL_SOCKET: &str = "control.sock";
 /// Messages handled for one client before the loop turns to the others.
 const MESSAGES_PER_TURN: usize = 256;
 
@@ -60,6 +73,8 @@ pub enum ServerError {
     Bind(PathBuf, io::Error),
     #[error("event loop: {0}")]
     Poll(io::Error),
+    #[error("cannot listen on control socket {0}: {1}")]
+    Control(PathBuf, io::Error),
 }
 
 struct Listener {
@@ -78,7 +93,10 @@ enum ConnState {
 pub struct Server {
     poll: Poll,
     card: Card,
-    listeners: Vec<Listener>,
+    /// Every function's socket path, and its listener while it is enabled.
+    paths: Vec<PathBuf>,
+    listeners: Vec<Option<Listener>>,
+    control: ControlSocket,
     conns: Vec<Option<Connection>>,
     /// Connections that still had data when their turn ended.
     backlog: Vec<usize>,
@@ -88,51 +106,95 @@ pub struct Server {
 }
 
 impl Server {
-    /// Binds one socket per function in `dir` (created if missing; stale
-    /// sockets from a crashed vnicd are replaced).
-    pub fn new(card: Card, dir: &Path) -> Result<Self, ServerError> {
+    /// Binds one socket per enabled function in `dir` (created if missing;
+    /// stale sockets from a crashed vnicd are replaced) and the control
+    /// socket at `control` (default: `dir`/control.sock).
+    pub fn new(card: Card, dir: &Path, control: Option<&Path>) -> Result<Self, ServerError> {
         std::fs::create_dir_all(dir).map_err(|e| ServerError::SocketDir(dir.into(), e))?;
         let poll = Poll::new().map_err(ServerError::Poll)?;
-        let mut listeners = Vec::new();
-        for (i, f) in card.functions().iter().enumerate() {
-            let path = dir.join(format!("{}.sock", f.name()));
-            let _ = std::fs::remove_file(&path);
-            let socket =
-                UnixListener::bind(&path).map_err(|e| ServerError::Bind(path.clone(), e))?;
-            socket
-                .set_nonblocking(true)
-                .map_err(|e| ServerError::Bind(path.clone(), e))?;
-            poll.registry()
-                .register(
-                    &mut SourceFd(&socket.as_raw_fd()),
-                    listener_token(i),
-                    Interest::READABLE,
-                )
-                .map_err(ServerError::Poll)?;
-            listeners.push(Listener { socket, path });
-        }
-        let conns = (0..listeners.len()).map(|_| None).collect();
+        let paths: Vec<PathBuf> = card
+            .functions()
+            .iter()
+            .map(|f| dir.join(format!("{}.sock", f.name())))
+            .collect();
+        let control_path = control.map_or_else(|| dir.join(CONTROL_SOCKET), Path::to_path_buf);
+        let control = ControlSocket::bind(&control_path, poll.registry(), CONTROL)
+            .map_err(|e| ServerError::Control(control_path, e))?;
+        let conns = (0..paths.len()).map(|_| None).collect();
         let timer = TimerFd::new().map_err(|e| ServerError::Poll(e.into()))?;
         poll.registry()
             .register(&mut SourceFd(&timer.as_raw_fd()), TIMER, Interest::READABLE)
             .map_err(ServerError::Poll)?;
-        Ok(Server {
+        let mut server = Server {
             poll,
             card,
-            listeners,
+            listeners: paths.iter().map(|_| None).collect(),
+            paths,
+            control,
             conns,
             backlog: Vec::new(),
             timer,
             timer_due: None,
-        })
+        };
+        for i in 0..server.paths.len() {
+            if server.card.functions()[i].policy().enabled {
+                server.listen(i)?;
+            }
+        }
+        Ok(server)
+    }
+
+    fn listen(&mut self, i: usize) -> Result<(), ServerError> {
+        let path = self.paths[i].clone();
+        let _ = std::fs::remove_file(&path);
+        let socket = UnixListener::bind(&path).map_err(|e| ServerError::Bind(path.clone(), e))?;
+        socket
+            .set_nonblocking(true)
+            .map_err(|e| ServerError::Bind(path.clone(), e))?;
+        self.poll
+            .registry()
+            .register(
+                &mut SourceFd(&socket.as_raw_fd()),
+                listener_token(i),
+                Interest::READABLE,
+            )
+            .map_err(ServerError::Poll)?;
+        self.listeners[i] = Some(Listener { socket, path });
+        Ok(())
+    }
+
+    /// Makes the listeners follow the card's enabled functions.
+    fn sync_listeners(&mut self) {
+        for i in 0..self.paths.len() {
+            let enabled = self.card.functions()[i].policy().enabled;
+            match (&self.listeners[i], enabled) {
+                (None, true) => {
+                    if let Err(e) = self.listen(i) {
+                        error!("{e}");
+                    }
+                }
+                (Some(_), false) => {
+                    self.drop_client(i);
+                    if let Some(l) = self.listeners[i].take() {
+                        let fd = l.socket.as_raw_fd();
+                        let _ = self.poll.registry().deregister(&mut SourceFd(&fd));
+                        let _ = std::fs::remove_file(&l.path);
+                    }
+                }
+                _ => {}
+            }
+        }
     }
 
     /// (function name, socket path) for every function.
     pub fn sockets(&self) -> Vec<(String, PathBuf)> {
         let names = self.card.functions().iter().map(|f| f.name().to_string());
-        names
-            .zip(self.listeners.iter().map(|l| l.path.clone()))
-            .collect()
+        names.zip(self.paths.iter().cloned()).collect()
+    }
+
+    /// The control socket's path.
+    pub fn control_path(&self) -> &Path {
+        self.control.path()
     }
 
     pub fn card(&self) -> &Card {
@@ -167,6 +229,18 @@ impl Server {
                         let _ = self.timer.wait();
                         self.timer_due = None;
                     }
+                    CONTROL => {
+                        let registry = self.poll.registry();
+                        self.control
+                            .accept(registry, |i| Token(CONTROL_CLIENTS + i));
+                    }
+                    Token(t) if (CONTROL_CLIENTS..CONTROL_CLIENTS + MAX_CLIENTS).contains(&t) => {
+                        let registry = self.poll.registry();
+                        let i = t - CONTROL_CLIENTS;
+                        if self.control.serve(i, &mut self.card, registry) == Served::Open {
+                            self.sync_listeners();
+                        }
+                    }
                     Token(t) if t % 2 == 0 => self.accept(t / 2),
                     Token(t) => ready.push(t / 2),
                 }
@@ -184,6 +258,8 @@ impl Server {
             }
             self.card.run_pending();
             self.card.run_timers(Instant::now());
+            let events = self.card.take_events();
+            self.control.broadcast(&events, self.poll.registry());
         }
     }
 
@@ -211,15 +287,15 @@ impl Server {
     }
 
     fn accept(&mut self, index: usize) {
-        if index >= self.listeners.len() {
-            return;
-        }
         loop {
-            let stream = match self.listeners[index].socket.accept() {
+            let Some(listener) = self.listeners.get(index).and_then(Option::as_ref) else {
+                return;
+            };
+            let stream = match listener.socket.accept() {
                 Ok((s, _)) => s,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) => {
-                    warn!("accept on {}: {e}", self.listeners[index].path.display());
+                    warn!("accept on {}: {e}", listener.path.display());
                     return;
                 }
             };
@@ -254,18 +330,26 @@ impl Server {
             }
             info!("{name}: client connected");
             self.conns[index] = Some(conn);
+            self.card.connect(index);
         }
     }
 
     /// Reads and answers up to [`MESSAGES_PER_TURN`] messages of one client.
+    /// An admin command (PF) runs right after the message that wrote it, so
+    /// the client's next read sees its status.
     fn service(&mut self, index: usize) -> ConnState {
-        let (Some(conn), Some(func)) = (self.conns[index].as_mut(), self.card.function_mut(index))
-        else {
-            return ConnState::Open;
-        };
         let mut state = ConnState::Open;
         for n in 0.. {
-            if n == MESSAGES_PER_TURN {
+            let (Some(conn), Some(func)) =
+                (self.conns[index].as_mut(), self.card.function_mut(index))
+            else {
+                return ConnState::Open;
+            };
+            if func.admin_pending() {
+                self.card.run_admin(index);
+                continue;
+            }
+            if n >= MESSAGES_PER_TURN {
                 state = ConnState::Busy;
                 break;
             }
@@ -303,6 +387,10 @@ impl Server {
                 }
             }
         }
+        let (Some(conn), Some(func)) = (self.conns[index].as_mut(), self.card.function_mut(index))
+        else {
+            return state;
+        };
         if let Err(e) = conn.flush() {
             info!("{}: client gone while replying: {e}", func.name());
             return ConnState::Gone;
@@ -322,7 +410,7 @@ impl Server {
 
 impl Drop for Server {
     fn drop(&mut self) {
-        for l in &self.listeners {
+        for l in self.listeners.iter().flatten() {
             let _ = std::fs::remove_file(&l.path);
         }
     }

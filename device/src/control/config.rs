@@ -1,0 +1,286 @@
+//! The configuration file: export of the card's management state and
+//! `apply` of a file, at start (`vnicd --config`) or at run time
+//! (docs/management.md, "The configuration file").
+//!
+//! A file is checked as a whole before anything changes: names, ranges,
+//! policies, and that the addresses it gives vNICs and static entries are
+//! distinct in the state it describes and free of other owners now (two
+//! vNICs cannot swap addresses in one file). Then its steps run in order:
+//! static entries removed (when the file lists its own), NumVFs, each
+//! function, static entries added.
+
+use std::collections::HashMap;
+
+use log::error;
+
+use crate::card::Card;
+use crate::control::api::{CardFile, CardSettings, Direction, FdbFile, FunctionFile, VnicFile};
+use crate::control::ops::{OpError, OpResult};
+use crate::rate::{self, Limiter};
+use crate::switch::{EntryKind, Mac, Port, Vlan, MAX_VLAN};
+
+fn bad(msg: String) -> OpError {
+    OpError::Config(msg)
+}
+
+impl Card {
+    /// The card's card-wide settings, as a configuration file states them.
+    pub fn settings(&self) -> CardSettings {
+        let c = self.config();
+        CardSettings {
+            vfs: c.vfs,
+            queue_pairs: c.queue_pairs,
+            card_id: c.card_id,
+        }
+    }
+
+    /// Everything management set, in the configuration file schema.
+    pub fn export(&self) -> CardFile {
+        let functions = self
+            .functions
+            .iter()
+            .enumerate()
+            .map(|(f, func)| {
+                let p = func.policy();
+                let vnics = func
+                    .queue_pairs()
+                    .iter()
+                    .map(|qp| VnicFile {
+                        mac: Some(qp.mac),
+                        vlan: p.vnics[qp.index as usize].vlan,
+                    })
+                    .collect();
+                FunctionFile {
+                    name: func.name().to_string(),
+                    vnics: Some(vnics),
+                    spoof_check: Some(self.switch.spoof_check(f)),
+                    trust: Some(p.trust),
+                    link: Some(p.link),
+                    tx_rate: Some(p.tx_rate.as_ref().map(Limiter::policy)),
+                    rx_rate: Some(p.rx_rate.as_ref().map(Limiter::policy)),
+                }
+            })
+            .collect();
+        let fdb = self
+            .switch
+            .entries()
+            .into_iter()
+            .filter(|(_, _, e)| e.kind == EntryKind::Static)
+            .map(|(mac, vlan, e)| FdbFile {
+                mac,
+                vlan,
+                function: self.functions[e.port.function].name().to_string(),
+                vnic: e.port.qp,
+            })
+            .collect();
+        CardFile {
+            card: Some(self.settings()),
+            num_vfs: Some(self.num_vfs),
+            functions,
+            fdb: Some(fdb),
+        }
+    }
+
+    /// Applies a configuration file (see the module documentation).
+    pub fn apply(&mut self, file: &CardFile) -> OpResult<()> {
+        let plan = self.check_file(file)?;
+        self.run_file(file, &plan).inspect_err(|e| {
+            error!("configuration partly applied, then refused: {e}");
+        })
+    }
+
+    /// Checks a file; returns each listed function's index.
+    fn check_file(&self, file: &CardFile) -> OpResult<Vec<usize>> {
+        if let Some(s) = file.card {
+            if s != self.settings() {
+                return Err(bad(format!(
+                    "written for a card with {s:?}; this card has {:?}",
+                    self.settings()
+                )));
+            }
+        }
+        let num_vfs = file.num_vfs.unwrap_or(self.num_vfs);
+        if num_vfs > self.config().vfs {
+            return Err(OpError::TooManyVfs(num_vfs, self.config().vfs));
+        }
+        let mut plan = Vec::new();
+        for ff in &file.functions {
+            let f = self.function_index(&ff.name)?;
+            if plan.contains(&f) {
+                return Err(bad(format!("{} is listed twice", ff.name)));
+            }
+            self.check_function(f, ff)?;
+            plan.push(f);
+        }
+        self.check_addresses(file, &plan, num_vfs)?;
+        Ok(plan)
+    }
+
+    fn check_function(&self, f: usize, ff: &FunctionFile) -> OpResult<()> {
+        if let Some(v) = &ff.vnics {
+            let max = if f == 0 {
+                1
+            } else {
+                self.functions[f].qp_max()
+            };
+            if !(1..=max).contains(&(v.len() as u32)) {
+                return Err(OpError::VnicCount {
+                    name: ff.name.clone(),
+                    count: v.len() as u32,
+                    max,
+                });
+            }
+            for vn in v {
+                if let Some(mac) = vn.mac.filter(|m| m.is_multicast() || *m == Mac::default()) {
+                    return Err(OpError::BadMac(mac));
+                }
+                if vn.vlan > MAX_VLAN {
+                    return Err(OpError::BadVlan(vn.vlan));
+                }
+            }
+        }
+        for (dir, p) in [(Direction::Tx, &ff.tx_rate), (Direction::Rx, &ff.rx_rate)] {
+            if let Some(Some(p)) = p {
+                rate::validate(p).map_err(|e| OpError::Policy(ff.name.clone(), dir, e))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The (MAC, VLAN) of every vNIC in the state the file describes.
+    fn final_addresses(
+        &self,
+        file: &CardFile,
+        plan: &[usize],
+        num_vfs: u16,
+    ) -> Vec<(Mac, Vlan, Port)> {
+        let mut out = Vec::new();
+        for (f, func) in self.functions.iter().enumerate() {
+            if f > usize::from(num_vfs) {
+                continue;
+            }
+            let listed = plan
+                .iter()
+                .position(|&p| p == f)
+                .and_then(|i| file.functions[i].vnics.as_ref());
+            let count = listed.map_or(func.queue_pairs().len(), Vec::len);
+            for q in 0..count {
+                let cfg = func.policy().vnics[q];
+                let (mac, vlan) = match listed.map(|v| v[q]) {
+                    Some(v) => (v.mac.unwrap_or(cfg.mac), v.vlan),
+                    None => (cfg.mac, cfg.vlan),
+                };
+                out.push((
+                    mac,
+                    vlan,
+                    Port {
+                        function: f,
+                        qp: q as u16,
+                    },
+                ));
+            }
+        }
+        out
+    }
+
+    fn check_addresses(&self, file: &CardFile, plan: &[usize], num_vfs: u16) -> OpResult<()> {
+        let vnics = self.final_addresses(file, plan, num_vfs);
+        let mut owners: HashMap<(Mac, Vlan), Port> = HashMap::new();
+        for &(mac, vlan, port) in &vnics {
+            if owners.insert((mac, vlan), port).is_some() {
+                return Err(bad(format!("{mac} VLAN {vlan} is given to two vNICs")));
+            }
+            // Free now, apart from the vNIC itself and statics the file
+            // replaces: no swaps within one file.
+            let now = self.switch.entries_for(mac, vlan);
+            if let Some(e) = now
+                .filter(|e| e.port != port && !(file.fdb.is_some() && e.kind == EntryKind::Static))
+            {
+                return Err(bad(format!(
+                    "{mac} VLAN {vlan} belongs to {} vNIC {} now (apply swaps in two steps)",
+                    self.functions[e.port.function].name(),
+                    e.port.qp
+                )));
+            }
+        }
+        for s in file.fdb.iter().flatten() {
+            let f = self.function_index(&s.function)?;
+            let port = Port {
+                function: f,
+                qp: s.vnic,
+            };
+            if !vnics.iter().any(|&(_, _, p)| p == port) {
+                return Err(bad(format!(
+                    "static entry {} VLAN {}: {} has no vNIC {}",
+                    s.mac, s.vlan, s.function, s.vnic
+                )));
+            }
+            if s.mac.is_multicast() || s.vlan > MAX_VLAN {
+                return Err(bad(format!(
+                    "static entry {} VLAN {} is not usable",
+                    s.mac, s.vlan
+                )));
+            }
+            if owners.insert((s.mac, s.vlan), port).is_some() {
+                return Err(bad(format!("{} VLAN {} is given twice", s.mac, s.vlan)));
+            }
+        }
+        Ok(())
+    }
+
+    fn run_file(&mut self, file: &CardFile, plan: &[usize]) -> OpResult<()> {
+        if file.fdb.is_some() {
+            for (mac, vlan, e) in self.switch.entries() {
+                if e.kind == EntryKind::Static {
+                    let _ = self.switch.remove_static(mac, vlan);
+                }
+            }
+        }
+        if let Some(n) = file.num_vfs.filter(|&n| n != self.num_vfs) {
+            self.set_num_vfs(n)?;
+        }
+        for (ff, &f) in file.functions.iter().zip(plan) {
+            self.run_function(f, ff)?;
+        }
+        for s in file.fdb.iter().flatten() {
+            let f = self.function_index(&s.function)?;
+            self.fdb_add(s.mac, s.vlan, f, s.vnic)?;
+        }
+        Ok(())
+    }
+
+    fn run_function(&mut self, f: usize, ff: &FunctionFile) -> OpResult<()> {
+        if let Some(v) = &ff.vnics {
+            if f != 0 && v.len() != self.functions[f].queue_pairs().len() {
+                self.set_vnics(f, v.len() as u32)?;
+            }
+            for (q, vn) in v.iter().enumerate() {
+                let cur = self.functions[f].policy().vnics[q];
+                let mac = vn.mac.unwrap_or(cur.mac);
+                if (mac, vn.vlan) != (cur.mac, cur.vlan) {
+                    self.set_vnic(f, q as u16, Some(mac), Some(vn.vlan))?;
+                }
+            }
+        }
+        if let Some(on) = ff.spoof_check {
+            if on != self.switch.spoof_check(f) {
+                self.set_spoof_check(f, on);
+            }
+        }
+        if let Some(on) = ff.trust {
+            if on != self.functions[f].policy().trust {
+                self.set_trust(f, on);
+            }
+        }
+        if let Some(state) = ff.link {
+            self.set_link(f, state);
+        }
+        if let Some(p) = ff.tx_rate {
+            self.set_rate(f, Direction::Tx, p)?;
+        }
+        if let Some(p) = ff.rx_rate {
+            self.set_rate(f, Direction::Rx, p)?;
+        }
+        Ok(())
+    }
+}
