@@ -646,4 +646,244 @@ mod tests {
         let ctx = a.tables.context(ServiceType::SendQueue, 0);
         assert_eq!(a.drv.read_u64(ctx + 24), 3, "packets in guest memory");
     }
+
+    use crate::control::api::{Direction, LinkState, RatePolicy};
+    use crate::regs::IrqCause;
+    use std::time::Duration;
+
+    fn policy(avg_kbps: u64, burst_bytes: u64) -> RatePolicy {
+        RatePolicy {
+            avg_kbps,
+            peak_kbps: 0,
+            burst_bytes,
+        }
+    }
+
+    #[test]
+    fn tx_policy_holds_the_vf_back_then_lets_it_send_as_tokens_refill() {
+        let mut c = card();
+        let mut a = Vm::attach(&mut c, 1, 8);
+        let b = Vm::attach(&mut c, 2, 60);
+        // 8 Mbit/s = 1 MB/s, burst 10 000 bytes: about ten 1000-byte frames
+        // at once, then one per millisecond.
+        c.set_rate(1, Direction::Tx, Some(policy(8_000, 10_000)))
+            .unwrap();
+        let f = eth(mac(&c, 2, 0), mac(&c, 1, 0), None, 1000);
+        a.send(&mut c, 0, &vec![f; 40]);
+        let first = b.received(0).len();
+        assert!((10..=12).contains(&first), "burst: {first}");
+        assert!(fn_stat(&c, 1, FnStat::TxShaped) >= 1);
+        assert!(!c.busy(), "a held VF is not busy work: no spinning");
+        let due = c.next_deadline().expect("a deadline for the refill");
+        assert!(due <= Instant::now() + Duration::from_millis(2));
+        std::thread::sleep(Duration::from_millis(10));
+        c.run_timers(Instant::now());
+        c.run_pending();
+        let later = b.received(0).len();
+        assert!(later > first, "more frames after the refill: {later}");
+        assert!(later < 40, "not all at once: {later}");
+        assert_eq!(fn_stat(&c, 1, FnStat::TxDrops), 0, "shaping drops nothing");
+        // Removing the policy lets the rest through at once.
+        c.set_rate(1, Direction::Tx, None).unwrap();
+        c.run_pending();
+        assert_eq!(b.received(0).len(), 40);
+    }
+
+    #[test]
+    fn vnics_of_a_vf_share_its_tx_budget_round_robin() {
+        let mut c = card();
+        let mut a = Vm::attach(&mut c, 1, 8);
+        let b = Vm::attach(&mut c, 2, 60);
+        c.set_rate(1, Direction::Tx, Some(policy(8_000, 9_216)))
+            .unwrap();
+        let (d0, d1) = (mac(&c, 2, 0), mac(&c, 2, 1));
+        let f0 = eth(d0, mac(&c, 1, 0), None, 1000);
+        let f1 = eth(d1, mac(&c, 1, 1), None, 1000);
+        a.send(&mut c, 0, &vec![f0; 30]);
+        a.send(&mut c, 1, &vec![f1; 30]);
+        for _ in 0..20 {
+            std::thread::sleep(Duration::from_millis(2));
+            c.run_timers(Instant::now());
+            c.run_pending();
+        }
+        let (n0, n1) = (b.received(0).len(), b.received(1).len());
+        assert!(n0 > 0 && n1 > 0, "both vNICs get turns: {n0} {n1}");
+        assert!(n0 + n1 < 60, "together within one budget: {n0} + {n1}");
+    }
+
+    #[test]
+    fn rx_policy_drops_and_counts_what_exceeds_it() {
+        let mut c = card();
+        let mut a = Vm::attach(&mut c, 1, 8);
+        let b = Vm::attach(&mut c, 2, 60);
+        c.set_rate(2, Direction::Rx, Some(policy(1_000, 10_000)))
+            .unwrap();
+        let f = eth(mac(&c, 2, 0), mac(&c, 1, 0), None, 1000);
+        a.send(&mut c, 0, &vec![f; 30]);
+        let got = b.received(0).len() as u64;
+        assert!((10..=12).contains(&got), "{got}");
+        assert_eq!(fn_stat(&c, 2, FnStat::RxRateDrops), 30 - got);
+        assert_eq!(
+            fn_stat(&c, 1, FnStat::TxPackets),
+            30,
+            "the sender is not held"
+        );
+    }
+
+    #[test]
+    fn link_down_stops_frames_both_ways_and_interrupts_the_driver() {
+        let mut c = card();
+        let mut a = Vm::attach(&mut c, 1, 8);
+        let mut b = Vm::attach(&mut c, 2, 8);
+        let (ab, ba) = (
+            eth(mac(&c, 2, 0), mac(&c, 1, 0), None, 60),
+            eth(mac(&c, 1, 0), mac(&c, 2, 0), None, 60),
+        );
+        c.set_link(2, LinkState::Down);
+        let cause = IrqCause::from_bits(rd(&mut c, 2, Reg::IrqCause as u64));
+        assert!(cause.link());
+        assert_eq!(rd(&mut c, 2, Reg::Status as u64) & 1, 0);
+        a.send(&mut c, 0, std::slice::from_ref(&ab));
+        assert!(b.received(0).is_empty());
+        assert_eq!(fn_stat(&c, 2, FnStat::LinkDrops), 1);
+        b.send(&mut c, 0, std::slice::from_ref(&ba));
+        assert!(a.received(0).is_empty());
+        assert_eq!(fn_stat(&c, 2, FnStat::LinkDrops), 2);
+        assert_eq!(b.drv.status(b.rings[0].0, 0), 0b11, "completed as dropped");
+        c.set_link(2, LinkState::Up);
+        a.send(&mut c, 0, std::slice::from_ref(&ab));
+        assert_eq!(b.received(0).len(), 1);
+    }
+
+    #[test]
+    fn port_vlan_tags_what_the_vnic_sends_and_strips_what_it_gets() {
+        let mut c = card();
+        let mut a = Vm::attach(&mut c, 1, 8);
+        let mut b = Vm::attach(&mut c, 2, 8);
+        c.set_vnic(1, 0, None, Some(10)).unwrap();
+        wr(&mut c, 2, qp_reg(0, 0x20), 10); // B's guest joins VLAN 10
+        let (sa, sb) = (mac(&c, 1, 0), mac(&c, 2, 0));
+        a.send(&mut c, 0, &[eth(sb, sa, None, 80)]);
+        assert_eq!(b.received(0), vec![eth(sb, sa, Some(10), 84)]);
+        b.send(&mut c, 0, &[eth(sa, sb, Some(10), 84)]);
+        assert_eq!(a.received(0), vec![eth(sa, sb, None, 80)]);
+        // Untagged traffic from B no longer reaches A.
+        b.send(&mut c, 0, &[eth(sa, sb, None, 80)]);
+        assert_eq!(a.received(0).len(), 1);
+        // A guest-tagged frame from the access port is dropped.
+        a.send(&mut c, 0, &[eth(sb, sa, Some(10), 84)]);
+        assert_eq!(fn_stat(&c, 1, FnStat::VlanDrops), 1);
+    }
+
+    #[test]
+    fn capture_records_every_frame_entering_the_switch() {
+        let mut c = card();
+        let mut a = Vm::attach(&mut c, 1, 8);
+        let _b = Vm::attach(&mut c, 2, 8);
+        let dir = std::env::temp_dir().join(format!("vnic-dp-cap-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("s.pcap");
+        c.capture_start(path.clone(), None).unwrap();
+        let good = eth(mac(&c, 2, 0), mac(&c, 1, 0), None, 98);
+        let spoofed = eth(mac(&c, 2, 0), Mac([2, 9, 9, 9, 9, 9]), None, 60);
+        a.send(&mut c, 0, &[good.clone(), spoofed.clone(), good.clone()]);
+        let info = c.capture_stop().unwrap();
+        assert_eq!(info.frames, 3, "dropped frames are captured too");
+        let mut r = pcap_file::pcap::PcapReader::new(std::fs::File::open(&path).unwrap()).unwrap();
+        let frames: Vec<Vec<u8>> =
+            std::iter::from_fn(|| r.next_packet().map(|p| p.unwrap().data.to_vec())).collect();
+        assert_eq!(frames, vec![good.clone(), spoofed, good]);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn only_a_trusted_vf_may_write_its_vnic_mac() {
+        let mut c = card();
+        let _a = Vm::attach(&mut c, 1, 8);
+        let new = Mac([2, 0x11, 0x22, 0x33, 0x44, 0x55]);
+        let lo = u32::from_le_bytes([2, 0x11, 0x22, 0x33]);
+        let hi = u32::from_le_bytes([0x44, 0x55, 0, 0]);
+        let bad = rd(&mut c, 1, Reg::BadAccess as u64);
+        wr(&mut c, 1, qp_reg(1, 0x00), lo);
+        wr(&mut c, 1, qp_reg(1, 0x04), hi);
+        assert_eq!(rd(&mut c, 1, Reg::BadAccess as u64), bad + 2);
+        assert_ne!(mac(&c, 1, 1), new);
+        c.set_trust(1, true);
+        wr(&mut c, 1, qp_reg(1, 0x00), lo);
+        wr(&mut c, 1, qp_reg(1, 0x04), hi);
+        assert_eq!(mac(&c, 1, 1), new);
+        assert_eq!(rd(&mut c, 1, qp_reg(1, 0x04)), hi);
+        assert_eq!(c.switch.lookup(new, 0), Some(Port { function: 1, qp: 1 }));
+        // A MAC another vNIC owns is refused; the vNIC keeps its own.
+        let taken = mac(&c, 2, 0).0;
+        wr(
+            &mut c,
+            1,
+            qp_reg(1, 0x00),
+            u32::from_le_bytes(taken[..4].try_into().unwrap()),
+        );
+        wr(
+            &mut c,
+            1,
+            qp_reg(1, 0x04),
+            u32::from_le_bytes([taken[4], taken[5], 0, 0]),
+        );
+        assert_eq!(mac(&c, 1, 1), new);
+    }
+
+    #[test]
+    fn pf_admin_mailbox_reaches_the_card_operations() {
+        use crate::regs::AdminCmd;
+        let mut c = card();
+        let admin = |c: &mut Card, op: u8, vf: u16, args: &[u32]| -> u32 {
+            for (i, a) in args.iter().enumerate() {
+                wr(c, 0, Reg::AdminArg0 as u64 + 4 * i as u64, *a);
+            }
+            let cmd = AdminCmd::new().with_op(op).with_vf(vf);
+            wr(c, 0, Reg::AdminCmd as u64, cmd.into_bits());
+            c.run_admin(0);
+            rd(c, 0, Reg::AdminStatus as u64)
+        };
+        let m = [2u8, 0xaa, 0xbb, 0xcc, 0xdd, 0xee];
+        let (lo, hi) = (
+            u32::from_le_bytes([m[0], m[1], m[2], m[3]]),
+            u32::from_le_bytes([m[4], m[5], 0, 0]),
+        );
+        assert_eq!(admin(&mut c, 1, 1, &[lo, hi]), 0, "SET_MAC vf1");
+        assert_eq!(mac(&c, 2, 0), Mac(m));
+        assert_eq!(admin(&mut c, 2, 1, &[10, 0x8100]), 0, "SET_VLAN");
+        assert_eq!(c.switch.pvid(Port { function: 2, qp: 1 }), 10);
+        assert_eq!(
+            admin(&mut c, 2, 1, &[10, 0x88a8]),
+            libc::EPROTONOSUPPORT as u32
+        );
+        assert_eq!(admin(&mut c, 3, 1, &[0, 20]), 0, "SET_RATE max 20");
+        let p = c.functions[2].policy().tx_rate.as_ref().unwrap().policy();
+        assert_eq!((p.avg_kbps, p.peak_kbps), (20_000, 20_000));
+        assert_eq!(admin(&mut c, 3, 1, &[5, 20]), libc::EOPNOTSUPP as u32);
+        assert_eq!(admin(&mut c, 4, 1, &[0]), 0, "SET_SPOOFCHK off");
+        assert!(!c.switch.spoof_check(2));
+        assert_eq!(admin(&mut c, 5, 1, &[1]), 0, "SET_TRUST on");
+        assert_eq!(admin(&mut c, 6, 1, &[2]), 0, "SET_LINK disable");
+        assert!(!c.functions[2].link_up());
+        assert_eq!(admin(&mut c, 7, 1, &[]), 0, "GET_CONFIG");
+        let got: Vec<u32> = (0..6)
+            .map(|i| rd(&mut c, 0, Reg::AdminArg0 as u64 + 4 * i))
+            .collect();
+        assert_eq!(got, vec![lo, hi, 10, 20, 0, 0b10 | 2 << 2]);
+        assert_eq!(admin(&mut c, 1, 9, &[lo, hi]), libc::ENODEV as u32);
+        assert_eq!(admin(&mut c, 99, 1, &[]), libc::EOPNOTSUPP as u32);
+        // Back to untagged, where VF0's vNIC 0 owns its MAC.
+        assert_eq!(admin(&mut c, 2, 1, &[0, 0x8100]), 0);
+        let taken = mac(&c, 1, 0).0;
+        let t = [
+            u32::from_le_bytes([taken[0], taken[1], taken[2], taken[3]]),
+            u32::from_le_bytes([taken[4], taken[5], 0, 0]),
+        ];
+        assert_eq!(admin(&mut c, 1, 1, &t), libc::EADDRINUSE as u32);
+        // A VF's own mailbox refuses.
+        let cmd = AdminCmd::new().with_op(1).with_vf(0);
+        wr(&mut c, 2, Reg::AdminCmd as u64, cmd.into_bits());
+        assert_eq!(rd(&mut c, 2, Reg::AdminStatus as u64), libc::EPERM as u32);
+    }
 }

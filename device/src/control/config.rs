@@ -284,3 +284,105 @@ impl Card {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::card::CardConfig;
+    use crate::control::api::{LinkState, RatePolicy};
+
+    fn card() -> Card {
+        Card::new(CardConfig::default()).unwrap()
+    }
+
+    fn file(json: &str) -> CardFile {
+        serde_json::from_str(json).expect("file parses")
+    }
+
+    #[test]
+    fn export_then_apply_on_a_fresh_card_reproduces_it() {
+        let mut a = card();
+        a.set_num_vfs(3).unwrap();
+        a.set_vnics(1, 3).unwrap();
+        a.set_vnic(1, 2, Some("02:00:00:00:00:22".parse().unwrap()), Some(12))
+            .unwrap();
+        a.set_spoof_check(2, false);
+        a.set_trust(2, true);
+        a.set_link(3, LinkState::Down);
+        let p = RatePolicy {
+            avg_kbps: 20_000,
+            peak_kbps: 40_000,
+            burst_bytes: 65_536,
+        };
+        a.set_rate(2, Direction::Tx, Some(p)).unwrap();
+        a.fdb_add("02:00:00:00:00:99".parse().unwrap(), 0, 2, 1)
+            .unwrap();
+        let exported = a.export();
+        let text = serde_json::to_string_pretty(&exported).unwrap();
+        let mut b = card();
+        b.apply(&serde_json::from_str(&text).unwrap()).unwrap();
+        assert_eq!(b.export(), exported);
+        assert_eq!(b.fdb_list(), a.fdb_list());
+    }
+
+    #[test]
+    fn a_partial_file_changes_only_what_it_names() {
+        let mut c = card();
+        c.apply(&file(
+            r#"{"functions":[{"name":"vf1","vnics":[{},{},{"vlan":5}],
+                "tx_rate":{"avg_kbps":20000,"burst_bytes":65536}}]}"#,
+        ))
+        .unwrap();
+        assert_eq!(c.functions[2].queue_pairs().len(), 3);
+        assert_eq!(c.functions[2].policy().vnics[2].vlan, 5);
+        assert!(c.functions[2].policy().tx_rate.is_some());
+        assert_eq!(c.functions[1].queue_pairs().len(), 2, "vf0 untouched");
+        c.apply(&file(r#"{"functions":[{"name":"vf1","tx_rate":null}]}"#))
+            .unwrap();
+        assert!(c.functions[2].policy().tx_rate.is_none());
+    }
+
+    #[test]
+    fn a_bad_file_is_refused_whole() {
+        let before = card().export();
+        for (json, why) in [
+            (
+                r#"{"card":{"vfs":9,"queue_pairs":8}}"#,
+                "written for a card",
+            ),
+            (r#"{"num_vfs":7}"#, "TotalVFs"),
+            (r#"{"functions":[{"name":"vf7"}]}"#, "no function"),
+            (r#"{"functions":[{"name":"vf0"},{"name":"vf0"}]}"#, "twice"),
+            (
+                r#"{"functions":[{"name":"vf0","vnics":[{},{},{},{},{},{},{},{},{}]}]}"#,
+                "9 vNICs",
+            ),
+            (
+                r#"{"functions":[{"name":"pf","vnics":[{},{}]}]}"#,
+                "2 vNICs",
+            ),
+            (
+                r#"{"functions":[{"name":"vf0","trust":true},{"name":"vf1","vnics":[{"mac":"02:76:6e:00:01:00"}]}]}"#,
+                "given to two vNICs",
+            ),
+            (
+                r#"{"functions":[{"name":"vf0","vnics":[{"mac":"02:76:6e:00:02:00"}]},{"name":"vf1","vnics":[{"mac":"02:76:6e:00:01:00"}]}]}"#,
+                "swaps",
+            ),
+            (
+                r#"{"functions":[{"name":"vf0","rx_rate":{"avg_kbps":0,"burst_bytes":65536}}]}"#,
+                "above 0",
+            ),
+            (
+                r#"{"fdb":[{"mac":"02:00:00:00:00:01","function":"vf0","vnic":5}]}"#,
+                "no vNIC 5",
+            ),
+        ] {
+            let mut c = card();
+            let e = c.apply(&file(json)).expect_err(json).to_string();
+            assert!(e.contains(why), "{json}: {e}");
+            assert_eq!(c.export(), before, "{json} changed the card");
+        }
+        assert!(serde_json::from_str::<CardFile>(r#"{"functons":[]}"#).is_err());
+    }
+}
