@@ -16,10 +16,12 @@ use crate::switch::Mac;
 pub const MAX_REQUEST_BYTES: usize = 1024 * 1024;
 
 /// A request: one JSON object per line, `op` names the operation.
+/// Operations without fields are empty struct variants (`List {}`) so that
+/// unknown fields are refused for them too.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "kebab-case", deny_unknown_fields)]
 pub enum Request {
-    List,
+    List {},
     Show {
         function: String,
     },
@@ -50,7 +52,7 @@ pub enum Request {
         #[serde(default)]
         vlan: u16,
     },
-    FdbList,
+    FdbList {},
     SetRate {
         function: String,
         direction: Direction,
@@ -77,12 +79,12 @@ pub enum Request {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         function: Option<String>,
     },
-    CaptureStop,
-    Export,
+    CaptureStop {},
+    Export {},
     Apply {
         config: Box<CardFile>,
     },
-    Subscribe,
+    Subscribe {},
 }
 
 /// The answer to a request.
@@ -457,7 +459,8 @@ mod tests {
         let back = serde_json::to_string(&r).unwrap();
         assert_eq!(serde_json::from_str::<Request>(&back).unwrap(), r);
         let r: Request = serde_json::from_str(r#"{"op":"list"}"#).unwrap();
-        assert_eq!(r, Request::List);
+        assert_eq!(r, Request::List {});
+        assert!(serde_json::from_str::<Request>(r#"{"op":"list","x":1}"#).is_err());
     }
 
     #[test]

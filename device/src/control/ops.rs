@@ -83,7 +83,7 @@ impl Card {
     pub fn handle(&mut self, req: Request) -> OpResult<Value> {
         let done = Value::Null;
         Ok(match req {
-            Request::List => json(self.list()),
+            Request::List {} => json(self.list()),
             Request::Show { function } => {
                 let f = self.function_index(&function)?;
                 json(self.function_info(f))
@@ -123,7 +123,7 @@ impl Card {
                     .map_err(|e| OpError::Switch("fdb".into(), e))?;
                 done
             }
-            Request::FdbList => json(self.fdb_list()),
+            Request::FdbList {} => json(self.fdb_list()),
             Request::SetRate {
                 function,
                 direction,
@@ -157,13 +157,13 @@ impl Card {
                 self.capture_start(path, only)?;
                 done
             }
-            Request::CaptureStop => json(self.capture_stop()?),
-            Request::Export => json(self.export()),
+            Request::CaptureStop {} => json(self.capture_stop()?),
+            Request::Export {} => json(self.export()),
             Request::Apply { config } => {
                 self.apply(&config)?;
                 done
             }
-            Request::Subscribe => {
+            Request::Subscribe {} => {
                 return Err(OpError::Unsupported("subscribe is a connection request"))
             }
         })

@@ -104,8 +104,10 @@ impl ControlSocket {
         }
     }
 
-    /// Reads client `i`'s requests, runs them on `card` and sends the
-    /// answers.
+    /// Reads client `i`'s requests and runs them on `card`. The answers are
+    /// sent by [`ControlSocket::flush`], which the server calls once it has
+    /// carried out what the requests imply for it (sockets of enabled VFs),
+    /// so a client that has its answer sees the whole effect.
     pub fn serve(&mut self, i: usize, card: &mut Card, registry: &Registry) -> Served {
         let Some(client) = self.clients.get_mut(i).and_then(Option::as_mut) else {
             return Served::Open;
@@ -115,6 +117,18 @@ impl ControlSocket {
             self.drop_client(i, registry);
         }
         served
+    }
+
+    /// Sends client `i` the answers waiting for it.
+    pub fn flush(&mut self, i: usize, registry: &Registry) {
+        let gone = self
+            .clients
+            .get_mut(i)
+            .and_then(Option::as_mut)
+            .is_some_and(|c| c.flush() == Served::Gone);
+        if gone {
+            self.drop_client(i, registry);
+        }
     }
 
     /// Sends `events` to every subscriber.
@@ -168,11 +182,13 @@ impl Client {
                     return Served::Gone;
                 }
             }
-            if self.output.len() > MAX_PENDING_BYTES {
-                break;
+            // A client pipelining many requests gets answers as it goes;
+            // one that does not read them is dropped by flush.
+            if self.output.len() > MAX_PENDING_BYTES / 4 && self.flush() == Served::Gone {
+                return Served::Gone;
             }
         }
-        self.flush()
+        Served::Open
     }
 
     /// Splits input into lines and answers each whole one.
@@ -207,7 +223,7 @@ impl Client {
         }
         let response = match serde_json::from_slice::<Request>(line) {
             Err(e) => Response::error(format!("bad request: {e}")),
-            Ok(Request::Subscribe) => {
+            Ok(Request::Subscribe {}) => {
                 self.subscribed = true;
                 Response::ok(serde_json::Value::Null)
             }

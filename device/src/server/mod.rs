@@ -239,6 +239,7 @@ impl Server {
                         let i = t - CONTROL_CLIENTS;
                         if self.control.serve(i, &mut self.card, registry) == Served::Open {
                             self.sync_listeners();
+                            self.control.flush(i, self.poll.registry());
                         }
                     }
                     Token(t) if t % 2 == 0 => self.accept(t / 2),
