@@ -39,3 +39,64 @@ dev_by_mac() {
 	done
 	return 1
 }
+
+# in_ns NS DEV IP: creates namespace NS, moves DEV there with IP/24, up.
+in_ns() {
+	ip netns add "$1" 2>/dev/null
+	ip link set "$2" netns "$1"
+	ip -n "$1" addr add "$3/24" dev "$2"
+	ip -n "$1" link set "$2" up
+	ip -n "$1" link set lo up
+}
+
+# carrier NS DEV: DEV is up with carrier in namespace NS.
+carrier() { ip -n "$1" -o link show dev "$2" | grep -q 'LOWER_UP'; }
+
+# listening NS PORT: a TCP socket listens on PORT in namespace NS.
+listening() { ip netns exec "$1" ss -Hltn | grep -q ":$2 "; }
+
+# ping_from NS DST COUNT: pings, prints the summary lines; sets RECEIVED.
+ping_from() {
+	local out
+	out=$(ip netns exec "$1" ping -c "$3" -i 0.2 -W 1 -w $(($3 + 4)) "$2" 2>&1)
+	printf '%s\n' "$out" | grep -E 'packets transmitted|round-trip' |
+		sed "s/^/  [ns $1 -> $2] /"
+	RECEIVED=$(printf '%s\n' "$out" |
+		sed -n 's/.* \([0-9][0-9]*\) packets received.*/\1/p')
+	RECEIVED=${RECEIVED:-0}
+}
+
+# unload_and_check_kernel: rmmod vnic (bounded), no vnic netdevs left, no
+# kernel oops, BUG or WARNING.
+unload_and_check_kernel() {
+	if timeout 60 rmmod vnic; then
+		ok "rmmod vnic"
+	else
+		fail "rmmod vnic: failed or timed out"
+	fi
+	local left
+	left=$(cat /sys/class/net/*/address | grep -c '^02:76:6e:')
+	if ((left == 0)); then
+		ok "no vnic netdevs left"
+	else
+		fail "no vnic netdevs left: $left remain"
+	fi
+	step "dmesg | grep -i vnic (last 30)"
+	dmesg | grep -i vnic | tail -n 30
+	if dmesg | grep -Eq 'BUG:|Oops|WARNING: CPU|Call Trace'; then
+		fail "no kernel oops, BUG or WARNING"
+		dmesg | grep -E -A 20 'BUG:|Oops|WARNING: CPU' | head -n 60
+	else
+		ok "no kernel oops, BUG or WARNING"
+	fi
+}
+
+# summary NAME: exits 0 if no check failed, 1 otherwise.
+summary() {
+	if ((FAILS == 0)); then
+		echo "$1: all checks passed"
+		exit 0
+	fi
+	echo "$1: $FAILS check(s) failed"
+	exit 1
+}

@@ -272,12 +272,6 @@ pub enum Event {
     PolicyChanged {
         function: String,
     },
-    QueueError {
-        function: String,
-        vnic: u16,
-        queue: Direction,
-        error: String,
-    },
     CaptureStarted {
         path: PathBuf,
     },
