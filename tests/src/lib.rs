@@ -21,21 +21,33 @@ pub fn workspace() -> PathBuf {
         .to_path_buf()
 }
 
-/// Path of the vnicd binary, built once per test process if needed.
-pub fn vnicd_binary() -> PathBuf {
+/// target/debug, with vnicd and vnicctl built there once per test process
+/// (one cargo run for both, so tests asking for either do not wait on
+/// each other's build lock).
+fn debug_binaries() -> PathBuf {
     static BUILD: Once = Once::new();
     let target = std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| workspace().join("target"));
     BUILD.call_once(|| {
         let status = Command::new(env!("CARGO"))
-            .args(["build", "--quiet", "-p", "vnic-device", "--bin", "vnicd"])
+            .args(["build", "--quiet", "-p", "vnic-device", "--bins"])
             .current_dir(workspace())
             .status()
             .expect("run cargo build");
-        assert!(status.success(), "building vnicd failed");
+        assert!(status.success(), "building vnicd and vnicctl failed");
     });
-    target.join("debug").join("vnicd")
+    target.join("debug")
+}
+
+/// Path of the vnicd binary, built once per test process if needed.
+pub fn vnicd_binary() -> PathBuf {
+    debug_binaries().join("vnicd")
+}
+
+/// Path of the vnicctl binary, built once per test process if needed.
+pub fn vnicctl_binary() -> PathBuf {
+    debug_binaries().join("vnicctl")
 }
 
 /// A unique scratch directory under target/, removed on drop.
