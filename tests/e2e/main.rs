@@ -92,7 +92,7 @@ fn vm_to_vm_two_guests_on_one_vnicd_ping_tcp_and_transfer() {
 fn host_channel_runs_vnicctl_for_the_guest() {
     let out = run_scenario_with_host("host-channel");
     println!("--- host.log ---\n{}--- console ---", out.host);
-    show_and_check(&out, &["E2E-", "host"]);
+    show_and_check(&out, &["E2E-", "host: ", "host$ "]);
     for command in ["vnicctl --version", "vnicctl list", "vnicctl vnics vf0 99"] {
         let logged = format!("] {command} -> rc ");
         assert!(
