@@ -35,12 +35,19 @@
 #   --append ARGS       extra kernel command line
 #   --qemu-arg ARG      extra QEMU argument (repeatable)
 #   --quiet             do not copy the console to stdout (scenario mode)
+#   --host-channel PATH a second serial port, the guest's /dev/ttyS1, joined
+#                       to the FIFOs PATH.in (host -> guest) and PATH.out
+#                       (guest -> host), made here if missing (and then
+#                       removed at the end); a program on the host serves it
+#                       (tests/src/lib.rs: e2e::run_scenario_with_host)
 #   -h, --help          this text
 #   -- VNICD-ARGS...    passed to vnicd after --socket-dir/--vfs
 #
 # The guest gets the current guest-driver/vnic.ko as /lib/modules/vnic.ko.
 # Inside the guest, /etc/vnic-run.env holds VNIC_ATTACH, VNIC_VFS and the
-# --env variables (shell syntax; scenarios source it).
+# --env variables (shell syntax; scenarios source it). With --host-channel
+# it also holds VNIC_HOST_CHANNEL=/dev/ttyS1 (tests/e2e/lib.sh's "host"
+# talks over it; docs/guest-environment.md describes the line protocol).
 #
 # Exit status: the scenario's status; 124 on timeout; 125 when the guest
 # printed no VNIC-SCENARIO-EXIT line (crash, panic, QEMU error); 2 usage
@@ -71,6 +78,7 @@ MEM=1024
 SMP=2
 APPEND=
 QUIET=0
+HOST_CHANNEL=
 ADDS=()
 ENVS=()
 QEMU_EXTRA=()
@@ -102,6 +110,7 @@ while (($#)); do
 	--append) need_arg "$@"; APPEND=$2; shift ;;
 	--qemu-arg) need_arg "$@"; QEMU_EXTRA+=("$2"); shift ;;
 	--quiet) QUIET=1 ;;
+	--host-channel) need_arg "$@"; HOST_CHANNEL=$2; shift ;;
 	-h | --help) usage; exit 0 ;;
 	--) shift; VNICD_ARGS=("$@"); break ;;
 	*) die "unknown option $1 (see --help)" ;;
@@ -143,6 +152,14 @@ for a in "${ADDS[@]+"${ADDS[@]}"}"; do
 	[[ $a == *:/* && -f ${a%%:*} ]] ||
 		die "--add $a: want HOSTFILE:/guest/path with an existing HOSTFILE"
 done
+if [[ -n $HOST_CHANNEL ]]; then
+	[[ -d $(dirname "$HOST_CHANNEL") ]] ||
+		die "--host-channel $HOST_CHANNEL: no directory $(dirname "$HOST_CHANNEL")"
+	HOST_CHANNEL=$(cd "$(dirname "$HOST_CHANNEL")" && pwd)/$(basename "$HOST_CHANNEL")
+	for f in "$HOST_CHANNEL".{in,out}; do
+		[[ ! -e $f || -p $f ]] || die "--host-channel: $f exists and is not a FIFO"
+	done
+fi
 
 QEMU=$CACHE/bin/qemu-system-x86_64
 KERNEL=$CACHE/vmlinuz
@@ -187,6 +204,7 @@ SOCKDIR=$(cd "$SOCKDIR" && pwd)
 VNICD_PID=
 QEMU_PID=
 TAIL_PID=
+FIFOS_MADE=()
 
 # stop_pid PID NAME: SIGTERM, up to 5 s grace, then SIGKILL; only our PIDs.
 stop_pid() {
@@ -220,6 +238,7 @@ cleanup() {
 		((left == 0)) || say "vnicd left $left socket(s) in $SOCKDIR"
 	fi
 	rm -rf --one-file-system "$WORK"
+	rm -f "${FIFOS_MADE[@]+"${FIFOS_MADE[@]}"}"
 	exit "$rc"
 }
 trap cleanup EXIT
@@ -276,6 +295,7 @@ EXTRA=$WORK/extra
 mkdir -p "$EXTRA/etc"
 {
 	printf 'VNIC_ATTACH=%q\nVNIC_VFS=%q\n' "$ATTACH" "$VFS"
+	[[ -z $HOST_CHANNEL ]] || echo "VNIC_HOST_CHANNEL=/dev/ttyS1"
 	for e in "${ENVS[@]+"${ENVS[@]}"}"; do
 		printf '%s=%q\n' "${e%%=*}" "${e#*=}"
 	done
@@ -314,6 +334,23 @@ ARGS=(-accel tcg -machine q35 -cpu max -m "$MEM" -smp "$SMP"
 	-nographic -nodefaults -no-reboot
 	-kernel "$KERNEL" -initrd "$WORK/initrd"
 	-append "console=ttyS0 panic=-1 $APPEND")
+if [[ -n $HOST_CHANNEL ]]; then
+	# QEMU's pipe chardev reads PATH.in and writes PATH.out, opening both
+	# read-write, so it never waits for the host's end. They must exist
+	# first, or QEMU would open PATH itself. Serial index 1 is COM2
+	# (0x2f8, IRQ 3): ttyS1 to the guest's 8250 driver, which has 4 ports
+	# (CONFIG_SERIAL_8250_RUNTIME_UARTS).
+	for f in "$HOST_CHANNEL".{in,out}; do
+		if [[ ! -p $f ]]; then
+			mkfifo "$f"
+			FIFOS_MADE+=("$f")
+		fi
+	done
+	# shellcheck disable=SC2054
+	ARGS+=(-chardev "pipe,id=host,path=${HOST_CHANNEL//,/,,}"
+		-device isa-serial,index=1,chardev=host)
+	say "host channel: guest /dev/ttyS1 <-> $HOST_CHANNEL.in/.out"
+fi
 for fn in "${FUNCS[@]+"${FUNCS[@]}"}"; do
 	ARGS+=(-device "{\"driver\":\"vfio-user-pci\",\"socket\":{\"type\":\"unix\",\"path\":\"$SOCKDIR/$fn.sock\"}}")
 done

@@ -9,7 +9,8 @@
 #
 # Steps:
 #   host-packages  apt: debootstrap, cpio, kmod, gcc/make, the guest kernel's
-#                  headers (linux-headers-<ver>) to build guest-driver/
+#                  headers (linux-headers-<ver>) to build guest-driver/, and
+#                  tcpdump, with which tests read the card's pcap captures
 #   qemu           debootstrap a minimal Debian trixie tree into
 #                  qemu/.cache/trixie and install qemu-system-x86 (>= 10.1,
 #                  with vfio-user-pci) from trixie-backports into it; write
@@ -177,7 +178,7 @@ apt_download() {
 
 step_host_packages() {
 	local want=(debootstrap cpio kmod gzip make gcc libc6-dev libelf-dev
-		binutils "linux-headers-$KVER") missing=() p
+		binutils tcpdump "linux-headers-$KVER") missing=() p
 	for p in "${want[@]}"; do
 		dpkg-query -W -f='${Status}' "$p" 2>/dev/null |
 			grep -q 'install ok installed' || missing+=("$p")

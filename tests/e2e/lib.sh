@@ -1,7 +1,8 @@
 #!/bin/bash
-# tests/e2e/lib.sh - helpers shared by the data-path guest scenarios. A
-# scenario gets it into the guest with "--add tests/e2e/lib.sh:/etc/vnic-e2e.sh"
-# in its "# run-guest:" header and sources /etc/vnic-e2e.sh.
+# tests/e2e/lib.sh - helpers shared by the guest scenarios: checks, waits,
+# netdevs by MAC, and "host vnicctl ..." over the host channel. A scenario
+# gets it into the guest with "--add tests/e2e/lib.sh:/etc/vnic-e2e.sh" in its
+# "# run-guest:" header and sources /etc/vnic-e2e.sh.
 
 # Checks: "E2E-OK <check>" or "E2E-FAIL <check>: <detail>"; a scenario exits
 # 1 if FAILS is not 0 at the end.
@@ -99,4 +100,85 @@ summary() {
 	fi
 	echo "$1: $FAILS check(s) failed"
 	exit 1
+# ------------------------------------------------------------ host channel
+
+# The host channel: /dev/ttyS1, joined by qemu/run-guest.sh --host-channel to
+# a server on the host (vnic_tests::e2e::run_scenario_with_host). One request
+# line "HOST-RUN vnicctl ARG ..." (words separated by single spaces); the
+# answer is one "HOST-OUT <line>" per line of vnicctl's output (stdout and
+# stderr), then "HOST-END <rc>".
+HOST_TIMEOUT=${HOST_TIMEOUT:-60}
+HOST_FD=
+HOST_OUT=
+
+# host_open: opens the channel once and makes it raw (no echo, no line
+# editing, no CR/LF translation), so lines pass unchanged both ways.
+host_open() {
+	[[ -n $HOST_FD ]] && return 0
+	local tty=${VNIC_HOST_CHANNEL:-}
+	[[ -n $tty ]] || tty=$(sed -n 's/^VNIC_HOST_CHANNEL=//p' /etc/vnic-run.env 2>/dev/null)
+	if [[ -z $tty || ! -c $tty ]]; then
+		echo "host: no host channel (run-guest.sh --host-channel, run_scenario_with_host)"
+		return 1
+	fi
+	exec {HOST_FD}<>"$tty" || return 1
+	if ! stty raw -echo <&"$HOST_FD"; then
+		echo "host: stty raw -echo on $tty failed"
+		return 1
+	fi
+}
+
+# host vnicctl ARG...: runs vnicctl ARG... on the host against this guest's
+# vnicd (the host adds --control) and waits for it. Prints its output lines
+# as "host: <line>", keeps them (unprefixed) in HOST_OUT, and returns its
+# exit status; 124 when no answer came within HOST_TIMEOUT seconds, 2 for a
+# request the channel cannot carry (another command, an empty argument or
+# one with blanks), 125 without a channel.
+host() {
+	local IFS=' ' a line rc='' end left
+	HOST_OUT=
+	if [[ ${1:-} != vnicctl ]]; then
+		echo "host: only 'host vnicctl ARG...' is served, not '$*'"
+		return 2
+	fi
+	for a in "$@"; do
+		if [[ -z $a || $a == *[[:space:]]* ]]; then
+			echo "host: arguments must be words without blanks: '$a'"
+			return 2
+		fi
+	done
+	host_open || return 125
+	# An answer that came after its request timed out is not this one's.
+	while IFS= read -r -t 0.1 line <&"$HOST_FD"; do
+		echo "host: (late answer dropped) $line"
+	done
+	echo "host\$ $*"
+	printf 'HOST-RUN %s\n' "$*" >&"$HOST_FD"
+	# No command substitution until the answer is in: bash reads a tty
+	# in chunks into one buffer for every fd, and a forked subshell (such
+	# as $(now_ms)) would read the rest of the answer from that buffer
+	# instead of its own file. SECONDS needs no fork.
+	end=$((SECONDS + HOST_TIMEOUT))
+	while :; do
+		left=$((end - SECONDS))
+		if ((left <= 0)) || ! IFS= read -r -t "$left" line <&"$HOST_FD"; then
+			echo "host: no answer to '$*' within $HOST_TIMEOUT s"
+			return 124
+		fi
+		line=${line%$'\r'}
+		case $line in
+		"HOST-END "*)
+			rc=${line#HOST-END }
+			break
+			;;
+		"HOST-OUT "*)
+			line=${line#HOST-OUT }
+			HOST_OUT+=$line$'\n'
+			echo "host: $line"
+			;;
+		*) echo "host: (unexpected line) $line" ;;
+		esac
+	done
+	[[ $rc =~ ^[0-9]+$ ]] || rc=125
+	return "$rc"
 }

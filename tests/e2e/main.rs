@@ -5,7 +5,7 @@
 //!
 //! Needs the environment from `qemu/setup.sh` (tests/run.sh runs it first).
 
-use vnic_tests::e2e::{run_guests, run_scenario, Outcome};
+use vnic_tests::e2e::{run_guests, run_scenario, run_scenario_with_host, Outcome};
 
 /// The guest sees the PF and two VFs as PCIe Ethernet functions with our IDs,
 /// BARs, MSI-X and the PCIe capability; vnic.ko binds all three, receives a
@@ -81,6 +81,25 @@ fn vm_to_vm_two_guests_on_one_vnicd_ping_tcp_and_transfer() {
         );
     }
     out.assert_success();
+}
+
+/// A guest asks the host to run vnicctl against its card at a moment of its
+/// choosing and gets the output and exit status back over its second
+/// serial port: `--version` (plumbing), a usage error (status 2), a command
+/// other than vnicctl refused; `list` names vf0 and `vnics vf0 99` is
+/// refused by the card (status 1). Every command shows in the host log.
+#[test]
+fn host_channel_runs_vnicctl_for_the_guest() {
+    let out = run_scenario_with_host("host-channel");
+    println!("--- host.log ---\n{}--- console ---", out.host);
+    show_and_check(&out, &["E2E-", "host: ", "host$ "]);
+    for command in ["vnicctl --version", "vnicctl list", "vnicctl vnics vf0 99"] {
+        let logged = format!("] {command} -> rc ");
+        assert!(
+            out.host.contains(&logged),
+            "{command:?} missing in the host log"
+        );
+    }
 }
 
 /// Prints the console lines with any of `shown`, then fails unless the

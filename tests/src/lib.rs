@@ -21,21 +21,33 @@ pub fn workspace() -> PathBuf {
         .to_path_buf()
 }
 
-/// Path of the vnicd binary, built once per test process if needed.
-pub fn vnicd_binary() -> PathBuf {
+/// target/debug, with vnicd and vnicctl built there once per test process
+/// (one cargo run for both, so tests asking for either do not wait on
+/// each other's build lock).
+fn debug_binaries() -> PathBuf {
     static BUILD: Once = Once::new();
     let target = std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| workspace().join("target"));
     BUILD.call_once(|| {
         let status = Command::new(env!("CARGO"))
-            .args(["build", "--quiet", "-p", "vnic-device", "--bin", "vnicd"])
+            .args(["build", "--quiet", "-p", "vnic-device", "--bins"])
             .current_dir(workspace())
             .status()
             .expect("run cargo build");
-        assert!(status.success(), "building vnicd failed");
+        assert!(status.success(), "building vnicd and vnicctl failed");
     });
-    target.join("debug").join("vnicd")
+    target.join("debug")
+}
+
+/// Path of the vnicd binary, built once per test process if needed.
+pub fn vnicd_binary() -> PathBuf {
+    debug_binaries().join("vnicd")
+}
+
+/// Path of the vnicctl binary, built once per test process if needed.
+pub fn vnicctl_binary() -> PathBuf {
+    debug_binaries().join("vnicctl")
 }
 
 /// A unique scratch directory under target/, removed on drop.
@@ -381,14 +393,27 @@ pub fn wait_for(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
 /// vnicd's. [`run_scenario`] boots one guest on a vnicd of its own (the
 /// launcher starts it); [`run_guests`] starts one vnicd and boots several
 /// guests on it at once, each in its own QEMU process: VMs sharing a card.
+/// Their `_with_host` forms also serve each guest's host channel
+/// ([`HostChannel`]), so a scenario can run vnicctl on the host at a moment
+/// of its choosing (tests/e2e/lib.sh: `host vnicctl ARGS...`).
 pub mod e2e {
     use super::*;
+    use std::ffi::OsString;
+    use std::fs::OpenOptions;
+    use std::os::unix::fs::OpenOptionsExt;
+    use std::os::unix::process::ExitStatusExt;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    use std::thread::JoinHandle;
 
     pub struct Outcome {
         pub status: Option<i32>,
         pub console: String,
         /// Directory with the console, QEMU and vnicd logs.
         pub logs: PathBuf,
+        /// The host channel's log (each command the guest asked for, its
+        /// status and output); empty without a host channel.
+        pub host: String,
     }
 
     impl Outcome {
@@ -566,18 +591,46 @@ pub mod e2e {
     /// ends only the processes it started; a watchdog here ends the
     /// launcher itself (by PID) if it outlives its own timeout.
     pub fn run_scenario(name: &str) -> Outcome {
+        run_one(name, false)
+    }
+
+    /// [`run_scenario`] with the guest's host channel served: the launcher
+    /// gets `--host-channel target/e2e-logs/<name>/host` and a socket
+    /// directory of ours, so the card's control socket is known, and a
+    /// [`HostChannel`] answers the guest's `host vnicctl ...` requests
+    /// until the launcher has ended. Its log is `host.log` there (and
+    /// [`Outcome::host`]).
+    pub fn run_scenario_with_host(name: &str) -> Outcome {
+        run_one(name, true)
+    }
+
+    fn run_one(name: &str, with_host: bool) -> Outcome {
         require_setup();
         let script = scenario_path(name);
         let opts = header_options(&script);
         let logs = fresh_log_dir(name);
         let console = logs.join("console.log");
-        let vnicd = vnicd_binary();
-        let harness = [
-            "--log".as_ref(),
-            console.as_os_str(),
-            "--vnicd".as_ref(),
-            vnicd.as_os_str(),
+        let mut harness: Vec<OsString> = vec![
+            "--log".into(),
+            console.clone().into(),
+            "--vnicd".into(),
+            vnicd_binary().into(),
         ];
+        // A short directory of our own: socket paths are limited to 108
+        // bytes, and the control socket's path must be known here.
+        let sockets = TempDir::new("s");
+        let host = with_host.then(|| {
+            let channel = logs.join("host");
+            harness.extend([
+                "--host-channel".into(),
+                channel.clone().into(),
+                "--socket-dir".into(),
+                sockets.0.clone().into(),
+            ]);
+            let control = sockets.0.join("control.sock");
+            HostChannel::serve(&channel, &control, &logs.join("host.log"))
+        });
+        let harness: Vec<&std::ffi::OsStr> = harness.iter().map(OsString::as_os_str).collect();
         let mut launcher = Launcher::start(&script, &harness, &opts, &logs.join("run.log"));
         let deadline = Instant::now() + Duration::from_secs(timeout_of(&opts) + 60);
         while !launcher.poll() {
@@ -587,9 +640,12 @@ pub mod e2e {
             }
             std::thread::sleep(Duration::from_millis(200));
         }
+        // The guest is gone: nothing more can come over the channel.
+        drop(host);
         Outcome {
             status: launcher.status.flatten(),
             console: read(&console),
+            host: read(&logs.join("host.log")),
             logs,
         }
     }
@@ -679,6 +735,18 @@ pub mod e2e {
     /// and every guest 15 s after vnicd dies. Only processes this function
     /// started are stopped.
     pub fn run_guests(test: &str, names: &[&str]) -> SharedOutcome {
+        run_many(test, names, false)
+    }
+
+    /// [`run_guests`] with every guest's host channel served: guest
+    /// `<name>`'s is target/e2e-logs/`test`/`<name>`.host, its log
+    /// `<name>`.host.log, and its `host vnicctl ...` commands reach the
+    /// shared vnicd.
+    pub fn run_guests_with_host(test: &str, names: &[&str]) -> SharedOutcome {
+        run_many(test, names, true)
+    }
+
+    fn run_many(test: &str, names: &[&str], with_host: bool) -> SharedOutcome {
         require_setup();
         assert!(!names.is_empty(), "run_guests needs scenarios");
         let logs = fresh_log_dir(test);
@@ -716,17 +784,25 @@ pub mod e2e {
         );
         let sockets = vnicd.socket_dir();
 
+        let mut hosts = Vec::new();
         let mut launchers: Vec<Launcher> = guests
             .iter()
             .map(|(name, script, opts)| {
                 let console = logs.join(format!("{name}.log"));
-                let harness = [
+                let channel = logs.join(format!("{name}.host"));
+                let mut harness = vec![
                     "--no-vnicd".as_ref(),
                     "--socket-dir".as_ref(),
                     sockets.as_os_str(),
                     "--log".as_ref(),
                     console.as_os_str(),
                 ];
+                if with_host {
+                    let log = logs.join(format!("{name}.host.log"));
+                    let control = sockets.join("control.sock");
+                    hosts.push(HostChannel::serve(&channel, &control, &log));
+                    harness.extend(["--host-channel".as_ref(), channel.as_os_str()]);
+                }
                 let run_log = logs.join(format!("{name}.run.log"));
                 Launcher::start(script, &harness, opts, &run_log)
             })
@@ -760,6 +836,7 @@ pub mod e2e {
             }
             std::thread::sleep(Duration::from_millis(200));
         }
+        drop(hosts);
         if vnicd_problem.is_none() {
             vnicd_problem = match vnicd.stop() {
                 Some(0) => None,
@@ -776,6 +853,7 @@ pub mod e2e {
                     status: l.status.flatten(),
                     console: read(&logs.join(format!("{name}.log"))),
                     logs: logs.clone(),
+                    host: read(&logs.join(format!("{name}.host.log"))),
                 };
                 (name.to_string(), outcome)
             })
@@ -784,6 +862,287 @@ pub mod e2e {
             guests,
             vnicd_problem,
             logs,
+        }
+    }
+
+    /// How long one vnicctl run may take for a guest; the guest's `host`
+    /// waits longer (60 s), so it always gets an answer.
+    pub const HOST_COMMAND_TIMEOUT: Duration = Duration::from_secs(30);
+
+    /// Longest request line; a guest that writes more without a newline
+    /// has its bytes dropped (and logged) rather than held without bound.
+    const HOST_MAX_LINE: usize = 64 * 1024;
+
+    /// Output lines sent back per command; the rest is cut, with a note.
+    const HOST_MAX_OUTPUT_LINES: usize = 2000;
+
+    /// How long a reply may wait for room in the FIFO to the guest (a guest
+    /// that stopped reading).
+    const HOST_REPLY_TIMEOUT: Duration = Duration::from_secs(10);
+
+    /// The host end of a guest's host channel (`qemu/run-guest.sh
+    /// --host-channel BASE`, the guest's /dev/ttyS1).
+    ///
+    /// Line protocol: the guest writes `HOST-RUN vnicctl ARG...` (words
+    /// separated by single spaces) to BASE.out; a thread here runs the real
+    /// `vnicctl --control CONTROL ARG...` (stdout and stderr as one stream,
+    /// bounded by [`HOST_COMMAND_TIMEOUT`]) and writes back to BASE.in one
+    /// `HOST-OUT <line>` per output line, then `HOST-END <rc>` (vnicctl's
+    /// exit status; 124 on timeout, 127 for a request it cannot run).
+    /// Other lines are logged and ignored. Each command, its status and
+    /// output go to the log.
+    ///
+    /// Dropping it stops the thread, and the vnicctl it may be running
+    /// (the only process it ends, by its own handle), and removes the
+    /// FIFOs it made.
+    pub struct HostChannel {
+        stop: Arc<AtomicBool>,
+        thread: Option<JoinHandle<()>>,
+        made: Vec<PathBuf>,
+    }
+
+    impl HostChannel {
+        /// Makes the FIFOs BASE.in and BASE.out if missing, opens them and
+        /// starts serving. Both are opened read-write and non-blocking, so
+        /// nothing here waits for QEMU to open its ends, and a guest that
+        /// never speaks costs a 20 ms poll.
+        pub fn serve(base: &Path, control: &Path, log: &Path) -> HostChannel {
+            let mut made = Vec::new();
+            let from_guest = open_fifo(&fifo_path(base, "out"), &mut made);
+            let to_guest = open_fifo(&fifo_path(base, "in"), &mut made);
+            let mut server = HostServer {
+                from_guest,
+                to_guest,
+                vnicctl: vnicctl_binary(),
+                control: control.to_path_buf(),
+                scratch: fifo_path(base, "command-output"),
+                log: File::create(log).expect("create host channel log"),
+                started: Instant::now(),
+            };
+            let stop = Arc::new(AtomicBool::new(false));
+            let flag = stop.clone();
+            let thread = std::thread::spawn(move || server.run(&flag));
+            HostChannel {
+                stop,
+                thread: Some(thread),
+                made,
+            }
+        }
+    }
+
+    impl Drop for HostChannel {
+        fn drop(&mut self) {
+            self.stop.store(true, Ordering::Relaxed);
+            if let Some(t) = self.thread.take() {
+                let _ = t.join();
+            }
+            for f in &self.made {
+                let _ = std::fs::remove_file(f);
+            }
+        }
+    }
+
+    /// `base` with `.ext` appended (not replacing an extension).
+    fn fifo_path(base: &Path, ext: &str) -> PathBuf {
+        let mut p = base.as_os_str().to_owned();
+        p.push(format!(".{ext}"));
+        PathBuf::from(p)
+    }
+
+    /// Opens FIFO `path`, made first if missing (and then added to `made`).
+    fn open_fifo(path: &Path, made: &mut Vec<PathBuf>) -> File {
+        if !path.exists() {
+            let c = std::ffi::CString::new(path.as_os_str().as_encoded_bytes())
+                .expect("FIFO path without NUL");
+            // SAFETY: mkfifo(3) reads the NUL-terminated path, which `c`
+            // owns and keeps alive for the call.
+            let rc = unsafe { libc::mkfifo(c.as_ptr(), 0o600) };
+            assert_eq!(
+                rc,
+                0,
+                "mkfifo {}: {}",
+                path.display(),
+                std::io::Error::last_os_error()
+            );
+            made.push(path.to_path_buf());
+        }
+        OpenOptions::new()
+            .read(true)
+            .write(true)
+            .custom_flags(libc::O_NONBLOCK)
+            .open(path)
+            .unwrap_or_else(|e| panic!("open {}: {e}", path.display()))
+    }
+
+    /// The thread's side of a [`HostChannel`].
+    struct HostServer {
+        from_guest: File,
+        to_guest: File,
+        vnicctl: PathBuf,
+        control: PathBuf,
+        /// vnicctl's output goes to a file, not a pipe: nothing to drain
+        /// while it runs, and stdout and stderr keep their order.
+        scratch: PathBuf,
+        log: File,
+        started: Instant,
+    }
+
+    impl HostServer {
+        fn run(&mut self, stop: &AtomicBool) {
+            self.note("serving the host channel");
+            let mut pending = Vec::new();
+            let mut buf = [0u8; 4096];
+            while !stop.load(Ordering::Relaxed) {
+                match self.from_guest.read(&mut buf) {
+                    Ok(n) if n > 0 => {
+                        pending.extend_from_slice(&buf[..n]);
+                        self.take_lines(&mut pending, stop);
+                    }
+                    Ok(_) => std::thread::sleep(Duration::from_millis(20)),
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                        std::thread::sleep(Duration::from_millis(20))
+                    }
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                    Err(e) => {
+                        self.note(&format!("reading from the guest: {e}; giving up"));
+                        break;
+                    }
+                }
+            }
+            if !pending.is_empty() {
+                let rest = String::from_utf8_lossy(&pending).into_owned();
+                self.note(&format!("unfinished line at the end: {rest:?}"));
+            }
+            self.note("stopped");
+            let _ = std::fs::remove_file(&self.scratch);
+        }
+
+        /// Handles every complete line in `pending`, keeping a partial one
+        /// for the next read.
+        fn take_lines(&mut self, pending: &mut Vec<u8>, stop: &AtomicBool) {
+            while let Some(end) = pending.iter().position(|&b| b == b'\n') {
+                let line: Vec<u8> = pending.drain(..=end).collect();
+                let line = String::from_utf8_lossy(&line[..end]);
+                self.handle(line.trim_end_matches('\r'), stop);
+            }
+            if pending.len() > HOST_MAX_LINE {
+                self.note(&format!(
+                    "dropped {} bytes without a newline",
+                    pending.len()
+                ));
+                pending.clear();
+            }
+        }
+
+        fn handle(&mut self, line: &str, stop: &AtomicBool) {
+            let Some(request) = line.strip_prefix("HOST-RUN ") else {
+                if !line.is_empty() {
+                    self.note(&format!("ignored: {line:?}"));
+                }
+                return;
+            };
+            let words: Vec<&str> = request.split(' ').filter(|w| !w.is_empty()).collect();
+            let t0 = Instant::now();
+            let (output, rc) = match words.split_first() {
+                Some((&"vnicctl", args)) => self.run_vnicctl(args, stop),
+                _ => (
+                    vec![format!("host: only vnicctl may run, not {request:?}")],
+                    127,
+                ),
+            };
+            let mut entry = format!("{request} -> rc {rc} ({:.2} s)", t0.elapsed().as_secs_f64());
+            for l in &output {
+                entry += &format!("\n    | {l}");
+            }
+            self.note(&entry);
+            self.reply(&output, rc, stop);
+        }
+
+        /// Runs vnicctl; its output lines and exit status.
+        fn run_vnicctl(&mut self, args: &[&str], stop: &AtomicBool) -> (Vec<String>, i32) {
+            let out = File::create(&self.scratch).expect("create vnicctl output file");
+            let spawned = Command::new(&self.vnicctl)
+                .arg("--control")
+                .arg(&self.control)
+                .args(args)
+                .env_remove("VNICCTL_CONTROL")
+                .stdin(Stdio::null())
+                .stdout(out.try_clone().expect("dup output file"))
+                .stderr(out)
+                .spawn();
+            let mut child = match spawned {
+                Ok(c) => c,
+                Err(e) => return (vec![format!("host: cannot run vnicctl: {e}")], 127),
+            };
+            let deadline = Instant::now() + HOST_COMMAND_TIMEOUT;
+            let (status, why) = loop {
+                match child.try_wait() {
+                    Ok(Some(st)) => break (Some(st), None),
+                    Ok(None) if stop.load(Ordering::Relaxed) => {
+                        break (None, Some("the guest is gone"))
+                    }
+                    Ok(None) if Instant::now() > deadline => break (None, Some("timed out")),
+                    Ok(None) => std::thread::sleep(Duration::from_millis(10)),
+                    Err(e) => panic!("waiting for vnicctl: {e}"),
+                }
+            };
+            if status.is_none() {
+                // Our own child, not yet reaped: its PID is still ours.
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+            let mut lines: Vec<String> = read(&self.scratch).lines().map(String::from).collect();
+            if lines.len() > HOST_MAX_OUTPUT_LINES {
+                let cut = lines.len() - HOST_MAX_OUTPUT_LINES;
+                lines.truncate(HOST_MAX_OUTPUT_LINES);
+                lines.push(format!("host: ... {cut} more lines cut"));
+            }
+            let rc = match (status, why) {
+                (Some(st), _) => st.code().unwrap_or(128 + st.signal().unwrap_or(0)),
+                (None, why) => {
+                    lines.push(format!(
+                        "host: vnicctl stopped: {}",
+                        why.unwrap_or("unknown")
+                    ));
+                    124
+                }
+            };
+            (lines, rc)
+        }
+
+        /// Writes the answer: `HOST-OUT <line>`..., `HOST-END <rc>`.
+        fn reply(&mut self, output: &[String], rc: i32, stop: &AtomicBool) {
+            let mut text = String::new();
+            for l in output {
+                // A line must not break the framing.
+                text += &format!("HOST-OUT {}\n", l.replace(['\r', '\n'], " "));
+            }
+            text += &format!("HOST-END {rc}\n");
+            let mut left = text.as_bytes();
+            let deadline = Instant::now() + HOST_REPLY_TIMEOUT;
+            while !left.is_empty() {
+                match self.to_guest.write(left) {
+                    Ok(n) => left = &left[n..],
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                        if stop.load(Ordering::Relaxed) || Instant::now() > deadline {
+                            self.note("the guest does not read its answers; reply cut");
+                            return;
+                        }
+                        std::thread::sleep(Duration::from_millis(20));
+                    }
+                    Err(e) => {
+                        self.note(&format!("writing to the guest: {e}"));
+                        return;
+                    }
+                }
+            }
+        }
+
+        /// One log entry, stamped with the seconds since the channel opened.
+        fn note(&mut self, what: &str) {
+            let t = self.started.elapsed().as_secs_f64();
+            let _ = writeln!(self.log, "[{t:7.2} s] {what}");
         }
     }
 }

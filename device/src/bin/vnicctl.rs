@@ -1,0 +1,1232 @@
+//! vnicctl: the command-line client of vnicd's control socket
+//! (docs/management.md, "vnicctl").
+//!
+//! One command is one request: connect, write one JSON line
+//! ([`api::Request`]), read one JSON line ([`api::Response`]), print the
+//! result. `events` keeps its connection and prints the card's events until
+//! vnicd closes it. The request and answer types are vnicd's own
+//! ([`vnic::control::api`]), so the two cannot drift apart.
+
+use std::collections::BTreeMap;
+use std::io::{self, BufRead, BufReader, Read, Write};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{ArgGroup, Args, Parser, Subcommand, ValueEnum};
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+
+use vnic::control::api::{
+    self, CaptureInfo, CardFile, Event, FdbEntry, FunctionInfo, RatePolicy, Request, Response,
+    StatsInfo, VnicInfo,
+};
+use vnic::switch::Mac;
+
+/// How long an ordinary request may wait for its answer. The card answers
+/// between two turns of its data path, so this only bounds a vnicd that has
+/// stopped serving; `events` waits without a bound once subscribed.
+const ANSWER_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Longest answer line read: an export or stats of a big card is far
+/// smaller, and a broken peer must not make vnicctl grow without bound.
+const MAX_ANSWER_BYTES: u64 = 64 * 1024 * 1024;
+
+/// Manage a vnicd card through its control socket.
+#[derive(Parser, Debug)]
+#[command(
+    name = "vnicctl",
+    version,
+    after_help = "FUNCTION is pf, vf0, vf1, ...; VNIC is a queue-pair number of \
+                  that function; MAC is like 02:76:6e:00:01:00; VLAN 0 means \
+                  untagged.\n\n\
+                  Exit status: 0 success, 1 the card refused the request, \
+                  2 usage error or bad local file, 3 control socket \
+                  unreachable or protocol error."
+)]
+struct Cli {
+    /// vnicd's control socket [default: $VNICCTL_CONTROL].
+    #[arg(long, global = true, value_name = "PATH")]
+    control: Option<PathBuf>,
+    /// Print the card's answer (its `result`) as JSON instead of text.
+    #[arg(long, global = true)]
+    json: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Every function: enabled, attached, vNICs, link, policies.
+    List,
+    /// One function in detail, with its vNICs' queue states.
+    Show { function: String },
+    /// Enables VFs 0..COUNT and disables the others (SR-IOV NumVFs).
+    Vfs { count: u16 },
+    /// Sets the number of vNICs (queue pairs) of a VF.
+    Vnics { function: String, count: u32 },
+    /// Sets a vNIC's MAC address and/or port VLAN (0: none).
+    #[command(group(ArgGroup::new("change").required(true).multiple(true).args(["mac", "vlan"])))]
+    Vnic {
+        function: String,
+        vnic: u16,
+        #[arg(long)]
+        mac: Option<Mac>,
+        #[arg(long)]
+        vlan: Option<u16>,
+    },
+    /// Static forwarding entries.
+    #[command(subcommand)]
+    Fdb(FdbCommand),
+    /// Sets or clears a function's rate policy in one direction.
+    Rate(RateArgs),
+    /// Turns a function's spoof check on or off.
+    SpoofCheck { function: String, state: OnOff },
+    /// Lets a function's driver change its MACs (on) or not (off).
+    Trust { function: String, state: OnOff },
+    /// Sets a function's administrative link state.
+    Link { function: String, state: LinkArg },
+    /// Card, function and vNIC counters (one function if given).
+    Stats { function: Option<String> },
+    /// pcap capture of the frames entering the switch.
+    #[command(subcommand)]
+    Capture(CaptureCommand),
+    /// Writes the card's configuration as JSON to FILE (or stdout).
+    Export { file: Option<PathBuf> },
+    /// Applies a configuration file (the schema `export` writes).
+    Apply { file: PathBuf },
+    /// Prints the card's events as they happen, until vnicd closes.
+    Events,
+}
+
+#[derive(Subcommand, Debug)]
+enum FdbCommand {
+    /// Adds a static entry: frames to MAC in VLAN go to FUNCTION's VNIC.
+    Add {
+        mac: Mac,
+        #[arg(long, default_value_t = 0)]
+        vlan: u16,
+        function: String,
+        vnic: u16,
+    },
+    /// Removes a static entry.
+    Del {
+        mac: Mac,
+        #[arg(long, default_value_t = 0)]
+        vlan: u16,
+    },
+    /// Every forwarding entry.
+    List,
+}
+
+#[derive(Subcommand, Debug)]
+enum CaptureCommand {
+    /// Starts capturing to PATH (created by vnicd, so on its host).
+    Start {
+        path: PathBuf,
+        /// Only the frames this function sends.
+        #[arg(long)]
+        function: Option<String>,
+    },
+    /// Stops the capture.
+    Stop,
+}
+
+#[derive(Args, Debug)]
+struct RateArgs {
+    function: String,
+    direction: DirectionArg,
+    /// Average rate, bits/s with k, M, G (powers of 1000), e.g. 20M.
+    #[arg(long, value_name = "RATE", value_parser = parse_rate,
+          required_unless_present = "clear")]
+    avg: Option<u64>,
+    /// Peak rate, like --avg (default: no peak limit).
+    #[arg(long, value_name = "RATE", value_parser = parse_rate)]
+    peak: Option<u64>,
+    /// Burst, bytes with K, M (powers of 1024), e.g. 64K.
+    #[arg(long, value_name = "SIZE", value_parser = parse_size,
+          required_unless_present = "clear")]
+    burst: Option<u64>,
+    /// Removes the policy: no limit in this direction.
+    #[arg(long, conflicts_with_all = ["avg", "peak", "burst"])]
+    clear: bool,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum OnOff {
+    On,
+    Off,
+}
+
+/// The command line's spelling of [`api::Direction`] (clap needs its own
+/// enum; the wire type stays vnicd's).
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum DirectionArg {
+    Tx,
+    Rx,
+}
+
+/// The command line's spelling of [`api::LinkState`].
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum LinkArg {
+    Auto,
+    Up,
+    Down,
+}
+
+impl From<DirectionArg> for api::Direction {
+    fn from(d: DirectionArg) -> Self {
+        match d {
+            DirectionArg::Tx => api::Direction::Tx,
+            DirectionArg::Rx => api::Direction::Rx,
+        }
+    }
+}
+
+impl From<LinkArg> for api::LinkState {
+    fn from(l: LinkArg) -> Self {
+        match l {
+            LinkArg::Auto => api::LinkState::Auto,
+            LinkArg::Up => api::LinkState::Up,
+            LinkArg::Down => api::LinkState::Down,
+        }
+    }
+}
+
+/// Why a command did not succeed; each kind has its exit status.
+#[derive(Debug, thiserror::Error)]
+enum Failure {
+    /// The card refused the request (its message).
+    #[error("{0}")]
+    Refused(String),
+    /// Bad input found before anything was sent, or a local file that
+    /// cannot be read or written.
+    #[error("{0}")]
+    Local(String),
+    /// The control socket cannot be reached, or its answer makes no sense.
+    #[error("{0}")]
+    Socket(String),
+    /// Whoever reads our output has gone (`vnicctl events | head`): not
+    /// worth a message.
+    #[error("output closed")]
+    OutputClosed,
+}
+
+impl Failure {
+    fn exit_code(&self) -> u8 {
+        match self {
+            Failure::Refused(_) => 1,
+            Failure::Local(_) => 2,
+            Failure::Socket(_) => 3,
+            Failure::OutputClosed => 0,
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(&cli, &mut io::stdout().lock()) {
+        Ok(()) | Err(Failure::OutputClosed) => ExitCode::SUCCESS,
+        Err(f) => {
+            eprintln!("vnicctl: {f}");
+            ExitCode::from(f.exit_code())
+        }
+    }
+}
+
+/// Runs one command: everything local (arguments, files) is checked before
+/// connecting, so bad input never reaches the card.
+fn run(cli: &Cli, out: &mut dyn Write) -> Result<(), Failure> {
+    let socket = control_path(cli.control.as_deref(), std::env::var_os("VNICCTL_CONTROL"))?;
+    let request = build_request(&cli.command)?;
+    let mut conn = Connection::open(&socket)?;
+    let result = conn.call(&request)?;
+    if let Command::Events = cli.command {
+        return print_events(&mut conn, cli.json, out);
+    }
+    let text = render(&cli.command, result, cli.json)?;
+    if let Command::Export { file: Some(file) } = &cli.command {
+        return std::fs::write(file, text)
+            .map_err(|e| Failure::Local(format!("cannot write {}: {e}", file.display())));
+    }
+    write_out(out, &text)
+}
+
+/// `--control`, else `$VNICCTL_CONTROL` (an empty value counts as unset).
+fn control_path(
+    option: Option<&Path>,
+    env: Option<std::ffi::OsString>,
+) -> Result<PathBuf, Failure> {
+    if let Some(p) = option {
+        return Ok(p.to_path_buf());
+    }
+    match env {
+        Some(v) if !v.is_empty() => Ok(PathBuf::from(v)),
+        _ => Err(Failure::Local(
+            "no control socket: give --control PATH or set VNICCTL_CONTROL".into(),
+        )),
+    }
+}
+
+// ------------------------------------------------------------ requests
+
+/// The request a command sends.
+fn build_request(command: &Command) -> Result<Request, Failure> {
+    Ok(match command {
+        Command::List => Request::List {},
+        Command::Show { function } => Request::Show {
+            function: function.clone(),
+        },
+        Command::Vfs { count } => Request::SetNumVfs { count: *count },
+        Command::Vnics { function, count } => Request::SetVnics {
+            function: function.clone(),
+            count: *count,
+        },
+        Command::Vnic {
+            function,
+            vnic,
+            mac,
+            vlan,
+        } => Request::SetVnic {
+            function: function.clone(),
+            vnic: *vnic,
+            mac: *mac,
+            vlan: *vlan,
+        },
+        Command::Fdb(fdb) => fdb_request(fdb),
+        Command::Rate(rate) => rate_request(rate),
+        Command::SpoofCheck { function, state } => Request::SetSpoofCheck {
+            function: function.clone(),
+            on: matches!(state, OnOff::On),
+        },
+        Command::Trust { function, state } => Request::SetTrust {
+            function: function.clone(),
+            on: matches!(state, OnOff::On),
+        },
+        Command::Link { function, state } => Request::SetLink {
+            function: function.clone(),
+            state: (*state).into(),
+        },
+        Command::Stats { function } => Request::Stats {
+            function: function.clone(),
+        },
+        Command::Capture(capture) => capture_request(capture)?,
+        Command::Export { .. } => Request::Export {},
+        Command::Apply { file } => Request::Apply {
+            config: Box::new(read_card_file(file)?),
+        },
+        Command::Events => Request::Subscribe {},
+    })
+}
+
+fn fdb_request(fdb: &FdbCommand) -> Request {
+    match fdb {
+        FdbCommand::Add {
+            mac,
+            vlan,
+            function,
+            vnic,
+        } => Request::FdbAdd {
+            mac: *mac,
+            vlan: *vlan,
+            function: function.clone(),
+            vnic: *vnic,
+        },
+        FdbCommand::Del { mac, vlan } => Request::FdbDel {
+            mac: *mac,
+            vlan: *vlan,
+        },
+        FdbCommand::List => Request::FdbList {},
+    }
+}
+
+/// clap has already made sure that `--clear` comes alone and that
+/// `--avg` and `--burst` come without it.
+fn rate_request(rate: &RateArgs) -> Request {
+    let policy = match (rate.avg, rate.burst) {
+        (Some(avg_kbps), Some(burst_bytes)) if !rate.clear => Some(RatePolicy {
+            avg_kbps,
+            peak_kbps: rate.peak.unwrap_or(0),
+            burst_bytes,
+        }),
+        _ => None,
+    };
+    Request::SetRate {
+        function: rate.function.clone(),
+        direction: rate.direction.into(),
+        policy,
+    }
+}
+
+/// vnicd creates the file from its own working directory, so a relative
+/// path is made absolute here, where the user meant it.
+fn capture_request(capture: &CaptureCommand) -> Result<Request, Failure> {
+    Ok(match capture {
+        CaptureCommand::Start { path, function } => Request::CaptureStart {
+            path: std::path::absolute(path)
+                .map_err(|e| Failure::Local(format!("{}: {e}", path.display())))?,
+            function: function.clone(),
+        },
+        CaptureCommand::Stop => Request::CaptureStop {},
+    })
+}
+
+/// Reads and checks a configuration file here, so a typo is reported with
+/// its line and column instead of as the card's refusal of the request.
+fn read_card_file(path: &Path) -> Result<CardFile, Failure> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| Failure::Local(format!("cannot read {}: {e}", path.display())))?;
+    parse_card_file(&text).map_err(|e| Failure::Local(format!("{}: {e}", path.display())))
+}
+
+/// A configuration file, or why not as "line L, column C: what".
+fn parse_card_file(text: &str) -> Result<CardFile, String> {
+    serde_json::from_str(text).map_err(|e| {
+        // serde_json appends " at line L column C"; say it first instead.
+        let what = e.to_string();
+        let what = what.split(" at line ").next().unwrap_or(&what).to_string();
+        format!("line {}, column {}: {what}", e.line(), e.column())
+    })
+}
+
+// ------------------------------------------------------------ suffixes
+
+/// A rate in bits/s with an optional suffix k, M or G (powers of 1000),
+/// as kbit/s, the unit of [`RatePolicy`]; decimals are fine ("1.5M") as long
+/// as the result is a whole number of kbit/s.
+fn parse_rate(text: &str) -> Result<u64, String> {
+    const UNITS: &[(char, u64)] = &[
+        ('k', 1_000),
+        ('K', 1_000),
+        ('M', 1_000_000),
+        ('G', 1_000_000_000),
+    ];
+    parse_scaled(text, UNITS, 1_000, "kbit/s", "k, M or G")
+}
+
+/// A size in bytes with an optional suffix K or M (powers of 1024).
+fn parse_size(text: &str) -> Result<u64, String> {
+    const UNITS: &[(char, u64)] = &[('K', 1 << 10), ('k', 1 << 10), ('M', 1 << 20)];
+    parse_scaled(text, UNITS, 1, "bytes", "K or M")
+}
+
+/// `text` is a decimal number and an optional suffix from `units`; returns
+/// its value divided by `per`, which must leave no remainder. Integer
+/// arithmetic throughout, so "1.5M" is exact.
+fn parse_scaled(
+    text: &str,
+    units: &[(char, u64)],
+    per: u64,
+    unit_name: &str,
+    suffixes: &str,
+) -> Result<u64, String> {
+    let (number, scale) = match text.chars().last() {
+        Some(c) if c.is_ascii_alphabetic() => {
+            let scale = units.iter().find(|(u, _)| *u == c).map(|(_, s)| *s);
+            let scale = scale
+                .ok_or_else(|| format!("unknown suffix '{c}' in '{text}' (use {suffixes})"))?;
+            (&text[..text.len() - 1], scale)
+        }
+        _ => (text, 1),
+    };
+    let (whole, fraction) = number.split_once('.').unwrap_or((number, ""));
+    let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+    if !digits(whole) || (number.contains('.') && !digits(fraction)) {
+        return Err(format!(
+            "'{text}' is not a number with an optional suffix {suffixes}"
+        ));
+    }
+    let too_big = || format!("'{text}' is too large");
+    let denominator = 10u128
+        .checked_pow(fraction.len() as u32)
+        .ok_or_else(too_big)?;
+    let mantissa: u128 = format!("{whole}{fraction}")
+        .parse()
+        .map_err(|_| too_big())?;
+    let scaled = mantissa.checked_mul(scale as u128).ok_or_else(too_big)?;
+    let divisor = denominator * per as u128;
+    if scaled % divisor != 0 {
+        return Err(format!("'{text}' is not a whole number of {unit_name}"));
+    }
+    u64::try_from(scaled / divisor).map_err(|_| too_big())
+}
+
+// ------------------------------------------------------------ socket
+
+/// One connection to the control socket.
+struct Connection {
+    reader: BufReader<UnixStream>,
+    writer: UnixStream,
+}
+
+impl Connection {
+    fn open(path: &Path) -> Result<Connection, Failure> {
+        let stream = UnixStream::connect(path)
+            .map_err(|e| Failure::Socket(format!("cannot connect to {}: {e}", path.display())))?;
+        let io_error = |e: io::Error| Failure::Socket(format!("control socket: {e}"));
+        stream
+            .set_read_timeout(Some(ANSWER_TIMEOUT))
+            .map_err(io_error)?;
+        stream
+            .set_write_timeout(Some(ANSWER_TIMEOUT))
+            .map_err(io_error)?;
+        let writer = stream.try_clone().map_err(io_error)?;
+        Ok(Connection {
+            reader: BufReader::new(stream),
+            writer,
+        })
+    }
+
+    /// Sends `request` and returns its result (`null` if it has none).
+    fn call(&mut self, request: &Request) -> Result<Value, Failure> {
+        let mut line = serde_json::to_string(request).expect("requests serialize");
+        line.push('\n');
+        self.writer
+            .write_all(line.as_bytes())
+            .map_err(|e| Failure::Socket(format!("cannot send the request: {e}")))?;
+        let answer = self.read_line()?.ok_or_else(|| {
+            Failure::Socket("vnicd closed the connection without answering".into())
+        })?;
+        answer_result(&answer)
+    }
+
+    /// The next line without its newline; `None` at a clean end.
+    fn read_line(&mut self) -> Result<Option<String>, Failure> {
+        let mut line = String::new();
+        let n = (&mut self.reader)
+            .take(MAX_ANSWER_BYTES)
+            .read_line(&mut line)
+            .map_err(|e| Failure::Socket(format!("reading the answer: {e}")))?;
+        if n == 0 {
+            return Ok(None);
+        }
+        if !line.ends_with('\n') {
+            return Err(Failure::Socket(
+                "protocol error: the answer ended in the middle of a line".into(),
+            ));
+        }
+        line.pop();
+        Ok(Some(line))
+    }
+}
+
+/// An answer line's result, or the card's refusal.
+fn answer_result(line: &str) -> Result<Value, Failure> {
+    let answer: Response = serde_json::from_str(line)
+        .map_err(|e| Failure::Socket(format!("protocol error: not an answer ({e}): {line}")))?;
+    match answer {
+        Response {
+            ok: true, result, ..
+        } => Ok(result.unwrap_or(Value::Null)),
+        Response {
+            error: Some(error), ..
+        } => Err(Failure::Refused(error)),
+        Response { error: None, .. } => Err(Failure::Refused(
+            "the card refused the request without saying why".into(),
+        )),
+    }
+}
+
+/// After the `subscribe` answer: each event line as it comes, until EOF.
+/// The wait is unbounded: events come when something happens.
+fn print_events(conn: &mut Connection, json: bool, out: &mut dyn Write) -> Result<(), Failure> {
+    conn.reader
+        .get_ref()
+        .set_read_timeout(None)
+        .map_err(|e| Failure::Socket(format!("control socket: {e}")))?;
+    while let Some(line) = conn.read_line()? {
+        let text = if json { line } else { event_line(&line) };
+        write_out(out, &format!("{text}\n"))?;
+        out.flush().map_err(output_error)?;
+    }
+    Ok(())
+}
+
+fn write_out(out: &mut dyn Write, text: &str) -> Result<(), Failure> {
+    out.write_all(text.as_bytes()).map_err(output_error)
+}
+
+fn output_error(e: io::Error) -> Failure {
+    if e.kind() == io::ErrorKind::BrokenPipe {
+        Failure::OutputClosed
+    } else {
+        Failure::Local(format!("cannot write the output: {e}"))
+    }
+}
+
+// ------------------------------------------------------------ output
+
+/// What a command prints for `result`. `export` is JSON either way (it is
+/// a configuration file).
+fn render(command: &Command, result: Value, json: bool) -> Result<String, Failure> {
+    if json || matches!(command, Command::Export { .. }) {
+        return Ok(pretty(&result));
+    }
+    Ok(match command {
+        Command::List => list_text(&typed::<Vec<FunctionInfo>>(result, "list")?),
+        Command::Show { .. } => show_text(&typed(result, "show")?),
+        Command::Fdb(FdbCommand::List) => fdb_text(&typed::<Vec<FdbEntry>>(result, "fdb list")?),
+        Command::Stats { .. } => stats_text(&typed(result, "stats")?),
+        Command::Capture(CaptureCommand::Stop) => capture_stopped_text(result),
+        _ if result.is_null() => String::new(),
+        _ => pretty(&result),
+    })
+}
+
+fn pretty(v: &Value) -> String {
+    let mut s = serde_json::to_string_pretty(v).expect("JSON values serialize");
+    s.push('\n');
+    s
+}
+
+/// `result` as the type the contract gives for `what`'s answer.
+fn typed<T: DeserializeOwned>(result: Value, what: &str) -> Result<T, Failure> {
+    serde_json::from_value(result)
+        .map_err(|e| Failure::Socket(format!("protocol error: unexpected answer to {what}: {e}")))
+}
+
+/// Rows of cells as aligned columns, two spaces apart.
+fn table(header: &[&str], rows: &[Vec<String>]) -> String {
+    let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
+    for row in rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let line = |cells: &mut dyn Iterator<Item = &str>| {
+        let mut s = String::new();
+        for (cell, w) in cells.zip(&widths) {
+            s += &format!("{cell:<w$}  ");
+        }
+        s.truncate(s.trim_end().len());
+        s + "\n"
+    };
+    let mut s = line(&mut header.iter().copied());
+    for row in rows {
+        s += &line(&mut row.iter().map(String::as_str));
+    }
+    s
+}
+
+fn yes_no(b: bool) -> String {
+    if b { "yes" } else { "no" }.to_string()
+}
+
+fn on_off(b: bool) -> String {
+    if b { "on" } else { "off" }.to_string()
+}
+
+/// The administrative state and, in brackets, what the link is.
+fn link_text(f: &FunctionInfo) -> String {
+    let up = if f.link_up { "up" } else { "down" };
+    format!("{} ({up})", f.link)
+}
+
+/// A rate in kbit/s with the largest suffix that keeps it whole.
+fn kbps_text(kbps: u64) -> String {
+    match kbps {
+        0 => "0".into(),
+        k if k % 1_000_000 == 0 => format!("{}G", k / 1_000_000),
+        k if k % 1_000 == 0 => format!("{}M", k / 1_000),
+        k => format!("{k}k"),
+    }
+}
+
+/// A size in bytes with the largest suffix that keeps it whole.
+fn bytes_text(bytes: u64) -> String {
+    match bytes {
+        0 => "0".into(),
+        b if b % (1 << 20) == 0 => format!("{}M", b >> 20),
+        b if b % (1 << 10) == 0 => format!("{}K", b >> 10),
+        b => b.to_string(),
+    }
+}
+
+/// A rate policy in the command line's own units; "-" for none.
+fn rate_text(policy: &Option<RatePolicy>) -> String {
+    let Some(p) = policy else {
+        return "-".into();
+    };
+    let peak = if p.peak_kbps == 0 {
+        String::new()
+    } else {
+        format!(" peak {}", kbps_text(p.peak_kbps))
+    };
+    format!(
+        "{}{peak} burst {}",
+        kbps_text(p.avg_kbps),
+        bytes_text(p.burst_bytes)
+    )
+}
+
+fn queue_text(running: bool, error: &Option<String>) -> String {
+    match error {
+        Some(e) => format!("error: {e}"),
+        None if running => "running".into(),
+        None => "stopped".into(),
+    }
+}
+
+fn vlans_text(vlans: &[u16]) -> String {
+    if vlans.is_empty() {
+        return "-".into();
+    }
+    let v: Vec<String> = vlans.iter().map(u16::to_string).collect();
+    v.join(",")
+}
+
+fn vnic_row(function: &str, v: &VnicInfo) -> Vec<String> {
+    vec![
+        function.to_string(),
+        v.vnic.to_string(),
+        v.mac.to_string(),
+        if v.vlan == 0 {
+            "-".into()
+        } else {
+            v.vlan.to_string()
+        },
+        vlans_text(&v.joined),
+        queue_text(v.tx_running, &v.tx_error),
+        queue_text(v.rx_running, &v.rx_error),
+    ]
+}
+
+const VNIC_HEADER: [&str; 7] = ["FUNCTION", "VNIC", "MAC", "VLAN", "JOINED", "TX", "RX"];
+
+fn vnic_table(functions: &[FunctionInfo]) -> String {
+    let rows: Vec<Vec<String>> = functions
+        .iter()
+        .flat_map(|f| f.vnics.iter().map(|v| vnic_row(&f.name, v)))
+        .collect();
+    table(&VNIC_HEADER, &rows)
+}
+
+/// `list`: one line per function, then one per vNIC.
+fn list_text(functions: &[FunctionInfo]) -> String {
+    let header = [
+        "FUNCTION", "ENABLED", "ATTACHED", "VNICS", "LINK", "SPOOF", "TRUST", "TX RATE", "RX RATE",
+    ];
+    let rows: Vec<Vec<String>> = functions
+        .iter()
+        .map(|f| {
+            vec![
+                f.name.clone(),
+                yes_no(f.enabled),
+                yes_no(f.attached),
+                format!("{}/{}", f.vnics.len(), f.max_vnics),
+                link_text(f),
+                on_off(f.spoof_check),
+                on_off(f.trust),
+                rate_text(&f.tx_rate),
+                rate_text(&f.rx_rate),
+            ]
+        })
+        .collect();
+    format!("{}\n{}", table(&header, &rows), vnic_table(functions))
+}
+
+/// `show`: one field per line, then the vNICs.
+fn show_text(f: &FunctionInfo) -> String {
+    let fields = [
+        ("function", f.name.clone()),
+        ("enabled", yes_no(f.enabled)),
+        ("attached", yes_no(f.attached)),
+        ("vnics", format!("{} of {}", f.vnics.len(), f.max_vnics)),
+        ("link", link_text(f)),
+        ("spoof check", on_off(f.spoof_check)),
+        ("trust", on_off(f.trust)),
+        ("tx rate", rate_text(&f.tx_rate)),
+        ("rx rate", rate_text(&f.rx_rate)),
+        ("vct", format!("{:#x}", f.vct)),
+    ];
+    let mut s = String::new();
+    for (name, value) in fields {
+        s += &format!("{:<13}{value}\n", format!("{name}:"));
+    }
+    s + "\n" + &vnic_table(std::slice::from_ref(f))
+}
+
+fn fdb_text(entries: &[FdbEntry]) -> String {
+    let rows: Vec<Vec<String>> = entries
+        .iter()
+        .map(|e| {
+            let kind = serde_json::to_value(e.kind).expect("kinds serialize");
+            vec![
+                e.mac.to_string(),
+                e.vlan.to_string(),
+                e.function.clone(),
+                e.vnic.to_string(),
+                kind.as_str().unwrap_or("?").to_string(),
+            ]
+        })
+        .collect();
+    table(&["MAC", "VLAN", "FUNCTION", "VNIC", "KIND"], &rows)
+}
+
+/// `title:` then `name=value` pairs, wrapped at 80 columns.
+fn counters_text(title: &str, indent: usize, counters: &BTreeMap<String, u64>) -> String {
+    let pad = " ".repeat(indent);
+    let mut s = format!("{pad}{title}:");
+    let mut column = s.len();
+    for (name, value) in counters {
+        let pair = format!("{name}={value}");
+        if column + 1 + pair.len() > 80 && column > indent + title.len() + 1 {
+            s += &format!("\n{pad}   ");
+            column = indent + 3;
+        } else {
+            s.push(' ');
+            column += 1;
+        }
+        column += pair.len();
+        s += &pair;
+    }
+    s + "\n"
+}
+
+fn capture_text(c: &CaptureInfo) -> String {
+    let only = c
+        .function
+        .as_ref()
+        .map_or(String::new(), |f| format!(" ({f})"));
+    format!("{}{only}, {} frames", c.path.display(), c.frames)
+}
+
+/// `stats`: the card's counters, the capture, then per function and vNIC.
+fn stats_text(stats: &StatsInfo) -> String {
+    let mut s = counters_text("card", 0, &stats.card);
+    let capture = stats.capture.as_ref().map_or("none".into(), capture_text);
+    s += &format!("capture: {capture}\n");
+    for f in &stats.functions {
+        s += &counters_text(&f.name, 0, &f.counters);
+        for v in &f.vnics {
+            s += &counters_text(&format!("vnic {}", v.vnic), 2, &v.counters);
+        }
+    }
+    s
+}
+
+/// The answer to `capture stop` is the frame count; a summary object or
+/// nothing at all is shown too, so any of them reads well.
+fn capture_stopped_text(result: Value) -> String {
+    if let Some(frames) = result.as_u64() {
+        return format!("capture stopped: {frames} frames\n");
+    }
+    if result.is_null() {
+        return "capture stopped\n".into();
+    }
+    match serde_json::from_value::<CaptureInfo>(result.clone()) {
+        Ok(c) => format!("capture stopped: {}\n", capture_text(&c)),
+        Err(_) => pretty(&result),
+    }
+}
+
+/// One event as text; a line that is not a known event (a newer vnicd)
+/// is shown as it came.
+fn event_line(line: &str) -> String {
+    match serde_json::from_str::<Event>(line) {
+        Ok(e) => event_text(&e),
+        Err(_) => line.to_string(),
+    }
+}
+
+fn event_text(e: &Event) -> String {
+    match e {
+        Event::ClientConnected { function } => format!("client-connected {function}"),
+        Event::ClientDisconnected { function } => format!("client-disconnected {function}"),
+        Event::VfsChanged { num_vfs } => format!("vfs-changed num_vfs={num_vfs}"),
+        Event::VnicsChanged { function, count } => {
+            format!("vnics-changed {function} count={count}")
+        }
+        Event::VnicChanged {
+            function,
+            vnic,
+            mac,
+            vlan,
+        } => format!("vnic-changed {function} vnic={vnic} mac={mac} vlan={vlan}"),
+        Event::LinkChanged { function, up } => {
+            format!(
+                "link-changed {function} {}",
+                if *up { "up" } else { "down" }
+            )
+        }
+        Event::PolicyChanged { function } => format!("policy-changed {function}"),
+        Event::CaptureStarted { path } => format!("capture-started {}", path.display()),
+        Event::CaptureStopped { path, frames } => {
+            format!("capture-stopped {} frames={frames}", path.display())
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn cli(args: &[&str]) -> Result<Cli, clap::Error> {
+        Cli::try_parse_from(std::iter::once("vnicctl").chain(args.iter().copied()))
+    }
+
+    /// The JSON request line the command line `args` sends.
+    fn request_json(args: &[&str]) -> Value {
+        let cli = cli(args).unwrap_or_else(|e| panic!("{args:?}: {e}"));
+        serde_json::to_value(build_request(&cli.command).unwrap()).unwrap()
+    }
+
+    #[test]
+    fn rates_are_bits_per_second_in_powers_of_1000() {
+        assert_eq!(parse_rate("20M"), Ok(20_000));
+        assert_eq!(parse_rate("500k"), Ok(500));
+        assert_eq!(parse_rate("500K"), Ok(500));
+        assert_eq!(parse_rate("1G"), Ok(1_000_000));
+        assert_eq!(parse_rate("1.5M"), Ok(1_500));
+        assert_eq!(parse_rate("64000"), Ok(64));
+        assert_eq!(parse_rate("0"), Ok(0));
+    }
+
+    #[test]
+    fn bad_rates_say_why() {
+        for (bad, why) in [
+            ("1500", "whole number of kbit/s"),
+            ("1.0005M", "whole number"),
+            ("20m", "unknown suffix 'm'"),
+            ("20X", "unknown suffix"),
+            ("", "not a number"),
+            ("M", "not a number"),
+            ("-1M", "not a number"),
+            ("1.M", "not a number"),
+            (".5M", "not a number"),
+            ("1 M", "not a number"),
+            ("99999999999999999999G", "too large"),
+            ("1.0000000000000000000000000000000000000001G", "too large"),
+        ] {
+            let e = parse_rate(bad).expect_err(bad);
+            assert!(e.contains(why), "{bad}: {e}");
+        }
+    }
+
+    #[test]
+    fn sizes_are_bytes_in_powers_of_1024() {
+        assert_eq!(parse_size("64K"), Ok(65_536));
+        assert_eq!(parse_size("64k"), Ok(65_536));
+        assert_eq!(parse_size("1M"), Ok(1 << 20));
+        assert_eq!(parse_size("9216"), Ok(9216));
+        assert_eq!(parse_size("1.5K"), Ok(1536));
+        assert!(parse_size("0.3K")
+            .unwrap_err()
+            .contains("whole number of bytes"));
+        assert!(parse_size("1G").unwrap_err().contains("use K or M"));
+    }
+
+    #[test]
+    fn rates_and_sizes_print_in_the_units_they_are_typed_in() {
+        assert_eq!(kbps_text(20_000), "20M");
+        assert_eq!(kbps_text(1_000_000), "1G");
+        assert_eq!(kbps_text(1_500), "1500k");
+        assert_eq!(bytes_text(65_536), "64K");
+        assert_eq!(bytes_text(9216), "9K");
+        assert_eq!(bytes_text(1000), "1000");
+        let p = RatePolicy {
+            avg_kbps: 20_000,
+            peak_kbps: 40_000,
+            burst_bytes: 65_536,
+        };
+        assert_eq!(rate_text(&Some(p)), "20M peak 40M burst 64K");
+        assert_eq!(rate_text(&None), "-");
+    }
+
+    #[test]
+    fn commands_send_the_contracts_requests() {
+        let cases = [
+            ("list", r#"{"op":"list"}"#),
+            ("show vf0", r#"{"op":"show","function":"vf0"}"#),
+            ("vfs 2", r#"{"op":"set-num-vfs","count":2}"#),
+            (
+                "vnics vf0 3",
+                r#"{"op":"set-vnics","function":"vf0","count":3}"#,
+            ),
+            (
+                "vnic vf0 1 --mac 02:00:00:00:00:01 --vlan 10",
+                r#"{"op":"set-vnic","function":"vf0","vnic":1,"mac":"02:00:00:00:00:01","vlan":10}"#,
+            ),
+            (
+                "vnic vf0 1 --vlan 0",
+                r#"{"op":"set-vnic","function":"vf0","vnic":1,"vlan":0}"#,
+            ),
+            (
+                "fdb add 02:00:00:00:00:09 --vlan 5 vf1 0",
+                r#"{"op":"fdb-add","mac":"02:00:00:00:00:09","vlan":5,"function":"vf1","vnic":0}"#,
+            ),
+            (
+                "fdb del 02:00:00:00:00:09",
+                r#"{"op":"fdb-del","mac":"02:00:00:00:00:09","vlan":0}"#,
+            ),
+            ("fdb list", r#"{"op":"fdb-list"}"#),
+            (
+                "rate vf1 tx --avg 20M --peak 40M --burst 64K",
+                r#"{"op":"set-rate","function":"vf1","direction":"tx",
+                    "policy":{"avg_kbps":20000,"peak_kbps":40000,"burst_bytes":65536}}"#,
+            ),
+            (
+                "rate vf1 rx --avg 1G --burst 1M",
+                r#"{"op":"set-rate","function":"vf1","direction":"rx",
+                    "policy":{"avg_kbps":1000000,"peak_kbps":0,"burst_bytes":1048576}}"#,
+            ),
+            (
+                "rate vf1 tx --clear",
+                r#"{"op":"set-rate","function":"vf1","direction":"tx","policy":null}"#,
+            ),
+            (
+                "spoof-check vf1 off",
+                r#"{"op":"set-spoof-check","function":"vf1","on":false}"#,
+            ),
+            (
+                "trust vf1 on",
+                r#"{"op":"set-trust","function":"vf1","on":true}"#,
+            ),
+            (
+                "link vf1 down",
+                r#"{"op":"set-link","function":"vf1","state":"down"}"#,
+            ),
+            ("stats", r#"{"op":"stats"}"#),
+            ("stats vf1", r#"{"op":"stats","function":"vf1"}"#),
+            (
+                "capture start /tmp/s.pcap --function vf1",
+                r#"{"op":"capture-start","path":"/tmp/s.pcap","function":"vf1"}"#,
+            ),
+            ("capture stop", r#"{"op":"capture-stop"}"#),
+            ("export", r#"{"op":"export"}"#),
+            ("export /tmp/card.json", r#"{"op":"export"}"#),
+            ("events", r#"{"op":"subscribe"}"#),
+            ("--json list", r#"{"op":"list"}"#),
+            ("list --control /x.sock", r#"{"op":"list"}"#),
+        ];
+        for (args, want) in cases {
+            let args: Vec<&str> = args.split_whitespace().collect();
+            let want: Value = serde_json::from_str(want).unwrap();
+            assert_eq!(request_json(&args), want, "{args:?}");
+        }
+    }
+
+    #[test]
+    fn a_relative_capture_path_is_made_absolute_here() {
+        let got = request_json(&["capture", "start", "s.pcap"]);
+        let want = std::env::current_dir().unwrap().join("s.pcap");
+        assert_eq!(got["path"], json!(want));
+    }
+
+    #[test]
+    fn usage_errors_are_caught_before_anything_is_sent() {
+        for args in [
+            "vnic vf0 1",
+            "vnic vf0 1 --mac 02:00:00:00:00",
+            "rate vf1 tx --avg 20M",
+            "rate vf1 tx --burst 64K",
+            "rate vf1 tx --clear --avg 20M",
+            "rate vf1 tx --avg 20X --burst 64K",
+            "rate vf1 up --clear",
+            "link vf1 sideways",
+            "spoof-check vf1 yes",
+            "vfs -1",
+            "capture",
+            "fdb add 02:00:00:00:00:09",
+            "frobnicate",
+        ] {
+            let argv: Vec<&str> = args.split_whitespace().collect();
+            let e = cli(&argv).expect_err(args);
+            assert_eq!(e.exit_code(), 2, "{args}");
+        }
+    }
+
+    #[test]
+    fn the_control_socket_comes_from_the_option_then_the_environment() {
+        let p = control_path(Some(Path::new("/a.sock")), Some("/b.sock".into()));
+        assert_eq!(p.unwrap(), Path::new("/a.sock"));
+        let p = control_path(None, Some("/b.sock".into()));
+        assert_eq!(p.unwrap(), Path::new("/b.sock"));
+        for env in [None, Some("".into())] {
+            let e = control_path(None, env).unwrap_err();
+            assert_eq!(e.exit_code(), 2);
+            assert!(e.to_string().contains("VNICCTL_CONTROL"), "{e}");
+        }
+    }
+
+    #[test]
+    fn config_file_errors_name_line_and_column() {
+        let text = "{\n  \"num_vfs\": 2,\n  \"functions\": [ { \"name\": \"vf0\", \"trusted\": true } ]\n}\n";
+        let e = parse_card_file(text).unwrap_err();
+        assert!(e.starts_with("line 3, column "), "{e}");
+        assert!(e.contains("unknown field `trusted`"), "{e}");
+        assert!(!e.contains(" at line "), "{e}");
+        let e = parse_card_file("{\"num_vfs\": 2,}").unwrap_err();
+        assert!(e.starts_with("line 1, column 15"), "{e}");
+        let f = parse_card_file("{\"num_vfs\": 2}").unwrap();
+        assert_eq!(f.num_vfs, Some(2));
+    }
+
+    #[test]
+    fn apply_sends_the_file_as_its_config() {
+        let path = std::env::temp_dir().join(format!("vnicctl-apply-{}.json", std::process::id()));
+        let config = json!({"num_vfs": 2,
+            "functions": [{"name": "vf1", "trust": true, "tx_rate": null}]});
+        std::fs::write(&path, config.to_string()).unwrap();
+        let got = request_json(&["apply", path.to_str().unwrap()]);
+        std::fs::remove_file(&path).unwrap();
+        assert_eq!(got, json!({"op": "apply", "config": config}));
+        let e =
+            build_request(&cli(&["apply", "/nonexistent/c.json"]).unwrap().command).unwrap_err();
+        assert_eq!(e.exit_code(), 2);
+        assert!(
+            e.to_string().contains("cannot read /nonexistent/c.json"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn answers_give_the_result_or_the_refusal() {
+        assert_eq!(
+            answer_result(r#"{"ok":true,"result":[1]}"#).unwrap(),
+            json!([1])
+        );
+        assert_eq!(
+            answer_result(r#"{"ok":true,"result":null}"#).unwrap(),
+            Value::Null
+        );
+        assert_eq!(answer_result(r#"{"ok":true}"#).unwrap(), Value::Null);
+        let e = answer_result(r#"{"ok":false,"error":"vf0: 99 vNICs outside 1..=8"}"#);
+        let e = e.unwrap_err();
+        assert_eq!(
+            (e.exit_code(), e.to_string().as_str()),
+            (1, "vf0: 99 vNICs outside 1..=8")
+        );
+        for bad in ["", "hello", "{}", r#"{"result":1}"#] {
+            assert_eq!(answer_result(bad).unwrap_err().exit_code(), 3, "{bad:?}");
+        }
+    }
+
+    fn function(name: &str) -> FunctionInfo {
+        FunctionInfo {
+            name: name.into(),
+            enabled: true,
+            attached: false,
+            max_vnics: 8,
+            vnics: vec![VnicInfo {
+                vnic: 0,
+                mac: "02:76:6e:00:01:00".parse().unwrap(),
+                vlan: 10,
+                joined: vec![20, 30],
+                tx_running: true,
+                rx_running: false,
+                tx_error: None,
+                rx_error: Some("bad descriptor".into()),
+            }],
+            link: api::LinkState::Auto,
+            link_up: true,
+            spoof_check: true,
+            trust: false,
+            tx_rate: Some(RatePolicy {
+                avg_kbps: 20_000,
+                peak_kbps: 0,
+                burst_bytes: 65_536,
+            }),
+            rx_rate: None,
+            vct: 0x1000,
+        }
+    }
+
+    #[test]
+    fn list_shows_a_line_per_function_then_per_vnic() {
+        let text = list_text(&[function("pf"), function("vf0")]);
+        let lines: Vec<&str> = text.lines().collect();
+        assert!(
+            lines[0].starts_with("FUNCTION  ENABLED  ATTACHED  VNICS"),
+            "{text}"
+        );
+        assert!(
+            lines[2].starts_with("vf0       yes      no        1/8    auto (up)"),
+            "{text}"
+        );
+        assert!(lines[2].contains("20M burst 64K"), "{text}");
+        assert!(lines[4].starts_with("FUNCTION  VNIC  MAC"), "{text}");
+        assert!(
+            lines[6].contains("02:76:6e:00:01:00  10    20,30   running  error: bad descriptor"),
+            "{text}"
+        );
+        assert!(
+            lines.iter().all(|l| l.trim_end() == *l),
+            "trailing blanks:\n{text}"
+        );
+    }
+
+    #[test]
+    fn human_output_checks_the_answers_shape() {
+        let cli = cli(&["list"]).unwrap();
+        let e = render(&cli.command, json!({"functions": 3}), false).unwrap_err();
+        assert_eq!(e.exit_code(), 3);
+        let out = render(&cli.command, json!({"functions": 3}), true).unwrap();
+        assert_eq!(out, "{\n  \"functions\": 3\n}\n");
+        let cli = self::cli(&["vfs", "2"]).unwrap();
+        assert_eq!(render(&cli.command, Value::Null, false).unwrap(), "");
+    }
+
+    #[test]
+    fn stats_group_counters_per_function_and_vnic() {
+        let stats: StatsInfo = serde_json::from_value(json!({
+            "card": {"switched": 10, "flooded": 1},
+            "functions": [{"name": "vf0", "counters": {"spoof_drops": 2},
+                           "vnics": [{"vnic": 0, "counters": {"tx_packets": 5}}]}]
+        }))
+        .unwrap();
+        assert_eq!(
+            stats_text(&stats),
+            "card: flooded=1 switched=10\ncapture: none\nvf0: spoof_drops=2\n  vnic 0: tx_packets=5\n"
+        );
+        let many: BTreeMap<String, u64> = (0..20)
+            .map(|i| (format!("counter_{i:02}"), 1_000_000))
+            .collect();
+        let text = counters_text("vf1", 0, &many);
+        assert!(text.lines().count() > 1);
+        assert!(text.lines().all(|l| l.len() <= 80), "{text}");
+        assert_eq!(text.matches('=').count(), 20);
+    }
+
+    #[test]
+    fn capture_stop_reads_well_whatever_the_answer() {
+        assert_eq!(
+            capture_stopped_text(json!(12)),
+            "capture stopped: 12 frames\n"
+        );
+        assert_eq!(
+            capture_stopped_text(json!({"path": "/tmp/s.pcap", "frames": 3})),
+            "capture stopped: /tmp/s.pcap, 3 frames\n"
+        );
+    }
+
+    #[test]
+    fn events_print_one_line_each() {
+        assert_eq!(
+            event_line(r#"{"event":"vnics-changed","function":"vf0","count":3}"#),
+            "vnics-changed vf0 count=3"
+        );
+        assert_eq!(
+            event_line(r#"{"event":"link-changed","function":"vf1","up":false}"#),
+            "link-changed vf1 down"
+        );
+        assert_eq!(
+            event_line(r#"{"event":"from-the-future","x":1}"#),
+            r#"{"event":"from-the-future","x":1}"#
+        );
+    }
+
+    #[test]
+    fn fdb_list_is_a_table() {
+        let entries: Vec<FdbEntry> = serde_json::from_value(json!([
+            {"mac": "02:00:00:00:00:09", "vlan": 0, "function": "vf1", "vnic": 0, "kind": "static"}
+        ]))
+        .unwrap();
+        assert_eq!(
+            fdb_text(&entries),
+            "MAC                VLAN  FUNCTION  VNIC  KIND\n02:00:00:00:00:09  0     vf1       0     static\n"
+        );
+    }
+}

@@ -1,0 +1,152 @@
+//! The host end of the guest's host channel (`vnic_tests::e2e::HostChannel`)
+//! without a guest: this test writes to the FIFOs as QEMU would for the
+//! guest's /dev/ttyS1, and reads the answers, with the real vnicctl.
+
+use std::fs::{File, OpenOptions};
+use std::io::{ErrorKind, Read, Write};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use vnic_tests::e2e::HostChannel;
+use vnic_tests::TempDir;
+
+/// The guest's side: what QEMU does with the two FIFOs.
+struct Guest {
+    to_host: File,
+    from_host: File,
+    pending: Vec<u8>,
+}
+
+impl Guest {
+    fn open(base: &Path) -> Guest {
+        let open = |ext: &str| {
+            OpenOptions::new()
+                .read(true)
+                .write(true)
+                .custom_flags(libc::O_NONBLOCK)
+                .open(base.with_extension(ext))
+                .unwrap_or_else(|e| panic!("open {ext}: {e}"))
+        };
+        Guest {
+            to_host: open("out"),
+            from_host: open("in"),
+            pending: Vec::new(),
+        }
+    }
+
+    fn send(&mut self, bytes: &str) {
+        self.to_host.write_all(bytes.as_bytes()).expect("write");
+    }
+
+    /// The answer lines up to and including `HOST-END <rc>` (10 s at most).
+    fn answer(&mut self) -> Vec<String> {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let mut lines = Vec::new();
+        let mut buf = [0u8; 4096];
+        loop {
+            while let Some(end) = self.pending.iter().position(|&b| b == b'\n') {
+                let line: Vec<u8> = self.pending.drain(..=end).collect();
+                let line = String::from_utf8_lossy(&line[..end]).into_owned();
+                let last = line.starts_with("HOST-END ");
+                lines.push(line);
+                if last {
+                    return lines;
+                }
+            }
+            assert!(Instant::now() < deadline, "no HOST-END; got {lines:?}");
+            match self.from_host.read(&mut buf) {
+                Ok(n) => self.pending.extend_from_slice(&buf[..n]),
+                Err(e) if e.kind() == ErrorKind::WouldBlock => {
+                    std::thread::sleep(Duration::from_millis(10))
+                }
+                Err(e) => panic!("read: {e}"),
+            }
+        }
+    }
+}
+
+#[test]
+fn requests_split_across_writes_get_vnicctls_output_and_status() {
+    let dir = TempDir::new("hc");
+    let base = dir.0.join("host");
+    let log = dir.0.join("host.log");
+    let control = dir.0.join("control.sock");
+    let channel = HostChannel::serve(&base, &control, &log);
+    let mut guest = Guest::open(&base);
+
+    // A request in pieces, as a UART delivers it, after noise to ignore.
+    guest.send("boot noise\r\nHOST-RUN vnicctl --ver");
+    std::thread::sleep(Duration::from_millis(100));
+    guest.send("sion\r\n");
+    assert_eq!(
+        guest.answer(),
+        ["HOST-OUT vnicctl 0.1.0", "HOST-END 0"],
+        "log:\n{}",
+        std::fs::read_to_string(&log).unwrap()
+    );
+
+    // No vnicd here: vnicctl's own status and message come back.
+    guest.send("HOST-RUN vnicctl list\n");
+    let answer = guest.answer();
+    assert_eq!(answer.len(), 2, "{answer:?}");
+    assert!(
+        answer[0].starts_with("HOST-OUT vnicctl: cannot connect to "),
+        "{answer:?}"
+    );
+    assert!(answer[0].contains("control.sock"), "{answer:?}");
+    assert_eq!(answer[1], "HOST-END 3");
+
+    guest.send("HOST-RUN ls /\n");
+    let answer = guest.answer();
+    assert_eq!(answer.last().map(String::as_str), Some("HOST-END 127"));
+
+    let t0 = Instant::now();
+    drop(channel);
+    assert!(t0.elapsed() < Duration::from_secs(2), "slow to stop");
+    let log = std::fs::read_to_string(&log).unwrap();
+    assert!(log.contains("] ignored: \"boot noise\""), "{log}");
+    assert!(log.contains("] vnicctl --version -> rc 0"), "{log}");
+    assert!(log.contains("] vnicctl list -> rc 3"), "{log}");
+    assert!(log.contains("] ls / -> rc 127"), "{log}");
+    assert!(log.contains("] stopped"), "{log}");
+    assert!(!base.with_extension("in").exists(), "FIFO left behind");
+}
+
+#[test]
+fn a_guest_that_never_speaks_costs_nothing_to_stop() {
+    let dir = TempDir::new("hc");
+    let base = dir.0.join("host");
+    let log = dir.0.join("host.log");
+    let channel = HostChannel::serve(&base, &dir.0.join("control.sock"), &log);
+    std::thread::sleep(Duration::from_millis(200));
+    let t0 = Instant::now();
+    drop(channel);
+    assert!(t0.elapsed() < Duration::from_secs(1), "slow to stop");
+    let log = std::fs::read_to_string(&log).unwrap();
+    assert!(log.contains("] serving the host channel"), "{log}");
+    assert!(log.contains("] stopped"), "{log}");
+}
+
+#[test]
+fn stopping_the_channel_ends_the_vnicctl_it_runs() {
+    let dir = TempDir::new("hc");
+    let base = dir.0.join("host");
+    let log = dir.0.join("host.log");
+    let control = dir.0.join("control.sock");
+    // A card that takes the connection and never answers.
+    let _card = std::os::unix::net::UnixListener::bind(&control).expect("bind");
+    let channel = HostChannel::serve(&base, &control, &log);
+    let mut guest = Guest::open(&base);
+    guest.send("HOST-RUN vnicctl list\n");
+    std::thread::sleep(Duration::from_millis(500));
+    let t0 = Instant::now();
+    drop(channel);
+    assert!(t0.elapsed() < Duration::from_secs(2), "slow to stop");
+    let answer = guest.answer();
+    assert_eq!(answer.last().map(String::as_str), Some("HOST-END 124"));
+    assert!(
+        answer.iter().any(|l| l.contains("the guest is gone")),
+        "{answer:?}"
+    );
+}
