@@ -217,6 +217,8 @@ struct vnic_xmit_stats {
  * @irq: Linux IRQ number of MSI-X vector q + 1, 0 when not requested
  * @irq_name: its name in /proc/interrupts
  * @up: rings allocated and the queues enabled (changed under RTNL)
+ * @gone: the card removed the queue pair (QP_NUM shrank): its BAR0 area no
+ *	longer answers, so teardown writes no queue-pair register
  * @tx_ring_size: send ring entries used at the next start
  * @rx_ring_size: receive ring entries used at the next start
  * @itr: interrupt moderation interval, us (QP_ITR)
@@ -242,6 +244,7 @@ struct vnic_port {
 	char irq_name[32];
 
 	bool up;
+	bool gone;
 	u32 tx_ring_size;
 	u32 rx_ring_size;
 	u32 itr;
@@ -280,8 +283,12 @@ struct vnic_port {
  * @misc_irqs: interrupts received on the misc vector
  * @irq_test_done: completed by the misc handler
  * @state: BAT, CLATs and context blocks
- * @ports: one per netdev, @nr_ports of them
- * @nr_ports: netdevs created (queue pairs 0 .. @nr_ports - 1)
+ * @ports: one slot per queue pair the driver can serve (@qp_limit); the
+ *	first @nr_ports hold registered netdevs
+ * @nr_ports: netdevs registered (queue pairs 0 .. @nr_ports - 1); changed
+ *	under RTNL
+ * @qp_limit: queue pairs the driver can serve: at most QP_MAX, and each
+ *	needs an MSI-X vector and an area inside BAR0
  */
 struct vnic_priv {
 	struct pci_dev *pdev;
@@ -306,6 +313,7 @@ struct vnic_priv {
 
 	struct vnic_port **ports;
 	u32 nr_ports;
+	u32 qp_limit;
 };
 
 static inline u32 vnic_rd32(struct vnic_priv *priv, u32 reg)

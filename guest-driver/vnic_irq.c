@@ -207,8 +207,12 @@ int vnic_napi_poll(struct napi_struct *napi, int budget)
 	vnic_tx_clean(port, budget);
 	done = vnic_rx_clean(port, budget);
 
-	/* Stay scheduled (vector still masked) while the budget is used up */
-	if (done < budget && napi_complete_done(napi, done))
+	/*
+	 * Stay scheduled (vector still masked) while the budget is used up.
+	 * A queue pair the card removed has no register left to rearm.
+	 */
+	if (done < budget && napi_complete_done(napi, done) &&
+	    !READ_ONCE(port->gone))
 		vnic_qp_wr32(port, VNIC_QP_IRQ, VNIC_QP_IRQ_REARM);
 
 	return done;

@@ -18,6 +18,7 @@
 #include <linux/etherdevice.h>
 #include <linux/if_vlan.h>
 #include <linux/netdevice.h>
+#include <linux/rtnetlink.h>
 #include <linux/slab.h>
 #include <asm/unaligned.h>
 
@@ -204,7 +205,12 @@ static void vnic_port_stop(struct vnic_port *port)
 	/* NAPI first, so that it cannot wake the queue stopped below */
 	napi_disable(&port->napi);
 	netif_tx_disable(netdev);
-	vnic_qp_disable(port);
+	/*
+	 * A queue pair the card removed was stopped and written back by the
+	 * card itself, and its registers no longer answer.
+	 */
+	if (!port->gone)
+		vnic_qp_disable(port);
 
 	vnic_tx_ring_free(port);
 	vnic_rx_ring_free(port);
@@ -282,8 +288,11 @@ static int vnic_vlan_rx_kill_vid(struct net_device *netdev, __be16 proto,
 
 	if (!vid || !test_bit(vid, port->active_vlans))
 		return 0;
-	vnic_qp_wr32(port, VNIC_QP_VLAN,
-		     FIELD_PREP(VNIC_QP_VLAN_VID, vid) | VNIC_QP_VLAN_LEAVE);
+	/* A removed queue pair left its VLANs with its switch entries */
+	if (!port->gone)
+		vnic_qp_wr32(port, VNIC_QP_VLAN,
+			     FIELD_PREP(VNIC_QP_VLAN_VID, vid) |
+			     VNIC_QP_VLAN_LEAVE);
 	clear_bit(vid, port->active_vlans);
 	port->nr_vlans--;
 	return 0;
@@ -383,16 +392,7 @@ static void vnic_port_read_mac(struct vnic_port *port)
 		 mac, port->q, netdev->dev_addr);
 }
 
-static void vnic_port_destroy(struct vnic_port *port)
-{
-	unregister_netdev(port->netdev);
-	/* Closed now, so the watchdog cannot queue the task again */
-	cancel_work_sync(&port->reset_task);
-	vnic_qp_irq_free(port);
-	netif_napi_del(&port->napi);
-	free_netdev(port->netdev);
-}
-
+/* Create and register the netdev of queue pair q; RTNL held. */
 static struct vnic_port *vnic_port_create(struct vnic_priv *priv, u32 q)
 {
 	struct pci_dev *pdev = priv->pdev;
@@ -451,7 +451,7 @@ static struct vnic_port *vnic_port_create(struct vnic_priv *priv, u32 q)
 		goto err_napi_del;
 
 	netif_carrier_off(netdev);
-	err = register_netdev(netdev);
+	err = register_netdevice(netdev);
 	if (err) {
 		pci_err(pdev, "cannot register the netdev of queue pair %u: %d\n",
 			q, err);
@@ -471,16 +471,88 @@ err_free_netdev:
 	return ERR_PTR(err);
 }
 
+/*
+ * Register netdevs for queue pairs nr_ports .. n - 1; RTNL held. On error the
+ * netdevs registered so far stay, and nr_ports counts them.
+ */
+static int vnic_ports_add(struct vnic_priv *priv, u32 n)
+{
+	struct vnic_port *port;
+
+	ASSERT_RTNL();
+	while (priv->nr_ports < n) {
+		port = vnic_port_create(priv, priv->nr_ports);
+		if (IS_ERR(port))
+			return PTR_ERR(port);
+		priv->ports[priv->nr_ports++] = port;
+	}
+	return 0;
+}
+
+/*
+ * Unregister the netdevs of queue pairs n .. nr_ports - 1, highest first;
+ * RTNL held. Unregistering closes a running netdev, which stops its queues
+ * (unless @gone: the card already did) and frees its rings. The ports stay
+ * in their slots until vnic_ports_free(), which must run without RTNL.
+ */
+static void vnic_ports_unregister(struct vnic_priv *priv, u32 n, bool gone)
+{
+	struct vnic_port *port;
+
+	ASSERT_RTNL();
+	while (priv->nr_ports > n) {
+		port = priv->ports[--priv->nr_ports];
+		WRITE_ONCE(port->gone, gone);
+		unregister_netdevice(port->netdev);
+	}
+}
+
+/*
+ * Free the unregistered ports in slots n and up, highest first. Without
+ * RTNL: the restart task takes it, and must be cancelled first.
+ */
+static void vnic_ports_free(struct vnic_priv *priv, u32 n)
+{
+	struct vnic_port *port;
+	u32 q;
+
+	for (q = priv->qp_limit; q-- > n;) {
+		port = priv->ports[q];
+		if (!port)
+			continue;
+		priv->ports[q] = NULL;
+		/* Closed now, so the watchdog cannot queue the task again */
+		cancel_work_sync(&port->reset_task);
+		vnic_qp_irq_free(port);
+		netif_napi_del(&port->napi);
+		free_netdev(port->netdev);
+	}
+}
+
+/* Queue pairs the driver can serve: each needs a vector and a BAR0 area */
+static u32 vnic_qp_limit(struct vnic_priv *priv)
+{
+	u32 len = min_t(resource_size_t, priv->regs_len, VNIC_BAR_REGS_LEN);
+	u32 limit = min_t(u32, priv->qp_max, priv->nvecs - 1);
+	u32 areas = 0;
+
+	if (len > VNIC_QP_AREA_BASE)
+		areas = (len - VNIC_QP_AREA_BASE) / VNIC_QP_AREA_STRIDE;
+	return min(limit, areas);
+}
+
 /**
  * vnic_netdevs_create - register a netdev for each enabled queue pair
  * @priv: driver state; MSI-X vectors allocated, context tables built
+ *
+ * Makes room for every queue pair the function may enable later (QP_MAX),
+ * so that vnic_netdevs_config_changed() only has to fill slots.
  *
  * Return: 0 or a negative errno; on error no netdev is left.
  */
 int vnic_netdevs_create(struct vnic_priv *priv)
 {
 	struct pci_dev *pdev = priv->pdev;
-	struct vnic_port *port;
 	u32 n = priv->qp_num;
 	int err;
 
@@ -495,44 +567,40 @@ int vnic_netdevs_create(struct vnic_priv *priv)
 			&priv->regs_len, n);
 		return -EINVAL;
 	}
-	if (!n) {
+	priv->qp_limit = vnic_qp_limit(priv);
+	if (!n)
 		pci_info(pdev, "no queue pairs enabled: no netdevs\n");
+	if (!priv->qp_limit)
 		return 0;
-	}
 
-	priv->ports = kcalloc(n, sizeof(*priv->ports), GFP_KERNEL);
+	priv->ports = kcalloc(priv->qp_limit, sizeof(*priv->ports),
+			      GFP_KERNEL);
 	if (!priv->ports)
 		return -ENOMEM;
 
-	for (priv->nr_ports = 0; priv->nr_ports < n; priv->nr_ports++) {
-		port = vnic_port_create(priv, priv->nr_ports);
-		if (IS_ERR(port)) {
-			err = PTR_ERR(port);
-			goto err_destroy;
-		}
-		priv->ports[priv->nr_ports] = port;
-	}
-	return 0;
-
-err_destroy:
-	vnic_netdevs_destroy(priv);
+	rtnl_lock();
+	err = vnic_ports_add(priv, n);
+	rtnl_unlock();
+	if (err)
+		vnic_netdevs_destroy(priv);
 	return err;
 }
 
 /**
  * vnic_netdevs_destroy - unregister and free every netdev of the function
- * @priv: driver state
+ * @priv: driver state; card events already stopped
  *
  * Unregistering closes a running netdev, which stops its queues and frees
  * its rings.
  */
 void vnic_netdevs_destroy(struct vnic_priv *priv)
 {
-	while (priv->nr_ports) {
-		priv->nr_ports--;
-		vnic_port_destroy(priv->ports[priv->nr_ports]);
-		priv->ports[priv->nr_ports] = NULL;
-	}
+	if (!priv->ports)
+		return;
+	rtnl_lock();
+	vnic_ports_unregister(priv, 0, false);
+	rtnl_unlock();
+	vnic_ports_free(priv, 0);
 	kfree(priv->ports);
 	priv->ports = NULL;
 }
