@@ -222,6 +222,8 @@ struct vnic_xmit_stats {
  * @tx_ring_size: send ring entries used at the next start
  * @rx_ring_size: receive ring entries used at the next start
  * @itr: interrupt moderation interval, us (QP_ITR)
+ * @card_mac: the MAC the card last reported for the queue pair (QP_MAC);
+ *	the netdev's address differs from it when set in software only
  * @sq_ctx: send-queue context in guest memory
  * @rq_ctx: receive-queue context in guest memory
  * @tx: send queue
@@ -248,6 +250,7 @@ struct vnic_port {
 	u32 tx_ring_size;
 	u32 rx_ring_size;
 	u32 itr;
+	u8 card_mac[ETH_ALEN];
 
 	struct vnic_queue_ctx *sq_ctx;
 	struct vnic_queue_ctx *rq_ctx;
@@ -282,6 +285,9 @@ struct vnic_port {
  * @misc_irq_name: name of the misc IRQ in /proc/interrupts
  * @misc_irqs: interrupts received on the misc vector
  * @irq_test_done: completed by the misc handler
+ * @event_task: reads IRQ_CAUSE and acts on it, scheduled by the misc handler
+ * @events_on: the misc handler may schedule @event_task
+ * @link_up: STATUS.LINK_UP as the last LINK cause found it
  * @state: BAT, CLATs and context blocks
  * @ports: one slot per queue pair the driver can serve (@qp_limit); the
  *	first @nr_ports hold registered netdevs
@@ -308,6 +314,9 @@ struct vnic_priv {
 	char misc_irq_name[32];
 	atomic_t misc_irqs;
 	struct completion irq_test_done;
+	struct work_struct event_task;
+	bool events_on;
+	bool link_up;
 
 	struct vnic_state state;
 
@@ -351,6 +360,8 @@ static inline u64 vnic_qp_rd64(struct vnic_port *port, u32 reg)
 int vnic_irq_init(struct vnic_priv *priv);
 void vnic_irq_exit(struct vnic_priv *priv);
 int vnic_irq_self_test(struct vnic_priv *priv);
+void vnic_events_start(struct vnic_priv *priv);
+void vnic_events_stop(struct vnic_priv *priv);
 int vnic_qp_irq_request(struct vnic_port *port);
 void vnic_qp_irq_free(struct vnic_port *port);
 int vnic_napi_poll(struct napi_struct *napi, int budget);
@@ -367,6 +378,8 @@ void vnic_state_ctx_reset(struct vnic_priv *priv, struct vnic_queue_ctx *ctx,
 /* vnic_netdev.c */
 int vnic_netdevs_create(struct vnic_priv *priv);
 void vnic_netdevs_destroy(struct vnic_priv *priv);
+void vnic_netdevs_config_changed(struct vnic_priv *priv);
+void vnic_netdevs_link_changed(struct vnic_priv *priv);
 int vnic_port_restart(struct vnic_port *port);
 const char *vnic_qerr_name(u32 code);
 

@@ -6,6 +6,9 @@
  * netdev with its own MAC (QP_MAC), MSI-X vector and rings. The PF has one.
  * dev_port tells the netdevs of one function apart.
  *
+ * Management may change QP_NUM at run time (IRQ_CAUSE.CONFIG): netdevs are
+ * then added or removed above the lower of the two counts, never below.
+ *
  * Starting a port allocates its rings, writes ring base and size into the
  * queue pair's two contexts in guest memory and enables both queues with
  * QP_CTRL; the card loads the contexts through the VCT. Stopping disables
@@ -375,21 +378,55 @@ static const struct net_device_ops vnic_netdev_ops = {
 	.ndo_tx_timeout = vnic_tx_timeout,
 };
 
-static void vnic_port_read_mac(struct vnic_port *port)
+/* The queue pair's MAC as the card reports it (QP_MAC_LO/HI) */
+static void vnic_port_card_mac(struct vnic_port *port, u8 *mac)
 {
-	struct net_device *netdev = port->netdev;
-	u8 mac[ETH_ALEN];
-
 	put_unaligned_le32(vnic_qp_rd32(port, VNIC_QP_MAC_LO), &mac[0]);
 	put_unaligned_le16(vnic_qp_rd32(port, VNIC_QP_MAC_HI) & 0xffff,
 			   &mac[4]);
-	if (is_valid_ether_addr(mac)) {
-		eth_hw_addr_set(netdev, mac);
+}
+
+static void vnic_port_read_mac(struct vnic_port *port)
+{
+	struct net_device *netdev = port->netdev;
+
+	vnic_port_card_mac(port, port->card_mac);
+	if (is_valid_ether_addr(port->card_mac)) {
+		eth_hw_addr_set(netdev, port->card_mac);
 		return;
 	}
 	eth_hw_addr_random(netdev);
 	pci_warn(port->priv->pdev, "card reports an invalid MAC %pM for queue pair %u, using %pM\n",
-		 mac, port->q, netdev->dev_addr);
+		 port->card_mac, port->q, netdev->dev_addr);
+}
+
+/*
+ * Take over a MAC the card changed (management set the vNIC's MAC), as a VF
+ * driver does when its PF sets the VF's MAC; RTNL held. A MAC the user set
+ * in software only stays as long as the card's MAC does not change.
+ */
+static void vnic_port_sync_mac(struct vnic_port *port)
+{
+	struct net_device *netdev = port->netdev;
+	u8 mac[ETH_ALEN];
+
+	ASSERT_RTNL();
+	vnic_port_card_mac(port, mac);
+	if (ether_addr_equal(mac, port->card_mac))
+		return;
+	if (!is_valid_ether_addr(mac)) {
+		netdev_warn(netdev, "card reports an invalid MAC %pM for queue pair %u, keeping %pM\n",
+			    mac, port->q, netdev->dev_addr);
+		return;
+	}
+	ether_addr_copy(port->card_mac, mac);
+	if (ether_addr_equal(netdev->dev_addr, mac))
+		return;
+
+	netdev_info(netdev, "card changed the MAC of queue pair %u: %pM -> %pM\n",
+		    port->q, netdev->dev_addr, mac);
+	eth_hw_addr_set(netdev, mac);
+	call_netdevice_notifiers(NETDEV_CHANGEADDR, netdev);
 }
 
 /* Create and register the netdev of queue pair q; RTNL held. */
@@ -584,6 +621,95 @@ int vnic_netdevs_create(struct vnic_priv *priv)
 	if (err)
 		vnic_netdevs_destroy(priv);
 	return err;
+}
+
+/**
+ * vnic_netdevs_config_changed - act on IRQ_CAUSE.CONFIG
+ * @priv: driver state
+ *
+ * Management changed QP_NUM or a vNIC's MAC. Queue pairs the card added get
+ * a netdev each, as at probe; the netdevs of queue pairs it removed (already
+ * stopped and written back by the card, their areas no longer answering) are
+ * unregistered and freed without a register access. Queue pairs below both
+ * counts are left alone, so their traffic carries on. Then every netdev takes
+ * over a MAC the card changed.
+ */
+void vnic_netdevs_config_changed(struct vnic_priv *priv)
+{
+	struct pci_dev *pdev = priv->pdev;
+	u32 n, old_n, q;
+	int err = 0;
+
+	if (!priv->ports)
+		return;
+
+	rtnl_lock();
+	old_n = priv->nr_ports;
+	n = vnic_rd32(priv, VNIC_REG_QP_NUM);
+	if (n == ~0U) {
+		rtnl_unlock();
+		pci_warn(pdev, "QP_NUM reads all-ones: the card does not answer\n");
+		return;
+	}
+	priv->qp_num = n;
+	if (n > priv->qp_limit) {
+		pci_warn(pdev, "QP_NUM %u: only %u queue pairs usable (QP_MAX %u)\n",
+			 n, priv->qp_limit, priv->qp_max);
+		n = priv->qp_limit;
+	}
+
+	if (n < old_n)
+		vnic_ports_unregister(priv, n, true);
+	else if (n > old_n)
+		err = vnic_ports_add(priv, n);
+
+	for (q = 0; q < priv->nr_ports; q++)
+		vnic_port_sync_mac(priv->ports[q]);
+	rtnl_unlock();
+
+	if (n < old_n)
+		vnic_ports_free(priv, n);
+
+	if (err)
+		pci_err(pdev, "queue pairs %u -> %u: only %u netdevs: %d\n",
+			old_n, n, priv->nr_ports, err);
+	else if (n != old_n)
+		pci_info(pdev, "queue pairs %u -> %u\n", old_n, n);
+}
+
+/**
+ * vnic_netdevs_link_changed - act on IRQ_CAUSE.LINK
+ * @priv: driver state
+ *
+ * Every open netdev of the function follows STATUS.LINK_UP; a closed one
+ * reads it when it opens.
+ */
+void vnic_netdevs_link_changed(struct vnic_priv *priv)
+{
+	struct vnic_port *port;
+	u32 status, q;
+	bool up;
+
+	rtnl_lock();
+	status = vnic_rd32(priv, VNIC_REG_STATUS);
+	if (status == ~0U) {
+		rtnl_unlock();
+		return;
+	}
+	up = status & VNIC_STATUS_LINK_UP;
+	for (q = 0; q < priv->nr_ports; q++) {
+		port = priv->ports[q];
+		if (!port->up)
+			continue;
+		if (up)
+			netif_carrier_on(port->netdev);
+		else
+			netif_carrier_off(port->netdev);
+	}
+	if (up != priv->link_up)
+		pci_info(priv->pdev, "link %s\n", up ? "up" : "down");
+	priv->link_up = up;
+	rtnl_unlock();
 }
 
 /**
