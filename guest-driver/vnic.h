@@ -224,6 +224,7 @@ struct vnic_xmit_stats {
  * @itr: interrupt moderation interval, us (QP_ITR)
  * @card_mac: the MAC the card last reported for the queue pair (QP_MAC);
  *	the netdev's address differs from it when set in software only
+ * @mac_refused_logged: the card refused a MAC write and it was logged
  * @sq_ctx: send-queue context in guest memory
  * @rq_ctx: receive-queue context in guest memory
  * @tx: send queue
@@ -251,6 +252,7 @@ struct vnic_port {
 	u32 rx_ring_size;
 	u32 itr;
 	u8 card_mac[ETH_ALEN];
+	bool mac_refused_logged;
 
 	struct vnic_queue_ctx *sq_ctx;
 	struct vnic_queue_ctx *rq_ctx;

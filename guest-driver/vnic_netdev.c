@@ -364,20 +364,6 @@ static void vnic_reset_task(struct work_struct *work)
 	rtnl_unlock();
 }
 
-static const struct net_device_ops vnic_netdev_ops = {
-	.ndo_open = vnic_open,
-	.ndo_stop = vnic_stop,
-	.ndo_start_xmit = vnic_start_xmit,
-	.ndo_get_stats64 = vnic_get_stats64,
-	/* Software only: the card keeps filtering on its own MAC */
-	.ndo_set_mac_address = eth_mac_addr,
-	.ndo_validate_addr = eth_validate_addr,
-	.ndo_change_mtu = vnic_change_mtu,
-	.ndo_vlan_rx_add_vid = vnic_vlan_rx_add_vid,
-	.ndo_vlan_rx_kill_vid = vnic_vlan_rx_kill_vid,
-	.ndo_tx_timeout = vnic_tx_timeout,
-};
-
 /* The queue pair's MAC as the card reports it (QP_MAC_LO/HI) */
 static void vnic_port_card_mac(struct vnic_port *port, u8 *mac)
 {
@@ -385,6 +371,60 @@ static void vnic_port_card_mac(struct vnic_port *port, u8 *mac)
 	put_unaligned_le16(vnic_qp_rd32(port, VNIC_QP_MAC_HI) & 0xffff,
 			   &mac[4]);
 }
+
+/*
+ * ndo_set_mac_address. The card takes a new MAC from a trusted VF (written
+ * LO first, HI commits) and keeps its own for an untrusted one; either way
+ * the netdev gets the new address, as before the card knew about trust. An
+ * address the card keeps filtering on another MAC receives only floods, and
+ * with spoof check on its frames are dropped.
+ */
+static int vnic_set_mac_address(struct net_device *netdev, void *p)
+{
+	struct vnic_port *port = netdev_priv(netdev);
+	struct sockaddr *sa = p;
+	const u8 *addr = sa->sa_data;
+	u8 mac[ETH_ALEN];
+	int err;
+
+	err = eth_prepare_mac_addr_change(netdev, p);
+	if (err)
+		return err;
+
+	if (!ether_addr_equal(addr, port->card_mac) && !port->gone) {
+		vnic_qp_wr32(port, VNIC_QP_MAC_LO, get_unaligned_le32(&addr[0]));
+		vnic_qp_wr32(port, VNIC_QP_MAC_HI, get_unaligned_le16(&addr[4]));
+		vnic_port_card_mac(port, mac);
+		if (ether_addr_equal(mac, addr)) {
+			ether_addr_copy(port->card_mac, mac);
+			netdev_info(netdev, "card took the MAC %pM for queue pair %u\n",
+				    mac, port->q);
+		} else if (!port->mac_refused_logged) {
+			port->mac_refused_logged = true;
+			netdev_info(netdev, "card keeps the MAC %pM of queue pair %u (VF not trusted, or the address is taken); %pM is set in software only\n",
+				    port->card_mac, port->q, addr);
+		} else {
+			netdev_dbg(netdev, "card keeps the MAC %pM; %pM is set in software only\n",
+				   port->card_mac, addr);
+		}
+	}
+
+	eth_commit_mac_addr_change(netdev, p);
+	return 0;
+}
+
+static const struct net_device_ops vnic_netdev_ops = {
+	.ndo_open = vnic_open,
+	.ndo_stop = vnic_stop,
+	.ndo_start_xmit = vnic_start_xmit,
+	.ndo_get_stats64 = vnic_get_stats64,
+	.ndo_set_mac_address = vnic_set_mac_address,
+	.ndo_validate_addr = eth_validate_addr,
+	.ndo_change_mtu = vnic_change_mtu,
+	.ndo_vlan_rx_add_vid = vnic_vlan_rx_add_vid,
+	.ndo_vlan_rx_kill_vid = vnic_vlan_rx_kill_vid,
+	.ndo_tx_timeout = vnic_tx_timeout,
+};
 
 static void vnic_port_read_mac(struct vnic_port *port)
 {
@@ -477,7 +517,7 @@ static struct vnic_port *vnic_port_create(struct vnic_priv *priv, u32 q)
 	 */
 	netdev->features = NETIF_F_HW_VLAN_CTAG_FILTER | NETIF_F_HIGHDMA;
 	netdev->hw_features = 0;
-	/* The MAC is the stack's business only, so it may change while up */
+	/* Changing the MAC never needs the queues stopped */
 	netdev->priv_flags |= IFF_LIVE_ADDR_CHANGE;
 	vnic_port_read_mac(port);
 
