@@ -557,6 +557,8 @@ static int vnic_ports_add(struct vnic_priv *priv, u32 n)
 	struct vnic_port *port;
 
 	ASSERT_RTNL();
+	if (WARN_ON_ONCE(n > priv->qp_limit))
+		n = priv->qp_limit;
 	while (priv->nr_ports < n) {
 		port = vnic_port_create(priv, priv->nr_ports);
 		if (IS_ERR(port))
@@ -609,13 +611,13 @@ static void vnic_ports_free(struct vnic_priv *priv, u32 n)
 /* Queue pairs the driver can serve: each needs a vector and a BAR0 area */
 static u32 vnic_qp_limit(struct vnic_priv *priv)
 {
-	u32 len = min_t(resource_size_t, priv->regs_len, VNIC_BAR_REGS_LEN);
 	u32 limit = min_t(u32, priv->qp_max, priv->nvecs - 1);
-	u32 areas = 0;
+	resource_size_t areas = 0;
 
-	if (len > VNIC_QP_AREA_BASE)
-		areas = (len - VNIC_QP_AREA_BASE) / VNIC_QP_AREA_STRIDE;
-	return min(limit, areas);
+	if (priv->regs_len > VNIC_QP_AREA_BASE)
+		areas = (priv->regs_len - VNIC_QP_AREA_BASE) /
+			VNIC_QP_AREA_STRIDE;
+	return min_t(resource_size_t, limit, areas);
 }
 
 /**
