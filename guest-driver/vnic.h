@@ -18,6 +18,7 @@
 #include <linux/if_vlan.h>
 #include <linux/io.h>
 #include <linux/io-64-nonatomic-lo-hi.h>
+#include <linux/mutex.h>
 #include <linux/netdevice.h>
 #include <linux/pci.h>
 #include <linux/types.h>
@@ -290,6 +291,7 @@ struct vnic_port {
  * @event_task: reads IRQ_CAUSE and acts on it, scheduled by the misc handler
  * @events_on: the misc handler may schedule @event_task
  * @link_up: STATUS.LINK_UP as the last LINK cause found it
+ * @admin_lock: serialises PF admin mailbox commands
  * @state: BAT, CLATs and context blocks
  * @ports: one slot per queue pair the driver can serve (@qp_limit); the
  *	first @nr_ports hold registered netdevs
@@ -319,6 +321,7 @@ struct vnic_priv {
 	struct work_struct event_task;
 	bool events_on;
 	bool link_up;
+	struct mutex admin_lock;	/* one mailbox command at a time */
 
 	struct vnic_state state;
 
@@ -396,6 +399,18 @@ int vnic_rx_ring_alloc(struct vnic_port *port);
 void vnic_rx_ring_free(struct vnic_port *port);
 void vnic_rx_post_all(struct vnic_port *port);
 int vnic_rx_clean(struct vnic_port *port, int budget);
+
+/* vnic_adminq.c: ndo_set_vf_* and ndo_get_vf_config of the PF */
+int vnic_set_vf_mac(struct net_device *netdev, int vf, u8 *mac);
+int vnic_set_vf_vlan(struct net_device *netdev, int vf, u16 vlan, u8 qos,
+		     __be16 proto);
+int vnic_set_vf_rate(struct net_device *netdev, int vf, int min_tx_rate,
+		     int max_tx_rate);
+int vnic_set_vf_spoofchk(struct net_device *netdev, int vf, bool setting);
+int vnic_set_vf_trust(struct net_device *netdev, int vf, bool setting);
+int vnic_set_vf_link_state(struct net_device *netdev, int vf, int link_state);
+int vnic_get_vf_config(struct net_device *netdev, int vf,
+		       struct ifla_vf_info *ivi);
 
 /* vnic_ethtool.c */
 void vnic_set_ethtool_ops(struct net_device *netdev);

@@ -154,6 +154,7 @@ static int vnic_probe(struct pci_dev *pdev, const struct pci_device_id *id)
 	priv->pdev = pdev;
 	atomic_set(&priv->misc_irqs, 0);
 	init_completion(&priv->irq_test_done);
+	mutex_init(&priv->admin_lock);
 	pci_set_drvdata(pdev, priv);
 
 	err = pci_enable_device_mem(pdev);
@@ -238,6 +239,7 @@ err_disable_device:
 	pci_disable_device(pdev);
 err_free_priv:
 	pci_set_drvdata(pdev, NULL);
+	mutex_destroy(&priv->admin_lock);
 	kfree(priv);
 	return err;
 }
@@ -255,6 +257,7 @@ static void vnic_remove(struct pci_dev *pdev)
 	pci_release_mem_regions(pdev);
 	pci_disable_device(pdev);
 	pci_set_drvdata(pdev, NULL);
+	mutex_destroy(&priv->admin_lock);
 	kfree(priv);
 }
 

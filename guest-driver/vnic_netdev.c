@@ -426,6 +426,27 @@ static const struct net_device_ops vnic_netdev_ops = {
 	.ndo_tx_timeout = vnic_tx_timeout,
 };
 
+/* The PF's netdevs also configure the VFs, through the admin mailbox */
+static const struct net_device_ops vnic_pf_netdev_ops = {
+	.ndo_open = vnic_open,
+	.ndo_stop = vnic_stop,
+	.ndo_start_xmit = vnic_start_xmit,
+	.ndo_get_stats64 = vnic_get_stats64,
+	.ndo_set_mac_address = vnic_set_mac_address,
+	.ndo_validate_addr = eth_validate_addr,
+	.ndo_change_mtu = vnic_change_mtu,
+	.ndo_vlan_rx_add_vid = vnic_vlan_rx_add_vid,
+	.ndo_vlan_rx_kill_vid = vnic_vlan_rx_kill_vid,
+	.ndo_tx_timeout = vnic_tx_timeout,
+	.ndo_set_vf_mac = vnic_set_vf_mac,
+	.ndo_set_vf_vlan = vnic_set_vf_vlan,
+	.ndo_set_vf_rate = vnic_set_vf_rate,
+	.ndo_set_vf_spoofchk = vnic_set_vf_spoofchk,
+	.ndo_set_vf_trust = vnic_set_vf_trust,
+	.ndo_set_vf_link_state = vnic_set_vf_link_state,
+	.ndo_get_vf_config = vnic_get_vf_config,
+};
+
 static void vnic_port_read_mac(struct vnic_port *port)
 {
 	struct net_device *netdev = port->netdev;
@@ -504,7 +525,8 @@ static struct vnic_port *vnic_port_create(struct vnic_priv *priv, u32 q)
 	port->itr = itr == ~0U ? VNIC_QP_ITR_DEFAULT :
 		    FIELD_GET(VNIC_QP_ITR_USECS, itr);
 
-	netdev->netdev_ops = &vnic_netdev_ops;
+	netdev->netdev_ops = priv->is_vf ? &vnic_netdev_ops :
+					   &vnic_pf_netdev_ops;
 	vnic_set_ethtool_ops(netdev);
 	netdev->watchdog_timeo = 5 * HZ;
 	netdev->dev_port = q;
