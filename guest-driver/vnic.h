@@ -18,6 +18,7 @@
 #include <linux/if_vlan.h>
 #include <linux/io.h>
 #include <linux/io-64-nonatomic-lo-hi.h>
+#include <linux/mutex.h>
 #include <linux/netdevice.h>
 #include <linux/pci.h>
 #include <linux/types.h>
@@ -217,9 +218,14 @@ struct vnic_xmit_stats {
  * @irq: Linux IRQ number of MSI-X vector q + 1, 0 when not requested
  * @irq_name: its name in /proc/interrupts
  * @up: rings allocated and the queues enabled (changed under RTNL)
+ * @gone: the card removed the queue pair (QP_NUM shrank): its BAR0 area no
+ *	longer answers, so teardown writes no queue-pair register
  * @tx_ring_size: send ring entries used at the next start
  * @rx_ring_size: receive ring entries used at the next start
  * @itr: interrupt moderation interval, us (QP_ITR)
+ * @card_mac: the MAC the card last reported for the queue pair (QP_MAC);
+ *	the netdev's address differs from it when set in software only
+ * @mac_refused_logged: the card refused a MAC write and it was logged
  * @sq_ctx: send-queue context in guest memory
  * @rq_ctx: receive-queue context in guest memory
  * @tx: send queue
@@ -242,9 +248,12 @@ struct vnic_port {
 	char irq_name[32];
 
 	bool up;
+	bool gone;
 	u32 tx_ring_size;
 	u32 rx_ring_size;
 	u32 itr;
+	u8 card_mac[ETH_ALEN];
+	bool mac_refused_logged;
 
 	struct vnic_queue_ctx *sq_ctx;
 	struct vnic_queue_ctx *rq_ctx;
@@ -279,9 +288,17 @@ struct vnic_port {
  * @misc_irq_name: name of the misc IRQ in /proc/interrupts
  * @misc_irqs: interrupts received on the misc vector
  * @irq_test_done: completed by the misc handler
+ * @event_task: reads IRQ_CAUSE and acts on it, scheduled by the misc handler
+ * @events_on: the misc handler may schedule @event_task
+ * @link_up: STATUS.LINK_UP as the last LINK cause found it
+ * @admin_lock: serialises PF admin mailbox commands
  * @state: BAT, CLATs and context blocks
- * @ports: one per netdev, @nr_ports of them
- * @nr_ports: netdevs created (queue pairs 0 .. @nr_ports - 1)
+ * @ports: one slot per queue pair the driver can serve (@qp_limit); the
+ *	first @nr_ports hold registered netdevs
+ * @nr_ports: netdevs registered (queue pairs 0 .. @nr_ports - 1); changed
+ *	under RTNL
+ * @qp_limit: queue pairs the driver can serve: at most QP_MAX, and each
+ *	needs an MSI-X vector and an area inside BAR0
  */
 struct vnic_priv {
 	struct pci_dev *pdev;
@@ -301,11 +318,16 @@ struct vnic_priv {
 	char misc_irq_name[32];
 	atomic_t misc_irqs;
 	struct completion irq_test_done;
+	struct work_struct event_task;
+	bool events_on;
+	bool link_up;
+	struct mutex admin_lock;	/* one mailbox command at a time */
 
 	struct vnic_state state;
 
 	struct vnic_port **ports;
 	u32 nr_ports;
+	u32 qp_limit;
 };
 
 static inline u32 vnic_rd32(struct vnic_priv *priv, u32 reg)
@@ -343,6 +365,8 @@ static inline u64 vnic_qp_rd64(struct vnic_port *port, u32 reg)
 int vnic_irq_init(struct vnic_priv *priv);
 void vnic_irq_exit(struct vnic_priv *priv);
 int vnic_irq_self_test(struct vnic_priv *priv);
+void vnic_events_start(struct vnic_priv *priv);
+void vnic_events_stop(struct vnic_priv *priv);
 int vnic_qp_irq_request(struct vnic_port *port);
 void vnic_qp_irq_free(struct vnic_port *port);
 int vnic_napi_poll(struct napi_struct *napi, int budget);
@@ -359,6 +383,8 @@ void vnic_state_ctx_reset(struct vnic_priv *priv, struct vnic_queue_ctx *ctx,
 /* vnic_netdev.c */
 int vnic_netdevs_create(struct vnic_priv *priv);
 void vnic_netdevs_destroy(struct vnic_priv *priv);
+void vnic_netdevs_config_changed(struct vnic_priv *priv);
+void vnic_netdevs_link_changed(struct vnic_priv *priv);
 int vnic_port_restart(struct vnic_port *port);
 const char *vnic_qerr_name(u32 code);
 
@@ -373,6 +399,18 @@ int vnic_rx_ring_alloc(struct vnic_port *port);
 void vnic_rx_ring_free(struct vnic_port *port);
 void vnic_rx_post_all(struct vnic_port *port);
 int vnic_rx_clean(struct vnic_port *port, int budget);
+
+/* vnic_adminq.c: ndo_set_vf_* and ndo_get_vf_config of the PF */
+int vnic_set_vf_mac(struct net_device *netdev, int vf, u8 *mac);
+int vnic_set_vf_vlan(struct net_device *netdev, int vf, u16 vlan, u8 qos,
+		     __be16 proto);
+int vnic_set_vf_rate(struct net_device *netdev, int vf, int min_tx_rate,
+		     int max_tx_rate);
+int vnic_set_vf_spoofchk(struct net_device *netdev, int vf, bool setting);
+int vnic_set_vf_trust(struct net_device *netdev, int vf, bool setting);
+int vnic_set_vf_link_state(struct net_device *netdev, int vf, int link_state);
+int vnic_get_vf_config(struct net_device *netdev, int vf,
+		       struct ifla_vf_info *ivi);
 
 /* vnic_ethtool.c */
 void vnic_set_ethtool_ops(struct net_device *netdev);

@@ -5,6 +5,13 @@
  * The card has no INTx and no MSI: MSI-X only. Vector 0 is the misc/admin
  * vector; vector q + 1 belongs to queue pair q.
  *
+ * The misc vector carries the test interrupt and card events. IRQ_CAUSE says
+ * which events: reading and clearing it, and acting on it, takes MMIO (slow
+ * over vfio-user) and RTNL, so the handler leaves all of it to a work item.
+ * The work reads the current state rather than trusting the cause alone, so
+ * an event that arrives while it runs (and fires the vector again) is never
+ * lost.
+ *
  * A queue pair's vector masks itself in the card when it fires, so the hard
  * IRQ handler has nothing to mask: it only schedules NAPI. The poll cleans
  * the send queue, then up to budget received frames (reposting their
@@ -16,6 +23,7 @@
 #include <linux/interrupt.h>
 #include <linux/jiffies.h>
 #include <linux/netdevice.h>
+#include <linux/workqueue.h>
 
 #include "vnic.h"
 
@@ -25,8 +33,64 @@ static irqreturn_t vnic_misc_irq(int irq, void *data)
 
 	atomic_inc(&priv->misc_irqs);
 	complete(&priv->irq_test_done);
+	if (READ_ONCE(priv->events_on))
+		schedule_work(&priv->event_task);
 
 	return IRQ_HANDLED;
+}
+
+static void vnic_event_task(struct work_struct *work)
+{
+	struct vnic_priv *priv = container_of(work, struct vnic_priv,
+					      event_task);
+	u32 cause;
+
+	cause = vnic_rd32(priv, VNIC_REG_IRQ_CAUSE);
+	/*
+	 * All-ones: a card without IRQ_CAUSE (the read is a bad access) or
+	 * one that is gone. Either way there is nothing to act on.
+	 */
+	if (cause == ~0U || !cause)
+		return;
+	/* RW1C: clear what was read before acting, so nothing new is lost */
+	vnic_wr32(priv, VNIC_REG_IRQ_CAUSE, cause);
+
+	if (cause & ~(VNIC_IRQ_CAUSE_CONFIG | VNIC_IRQ_CAUSE_LINK))
+		pci_dbg(priv->pdev, "IRQ_CAUSE 0x%08x: unknown causes ignored\n",
+			cause);
+	if (cause & VNIC_IRQ_CAUSE_CONFIG)
+		vnic_netdevs_config_changed(priv);
+	if (cause & VNIC_IRQ_CAUSE_LINK)
+		vnic_netdevs_link_changed(priv);
+}
+
+/**
+ * vnic_events_start - act on card events from now on
+ * @priv: driver state, netdevs created
+ *
+ * A cause the card raised before (while probe read the configuration) is
+ * still latched in IRQ_CAUSE: look at it once now.
+ */
+void vnic_events_start(struct vnic_priv *priv)
+{
+	WRITE_ONCE(priv->events_on, true);
+	schedule_work(&priv->event_task);
+}
+
+/**
+ * vnic_events_stop - stop acting on card events; undo vnic_events_start()
+ * @priv: driver state
+ *
+ * On return the event work is neither queued nor running, and the misc
+ * handler no longer queues it.
+ */
+void vnic_events_stop(struct vnic_priv *priv)
+{
+	WRITE_ONCE(priv->events_on, false);
+	/* A handler that still saw events_on has queued the work by now */
+	if (priv->misc_irq)
+		synchronize_irq(priv->misc_irq);
+	cancel_work_sync(&priv->event_task);
 }
 
 /**
@@ -69,6 +133,7 @@ int vnic_irq_init(struct vnic_priv *priv)
 		pci_info(pdev, "using %d of %u MSI-X vectors\n", nvecs,
 			 priv->num_vectors);
 
+	INIT_WORK(&priv->event_task, vnic_event_task);
 	snprintf(priv->misc_irq_name, sizeof(priv->misc_irq_name),
 		 VNIC_DRV_NAME "-misc@%s", pci_name(pdev));
 
@@ -207,8 +272,12 @@ int vnic_napi_poll(struct napi_struct *napi, int budget)
 	vnic_tx_clean(port, budget);
 	done = vnic_rx_clean(port, budget);
 
-	/* Stay scheduled (vector still masked) while the budget is used up */
-	if (done < budget && napi_complete_done(napi, done))
+	/*
+	 * Stay scheduled (vector still masked) while the budget is used up.
+	 * A queue pair the card removed has no register left to rearm.
+	 */
+	if (done < budget && napi_complete_done(napi, done) &&
+	    !READ_ONCE(port->gone))
 		vnic_qp_wr32(port, VNIC_QP_IRQ, VNIC_QP_IRQ_REARM);
 
 	return done;

@@ -7,8 +7,9 @@
  *
  * Probe checks the card (ID, version, SCRATCH, the test interrupt), builds
  * the device-state tables in guest memory and writes the VCT entry, then
- * registers one netdev per enabled queue pair. Remove undoes it in reverse:
- * netdevs (which stops their queues), VCT and tables, interrupts, BAR.
+ * registers one netdev per enabled queue pair, and from then on acts on the
+ * card's events (misc vector). Remove undoes it in reverse: events, netdevs
+ * (which stops their queues), VCT and tables, interrupts, BAR.
  */
 #include <linux/bitfield.h>
 #include <linux/dma-mapping.h>
@@ -73,6 +74,7 @@ static int vnic_read_config(struct vnic_priv *priv)
 	priv->qp_max = vnic_rd32(priv, VNIC_REG_QP_MAX);
 	priv->qp_num = vnic_rd32(priv, VNIC_REG_QP_NUM);
 	priv->num_vectors = vnic_rd32(priv, VNIC_REG_NUM_VECTORS);
+	priv->link_up = vnic_rd32(priv, VNIC_REG_STATUS) & VNIC_STATUS_LINK_UP;
 
 	/* One vector per queue pair plus the misc vector must fit MSI-X */
 	if (priv->qp_max < 1 || priv->qp_max > VNIC_MAX_VECTORS - 1) {
@@ -152,6 +154,7 @@ static int vnic_probe(struct pci_dev *pdev, const struct pci_device_id *id)
 	priv->pdev = pdev;
 	atomic_set(&priv->misc_irqs, 0);
 	init_completion(&priv->irq_test_done);
+	mutex_init(&priv->admin_lock);
 	pci_set_drvdata(pdev, priv);
 
 	err = pci_enable_device_mem(pdev);
@@ -219,6 +222,7 @@ static int vnic_probe(struct pci_dev *pdev, const struct pci_device_id *id)
 	if (err)
 		goto err_state_exit;
 
+	vnic_events_start(priv);
 	return 0;
 
 err_state_exit:
@@ -235,6 +239,7 @@ err_disable_device:
 	pci_disable_device(pdev);
 err_free_priv:
 	pci_set_drvdata(pdev, NULL);
+	mutex_destroy(&priv->admin_lock);
 	kfree(priv);
 	return err;
 }
@@ -243,6 +248,7 @@ static void vnic_remove(struct pci_dev *pdev)
 {
 	struct vnic_priv *priv = pci_get_drvdata(pdev);
 
+	vnic_events_stop(priv);
 	vnic_netdevs_destroy(priv);
 	vnic_state_exit(priv);
 	vnic_irq_exit(priv);
@@ -251,6 +257,7 @@ static void vnic_remove(struct pci_dev *pdev)
 	pci_release_mem_regions(pdev);
 	pci_disable_device(pdev);
 	pci_set_drvdata(pdev, NULL);
+	mutex_destroy(&priv->admin_lock);
 	kfree(priv);
 }
 

@@ -6,6 +6,9 @@
  * netdev with its own MAC (QP_MAC), MSI-X vector and rings. The PF has one.
  * dev_port tells the netdevs of one function apart.
  *
+ * Management may change QP_NUM at run time (IRQ_CAUSE.CONFIG): netdevs are
+ * then added or removed above the lower of the two counts, never below.
+ *
  * Starting a port allocates its rings, writes ring base and size into the
  * queue pair's two contexts in guest memory and enables both queues with
  * QP_CTRL; the card loads the contexts through the VCT. Stopping disables
@@ -18,6 +21,7 @@
 #include <linux/etherdevice.h>
 #include <linux/if_vlan.h>
 #include <linux/netdevice.h>
+#include <linux/rtnetlink.h>
 #include <linux/slab.h>
 #include <asm/unaligned.h>
 
@@ -204,7 +208,12 @@ static void vnic_port_stop(struct vnic_port *port)
 	/* NAPI first, so that it cannot wake the queue stopped below */
 	napi_disable(&port->napi);
 	netif_tx_disable(netdev);
-	vnic_qp_disable(port);
+	/*
+	 * A queue pair the card removed was stopped and written back by the
+	 * card itself, and its registers no longer answer.
+	 */
+	if (!port->gone)
+		vnic_qp_disable(port);
 
 	vnic_tx_ring_free(port);
 	vnic_rx_ring_free(port);
@@ -282,8 +291,11 @@ static int vnic_vlan_rx_kill_vid(struct net_device *netdev, __be16 proto,
 
 	if (!vid || !test_bit(vid, port->active_vlans))
 		return 0;
-	vnic_qp_wr32(port, VNIC_QP_VLAN,
-		     FIELD_PREP(VNIC_QP_VLAN_VID, vid) | VNIC_QP_VLAN_LEAVE);
+	/* A removed queue pair left its VLANs with its switch entries */
+	if (!port->gone)
+		vnic_qp_wr32(port, VNIC_QP_VLAN,
+			     FIELD_PREP(VNIC_QP_VLAN_VID, vid) |
+			     VNIC_QP_VLAN_LEAVE);
 	clear_bit(vid, port->active_vlans);
 	port->nr_vlans--;
 	return 0;
@@ -352,13 +364,61 @@ static void vnic_reset_task(struct work_struct *work)
 	rtnl_unlock();
 }
 
+/* The queue pair's MAC as the card reports it (QP_MAC_LO/HI) */
+static void vnic_port_card_mac(struct vnic_port *port, u8 *mac)
+{
+	put_unaligned_le32(vnic_qp_rd32(port, VNIC_QP_MAC_LO), &mac[0]);
+	put_unaligned_le16(vnic_qp_rd32(port, VNIC_QP_MAC_HI) & 0xffff,
+			   &mac[4]);
+}
+
+/*
+ * ndo_set_mac_address. The card takes a new MAC from a trusted VF (written
+ * LO first, HI commits) and keeps its own for an untrusted one; either way
+ * the netdev gets the new address, as before the card knew about trust. An
+ * address the card keeps filtering on another MAC receives only floods, and
+ * with spoof check on its frames are dropped.
+ */
+static int vnic_set_mac_address(struct net_device *netdev, void *p)
+{
+	struct vnic_port *port = netdev_priv(netdev);
+	struct sockaddr *sa = p;
+	const u8 *addr = sa->sa_data;
+	u8 mac[ETH_ALEN];
+	int err;
+
+	err = eth_prepare_mac_addr_change(netdev, p);
+	if (err)
+		return err;
+
+	if (!ether_addr_equal(addr, port->card_mac) && !port->gone) {
+		vnic_qp_wr32(port, VNIC_QP_MAC_LO, get_unaligned_le32(&addr[0]));
+		vnic_qp_wr32(port, VNIC_QP_MAC_HI, get_unaligned_le16(&addr[4]));
+		vnic_port_card_mac(port, mac);
+		if (ether_addr_equal(mac, addr)) {
+			ether_addr_copy(port->card_mac, mac);
+			netdev_info(netdev, "card took the MAC %pM for queue pair %u\n",
+				    mac, port->q);
+		} else if (!port->mac_refused_logged) {
+			port->mac_refused_logged = true;
+			netdev_info(netdev, "card keeps the MAC %pM of queue pair %u (VF not trusted, or the address is taken); %pM is set in software only\n",
+				    port->card_mac, port->q, addr);
+		} else {
+			netdev_dbg(netdev, "card keeps the MAC %pM; %pM is set in software only\n",
+				   port->card_mac, addr);
+		}
+	}
+
+	eth_commit_mac_addr_change(netdev, p);
+	return 0;
+}
+
 static const struct net_device_ops vnic_netdev_ops = {
 	.ndo_open = vnic_open,
 	.ndo_stop = vnic_stop,
 	.ndo_start_xmit = vnic_start_xmit,
 	.ndo_get_stats64 = vnic_get_stats64,
-	/* Software only: the card keeps filtering on its own MAC */
-	.ndo_set_mac_address = eth_mac_addr,
+	.ndo_set_mac_address = vnic_set_mac_address,
 	.ndo_validate_addr = eth_validate_addr,
 	.ndo_change_mtu = vnic_change_mtu,
 	.ndo_vlan_rx_add_vid = vnic_vlan_rx_add_vid,
@@ -366,33 +426,71 @@ static const struct net_device_ops vnic_netdev_ops = {
 	.ndo_tx_timeout = vnic_tx_timeout,
 };
 
+/* The PF's netdevs also configure the VFs, through the admin mailbox */
+static const struct net_device_ops vnic_pf_netdev_ops = {
+	.ndo_open = vnic_open,
+	.ndo_stop = vnic_stop,
+	.ndo_start_xmit = vnic_start_xmit,
+	.ndo_get_stats64 = vnic_get_stats64,
+	.ndo_set_mac_address = vnic_set_mac_address,
+	.ndo_validate_addr = eth_validate_addr,
+	.ndo_change_mtu = vnic_change_mtu,
+	.ndo_vlan_rx_add_vid = vnic_vlan_rx_add_vid,
+	.ndo_vlan_rx_kill_vid = vnic_vlan_rx_kill_vid,
+	.ndo_tx_timeout = vnic_tx_timeout,
+	.ndo_set_vf_mac = vnic_set_vf_mac,
+	.ndo_set_vf_vlan = vnic_set_vf_vlan,
+	.ndo_set_vf_rate = vnic_set_vf_rate,
+	.ndo_set_vf_spoofchk = vnic_set_vf_spoofchk,
+	.ndo_set_vf_trust = vnic_set_vf_trust,
+	.ndo_set_vf_link_state = vnic_set_vf_link_state,
+	.ndo_get_vf_config = vnic_get_vf_config,
+};
+
 static void vnic_port_read_mac(struct vnic_port *port)
 {
 	struct net_device *netdev = port->netdev;
-	u8 mac[ETH_ALEN];
 
-	put_unaligned_le32(vnic_qp_rd32(port, VNIC_QP_MAC_LO), &mac[0]);
-	put_unaligned_le16(vnic_qp_rd32(port, VNIC_QP_MAC_HI) & 0xffff,
-			   &mac[4]);
-	if (is_valid_ether_addr(mac)) {
-		eth_hw_addr_set(netdev, mac);
+	vnic_port_card_mac(port, port->card_mac);
+	if (is_valid_ether_addr(port->card_mac)) {
+		eth_hw_addr_set(netdev, port->card_mac);
 		return;
 	}
 	eth_hw_addr_random(netdev);
 	pci_warn(port->priv->pdev, "card reports an invalid MAC %pM for queue pair %u, using %pM\n",
-		 mac, port->q, netdev->dev_addr);
+		 port->card_mac, port->q, netdev->dev_addr);
 }
 
-static void vnic_port_destroy(struct vnic_port *port)
+/*
+ * Take over a MAC the card changed (management set the vNIC's MAC), as a VF
+ * driver does when its PF sets the VF's MAC; RTNL held. A MAC the user set
+ * in software only stays as long as the card's MAC does not change.
+ */
+static void vnic_port_sync_mac(struct vnic_port *port)
 {
-	unregister_netdev(port->netdev);
-	/* Closed now, so the watchdog cannot queue the task again */
-	cancel_work_sync(&port->reset_task);
-	vnic_qp_irq_free(port);
-	netif_napi_del(&port->napi);
-	free_netdev(port->netdev);
+	struct net_device *netdev = port->netdev;
+	u8 mac[ETH_ALEN];
+
+	ASSERT_RTNL();
+	vnic_port_card_mac(port, mac);
+	if (ether_addr_equal(mac, port->card_mac))
+		return;
+	if (!is_valid_ether_addr(mac)) {
+		netdev_warn(netdev, "card reports an invalid MAC %pM for queue pair %u, keeping %pM\n",
+			    mac, port->q, netdev->dev_addr);
+		return;
+	}
+	ether_addr_copy(port->card_mac, mac);
+	if (ether_addr_equal(netdev->dev_addr, mac))
+		return;
+
+	netdev_info(netdev, "card changed the MAC of queue pair %u: %pM -> %pM\n",
+		    port->q, netdev->dev_addr, mac);
+	eth_hw_addr_set(netdev, mac);
+	call_netdevice_notifiers(NETDEV_CHANGEADDR, netdev);
 }
 
+/* Create and register the netdev of queue pair q; RTNL held. */
 static struct vnic_port *vnic_port_create(struct vnic_priv *priv, u32 q)
 {
 	struct pci_dev *pdev = priv->pdev;
@@ -427,7 +525,8 @@ static struct vnic_port *vnic_port_create(struct vnic_priv *priv, u32 q)
 	port->itr = itr == ~0U ? VNIC_QP_ITR_DEFAULT :
 		    FIELD_GET(VNIC_QP_ITR_USECS, itr);
 
-	netdev->netdev_ops = &vnic_netdev_ops;
+	netdev->netdev_ops = priv->is_vf ? &vnic_netdev_ops :
+					   &vnic_pf_netdev_ops;
 	vnic_set_ethtool_ops(netdev);
 	netdev->watchdog_timeo = 5 * HZ;
 	netdev->dev_port = q;
@@ -440,7 +539,7 @@ static struct vnic_port *vnic_port_create(struct vnic_priv *priv, u32 q)
 	 */
 	netdev->features = NETIF_F_HW_VLAN_CTAG_FILTER | NETIF_F_HIGHDMA;
 	netdev->hw_features = 0;
-	/* The MAC is the stack's business only, so it may change while up */
+	/* Changing the MAC never needs the queues stopped */
 	netdev->priv_flags |= IFF_LIVE_ADDR_CHANGE;
 	vnic_port_read_mac(port);
 
@@ -451,7 +550,7 @@ static struct vnic_port *vnic_port_create(struct vnic_priv *priv, u32 q)
 		goto err_napi_del;
 
 	netif_carrier_off(netdev);
-	err = register_netdev(netdev);
+	err = register_netdevice(netdev);
 	if (err) {
 		pci_err(pdev, "cannot register the netdev of queue pair %u: %d\n",
 			q, err);
@@ -471,16 +570,90 @@ err_free_netdev:
 	return ERR_PTR(err);
 }
 
+/*
+ * Register netdevs for queue pairs nr_ports .. n - 1; RTNL held. On error the
+ * netdevs registered so far stay, and nr_ports counts them.
+ */
+static int vnic_ports_add(struct vnic_priv *priv, u32 n)
+{
+	struct vnic_port *port;
+
+	ASSERT_RTNL();
+	if (WARN_ON_ONCE(n > priv->qp_limit))
+		n = priv->qp_limit;
+	while (priv->nr_ports < n) {
+		port = vnic_port_create(priv, priv->nr_ports);
+		if (IS_ERR(port))
+			return PTR_ERR(port);
+		priv->ports[priv->nr_ports++] = port;
+	}
+	return 0;
+}
+
+/*
+ * Unregister the netdevs of queue pairs n .. nr_ports - 1, highest first;
+ * RTNL held. Unregistering closes a running netdev, which stops its queues
+ * (unless @gone: the card already did) and frees its rings. The ports stay
+ * in their slots until vnic_ports_free(), which must run without RTNL.
+ */
+static void vnic_ports_unregister(struct vnic_priv *priv, u32 n, bool gone)
+{
+	struct vnic_port *port;
+
+	ASSERT_RTNL();
+	while (priv->nr_ports > n) {
+		port = priv->ports[--priv->nr_ports];
+		WRITE_ONCE(port->gone, gone);
+		unregister_netdevice(port->netdev);
+	}
+}
+
+/*
+ * Free the unregistered ports in slots n and up, highest first. Without
+ * RTNL: the restart task takes it, and must be cancelled first.
+ */
+static void vnic_ports_free(struct vnic_priv *priv, u32 n)
+{
+	struct vnic_port *port;
+	u32 q;
+
+	for (q = priv->qp_limit; q-- > n;) {
+		port = priv->ports[q];
+		if (!port)
+			continue;
+		priv->ports[q] = NULL;
+		/* Closed now, so the watchdog cannot queue the task again */
+		cancel_work_sync(&port->reset_task);
+		vnic_qp_irq_free(port);
+		netif_napi_del(&port->napi);
+		free_netdev(port->netdev);
+	}
+}
+
+/* Queue pairs the driver can serve: each needs a vector and a BAR0 area */
+static u32 vnic_qp_limit(struct vnic_priv *priv)
+{
+	u32 limit = min_t(u32, priv->qp_max, priv->nvecs - 1);
+	resource_size_t areas = 0;
+
+	if (priv->regs_len > VNIC_QP_AREA_BASE)
+		areas = (priv->regs_len - VNIC_QP_AREA_BASE) /
+			VNIC_QP_AREA_STRIDE;
+	return min_t(resource_size_t, limit, areas);
+}
+
 /**
  * vnic_netdevs_create - register a netdev for each enabled queue pair
  * @priv: driver state; MSI-X vectors allocated, context tables built
+ *
+ * Makes room for every queue pair the function may enable later (QP_MAX),
+ * so that vnic_netdevs_config_changed() only has to fill slots.
  *
  * Return: 0 or a negative errno; on error no netdev is left.
  */
 int vnic_netdevs_create(struct vnic_priv *priv)
 {
 	struct pci_dev *pdev = priv->pdev;
-	struct vnic_port *port;
 	u32 n = priv->qp_num;
 	int err;
 
@@ -495,44 +668,129 @@ int vnic_netdevs_create(struct vnic_priv *priv)
 			&priv->regs_len, n);
 		return -EINVAL;
 	}
-	if (!n) {
+	priv->qp_limit = vnic_qp_limit(priv);
+	if (!n)
 		pci_info(pdev, "no queue pairs enabled: no netdevs\n");
+	if (!priv->qp_limit)
 		return 0;
-	}
 
-	priv->ports = kcalloc(n, sizeof(*priv->ports), GFP_KERNEL);
+	priv->ports = kcalloc(priv->qp_limit, sizeof(*priv->ports),
+			      GFP_KERNEL);
 	if (!priv->ports)
 		return -ENOMEM;
 
-	for (priv->nr_ports = 0; priv->nr_ports < n; priv->nr_ports++) {
-		port = vnic_port_create(priv, priv->nr_ports);
-		if (IS_ERR(port)) {
-			err = PTR_ERR(port);
-			goto err_destroy;
-		}
-		priv->ports[priv->nr_ports] = port;
-	}
-	return 0;
-
-err_destroy:
-	vnic_netdevs_destroy(priv);
+	rtnl_lock();
+	err = vnic_ports_add(priv, n);
+	rtnl_unlock();
+	if (err)
+		vnic_netdevs_destroy(priv);
 	return err;
 }
 
 /**
- * vnic_netdevs_destroy - unregister and free every netdev of the function
+ * vnic_netdevs_config_changed - act on IRQ_CAUSE.CONFIG
  * @priv: driver state
+ *
+ * Management changed QP_NUM or a vNIC's MAC. Queue pairs the card added get
+ * a netdev each, as at probe; the netdevs of queue pairs it removed (already
+ * stopped and written back by the card, their areas no longer answering) are
+ * unregistered and freed without a register access. Queue pairs below both
+ * counts are left alone, so their traffic carries on. Then every netdev takes
+ * over a MAC the card changed.
+ */
+void vnic_netdevs_config_changed(struct vnic_priv *priv)
+{
+	struct pci_dev *pdev = priv->pdev;
+	u32 n, old_n, q;
+	int err = 0;
+
+	if (!priv->ports)
+		return;
+
+	rtnl_lock();
+	old_n = priv->nr_ports;
+	n = vnic_rd32(priv, VNIC_REG_QP_NUM);
+	if (n == ~0U) {
+		rtnl_unlock();
+		pci_warn(pdev, "QP_NUM reads all-ones: the card does not answer\n");
+		return;
+	}
+	priv->qp_num = n;
+	if (n > priv->qp_limit) {
+		pci_warn(pdev, "QP_NUM %u: only %u queue pairs usable (QP_MAX %u)\n",
+			 n, priv->qp_limit, priv->qp_max);
+		n = priv->qp_limit;
+	}
+
+	if (n < old_n)
+		vnic_ports_unregister(priv, n, true);
+	else if (n > old_n)
+		err = vnic_ports_add(priv, n);
+
+	for (q = 0; q < priv->nr_ports; q++)
+		vnic_port_sync_mac(priv->ports[q]);
+	rtnl_unlock();
+
+	if (n < old_n)
+		vnic_ports_free(priv, n);
+
+	if (err)
+		pci_err(pdev, "queue pairs %u -> %u: only %u netdevs: %d\n",
+			old_n, n, priv->nr_ports, err);
+	else if (n != old_n)
+		pci_info(pdev, "queue pairs %u -> %u\n", old_n, n);
+}
+
+/**
+ * vnic_netdevs_link_changed - act on IRQ_CAUSE.LINK
+ * @priv: driver state
+ *
+ * Every open netdev of the function follows STATUS.LINK_UP; a closed one
+ * reads it when it opens.
+ */
+void vnic_netdevs_link_changed(struct vnic_priv *priv)
+{
+	struct vnic_port *port;
+	u32 status, q;
+	bool up;
+
+	rtnl_lock();
+	status = vnic_rd32(priv, VNIC_REG_STATUS);
+	if (status == ~0U) {
+		rtnl_unlock();
+		return;
+	}
+	up = status & VNIC_STATUS_LINK_UP;
+	for (q = 0; q < priv->nr_ports; q++) {
+		port = priv->ports[q];
+		if (!port->up)
+			continue;
+		if (up)
+			netif_carrier_on(port->netdev);
+		else
+			netif_carrier_off(port->netdev);
+	}
+	if (up != priv->link_up)
+		pci_info(priv->pdev, "link %s\n", up ? "up" : "down");
+	priv->link_up = up;
+	rtnl_unlock();
+}
+
+/**
+ * vnic_netdevs_destroy - unregister and free every netdev of the function
+ * @priv: driver state; card events already stopped
  *
  * Unregistering closes a running netdev, which stops its queues and frees
  * its rings.
  */
 void vnic_netdevs_destroy(struct vnic_priv *priv)
 {
-	while (priv->nr_ports) {
-		priv->nr_ports--;
-		vnic_port_destroy(priv->ports[priv->nr_ports]);
-		priv->ports[priv->nr_ports] = NULL;
-	}
+	if (!priv->ports)
+		return;
+	rtnl_lock();
+	vnic_ports_unregister(priv, 0, false);
+	rtnl_unlock();
+	vnic_ports_free(priv, 0);
 	kfree(priv->ports);
 	priv->ports = NULL;
 }

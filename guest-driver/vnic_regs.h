@@ -7,7 +7,8 @@
  * must be accessed with aligned 4-byte accesses. Unknown offsets read as
  * all-ones and writes to them are dropped (and counted in BAD_ACCESS).
  *
- * Access types: RO read-only, RW read/write, WO write-only (reads return 0).
+ * Access types: RO read-only, RW read/write, WO write-only (reads return 0),
+ * RW1C read, write 1 to clear.
  * Keep in step with docs/registers.md and the device's register definitions.
  */
 #ifndef _VNIC_REGS_H_
@@ -101,8 +102,66 @@
 #define   VNIC_VCT_ERR_MAGIC		2	/* BAT magic is not "BAT1" */
 #define   VNIC_VCT_ERR_TYPE		3	/* bad service-type entry */
 
+/*
+ * 0x04C IRQ_CAUSE (RW1C): why the misc vector fired. The card sets a bit,
+ * then raises vector 0; the driver reads the register, writes the bits it
+ * read back to clear them, then reads the current state and acts on it.
+ */
+#define VNIC_REG_IRQ_CAUSE		0x04c
+#define   VNIC_IRQ_CAUSE_CONFIG		BIT(0)	/* QP_NUM or a vNIC MAC changed */
+#define   VNIC_IRQ_CAUSE_LINK		BIT(1)	/* STATUS.LINK_UP changed */
+
+/* 0x050 NUM_VFS (RO): enabled VFs of the card (PF), 0 on a VF */
+#define VNIC_REG_NUM_VFS		0x050
+
+/*
+ * PF admin mailbox (PF only; on a VF every command ends with EPERM). Write
+ * the arguments, then ADMIN_CMD: the command runs while the write is handled,
+ * so the next read of ADMIN_STATUS returns its result. GET_CONFIG leaves its
+ * results in the argument registers.
+ */
+
+/* 0x060 ADMIN_CMD (WO): writing it runs the command */
+#define VNIC_REG_ADMIN_CMD		0x060
+#define   VNIC_ADMIN_CMD_OP		GENMASK(7, 0)
+#define   VNIC_ADMIN_CMD_VF		GENMASK(31, 16)
+
+/* 0x064 ADMIN_STATUS (RO): 0, or the positive errno of the last command */
+#define VNIC_REG_ADMIN_STATUS		0x064
+
+/* 0x068 .. 0x07C ADMIN_ARG0 .. ADMIN_ARG5 (RW): arguments and results */
+#define VNIC_REG_ADMIN_ARG0		0x068
+#define VNIC_REG_ADMIN_ARG1		0x06c
+#define VNIC_REG_ADMIN_ARG2		0x070
+#define VNIC_REG_ADMIN_ARG3		0x074
+#define VNIC_REG_ADMIN_ARG4		0x078
+#define VNIC_REG_ADMIN_ARG5		0x07c
+#define VNIC_REG_ADMIN_ARG(i)		(VNIC_REG_ADMIN_ARG0 + 4 * (i))
+#define VNIC_ADMIN_NUM_ARGS		6
+
+/* ADMIN_CMD operations; arguments ARG0 .. ARG5 */
+#define VNIC_ADMIN_OP_SET_MAC		1	/* MAC bytes 0-3, bytes 4-5 */
+#define VNIC_ADMIN_OP_SET_VLAN		2	/* VID and QoS, protocol */
+#define VNIC_ADMIN_OP_SET_RATE		3	/* min, max TX rate, Mbit/s */
+#define VNIC_ADMIN_OP_SET_SPOOFCHK	4	/* 0 off, 1 on */
+#define VNIC_ADMIN_OP_SET_TRUST		5	/* 0 off, 1 on */
+#define VNIC_ADMIN_OP_SET_LINK		6	/* IFLA_VF_LINK_STATE_* */
+#define VNIC_ADMIN_OP_GET_CONFIG	7	/* results, see below */
+
+/* SET_VLAN ARG0 and GET_CONFIG ARG2: VLAN ID and QoS */
+#define   VNIC_ADMIN_VLAN_VID		GENMASK(11, 0)
+#define   VNIC_ADMIN_VLAN_QOS		GENMASK(14, 12)
+
+/*
+ * GET_CONFIG results: ARG0/ARG1 MAC of vNIC 0 (as SET_MAC), ARG2 VLAN and
+ * QoS, ARG3 max_tx_rate, ARG4 min_tx_rate, ARG5 the flags below.
+ */
+#define   VNIC_ADMIN_CFG_SPOOFCHK	BIT(0)
+#define   VNIC_ADMIN_CFG_TRUST		BIT(1)
+#define   VNIC_ADMIN_CFG_LINK		GENMASK(3, 2)
+
 /* Smallest BAR0 that holds every register above */
-#define VNIC_REGS_MIN_LEN		(VNIC_REG_VCT_STATUS + 4)
+#define VNIC_REGS_MIN_LEN		(VNIC_REG_ADMIN_ARG5 + 4)
 
 /*
  * Function statistics (RO, 64 bits): read as two dwords, low first, or as
@@ -130,7 +189,11 @@
 #define VNIC_QP_REG(q, reg)		(VNIC_QP_AREA_BASE + \
 					 VNIC_QP_AREA_STRIDE * (q) + (reg))
 
-/* +0x00 QP_MAC_LO (RO), +0x04 QP_MAC_HI (RO): this vNIC's MAC, as MAC_LO/HI */
+/*
+ * +0x00 QP_MAC_LO, +0x04 QP_MAC_HI: this vNIC's MAC, as MAC_LO/HI. A trusted
+ * VF may write them (LO first: writing HI commits); the card refuses an
+ * untrusted VF's writes (BAD_ACCESS) and keeps its MAC.
+ */
 #define VNIC_QP_MAC_LO			0x00
 #define VNIC_QP_MAC_HI			0x04
 
