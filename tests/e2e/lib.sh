@@ -100,6 +100,8 @@ summary() {
 	fi
 	echo "$1: $FAILS check(s) failed"
 	exit 1
+}
+
 # ------------------------------------------------------------ host channel
 
 # The host channel: /dev/ttyS1, joined by qemu/run-guest.sh --host-channel to
