@@ -169,7 +169,7 @@ got=$(sed -n 's/.* \([0-9][0-9]*\) packets received.*/\1/p' /tmp/ping.log)
 sent=${sent:-0}
 got=${got:-0}
 echo "PING-LOST $((sent - got)) of $sent"
-if ((sent > 50 && got == sent)); then
+if ((sent >= 20 && got == sent)); then
 	ok "the ping on VF0 vNIC 0 lost nothing across N 2 -> 3 -> 1 -> 2 ($got/$sent)"
 else
 	fail "the ping on VF0 vNIC 0 lost nothing: $got of $sent"

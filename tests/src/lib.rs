@@ -890,7 +890,9 @@ pub mod e2e {
     /// `HOST-OUT <line>` per output line, then `HOST-END <rc>` (vnicctl's
     /// exit status; 124 on timeout, 127 for a request it cannot run).
     /// Other lines are logged and ignored. Each command, its status and
-    /// output go to the log.
+    /// output go to the log. `@LOGDIR@` in an argument stands for the
+    /// directory of the log (e.g. where a capture file goes, for the test to
+    /// read after the run).
     ///
     /// Dropping it stops the thread, and the vnicctl it may be running
     /// (the only process it ends, by its own handle), and removes the
@@ -916,6 +918,7 @@ pub mod e2e {
                 vnicctl: vnicctl_binary(),
                 control: control.to_path_buf(),
                 scratch: fifo_path(base, "command-output"),
+                logdir: log.parent().unwrap_or(Path::new(".")).to_path_buf(),
                 log: File::create(log).expect("create host channel log"),
                 started: Instant::now(),
             };
@@ -983,6 +986,8 @@ pub mod e2e {
         /// vnicctl's output goes to a file, not a pipe: nothing to drain
         /// while it runs, and stdout and stderr keep their order.
         scratch: PathBuf,
+        /// What `@LOGDIR@` in an argument becomes.
+        logdir: PathBuf,
         log: File,
         started: Instant,
     }
@@ -1064,7 +1069,10 @@ pub mod e2e {
             let spawned = Command::new(&self.vnicctl)
                 .arg("--control")
                 .arg(&self.control)
-                .args(args)
+                .args(
+                    args.iter()
+                        .map(|a| a.replace("@LOGDIR@", &self.logdir.to_string_lossy())),
+                )
                 .env_remove("VNICCTL_CONTROL")
                 .stdin(Stdio::null())
                 .stdout(out.try_clone().expect("dup output file"))
