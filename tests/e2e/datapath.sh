@@ -39,22 +39,7 @@ IPERF_SECONDS=5
 na() { ip netns exec a "$@"; }
 nb() { ip netns exec b "$@"; }
 
-# listening NS PORT: a TCP socket listens on PORT in namespace NS.
-listening() { ip netns exec "$1" ss -Hltn | grep -q ":$2 "; }
-
-# carrier NS DEV: DEV is up with carrier in namespace NS.
-carrier() { ip -n "$1" -o link show dev "$2" | grep -q 'LOWER_UP'; }
-
-# ping_from NS DST COUNT: pings, prints the summary lines; sets RECEIVED.
-ping_from() {
-	local out
-	out=$(ip netns exec "$1" ping -c "$3" -i 0.2 -W 1 -w $(($3 + 4)) "$2" 2>&1)
-	printf '%s\n' "$out" | grep -E 'packets transmitted|round-trip' |
-		sed "s/^/  [ns $1 -> $2] /"
-	RECEIVED=$(printf '%s\n' "$out" |
-		sed -n 's/.* \([0-9][0-9]*\) packets received.*/\1/p')
-	RECEIVED=${RECEIVED:-0}
-}
+# listening, carrier, ping_from: /etc/vnic-e2e.sh (tests/e2e/lib.sh).
 
 # counter NS DEV NAME: the ethtool -S counter NAME of DEV, or "" if none.
 counter() {

@@ -67,6 +67,18 @@ ping_from() {
 	RECEIVED=${RECEIVED:-0}
 }
 
+# drop_namespaces NS...: moves every netdev of the namespaces back to the
+# root namespace, then deletes them.
+drop_namespaces() {
+	local ns d
+	for ns in "$@"; do
+		for d in $(ip netns exec "$ns" ls /sys/class/net 2>/dev/null); do
+			[[ $d == lo ]] || ip -n "$ns" link set "$d" netns 1
+		done
+		ip netns del "$ns" 2>/dev/null
+	done
+}
+
 # unload_and_check_kernel: rmmod vnic (bounded), no vnic netdevs left, no
 # kernel oops, BUG or WARNING.
 unload_and_check_kernel() {

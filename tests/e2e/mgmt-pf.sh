@@ -44,12 +44,7 @@ IPERF_SECONDS=6
 finish() {
 	step "teardown"
 	pkill iperf3 2>/dev/null
-	for ns in a b c; do
-		for d in $(ip netns exec "$ns" ls /sys/class/net 2>/dev/null); do
-			[[ $d == lo ]] || ip -n "$ns" link set "$d" netns 1
-		done
-		ip netns del "$ns" 2>/dev/null
-	done
+	drop_namespaces a b c
 	unload_and_check_kernel
 	summary mgmt-pf
 }
@@ -89,8 +84,9 @@ fi
 in_ns a "$A" "$IP_A"
 in_ns b "$B" "$IP_B"
 in_ns c "$D" "$IP_D"
-wait_for 10 carrier a "$A" && wait_for 10 carrier b "$B" ||
+if ! wait_for 10 carrier a "$A" || ! wait_for 10 carrier b "$B"; then
 	abort "carrier" "$(ip -n a -br link; ip -n b -br link)"
+fi
 ping_from b "$IP_A" 3
 ((RECEIVED > 0)) || abort "ping b -> a" "no replies"
 ok "ping b -> a before any change"
@@ -249,7 +245,7 @@ else
 	fail "VF1 vNIC 0 has its carrier back"
 fi
 ping_from b "$IP_A" 3
-((RECEIVED > 0)) && ok "ping after link auto" || fail "ping after link auto"
+if ((RECEIVED > 0)); then ok "ping after link auto"; else fail "ping after link auto"; fi
 
 step "spoofchk and trust"
 for op in "spoofchk off" "spoofchk on" "trust on" "trust off"; do

@@ -39,12 +39,7 @@ PING_PID=
 finish() {
 	step "teardown"
 	[[ -n $PING_PID ]] && kill "$PING_PID" 2>/dev/null
-	for ns in a b c; do
-		for d in $(ip netns exec "$ns" ls /sys/class/net 2>/dev/null); do
-			[[ $d == lo ]] || ip -n "$ns" link set "$d" netns 1
-		done
-		ip netns del "$ns" 2>/dev/null
-	done
+	drop_namespaces a b c
 	unload_and_check_kernel
 	summary mgmt-vnics
 }
@@ -71,16 +66,17 @@ vf0_has() { (($(vf0_netdevs) == $1)); }
 
 step "insmod $MODULE"
 insmod "$MODULE" || abort "insmod vnic.ko" "insmod failed"
-has_all() { dev_by_mac $MAC_A >/dev/null && dev_by_mac $MAC_A1 >/dev/null &&
-	dev_by_mac $MAC_B >/dev/null; }
+has_all() { dev_by_mac "$MAC_A" >/dev/null && dev_by_mac "$MAC_A1" >/dev/null &&
+	dev_by_mac "$MAC_B" >/dev/null; }
 wait_for 10 has_all || abort "netdevs" "$(ip -br link | tr '\n' ';')"
 A=$(dev_by_mac $MAC_A)
 B=$(dev_by_mac $MAC_B)
 ok "netdevs: A $A (VF0 vNIC 0), B $B (VF1 vNIC 0), VF0 has $(vf0_netdevs)"
 in_ns a "$A" "$IP_A"
 in_ns b "$B" "$IP_B"
-wait_for 10 carrier a "$A" && wait_for 10 carrier b "$B" ||
+if ! wait_for 10 carrier a "$A" || ! wait_for 10 carrier b "$B"; then
 	abort "carrier" "$(ip -n a -br link; ip -n b -br link)"
+fi
 
 # ------------------------------------------------------------ capture
 
@@ -120,7 +116,7 @@ else
 fi
 E=$(dev_by_mac $MAC_A2)
 port=$(cat "/sys/class/net/$E/dev_port" 2>/dev/null)
-[[ $port == 2 ]] && ok "$E dev_port 2" || fail "$E dev_port: '$port'"
+if [[ $port == 2 ]]; then ok "$E dev_port 2"; else fail "$E dev_port: '$port'"; fi
 in_ns c "$E" "$IP_E"
 if wait_for 10 carrier c "$E"; then
 	ping_from c "$IP_B" 3
@@ -149,7 +145,7 @@ else
 	ok "N = 9 refused"
 fi
 sleep 1
-vf0_has 1 && ok "still 1 VF0 netdev" || fail "still 1 VF0 netdev: $(vf0_netdevs)"
+if vf0_has 1; then ok "still 1 VF0 netdev"; else fail "still 1 VF0 netdev: $(vf0_netdevs)"; fi
 
 step "host: vnicctl vnics vf0 2"
 host vnicctl vnics vf0 2 || fail "vnicctl vnics vf0 2"
