@@ -35,10 +35,15 @@ impl Card {
     pub(crate) fn queue_tx(&mut self, f: usize) {
         if self.functions.get(f).is_some_and(|func| func.any_kicked())
             && !self.pending_tx.contains(&f)
-            && !self.held.iter().any(|&(h, _)| h == f)
+            && !self.is_held(f)
         {
             self.pending_tx.push(f);
         }
+    }
+
+    /// Whether function `f` waits for its TX policy's tokens.
+    fn is_held(&self, f: usize) -> bool {
+        self.held.iter().any(|&(h, _)| h == f)
     }
 
     /// Whether frames are waiting for another turn.
@@ -55,7 +60,7 @@ impl Card {
                     break;
                 }
             }
-            if self.functions[f].any_kicked() && !self.held.iter().any(|&(h, _)| h == f) {
+            if self.functions[f].any_kicked() && !self.is_held(f) {
                 self.pending_tx.push(f);
             }
         }

@@ -94,41 +94,10 @@ finish() {
 	fi
 	ip netns del a 2>/dev/null
 	ip netns del b 2>/dev/null
-	if timeout 60 rmmod vnic; then
-		ok "rmmod vnic"
-	else
-		fail "rmmod vnic: failed or timed out"
-	fi
-	if grep -q '^vnic ' /proc/modules; then
-		fail "vnic gone from /proc/modules: still loaded"
-	fi
-	left=$(cat /sys/class/net/*/address | grep -c '^02:76:6e:')
-	if ((left == 0)); then
-		ok "no vnic netdevs left"
-	else
-		fail "no vnic netdevs left: $left remain"
-	fi
-	step "dmesg | grep -i vnic (last 30)"
-	dmesg | grep -i vnic | tail -n 30
-	if dmesg | grep -Eq 'BUG:|Oops|WARNING: CPU|Call Trace'; then
-		fail "no kernel oops, BUG or WARNING"
-		dmesg | grep -E -A 20 'BUG:|Oops|WARNING: CPU' | head -n 60
-	else
-		ok "no kernel oops, BUG or WARNING"
-	fi
-	if ((FAILS == 0)); then
-		echo "datapath: all checks passed"
-		exit 0
-	fi
-	echo "datapath: $FAILS check(s) failed"
-	exit 1
+	unload_and_check_kernel
+	summary datapath
 }
 
-# abort CHECK DETAIL: a failure that makes the remaining checks pointless.
-abort() {
-	fail "$1: $2 (remaining checks skipped)"
-	finish
-}
 
 echo "datapath: kernel $(uname -r), $(nproc) CPUs," \
 	"$(awk '/MemTotal/ { print $2 / 1024 " MiB" }' /proc/meminfo)"

@@ -79,13 +79,16 @@ drop_namespaces() {
 	done
 }
 
-# unload_and_check_kernel: rmmod vnic (bounded), no vnic netdevs left, no
-# kernel oops, BUG or WARNING.
+# unload_and_check_kernel: rmmod vnic (bounded), the module and its
+# netdevs gone, no kernel oops, BUG or WARNING.
 unload_and_check_kernel() {
 	if timeout 60 rmmod vnic; then
 		ok "rmmod vnic"
 	else
 		fail "rmmod vnic: failed or timed out"
+	fi
+	if grep -q '^vnic ' /proc/modules; then
+		fail "vnic gone from /proc/modules: still loaded"
 	fi
 	local left
 	left=$(cat /sys/class/net/*/address | grep -c '^02:76:6e:')
@@ -102,6 +105,13 @@ unload_and_check_kernel() {
 	else
 		ok "no kernel oops, BUG or WARNING"
 	fi
+}
+
+# abort CHECK DETAIL: a failure that makes the remaining checks pointless;
+# ends through the scenario's own finish().
+abort() {
+	fail "$1: $2 (remaining checks skipped)"
+	finish
 }
 
 # summary NAME: exits 0 if no check failed, 1 otherwise.

@@ -49,10 +49,6 @@ finish() {
 	summary mgmt-pf
 }
 
-abort() {
-	fail "$1: $2 (remaining checks skipped)"
-	finish
-}
 
 # within RATE: RATE is within TOLERANCE % of POLICY.
 within() {

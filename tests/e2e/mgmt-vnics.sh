@@ -44,10 +44,6 @@ finish() {
 	summary mgmt-vnics
 }
 
-abort() {
-	fail "$1: $2 (remaining checks skipped)"
-	finish
-}
 
 # vf0_netdevs: the number of VF0 netdevs, in any namespace.
 vf0_netdevs() {

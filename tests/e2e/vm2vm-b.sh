@@ -51,25 +51,10 @@ retry_connect() {
 finish() {
 	step "teardown"
 	[[ -n ${DEV:-} ]] && ip link set "$DEV" down
-	if timeout 60 rmmod vnic; then ok "rmmod vnic"; else fail "rmmod vnic"; fi
-	if dmesg | grep -Eq 'BUG:|Oops|WARNING: CPU|Call Trace'; then
-		fail "no kernel oops, BUG or WARNING"
-		dmesg | grep -E -A 20 'BUG:|Oops|WARNING: CPU' | head -n 60
-	else
-		ok "no kernel oops, BUG or WARNING"
-	fi
-	if ((FAILS == 0)); then
-		echo "vm2vm-b: all checks passed"
-		exit 0
-	fi
-	echo "vm2vm-b: $FAILS check(s) failed"
-	exit 1
+	unload_and_check_kernel
+	summary vm2vm-b
 }
 
-abort() {
-	fail "$1: $2 (remaining checks skipped)"
-	finish
-}
 
 # ------------------------------------------------------------ vNIC
 

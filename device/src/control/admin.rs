@@ -136,16 +136,7 @@ impl Card {
         let n = self.functions[f].queue_pairs().len() as u16;
         for q in 0..n {
             let mac = self.functions[f].policy().vnics[q as usize].mac;
-            if self
-                .switch
-                .lookup(mac, vlan)
-                .is_some_and(|p| p.function != f || p.qp != q)
-            {
-                return Err(OpError::Switch(
-                    self.functions[f].name().to_string(),
-                    crate::switch::SwitchError::Taken { mac, vlan },
-                ));
-            }
+            self.check_address(f, q, mac, vlan)?;
         }
         for q in 0..n {
             self.set_vnic(f, q, None, Some(vlan))?;

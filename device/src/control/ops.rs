@@ -249,7 +249,7 @@ impl Card {
 
     /// Checks that vNIC `q` of function `f` can take `mac` in port VLAN
     /// `vlan`: a usable address that nothing else holds there.
-    fn check_address(&self, f: usize, q: u16, mac: Mac, vlan: Vlan) -> OpResult<()> {
+    pub(crate) fn check_address(&self, f: usize, q: u16, mac: Mac, vlan: Vlan) -> OpResult<()> {
         if mac.is_multicast() || mac == Mac::default() {
             return Err(OpError::BadMac(mac));
         }
