@@ -40,8 +40,37 @@
 #                       (guest -> host), made here if missing (and then
 #                       removed at the end); a program on the host serves it
 #                       (tests/src/lib.rs: e2e::run_scenario_with_host)
+#   --monitor PATH      QEMU's human monitor (HMP) on a UNIX socket at PATH
+#                       (default: one in the run's temporary directory);
+#                       e.g. printf 'info status\n' | socat - UNIX-CONNECT:PATH
+#   --state-disk FILE   a qcow2 image attached as -drive if=none, where savevm
+#                       keeps its snapshots (made with qemu-img, 256M, if
+#                       missing; default with --migrate savevm: one in the
+#                       run's temporary directory)
+#   --loadvm NAME       start from snapshot NAME of --state-disk
+#   --incoming FILE     start from a migration file (migrate file:FILE); with
+#                       either, the launcher sends cont if QEMU comes up paused
+#   --migrate FORM      (scenario mode) when the guest prints VNIC-MIGRATE on
+#                       its console: HMP stop, vnicctl quiesce, vnicctl export
+#                       (to <log>.migrate.json), HMP savevm (FORM savevm) or
+#                       migrate to a file (FORM file), quit QEMU, stop vnicd;
+#                       then a new vnicd from the exported configuration and
+#                       a new QEMU with the same devices from the snapshot or
+#                       file, cont; the console log goes on in the same file
+#                       and the timeout counts the whole run. Prints
+#                       "run-guest: migration: ..." with each step's time
+#   --migrate-map A=B   with --migrate: restore function A's state onto B and
+#                       B's onto A (vnicctl remap; the --attach list is mapped
+#                       the same way, so guest PCI addresses stay); repeatable
+#   --migrate-drop-vct  with --migrate: the new vnicd gets no VCT entries
+#                       (the guest driver or vnicctl vct set must give them)
 #   -h, --help          this text
 #   -- VNICD-ARGS...    passed to vnicd after --socket-dir/--vfs
+#
+# Host tools: socat for the monitor, qemu-img for --state-disk, jq for
+# --migrate-drop-vct (qemu/setup.sh installs them); vnicctl is taken from
+# next to vnicd. qemu/migrate.sh does the source steps by hand for an
+# interactive guest. docs/migration.md describes the whole procedure.
 #
 # The guest gets the current guest-driver/vnic.ko as /lib/modules/vnic.ko.
 # Inside the guest, /etc/vnic-run.env holds VNIC_ATTACH, VNIC_VFS and the
@@ -51,14 +80,16 @@
 #
 # Exit status: the scenario's status; 124 on timeout; 125 when the guest
 # printed no VNIC-SCENARIO-EXIT line (crash, panic, QEMU error); 2 usage
-# error; 3 setup missing; 4 vnicd did not become ready. Only processes this
-# script started are stopped (by PID), on exit and on INT/TERM.
+# error; 3 setup missing; 4 vnicd did not become ready; 5 a migration or
+# restore step failed. Only processes this script started are stopped (by
+# PID), on exit and on INT/TERM.
 #
 # Examples:
 #   qemu/run-guest.sh --scenario tests/e2e/foundation.sh --log /tmp/f.log
 #   qemu/run-guest.sh --attach pf,vf0                  # interactive
 #   target/debug/vnicd --socket-dir /tmp/card --vfs 4 &
 #   qemu/run-guest.sh --no-vnicd --socket-dir /tmp/card --attach vf0 ...
+#   qemu/run-guest.sh --scenario tests/e2e/migrate.sh --migrate savevm ...
 
 set -euo pipefail
 
@@ -83,9 +114,16 @@ ADDS=()
 ENVS=()
 QEMU_EXTRA=()
 VNICD_ARGS=()
+MONITOR=
+STATE_DISK=
+LOADVM=
+INCOMING=
+MIGRATE=
+MIGRATE_MAP=()
+MIGRATE_DROP_VCT=0
 
 usage() { sed -n '2,/^$/p' "$0" | sed 's/^# \{0,1\}//'; }
-die() { printf 'run-guest: %s\n' "$*" >&2; exit "${2:-2}"; }
+die() { printf 'run-guest: %s\n' "$1" >&2; exit "${2:-2}"; }
 say() { printf 'run-guest: %s\n' "$*" >&2; }
 
 need_arg() { (($# >= 2)) || die "$1 needs an argument"; }
@@ -111,6 +149,13 @@ while (($#)); do
 	--qemu-arg) need_arg "$@"; QEMU_EXTRA+=("$2"); shift ;;
 	--quiet) QUIET=1 ;;
 	--host-channel) need_arg "$@"; HOST_CHANNEL=$2; shift ;;
+	--monitor) need_arg "$@"; MONITOR=$2; shift ;;
+	--state-disk) need_arg "$@"; STATE_DISK=$2; shift ;;
+	--loadvm) need_arg "$@"; LOADVM=$2; shift ;;
+	--incoming) need_arg "$@"; INCOMING=$2; shift ;;
+	--migrate) need_arg "$@"; MIGRATE=$2; shift ;;
+	--migrate-map) need_arg "$@"; MIGRATE_MAP+=("$2"); shift ;;
+	--migrate-drop-vct) MIGRATE_DROP_VCT=1 ;;
 	-h | --help) usage; exit 0 ;;
 	--) shift; VNICD_ARGS=("$@"); break ;;
 	*) die "unknown option $1 (see --help)" ;;
@@ -176,6 +221,63 @@ else
 	[[ -x $VNICD ]] || die "vnicd not found at $VNICD (cargo build?)" 3
 fi
 
+# abspath FILE: FILE with an absolute directory (which must exist).
+abspath() { printf '%s/%s\n' "$(cd "$(dirname "$1")" && pwd)" "$(basename "$1")"; }
+
+case $MIGRATE in
+"" | savevm | file) ;;
+*) die "--migrate: savevm or file, not '$MIGRATE'" ;;
+esac
+if [[ -n $MIGRATE ]]; then
+	[[ -n $SCENARIO ]] ||
+		die "--migrate needs --scenario (qemu/migrate.sh does it by hand)"
+	((!NO_VNICD)) || die "--migrate restarts vnicd: not with --no-vnicd"
+elif ((${#MIGRATE_MAP[@]} || MIGRATE_DROP_VCT)); then
+	die "--migrate-map and --migrate-drop-vct need --migrate"
+fi
+for pair in "${MIGRATE_MAP[@]+"${MIGRATE_MAP[@]}"}"; do
+	[[ $pair =~ ^(pf|vf[0-9]+)=(pf|vf[0-9]+)$ ]] ||
+		die "--migrate-map $pair: want FUNCTION=FUNCTION, e.g. vf0=vf2"
+	for fn in "${BASH_REMATCH[1]}" "${BASH_REMATCH[2]}"; do
+		[[ $fn == pf ]] || ((${fn#vf} < VFS)) ||
+			die "--migrate-map $pair: $fn needs --vfs $((${fn#vf} + 1)) or more"
+	done
+done
+[[ -z $LOADVM || -z $INCOMING ]] || die "--loadvm and --incoming exclude each other"
+if [[ -n $LOADVM ]]; then
+	[[ -n $STATE_DISK && -f $STATE_DISK ]] ||
+		die "--loadvm needs the --state-disk that holds the snapshot"
+	[[ $LOADVM != *[[:space:],]* ]] || die "--loadvm: a name without blanks or commas"
+fi
+if [[ -n $INCOMING ]]; then
+	[[ -f $INCOMING ]] || die "--incoming $INCOMING: no such file"
+	INCOMING=$(abspath "$INCOMING")
+fi
+if [[ -n $STATE_DISK ]]; then
+	[[ -d $(dirname "$STATE_DISK") ]] ||
+		die "--state-disk $STATE_DISK: no directory $(dirname "$STATE_DISK")"
+	STATE_DISK=$(abspath "$STATE_DISK")
+fi
+if [[ -n $MONITOR ]]; then
+	[[ -d $(dirname "$MONITOR") ]] ||
+		die "--monitor $MONITOR: no directory $(dirname "$MONITOR")"
+	MONITOR=$(abspath "$MONITOR")
+	[[ ! -e $MONITOR || -S $MONITOR ]] ||
+		die "--monitor: $MONITOR exists and is not a socket"
+fi
+VNICCTL=$(dirname "$VNICD")/vnicctl
+if [[ -n $MIGRATE$LOADVM$INCOMING ]]; then
+	command -v socat >/dev/null || die "socat missing: run qemu/setup.sh first" 3
+fi
+if [[ -n $MIGRATE ]]; then
+	[[ -x $VNICCTL ]] || die "--migrate: vnicctl not found at $VNICCTL" 3
+fi
+if ((MIGRATE_DROP_VCT)); then
+	command -v jq >/dev/null || die "jq missing: run qemu/setup.sh first" 3
+fi
+# shellcheck source=qemu/migrate-lib.sh
+. "$HERE/migrate-lib.sh"
+
 # ---------------------------------------------------------------- files
 
 if [[ -z $LOG ]]; then
@@ -203,7 +305,7 @@ SOCKDIR=$(cd "$SOCKDIR" && pwd)
 
 VNICD_PID=
 QEMU_PID=
-TAIL_PID=
+TAIL_PIDS=()
 FIFOS_MADE=()
 
 # stop_pid PID NAME: SIGTERM, up to 5 s grace, then SIGKILL; only our PIDs.
@@ -227,7 +329,9 @@ cleanup() {
 	local rc=$?
 	trap - EXIT INT TERM
 	stop_pid "$QEMU_PID" qemu
-	stop_pid "$TAIL_PID" tail
+	for pid in "${TAIL_PIDS[@]+"${TAIL_PIDS[@]}"}"; do
+		stop_pid "$pid" tail
+	done
 	if [[ -n $VNICD_PID ]]; then
 		if ! kill -0 "$VNICD_PID" 2>/dev/null; then
 			say "vnicd (pid $VNICD_PID) had already exited; see $VNICD_LOG"
@@ -245,6 +349,18 @@ trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 
+[[ -n $MONITOR ]] || MONITOR=$WORK/monitor.sock
+((${#MONITOR} < 108)) || die "--monitor: $MONITOR is too long for a UNIX socket"
+if [[ $MIGRATE == savevm && -z $STATE_DISK ]]; then
+	STATE_DISK=$WORK/state.qcow2
+fi
+if [[ -n $STATE_DISK && ! -e $STATE_DISK ]]; then
+	command -v qemu-img >/dev/null ||
+		die "qemu-img missing: run qemu/setup.sh first" 3
+	qemu-img create -q -f qcow2 "$STATE_DISK" 256M ||
+		die "qemu-img create $STATE_DISK failed" 3
+fi
+
 T0=$(date +%s)
 remaining() {
 	if ((TIMEOUT == 0)); then
@@ -256,30 +372,50 @@ remaining() {
 
 # ---------------------------------------------------------------- vnicd
 
-if ((!NO_VNICD)); then
-	say "starting $VNICD --socket-dir $SOCKDIR --vfs $VFS ${VNICD_ARGS[*]+"${VNICD_ARGS[*]}"}"
-	"$VNICD" --socket-dir "$SOCKDIR" --vfs "$VFS" \
-		"${VNICD_ARGS[@]+"${VNICD_ARGS[@]}"}" \
-		</dev/null >"$VNICD_OUT" 2>"$VNICD_LOG" &
+# bounded SECONDS: SECONDS, or what is left of the run if that is less (at
+# least 1).
+bounded() {
+	local left
+	left=$(remaining)
+	((left < $1)) || { echo "$1"; return; }
+	((left > 0)) && echo "$left" || echo 1
+}
+
+# start_vnicd [ARGS...]: starts vnicd on SOCKDIR with --vfs, the
+# VNICD-ARGS and ARGS, its output appended to VNICD_OUT/VNICD_LOG, and waits
+# (bounded) for a new ready line. Returns 1, with the logs' tails shown, if
+# it exits or is not ready in time.
+start_vnicd() {
+	local before wait_s deadline vrc
+	local cmd=("$VNICD" --socket-dir "$SOCKDIR" --vfs "$VFS"
+		"${VNICD_ARGS[@]+"${VNICD_ARGS[@]}"}" "$@")
+	before=$(grep -c '^vnicd: ready' "$VNICD_OUT") || true
+	say "starting ${cmd[*]}"
+	"${cmd[@]}" </dev/null >>"$VNICD_OUT" 2>>"$VNICD_LOG" &
 	VNICD_PID=$!
-	wait_s=30
-	(($(remaining) < wait_s)) && wait_s=$(remaining)
+	wait_s=$(bounded 30)
 	deadline=$(($(date +%s) + wait_s))
-	until grep -q '^vnicd: ready' "$VNICD_OUT"; do
+	until (($(grep -c '^vnicd: ready' "$VNICD_OUT") > before)); do
 		if ! kill -0 "$VNICD_PID" 2>/dev/null; then
 			wait "$VNICD_PID" && vrc=0 || vrc=$?
 			VNICD_PID=
 			say "vnicd exited with status $vrc before it was ready"
 			tail -n 20 "$VNICD_OUT" "$VNICD_LOG" >&2
-			exit 4
+			return 1
 		fi
 		if (($(date +%s) >= deadline)); then
 			say "vnicd not ready after ${wait_s} s"
 			tail -n 20 "$VNICD_OUT" "$VNICD_LOG" >&2
-			exit 4
+			return 1
 		fi
 		sleep 0.1
 	done
+}
+
+if ((!NO_VNICD)); then
+	: >"$VNICD_OUT"
+	: >"$VNICD_LOG"
+	start_vnicd || exit 4
 	grep '^vnicd: ' "$VNICD_OUT" | sed 's/^/run-guest: /' >&2
 fi
 
@@ -339,7 +475,8 @@ if [[ -n $HOST_CHANNEL ]]; then
 	# read-write, so it never waits for the host's end. They must exist
 	# first, or QEMU would open PATH itself. Serial index 1 is COM2
 	# (0x2f8, IRQ 3): ttyS1 to the guest's 8250 driver, which has 4 ports
-	# (CONFIG_SERIAL_8250_RUNTIME_UARTS).
+	# (CONFIG_SERIAL_8250_RUNTIME_UARTS). A QEMU started after a migration
+	# opens the same FIFOs.
 	for f in "$HOST_CHANNEL".{in,out}; do
 		if [[ ! -p $f ]]; then
 			mkfifo "$f"
@@ -351,68 +488,195 @@ if [[ -n $HOST_CHANNEL ]]; then
 		-device isa-serial,index=1,chardev=host)
 	say "host channel: guest /dev/ttyS1 <-> $HOST_CHANNEL.in/.out"
 fi
-for fn in "${FUNCS[@]+"${FUNCS[@]}"}"; do
-	ARGS+=(-device "{\"driver\":\"vfio-user-pci\",\"socket\":{\"type\":\"unix\",\"path\":\"$SOCKDIR/$fn.sock\"}}")
-done
-
-if [[ -z $SCENARIO ]]; then
-	# Interactive: console on this terminal (muxed with the monitor) and
-	# copied to the log.
+if [[ -n $STATE_DISK ]]; then
+	# No guest-visible disk: savevm only needs a snapshot-capable image.
 	# shellcheck disable=SC2054
-	ARGS+=(-chardev "stdio,id=con,mux=on,signal=off,logfile=$LOG"
-		-serial chardev:con -mon chardev=con,mode=readline)
-	say "interactive guest, console log $LOG; Ctrl-a x quits"
-	# "<&0": a background job would otherwise get /dev/null as stdin.
-	"$QEMU" "${ARGS[@]}" "${QEMU_EXTRA[@]+"${QEMU_EXTRA[@]}"}" \
-		<&0 2>"$QEMU_LOG" &
-	QEMU_PID=$!
-else
-	ARGS+=(-chardev "file,id=con,path=$LOG" -serial chardev:con)
-	say "console log $LOG (timeout ${TIMEOUT} s)"
-	"$QEMU" "${ARGS[@]}" "${QEMU_EXTRA[@]+"${QEMU_EXTRA[@]}"}" \
-		</dev/null >"$QEMU_LOG" 2>&1 &
+	ARGS+=(-drive "if=none,id=state,format=qcow2,file=${STATE_DISK//,/,,}")
+fi
+# shellcheck disable=SC2054
+ARGS+=(-chardev "socket,id=hmp,path=${MONITOR//,/,,},server=on,wait=off"
+	-object monitor-hmp,id=hmp-monitor,chardev=hmp)
+say "monitor: $MONITOR (HMP)"
+
+# start_qemu RESTORE FUNCTION...: starts QEMU (QEMU_PID) with the
+# vfio-user-pci devices of FUNCTION... in that order (which fixes their PCI
+# addresses) and RESTORE's options (-loadvm NAME, -incoming file:PATH, or
+# none), its messages appended to QEMU_LOG. In scenario mode the console is
+# appended to LOG (emptied at the start), and copied from there to stdout
+# unless --quiet.
+start_qemu() {
+	local restore=$1 fn args=()
+	shift
+	for fn in "$@"; do
+		args+=(-device "{\"driver\":\"vfio-user-pci\",\"socket\":{\"type\":\"unix\",\"path\":\"$SOCKDIR/$fn.sock\"}}")
+	done
+	case $restore in
+	"") ;;
+	file:*) args+=(-incoming "$restore") ;;
+	*) args+=(-loadvm "$restore") ;;
+	esac
+	if [[ -z $SCENARIO ]]; then
+		# Interactive: console on this terminal (muxed with the monitor)
+		# and copied to the log.
+		# shellcheck disable=SC2054
+		args+=(-chardev "stdio,id=con,mux=on,signal=off,logfile=$LOG"
+			-serial chardev:con -object monitor-hmp,id=console-monitor,chardev=con)
+		say "interactive guest, console log $LOG; Ctrl-a x quits"
+		# "<&0": a background job would otherwise get /dev/null as stdin.
+		"$QEMU" "${ARGS[@]}" "${args[@]}" "${QEMU_EXTRA[@]+"${QEMU_EXTRA[@]}"}" \
+			<&0 2>>"$QEMU_LOG" &
+		QEMU_PID=$!
+		return
+	fi
+	local offset
+	offset=$(stat -c %s "$LOG")
+	args+=(-chardev "file,id=con,path=$LOG,append=on" -serial chardev:con)
+	"$QEMU" "${ARGS[@]}" "${args[@]}" "${QEMU_EXTRA[@]+"${QEMU_EXTRA[@]}"}" \
+		</dev/null >>"$QEMU_LOG" 2>&1 &
 	QEMU_PID=$!
 	if ((!QUIET)); then
 		# Copy the console to stdout, minus terminal control sequences
 		# (SeaBIOS and the kernel clear the screen).
-		tail -n +1 -F --pid="$QEMU_PID" "$LOG" 2>/dev/null \
+		tail -c +$((offset + 1)) -F --pid="$QEMU_PID" "$LOG" 2>/dev/null \
 			> >(sed -u -e 's/\x1b\[[0-9;?]*[a-zA-Z]//g' \
 				-e 's/\x1b[a-zA-Z]//g' -e 's/\r$//') &
-		TAIL_PID=$!
+		TAIL_PIDS+=($!)
+	fi
+}
+
+# migrate: the source steps against the running guest (qemu/migrate-lib.sh
+# mig_save), QEMU's exit, vnicd stopped; then a new vnicd from the exported
+# configuration and a new QEMU restoring the guest. Returns 1 with
+# MIG_ERROR on failure.
+migrate() {
+	local t_seen=$EPOCHREALTIME t0 target restore config dest fn i qrc
+	local funcs=()
+	config=$LOGBASE.migrate.json
+	say "migration: the guest asked for it $(($(date +%s) - T0)) s into the run"
+	case $MIGRATE in
+	savevm) target=vnic-migrate restore=vnic-migrate ;;
+	file) target=$WORK/migrate.bin restore=file:$WORK/migrate.bin ;;
+	esac
+	mig_save "$MONITOR" "$SOCKDIR/control.sock" "$VNICCTL" "$MIGRATE" \
+		"$target" "$config" "$(bounded 300)" || return 1
+	t0=$EPOCHREALTIME
+	for ((i = 0; i < 300; i++)); do
+		kill -0 "$QEMU_PID" 2>/dev/null || break
+		sleep 0.1
+	done
+	if kill -0 "$QEMU_PID" 2>/dev/null; then
+		say "migration: QEMU still runs 30 s after quit; stopping it"
+		stop_pid "$QEMU_PID" qemu
+		qrc=stopped
+	else
+		wait "$QEMU_PID" && qrc=0 || qrc=$?
+	fi
+	QEMU_PID=
+	say "migration: QEMU exited (status $qrc) $(mig_secs "$t0") s"
+	t0=$EPOCHREALTIME
+	stop_pid "$VNICD_PID" vnicd
+	VNICD_PID=
+	say "migration: vnicd stopped $(mig_secs "$t0") s"
+
+	dest=$config
+	if ((${#MIGRATE_MAP[@]} || MIGRATE_DROP_VCT)); then
+		dest=$LOGBASE.migrate-dest.json
+		local what=()
+		((${#MIGRATE_MAP[@]} == 0)) || what+=("remap ${MIGRATE_MAP[*]}")
+		((MIGRATE_DROP_VCT == 0)) || what+=("without VCT entries")
+		mig_step "destination configuration ${what[*]} ($dest)" \
+			mig_dest_config "$VNICCTL" "$config" "$dest" "$MIGRATE_DROP_VCT" \
+			"${MIGRATE_MAP[@]+"${MIGRATE_MAP[@]}"}" || return 1
+	fi
+	t0=$EPOCHREALTIME
+	if ! start_vnicd --config "$dest"; then
+		MIG_ERROR="the new vnicd did not start (see $VNICD_LOG)"
+		return 1
+	fi
+	say "migration: new vnicd ready $(mig_secs "$t0") s"
+	for fn in "${FUNCS[@]+"${FUNCS[@]}"}"; do
+		fn=$(mig_map_function "$fn" "${MIGRATE_MAP[@]+"${MIGRATE_MAP[@]}"}")
+		if [[ ! -S $SOCKDIR/$fn.sock ]]; then
+			MIG_ERROR="no socket $SOCKDIR/$fn.sock for $fn"
+			return 1
+		fi
+		funcs+=("$fn")
+	done
+	((${#MIGRATE_MAP[@]} == 0)) ||
+		say "migration: attaching ${funcs[*]} where ${FUNCS[*]} were"
+	t0=$EPOCHREALTIME
+	start_qemu "$restore" "${funcs[@]+"${funcs[@]}"}"
+	mig_resume "$MONITOR" "$(bounded 300)" "$QEMU_PID" || return 1
+	say "migration: new QEMU started and restored (${restore%%:*}) and running $(mig_secs "$t0") s"
+	say "migration: host-side outage $(mig_secs "$MIG_T_STOP" "$MIG_T_RUN") s (stop -> running; $(mig_secs "$t_seen" "$MIG_T_RUN") s after VNIC-MIGRATE was seen)"
+}
+
+RESTORE=
+[[ -z $LOADVM ]] || RESTORE=$LOADVM
+[[ -z $INCOMING ]] || RESTORE=file:$INCOMING
+[[ -z $SCENARIO ]] || say "console log $LOG (timeout ${TIMEOUT} s)"
+start_qemu "$RESTORE" "${FUNCS[@]+"${FUNCS[@]}"}"
+FAILED_STEP=
+if [[ -n $RESTORE ]]; then
+	if mig_resume "$MONITOR" "$(bounded 300)" "$QEMU_PID"; then
+		say "restored from ${RESTORE#file:}: running"
+	else
+		FAILED_STEP="restore: $MIG_ERROR"
 	fi
 fi
 
 TIMED_OUT=0
-while kill -0 "$QEMU_PID" 2>/dev/null; do
+MIGRATED=0
+while [[ -z $FAILED_STEP ]] && kill -0 "$QEMU_PID" 2>/dev/null; do
 	if ((TIMEOUT > 0 && $(remaining) <= 0)); then
 		TIMED_OUT=1
 		break
+	fi
+	if [[ -n $MIGRATE ]] && ((!MIGRATED)) && grep -aq 'VNIC-MIGRATE' "$LOG"; then
+		MIGRATED=1
+		migrate || FAILED_STEP="migration: $MIG_ERROR"
+		continue
 	fi
 	sleep 0.2
 done
 if ((TIMED_OUT)); then
 	say "timeout: the run took longer than ${TIMEOUT} s; stopping QEMU"
+fi
+if [[ -n $FAILED_STEP ]]; then
+	say "$FAILED_STEP; stopping QEMU"
+fi
+QRC=
+if [[ -n $QEMU_PID ]] && kill -0 "$QEMU_PID" 2>/dev/null; then
 	stop_pid "$QEMU_PID" qemu
+	QRC=stopped
+elif [[ -n $QEMU_PID ]]; then
+	wait "$QEMU_PID" && QRC=0 || QRC=$?
 fi
-wait "$QEMU_PID" && QRC=0 || QRC=$?
 QEMU_PID=
-if [[ -n $TAIL_PID ]]; then
-	wait "$TAIL_PID" 2>/dev/null || true
-	TAIL_PID=
-fi
+for pid in "${TAIL_PIDS[@]+"${TAIL_PIDS[@]}"}"; do
+	wait "$pid" 2>/dev/null || true
+done
+TAIL_PIDS=()
 [[ -z $SCENARIO && -t 0 ]] && stty sane 2>/dev/null
-say "QEMU exited with status $QRC after $(($(date +%s) - T0)) s"
+say "QEMU exited with status ${QRC:-?} after $(($(date +%s) - T0)) s"
 if [[ -s $QEMU_LOG ]]; then
 	say "QEMU messages ($QEMU_LOG):"
 	sed 's/^/  /' "$QEMU_LOG" >&2
 fi
+if [[ -n $MIGRATE ]] && ((!MIGRATED)); then
+	say "warning: --migrate $MIGRATE, but the guest never printed VNIC-MIGRATE"
+fi
 
-[[ -n $SCENARIO ]] || exit "$QRC"
-
+if [[ -n $FAILED_STEP ]]; then
+	say "FAIL ($FAILED_STEP); console log: $LOG"
+	exit 5
+fi
 if ((TIMED_OUT)); then
 	say "FAIL (timeout); console log: $LOG"
 	exit 124
 fi
+[[ -n $SCENARIO ]] || exit "$QRC"
+
 MARK=$(grep -a -o 'VNIC-SCENARIO-EXIT [0-9]*' "$LOG" | tail -n1) || true
 if [[ -z $MARK ]]; then
 	say "FAIL: no VNIC-SCENARIO-EXIT line in the console log $LOG"

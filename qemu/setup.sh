@@ -9,8 +9,11 @@
 #
 # Steps:
 #   host-packages  apt: debootstrap, cpio, kmod, gcc/make, the guest kernel's
-#                  headers (linux-headers-<ver>) to build guest-driver/, and
-#                  tcpdump, with which tests read the card's pcap captures
+#                  headers (linux-headers-<ver>) to build guest-driver/,
+#                  tcpdump, with which tests read the card's pcap captures,
+#                  and for migration (run-guest.sh --migrate, migrate.sh)
+#                  socat (QEMU's monitor socket), qemu-utils (qemu-img for
+#                  the savevm image) and jq (configuration edits)
 #   qemu           debootstrap a minimal Debian trixie tree into
 #                  qemu/.cache/trixie and install qemu-system-x86 (>= 10.1,
 #                  with vfio-user-pci) from trixie-backports into it; write
@@ -178,7 +181,8 @@ apt_download() {
 
 step_host_packages() {
 	local want=(debootstrap cpio kmod gzip make gcc libc6-dev libelf-dev
-		binutils tcpdump "linux-headers-$KVER") missing=() p
+		binutils tcpdump socat qemu-utils jq "linux-headers-$KVER")
+	local missing=() p
 	for p in "${want[@]}"; do
 		dpkg-query -W -f='${Status}' "$p" 2>/dev/null |
 			grep -q 'install ok installed' || missing+=("$p")
