@@ -108,25 +108,10 @@ impl Guest {
     /// a new connection and mapping of the same memory, and nothing else;
     /// no VCT write, no queue register (the card resumes from what
     /// management gave it).
-    pub fn restore(self, vnicd: &Vnicd, function: &str) -> Guest {
-        let Guest {
-            client,
-            drv,
-            tables,
-            rings,
-            tx_tail,
-            irqs,
-        } = self;
-        drop((client, irqs));
-        let (client, irqs) = connect(vnicd, function, &drv, rings.len() as u16 + 1);
-        Guest {
-            client,
-            drv,
-            tables,
-            rings,
-            tx_tail,
-            irqs,
-        }
+    pub fn restore(mut self, vnicd: &Vnicd, function: &str) -> Guest {
+        let vectors = self.rings.len() as u16 + 1;
+        (self.client, self.irqs) = connect(vnicd, function, &self.drv, vectors);
+        self
     }
 
     /// A register write the way QEMU sends BAR writes: posted.
