@@ -40,7 +40,7 @@ use crate::queue::{QpCtrl, QpEffect, QpVlan, QueuePair};
 use crate::rate::Limiter;
 use crate::regs::{
     self, dword_of, Access, AdminCmd, Bar0, Effect, FnStat, FuncReg, Identity, IrqCause, QpReg,
-    QpStat, RegError, Target, ADMIN_ARGS, BAR0_SIZE,
+    QpStat, Reg, RegError, Target, ADMIN_ARGS, BAR0_SIZE,
 };
 use crate::state::Bat;
 use crate::switch::{Mac, Vlan};
@@ -271,6 +271,24 @@ pub struct Function {
     policy: Policy,
     /// An admin command waiting for the card (PF only).
     admin: Option<AdminCmd>,
+    /// Quiesced by management: every queue pair is paused (docs/migration.md).
+    quiesced: bool,
+    /// A VCT entry from management, committed once the client has mapped
+    /// memory and set Bus Master Enable. A reset keeps it.
+    pending_vct: Option<u64>,
+}
+
+/// What became of a VCT entry given by management.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum VctOutcome {
+    /// Walked now: queues whose contexts say RUNNING resumed.
+    Committed,
+    /// Refused: VCT_STATUS holds the code; nothing was written.
+    Refused(u32),
+    /// Waits for guest memory and Bus Master Enable.
+    Pending,
+    /// Address 0: the entry is gone, queues written back and forgotten.
+    Cleared,
 }
 
 impl Function {
@@ -320,6 +338,8 @@ impl Function {
                 tx_next: 0,
             },
             admin: None,
+            quiesced: false,
+            pending_vct: None,
             spec,
         }
     }
@@ -346,6 +366,107 @@ impl Function {
         self.bar0.vct()
     }
 
+    /// A VCT entry from management that waits to be committed.
+    pub fn pending_vct(&self) -> Option<u64> {
+        self.pending_vct
+    }
+
+    /// VCT_STATUS: why the last entry was refused, 0 if it was not.
+    pub fn vct_status(&self) -> u32 {
+        self.bar0.read_reg(Reg::VctStatus)
+    }
+
+    pub fn quiesced(&self) -> bool {
+        self.quiesced
+    }
+
+    /// Management gives the function a VCT entry (`vnicctl vct set`, a
+    /// configuration file). It is committed at once if the guest can be
+    /// read (memory mapped, Bus Master Enable set), else when it can: at
+    /// -incoming or -loadvm QEMU maps guest memory before loading it, and
+    /// only the guest's driver, running again, sets Bus Master Enable.
+    pub fn set_vct(&mut self, address: u64) -> VctOutcome {
+        if address == 0 {
+            self.pending_vct = None;
+            self.commit_vct(0);
+            self.bar0.set_vct(0);
+            return VctOutcome::Cleared;
+        }
+        self.pending_vct = Some(address);
+        self.try_pending_vct().unwrap_or(VctOutcome::Pending)
+    }
+
+    /// Whether the card may read and write the guest's memory now.
+    fn may_dma(&self) -> bool {
+        !self.dma.is_empty() && self.config.u16(hdr::COMMAND) & command::BUS_MASTER != 0
+    }
+
+    /// Commits management's pending VCT entry if the guest can be read;
+    /// a successful walk tells the driver through IRQ_CAUSE.RESUMED.
+    fn try_pending_vct(&mut self) -> Option<VctOutcome> {
+        let address = self.pending_vct.filter(|_| self.may_dma())?;
+        self.pending_vct = None;
+        self.bar0.set_vct(address);
+        self.commit_vct(address);
+        let status = self.vct_status();
+        if status != 0 {
+            return Some(VctOutcome::Refused(status));
+        }
+        let running = self
+            .qps
+            .iter()
+            .filter(|qp| qp.tx.running() || qp.rx.running())
+            .count();
+        info!(
+            "{}: VCT entry {address:#x} from management committed, {running} queue pairs resumed",
+            self.name
+        );
+        self.notify(IrqCause::new().with_resumed(true));
+        Some(VctOutcome::Committed)
+    }
+
+    /// Quiesce (docs/migration.md): every queue stops at a frame boundary
+    /// and its context is written back to guest memory. Returns the number
+    /// of running queues written back.
+    pub fn quiesce(&mut self) -> usize {
+        self.quiesced = true;
+        let written = self.qps.iter_mut().map(|qp| qp.pause(&self.dma)).sum();
+        info!(
+            "{}: quiesced, {written} queue contexts written back",
+            self.name
+        );
+        written
+    }
+
+    /// Ends a quiesce: frames that waited are delivered into the buffers
+    /// posted meanwhile, send queues with posted frames are kicked.
+    pub fn unquiesce(&mut self) {
+        if !self.quiesced {
+            return;
+        }
+        self.quiesced = false;
+        let now = std::time::Instant::now();
+        for q in 0..self.qps.len() {
+            let d = self.qps[q].unpause(&self.name, &self.dma, now);
+            self.counters.add(FnStat::RxPackets, d.packets);
+            self.counters.add(FnStat::RxBytes, d.bytes);
+            self.counters.add(FnStat::RxDrops, d.drops);
+            if d.fire {
+                self.raise_irq(MISC_VECTORS + q as u32);
+            }
+        }
+        info!("{}: resumed", self.name);
+    }
+
+    /// New or reloaded queue pairs join a quiesce in progress.
+    fn keep_quiesced(&mut self) {
+        if self.quiesced {
+            for qp in &mut self.qps {
+                qp.pause(&self.dma);
+            }
+        }
+    }
+
     /// Sets IRQ_CAUSE bits and fires the misc vector.
     pub fn notify(&mut self, cause: IrqCause) {
         self.bar0.raise_cause(cause);
@@ -368,6 +489,7 @@ impl Function {
             let mac = self.policy.vnics[q].mac;
             self.qps.push(QueuePair::new(q as u16, mac));
         }
+        self.keep_quiesced();
         self.bar0.set_qp_num(n as u32);
         info!("{}: {n} vNICs", self.name);
         self.notify(IrqCause::new().with_config(true));
@@ -753,6 +875,7 @@ impl Function {
                 self.bar0.set_vct_status(e.vct_code());
             }
         }
+        self.keep_quiesced();
     }
 
     fn bad_mmio(&mut self, what: &str) {
@@ -869,6 +992,7 @@ impl Function {
         if offset < msix_ctl + 2 && msix_ctl < offset + data.len() as u64 {
             self.deliver_pending();
         }
+        self.try_pending_vct();
         Ok(())
     }
 
@@ -1019,6 +1143,7 @@ impl Function {
     ) -> Result<(), FnError> {
         self.dma.map(address, size, offset, flags, file)?;
         debug!("{}: DMA map {address:#x}+{size:#x}", self.name);
+        self.try_pending_vct();
         Ok(())
     }
 
@@ -1038,6 +1163,8 @@ impl Function {
         for qp in &mut self.qps {
             qp.flush(&self.dma);
         }
+        info!("{}: reset", self.name);
+        self.quiesced = false;
         self.bat = None;
         self.counters = FnCounters::default();
         self.switch_ops.push(SwitchOp::LeaveAll);

@@ -102,6 +102,10 @@ impl Queue {
         self.ring.map_or(self.ctx.head, |r| r.head)
     }
 
+    pub fn tail(&self) -> u16 {
+        self.ring.map_or(self.ctx.tail, |r| r.tail)
+    }
+
     /// Finds and loads the context of queue `q` and starts the ring it
     /// describes from its stored indices.
     fn start(&mut self, dma: &DmaSpace, bat: Option<&Bat>, q: u16) -> Result<(), QueueError> {
@@ -255,6 +259,10 @@ pub struct QueuePair {
     /// Frames waiting for receive buffers, oldest first.
     rx_backlog: VecDeque<Vec<u8>>,
     rx_backlog_bytes: usize,
+    /// Quiesced by management (docs/migration.md): no descriptor fetched,
+    /// nothing written into the guest's buffers; doorbells only move the
+    /// tails, which go straight to the contexts in guest memory.
+    paused: bool,
 }
 
 /// What became of a frame offered to a receive queue.
@@ -302,7 +310,39 @@ impl QueuePair {
             staged_mac_lo: None,
             rx_backlog: VecDeque::new(),
             rx_backlog_bytes: 0,
+            paused: false,
         }
+    }
+
+    pub fn paused(&self) -> bool {
+        self.paused
+    }
+
+    /// Quiesce: stops at this frame boundary and writes both contexts back
+    /// (RUNNING stays set), so guest memory alone describes the queues.
+    /// Returns how many running queues were written back.
+    pub fn pause(&mut self, dma: &DmaSpace) -> usize {
+        self.paused = true;
+        self.tx_kicked = false;
+        let mut written = 0;
+        for q in [&mut self.tx, &mut self.rx] {
+            if q.running() {
+                q.store(dma);
+                written += 1;
+            }
+        }
+        written
+    }
+
+    /// Ends a quiesce: frames that waited in the packet buffer go into the
+    /// buffers posted meanwhile, and posted send frames are to be switched.
+    pub fn unpause(&mut self, who: &str, dma: &DmaSpace, now: Instant) -> Drained {
+        if !self.paused {
+            return Drained::default();
+        }
+        self.paused = false;
+        self.tx_kicked = self.tx.ring.is_some_and(|r| r.pending() > 0);
+        self.rx_drain(who, dma, now).unwrap_or_default()
     }
 
     /// Bytes held in the receive packet buffer.
@@ -352,7 +392,7 @@ impl QueuePair {
                 self.report(who, "send", e);
                 self.tx.fail(dma, e);
             }
-            self.tx_kicked = self.tx.ring.is_some_and(|r| r.pending() > 0);
+            self.tx_kicked = !self.paused && self.tx.ring.is_some_and(|r| r.pending() > 0);
         } else if !v.tx_enable() && old.tx_enable() {
             self.tx.stop(dma);
         }
@@ -402,6 +442,10 @@ impl QueuePair {
 
     pub fn tx_doorbell(&mut self, who: &str, dma: &DmaSpace, v: u32) -> QpEffect {
         match self.tx.doorbell(v) {
+            Ok(true) if self.paused => {
+                self.tx.store(dma);
+                QpEffect::None
+            }
             Ok(true) => {
                 self.tx.dirty = true;
                 self.tx_kicked = true;
@@ -420,6 +464,10 @@ impl QueuePair {
     /// buffer fill first.
     pub fn rx_doorbell(&mut self, who: &str, dma: &DmaSpace, v: u32, now: Instant) -> Drained {
         match self.rx.doorbell(v) {
+            Ok(true) if self.paused => {
+                self.rx.store(dma);
+                Drained::default()
+            }
             Ok(true) => {
                 self.rx.dirty = true;
                 self.rx_drain(who, dma, now).unwrap_or_default()
@@ -444,7 +492,7 @@ impl QueuePair {
         dma: &DmaSpace,
         buf: &mut Vec<u8>,
     ) -> Result<Option<TxFrame>, QueueError> {
-        let Some(ring) = self.tx.ring.as_ref() else {
+        let Some(ring) = self.tx.ring.as_ref().filter(|_| !self.paused) else {
             return Ok(None);
         };
         match ring::tx_next(ring, dma, buf) {
@@ -501,7 +549,7 @@ impl QueuePair {
             self.rx.ctx.drops += 1;
             return Ok(Arrival::Dropped);
         };
-        if !self.rx_backlog.is_empty() {
+        if self.paused || !self.rx_backlog.is_empty() {
             return Ok(self.buffer(frame));
         }
         let outcome = match ring::rx_put(ring, dma, frame) {

@@ -258,7 +258,10 @@ pub struct IrqCause {
     pub config: bool,
     /// STATUS.LINK_UP changed.
     pub link: bool,
-    #[bits(30)]
+    /// The card resumed the function's queues from a VCT entry written by
+    /// management (docs/migration.md): the driver re-rings its doorbells.
+    pub resumed: bool,
+    #[bits(29)]
     __: u32,
 }
 

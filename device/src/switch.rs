@@ -215,6 +215,34 @@ impl Switch {
         }
     }
 
+    /// Takes `port`'s own and joined entries out of the table, keeping the
+    /// port: a configuration that swaps addresses between vNICs releases
+    /// them all first, changes them, then [`Switch::reclaim`]s them.
+    pub fn release(&mut self, port: Port) {
+        self.table
+            .retain(|_, e| e.port != port || e.kind == EntryKind::Static);
+    }
+
+    /// Puts back the entries of a released port, at its address now.
+    pub fn reclaim(&mut self, port: Port) -> Result<(), SwitchError> {
+        let info = self.ports.get(&port).ok_or(SwitchError::NoPort)?;
+        let (mac, home) = (info.mac, info.home());
+        let joined: Vec<Vlan> = info.vlans.iter().copied().collect();
+        let wanted = std::iter::once((home, EntryKind::Own))
+            .chain(joined.into_iter().map(|v| (v, EntryKind::Joined)));
+        let wanted: Vec<_> = wanted.collect();
+        if let Some(&(vlan, _)) = wanted
+            .iter()
+            .find(|(v, _)| self.taken_by_other(mac, *v, port))
+        {
+            return Err(SwitchError::Taken { mac, vlan });
+        }
+        for (vlan, kind) in wanted {
+            self.table.insert((mac, vlan), Entry { port, kind });
+        }
+        Ok(())
+    }
+
     pub fn has_port(&self, port: Port) -> bool {
         self.ports.contains_key(&port)
     }

@@ -277,3 +277,132 @@ impl StateTables {
         }
     }
 }
+
+/// A guest driving card functions through their registers, as vnic.ko
+/// does, over fake memory: for the card-level tests of the data path,
+/// management and migration.
+pub mod guest {
+    use crate::card::{Card, CardConfig};
+    use crate::dma::{DMA_READ, DMA_WRITE};
+    use crate::function::REGION_BAR0;
+    use crate::regs::{FnStat, Reg, QP_AREA_BASE, QP_AREA_SIZE};
+    use crate::switch::Mac;
+
+    use super::{FakeDriver, StateTables};
+
+    pub const RING: u16 = 64;
+    pub const BUF: u16 = 2048;
+
+    /// A guest driving one function of the card: its memory, tables and the
+    /// rings of every queue pair.
+    pub struct Vm {
+        pub f: usize,
+        pub drv: FakeDriver,
+        pub tables: StateTables,
+        pub rings: Vec<(u64, u64)>,
+        pub tx_tail: Vec<u16>,
+        pub rx_tail: Vec<u16>,
+    }
+
+    pub fn wr(card: &mut Card, f: usize, off: u64, v: u32) {
+        card.functions[f]
+            .region_write(REGION_BAR0, off, &v.to_le_bytes())
+            .unwrap();
+        card.after_io(f);
+    }
+
+    pub fn rd(card: &mut Card, f: usize, off: u64) -> u32 {
+        let mut b = [0; 4];
+        card.functions[f]
+            .region_read(REGION_BAR0, off, &mut b)
+            .unwrap();
+        u32::from_le_bytes(b)
+    }
+
+    pub fn qp_reg(q: u16, rel: u64) -> u64 {
+        QP_AREA_BASE + q as u64 * QP_AREA_SIZE + rel
+    }
+
+    pub fn fn_stat(card: &Card, f: usize, s: FnStat) -> u64 {
+        card.functions[f].counters().get(s)
+    }
+
+    impl Vm {
+        /// Maps memory, builds tables, writes the VCT, starts every queue
+        /// pair and posts `posted` receive buffers on each.
+        pub fn attach(card: &mut Card, f: usize, posted: u16) -> Vm {
+            let mut drv = FakeDriver::new();
+            let (base, size, file) = drv.memory();
+            card.functions[f]
+                .dma_map(base, size, 0, DMA_READ | DMA_WRITE, Some(file))
+                .unwrap();
+            let nqp = card.functions[f].queue_pairs().len() as u16;
+            let tables = StateTables::build(&mut drv, 1, 64, nqp as u32);
+            let mut rings = Vec::new();
+            for q in 0..nqp {
+                let (tx, rx) = (drv.ring(RING), drv.ring(RING));
+                tables.set_rings(&drv, q, (tx, RING), (rx, RING));
+                rings.push((tx, rx));
+            }
+            wr(card, f, Reg::VctLo as u64, tables.bat as u32);
+            wr(card, f, Reg::VctHi as u64, (tables.bat >> 32) as u32);
+            assert_eq!(rd(card, f, Reg::VctStatus as u64), 0);
+            let mut vm = Vm {
+                f,
+                drv,
+                tables,
+                rings,
+                tx_tail: vec![0; nqp as usize],
+                rx_tail: vec![0; nqp as usize],
+            };
+            for q in 0..nqp {
+                wr(card, f, qp_reg(q, 0x08), 3);
+                assert_eq!(rd(card, f, qp_reg(q, 0x0c)) & 3, 3, "queue pair {q} runs");
+                vm.post(card, q, posted);
+            }
+            vm
+        }
+
+        pub fn post(&mut self, card: &mut Card, q: u16, n: u16) {
+            let rx = self.rings[q as usize].1;
+            let t = &mut self.rx_tail[q as usize];
+            *t = self.drv.post_rx(rx, RING, *t, n, BUF);
+            let t = *t;
+            wr(card, self.f, qp_reg(q, 0x14), t as u32);
+        }
+
+        /// Queues frames on send queue `q` and rings the doorbell once.
+        pub fn send(&mut self, card: &mut Card, q: u16, frames: &[Vec<u8>]) {
+            let tx = self.rings[q as usize].0;
+            let t = &mut self.tx_tail[q as usize];
+            *t = self.drv.queue_tx(tx, RING, *t, frames);
+            let t = *t;
+            wr(card, self.f, qp_reg(q, 0x10), t as u32);
+        }
+
+        /// Frames received so far on queue `q`.
+        pub fn received(&self, q: u16) -> Vec<Vec<u8>> {
+            self.drv.received(self.rings[q as usize].1, RING)
+        }
+    }
+
+    pub fn mac(card: &Card, f: usize, q: u16) -> Mac {
+        card.functions[f].queue_pairs()[q as usize].mac
+    }
+
+    pub fn eth(dst: Mac, src: Mac, vlan: Option<u16>, len: usize) -> Vec<u8> {
+        let mut f = Vec::new();
+        f.extend_from_slice(&dst.0);
+        f.extend_from_slice(&src.0);
+        if let Some(v) = vlan {
+            f.extend_from_slice(&[0x81, 0, (v >> 8) as u8, v as u8]);
+        }
+        f.extend_from_slice(&[0x08, 0x00]);
+        f.extend((0..len.saturating_sub(f.len())).map(|i| i as u8));
+        f
+    }
+
+    pub fn card() -> Card {
+        Card::new(CardConfig::default()).unwrap()
+    }
+}

@@ -308,6 +308,13 @@ fn msix_bar_region_info_carries_a_capability_after_argsz_negotiation() {
     let c = Client::new(&vnicd.socket("vf0")).unwrap();
     assert_eq!(c.region(2).unwrap().size, 16 * 1024);
     drop(c);
+    // One client per function: the next may only come once vnicd has seen
+    // this one go.
+    vnic_tests::wait_for(
+        "vnicd saw the first client go",
+        std::time::Duration::from_secs(10),
+        || vnicd.log_text().contains("vf0: client disconnected"),
+    );
 
     let mut raw = vnic_tests::RawClient::negotiated(&vnicd.socket("vf0"));
     let ask = |argsz: u32| {

@@ -3,61 +3,15 @@
 //! control client that never reads, and `--config` at start
 //! (docs/management.md).
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use serde_json::{json, Value};
+use serde_json::json;
+use vnic_tests::ctl::Ctl;
 use vnic_tests::{vnicd_binary, RawClient, TempDir, Vnicd};
-
-/// A line-oriented control client.
-struct Ctl {
-    reader: BufReader<UnixStream>,
-    writer: UnixStream,
-}
-
-impl Ctl {
-    fn connect(vnicd: &Vnicd) -> Ctl {
-        let s = UnixStream::connect(vnicd.socket_dir().join("control.sock")).expect("connect");
-        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-        Ctl {
-            writer: s.try_clone().unwrap(),
-            reader: BufReader::new(s),
-        }
-    }
-
-    fn send_raw(&mut self, bytes: &[u8]) {
-        self.writer.write_all(bytes).expect("write request");
-    }
-
-    fn line(&mut self) -> Value {
-        let mut l = String::new();
-        self.reader.read_line(&mut l).expect("read answer");
-        serde_json::from_str(&l).unwrap_or_else(|e| panic!("answer {l:?}: {e}"))
-    }
-
-    /// Sends a request, returns the answer.
-    fn call(&mut self, req: Value) -> Value {
-        self.send_raw(format!("{req}\n").as_bytes());
-        self.line()
-    }
-
-    /// Sends a request that must succeed; returns its result.
-    fn ok(&mut self, req: Value) -> Value {
-        let a = self.call(req.clone());
-        assert_eq!(a["ok"], true, "{req} refused: {a}");
-        a["result"].clone()
-    }
-
-    /// Sends a request that must fail; returns the error message.
-    fn refused(&mut self, req: Value) -> String {
-        let a = self.call(req.clone());
-        assert_eq!(a["ok"], false, "{req} accepted: {a}");
-        a["error"].as_str().unwrap().to_string()
-    }
-}
 
 #[test]
 fn requests_get_answers_and_refused_ones_change_nothing() {

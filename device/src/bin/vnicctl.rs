@@ -18,9 +18,10 @@ use clap::{ArgGroup, Args, Parser, Subcommand, ValueEnum};
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
+use vnic::control::api::GuestAddr;
 use vnic::control::api::{
-    self, CaptureInfo, CardFile, Event, FdbEntry, FunctionInfo, RatePolicy, Request, Response,
-    StatsInfo, VnicInfo,
+    self, CaptureInfo, CardFile, Event, FdbEntry, FunctionInfo, QuiesceInfo, RatePolicy, Request,
+    Response, StatsInfo, VctInfo, VnicInfo,
 };
 use vnic::switch::Mac;
 
@@ -98,6 +99,33 @@ enum Command {
     Apply { file: PathBuf },
     /// Prints the card's events as they happen, until vnicd closes.
     Events,
+    /// Stops a function's queues (all functions if none is given) at a
+    /// frame boundary and writes their contexts to guest memory.
+    Quiesce { function: Option<String> },
+    /// Ends a quiesce.
+    Resume { function: Option<String> },
+    /// VCT entries (function -> BAT address in guest memory).
+    #[command(subcommand)]
+    Vct(VctCommand),
+    /// Prints configuration FILE with the functions of each pair swapped
+    /// (e.g. vf0=vf2), for restoring a guest onto another VF. Local: needs
+    /// no socket.
+    Remap {
+        file: PathBuf,
+        #[arg(required = true, value_name = "VFa=VFb")]
+        pairs: Vec<String>,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum VctCommand {
+    /// Gives FUNCTION the VCT entry ADDRESS (hex with 0x, or decimal; 0
+    /// clears it). It is committed when the guest has mapped memory and
+    /// enabled bus mastering.
+    Set {
+        function: String,
+        address: GuestAddr,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -238,6 +266,9 @@ fn main() -> ExitCode {
 /// Runs one command: everything local (arguments, files) is checked before
 /// connecting, so bad input never reaches the card.
 fn run(cli: &Cli, out: &mut dyn Write) -> Result<(), Failure> {
+    if let Command::Remap { file, pairs } = &cli.command {
+        return write_out(out, &remap(file, pairs)?);
+    }
     let socket = control_path(cli.control.as_deref(), std::env::var_os("VNICCTL_CONTROL"))?;
     let request = build_request(&cli.command)?;
     let mut conn = Connection::open(&socket)?;
@@ -317,7 +348,34 @@ fn build_request(command: &Command) -> Result<Request, Failure> {
             config: Box::new(read_card_file(file)?),
         },
         Command::Events => Request::Subscribe {},
+        Command::Quiesce { function } => Request::Quiesce {
+            function: function.clone(),
+        },
+        Command::Resume { function } => Request::Resume {
+            function: function.clone(),
+        },
+        Command::Vct(VctCommand::Set { function, address }) => Request::VctSet {
+            function: function.clone(),
+            address: *address,
+        },
+        Command::Remap { .. } => unreachable!("remap is local"),
     })
+}
+
+/// `remap`: the file with the pairs' functions swapped, as JSON.
+fn remap(file: &Path, pairs: &[String]) -> Result<String, Failure> {
+    let pairs = pairs
+        .iter()
+        .map(|p| match p.split_once('=') {
+            Some((a, b)) => Ok((a.to_string(), b.to_string())),
+            None => Err(Failure::Local(format!("{p}: want VFa=VFb, e.g. vf0=vf2"))),
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut config = read_card_file(file)?;
+    config.remap(&pairs).map_err(Failure::Local)?;
+    Ok(pretty(
+        &serde_json::to_value(config).expect("config serialises"),
+    ))
 }
 
 fn fdb_request(fdb: &FdbCommand) -> Request {
@@ -569,9 +627,39 @@ fn render(command: &Command, result: Value, json: bool) -> Result<String, Failur
         Command::Fdb(FdbCommand::List) => fdb_text(&typed::<Vec<FdbEntry>>(result, "fdb list")?),
         Command::Stats { .. } => stats_text(&typed(result, "stats")?),
         Command::Capture(CaptureCommand::Stop) => capture_stopped_text(result),
+        Command::Vct(_) => vct_set_text(&typed(result, "vct set")?),
+        Command::Quiesce { .. } => typed::<Vec<QuiesceInfo>>(result, "quiesce")?
+            .iter()
+            .map(|q| {
+                format!(
+                    "{} quiesced, {} queue contexts written back\n",
+                    q.function, q.contexts_written
+                )
+            })
+            .collect(),
+        Command::Resume { .. } => typed::<Vec<String>>(result, "resume")?
+            .iter()
+            .map(|f| format!("{f} resumed\n"))
+            .collect(),
         _ if result.is_null() => String::new(),
         _ => pretty(&result),
     })
+}
+
+fn vct_set_text(v: &VctInfo) -> String {
+    let mut s = format!("{} vct {} {}", v.function, v.address, enum_name(&v.state));
+    if v.vct_status != 0 {
+        s += &format!(" (VCT_STATUS {})", v.vct_status);
+    }
+    s + "\n"
+}
+
+/// The JSON name of a unit enum variant.
+fn enum_name<T: serde::Serialize>(v: &T) -> String {
+    serde_json::to_value(v)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_string))
+        .unwrap_or_else(|| "?".into())
 }
 
 fn pretty(v: &Value) -> String {
@@ -738,13 +826,26 @@ fn show_text(f: &FunctionInfo) -> String {
         ("trust", on_off(f.trust)),
         ("tx rate", rate_text(&f.tx_rate)),
         ("rx rate", rate_text(&f.rx_rate)),
-        ("vct", format!("{:#x}", f.vct)),
+        ("vct", vct_text(f)),
+        ("quiesced", yes_no(f.quiesced)),
     ];
     let mut s = String::new();
     for (name, value) in fields {
         s += &format!("{:<13}{value}\n", format!("{name}:"));
     }
     s + "\n" + &vnic_table(std::slice::from_ref(f))
+}
+
+/// The VCT entry, with a pending one and a refusal code if any.
+fn vct_text(f: &FunctionInfo) -> String {
+    let mut s = format!("{:#x}", f.vct);
+    if let Some(p) = f.vct_pending {
+        s += &format!(" (pending {p})");
+    }
+    if f.vct_status != 0 {
+        s += &format!(" (VCT_STATUS {})", f.vct_status);
+    }
+    s
 }
 
 fn fdb_text(entries: &[FdbEntry]) -> String {
@@ -855,6 +956,13 @@ fn event_text(e: &Event) -> String {
         Event::CaptureStopped { path, frames } => {
             format!("capture-stopped {} frames={frames}", path.display())
         }
+        Event::Quiesced { function } => format!("quiesced {function}"),
+        Event::Resumed { function } => format!("resumed {function}"),
+        Event::VctChanged {
+            function,
+            address,
+            state,
+        } => format!("vct-changed {function} {address} {}", enum_name(state)),
     }
 }
 
@@ -1131,7 +1239,51 @@ mod tests {
             }),
             rx_rate: None,
             vct: 0x1000,
+            vct_status: 0,
+            vct_pending: None,
+            quiesced: false,
         }
+    }
+
+    #[test]
+    fn migration_commands_send_their_requests_and_remap_is_local() {
+        assert_eq!(request_json(&["quiesce"]), json!({"op": "quiesce"}));
+        assert_eq!(
+            request_json(&["resume", "vf1"]),
+            json!({"op": "resume", "function": "vf1"})
+        );
+        assert_eq!(
+            request_json(&["vct", "set", "vf2", "0x3e8a000"]),
+            json!({"op": "vct-set", "function": "vf2", "address": "0x3e8a000"})
+        );
+        assert!(cli(&["vct", "set", "vf2", "nowhere"]).is_err());
+        let dir = std::env::temp_dir().join(format!("vnicctl-remap-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("card.json");
+        std::fs::write(
+            &file,
+            r#"{"functions":[{"name":"vf0","vct":"0x5000"},{"name":"vf2","trust":true}],
+                "fdb":[{"mac":"02:00:00:00:00:99","function":"vf0","vnic":0}]}"#,
+        )
+        .unwrap();
+        let out = remap(&file, &["vf0=vf2".into()]).unwrap();
+        let v: Value = serde_json::from_str(&out).unwrap();
+        assert_eq!(v["functions"][0]["name"], "vf2");
+        assert_eq!(v["functions"][0]["vct"], "0x5000");
+        assert_eq!(v["functions"][1]["name"], "vf0");
+        assert_eq!(v["fdb"][0]["function"], "vf2");
+        assert_eq!(remap(&file, &["vf0".into()]).unwrap_err().exit_code(), 2);
+        assert_eq!(remap(&file, &["pf=vf1".into()]).unwrap_err().exit_code(), 2);
+        let mut f = function("vf0");
+        f.vct_pending = Some(GuestAddr(0x5000));
+        f.quiesced = true;
+        let text = show_text(&f);
+        assert!(
+            text.contains("vct:         0x1000 (pending 0x5000)"),
+            "{text}"
+        );
+        assert!(text.contains("quiesced:    yes"), "{text}");
+        std::fs::remove_dir_all(dir).unwrap();
     }
 
     #[test]

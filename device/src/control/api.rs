@@ -85,6 +85,104 @@ pub enum Request {
         config: Box<CardFile>,
     },
     Subscribe {},
+    /// Stops the queues of one function (all when absent) at a frame
+    /// boundary and writes their contexts back (docs/migration.md).
+    Quiesce {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        function: Option<String>,
+    },
+    /// Ends a quiesce.
+    Resume {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        function: Option<String>,
+    },
+    /// Management writes a function's VCT entry (0 clears it).
+    VctSet {
+        function: String,
+        address: GuestAddr,
+    },
+}
+
+/// A guest physical address: `"0x3e8a000"` in JSON (a plain number is
+/// accepted too), since BAT addresses are read and compared in hex.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct GuestAddr(pub u64);
+
+/// Why a guest address string was refused.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("bad address {0:?}: want a number, 0x-prefixed for hex")]
+pub struct BadAddr(pub String);
+
+impl FromStr for GuestAddr {
+    type Err = BadAddr;
+
+    fn from_str(s: &str) -> Result<Self, BadAddr> {
+        let t = s.trim();
+        let v = match t.strip_prefix("0x").or_else(|| t.strip_prefix("0X")) {
+            Some(hex) => u64::from_str_radix(hex, 16),
+            None => t.parse(),
+        };
+        v.map(GuestAddr).map_err(|_| BadAddr(s.to_string()))
+    }
+}
+
+impl fmt::Display for GuestAddr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:#x}", self.0)
+    }
+}
+
+impl Serialize for GuestAddr {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for GuestAddr {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Wire {
+            Number(u64),
+            Text(String),
+        }
+        match Wire::deserialize(d)? {
+            Wire::Number(n) => Ok(GuestAddr(n)),
+            Wire::Text(t) => t.parse().map_err(serde::de::Error::custom),
+        }
+    }
+}
+
+/// What became of a VCT entry given by management.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum VctState {
+    /// Walked: queues whose contexts say RUNNING resumed.
+    Committed,
+    /// Waits for the guest's memory and Bus Master Enable.
+    Pending,
+    /// The BAT was refused (VCT_STATUS); nothing was written.
+    Refused,
+    /// Address 0: the entry is gone.
+    Cleared,
+}
+
+/// The answer to `vct-set`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VctInfo {
+    pub function: String,
+    pub address: GuestAddr,
+    pub state: VctState,
+    /// VCT_STATUS after the request.
+    pub vct_status: u32,
+}
+
+/// One function in the answer to `quiesce`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QuiesceInfo {
+    pub function: String,
+    /// Running queue contexts written back to guest memory.
+    pub contexts_written: usize,
 }
 
 /// The answer to a request.
@@ -185,6 +283,16 @@ pub struct FunctionInfo {
     pub rx_rate: Option<RatePolicy>,
     /// The VCT entry (BAT address), 0 if none.
     pub vct: u64,
+    /// VCT_STATUS: why the last entry was refused (0: it was not).
+    #[serde(default)]
+    pub vct_status: u32,
+    /// A VCT entry from management waiting for the guest
+    /// (docs/migration.md).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vct_pending: Option<GuestAddr>,
+    /// Stopped by `quiesce`.
+    #[serde(default)]
+    pub quiesced: bool,
 }
 
 /// Who made a forwarding entry.
@@ -279,6 +387,17 @@ pub enum Event {
         path: PathBuf,
         frames: u64,
     },
+    Quiesced {
+        function: String,
+    },
+    Resumed {
+        function: String,
+    },
+    VctChanged {
+        function: String,
+        address: GuestAddr,
+        state: VctState,
+    },
 }
 
 /// Card-wide settings in a configuration file.
@@ -327,6 +446,10 @@ pub struct FunctionFile {
         with = "explicit_null"
     )]
     pub rx_rate: Option<Option<RatePolicy>>,
+    /// The VCT entry (BAT address) management gives the function
+    /// (docs/migration.md); absent keeps the current one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vct: Option<GuestAddr>,
 }
 
 /// A static forwarding entry in a configuration file.
@@ -503,6 +626,21 @@ mod tests {
                 burst_bytes: 65536
             }))
         );
+    }
+
+    #[test]
+    fn guest_addresses_are_hex_strings_and_accept_numbers() {
+        let r: Request =
+            serde_json::from_str(r#"{"op":"vct-set","function":"vf0","address":"0x3e8a000"}"#)
+                .unwrap();
+        let back = serde_json::to_string(&r).unwrap();
+        assert!(back.contains(r#""address":"0x3e8a000""#), "{back}");
+        let n: GuestAddr = serde_json::from_str("65536").unwrap();
+        assert_eq!(n, GuestAddr(0x10000));
+        assert_eq!("4096".parse::<GuestAddr>(), Ok(GuestAddr(4096)));
+        for bad in ["", "0x", "0xg", "-1", "1.5", "0x1ffffffffffffffff"] {
+            assert!(bad.parse::<GuestAddr>().is_err(), "{bad}");
+        }
     }
 
     #[test]

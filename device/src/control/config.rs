@@ -4,8 +4,10 @@
 //!
 //! A file is checked as a whole before anything changes: names, ranges,
 //! policies, and that the addresses it gives vNICs and static entries are
-//! distinct in the state it describes and free of other owners now (two
-//! vNICs cannot swap addresses in one file). Then its steps run in order:
+//! distinct in the state it describes and free of other owners now, or
+//! owned by vNICs the file moves elsewhere (so a file may swap addresses
+//! between vNICs, as a remapped migration configuration does). Then its
+//! steps run in order:
 //! static entries removed (when the file lists its own), NumVFs, each
 //! function, static entries added.
 
@@ -14,7 +16,9 @@ use std::collections::HashMap;
 use log::error;
 
 use crate::card::Card;
-use crate::control::api::{CardFile, CardSettings, Direction, FdbFile, FunctionFile, VnicFile};
+use crate::control::api::{
+    CardFile, CardSettings, Direction, FdbFile, FunctionFile, GuestAddr, VnicFile,
+};
 use crate::control::ops::{OpError, OpResult};
 use crate::rate::{self, Limiter};
 use crate::switch::{EntryKind, Mac, Port, Vlan, MAX_VLAN};
@@ -58,6 +62,10 @@ impl Card {
                     link: Some(p.link),
                     tx_rate: Some(p.tx_rate.as_ref().map(Limiter::policy)),
                     rx_rate: Some(p.rx_rate.as_ref().map(Limiter::policy)),
+                    vct: Some(func.vct())
+                        .filter(|&a| a != 0)
+                        .or(func.pending_vct())
+                        .map(GuestAddr),
                 }
             })
             .collect();
@@ -185,19 +193,22 @@ impl Card {
 
     fn check_addresses(&self, file: &CardFile, plan: &[usize], num_vfs: u16) -> OpResult<()> {
         let vnics = self.final_addresses(file, plan, num_vfs);
+        let moving = self.moving_ports(file, plan, num_vfs);
         let mut owners: HashMap<(Mac, Vlan), Port> = HashMap::new();
         for &(mac, vlan, port) in &vnics {
             if owners.insert((mac, vlan), port).is_some() {
                 return Err(bad(format!("{mac} VLAN {vlan} is given to two vNICs")));
             }
-            // Free now, apart from the vNIC itself and statics the file
-            // replaces: no swaps within one file.
+            // Free now, apart from the vNIC itself, vNICs the file moves
+            // elsewhere (swaps are fine) and statics the file replaces.
             let now = self.switch.entries_for(mac, vlan);
-            if let Some(e) = now
-                .filter(|e| e.port != port && !(file.fdb.is_some() && e.kind == EntryKind::Static))
-            {
+            if let Some(e) = now.filter(|e| {
+                e.port != port
+                    && !(e.kind != EntryKind::Static && moving.contains(&e.port))
+                    && !(file.fdb.is_some() && e.kind == EntryKind::Static)
+            }) {
                 return Err(bad(format!(
-                    "{mac} VLAN {vlan} belongs to {} vNIC {} now (apply swaps in two steps)",
+                    "{mac} VLAN {vlan} belongs to {} vNIC {}",
                     self.functions[e.port.function].name(),
                     e.port.qp
                 )));
@@ -228,7 +239,40 @@ impl Card {
         Ok(())
     }
 
+    /// Existing vNICs whose address (MAC, port VLAN) the file changes.
+    fn moving_ports(&self, file: &CardFile, plan: &[usize], num_vfs: u16) -> Vec<Port> {
+        self.final_addresses(file, plan, num_vfs)
+            .into_iter()
+            .filter(|&(mac, vlan, port)| {
+                let func = &self.functions[port.function];
+                let cur = func.policy().vnics[port.qp as usize];
+                usize::from(port.qp) < func.queue_pairs().len()
+                    && self.switch.has_port(port)
+                    && (cur.mac, cur.vlan) != (mac, vlan)
+            })
+            .map(|(_, _, port)| port)
+            .collect()
+    }
+
     fn run_file(&mut self, file: &CardFile, plan: &[usize]) -> OpResult<()> {
+        // vNICs that change address let go of it first, so that addresses
+        // can move between them in one file; they take their new ones back
+        // at the end.
+        let moving = self.moving_ports(file, plan, file.num_vfs.unwrap_or(self.num_vfs));
+        for &port in &moving {
+            self.switch.release(port);
+        }
+        let result = self.run_steps(file, plan);
+        for port in moving {
+            if let Err(e) = self.switch.reclaim(port) {
+                let name = self.functions[port.function].name();
+                error!("{name}: vNIC {} lost its address: {e}", port.qp);
+            }
+        }
+        result
+    }
+
+    fn run_steps(&mut self, file: &CardFile, plan: &[usize]) -> OpResult<()> {
         if file.fdb.is_some() {
             for (mac, vlan, e) in self.switch.entries() {
                 if e.kind == EntryKind::Static {
@@ -281,8 +325,69 @@ impl Card {
         if let Some(p) = ff.rx_rate {
             self.set_rate(f, Direction::Rx, p)?;
         }
+        if let Some(a) = ff.vct {
+            // The entry the function already has (an export applied back)
+            // is not walked again.
+            let func = &self.functions[f];
+            let unchanged = match a.0 {
+                0 => func.vct() == 0 && func.pending_vct().is_none(),
+                _ => a.0 == func.vct() || Some(a.0) == func.pending_vct(),
+            };
+            if !unchanged {
+                self.vct_set(f, a);
+            }
+        }
         Ok(())
     }
+}
+
+impl CardFile {
+    /// Swaps the entries of the functions in each pair `(a, b)`: their
+    /// settings, VCT entries and static forwarding entries. A migration
+    /// manager restoring a guest's vf0 onto vf2 starts the destination card
+    /// from the source's export remapped with `vf0=vf2` (docs/migration.md).
+    pub fn remap(&mut self, pairs: &[(String, String)]) -> Result<(), String> {
+        let mut seen: Vec<&str> = Vec::new();
+        for (a, b) in pairs {
+            for name in [a, b] {
+                if !is_vf_name(name) {
+                    return Err(format!("{name}: only VFs (vf0, vf1, ...) can be remapped"));
+                }
+                if seen.contains(&name.as_str()) {
+                    return Err(format!("{name} appears in more than one pair"));
+                }
+                seen.push(name);
+            }
+            if a == b {
+                return Err(format!("{a}={b} maps a function onto itself"));
+            }
+        }
+        let swap = |name: &mut String| {
+            for (a, b) in pairs {
+                if name == a {
+                    *name = b.clone();
+                    return;
+                }
+                if name == b {
+                    *name = a.clone();
+                    return;
+                }
+            }
+        };
+        for f in &mut self.functions {
+            swap(&mut f.name);
+        }
+        for e in self.fdb.iter_mut().flatten() {
+            swap(&mut e.function);
+        }
+        Ok(())
+    }
+}
+
+/// "vf" and a decimal index.
+fn is_vf_name(name: &str) -> bool {
+    name.strip_prefix("vf")
+        .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
 }
 
 #[cfg(test)]
@@ -326,6 +431,82 @@ mod tests {
     }
 
     #[test]
+    fn vct_entries_travel_in_the_file_and_wait_on_a_fresh_card() {
+        let mut a = card();
+        a.vct_set(1, GuestAddr(0x3e8a000));
+        let exported = a.export();
+        let text = serde_json::to_string(&exported).unwrap();
+        assert!(text.contains(r#""vct":"0x3e8a000""#), "{text}");
+        assert_eq!(exported.functions[0].vct, None, "pf has none");
+        let mut b = card();
+        b.apply(&file(&text)).unwrap();
+        assert_eq!(b.functions[1].pending_vct(), Some(0x3e8a000));
+        assert_eq!(b.export(), exported);
+        // Applied again, the same entry is not set again.
+        b.apply(&file(&text)).unwrap();
+        assert_eq!(b.functions[1].pending_vct(), Some(0x3e8a000));
+        b.apply(&file(r#"{"functions":[{"name":"vf0","vct":0}]}"#))
+            .unwrap();
+        assert_eq!(b.functions[1].pending_vct(), None);
+    }
+
+    #[test]
+    fn a_file_may_swap_addresses_between_vnics() {
+        let mut c = card();
+        let (m0, m1) = (
+            c.functions[1].policy().vnics[0].mac,
+            c.functions[2].policy().vnics[0].mac,
+        );
+        c.switch.join(Port { function: 2, qp: 0 }, 30).unwrap();
+        c.apply(&file(&format!(
+            r#"{{"functions":[{{"name":"vf0","vnics":[{{"mac":"{m1}"}},{{}}]}},
+                {{"name":"vf1","vnics":[{{"mac":"{m0}"}},{{}}]}}]}}"#
+        )))
+        .unwrap();
+        let p = |function| Port { function, qp: 0 };
+        assert_eq!(c.switch.lookup(m1, 0), Some(p(1)));
+        assert_eq!(c.switch.lookup(m0, 0), Some(p(2)));
+        assert_eq!(c.switch.lookup(m0, 30), Some(p(2)), "the join moved along");
+        assert_eq!(c.switch.lookup(m1, 30), None);
+        assert_eq!(c.functions[1].queue_pairs()[0].mac, m1);
+    }
+
+    #[test]
+    fn remap_swaps_functions_settings_vct_and_static_entries() {
+        let mut a = card();
+        a.set_vnic(1, 0, Some("02:00:00:00:00:10".parse().unwrap()), Some(7))
+            .unwrap();
+        a.vct_set(1, GuestAddr(0x5000));
+        a.fdb_add("02:00:00:00:00:99".parse().unwrap(), 0, 1, 1)
+            .unwrap();
+        let mut f = a.export();
+        f.remap(&[("vf0".into(), "vf2".into())]).unwrap();
+        let mut b = card();
+        b.apply(&f).unwrap();
+        assert_eq!(b.functions[3].pending_vct(), Some(0x5000));
+        assert_eq!(b.functions[3].policy().vnics[0].vlan, 7);
+        assert_eq!(
+            b.functions[3].queue_pairs()[0].mac,
+            "02:00:00:00:00:10".parse().unwrap()
+        );
+        assert_eq!(b.functions[1].pending_vct(), None, "vf2 had none");
+        let statics: Vec<_> = b
+            .fdb_list()
+            .into_iter()
+            .filter(|e| e.kind == crate::control::api::FdbKind::Static)
+            .collect();
+        assert_eq!((statics.len(), statics[0].function.as_str()), (1, "vf2"));
+        for bad in [
+            vec![("pf".to_string(), "vf1".to_string())],
+            vec![("vf1".into(), "vf1".into())],
+            vec![("vf0".into(), "vf1".into()), ("vf1".into(), "vf2".into())],
+            vec![("vf0".into(), "vfx".into())],
+        ] {
+            assert!(a.export().remap(&bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
     fn a_partial_file_changes_only_what_it_names() {
         let mut c = card();
         c.apply(&file(
@@ -366,8 +547,8 @@ mod tests {
                 "given to two vNICs",
             ),
             (
-                r#"{"functions":[{"name":"vf0","vnics":[{"mac":"02:76:6e:00:02:00"}]},{"name":"vf1","vnics":[{"mac":"02:76:6e:00:01:00"}]}]}"#,
-                "swaps",
+                r#"{"functions":[{"name":"vf0","vnics":[{"mac":"02:76:6e:00:02:00"}]}]}"#,
+                "belongs to vf1 vNIC 0",
             ),
             (
                 r#"{"functions":[{"name":"vf0","rx_rate":{"avg_kbps":0,"burst_bytes":65536}}]}"#,

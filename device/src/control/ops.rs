@@ -13,8 +13,8 @@ use serde_json::Value;
 use crate::capture::{Capture, CaptureError};
 use crate::card::Card;
 use crate::control::api::{
-    CaptureInfo, Direction, Event, FdbEntry, FdbKind, FunctionInfo, FunctionStatsInfo, LinkState,
-    RatePolicy, Request, StatsInfo, VnicInfo, VnicStats,
+    CaptureInfo, Direction, Event, FdbEntry, FdbKind, FunctionInfo, FunctionStatsInfo, GuestAddr,
+    LinkState, RatePolicy, Request, StatsInfo, VnicInfo, VnicStats,
 };
 use crate::function::qp_counter;
 use crate::rate::{self, Limiter, PolicyError};
@@ -166,6 +166,12 @@ impl Card {
             Request::Subscribe {} => {
                 return Err(OpError::Unsupported("subscribe is a connection request"))
             }
+            Request::Quiesce { function } => json(self.quiesce(function.as_deref())?),
+            Request::Resume { function } => json(self.resume(function.as_deref())?),
+            Request::VctSet { function, address } => {
+                let f = self.enabled_index(&function)?;
+                json(self.vct_set(f, address))
+            }
         })
     }
 
@@ -244,6 +250,9 @@ impl Card {
             tx_rate: p.tx_rate.as_ref().map(Limiter::policy),
             rx_rate: p.rx_rate.as_ref().map(Limiter::policy),
             vct: func.vct(),
+            vct_status: func.vct_status(),
+            vct_pending: func.pending_vct().map(GuestAddr),
+            quiesced: func.quiesced(),
         }
     }
 
