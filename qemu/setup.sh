@@ -13,7 +13,8 @@
 #                  tcpdump, with which tests read the card's pcap captures,
 #                  and for migration (run-guest.sh --migrate, migrate.sh)
 #                  socat (QEMU's monitor socket), qemu-utils (qemu-img for
-#                  the savevm image) and jq (configuration edits)
+#                  the savevm image), jq (configuration edits), and the
+#                  linter shellcheck (tests/run.sh checks the scripts)
 #   qemu           debootstrap a minimal Debian trixie tree into
 #                  qemu/.cache/trixie and install qemu-system-x86 (>= 10.1,
 #                  with vfio-user-pci) from trixie-backports into it; write
@@ -181,7 +182,7 @@ apt_download() {
 
 step_host_packages() {
 	local want=(debootstrap cpio kmod gzip make gcc libc6-dev libelf-dev
-		binutils tcpdump socat qemu-utils jq "linux-headers-$KVER")
+		binutils tcpdump socat qemu-utils jq shellcheck "linux-headers-$KVER")
 	local missing=() p
 	for p in "${want[@]}"; do
 		dpkg-query -W -f='${Status}' "$p" 2>/dev/null |

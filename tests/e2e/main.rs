@@ -174,6 +174,72 @@ fn pf_sets_vf_mac_rate_and_link_and_rates_hold_their_policies() {
     show_and_check(&out, &MGMT_LINES);
 }
 
+/// Console lines worth showing from the migration scenarios.
+const MIGRATE_LINES: [&str; 10] = [
+    "E2E-",
+    "PING-LOST",
+    "PING-GAP",
+    "MIGRATE-RECOVERED",
+    "host$ ",
+    "[dmesg]",
+    "packets transmitted",
+    "sender",
+    "receiver",
+    "ifindexes",
+];
+
+/// Runs migration scenario `name` (the launcher saves and restores the
+/// guest when it prints VNIC-MIGRATE) with its host channel, prints the
+/// launcher's step timings and the scenario's checks, and fails unless the
+/// launcher migrated and the scenario passed.
+fn migration(name: &str) {
+    let t0 = std::time::Instant::now();
+    let out = run_scenario_with_host(name);
+    let run_log = std::fs::read_to_string(out.logs.join("run.log")).unwrap_or_default();
+    for line in run_log
+        .lines()
+        .filter(|l| l.contains("run-guest: migration:"))
+    {
+        println!("{line}");
+    }
+    println!("--- host.log ---\n{}--- console ---", out.host);
+    let migrated = run_log.contains("migration: host-side outage");
+    // Checked before show_and_check, which removes the logs on success.
+    assert!(
+        migrated || out.status != Some(0),
+        "the launcher never migrated the guest; logs kept in {}",
+        out.logs.display()
+    );
+    show_and_check(&out, &MIGRATE_LINES);
+    println!("{name}: {:.0} s", t0.elapsed().as_secs_f64());
+}
+
+/// savevm/loadvm onto a new vnicd started from the exported configuration
+/// (VCT entries included): the driver notices the lost PCI configuration
+/// and recovers; a ping every 0.1 s and an iperf3 TCP stream go on (same
+/// processes, same ifindexes), and the card's per-queue counters, now read
+/// from the contexts in guest memory, continue from where they were.
+#[test]
+fn migration_savevm_loadvm_keeps_ping_tcp_ifindexes_and_queue_counters() {
+    migration("migrate");
+}
+
+/// migrate to a file and -incoming, with VF0's state restored onto VF2
+/// (vnicctl remap vf0=vf2, QEMU given vf2.sock at VF0's PCI address).
+#[test]
+fn migration_to_file_onto_another_vf_keeps_ping_tcp_and_queue_counters() {
+    migration("migrate-file-vf2");
+}
+
+/// vnic.ko recovery=1 and a new vnicd without VCT entries: after loadvm the
+/// driver restores PCI config and waits; no traffic, frozen counters, no
+/// queue error, until the host writes each VCT entry (vnicctl vct set with
+/// the function's vnic_bat); then ping and TCP go on.
+#[test]
+fn migration_recovery_1_without_vct_stays_stopped_until_vct_set() {
+    migration("migrate-stopped");
+}
+
 /// Prints the console lines with any of `shown`, then fails unless the
 /// scenario passed and made at least one check.
 fn show_and_check(out: &Outcome, shown: &[&str]) {

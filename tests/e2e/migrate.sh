@@ -312,7 +312,11 @@ seqs=$(sed -n 's/.*seq=\([0-9]*\).*/\1/p' /tmp/ping.log | sort -n -u)
 got=$(printf '%s\n' "$seqs" | grep -c .)
 last=$(printf '%s\n' "$seqs" | tail -n1)
 sent=${sent:-$((last + 1))}
-gap=$(printf '%s\n' "$seqs" | awk 'NR > 1 && $1 - p - 1 > g { g = $1 - p - 1 } { p = $1 } END { print g + 0 }')
+# The longest run of missing sequence numbers, those after the last reply
+# included.
+gap=$(printf '%s\n' "$seqs" | awk -v n="$sent" '
+	{ if ($1 - p - (NR > 1) > g) g = $1 - p - (NR > 1); p = $1 }
+	END { if (n - 1 - p > g) g = n - 1 - p; print g + 0 }')
 echo "PING-LOST $((sent - got)) of $sent"
 echo "PING-GAP $gap (longest run of missing sequence numbers, 0.1 s each)"
 if ((${last:-0} > ${SEQ_BEFORE:-0} + 20 && $(replies) > R_AFTER)); then
