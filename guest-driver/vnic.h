@@ -7,7 +7,9 @@
  * per queue pair, each with its own MSI-X vector, NAPI context and rings.
  * The queues' operating state lives in guest memory, in contexts the card
  * finds through the function's VCT entry, BAT, CLATs and blocks
- * (struct vnic_state, vnic_state.c).
+ * (struct vnic_state, vnic_state.c). That is why a function whose PCI
+ * configuration QEMU lost (loadvm, migration) can be restored in place, with
+ * the same netdevs, rings and counters (vnic_recovery.c).
  */
 #ifndef _VNIC_H_
 #define _VNIC_H_
@@ -18,6 +20,7 @@
 #include <linux/if_vlan.h>
 #include <linux/io.h>
 #include <linux/io-64-nonatomic-lo-hi.h>
+#include <linux/ktime.h>
 #include <linux/mutex.h>
 #include <linux/netdevice.h>
 #include <linux/pci.h>
@@ -35,6 +38,9 @@
 
 /* How long the driver waits for QP_CTRL to take effect in QP_STATUS */
 #define VNIC_QP_CTRL_TIMEOUT_MS		500
+
+/* How often the watchdog checks that the function kept its PCI config */
+#define VNIC_WATCHDOG_MS		500
 
 /* Default ring sizes (ethtool -G changes them) */
 #define VNIC_TX_RING_DEFAULT	256
@@ -272,6 +278,20 @@ struct vnic_port {
 };
 
 /**
+ * enum vnic_fn_state - is the function usable (vnic_recovery.c)
+ * @VNIC_FN_RUNNING: configured; the normal state
+ * @VNIC_FN_WAITING: PCI configuration restored after it was lost, netdevs
+ *	detached until management's VCT entry resumes the queues (recovery=1)
+ * @VNIC_FN_STOPPED: configuration lost and not restored (recovery=0, or the
+ *	restore failed); netdevs detached for good
+ */
+enum vnic_fn_state {
+	VNIC_FN_RUNNING,
+	VNIC_FN_WAITING,
+	VNIC_FN_STOPPED,
+};
+
+/**
  * struct vnic_priv - per-function driver state
  * @pdev: the PCI function
  * @regs: BAR0 register file
@@ -290,6 +310,7 @@ struct vnic_port {
  * @irq_test_done: completed by the misc handler
  * @event_task: reads IRQ_CAUSE and acts on it, scheduled by the misc handler
  * @events_on: the misc handler may schedule @event_task
+ * @sw_causes: IRQ_CAUSE bits the driver raised itself for @event_task
  * @link_up: STATUS.LINK_UP as the last LINK cause found it
  * @admin_lock: serialises PF admin mailbox commands
  * @state: BAT, CLATs and context blocks
@@ -299,6 +320,12 @@ struct vnic_port {
  *	under RTNL
  * @qp_limit: queue pairs the driver can serve: at most QP_MAX, and each
  *	needs an MSI-X vector and an area inside BAR0
+ * @fn_state: VNIC_FN_*; changed under RTNL
+ * @watchdog: checks every VNIC_WATCHDOG_MS that the function still has its
+ *	PCI configuration, and restores it (vnic_recovery.c)
+ * @pci_state: copy of the config space saved at the end of probe
+ * @lost_at: when the watchdog found the configuration lost
+ * @recoveries: recoveries completed (sysfs vnic_recoveries)
  */
 struct vnic_priv {
 	struct pci_dev *pdev;
@@ -320,6 +347,7 @@ struct vnic_priv {
 	struct completion irq_test_done;
 	struct work_struct event_task;
 	bool events_on;
+	atomic_t sw_causes;
 	bool link_up;
 	struct mutex admin_lock;	/* one mailbox command at a time */
 
@@ -328,6 +356,12 @@ struct vnic_priv {
 	struct vnic_port **ports;
 	u32 nr_ports;
 	u32 qp_limit;
+
+	enum vnic_fn_state fn_state;
+	struct delayed_work watchdog;
+	struct pci_saved_state *pci_state;
+	ktime_t lost_at;
+	u32 recoveries;
 };
 
 static inline u32 vnic_rd32(struct vnic_priv *priv, u32 reg)
@@ -361,12 +395,22 @@ static inline u64 vnic_qp_rd64(struct vnic_port *port, u32 reg)
 	return ioread64_lo_hi(port->qp_regs + reg);
 }
 
+/*
+ * Does BAR0 answer? A function whose configuration QEMU lost reads 0 (BAR
+ * unassigned) or all-ones (gone) until the watchdog restores it.
+ */
+static inline bool vnic_card_answers(struct vnic_priv *priv)
+{
+	return vnic_rd32(priv, VNIC_REG_ID) == VNIC_ID_MAGIC;
+}
+
 /* vnic_irq.c */
 int vnic_irq_init(struct vnic_priv *priv);
 void vnic_irq_exit(struct vnic_priv *priv);
 int vnic_irq_self_test(struct vnic_priv *priv);
 void vnic_events_start(struct vnic_priv *priv);
 void vnic_events_stop(struct vnic_priv *priv);
+void vnic_events_kick(struct vnic_priv *priv, u32 cause);
 int vnic_qp_irq_request(struct vnic_port *port);
 void vnic_qp_irq_free(struct vnic_port *port);
 int vnic_napi_poll(struct napi_struct *napi, int budget);
@@ -379,6 +423,7 @@ struct vnic_queue_ctx *vnic_state_ctx(struct vnic_priv *priv, u32 type,
 				      u32 q);
 void vnic_state_ctx_reset(struct vnic_priv *priv, struct vnic_queue_ctx *ctx,
 			  dma_addr_t ring, u32 size);
+void vnic_state_ctx_stopped(struct vnic_queue_ctx *ctx);
 
 /* vnic_netdev.c */
 int vnic_netdevs_create(struct vnic_priv *priv);
@@ -387,6 +432,8 @@ void vnic_netdevs_config_changed(struct vnic_priv *priv);
 void vnic_netdevs_link_changed(struct vnic_priv *priv);
 int vnic_port_restart(struct vnic_port *port);
 const char *vnic_qerr_name(u32 code);
+void vnic_log_qp_status(struct vnic_port *port, const char *what,
+			u32 status);
 
 /* vnic_tx.c */
 int vnic_tx_ring_alloc(struct vnic_port *port);
@@ -411,6 +458,12 @@ int vnic_set_vf_trust(struct net_device *netdev, int vf, bool setting);
 int vnic_set_vf_link_state(struct net_device *netdev, int vf, int link_state);
 int vnic_get_vf_config(struct net_device *netdev, int vf,
 		       struct ifla_vf_info *ivi);
+
+/* vnic_recovery.c */
+int vnic_recovery_init(struct vnic_priv *priv);
+void vnic_recovery_start(struct vnic_priv *priv);
+void vnic_recovery_stop(struct vnic_priv *priv);
+void vnic_recovery_resumed(struct vnic_priv *priv);
 
 /* vnic_ethtool.c */
 void vnic_set_ethtool_ops(struct net_device *netdev);

@@ -8,6 +8,11 @@
  * keeps (shared by every netdev of the function, hence the fn_ prefix) and
  * the driver's own counters (sw_). -C rx-usecs is the card's interrupt
  * moderation interval QP_ITR; -G changes the ring sizes.
+ *
+ * A card that does not answer (its configuration lost, until the watchdog
+ * restores it) reads 0 or all-ones: the queue counters then come from the
+ * contexts in guest memory, as the card last wrote them back, and the
+ * function's counters read 0.
  */
 #include <linux/bitfield.h>
 #include <linux/ethtool.h>
@@ -21,16 +26,32 @@ struct vnic_reg_stat {
 	u32 reg;
 };
 
-/* This queue pair's counters: offsets inside its area */
-static const struct vnic_reg_stat vnic_qp_stats[] = {
-	{ "tx_packets",		VNIC_QP_TX_PACKETS },
-	{ "tx_bytes",		VNIC_QP_TX_BYTES },
-	{ "tx_drops",		VNIC_QP_TX_DROPS },
-	{ "tx_errors",		VNIC_QP_TX_ERRORS },
-	{ "rx_packets",		VNIC_QP_RX_PACKETS },
-	{ "rx_bytes",		VNIC_QP_RX_BYTES },
-	{ "rx_drops",		VNIC_QP_RX_DROPS },
-	{ "rx_errors",		VNIC_QP_RX_ERRORS },
+/**
+ * struct vnic_qp_stat - a queue counter
+ * @name: its name in ethtool -S
+ * @reg: offset inside the queue pair's area
+ * @rx: it belongs to the receive queue's context, not the send queue's
+ * @ctx_off: offset of the __le64 counter inside the context
+ */
+struct vnic_qp_stat {
+	char name[ETH_GSTRING_LEN];
+	u32 reg;
+	bool rx;
+	u32 ctx_off;
+};
+
+#define VNIC_CTX_OFF(field)	offsetof(struct vnic_queue_ctx, field)
+
+/* This queue pair's counters: the contexts' counters */
+static const struct vnic_qp_stat vnic_qp_stats[] = {
+	{ "tx_packets", VNIC_QP_TX_PACKETS, false, VNIC_CTX_OFF(packets) },
+	{ "tx_bytes",	VNIC_QP_TX_BYTES,   false, VNIC_CTX_OFF(bytes) },
+	{ "tx_drops",	VNIC_QP_TX_DROPS,   false, VNIC_CTX_OFF(drops) },
+	{ "tx_errors",	VNIC_QP_TX_ERRORS,  false, VNIC_CTX_OFF(errors) },
+	{ "rx_packets", VNIC_QP_RX_PACKETS, true,  VNIC_CTX_OFF(packets) },
+	{ "rx_bytes",	VNIC_QP_RX_BYTES,   true,  VNIC_CTX_OFF(bytes) },
+	{ "rx_drops",	VNIC_QP_RX_DROPS,   true,  VNIC_CTX_OFF(drops) },
+	{ "rx_errors",	VNIC_QP_RX_ERRORS,  true,  VNIC_CTX_OFF(errors) },
 };
 
 /* The function's counters: BAR0 offsets */
@@ -132,16 +153,40 @@ static void vnic_get_sw_stats(struct vnic_port *port, u64 *data)
 	data[8] = port->restarts;
 }
 
+static u64 vnic_qp_stat_read(struct vnic_port *port,
+			     const struct vnic_qp_stat *stat, bool card)
+{
+	u64 val = card ? vnic_qp_rd64(port, stat->reg) : U64_MAX;
+	void *ctx;
+
+	if (val != U64_MAX)
+		return val;
+	/* The card does not answer: its last write-back to guest memory */
+	ctx = stat->rx ? port->rq_ctx : port->sq_ctx;
+	return le64_to_cpu(READ_ONCE(*(__le64 *)(ctx + stat->ctx_off)));
+}
+
+static u64 vnic_fn_stat_read(struct vnic_priv *priv,
+			     const struct vnic_reg_stat *stat, bool card)
+{
+	u64 val = card ? vnic_rd64(priv, stat->reg) : U64_MAX;
+
+	/* Not a count: the card does not answer */
+	return val == U64_MAX ? 0 : val;
+}
+
 static void vnic_get_ethtool_stats(struct net_device *netdev,
 				   struct ethtool_stats *stats, u64 *data)
 {
 	struct vnic_port *port = netdev_priv(netdev);
+	bool card = vnic_card_answers(port->priv);
 	unsigned int i;
 
 	for (i = 0; i < VNIC_NUM_QP_STATS; i++)
-		*data++ = vnic_qp_rd64(port, vnic_qp_stats[i].reg);
+		*data++ = vnic_qp_stat_read(port, &vnic_qp_stats[i], card);
 	for (i = 0; i < VNIC_NUM_FN_STATS; i++)
-		*data++ = vnic_rd64(port->priv, vnic_fn_stats[i].reg);
+		*data++ = vnic_fn_stat_read(port->priv, &vnic_fn_stats[i],
+					    card);
 	vnic_get_sw_stats(port, data);
 }
 

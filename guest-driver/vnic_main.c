@@ -8,8 +8,10 @@
  * Probe checks the card (ID, version, SCRATCH, the test interrupt), builds
  * the device-state tables in guest memory and writes the VCT entry, then
  * registers one netdev per enabled queue pair, and from then on acts on the
- * card's events (misc vector). Remove undoes it in reverse: events, netdevs
- * (which stops their queues), VCT and tables, interrupts, BAR.
+ * card's events (misc vector). Last it saves the PCI configuration and starts
+ * the watchdog that restores it if QEMU loses it (vnic_recovery.c). Remove
+ * undoes it in reverse: watchdog, events, netdevs (which stops their
+ * queues), VCT and tables, interrupts, BAR.
  */
 #include <linux/bitfield.h>
 #include <linux/dma-mapping.h>
@@ -153,9 +155,14 @@ static int vnic_probe(struct pci_dev *pdev, const struct pci_device_id *id)
 		return -ENOMEM;
 	priv->pdev = pdev;
 	atomic_set(&priv->misc_irqs, 0);
+	atomic_set(&priv->sw_causes, 0);
 	init_completion(&priv->irq_test_done);
 	mutex_init(&priv->admin_lock);
 	pci_set_drvdata(pdev, priv);
+
+	err = vnic_recovery_init(priv);
+	if (err)
+		goto err_free_priv;
 
 	err = pci_enable_device_mem(pdev);
 	if (err) {
@@ -223,6 +230,7 @@ static int vnic_probe(struct pci_dev *pdev, const struct pci_device_id *id)
 		goto err_state_exit;
 
 	vnic_events_start(priv);
+	vnic_recovery_start(priv);
 	return 0;
 
 err_state_exit:
@@ -248,6 +256,8 @@ static void vnic_remove(struct pci_dev *pdev)
 {
 	struct vnic_priv *priv = pci_get_drvdata(pdev);
 
+	/* First: the watchdog touches the netdevs, the card and config space */
+	vnic_recovery_stop(priv);
 	vnic_events_stop(priv);
 	vnic_netdevs_destroy(priv);
 	vnic_state_exit(priv);
@@ -271,8 +281,30 @@ static ssize_t vnic_misc_irqs_show(struct device *dev,
 }
 static DEVICE_ATTR_RO(vnic_misc_irqs);
 
+/* sysfs: bus address of the BAT, what "vnicctl vct set" needs */
+static ssize_t vnic_bat_show(struct device *dev, struct device_attribute *attr,
+			     char *buf)
+{
+	struct vnic_priv *priv = dev_get_drvdata(dev);
+
+	return sysfs_emit(buf, "0x%llx\n", (u64)priv->state.bat.dma);
+}
+static DEVICE_ATTR_RO(vnic_bat);
+
+/* sysfs: times the function was recovered after losing its configuration */
+static ssize_t vnic_recoveries_show(struct device *dev,
+				    struct device_attribute *attr, char *buf)
+{
+	struct vnic_priv *priv = dev_get_drvdata(dev);
+
+	return sysfs_emit(buf, "%u\n", READ_ONCE(priv->recoveries));
+}
+static DEVICE_ATTR_RO(vnic_recoveries);
+
 static struct attribute *vnic_attrs[] = {
 	&dev_attr_vnic_misc_irqs.attr,
+	&dev_attr_vnic_bat.attr,
+	&dev_attr_vnic_recoveries.attr,
 	NULL
 };
 ATTRIBUTE_GROUPS(vnic);

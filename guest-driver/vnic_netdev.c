@@ -55,8 +55,13 @@ const char *vnic_qerr_name(u32 code)
 	}
 }
 
-static void vnic_log_qp_status(struct vnic_port *port, const char *what,
-			       u32 status)
+/**
+ * vnic_log_qp_status - log a queue pair's QP_STATUS, decoded
+ * @port: the port
+ * @what: what went wrong
+ * @status: QP_STATUS as read
+ */
+void vnic_log_qp_status(struct vnic_port *port, const char *what, u32 status)
 {
 	u32 tx_code = FIELD_GET(VNIC_QP_STATUS_TX_CODE, status);
 	u32 rx_code = FIELD_GET(VNIC_QP_STATUS_RX_CODE, status);
@@ -146,6 +151,12 @@ static int vnic_port_start(struct vnic_port *port)
 	if (port->up)
 		return 0;
 
+	/* Until the watchdog restored it (vnic_recovery.c) */
+	if (priv->fn_state != VNIC_FN_RUNNING) {
+		netdev_err(netdev, "the function lost its PCI configuration and is not restored: cannot start the queues\n");
+		return -ENODEV;
+	}
+
 	if (!priv->state.vct_ok) {
 		/* The card rejected (or ignored) the BAT at probe: retry */
 		err = vnic_state_write_vct(priv);
@@ -214,6 +225,14 @@ static void vnic_port_stop(struct vnic_port *port)
 	 */
 	if (!port->gone)
 		vnic_qp_disable(port);
+	/*
+	 * A card that never loaded the contexts (the function waits for its
+	 * VCT entry after a restore) wrote nothing back: no context may say
+	 * RUNNING once its ring is freed, or a VCT entry written later would
+	 * resume it.
+	 */
+	vnic_state_ctx_stopped(port->sq_ctx);
+	vnic_state_ctx_stopped(port->rq_ctx);
 
 	vnic_tx_ring_free(port);
 	vnic_rx_ring_free(port);
@@ -356,7 +375,9 @@ static void vnic_reset_task(struct work_struct *work)
 					      reset_task);
 
 	rtnl_lock();
-	if (netif_running(port->netdev)) {
+	/* A detached netdev waits for the recovery (vnic_recovery.c) */
+	if (netif_running(port->netdev) &&
+	    netif_device_present(port->netdev)) {
 		port->restarts++;
 		if (vnic_port_restart(port))
 			netdev_err(port->netdev, "restart failed; set the link down and up to retry\n");
@@ -691,7 +712,8 @@ int vnic_netdevs_create(struct vnic_priv *priv)
  * vnic_netdevs_config_changed - act on IRQ_CAUSE.CONFIG
  * @priv: driver state
  *
- * Management changed QP_NUM or a vNIC's MAC. Queue pairs the card added get
+ * Management changed QP_NUM or a vNIC's MAC, or the function was recovered
+ * and either may have changed meanwhile. Queue pairs the card added get
  * a netdev each, as at probe; the netdevs of queue pairs it removed (already
  * stopped and written back by the card, their areas no longer answering) are
  * unregistered and freed without a register access. Queue pairs below both
@@ -708,13 +730,17 @@ void vnic_netdevs_config_changed(struct vnic_priv *priv)
 		return;
 
 	rtnl_lock();
-	old_n = priv->nr_ports;
-	n = vnic_rd32(priv, VNIC_REG_QP_NUM);
-	if (n == ~0U) {
+	/*
+	 * A BAR that does not answer reads QP_NUM 0 or all-ones, neither of
+	 * which means anything; the recovery runs this check again.
+	 */
+	if (priv->fn_state != VNIC_FN_RUNNING || !vnic_card_answers(priv)) {
 		rtnl_unlock();
-		pci_warn(pdev, "QP_NUM reads all-ones: the card does not answer\n");
+		pci_dbg(pdev, "configuration check skipped: the card does not answer\n");
 		return;
 	}
+	old_n = priv->nr_ports;
+	n = vnic_rd32(priv, VNIC_REG_QP_NUM);
 	priv->qp_num = n;
 	if (n > priv->qp_limit) {
 		pci_warn(pdev, "QP_NUM %u: only %u queue pairs usable (QP_MAX %u)\n",
@@ -755,11 +781,12 @@ void vnic_netdevs_link_changed(struct vnic_priv *priv)
 	bool up;
 
 	rtnl_lock();
-	status = vnic_rd32(priv, VNIC_REG_STATUS);
-	if (status == ~0U) {
+	/* A function being recovered gets its carrier when it runs again */
+	if (priv->fn_state != VNIC_FN_RUNNING || !vnic_card_answers(priv)) {
 		rtnl_unlock();
 		return;
 	}
+	status = vnic_rd32(priv, VNIC_REG_STATUS);
 	up = status & VNIC_STATUS_LINK_UP;
 	for (q = 0; q < priv->nr_ports; q++) {
 		port = priv->ports[q];

@@ -110,6 +110,8 @@
 #define VNIC_REG_IRQ_CAUSE		0x04c
 #define   VNIC_IRQ_CAUSE_CONFIG		BIT(0)	/* QP_NUM or a vNIC MAC changed */
 #define   VNIC_IRQ_CAUSE_LINK		BIT(1)	/* STATUS.LINK_UP changed */
+/* management's VCT entry was committed: the queues resumed (migration) */
+#define   VNIC_IRQ_CAUSE_RESUMED	BIT(2)
 
 /* 0x050 NUM_VFS (RO): enabled VFs of the card (PF), 0 on a VF */
 #define VNIC_REG_NUM_VFS		0x050

@@ -333,3 +333,17 @@ void vnic_state_ctx_reset(struct vnic_priv *priv, struct vnic_queue_ctx *ctx,
 	ctx->ring = cpu_to_le64(ring);
 	ctx->size = cpu_to_le16(size);
 }
+
+/**
+ * vnic_state_ctx_stopped - mark a context as not running
+ * @ctx: the context of a queue the card does not run
+ *
+ * The card clears RUNNING itself when it stops a queue; this covers a card
+ * that never loaded the context. The rest stays for the card to read.
+ */
+void vnic_state_ctx_stopped(struct vnic_queue_ctx *ctx)
+{
+	u16 state = le16_to_cpu(READ_ONCE(ctx->state));
+
+	WRITE_ONCE(ctx->state, cpu_to_le16(state & ~VNIC_QCTX_STATE_RUNNING));
+}

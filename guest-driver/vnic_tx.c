@@ -282,9 +282,13 @@ void vnic_tx_clean(struct vnic_port *port, int napi_budget)
 	netdev_tx_completed_queue(netdev_get_tx_queue(port->netdev, 0), pkts,
 				  bytes);
 
-	/* Pairs with the barrier in vnic_start_xmit() */
+	/*
+	 * Pairs with the barrier in vnic_start_xmit(). A detached netdev (the
+	 * function is being recovered) stays stopped: attaching wakes it.
+	 */
 	smp_mb();
 	if (unlikely(netif_queue_stopped(port->netdev)) &&
+	    netif_device_present(port->netdev) &&
 	    vnic_tx_unused(tx) >= vnic_tx_wake_thresh(tx))
 		netif_wake_queue(port->netdev);
 }
