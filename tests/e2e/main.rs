@@ -190,9 +190,13 @@ const MIGRATE_LINES: [&str; 10] = [
 
 /// Runs migration scenario `name` (the launcher saves and restores the
 /// guest when it prints VNIC-MIGRATE) with its host channel, prints the
-/// launcher's step timings and the scenario's checks, and fails unless the
-/// launcher migrated and the scenario passed.
+/// launcher's step timings, the host commands and the scenario's checks,
+/// and fails unless the launcher migrated and the scenario passed. One
+/// migration test runs at a time, so the outages they print are not
+/// another guest's load.
 fn migration(name: &str) {
+    static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let t0 = std::time::Instant::now();
     let out = run_scenario_with_host(name);
     let run_log = std::fs::read_to_string(out.logs.join("run.log")).unwrap_or_default();
@@ -202,7 +206,11 @@ fn migration(name: &str) {
     {
         println!("{line}");
     }
-    println!("--- host.log ---\n{}--- console ---", out.host);
+    println!("--- host commands ---");
+    for line in out.host.lines().filter(|l| l.contains(" -> rc ")) {
+        println!("{line}");
+    }
+    println!("--- console ---");
     let migrated = run_log.contains("migration: host-side outage");
     // Checked before show_and_check, which removes the logs on success.
     assert!(
