@@ -350,8 +350,11 @@ impl CardFile {
         let mut seen: Vec<&str> = Vec::new();
         for (a, b) in pairs {
             for name in [a, b] {
-                if !is_vf_name(name) {
+                let Some(index) = vf_index(name) else {
                     return Err(format!("{name}: only VFs (vf0, vf1, ...) can be remapped"));
+                };
+                if let Some(card) = self.card.filter(|c| index >= c.vfs) {
+                    return Err(format!("{name}: the card has {} VFs", card.vfs));
                 }
                 if seen.contains(&name.as_str()) {
                     return Err(format!("{name} appears in more than one pair"));
@@ -384,10 +387,12 @@ impl CardFile {
     }
 }
 
-/// "vf" and a decimal index.
-fn is_vf_name(name: &str) -> bool {
-    name.strip_prefix("vf")
-        .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+/// The index of a VF named "vf" and a decimal number.
+fn vf_index(name: &str) -> Option<u16> {
+    let n = name.strip_prefix("vf")?;
+    n.bytes()
+        .all(|b| b.is_ascii_digit())
+        .then(|| n.parse().ok())?
 }
 
 #[cfg(test)]
@@ -501,6 +506,8 @@ mod tests {
             vec![("vf1".into(), "vf1".into())],
             vec![("vf0".into(), "vf1".into()), ("vf1".into(), "vf2".into())],
             vec![("vf0".into(), "vfx".into())],
+            vec![("vf0".into(), "vf4".into())],
+            vec![("vf0".into(), "vf".into())],
         ] {
             assert!(a.export().remap(&bad).is_err(), "{bad:?}");
         }
