@@ -175,7 +175,7 @@ fn pf_sets_vf_mac_rate_and_link_and_rates_hold_their_policies() {
 }
 
 /// Console lines worth showing from the migration scenarios.
-const MIGRATE_LINES: [&str; 10] = [
+const MIGRATE_LINES: [&str; 11] = [
     "E2E-",
     "PING-LOST",
     "PING-GAP",
@@ -186,6 +186,7 @@ const MIGRATE_LINES: [&str; 10] = [
     "sender",
     "receiver",
     "ifindexes",
+    "tx+rx packets",
 ];
 
 /// Runs migration scenario `name` (the launcher saves and restores the

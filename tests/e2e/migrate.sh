@@ -144,6 +144,7 @@ compare_counters() {
 		line=$(($(get "$old" "$q.tx_packets") + $(get "$old" "$q.rx_packets")))
 		now=$((${N[$q.tx_packets]:-0} + ${N[$q.rx_packets]:-0}))
 		((line == 0)) && continue
+		echo "  [$what $q] tx+rx packets $line before, $now after"
 		if ((now > line)); then
 			grew=$((grew + 1))
 		else
