@@ -24,3 +24,4 @@ pub mod server;
 pub mod state;
 pub mod switch;
 pub mod test_utils;
+pub mod uplink;

@@ -12,6 +12,7 @@ use log::error;
 use vnic::card::{Card, CardConfig};
 use vnic::control::api::CardFile;
 use vnic::server::Server;
+use vnic::uplink::{Uplink, UplinkSpec};
 
 /// An emulated PCIe SR-IOV network card served over vfio-user.
 #[derive(Parser, Debug)]
@@ -42,6 +43,10 @@ struct Args {
     /// Configuration file (JSON, docs/management.md) applied at start.
     #[arg(long)]
     config: Option<PathBuf>,
+    /// The physical port: none, tap:NAME or udp:LOCAL,REMOTE
+    /// (docs/vxlan.md).
+    #[arg(long, default_value = "none")]
+    uplink: UplinkSpec,
 }
 
 /// Reads and parses a configuration file.
@@ -111,6 +116,13 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
         card.take_events();
+    }
+    match Uplink::open(&args.uplink) {
+        Ok(u) => card.set_uplink(u),
+        Err(e) => {
+            error!("uplink {}: {e}", args.uplink);
+            return ExitCode::FAILURE;
+        }
     }
     let stop = match stop_signals() {
         Ok(fd) => fd,
