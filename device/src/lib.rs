@@ -25,3 +25,4 @@ pub mod state;
 pub mod switch;
 pub mod test_utils;
 pub mod uplink;
+pub mod vxlan;
