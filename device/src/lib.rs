@@ -25,4 +25,3 @@ pub mod state;
 pub mod switch;
 pub mod test_utils;
 pub mod uplink;
-pub mod vxlan;
