@@ -49,10 +49,6 @@ impl Write for Pending {
     }
 }
 
-/// The capture filter meaning the uplink (`capture-start` with
-/// `"function": "uplink"`): frames leaving and entering the port.
-pub const UPLINK: usize = usize::MAX;
-
 /// A running capture.
 pub struct Capture {
     path: PathBuf,
@@ -106,17 +102,9 @@ impl Capture {
         self.frames
     }
 
-    /// Whether frames of function `f` are captured ([`UPLINK`]: frames
-    /// entering the switch from the uplink).
+    /// Whether frames of function `f` are captured.
     pub fn wants(&self, f: usize) -> bool {
         !self.failed && self.function.is_none_or(|want| want == f)
-    }
-
-    /// Whether frames leaving through the uplink are captured: only by a
-    /// capture of the uplink (a capture of everything records each frame
-    /// once, as it enters the switch).
-    pub fn wants_uplink_out(&self) -> bool {
-        !self.failed && self.function == Some(UPLINK)
     }
 
     /// Records one frame, stamped with the wall clock.

@@ -10,7 +10,6 @@ use crate::function::{Function, FunctionKind, FunctionSpec, BARS, VF_DEVICE_ID};
 use crate::pci::caps::SriovLayout;
 use crate::ring::MAX_FRAME;
 use crate::switch::{Port, Switch};
-use crate::uplink::Uplink;
 
 /// Most VFs one card offers (MAC addresses and FUNC encode the VF number in
 /// one byte; 128 leaves room for the PF and growth).
@@ -109,11 +108,6 @@ pub struct Card {
     pub(crate) pending_tx: Vec<usize>,
     /// Functions whose queue contexts changed in this turn.
     pub(crate) touched: Vec<usize>,
-    /// The physical port (docs/vxlan.md).
-    pub(crate) uplink: Uplink,
-    /// Frames may still wait on the uplink (a batch ended before it was
-    /// drained).
-    pub(crate) uplink_more: bool,
 }
 
 impl Card {
@@ -149,8 +143,6 @@ impl Card {
             num_vfs: config.vfs,
             pending_tx: Vec::new(),
             touched: Vec::new(),
-            uplink: Uplink::default(),
-            uplink_more: false,
             config,
         })
         .map(|mut card: Card| {
@@ -158,15 +150,6 @@ impl Card {
             card.functions[0].set_num_vfs(n);
             card
         })
-    }
-
-    /// Connects the card's physical port.
-    pub fn set_uplink(&mut self, uplink: Uplink) {
-        self.uplink = uplink;
-    }
-
-    pub fn uplink(&self) -> &Uplink {
-        &self.uplink
     }
 
     /// Events produced since the last call.

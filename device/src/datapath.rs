@@ -11,14 +11,12 @@ use std::time::Instant;
 
 use log::{debug, info, warn};
 
-use crate::capture::UPLINK;
 use crate::card::Card;
 use crate::control::api::Event;
 use crate::function::{SwitchOp, MISC_VECTORS};
 use crate::queue::Arrival;
 use crate::regs::FnStat;
 use crate::switch::{strip_tag, Decision, DropReason, Port};
-use crate::uplink::{MAX_UPLINK_FRAME, RX_BATCH};
 
 /// Frames one send queue may switch per turn of the event loop.
 pub const TX_BUDGET: usize = 256;
@@ -50,7 +48,7 @@ impl Card {
 
     /// Whether frames are waiting for another turn.
     pub fn busy(&self) -> bool {
-        !self.pending_tx.is_empty() || self.uplink_more
+        !self.pending_tx.is_empty()
     }
 
     /// Serves every function with rung send doorbells, once, within budget.
@@ -239,68 +237,15 @@ impl Card {
                         self.deliver(port, now);
                     }
                 }
-                // Floods also leave through the uplink.
+                // Floods also leave through the uplink (none yet).
                 counters(self, FnStat::ToUplink);
-                self.send_uplink();
                 false
             }
             Decision::Uplink => {
                 self.counters.unknown_unicast += 1;
                 counters(self, FnStat::ToUplink);
-                self.send_uplink();
                 false
             }
-        }
-    }
-
-    /// Sends the frame in `scratch` out of the physical port.
-    fn send_uplink(&mut self) {
-        if let Some(c) = self.capture.as_mut().filter(|c| c.wants_uplink_out()) {
-            c.record(&self.scratch);
-        }
-        self.uplink.send(&self.scratch);
-    }
-
-    /// Takes up to [`RX_BATCH`] frames from the uplink into the switch.
-    /// Whether frames may still be waiting is kept in `uplink_more`, so the
-    /// event loop comes back without blocking.
-    pub fn uplink_input(&mut self) {
-        let now = Instant::now();
-        let mut buf = std::mem::take(&mut self.scratch);
-        buf.resize(MAX_UPLINK_FRAME, 0);
-        let mut n = 0;
-        while n < RX_BATCH {
-            let Some(len) = self.uplink.recv(&mut buf) else {
-                break;
-            };
-            n += 1;
-            self.scratch.clear();
-            self.scratch.extend_from_slice(&buf[..len]);
-            self.switch_from_uplink(now);
-        }
-        self.uplink_more = n == RX_BATCH;
-        buf.clear();
-        self.scratch = buf;
-        self.run_pending();
-    }
-
-    /// Switches the frame in `scratch`, which came in from the uplink.
-    fn switch_from_uplink(&mut self, now: Instant) {
-        if let Some(c) = self.capture.as_mut().filter(|c| c.wants(UPLINK)) {
-            c.record(&self.scratch);
-        }
-        self.counters.switched += 1;
-        match self.switch.forward_from_uplink(&self.scratch) {
-            Decision::Unicast(port) => self.deliver(port, now),
-            Decision::Flood(ports) => {
-                self.counters.flooded += 1;
-                for port in ports {
-                    if self.rx_running(port) {
-                        self.deliver(port, now);
-                    }
-                }
-            }
-            Decision::Uplink | Decision::Drop(_) => self.uplink.stats.rx_dropped += 1,
         }
     }
 
@@ -517,85 +462,6 @@ mod tests {
         assert_eq!(b.received(0).len(), 42);
         assert_eq!(fn_stat(&c, 2, FnStat::RxPackets), 42);
         assert!(b.received(0).iter().all(|r| *r == f));
-    }
-
-    /// A card whose uplink is a UDP socket, and the other end of it.
-    fn card_with_wire() -> (Card, std::net::UdpSocket) {
-        use crate::uplink::{Uplink, UplinkSpec};
-        let peer = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
-        let local = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
-        let spec = UplinkSpec::Udp {
-            local: local.local_addr().unwrap(),
-            remote: peer.local_addr().unwrap(),
-        };
-        drop(local);
-        let mut c = card();
-        c.set_uplink(Uplink::open(&spec).unwrap());
-        peer.connect(spec_local(&spec)).unwrap();
-        peer.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-        (c, peer)
-    }
-
-    fn spec_local(spec: &crate::uplink::UplinkSpec) -> std::net::SocketAddr {
-        match spec {
-            crate::uplink::UplinkSpec::Udp { local, .. } => *local,
-            _ => unreachable!(),
-        }
-    }
-
-    /// Lets the card read what the wire's far end sent.
-    fn pump(c: &mut Card) {
-        for _ in 0..100 {
-            let before = c.uplink.stats.rx_frames;
-            c.uplink_input();
-            if c.uplink.stats.rx_frames > before {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
-    }
-
-    #[test]
-    fn unknown_unicast_and_floods_leave_through_the_uplink_and_frames_come_in() {
-        let (mut c, peer) = card_with_wire();
-        let mut a = Vm::attach(&mut c, 1, 8);
-        let b = Vm::attach(&mut c, 2, 8);
-        let mut buf = [0u8; 2048];
-        // Unknown unicast: out of the port, byte for byte.
-        let away = eth(Mac([2, 0, 0, 0, 0, 9]), mac(&c, 1, 0), None, 300);
-        a.send(&mut c, 0, std::slice::from_ref(&away));
-        let n = peer.recv(&mut buf).unwrap();
-        assert_eq!(&buf[..n], &away[..]);
-        // A broadcast reaches the local vNICs and the port.
-        let bcast = eth(Mac([0xff; 6]), mac(&c, 1, 0), None, 80);
-        a.send(&mut c, 0, std::slice::from_ref(&bcast));
-        assert_eq!(peer.recv(&mut buf).unwrap(), bcast.len());
-        assert_eq!(b.received(0), vec![bcast.clone()]);
-        // From outside: unicast to a vNIC, a broadcast, unknown unicast
-        // (dropped, never sent back out) and garbage.
-        let inbound = eth(mac(&c, 2, 1), Mac([2, 0, 0, 0, 0, 9]), None, 200);
-        peer.send(&inbound).unwrap();
-        pump(&mut c);
-        assert_eq!(b.received(1), vec![bcast.clone(), inbound]);
-        let from_out = eth(Mac([0xff; 6]), Mac([2, 0, 0, 0, 0, 9]), None, 90);
-        peer.send(&from_out).unwrap();
-        pump(&mut c);
-        assert_eq!(a.received(0), vec![from_out.clone()], "every vNIC");
-        assert_eq!(b.received(0), vec![bcast, from_out]);
-        peer.send(&eth(
-            Mac([2, 0, 0, 0, 0, 7]),
-            Mac([2, 0, 0, 0, 0, 9]),
-            None,
-            90,
-        ))
-        .unwrap();
-        pump(&mut c);
-        peer.send(&[1, 2, 3]).unwrap();
-        pump(&mut c);
-        let s = c.uplink.stats;
-        assert_eq!((s.tx_frames, s.rx_frames, s.rx_dropped), (2, 4, 2));
-        peer.set_nonblocking(true).unwrap();
-        assert!(peer.recv(&mut buf).is_err(), "nothing was sent back out");
     }
 
     #[test]

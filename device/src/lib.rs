@@ -24,4 +24,3 @@ pub mod server;
 pub mod state;
 pub mod switch;
 pub mod test_utils;
-pub mod uplink;

@@ -504,29 +504,6 @@ impl Switch {
     }
 }
 
-impl Switch {
-    /// Where a frame that came in from the uplink goes: its (destination,
-    /// VLAN) entry, or every vNIC of its VLAN for broadcast and multicast.
-    /// There is no spoof check (the outside world has many addresses) and
-    /// unknown unicast is [`Decision::Uplink`], which the caller drops:
-    /// the card never sends a frame back out of the port it came in by.
-    pub fn forward_from_uplink(&self, frame: &[u8]) -> Decision {
-        let Some(info) = FrameInfo::parse(frame) else {
-            return Decision::Drop(DropReason::Malformed);
-        };
-        if info.dst.is_multicast() {
-            let ports = self
-                .members
-                .get(&info.vlan)
-                .map(|s| s.iter().copied().collect())
-                .unwrap_or_default();
-            return Decision::Flood(ports);
-        }
-        self.lookup(info.dst, info.vlan)
-            .map_or(Decision::Uplink, Decision::Unicast)
-    }
-}
-
 /// Copies `frame` without its outer 802.1Q tag into `out` (delivery to a
 /// port with a port VLAN: the guest sees untagged frames).
 pub fn strip_tag(frame: &[u8], out: &mut Vec<u8>) {

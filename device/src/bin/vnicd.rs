@@ -12,7 +12,6 @@ use log::error;
 use vnic::card::{Card, CardConfig};
 use vnic::control::api::CardFile;
 use vnic::server::Server;
-use vnic::uplink::{Uplink, UplinkSpec};
 
 /// An emulated PCIe SR-IOV network card served over vfio-user.
 #[derive(Parser, Debug)]
@@ -43,10 +42,6 @@ struct Args {
     /// Configuration file (JSON, docs/management.md) applied at start.
     #[arg(long)]
     config: Option<PathBuf>,
-    /// The physical port: none, tap:NAME or udp:LOCAL,REMOTE
-    /// (docs/vxlan.md).
-    #[arg(long, default_value = "none")]
-    uplink: UplinkSpec,
 }
 
 /// Reads and parses a configuration file.
@@ -116,13 +111,6 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
         card.take_events();
-    }
-    match Uplink::open(&args.uplink) {
-        Ok(u) => card.set_uplink(u),
-        Err(e) => {
-            error!("uplink {}: {e}", args.uplink);
-            return ExitCode::FAILURE;
-        }
     }
     let stop = match stop_signals() {
         Ok(fd) => fd,

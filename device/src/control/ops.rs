@@ -10,7 +10,7 @@ use std::time::Instant;
 use log::info;
 use serde_json::Value;
 
-use crate::capture::{Capture, CaptureError, UPLINK};
+use crate::capture::{Capture, CaptureError};
 use crate::card::Card;
 use crate::control::api::{
     CaptureInfo, Direction, Event, FdbEntry, FdbKind, FunctionInfo, FunctionStatsInfo, GuestAddr,
@@ -153,7 +153,7 @@ impl Card {
                 json(self.stats(only))
             }
             Request::CaptureStart { path, function } => {
-                let only = function.map(|n| self.capture_target(&n)).transpose()?;
+                let only = function.map(|n| self.function_index(&n)).transpose()?;
                 self.capture_start(path, only)?;
                 done
             }
@@ -513,12 +513,6 @@ impl Card {
             ("unknown_unicast", c.unknown_unicast),
             ("fdb_entries", self.switch.len() as u64),
             ("num_vfs", u64::from(self.num_vfs)),
-            ("uplink_tx_frames", self.uplink.stats.tx_frames),
-            ("uplink_tx_bytes", self.uplink.stats.tx_bytes),
-            ("uplink_tx_errors", self.uplink.stats.tx_errors),
-            ("uplink_rx_frames", self.uplink.stats.rx_frames),
-            ("uplink_rx_bytes", self.uplink.stats.rx_bytes),
-            ("uplink_rx_dropped", self.uplink.stats.rx_dropped),
         ];
         let functions = (0..self.functions.len())
             .filter(|f| only.is_none_or(|o| o == *f))
@@ -569,24 +563,9 @@ impl Card {
     fn capture_info(&self) -> Option<CaptureInfo> {
         self.capture.as_ref().map(|c| CaptureInfo {
             path: c.path().to_path_buf(),
-            function: c.function().map(|f| self.capture_target_name(f)),
+            function: c.function().map(|f| self.name(f)),
             frames: c.frames(),
         })
-    }
-
-    /// A capture's filter by name: a function, or the uplink.
-    fn capture_target(&self, name: &str) -> OpResult<usize> {
-        match name {
-            "uplink" => Ok(UPLINK),
-            _ => self.function_index(name),
-        }
-    }
-
-    fn capture_target_name(&self, f: usize) -> String {
-        match f {
-            UPLINK => "uplink".into(),
-            _ => self.name(f),
-        }
     }
 
     pub fn capture_start(&mut self, path: PathBuf, only: Option<usize>) -> OpResult<()> {

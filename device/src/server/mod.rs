@@ -50,8 +50,6 @@ const STOP: Token = Token(usize::MAX - 1);
 const TIMER: Token = Token(usize::MAX - 2);
 /// Token of the control socket's listener.
 const CONTROL: Token = Token(usize::MAX - 3);
-/// Token of the uplink's descriptor (TAP or UDP socket).
-const UPLINK: Token = Token(usize::MAX - 4);
 /// Control client `i` is `CONTROL_CLIENTS + i`.
 const CONTROL_CLIENTS: usize = usize::MAX - 64;
 /// The control socket's file name in the socket directory.
@@ -127,11 +125,6 @@ impl Server {
         poll.registry()
             .register(&mut SourceFd(&timer.as_raw_fd()), TIMER, Interest::READABLE)
             .map_err(ServerError::Poll)?;
-        if let Some(fd) = card.uplink().fd() {
-            poll.registry()
-                .register(&mut SourceFd(&fd), UPLINK, Interest::READABLE)
-                .map_err(ServerError::Poll)?;
-        }
         let mut server = Server {
             poll,
             card,
@@ -236,7 +229,6 @@ impl Server {
                         let _ = self.timer.wait();
                         self.timer_due = None;
                     }
-                    UPLINK => self.card.uplink_input(),
                     CONTROL => {
                         let registry = self.poll.registry();
                         self.control
@@ -264,11 +256,6 @@ impl Server {
                     ConnState::Busy => self.backlog.push(i),
                     ConnState::Gone => self.drop_client(i),
                 }
-            }
-            if self.card.uplink_more {
-                // The last batch ended before the uplink was drained (the
-                // poll is edge-triggered): carry on reading.
-                self.card.uplink_input();
             }
             self.card.run_pending();
             self.card.run_timers(Instant::now());
