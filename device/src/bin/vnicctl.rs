@@ -963,6 +963,29 @@ fn event_text(e: &Event) -> String {
             address,
             state,
         } => format!("vct-changed {function} {address} {}", enum_name(state)),
+        Event::VxlanMiss {
+            vni,
+            function,
+            vnic,
+            frame,
+        } => format!(
+            "vxlan-miss vni={vni} {function} vnic={vnic} {} bytes",
+            frame.0.len()
+        ),
+        Event::VxlanPunt {
+            vni,
+            outer_src_ip,
+            outer_src_mac,
+            reason,
+            frame,
+        } => format!(
+            "vxlan-punt vni={vni} from {outer_src_ip} {outer_src_mac} {} {} bytes",
+            enum_name(reason),
+            frame.0.len()
+        ),
+        Event::VxlanEvicted { vni, mac, tunnel } => {
+            format!("vxlan-evicted vni={vni} {mac} tunnel={tunnel}")
+        }
     }
 }
 
@@ -1242,6 +1265,7 @@ mod tests {
             vct_status: 0,
             vct_pending: None,
             quiesced: false,
+            vni: None,
         }
     }
 

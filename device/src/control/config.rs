@@ -35,6 +35,7 @@ impl Card {
             vfs: c.vfs,
             queue_pairs: c.queue_pairs,
             card_id: c.card_id,
+            vxlan_capacity: crate::control::api::DEFAULT_VXLAN_CAPACITY,
         }
     }
 
@@ -66,6 +67,7 @@ impl Card {
                         .filter(|&a| a != 0)
                         .or(func.pending_vct())
                         .map(GuestAddr),
+                    vni: None,
                 }
             })
             .collect();
@@ -86,6 +88,7 @@ impl Card {
             num_vfs: Some(self.num_vfs),
             functions,
             fdb: Some(fdb),
+            vtep: None,
         }
     }
 

@@ -83,6 +83,16 @@ impl Card {
     pub fn handle(&mut self, req: Request) -> OpResult<Value> {
         let done = Value::Null;
         Ok(match req {
+            Request::SetVtep { .. }
+            | Request::SetAttr { .. }
+            | Request::VxlanList {}
+            | Request::VxlanAdd { .. }
+            | Request::VxlanDel { .. }
+            | Request::VxlanSend { .. }
+            | Request::VxlanDeliver { .. }
+            | Request::UplinkSend { .. } => {
+                return Err(OpError::Unsupported("VxLAN is not implemented yet"))
+            }
             Request::List {} => json(self.list()),
             Request::Show { function } => {
                 let f = self.function_index(&function)?;
@@ -253,6 +263,7 @@ impl Card {
             vct_status: func.vct_status(),
             vct_pending: func.pending_vct().map(GuestAddr),
             quiesced: func.quiesced(),
+            vni: None,
         }
     }
 
