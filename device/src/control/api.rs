@@ -279,6 +279,22 @@ pub struct VxlanAddInfo {
     pub evicted: Vec<EvictedInfo>,
 }
 
+/// The answer to `vxlan-send`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VxlanSendInfo {
+    /// False: the tables missed again (or no VTEP); the frame was dropped
+    /// and counted, and no new request was made.
+    pub sent: bool,
+}
+
+/// The answer to `vxlan-deliver`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VxlanDeliverInfo {
+    /// vNICs the frame was written to (0: none of the VNI's vNICs has the
+    /// destination MAC, or their receive queues are stopped).
+    pub delivered: u32,
+}
+
 /// Why a VxLAN frame from the uplink went to the host.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
