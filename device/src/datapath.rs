@@ -581,6 +581,61 @@ mod tests {
     }
 
     #[test]
+    fn the_uplink_carries_unknown_unicast_and_floods_tagged_as_switched() {
+        let mut c = card();
+        c.set_uplink(crate::uplink::Uplink::memory());
+        let mut a = Vm::attach(&mut c, 1, 8);
+        let b = Vm::attach(&mut c, 2, 8);
+        c.set_vnic(1, 0, None, Some(10)).unwrap();
+        let far = Mac([2, 1, 2, 3, 4, 5]);
+        let sa = mac(&c, 1, 0);
+        a.send(&mut c, 0, &[eth(far, sa, None, 80)]);
+        a.send(&mut c, 0, &[eth(Mac::BROADCAST, sa, None, 80)]);
+        let sent = c.uplink.take_sent();
+        assert_eq!(
+            sent,
+            vec![
+                eth(far, sa, Some(10), 84),
+                eth(Mac::BROADCAST, sa, Some(10), 84)
+            ],
+            "802.1Q trunk: tagged with the port VLAN"
+        );
+        // A frame to a local vNIC does not leave.
+        let f = eth(mac(&c, 2, 0), mac(&c, 1, 1), None, 60);
+        a.send(&mut c, 1, std::slice::from_ref(&f));
+        assert_eq!(b.received(0), vec![f]);
+        assert!(c.uplink.take_sent().is_empty());
+        assert_eq!(c.uplink.counters.tx_frames, 2);
+        assert_eq!(fn_stat(&c, 1, FnStat::ToUplink), 2);
+    }
+
+    #[test]
+    fn frames_from_the_uplink_are_switched_by_vlan_and_unknown_ones_dropped() {
+        let mut c = card();
+        c.set_uplink(crate::uplink::Uplink::memory());
+        let a = Vm::attach(&mut c, 1, 8);
+        let b = Vm::attach(&mut c, 2, 8);
+        c.set_vnic(1, 0, None, Some(10)).unwrap();
+        let far = Mac([2, 1, 2, 3, 4, 5]);
+        // Tagged for VLAN 10: to the access port, untagged there.
+        c.uplink.inject(eth(mac(&c, 1, 0), far, Some(10), 84));
+        // Untagged broadcast: every untagged vNIC, not the VLAN 10 one.
+        c.uplink.inject(eth(Mac::BROADCAST, far, None, 60));
+        // Unknown unicast, a runt.
+        c.uplink.inject(eth(Mac([2, 9, 9, 9, 9, 9]), far, None, 60));
+        c.uplink.inject(vec![1, 2, 3]);
+        c.run_uplink();
+        assert_eq!(a.received(0), vec![eth(mac(&c, 1, 0), far, None, 80)]);
+        assert_eq!(a.received(1).len(), 1);
+        assert_eq!(b.received(0).len(), 1);
+        assert_eq!(b.received(1).len(), 1);
+        assert_eq!(c.uplink.counters.rx_frames, 4);
+        assert_eq!(c.uplink.counters.rx_dropped, 2);
+        assert!(c.uplink.take_sent().is_empty(), "never sent back out");
+        assert!(!c.busy());
+    }
+
+    #[test]
     fn hostile_send_ring_fails_one_queue_and_nothing_else() {
         let mut c = card();
         let mut a = Vm::attach(&mut c, 1, 8);
