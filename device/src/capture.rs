@@ -1,5 +1,6 @@
-//! Packet capture: frames entering the switch, written to a pcap file that
-//! tcpdump and tshark read (docs/management.md, "Packet capture").
+//! Packet capture: frames entering the switch, or those crossing the
+//! uplink, written to a pcap file that tcpdump and tshark read
+//! (docs/management.md, "Packet capture"; docs/vxlan.md).
 //!
 //! Writes go through a buffer and are flushed once per turn of the event
 //! loop, so a capture costs a memcpy per frame on the data path and one
@@ -49,11 +50,25 @@ impl Write for Pending {
     }
 }
 
+/// Which frames a capture records.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Scope {
+    /// Every frame entering the switch: from send queues and from the
+    /// uplink.
+    All,
+    /// Frames function (index) sends.
+    Function(usize),
+    /// Frames leaving and entering the uplink (outer frames for VxLAN).
+    Uplink,
+}
+
+/// The name `capture-start` takes for [`Scope::Uplink`].
+pub const UPLINK: &str = "uplink";
+
 /// A running capture.
 pub struct Capture {
     path: PathBuf,
-    /// Only frames of this function (index), or all.
-    function: Option<usize>,
+    scope: Scope,
     writer: PcapWriter<Pending>,
     pending: Pending,
     file: File,
@@ -64,7 +79,7 @@ pub struct Capture {
 
 impl Capture {
     /// Creates (truncates) `path` and writes the pcap header.
-    pub fn start(path: &Path, function: Option<usize>) -> Result<Self, CaptureError> {
+    pub fn start(path: &Path, scope: Scope) -> Result<Self, CaptureError> {
         let file = File::create(path).map_err(|e| CaptureError::Create(path.into(), e))?;
         let header = PcapHeader {
             snaplen: SNAPLEN,
@@ -77,7 +92,7 @@ impl Capture {
             .map_err(|e| CaptureError::Write(path.into(), e.to_string()))?;
         let mut c = Capture {
             path: path.into(),
-            function,
+            scope,
             writer,
             pending,
             file,
@@ -94,17 +109,28 @@ impl Capture {
         &self.path
     }
 
-    pub fn function(&self) -> Option<usize> {
-        self.function
+    pub fn scope(&self) -> Scope {
+        self.scope
     }
 
     pub fn frames(&self) -> u64 {
         self.frames
     }
 
-    /// Whether frames of function `f` are captured.
+    /// Whether frames function `f` sends are captured.
     pub fn wants(&self, f: usize) -> bool {
-        !self.failed && self.function.is_none_or(|want| want == f)
+        !self.failed && (self.scope == Scope::All || self.scope == Scope::Function(f))
+    }
+
+    /// Whether frames arriving from the uplink are captured.
+    pub fn wants_uplink_rx(&self) -> bool {
+        !self.failed && matches!(self.scope, Scope::All | Scope::Uplink)
+    }
+
+    /// Whether frames sent out of the uplink are captured (only by an
+    /// uplink capture: the switch's capture has them as they entered).
+    pub fn wants_uplink_tx(&self) -> bool {
+        !self.failed && self.scope == Scope::Uplink
     }
 
     /// Records one frame, stamped with the wall clock.
@@ -158,8 +184,9 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("vnic-cap-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("t.pcap");
-        let mut c = Capture::start(&path, Some(2)).unwrap();
+        let mut c = Capture::start(&path, Scope::Function(2)).unwrap();
         assert!(c.wants(2) && !c.wants(1));
+        assert!(!c.wants_uplink_rx() && !c.wants_uplink_tx());
         let frame: Vec<u8> = (0..60u8).collect();
         c.record(&frame);
         c.record(&frame[..14]);
@@ -176,7 +203,7 @@ mod tests {
 
     #[test]
     fn an_unwritable_path_is_an_error() {
-        let e = Capture::start(Path::new("/nonexistent/dir/x.pcap"), None);
+        let e = Capture::start(Path::new("/nonexistent/dir/x.pcap"), Scope::All);
         assert!(matches!(e, Err(CaptureError::Create(..))));
     }
 }

@@ -5,11 +5,13 @@ use thiserror::Error;
 use std::time::Instant;
 
 use crate::capture::Capture;
-use crate::control::api::Event;
+use crate::control::api::{Event, DEFAULT_VXLAN_CAPACITY};
 use crate::function::{Function, FunctionKind, FunctionSpec, BARS, VF_DEVICE_ID};
 use crate::pci::caps::SriovLayout;
 use crate::ring::MAX_FRAME;
 use crate::switch::{Port, Switch};
+use crate::uplink::Uplink;
+use crate::vxlan::Vxlan;
 
 /// Most VFs one card offers (MAC addresses and FUNC encode the VF number in
 /// one byte; 128 leaves room for the PF and growth).
@@ -17,6 +19,9 @@ pub const MAX_VFS: u16 = 128;
 /// Most queue pairs per function (vectors = X + 1 must fit the MSI-X table
 /// in its 8 KiB half of the MSI-X BAR: 512 entries).
 pub const MAX_QUEUE_PAIRS: u32 = 256;
+/// Most VxLAN tunnel IDs (and MAC entries): the tables are hash maps, and
+/// an install into a full table scans for the least-used entry.
+pub const MAX_VXLAN_CAPACITY: u32 = 1 << 20;
 
 /// Card-wide settings (vnicd's command line).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -29,6 +34,8 @@ pub struct CardConfig {
     pub vnics_per_vf: u32,
     /// Distinguishes cards (MAC byte 3), e.g. two vnicd "hosts".
     pub card_id: u8,
+    /// VxLAN tunnel IDs, and as many MAC entries (docs/vxlan.md).
+    pub vxlan_capacity: u32,
 }
 
 impl Default for CardConfig {
@@ -38,6 +45,7 @@ impl Default for CardConfig {
             queue_pairs: 8,
             vnics_per_vf: 2,
             card_id: 0,
+            vxlan_capacity: DEFAULT_VXLAN_CAPACITY,
         }
     }
 }
@@ -50,6 +58,8 @@ pub enum CardError {
     QueuePairs(u32),
     #[error("--vnics-per-vf {n} outside 1..={x} (the queue-pair maximum)")]
     VnicsPerVf { n: u32, x: u32 },
+    #[error("--vxlan-capacity {0} outside 1..={MAX_VXLAN_CAPACITY}")]
+    VxlanCapacity(u32),
 }
 
 impl CardConfig {
@@ -65,6 +75,9 @@ impl CardConfig {
                 n: self.vnics_per_vf,
                 x: self.queue_pairs,
             });
+        }
+        if !(1..=MAX_VXLAN_CAPACITY).contains(&self.vxlan_capacity) {
+            return Err(CardError::VxlanCapacity(self.vxlan_capacity));
         }
         Ok(())
     }
@@ -87,6 +100,11 @@ pub struct CardCounters {
     pub unknown_unicast: u64,
 }
 
+/// Frames read from the uplink per turn of the event loop, so that a busy
+/// wire cannot starve the vfio-user clients; the loop comes back for the
+/// rest without blocking.
+pub const UPLINK_BUDGET: usize = 256;
+
 /// The functions of the card, PF first, and the switch between them.
 pub struct Card {
     config: CardConfig,
@@ -108,6 +126,12 @@ pub struct Card {
     pub(crate) pending_tx: Vec<usize>,
     /// Functions whose queue contexts changed in this turn.
     pub(crate) touched: Vec<usize>,
+    /// The physical port.
+    pub(crate) uplink: Uplink,
+    /// Frames may still wait on the uplink (the last turn used its whole
+    /// budget).
+    pub(crate) uplink_more: bool,
+    pub(crate) vxlan: Vxlan,
 }
 
 impl Card {
@@ -143,6 +167,9 @@ impl Card {
             num_vfs: config.vfs,
             pending_tx: Vec::new(),
             touched: Vec::new(),
+            uplink: Uplink::none(),
+            uplink_more: false,
+            vxlan: Vxlan::new(config.vxlan_capacity as usize),
             config,
         })
         .map(|mut card: Card| {
@@ -168,6 +195,15 @@ impl Card {
 
     pub fn switch(&self) -> &Switch {
         &self.switch
+    }
+
+    /// Connects the card's physical port.
+    pub fn set_uplink(&mut self, uplink: Uplink) {
+        self.uplink = uplink;
+    }
+
+    pub fn uplink(&self) -> &Uplink {
+        &self.uplink
     }
 
     /// A function's client went away: flush its queues to guest memory and
@@ -302,5 +338,11 @@ mod tests {
         }
         .validate();
         assert_eq!(e, Err(CardError::VnicsPerVf { n: 3, x: 2 }));
+        let e = CardConfig {
+            vxlan_capacity: 0,
+            ..Default::default()
+        }
+        .validate();
+        assert_eq!(e, Err(CardError::VxlanCapacity(0)));
     }
 }

@@ -11,12 +11,14 @@ use std::time::Instant;
 
 use log::{debug, info, warn};
 
-use crate::card::Card;
+use crate::card::{Card, UPLINK_BUDGET};
 use crate::control::api::Event;
 use crate::function::{SwitchOp, MISC_VECTORS};
 use crate::queue::Arrival;
 use crate::regs::FnStat;
-use crate::switch::{strip_tag, Decision, DropReason, Port};
+use crate::switch::{strip_tag, Decision, DropReason, Mac, Port};
+use crate::uplink::Incoming;
+use crate::vxlan::wire;
 
 /// Frames one send queue may switch per turn of the event loop.
 pub const TX_BUDGET: usize = 256;
@@ -48,7 +50,12 @@ impl Card {
 
     /// Whether frames are waiting for another turn.
     pub fn busy(&self) -> bool {
-        !self.pending_tx.is_empty()
+        !self.pending_tx.is_empty() || self.uplink_more
+    }
+
+    /// Whether frames may still wait on the uplink.
+    pub fn uplink_pending(&self) -> bool {
+        self.uplink_more
     }
 
     /// Serves every function with rung send doorbells, once, within budget.
@@ -64,6 +71,12 @@ impl Card {
                 self.pending_tx.push(f);
             }
         }
+        self.finish_turn();
+    }
+
+    /// Ends a batch of frames: the capture's buffer goes to its file and
+    /// the contexts that changed are written back, once.
+    pub(crate) fn finish_turn(&mut self) {
         if let Some(c) = &mut self.capture {
             c.flush();
         }
@@ -82,12 +95,22 @@ impl Card {
         let ops = func.take_switch_ops();
         let name = func.name().to_string();
         let nqp = func.queue_pairs().len() as u16;
+        // In a VNI segment the guest's VLANs are its own business: its tags
+        // travel inside the VxLAN payload, so joins change nothing.
+        let vxlan = self.vxlan.segments.vni_of(f).is_some();
         for op in ops {
             let result = match op {
-                SwitchOp::Join { qp, vlan } if vlan != 0 => {
-                    self.switch.join(Port { function: f, qp }, vlan)
+                SwitchOp::Join { .. } | SwitchOp::Leave { .. } | SwitchOp::LeaveAll if vxlan => {
+                    Ok(())
                 }
-                SwitchOp::Leave { qp, vlan } => self.switch.leave(Port { function: f, qp }, vlan),
+                SwitchOp::Join { qp, vlan } if vlan != 0 => self
+                    .switch
+                    .join(Port { function: f, qp }, vlan)
+                    .map_err(|e| e.to_string()),
+                SwitchOp::Leave { qp, vlan } => self
+                    .switch
+                    .leave(Port { function: f, qp }, vlan)
+                    .map_err(|e| e.to_string()),
                 SwitchOp::Join { .. } => Ok(()),
                 SwitchOp::LeaveAll => {
                     for qp in 0..nqp {
@@ -95,26 +118,37 @@ impl Card {
                     }
                     Ok(())
                 }
-                SwitchOp::SetMac { qp, mac } => {
-                    let r = self.switch.set_mac(Port { function: f, qp }, mac);
-                    if r.is_ok() {
-                        info!("{name}: the trusted VF set vNIC {qp}'s MAC to {mac}");
-                        self.functions[f].set_vnic_mac(qp, mac);
-                        let vlan = self.functions[f].policy().vnics[qp as usize].vlan;
-                        self.events.push(Event::VnicChanged {
-                            function: name.clone(),
-                            vnic: qp,
-                            mac,
-                            vlan,
-                        });
-                    }
-                    r
-                }
+                SwitchOp::SetMac { qp, mac } => self.guest_set_mac(f, qp, mac),
             };
             if let Err(e) = result {
                 warn!("{name}: {op:?} refused: {e}");
             }
         }
+    }
+
+    /// A trusted VF's driver writes vNIC `qp`'s MAC: its entries (in the
+    /// switch, or in its VNI segment) move with it.
+    fn guest_set_mac(&mut self, f: usize, qp: u16, mac: Mac) -> Result<(), String> {
+        let port = Port { function: f, qp };
+        if self.vxlan.segments.vni_of(f).is_some() {
+            self.vxlan
+                .segments
+                .set_mac(port, mac)
+                .map_err(|e| e.to_string())?;
+        } else {
+            self.switch.set_mac(port, mac).map_err(|e| e.to_string())?;
+        }
+        let name = self.functions[f].name().to_string();
+        info!("{name}: the trusted VF set vNIC {qp}'s MAC to {mac}");
+        self.functions[f].set_vnic_mac(qp, mac);
+        let vlan = self.functions[f].policy().vnics[qp as usize].vlan;
+        self.events.push(Event::VnicChanged {
+            function: name,
+            vnic: qp,
+            mac,
+            vlan,
+        });
+        Ok(())
     }
 
     /// The kicked send queues of function `f`, starting with the one whose
@@ -191,23 +225,47 @@ impl Card {
         allowed
     }
 
-    /// Captures the frame in `scratch`, lets it into the switch and carries
-    /// out the forwarding decision. Returns whether it was dropped.
+    /// Captures the frame in `scratch`, lets it into the switch (or the
+    /// VNI segment of a VxLAN VF) and carries out the forwarding decision.
+    /// Returns whether it was dropped.
     fn switch_frame(&mut self, from: Port, now: Instant) -> bool {
         if let Some(c) = self.capture.as_mut().filter(|c| c.wants(from.function)) {
             c.record(&self.scratch);
         }
         self.counters.switched += 1;
-        let decision = match self.switch.ingress(from, &mut self.scratch) {
-            Ok(()) => self.switch.forward(from, &self.scratch),
-            Err(reason) => Decision::Drop(reason),
+        let spoof_check = self.switch.spoof_check(from.function);
+        let decision = if self.vxlan.segments.vni_of(from.function).is_some() {
+            self.vxlan
+                .segments
+                .forward(from, &self.scratch, spoof_check)
+        } else {
+            match self.switch.ingress(from, &mut self.scratch) {
+                Ok(()) => self.switch.forward(from, &self.scratch),
+                Err(reason) => Decision::Drop(reason),
+            }
         };
-        self.route(from.function, decision, now)
+        self.route(from, decision, now)
+    }
+
+    /// Sends the frame in `scratch` from vNIC `from` beyond the card:
+    /// through the VxLAN tables for a VxLAN VF, else out of the uplink as
+    /// it is (tagged with its VLAN, as switched).
+    fn beyond(&mut self, from: Port) {
+        if let Some(vni) = self.vxlan.segments.vni_of(from.function) {
+            self.vxlan_out(from, vni);
+            return;
+        }
+        self.uplink.send(&self.scratch, self.capture.as_mut());
+        self.functions[from.function]
+            .lanes()
+            .counters
+            .add(FnStat::ToUplink, 1);
     }
 
     /// Carries out a forwarding decision for the frame in `scratch` sent by
-    /// function `f`. Returns whether the frame was dropped.
-    fn route(&mut self, f: usize, decision: Decision, now: Instant) -> bool {
+    /// vNIC `from`. Returns whether the frame was dropped.
+    fn route(&mut self, from: Port, decision: Decision, now: Instant) -> bool {
+        let f = from.function;
         let counters = |card: &mut Card, stat| card.functions[f].lanes().counters.add(stat, 1);
         match decision {
             Decision::Drop(reason) => {
@@ -237,15 +295,65 @@ impl Card {
                         self.deliver(port, now);
                     }
                 }
-                // Floods also leave through the uplink (none yet).
-                counters(self, FnStat::ToUplink);
+                self.beyond(from);
                 false
             }
             Decision::Uplink => {
                 self.counters.unknown_unicast += 1;
-                counters(self, FnStat::ToUplink);
+                self.beyond(from);
                 false
             }
+        }
+    }
+
+    /// Reads up to [`UPLINK_BUDGET`] frames from the uplink and switches
+    /// them; if the budget ran out, [`Card::busy`] says so and the event
+    /// loop comes back without blocking.
+    pub fn run_uplink(&mut self) {
+        let now = Instant::now();
+        self.uplink_more = false;
+        for n in 1..=UPLINK_BUDGET {
+            match self.uplink.recv(&mut self.scratch) {
+                Ok(Incoming::Frame) => self.switch_uplink_frame(now),
+                Ok(Incoming::Skipped) => {}
+                Ok(Incoming::Empty) => break,
+                Err(e) => {
+                    warn!("uplink {}: {e}", self.uplink.spec());
+                    break;
+                }
+            }
+            self.uplink_more = n == UPLINK_BUDGET;
+        }
+        self.finish_turn();
+    }
+
+    /// A frame from the uplink, in `scratch`: VxLAN for our VTEP goes to
+    /// the VxLAN path; anything else is switched from the uplink port
+    /// (no spoof check; floods reach every vNIC of its VLAN; unknown
+    /// unicast is dropped, never sent back out).
+    fn switch_uplink_frame(&mut self, now: Instant) {
+        if let Some(c) = self.capture.as_mut().filter(|c| c.wants_uplink_rx()) {
+            c.record(&self.scratch);
+        }
+        let vxlan = self
+            .vxlan
+            .vtep
+            .and_then(|vtep| wire::decapsulate(&self.scratch, vtep.ip));
+        if let Some(d) = vxlan {
+            self.vxlan_in(d, now);
+            return;
+        }
+        match self.switch.forward_from_uplink(&self.scratch) {
+            Decision::Unicast(port) => self.deliver(port, now),
+            Decision::Flood(ports) => {
+                self.counters.flooded += 1;
+                for port in ports {
+                    if self.rx_running(port) {
+                        self.deliver(port, now);
+                    }
+                }
+            }
+            Decision::Drop(_) | Decision::Uplink => self.uplink.counters.rx_dropped += 1,
         }
     }
 
@@ -257,7 +365,7 @@ impl Card {
         }
     }
 
-    fn rx_running(&self, port: Port) -> bool {
+    pub(crate) fn rx_running(&self, port: Port) -> bool {
         self.functions
             .get(port.function)
             .filter(|f| f.link_up())
@@ -268,7 +376,7 @@ impl Card {
     /// Copies the frame in `scratch` into the next receive buffer of `port`
     /// (without its tag if the port has a port VLAN), if the port's link is
     /// up and its function's RX policy lets it in.
-    fn deliver(&mut self, port: Port, now: Instant) {
+    pub(crate) fn deliver(&mut self, port: Port, now: Instant) {
         let frame = if self.switch.pvid(port) != 0 {
             strip_tag(&self.scratch, &mut self.egress);
             &self.egress
@@ -475,6 +583,61 @@ mod tests {
     }
 
     #[test]
+    fn the_uplink_carries_unknown_unicast_and_floods_tagged_as_switched() {
+        let mut c = card();
+        c.set_uplink(crate::uplink::Uplink::memory());
+        let mut a = Vm::attach(&mut c, 1, 8);
+        let b = Vm::attach(&mut c, 2, 8);
+        c.set_vnic(1, 0, None, Some(10)).unwrap();
+        let far = Mac([2, 1, 2, 3, 4, 5]);
+        let sa = mac(&c, 1, 0);
+        a.send(&mut c, 0, &[eth(far, sa, None, 80)]);
+        a.send(&mut c, 0, &[eth(Mac::BROADCAST, sa, None, 80)]);
+        let sent = c.uplink.take_sent();
+        assert_eq!(
+            sent,
+            vec![
+                eth(far, sa, Some(10), 84),
+                eth(Mac::BROADCAST, sa, Some(10), 84)
+            ],
+            "802.1Q trunk: tagged with the port VLAN"
+        );
+        // A frame to a local vNIC does not leave.
+        let f = eth(mac(&c, 2, 0), mac(&c, 1, 1), None, 60);
+        a.send(&mut c, 1, std::slice::from_ref(&f));
+        assert_eq!(b.received(0), vec![f]);
+        assert!(c.uplink.take_sent().is_empty());
+        assert_eq!(c.uplink.counters.tx_frames, 2);
+        assert_eq!(fn_stat(&c, 1, FnStat::ToUplink), 2);
+    }
+
+    #[test]
+    fn frames_from_the_uplink_are_switched_by_vlan_and_unknown_ones_dropped() {
+        let mut c = card();
+        c.set_uplink(crate::uplink::Uplink::memory());
+        let a = Vm::attach(&mut c, 1, 8);
+        let b = Vm::attach(&mut c, 2, 8);
+        c.set_vnic(1, 0, None, Some(10)).unwrap();
+        let far = Mac([2, 1, 2, 3, 4, 5]);
+        // Tagged for VLAN 10: to the access port, untagged there.
+        c.uplink.inject(eth(mac(&c, 1, 0), far, Some(10), 84));
+        // Untagged broadcast: every untagged vNIC, not the VLAN 10 one.
+        c.uplink.inject(eth(Mac::BROADCAST, far, None, 60));
+        // Unknown unicast, a runt.
+        c.uplink.inject(eth(Mac([2, 9, 9, 9, 9, 9]), far, None, 60));
+        c.uplink.inject(vec![1, 2, 3]);
+        c.run_uplink();
+        assert_eq!(a.received(0), vec![eth(mac(&c, 1, 0), far, None, 80)]);
+        assert_eq!(a.received(1).len(), 1);
+        assert_eq!(b.received(0).len(), 1);
+        assert_eq!(b.received(1).len(), 1);
+        assert_eq!(c.uplink.counters.rx_frames, 4);
+        assert_eq!(c.uplink.counters.rx_dropped, 2);
+        assert!(c.uplink.take_sent().is_empty(), "never sent back out");
+        assert!(!c.busy());
+    }
+
+    #[test]
     fn hostile_send_ring_fails_one_queue_and_nothing_else() {
         let mut c = card();
         let mut a = Vm::attach(&mut c, 1, 8);
@@ -670,7 +833,8 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("vnic-dp-cap-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("s.pcap");
-        c.capture_start(path.clone(), None).unwrap();
+        c.capture_start(path.clone(), crate::capture::Scope::All)
+            .unwrap();
         let good = eth(mac(&c, 2, 0), mac(&c, 1, 0), None, 98);
         let spoofed = eth(mac(&c, 2, 0), Mac([2, 9, 9, 9, 9, 9]), None, 60);
         a.send(&mut c, 0, &[good.clone(), spoofed.clone(), good.clone()]);

@@ -4,7 +4,9 @@
 //! each a PCI function with real configuration space ([`pci`]), a BAR0
 //! register file ([`regs`]), MSI-X ([`pci::msix`]) and DMA into the guest's
 //! memory ([`dma`]). [`server::Server`] serves every function's vfio-user
-//! socket ([`protocol`]) from one event loop.
+//! socket ([`protocol`]) from one event loop. The card's uplink
+//! ([`uplink`]) is its physical port; VFs with the VxLAN attribute reach it
+//! through the card's VxLAN offload ([`vxlan`]).
 
 pub mod capture;
 pub mod card;
@@ -24,3 +26,5 @@ pub mod server;
 pub mod state;
 pub mod switch;
 pub mod test_utils;
+pub mod uplink;
+pub mod vxlan;

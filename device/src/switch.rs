@@ -502,6 +502,28 @@ impl Switch {
             None => Decision::Uplink,
         }
     }
+
+    /// Decides what happens to a frame from the uplink port: no spoof
+    /// check (the outside has every address), a flood reaches every vNIC
+    /// of the frame's VLAN, and unknown unicast is [`Decision::Uplink`],
+    /// which the caller drops: it never goes back out.
+    pub fn forward_from_uplink(&self, frame: &[u8]) -> Decision {
+        let Some(info) = FrameInfo::parse(frame) else {
+            return Decision::Drop(DropReason::Malformed);
+        };
+        if info.dst.is_multicast() {
+            let ports = self
+                .members
+                .get(&info.vlan)
+                .map(|s| s.iter().copied().collect())
+                .unwrap_or_default();
+            return Decision::Flood(ports);
+        }
+        match self.lookup(info.dst, info.vlan) {
+            Some(p) => Decision::Unicast(p),
+            None => Decision::Uplink,
+        }
+    }
 }
 
 /// Copies `frame` without its outer 802.1Q tag into `out` (delivery to a
@@ -776,6 +798,29 @@ mod tests {
         );
         s.remove_port(port(2, 1));
         assert_eq!(s.lookup(extra, 0), None, "left with its port");
+    }
+
+    #[test]
+    fn frames_from_the_uplink_follow_their_vlan_without_spoof_checks() {
+        let mut s = switch();
+        s.join(port(2, 0), 10).unwrap();
+        // Any source is fine from the outside.
+        let f = eth(mac(3), Mac([2, 9, 9, 9, 9, 9]), Some(10));
+        assert_eq!(s.forward_from_uplink(&f), Decision::Unicast(port(2, 0)));
+        // A broadcast reaches the whole VLAN, nobody is "the sender".
+        let f = eth(Mac::BROADCAST, Mac([2, 9, 9, 9, 9, 9]), None);
+        assert_eq!(
+            s.forward_from_uplink(&f),
+            Decision::Flood(vec![port(1, 0), port(1, 1), port(2, 0), port(2, 1)])
+        );
+        let f = eth(Mac::BROADCAST, Mac([2, 9, 9, 9, 9, 9]), Some(10));
+        assert_eq!(s.forward_from_uplink(&f), Decision::Flood(vec![port(2, 0)]));
+        let f = eth(mac(1), Mac([2, 9, 9, 9, 9, 9]), Some(10));
+        assert_eq!(s.forward_from_uplink(&f), Decision::Uplink, "unknown");
+        assert_eq!(
+            s.forward_from_uplink(&f[..12]),
+            Decision::Drop(DropReason::Malformed)
+        );
     }
 
     #[test]

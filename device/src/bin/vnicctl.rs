@@ -9,6 +9,7 @@
 
 use std::collections::BTreeMap;
 use std::io::{self, BufRead, BufReader, Read, Write};
+use std::net::Ipv4Addr;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -21,7 +22,7 @@ use serde_json::Value;
 use vnic::control::api::GuestAddr;
 use vnic::control::api::{
     self, CaptureInfo, CardFile, Event, FdbEntry, FunctionInfo, QuiesceInfo, RatePolicy, Request,
-    Response, StatsInfo, VctInfo, VnicInfo,
+    Response, StatsInfo, VctInfo, VnicInfo, VxlanAddInfo, VxlanListInfo,
 };
 use vnic::switch::Mac;
 
@@ -90,7 +91,8 @@ enum Command {
     Link { function: String, state: LinkArg },
     /// Card, function and vNIC counters (one function if given).
     Stats { function: Option<String> },
-    /// pcap capture of the frames entering the switch.
+    /// pcap capture of the frames entering the switch (or crossing the
+    /// uplink).
     #[command(subcommand)]
     Capture(CaptureCommand),
     /// Writes the card's configuration as JSON to FILE (or stdout).
@@ -107,6 +109,22 @@ enum Command {
     /// VCT entries (function -> BAT address in guest memory).
     #[command(subcommand)]
     Vct(VctCommand),
+    /// Sets a VF's attribute: VxLAN with a VNI, or VLAN (docs/vxlan.md).
+    Attr {
+        function: String,
+        #[command(subcommand)]
+        attr: AttrCommand,
+    },
+    /// Sets the card's VTEP: outer source MAC and IPv4 address.
+    Vtep {
+        #[arg(long)]
+        mac: Mac,
+        #[arg(long)]
+        ip: Ipv4Addr,
+    },
+    /// The card's VxLAN tables.
+    #[command(subcommand)]
+    Vxlan(VxlanCommand),
     /// Prints configuration FILE with the functions of each pair swapped
     /// (e.g. vf0=vf2), for restoring a guest onto another VF. Local: needs
     /// no socket.
@@ -115,6 +133,30 @@ enum Command {
         #[arg(required = true, value_name = "VFa=VFb")]
         pairs: Vec<String>,
     },
+}
+
+#[derive(Subcommand, Debug)]
+enum AttrCommand {
+    /// VxLAN: the VF's vNICs join VNI's segment (1..=16777215).
+    Vxlan { vni: u32 },
+    /// VLAN (the default attribute); ID, if given, becomes the port VLAN
+    /// of all the VF's vNICs (0: untagged).
+    Vlan { id: Option<u16> },
+}
+
+#[derive(Subcommand, Debug)]
+enum VxlanCommand {
+    /// The VTEP, the tunnels and the MAC entries, with usage counters.
+    List,
+    /// Installs VNI+MAC -> tunnel to REMOTE_IP via next hop REMOTE_MAC.
+    Add {
+        vni: u32,
+        mac: Mac,
+        remote_ip: Ipv4Addr,
+        remote_mac: Mac,
+    },
+    /// Removes the entry for VNI+MAC.
+    Del { vni: u32, mac: Mac },
 }
 
 #[derive(Subcommand, Debug)]
@@ -153,7 +195,8 @@ enum CaptureCommand {
     /// Starts capturing to PATH (created by vnicd, so on its host).
     Start {
         path: PathBuf,
-        /// Only the frames this function sends.
+        /// Only the frames this function sends; `uplink`: only the
+        /// frames leaving and entering the uplink.
         #[arg(long)]
         function: Option<String>,
     },
@@ -358,8 +401,42 @@ fn build_request(command: &Command) -> Result<Request, Failure> {
             function: function.clone(),
             address: *address,
         },
+        Command::Attr { function, attr } => {
+            let (vni, vlan) = match attr {
+                AttrCommand::Vxlan { vni } => (Some(*vni), None),
+                AttrCommand::Vlan { id } => (None, *id),
+            };
+            Request::SetAttr {
+                function: function.clone(),
+                vni,
+                vlan,
+            }
+        }
+        Command::Vtep { mac, ip } => Request::SetVtep { mac: *mac, ip: *ip },
+        Command::Vxlan(v) => vxlan_request(v),
         Command::Remap { .. } => unreachable!("remap is local"),
     })
+}
+
+fn vxlan_request(v: &VxlanCommand) -> Request {
+    match v {
+        VxlanCommand::List => Request::VxlanList {},
+        VxlanCommand::Add {
+            vni,
+            mac,
+            remote_ip,
+            remote_mac,
+        } => Request::VxlanAdd {
+            vni: *vni,
+            mac: *mac,
+            remote_ip: *remote_ip,
+            remote_mac: *remote_mac,
+        },
+        VxlanCommand::Del { vni, mac } => Request::VxlanDel {
+            vni: *vni,
+            mac: *mac,
+        },
+    }
 }
 
 /// `remap`: the file with the pairs' functions swapped, as JSON.
@@ -628,6 +705,8 @@ fn render(command: &Command, result: Value, json: bool) -> Result<String, Failur
         Command::Stats { .. } => stats_text(&typed(result, "stats")?),
         Command::Capture(CaptureCommand::Stop) => capture_stopped_text(result),
         Command::Vct(_) => vct_set_text(&typed(result, "vct set")?),
+        Command::Vxlan(VxlanCommand::List) => vxlan_list_text(&typed(result, "vxlan list")?),
+        Command::Vxlan(VxlanCommand::Add { .. }) => vxlan_add_text(&typed(result, "vxlan add")?),
         Command::Quiesce { .. } => typed::<Vec<QuiesceInfo>>(result, "quiesce")?
             .iter()
             .map(|q| {
@@ -790,10 +869,68 @@ fn vnic_table(functions: &[FunctionInfo]) -> String {
     table(&VNIC_HEADER, &rows)
 }
 
+/// A function's attribute: "vlan" or "vni N".
+fn attr_text(f: &FunctionInfo) -> String {
+    match f.vni {
+        Some(vni) => format!("vni {vni}"),
+        None => "vlan".into(),
+    }
+}
+
+/// `vxlan list`: the VTEP, then the tunnels, then the MAC entries.
+fn vxlan_list_text(v: &VxlanListInfo) -> String {
+    let vtep = v
+        .vtep
+        .map_or("none".into(), |t| format!("{} {}", t.mac, t.ip));
+    let mut s = format!(
+        "vtep: {vtep}\ncapacity: {} tunnels ({} used), {} MAC entries ({} used)\n\n",
+        v.capacity,
+        v.tunnels.len(),
+        v.capacity,
+        v.macs.len()
+    );
+    let rows: Vec<Vec<String>> = v
+        .tunnels
+        .iter()
+        .map(|t| {
+            vec![
+                t.id.to_string(),
+                t.remote_ip.to_string(),
+                t.remote_mac.to_string(),
+                t.uses.to_string(),
+            ]
+        })
+        .collect();
+    s += &table(&["TUNNEL", "REMOTE IP", "NEXT HOP", "USES"], &rows);
+    let rows: Vec<Vec<String>> = v
+        .macs
+        .iter()
+        .map(|m| {
+            vec![
+                m.vni.to_string(),
+                m.mac.to_string(),
+                m.tunnel.to_string(),
+                m.uses.to_string(),
+            ]
+        })
+        .collect();
+    s + "\n" + &table(&["VNI", "MAC", "TUNNEL", "USES"], &rows)
+}
+
+/// `vxlan add`: the tunnel the entry uses and what it pushed out.
+fn vxlan_add_text(a: &VxlanAddInfo) -> String {
+    let mut s = format!("tunnel {}\n", a.tunnel);
+    for e in &a.evicted {
+        s += &format!("evicted: VNI {} {} (tunnel {})\n", e.vni, e.mac, e.tunnel);
+    }
+    s
+}
+
 /// `list`: one line per function, then one per vNIC.
 fn list_text(functions: &[FunctionInfo]) -> String {
     let header = [
         "FUNCTION", "ENABLED", "ATTACHED", "VNICS", "LINK", "SPOOF", "TRUST", "TX RATE", "RX RATE",
+        "ATTR",
     ];
     let rows: Vec<Vec<String>> = functions
         .iter()
@@ -808,6 +945,7 @@ fn list_text(functions: &[FunctionInfo]) -> String {
                 on_off(f.trust),
                 rate_text(&f.tx_rate),
                 rate_text(&f.rx_rate),
+                attr_text(f),
             ]
         })
         .collect();
@@ -828,6 +966,7 @@ fn show_text(f: &FunctionInfo) -> String {
         ("rx rate", rate_text(&f.rx_rate)),
         ("vct", vct_text(f)),
         ("quiesced", yes_no(f.quiesced)),
+        ("attribute", attr_text(f)),
     ];
     let mut s = String::new();
     for (name, value) in fields {
@@ -963,6 +1102,29 @@ fn event_text(e: &Event) -> String {
             address,
             state,
         } => format!("vct-changed {function} {address} {}", enum_name(state)),
+        Event::VxlanMiss {
+            vni,
+            function,
+            vnic,
+            frame,
+        } => format!(
+            "vxlan-miss vni={vni} {function} vnic={vnic} {} bytes",
+            frame.0.len()
+        ),
+        Event::VxlanPunt {
+            vni,
+            outer_src_ip,
+            outer_src_mac,
+            reason,
+            frame,
+        } => format!(
+            "vxlan-punt vni={vni} from {outer_src_ip} {outer_src_mac} {} {} bytes",
+            enum_name(reason),
+            frame.0.len()
+        ),
+        Event::VxlanEvicted { vni, mac, tunnel } => {
+            format!("vxlan-evicted vni={vni} {mac} tunnel={tunnel}")
+        }
     }
 }
 
@@ -1242,6 +1404,7 @@ mod tests {
             vct_status: 0,
             vct_pending: None,
             quiesced: false,
+            vni: None,
         }
     }
 
@@ -1284,6 +1447,95 @@ mod tests {
         );
         assert!(text.contains("quiesced:    yes"), "{text}");
         std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn vxlan_commands_send_their_requests() {
+        assert_eq!(
+            request_json(&["attr", "vf0", "vxlan", "100"]),
+            json!({"op": "set-attr", "function": "vf0", "vni": 100})
+        );
+        assert_eq!(
+            request_json(&["attr", "vf0", "vlan"]),
+            json!({"op": "set-attr", "function": "vf0", "vni": null})
+        );
+        assert_eq!(
+            request_json(&["attr", "vf1", "vlan", "10"]),
+            json!({"op": "set-attr", "function": "vf1", "vni": null, "vlan": 10})
+        );
+        assert_eq!(
+            request_json(&["vtep", "--mac", "02:76:6e:ff:00:01", "--ip", "10.1.0.1"]),
+            json!({"op": "set-vtep", "mac": "02:76:6e:ff:00:01", "ip": "10.1.0.1"})
+        );
+        assert_eq!(
+            request_json(&["vxlan", "list"]),
+            json!({"op": "vxlan-list"})
+        );
+        assert_eq!(
+            request_json(&[
+                "vxlan",
+                "add",
+                "7",
+                "ff:ff:ff:ff:ff:ff",
+                "10.1.0.2",
+                "02:76:6e:ff:00:02"
+            ]),
+            json!({"op": "vxlan-add", "vni": 7, "mac": "ff:ff:ff:ff:ff:ff",
+                   "remote_ip": "10.1.0.2", "remote_mac": "02:76:6e:ff:00:02"})
+        );
+        assert_eq!(
+            request_json(&["vxlan", "del", "7", "02:00:00:00:00:01"]),
+            json!({"op": "vxlan-del", "vni": 7, "mac": "02:00:00:00:00:01"})
+        );
+        assert!(cli(&["vtep", "--mac", "02:76:6e:ff:00:01", "--ip", "10.1.0"]).is_err());
+        assert!(cli(&["attr", "vf0", "vxlan"]).is_err());
+    }
+
+    #[test]
+    fn vxlan_answers_read_as_tables() {
+        let list = json!({
+            "vtep": {"mac": "02:76:6e:ff:00:01", "ip": "10.1.0.1"},
+            "capacity": 1024,
+            "tunnels": [{"id": 0, "remote_ip": "10.1.0.2",
+                         "remote_mac": "02:76:6e:ff:00:02", "uses": 5}],
+            "macs": [{"vni": 100, "mac": "02:76:6e:01:01:00", "tunnel": 0, "uses": 5}]
+        });
+        let command = cli(&["vxlan", "list"]).unwrap().command;
+        let text = render(&command, list, false).unwrap();
+        assert!(
+            text.starts_with("vtep: 02:76:6e:ff:00:01 10.1.0.1\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("0       10.1.0.2   02:76:6e:ff:00:02  5"),
+            "{text}"
+        );
+        assert!(text.contains("100  02:76:6e:01:01:00  0       5"), "{text}");
+        let command = cli(&[
+            "vxlan",
+            "add",
+            "1",
+            "02:00:00:00:00:01",
+            "10.0.0.1",
+            "02:00:00:00:00:02",
+        ])
+        .unwrap()
+        .command;
+        let added =
+            json!({"tunnel": 3, "evicted": [{"vni": 1, "mac": "02:00:00:00:00:09", "tunnel": 2}]});
+        let text = render(&command, added, false).unwrap();
+        assert_eq!(
+            text,
+            "tunnel 3\nevicted: VNI 1 02:00:00:00:00:09 (tunnel 2)\n"
+        );
+        let mut f = function("vf0");
+        f.vni = Some(100);
+        assert!(
+            show_text(&f).contains("attribute:   vni 100"),
+            "{}",
+            show_text(&f)
+        );
+        assert!(list_text(&[f]).lines().next().unwrap().ends_with("ATTR"));
     }
 
     #[test]

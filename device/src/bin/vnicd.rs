@@ -12,6 +12,7 @@ use log::error;
 use vnic::card::{Card, CardConfig};
 use vnic::control::api::CardFile;
 use vnic::server::Server;
+use vnic::uplink::{Uplink, UplinkSpec};
 
 /// An emulated PCIe SR-IOV network card served over vfio-user.
 #[derive(Parser, Debug)]
@@ -42,6 +43,15 @@ struct Args {
     /// Configuration file (JSON, docs/management.md) applied at start.
     #[arg(long)]
     config: Option<PathBuf>,
+    /// The card's physical port: none, tap:NAME (a TAP device) or
+    /// udp:LOCAL_IP:PORT,REMOTE_IP:PORT (a wire to another vnicd)
+    /// (docs/vxlan.md).
+    #[arg(long, default_value = "none", value_name = "BACKEND")]
+    uplink: UplinkSpec,
+    /// VxLAN tunnel IDs, and as many MAC entries [default: 1024, or the
+    /// configuration file's].
+    #[arg(long, value_name = "N")]
+    vxlan_capacity: Option<u32>,
 }
 
 /// Reads and parses a configuration file.
@@ -95,6 +105,10 @@ fn main() -> ExitCode {
             .card_id
             .or(settings.map(|s| s.card_id))
             .unwrap_or(defaults.card_id),
+        vxlan_capacity: args
+            .vxlan_capacity
+            .or(settings.map(|s| s.vxlan_capacity))
+            .unwrap_or(defaults.vxlan_capacity),
     };
     let mut card = match Card::new(config) {
         Ok(c) => c,
@@ -103,6 +117,13 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    match Uplink::open(&args.uplink) {
+        Ok(uplink) => card.set_uplink(uplink),
+        Err(e) => {
+            error!("{e}");
+            return ExitCode::FAILURE;
+        }
+    }
     if let Some(mut file) = file {
         // Command-line options win over the file's card settings.
         file.card = None;
@@ -132,6 +153,7 @@ fn main() -> ExitCode {
         println!("vnicd: {name} {}", path.display());
     }
     println!("vnicd: control {}", server.control_path().display());
+    println!("vnicd: uplink {}", args.uplink);
     println!(
         "vnicd: ready (1 PF, {vfs} VFs, {queue_pairs} queue pairs max) in {} ms",
         start.elapsed().as_millis()

@@ -5,6 +5,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
+use std::net::Ipv4Addr;
 use std::path::PathBuf;
 use std::str::FromStr;
 
@@ -101,6 +102,207 @@ pub enum Request {
         function: String,
         address: GuestAddr,
     },
+    /// The card's VTEP: outer source MAC and IPv4 address (docs/vxlan.md).
+    SetVtep {
+        mac: Mac,
+        ip: Ipv4Addr,
+    },
+    /// A VF's attribute: VxLAN with `vni`, or VLAN (`vni` null), then
+    /// optionally the port VLAN of all its vNICs.
+    SetAttr {
+        function: String,
+        #[serde(default)]
+        vni: Option<u32>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        vlan: Option<u16>,
+    },
+    VxlanList {},
+    /// Installs (vni, mac) → tunnel (remote_ip, remote_mac).
+    VxlanAdd {
+        vni: u32,
+        mac: Mac,
+        remote_ip: Ipv4Addr,
+        remote_mac: Mac,
+    },
+    VxlanDel {
+        vni: u32,
+        mac: Mac,
+    },
+    /// Variant A: the host returns a missed inner frame for the card to
+    /// look up again and encapsulate.
+    VxlanSend {
+        vni: u32,
+        frame: Frame,
+    },
+    /// The host returns a punted inner frame for delivery to the VNI's
+    /// local vNICs.
+    VxlanDeliver {
+        vni: u32,
+        frame: Frame,
+    },
+    /// Variant B: a frame the host built whole, sent out the uplink as is.
+    UplinkSend {
+        frame: Frame,
+    },
+}
+
+/// Largest frame a control message carries: a jumbo inner frame plus the
+/// outer headers VxLAN adds.
+pub const MAX_FRAME_BYTES: usize = 9216 + 64;
+
+/// An Ethernet frame in a control message: lowercase hex in JSON, so a
+/// request stays one line of text.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct Frame(pub Vec<u8>);
+
+/// Why a hex frame was refused.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum BadFrame {
+    #[error("frame hex has an odd number of digits")]
+    OddLength,
+    #[error("frame hex has a character that is not a hex digit")]
+    NotHex,
+    #[error("frame of {0} bytes is longer than {MAX_FRAME_BYTES}")]
+    TooLong(usize),
+}
+
+impl Frame {
+    /// Hex digit value, without allocating per digit.
+    fn nibble(c: u8) -> Result<u8, BadFrame> {
+        match c {
+            b'0'..=b'9' => Ok(c - b'0'),
+            b'a'..=b'f' => Ok(c - b'a' + 10),
+            b'A'..=b'F' => Ok(c - b'A' + 10),
+            _ => Err(BadFrame::NotHex),
+        }
+    }
+
+    pub fn to_hex(&self) -> String {
+        const DIGITS: &[u8; 16] = b"0123456789abcdef";
+        let mut s = String::with_capacity(self.0.len() * 2);
+        for &b in &self.0 {
+            s.push(DIGITS[(b >> 4) as usize] as char);
+            s.push(DIGITS[(b & 15) as usize] as char);
+        }
+        s
+    }
+}
+
+impl FromStr for Frame {
+    type Err = BadFrame;
+
+    /// Checks the length before decoding, so a huge string costs nothing.
+    fn from_str(s: &str) -> Result<Self, BadFrame> {
+        let b = s.as_bytes();
+        if b.len() % 2 != 0 {
+            return Err(BadFrame::OddLength);
+        }
+        if b.len() / 2 > MAX_FRAME_BYTES {
+            return Err(BadFrame::TooLong(b.len() / 2));
+        }
+        b.chunks_exact(2)
+            .map(|p| Ok(Frame::nibble(p[0])? << 4 | Frame::nibble(p[1])?))
+            .collect::<Result<Vec<u8>, BadFrame>>()
+            .map(Frame)
+    }
+}
+
+impl fmt::Debug for Frame {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Frame({})", self.to_hex())
+    }
+}
+
+impl Serialize for Frame {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.to_hex())
+    }
+}
+
+impl<'de> Deserialize<'de> for Frame {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+/// The card's VTEP (docs/vxlan.md): outer source MAC and IPv4 address.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Vtep {
+    pub mac: Mac,
+    pub ip: Ipv4Addr,
+}
+
+/// One tunnel in `vxlan-list`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TunnelInfo {
+    pub id: u32,
+    pub remote_ip: Ipv4Addr,
+    pub remote_mac: Mac,
+    pub uses: u64,
+}
+
+/// One MAC entry in `vxlan-list`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VxlanMacInfo {
+    pub vni: u32,
+    pub mac: Mac,
+    pub tunnel: u32,
+    pub uses: u64,
+}
+
+/// The answer to `vxlan-list`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VxlanListInfo {
+    pub vtep: Option<Vtep>,
+    /// Tunnel IDs, and as many MAC entries.
+    pub capacity: u32,
+    pub tunnels: Vec<TunnelInfo>,
+    pub macs: Vec<VxlanMacInfo>,
+}
+
+/// A MAC entry an install pushed out of a full table.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EvictedInfo {
+    pub vni: u32,
+    pub mac: Mac,
+    pub tunnel: u32,
+}
+
+/// The answer to `vxlan-add`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VxlanAddInfo {
+    /// The tunnel ID the entry uses (shared by entries with the same
+    /// remote IP and MAC).
+    pub tunnel: u32,
+    pub evicted: Vec<EvictedInfo>,
+}
+
+/// The answer to `vxlan-send`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VxlanSendInfo {
+    /// False: the tables missed again (or no VTEP); the frame was dropped
+    /// and counted, and no new request was made.
+    pub sent: bool,
+}
+
+/// The answer to `vxlan-deliver`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VxlanDeliverInfo {
+    /// vNICs the frame was written to (0: none of the VNI's vNICs has the
+    /// destination MAC, or their receive queues are stopped).
+    pub delivered: u32,
+}
+
+/// Why a VxLAN frame from the uplink went to the host.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum PuntReason {
+    /// (VNI, inner source MAC) is not in the MAC table.
+    Unknown,
+    /// It is, but the outer source IP or MAC differ from its tunnel's.
+    Moved,
 }
 
 /// A guest physical address: `"0x3e8a000"` in JSON (a plain number is
@@ -293,6 +495,9 @@ pub struct FunctionInfo {
     /// Stopped by `quiesce`.
     #[serde(default)]
     pub quiesced: bool,
+    /// The VF's VNI when its attribute is VxLAN; null: VLAN.
+    #[serde(default)]
+    pub vni: Option<u32>,
 }
 
 /// Who made a forwarding entry.
@@ -398,6 +603,29 @@ pub enum Event {
         address: GuestAddr,
         state: VctState,
     },
+    /// TX of a VxLAN VF missed the tables: the host should resolve the
+    /// destination and answer with the frame (docs/vxlan.md).
+    VxlanMiss {
+        vni: u32,
+        function: String,
+        vnic: u16,
+        frame: Frame,
+    },
+    /// A VxLAN frame from the uplink the tables do not vouch for; `frame`
+    /// is the decapsulated inner frame.
+    VxlanPunt {
+        vni: u32,
+        outer_src_ip: Ipv4Addr,
+        outer_src_mac: Mac,
+        reason: PuntReason,
+        frame: Frame,
+    },
+    /// A MAC entry left a full table.
+    VxlanEvicted {
+        vni: u32,
+        mac: Mac,
+        tunnel: u32,
+    },
 }
 
 /// Card-wide settings in a configuration file.
@@ -408,6 +636,16 @@ pub struct CardSettings {
     pub queue_pairs: u32,
     #[serde(default)]
     pub card_id: u8,
+    /// VxLAN tunnel IDs (and MAC entries) the card holds.
+    #[serde(default = "default_vxlan_capacity")]
+    pub vxlan_capacity: u32,
+}
+
+/// `vnicd --vxlan-capacity` when not given (docs/vxlan.md).
+pub const DEFAULT_VXLAN_CAPACITY: u32 = 1024;
+
+fn default_vxlan_capacity() -> u32 {
+    DEFAULT_VXLAN_CAPACITY
 }
 
 /// A vNIC in a configuration file.
@@ -450,6 +688,13 @@ pub struct FunctionFile {
     /// (docs/migration.md); absent keeps the current one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub vct: Option<GuestAddr>,
+    /// The VF's attribute: a VNI (VxLAN), `null` (VLAN); absent keeps it.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "explicit_null"
+    )]
+    pub vni: Option<Option<u32>>,
 }
 
 /// A static forwarding entry in a configuration file.
@@ -476,6 +721,9 @@ pub struct CardFile {
     /// Static entries; when present they replace the card's static entries.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fdb: Option<Vec<FdbFile>>,
+    /// The VTEP; absent keeps the card's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vtep: Option<Vtep>,
 }
 
 /// `Option<Option<T>>` that tells an absent field (outer None) from an
@@ -641,6 +889,86 @@ mod tests {
         for bad in ["", "0x", "0xg", "-1", "1.5", "0x1ffffffffffffffff"] {
             assert!(bad.parse::<GuestAddr>().is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn frames_are_lowercase_hex_and_bad_hex_is_refused() {
+        let r: Request = serde_json::from_str(r#"{"op":"uplink-send","frame":"00FFa0"}"#).unwrap();
+        assert_eq!(
+            r,
+            Request::UplinkSend {
+                frame: Frame(vec![0, 0xff, 0xa0])
+            }
+        );
+        assert_eq!(
+            serde_json::to_string(&r).unwrap(),
+            r#"{"op":"uplink-send","frame":"00ffa0"}"#
+        );
+        assert_eq!("abc".parse::<Frame>(), Err(BadFrame::OddLength));
+        assert_eq!("zz".parse::<Frame>(), Err(BadFrame::NotHex));
+        assert_eq!("é".parse::<Frame>(), Err(BadFrame::NotHex));
+        let huge = "00".repeat(MAX_FRAME_BYTES + 1);
+        assert_eq!(
+            huge.parse::<Frame>(),
+            Err(BadFrame::TooLong(MAX_FRAME_BYTES + 1))
+        );
+        assert_eq!(
+            "00".repeat(MAX_FRAME_BYTES)
+                .parse::<Frame>()
+                .unwrap()
+                .0
+                .len(),
+            MAX_FRAME_BYTES
+        );
+        assert!(
+            serde_json::from_str::<Request>(r#"{"op":"vxlan-send","vni":1,"frame":5}"#).is_err()
+        );
+    }
+
+    #[test]
+    fn vxlan_requests_and_events_use_the_documented_names() {
+        let r: Request = serde_json::from_str(
+            r#"{"op":"vxlan-add","vni":100,"mac":"02:00:00:00:00:01","remote_ip":"10.1.0.2","remote_mac":"02:00:00:00:00:02"}"#,
+        )
+        .unwrap();
+        assert!(matches!(r, Request::VxlanAdd { vni: 100, .. }));
+        let r: Request =
+            serde_json::from_str(r#"{"op":"set-attr","function":"vf0","vni":null}"#).unwrap();
+        assert_eq!(
+            r,
+            Request::SetAttr {
+                function: "vf0".into(),
+                vni: None,
+                vlan: None
+            }
+        );
+        let r: Request =
+            serde_json::from_str(r#"{"op":"set-vtep","mac":"02:76:6e:ff:00:01","ip":"10.1.0.1"}"#)
+                .unwrap();
+        assert!(matches!(r, Request::SetVtep { .. }));
+        let e = Event::VxlanPunt {
+            vni: 7,
+            outer_src_ip: Ipv4Addr::new(10, 1, 0, 2),
+            outer_src_mac: Mac([2, 0, 0, 0, 0, 2]),
+            reason: PuntReason::Moved,
+            frame: Frame(vec![1]),
+        };
+        assert_eq!(
+            serde_json::to_string(&e).unwrap(),
+            r#"{"event":"vxlan-punt","vni":7,"outer_src_ip":"10.1.0.2","outer_src_mac":"02:00:00:00:00:02","reason":"moved","frame":"01"}"#
+        );
+    }
+
+    #[test]
+    fn vni_null_differs_from_absent_and_capacity_has_a_default() {
+        let f: FunctionFile = serde_json::from_str(r#"{"name":"vf0","vni":null}"#).unwrap();
+        assert_eq!(f.vni, Some(None));
+        let f: FunctionFile = serde_json::from_str(r#"{"name":"vf0","vni":5}"#).unwrap();
+        assert_eq!(f.vni, Some(Some(5)));
+        let f: FunctionFile = serde_json::from_str(r#"{"name":"vf0"}"#).unwrap();
+        assert_eq!(f.vni, None);
+        let s: CardSettings = serde_json::from_str(r#"{"vfs":2,"queue_pairs":4}"#).unwrap();
+        assert_eq!(s.vxlan_capacity, DEFAULT_VXLAN_CAPACITY);
     }
 
     #[test]

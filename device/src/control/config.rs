@@ -8,8 +8,9 @@
 //! owned by vNICs the file moves elsewhere (so a file may swap addresses
 //! between vNICs, as a remapped migration configuration does). Then its
 //! steps run in order:
-//! static entries removed (when the file lists its own), NumVFs, each
-//! function, static entries added.
+//! static entries removed (when the file lists its own), the VTEP, VFs that
+//! leave their VNI for another (or for VLAN) let go of it, NumVFs, each
+//! function (its attribute last), static entries added.
 
 use std::collections::HashMap;
 
@@ -20,8 +21,10 @@ use crate::control::api::{
     CardFile, CardSettings, Direction, FdbFile, FunctionFile, GuestAddr, VnicFile,
 };
 use crate::control::ops::{OpError, OpResult};
+use crate::control::vxlan::{usable_ip, usable_mac};
 use crate::rate::{self, Limiter};
 use crate::switch::{EntryKind, Mac, Port, Vlan, MAX_VLAN};
+use crate::vxlan::Vni;
 
 fn bad(msg: String) -> OpError {
     OpError::Config(msg)
@@ -35,6 +38,7 @@ impl Card {
             vfs: c.vfs,
             queue_pairs: c.queue_pairs,
             card_id: c.card_id,
+            vxlan_capacity: c.vxlan_capacity,
         }
     }
 
@@ -66,6 +70,9 @@ impl Card {
                         .filter(|&a| a != 0)
                         .or(func.pending_vct())
                         .map(GuestAddr),
+                    // VFs state their attribute (null: VLAN); the PF has
+                    // none to state.
+                    vni: (f != 0).then(|| self.vxlan.segments.vni_of(f).map(Vni::get)),
                 }
             })
             .collect();
@@ -86,6 +93,7 @@ impl Card {
             num_vfs: Some(self.num_vfs),
             functions,
             fdb: Some(fdb),
+            vtep: self.vxlan.vtep,
         }
     }
 
@@ -121,7 +129,50 @@ impl Card {
             plan.push(f);
         }
         self.check_addresses(file, &plan, num_vfs)?;
+        self.check_vxlan(file, &plan)?;
         Ok(plan)
+    }
+
+    /// The VTEP is usable and every VNI the file leaves is a valid one of
+    /// one VF.
+    fn check_vxlan(&self, file: &CardFile, plan: &[usize]) -> OpResult<()> {
+        if let Some(v) = file.vtep {
+            usable_mac(v.mac)?;
+            usable_ip(v.ip)?;
+        }
+        let mut owners: HashMap<Vni, usize> = HashMap::new();
+        for f in 0..self.functions.len() {
+            let listed = plan.iter().position(|&p| p == f);
+            let vni = match listed.and_then(|i| file.functions[i].vni) {
+                Some(v) => v.map(Vni::new).transpose()?,
+                None => self.vxlan.segments.vni_of(f),
+            };
+            let Some(vni) = vni else { continue };
+            if f == 0 {
+                return Err(OpError::PfVxlan);
+            }
+            if let Some(other) = owners.insert(vni, f) {
+                return Err(bad(format!(
+                    "VNI {vni} is given to {} and {}",
+                    self.functions[other].name(),
+                    self.functions[f].name()
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// Listed VFs whose VNI the file changes let go of it first, so VNIs
+    /// may move between VFs in one file (a remapped configuration).
+    fn release_vnis(&mut self, file: &CardFile, plan: &[usize]) -> OpResult<()> {
+        for (ff, &f) in file.functions.iter().zip(plan) {
+            let Some(want) = ff.vni else { continue };
+            let now = self.vxlan.segments.vni_of(f);
+            if now.is_some() && now.map(Vni::get) != want {
+                self.set_attr(f, None, None)?;
+            }
+        }
+        Ok(())
     }
 
     fn check_function(&self, f: usize, ff: &FunctionFile) -> OpResult<()> {
@@ -280,6 +331,10 @@ impl Card {
                 }
             }
         }
+        if let Some(v) = file.vtep {
+            self.set_vtep(v)?;
+        }
+        self.release_vnis(file, plan)?;
         if let Some(n) = file.num_vfs.filter(|&n| n != self.num_vfs) {
             self.set_num_vfs(n)?;
         }
@@ -335,6 +390,12 @@ impl Card {
             };
             if !unchanged {
                 self.vct_set(f, a);
+            }
+        }
+        if let Some(want) = ff.vni {
+            let vni = want.map(Vni::new).transpose()?;
+            if vni != self.vxlan.segments.vni_of(f) {
+                self.set_attr(f, vni, None)?;
             }
         }
         Ok(())

@@ -10,7 +10,7 @@ use std::time::Instant;
 use log::info;
 use serde_json::Value;
 
-use crate::capture::{Capture, CaptureError};
+use crate::capture::{self, Capture, CaptureError, Scope};
 use crate::card::Card;
 use crate::control::api::{
     CaptureInfo, Direction, Event, FdbEntry, FdbKind, FunctionInfo, FunctionStatsInfo, GuestAddr,
@@ -20,6 +20,8 @@ use crate::function::qp_counter;
 use crate::rate::{self, Limiter, PolicyError};
 use crate::regs::{FnStat, QpStat};
 use crate::switch::{EntryKind, Mac, Port, SwitchError, Vlan, MAX_VLAN};
+use crate::vxlan::segment::SegmentError;
+use crate::vxlan::{BadVni, Vni};
 
 /// Why an operation was refused.
 #[derive(Debug, thiserror::Error)]
@@ -56,6 +58,20 @@ pub enum OpError {
     Unsupported(&'static str),
     #[error("VLAN protocol {0:#06x} is not supported (only 802.1Q)")]
     VlanProtocol(u32),
+    #[error(transparent)]
+    Vni(#[from] BadVni),
+    #[error("VNI {0} is already {1}'s (a VNI belongs to one VF)")]
+    VniTaken(Vni, String),
+    #[error("{0}: {1}")]
+    Segment(String, SegmentError),
+    #[error("the PF's attribute is VLAN; VxLAN is for VFs")]
+    PfVxlan,
+    #[error("a port VLAN goes with the VLAN attribute, not with VNI {0}")]
+    VlanWithVni(Vni),
+    #[error("no VxLAN entry for VNI {0} {1}")]
+    NoVxlanEntry(Vni, Mac),
+    #[error("{0}")]
+    Vxlan(String),
 }
 
 impl OpError {
@@ -63,7 +79,8 @@ impl OpError {
     pub fn errno(&self) -> i32 {
         match self {
             OpError::NoFunction(..) | OpError::Disabled(..) => libc::ENODEV,
-            OpError::Switch(_, SwitchError::Taken { .. }) => libc::EADDRINUSE,
+            OpError::Switch(_, SwitchError::Taken { .. })
+            | OpError::Segment(_, SegmentError::Taken { .. }) => libc::EADDRINUSE,
             OpError::Unsupported(_) => libc::EOPNOTSUPP,
             OpError::VlanProtocol(_) => libc::EPROTONOSUPPORT,
             _ => libc::EINVAL,
@@ -73,7 +90,7 @@ impl OpError {
 
 pub type OpResult<T> = Result<T, OpError>;
 
-fn json<T: serde::Serialize>(v: T) -> Value {
+pub(crate) fn json<T: serde::Serialize>(v: T) -> Value {
     serde_json::to_value(v).expect("API types serialise")
 }
 
@@ -83,6 +100,14 @@ impl Card {
     pub fn handle(&mut self, req: Request) -> OpResult<Value> {
         let done = Value::Null;
         Ok(match req {
+            req @ (Request::SetVtep { .. }
+            | Request::SetAttr { .. }
+            | Request::VxlanList {}
+            | Request::VxlanAdd { .. }
+            | Request::VxlanDel { .. }
+            | Request::VxlanSend { .. }
+            | Request::VxlanDeliver { .. }
+            | Request::UplinkSend { .. }) => self.handle_vxlan(req)?,
             Request::List {} => json(self.list()),
             Request::Show { function } => {
                 let f = self.function_index(&function)?;
@@ -153,8 +178,12 @@ impl Card {
                 json(self.stats(only))
             }
             Request::CaptureStart { path, function } => {
-                let only = function.map(|n| self.function_index(&n)).transpose()?;
-                self.capture_start(path, only)?;
+                let scope = match function.as_deref() {
+                    None => Scope::All,
+                    Some(capture::UPLINK) => Scope::Uplink,
+                    Some(name) => Scope::Function(self.function_index(name)?),
+                };
+                self.capture_start(path, scope)?;
                 done
             }
             Request::CaptureStop {} => json(self.capture_stop()?),
@@ -253,11 +282,13 @@ impl Card {
             vct_status: func.vct_status(),
             vct_pending: func.pending_vct().map(GuestAddr),
             quiesced: func.quiesced(),
+            vni: self.vxlan.segments.vni_of(f).map(Vni::get),
         }
     }
 
     /// Checks that vNIC `q` of function `f` can take `mac` in port VLAN
-    /// `vlan`: a usable address that nothing else holds there.
+    /// `vlan`: a usable address that nothing else holds there (in the VNI
+    /// segment instead, for a VF whose attribute is VxLAN).
     pub(crate) fn check_address(&self, f: usize, q: u16, mac: Mac, vlan: Vlan) -> OpResult<()> {
         if mac.is_multicast() || mac == Mac::default() {
             return Err(OpError::BadMac(mac));
@@ -266,6 +297,13 @@ impl Card {
             return Err(OpError::BadVlan(vlan));
         }
         let port = Port { function: f, qp: q };
+        if let Some(vni) = self.vxlan.segments.vni_of(f) {
+            return self
+                .vxlan
+                .segments
+                .check(vni, port, mac)
+                .map_err(|e| OpError::Segment(self.name(f), e));
+        }
         if self.switch.lookup(mac, vlan).is_some_and(|p| p != port) {
             return Err(OpError::Switch(
                 self.name(f),
@@ -275,11 +313,19 @@ impl Card {
         Ok(())
     }
 
-    /// Puts vNIC `q` of function `f` on the switch with its configuration.
-    fn add_port(&mut self, f: usize, q: u16) -> OpResult<()> {
+    /// Puts vNIC `q` of function `f` on the switch with its configuration
+    /// (into its VNI segment, for a VF whose attribute is VxLAN).
+    pub(crate) fn add_port(&mut self, f: usize, q: u16) -> OpResult<()> {
         let cfg = self.functions[f].policy().vnics[q as usize];
         let port = Port { function: f, qp: q };
         let name = self.name(f);
+        if let Some(vni) = self.vxlan.segments.vni_of(f) {
+            return self
+                .vxlan
+                .segments
+                .add_port(vni, port, cfg.mac)
+                .map_err(|e| OpError::Segment(name, e));
+        }
         self.switch
             .add_port(port, cfg.mac)
             .and_then(|()| self.switch.set_pvid(port, cfg.vlan))
@@ -287,6 +333,12 @@ impl Card {
                 self.switch.remove_port(port);
                 OpError::Switch(name, e)
             })
+    }
+
+    /// Takes a vNIC off the switch or out of its VNI segment.
+    pub(crate) fn remove_port(&mut self, port: Port) {
+        self.switch.remove_port(port);
+        self.vxlan.segments.remove_port(port);
     }
 
     /// SR-IOV NumVFs: VFs `0..count` enabled, the rest disabled. The
@@ -326,7 +378,7 @@ impl Card {
                 if enable {
                     self.add_port(f, q)?;
                 } else {
-                    self.switch.remove_port(Port { function: f, qp: q });
+                    self.remove_port(Port { function: f, qp: q });
                 }
             }
             info!(
@@ -360,7 +412,7 @@ impl Card {
             self.check_address(f, q as u16, cfg.mac, cfg.vlan)?;
         }
         for q in self.functions[f].set_qp_num(count) {
-            self.switch.remove_port(Port { function: f, qp: q });
+            self.remove_port(Port { function: f, qp: q });
         }
         for q in old..count {
             self.add_port(f, q as u16)?;
@@ -388,6 +440,9 @@ impl Card {
         self.check_address(f, q, mac, vlan)?;
         let port = Port { function: f, qp: q };
         let name = self.name(f);
+        if self.vxlan.segments.vni_of(f).is_some() {
+            return self.set_vxlan_vnic(f, q, mac, vlan);
+        }
         if vlan == cur.vlan && mac != cur.mac {
             // The VLANs the guest joined move with the MAC: all must be free.
             self.switch
@@ -513,13 +568,18 @@ impl Card {
             ("unknown_unicast", c.unknown_unicast),
             ("fdb_entries", self.switch.len() as u64),
             ("num_vfs", u64::from(self.num_vfs)),
-        ];
+            ("vxlan_macs", self.vxlan.tables.len() as u64),
+            ("vxlan_tunnels", self.vxlan.tables.tunnel_count() as u64),
+        ]
+        .into_iter()
+        .chain(self.uplink.counters.named())
+        .chain(self.vxlan.counters.named());
         let functions = (0..self.functions.len())
             .filter(|f| only.is_none_or(|o| o == *f))
             .map(|f| self.function_stats(f))
             .collect();
         StatsInfo {
-            card: card.iter().map(|(k, v)| (k.to_string(), *v)).collect(),
+            card: card.map(|(k, v)| (k.to_string(), v)).collect(),
             capture: self.capture_info(),
             functions,
         }
@@ -563,16 +623,20 @@ impl Card {
     fn capture_info(&self) -> Option<CaptureInfo> {
         self.capture.as_ref().map(|c| CaptureInfo {
             path: c.path().to_path_buf(),
-            function: c.function().map(|f| self.name(f)),
+            function: match c.scope() {
+                Scope::All => None,
+                Scope::Function(f) => Some(self.name(f)),
+                Scope::Uplink => Some(capture::UPLINK.to_string()),
+            },
             frames: c.frames(),
         })
     }
 
-    pub fn capture_start(&mut self, path: PathBuf, only: Option<usize>) -> OpResult<()> {
+    pub fn capture_start(&mut self, path: PathBuf, scope: Scope) -> OpResult<()> {
         if let Some(c) = &self.capture {
             return Err(OpError::CaptureRunning(c.path().to_path_buf()));
         }
-        self.capture = Some(Capture::start(&path, only)?);
+        self.capture = Some(Capture::start(&path, scope)?);
         info!("capture into {} started", path.display());
         self.events.push(Event::CaptureStarted { path });
         Ok(())

@@ -9,7 +9,8 @@
 //! Event sources are named by token: listeners at even numbers, connections
 //! at odd numbers (`2 * function + 1`), the stop descriptor at [`STOP`], the
 //! interrupt-moderation timer at [`TIMER`], the control socket at
-//! [`CONTROL`] and its clients from [`CONTROL_CLIENTS`] on.
+//! [`CONTROL`] and its clients from [`CONTROL_CLIENTS`] on, the uplink's
+//! descriptor (a TAP device or a UDP socket) at [`UPLINK`].
 //!
 //! The control socket (`control/socket.rs`) is served by the same loop:
 //! management requests run between data-path turns. After each, the
@@ -50,6 +51,8 @@ const STOP: Token = Token(usize::MAX - 1);
 const TIMER: Token = Token(usize::MAX - 2);
 /// Token of the control socket's listener.
 const CONTROL: Token = Token(usize::MAX - 3);
+/// Token of the uplink's descriptor.
+const UPLINK: Token = Token(usize::MAX - 4);
 /// Control client `i` is `CONTROL_CLIENTS + i`.
 const CONTROL_CLIENTS: usize = usize::MAX - 64;
 /// The control socket's file name in the socket directory.
@@ -125,6 +128,11 @@ impl Server {
         poll.registry()
             .register(&mut SourceFd(&timer.as_raw_fd()), TIMER, Interest::READABLE)
             .map_err(ServerError::Poll)?;
+        if let Some(fd) = card.uplink().fd() {
+            poll.registry()
+                .register(&mut SourceFd(&fd), UPLINK, Interest::READABLE)
+                .map_err(ServerError::Poll)?;
+        }
         let mut server = Server {
             poll,
             card,
@@ -217,12 +225,16 @@ impl Server {
                 return Err(ServerError::Poll(e));
             }
             let mut ready: Vec<usize> = std::mem::take(&mut self.backlog);
+            let mut uplink = self.card.uplink_pending();
             for ev in events.iter() {
                 match ev.token() {
                     STOP => {
                         info!("stopping");
                         return Ok(());
                     }
+                    // Edge-triggered: read until empty or out of budget
+                    // (then the card stays busy and the loop comes back).
+                    UPLINK => uplink = true,
                     TIMER => {
                         // Expired: reading it re-arms nothing; run_timers
                         // below fires what is due.
@@ -256,6 +268,9 @@ impl Server {
                     ConnState::Busy => self.backlog.push(i),
                     ConnState::Gone => self.drop_client(i),
                 }
+            }
+            if uplink {
+                self.card.run_uplink();
             }
             self.card.run_pending();
             self.card.run_timers(Instant::now());
