@@ -486,7 +486,7 @@ impl Agent {
     /// The summary printed when the agent stops.
     pub fn summary(&self) -> String {
         format!(
-            "vxlan-agent: summary: {} (fdb {} entries, neigh {} entries)",
+            "vxlan-agent: summary: {} fdb_entries={} neigh_entries={}",
             self.counters,
             self.fdb.len(),
             self.neigh.len()

@@ -226,6 +226,125 @@ impl Drop for Vnicd {
     }
 }
 
+/// A `vnicctl vxlan-agent` process started by a test (docs/vxlan.md, "The
+/// host agent"), stopped by its PID with SIGTERM (then SIGKILL) on
+/// [`Agent::stop`] or drop. Its decisions (stderr) go to `log`, its
+/// summary (stdout) to `out`.
+pub struct Agent {
+    child: Option<Child>,
+    pub log: PathBuf,
+    pub out: PathBuf,
+    /// The exit status of the stop, once stopped: 0 for a clean SIGTERM.
+    pub status: Option<Option<i32>>,
+}
+
+impl Agent {
+    /// Starts `vnicctl --control CONTROL vxlan-agent ARGS...` and waits
+    /// (up to 10 s) for its ready line; panics with its log if it does
+    /// not get there.
+    pub fn start(control: &Path, args: &[&str], log: &Path, out: &Path) -> Agent {
+        let mut child = Command::new(vnicctl_binary())
+            .arg("--control")
+            .arg(control)
+            .arg("vxlan-agent")
+            .args(args)
+            .env_remove("VNICCTL_CONTROL")
+            .stdin(Stdio::null())
+            .stdout(File::create(out).expect("create agent stdout file"))
+            .stderr(File::create(log).expect("create agent log"))
+            .spawn()
+            .expect("spawn vnicctl vxlan-agent");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !read(log).contains("vxlan-agent: ready") {
+            let exited = child.try_wait().ok().flatten();
+            if exited.is_some() || Instant::now() > deadline {
+                if exited.is_none() {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                }
+                panic!(
+                    "vxlan-agent not ready ({}): {}{}",
+                    exited.map_or("timeout".to_string(), |s| s.to_string()),
+                    read(log),
+                    read(out)
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Agent {
+            child: Some(child),
+            log: log.to_path_buf(),
+            out: out.to_path_buf(),
+            status: None,
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map_or(0, Child::id)
+    }
+
+    /// SIGTERM, up to 10 s for the agent to print its summary and exit,
+    /// then SIGKILL. Returns the exit status (None: killed or died of a
+    /// signal).
+    pub fn stop(&mut self) -> Option<i32> {
+        let Some(mut child) = self.child.take() else {
+            return self.status.flatten();
+        };
+        let status = match child.try_wait() {
+            // Already reaped: its PID may belong to someone else by now.
+            Ok(Some(st)) => st.code(),
+            _ => {
+                // SAFETY: kill(2) on the PID of a child we spawned and have
+                // not reaped, so the PID is still ours.
+                unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+                let deadline = Instant::now() + Duration::from_secs(10);
+                loop {
+                    if let Ok(Some(st)) = child.try_wait() {
+                        break st.code();
+                    }
+                    if Instant::now() > deadline {
+                        let _ = child.kill();
+                        let _ = child.wait();
+                        break None;
+                    }
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+            }
+        };
+        self.status = Some(status);
+        status
+    }
+
+    /// The summary line (after [`Agent::stop`]), or "" if there is none.
+    pub fn summary(&self) -> String {
+        read(&self.out)
+            .lines()
+            .find(|l| l.contains("summary:"))
+            .unwrap_or("")
+            .to_string()
+    }
+
+    /// Counter `name` of the summary (`requests`, `punts`, `installs`,
+    /// `drops`, ...).
+    pub fn counter(&self, name: &str) -> Option<u64> {
+        let key = format!("{name}=");
+        self.summary()
+            .split_whitespace()
+            .find_map(|w| w.strip_prefix(&key)?.parse().ok())
+    }
+
+    /// The decisions it logged so far.
+    pub fn log_text(&self) -> String {
+        read(&self.log)
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
 fn read(p: &Path) -> String {
     std::fs::read_to_string(p).unwrap_or_default()
 }
