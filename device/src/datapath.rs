@@ -17,6 +17,7 @@ use crate::function::{SwitchOp, MISC_VECTORS};
 use crate::queue::Arrival;
 use crate::regs::FnStat;
 use crate::switch::{strip_tag, Decision, DropReason, Mac, Port};
+use crate::uplink::Incoming;
 use crate::vxlan::wire;
 
 /// Frames one send queue may switch per turn of the event loop.
@@ -313,8 +314,9 @@ impl Card {
         self.uplink_more = false;
         for n in 1..=UPLINK_BUDGET {
             match self.uplink.recv(&mut self.scratch) {
-                Ok(true) => self.switch_uplink_frame(now),
-                Ok(false) => break,
+                Ok(Incoming::Frame) => self.switch_uplink_frame(now),
+                Ok(Incoming::Skipped) => {}
+                Ok(Incoming::Empty) => break,
                 Err(e) => {
                     warn!("uplink {}: {e}", self.uplink.spec());
                     break;

@@ -444,3 +444,104 @@ fn a_tap_uplink_reaches_the_host_kernel_and_its_vxlan_device() {
         "the VLAN VF saw no tenant traffic"
     );
 }
+
+/// A VxLAN frame to `dst_ip` built by the card's own code.
+fn vxlan_frame(dst_ip: Ipv4Addr, inner: &[u8]) -> Vec<u8> {
+    use vnic::switch::Mac;
+    use vnic::vxlan::wire::{encapsulate, Outer};
+    let outer = Outer {
+        dst_mac: Mac([2, 0x76, 0x6e, 0xff, 0, 1]),
+        src_mac: Mac([2, 0x76, 0x6e, 0xff, 0, 2]),
+        src_ip: Ipv4Addr::new(10, 1, 0, 2),
+        dst_ip,
+        ident: 1,
+        vni: VNI,
+    };
+    let mut out = Vec::new();
+    encapsulate(&outer, inner, &mut out);
+    out
+}
+
+#[test]
+fn hostile_frames_from_the_wire_and_hostile_requests_are_counted_or_refused() {
+    // The test is the other end of vnicd's wire.
+    let wire = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let (port, _) = free_ports();
+    let mut vnicd = Vnicd::start(&[
+        "--vfs",
+        "1",
+        "--uplink",
+        &format!("udp:127.0.0.1:{port},{}", wire.local_addr().unwrap()),
+    ]);
+    let mut ctl = Ctl::connect(&vnicd);
+    ctl.ok(json!({"op": "set-vtep", "mac": "02:76:6e:ff:00:01", "ip": "10.1.0.1"}));
+    ctl.ok(json!({"op": "set-attr", "function": "vf0", "vni": VNI}));
+    let g = Guest::attach(&vnicd, "vf0", 1);
+    let to = format!("127.0.0.1:{port}");
+    let good = vxlan_frame(
+        Ipv4Addr::new(10, 1, 0, 1),
+        &frame(mac(0, 1, 0), [2, 0, 0, 0, 0, 9], 1, 100),
+    );
+    let mut sent = 0;
+    for n in 0..good.len() {
+        wire.send_to(&good[..n], &to).unwrap();
+        sent += 1;
+    }
+    for at in 0..50 {
+        let mut f = good.clone();
+        f[at] ^= 0xa5;
+        wire.send_to(&f, &to).unwrap();
+        sent += 1;
+    }
+    wire.send_to(&vec![0xff; 60_000], &to).unwrap();
+    sent += 1;
+    wait_for("every datagram read", WAIT, || {
+        card_stat(&mut ctl, "uplink_rx_frames") == sent
+    });
+    assert!(vnicd.alive());
+    assert!(
+        g.received(0).is_empty(),
+        "nothing vouched for reached the guest"
+    );
+
+    for (bad, why) in [
+        (
+            json!({"op": "vxlan-send", "vni": VNI, "frame": "abc"}),
+            "odd number",
+        ),
+        (
+            json!({"op": "vxlan-send", "vni": VNI, "frame": "zz"}),
+            "not a hex digit",
+        ),
+        (
+            json!({"op": "uplink-send", "frame": "00".repeat(9216 + 65)}),
+            "longer than 9280",
+        ),
+        (
+            json!({"op": "vxlan-deliver", "vni": 0, "frame": "00".repeat(60)}),
+            "VNI 0",
+        ),
+        (
+            json!({"op": "vxlan-add", "vni": 1, "mac": "02:00:00:00:00:01",
+                   "remote_ip": "10.0.0.1"}),
+            "missing field",
+        ),
+        (
+            json!({"op": "set-attr", "function": "vf0", "vni": -1}),
+            "invalid value",
+        ),
+        (
+            json!({"op": "set-vtep", "mac": "02:00:00:00:00:01", "ip": "1.2.3"}),
+            "invalid",
+        ),
+    ] {
+        let e = ctl.refused(bad.clone());
+        assert!(e.contains(why), "{bad}: {e}");
+    }
+    // Nearly a megabyte of hex in one request: refused, and the
+    // connection still answers.
+    let huge = json!({"op": "uplink-send", "frame": "0".repeat(1000 * 1000)});
+    assert!(ctl.refused(huge).contains("longer"));
+    assert_eq!(ctl.ok(json!({"op": "vxlan-list"}))["capacity"], 1024);
+    assert!(vnicd.alive());
+}

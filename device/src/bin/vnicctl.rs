@@ -91,7 +91,8 @@ enum Command {
     Link { function: String, state: LinkArg },
     /// Card, function and vNIC counters (one function if given).
     Stats { function: Option<String> },
-    /// pcap capture of the frames entering the switch.
+    /// pcap capture of the frames entering the switch (or crossing the
+    /// uplink).
     #[command(subcommand)]
     Capture(CaptureCommand),
     /// Writes the card's configuration as JSON to FILE (or stdout).
@@ -210,7 +211,8 @@ enum CaptureCommand {
     /// Starts capturing to PATH (created by vnicd, so on its host).
     Start {
         path: PathBuf,
-        /// Only the frames this function sends.
+        /// Only the frames this function sends; `uplink`: only the
+        /// frames leaving and entering the uplink.
         #[arg(long)]
         function: Option<String>,
     },

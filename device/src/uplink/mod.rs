@@ -149,7 +149,21 @@ enum Received {
     /// Something that is not a frame of our wire (a datagram from another
     /// sender): counted and skipped.
     Stranger,
+    /// A transient error (an ICMP error queued on the socket): skipped.
+    Transient,
     /// Nothing waiting.
+    Empty,
+}
+
+/// What [`Uplink::recv`] got.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Incoming {
+    /// A frame, now in the caller's buffer.
+    Frame,
+    /// Something that was not a frame for the card (counted if it came from
+    /// a stranger); more may wait.
+    Skipped,
+    /// Nothing is waiting.
     Empty,
 }
 
@@ -251,36 +265,39 @@ impl Uplink {
         }
     }
 
-    /// Reads the next frame from the port into `out` (replacing its
-    /// contents). Returns false when nothing is waiting.
-    pub fn recv(&mut self, out: &mut Vec<u8>) -> io::Result<bool> {
-        loop {
-            let got = match &mut self.backend {
-                Backend::None => Received::Empty,
-                Backend::Tap(t) => t.recv(&mut self.buf)?,
-                Backend::Udp(u) => u.recv(&mut self.buf)?,
-                #[cfg(test)]
-                Backend::Memory { incoming, .. } => match incoming.pop_front() {
-                    Some(f) => {
-                        self.buf.clear();
-                        self.buf.extend_from_slice(&f);
-                        Received::Frame(f.len())
-                    }
-                    None => Received::Empty,
-                },
-            };
-            match got {
-                Received::Empty => return Ok(false),
-                Received::Stranger => self.counters.rx_dropped += 1,
-                Received::Frame(n) => {
-                    out.clear();
-                    out.extend_from_slice(&self.buf[..n]);
-                    self.counters.rx_frames += 1;
-                    self.counters.rx_bytes += n as u64;
-                    return Ok(true);
+    /// Reads one thing from the port: a frame goes into `out` (replacing
+    /// its contents). The caller bounds how many it reads per turn,
+    /// skipped ones included.
+    pub fn recv(&mut self, out: &mut Vec<u8>) -> io::Result<Incoming> {
+        let got = match &mut self.backend {
+            Backend::None => Received::Empty,
+            Backend::Tap(t) => t.recv(&mut self.buf)?,
+            Backend::Udp(u) => u.recv(&mut self.buf)?,
+            #[cfg(test)]
+            Backend::Memory { incoming, .. } => match incoming.pop_front() {
+                Some(f) => {
+                    self.buf.clear();
+                    self.buf.extend_from_slice(&f);
+                    Received::Frame(f.len())
                 }
+                None => Received::Empty,
+            },
+        };
+        Ok(match got {
+            Received::Empty => Incoming::Empty,
+            Received::Transient => Incoming::Skipped,
+            Received::Stranger => {
+                self.counters.rx_dropped += 1;
+                Incoming::Skipped
             }
-        }
+            Received::Frame(n) => {
+                out.clear();
+                out.extend_from_slice(&self.buf[..n]);
+                self.counters.rx_frames += 1;
+                self.counters.rx_bytes += n as u64;
+                Incoming::Frame
+            }
+        })
     }
 }
 
@@ -361,7 +378,7 @@ mod tests {
         assert_eq!(u.counters.tx_frames, 1);
         assert_eq!(u.counters.tx_bytes, 60);
         let mut out = Vec::new();
-        assert!(!u.recv(&mut out).unwrap());
+        assert_eq!(u.recv(&mut out).unwrap(), Incoming::Empty);
     }
 
     #[test]
@@ -388,7 +405,7 @@ mod tests {
         let mut out = Vec::new();
         let mut got = false;
         for _ in 0..100 {
-            if b.recv(&mut out).unwrap() {
+            if b.recv(&mut out).unwrap() == Incoming::Frame {
                 got = true;
                 break;
             }
@@ -401,7 +418,8 @@ mod tests {
         let stranger = std::net::UdpSocket::bind(a_addr).unwrap();
         stranger.send_to(&frame, pb).unwrap();
         std::thread::sleep(std::time::Duration::from_millis(20));
-        assert!(!b.recv(&mut out).unwrap());
+        assert_eq!(b.recv(&mut out).unwrap(), Incoming::Skipped);
+        assert_eq!(b.recv(&mut out).unwrap(), Incoming::Empty);
         assert_eq!(b.counters.rx_dropped, 1);
     }
 }

@@ -60,7 +60,7 @@ impl Udp {
                 // An ICMP error queued for an earlier send (port
                 // unreachable while the other side restarts): not a frame,
                 // and not the end of the uplink.
-                Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => Ok(Received::Stranger),
+                Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => Ok(Received::Transient),
                 Err(e) => Err(e),
             };
         }

@@ -548,6 +548,23 @@ mod tests {
     }
 
     #[test]
+    fn a_disabled_vf_given_a_vni_joins_the_segment_when_enabled() {
+        let mut c = card();
+        c.set_num_vfs(1).unwrap();
+        c.set_attr(2, Some(vni()), None).unwrap();
+        assert!(!c.vxlan.segments.has_vni(vni()));
+        c.set_num_vfs(4).unwrap();
+        let m = mac(&c, 2, 1);
+        assert_eq!(
+            c.vxlan.segments.lookup(vni(), m),
+            Some(Port { function: 2, qp: 1 })
+        );
+        assert_eq!(c.switch.lookup(m, 0), None);
+        c.set_num_vfs(1).unwrap();
+        assert!(!c.vxlan.segments.has_vni(vni()), "disabled VFs leave it");
+    }
+
+    #[test]
     fn going_back_to_vlan_is_refused_while_an_address_is_taken_there() {
         let mut c = card();
         req(&mut c, r#"{"op":"set-attr","function":"vf0","vni":100}"#).unwrap();

@@ -315,7 +315,10 @@ mod tests {
     /// Decapsulates `f`; a result must point inside `f`.
     fn survives(f: &[u8]) {
         if let Some(d) = decapsulate(f, VTEP_IP) {
-            assert!(d.inner.start <= d.inner.end && d.inner.end <= f.len(), "{d:?}");
+            assert!(
+                d.inner.start <= d.inner.end && d.inner.end <= f.len(),
+                "{d:?}"
+            );
         }
     }
 
