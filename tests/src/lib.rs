@@ -1134,6 +1134,14 @@ pub mod e2e {
             agent.stop()
         }
 
+        /// Puts `NAME=VALUE` in host `host`'s guest's /etc/vnic-run.env
+        /// (the launcher's `--env`).
+        pub fn guest_env(&mut self, host: usize, name: &str, value: &str) {
+            let h = &mut self.hosts[host];
+            h.opts.push("--env".into());
+            h.opts.push(format!("{name}={value}"));
+        }
+
         /// Lets the guests ask for `host netns-ping NS ...` in namespace
         /// `ns` (one the test made).
         pub fn allow_netns(&mut self, ns: &str) {
