@@ -11,6 +11,8 @@
 #   host-packages  apt: debootstrap, cpio, kmod, gcc/make, the guest kernel's
 #                  headers (linux-headers-<ver>) to build guest-driver/,
 #                  tcpdump, with which tests read the card's pcap captures,
+#                  iputils-ping (the host pings a guest from a network
+#                  namespace: host netns-ping, docs/vxlan.md),
 #                  and for migration (run-guest.sh --migrate, migrate.sh)
 #                  socat (QEMU's monitor socket), qemu-utils (qemu-img for
 #                  the savevm image), jq (configuration edits), and the
@@ -182,7 +184,7 @@ apt_download() {
 
 step_host_packages() {
 	local want=(debootstrap cpio kmod gzip make gcc libc6-dev libelf-dev
-		binutils tcpdump socat qemu-utils jq shellcheck "linux-headers-$KVER")
+		binutils tcpdump iputils-ping socat qemu-utils jq shellcheck "linux-headers-$KVER")
 	local missing=() p
 	for p in "${want[@]}"; do
 		dpkg-query -W -f='${Status}' "$p" 2>/dev/null |

@@ -8,6 +8,7 @@
 //! ([`uplink`]) is its physical port; VFs with the VxLAN attribute reach it
 //! through the card's VxLAN offload ([`vxlan`]).
 
+pub mod agent;
 pub mod capture;
 pub mod card;
 pub mod control;

@@ -150,3 +150,77 @@ fn stopping_the_channel_ends_the_vnicctl_it_runs() {
         "{answer:?}"
     );
 }
+
+#[test]
+fn netns_ping_runs_only_in_namespaces_the_test_allowed() {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("skipped: network namespaces need root");
+        return;
+    }
+    let ns = format!("vnichc{}", std::process::id());
+    let ip = |args: &[&str]| {
+        std::process::Command::new("ip")
+            .args(args)
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    let _ = ip(&["netns", "del", &ns]);
+    assert!(ip(&["netns", "add", &ns]), "ip netns add");
+    // Deleted even if an assertion fails.
+    struct Gone(String);
+    impl Drop for Gone {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("ip")
+                .args(["netns", "del", &self.0])
+                .status();
+        }
+    }
+    let _gone = Gone(ns.clone());
+    assert!(ip(&["-n", &ns, "link", "set", "lo", "up"]));
+
+    let dir = TempDir::new("hc");
+    let base = dir.0.join("host");
+    let log = dir.0.join("host.log");
+    let channel = HostChannel::serve_with_namespaces(
+        &base,
+        &dir.0.join("control.sock"),
+        &log,
+        std::slice::from_ref(&ns),
+    );
+    let mut guest = Guest::open(&base);
+    guest.send(&format!("HOST-RUN netns-ping {ns} 127.0.0.1 2\n"));
+    let answer = guest.answer();
+    assert_eq!(
+        answer.last().map(String::as_str),
+        Some("HOST-END 0"),
+        "{answer:?}"
+    );
+    assert!(
+        answer.iter().any(|l| l.contains("2 received")),
+        "{answer:?}"
+    );
+    for bad in [
+        "netns-ping someone-elses 127.0.0.1 1".to_string(),
+        format!("netns-ping {ns} 127.0.0.1 0"),
+        format!("netns-ping {ns} 127.0.0.1 51"),
+        format!("netns-ping {ns} localhost 1"),
+        format!("netns-ping {ns} 127.0.0.1"),
+        format!("netns-ping {ns} 127.0.0.1 1 -f"),
+    ] {
+        guest.send(&format!("HOST-RUN {bad}\n"));
+        let answer = guest.answer();
+        assert_eq!(
+            answer.last().map(String::as_str),
+            Some("HOST-END 127"),
+            "{bad}: {answer:?}"
+        );
+    }
+    drop(channel);
+    let log = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        log.contains(&format!("] netns-ping {ns} 127.0.0.1 2 -> rc 0")),
+        "{log}"
+    );
+    assert!(log.contains("not one this test made"), "{log}");
+}

@@ -128,9 +128,9 @@ summary() {
 
 # The host channel: /dev/ttyS1, joined by qemu/run-guest.sh --host-channel to
 # a server on the host (vnic_tests::e2e::run_scenario_with_host). One request
-# line "HOST-RUN vnicctl ARG ..." (words separated by single spaces); the
-# answer is one "HOST-OUT <line>" per line of vnicctl's output (stdout and
-# stderr), then "HOST-END <rc>".
+# line "HOST-RUN vnicctl ARG ..." or "HOST-RUN netns-ping NS IP COUNT" (words
+# separated by single spaces); the answer is one "HOST-OUT <line>" per line of
+# the command's output (stdout and stderr), then "HOST-END <rc>".
 HOST_TIMEOUT=${HOST_TIMEOUT:-60}
 HOST_FD=
 HOST_OUT=
@@ -158,11 +158,14 @@ host_open() {
 # exit status; 124 when no answer came within HOST_TIMEOUT seconds, 2 for a
 # request the channel cannot carry (another command, an empty argument or
 # one with blanks), 125 without a channel.
+# host netns-ping NS IP COUNT: the host pings IP COUNT times from network
+# namespace NS, if the test made NS and allowed it (127 otherwise);
+# output and status as above.
 host() {
 	local IFS=' ' a line rc='' end left
 	HOST_OUT=
-	if [[ ${1:-} != vnicctl ]]; then
-		echo "host: only 'host vnicctl ARG...' is served, not '$*'"
+	if [[ ${1:-} != vnicctl && ${1:-} != netns-ping ]]; then
+		echo "host: only 'host vnicctl ARG...' and 'host netns-ping NS IP COUNT' are served, not '$*'"
 		return 2
 	fi
 	for a in "$@"; do

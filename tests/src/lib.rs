@@ -226,6 +226,125 @@ impl Drop for Vnicd {
     }
 }
 
+/// A `vnicctl vxlan-agent` process started by a test (docs/vxlan.md, "The
+/// host agent"), stopped by its PID with SIGTERM (then SIGKILL) on
+/// [`Agent::stop`] or drop. Its decisions (stderr) go to `log`, its
+/// summary (stdout) to `out`.
+pub struct Agent {
+    child: Option<Child>,
+    pub log: PathBuf,
+    pub out: PathBuf,
+    /// The exit status of the stop, once stopped: 0 for a clean SIGTERM.
+    pub status: Option<Option<i32>>,
+}
+
+impl Agent {
+    /// Starts `vnicctl --control CONTROL vxlan-agent ARGS...` and waits
+    /// (up to 10 s) for its ready line; panics with its log if it does
+    /// not get there.
+    pub fn start(control: &Path, args: &[&str], log: &Path, out: &Path) -> Agent {
+        let mut child = Command::new(vnicctl_binary())
+            .arg("--control")
+            .arg(control)
+            .arg("vxlan-agent")
+            .args(args)
+            .env_remove("VNICCTL_CONTROL")
+            .stdin(Stdio::null())
+            .stdout(File::create(out).expect("create agent stdout file"))
+            .stderr(File::create(log).expect("create agent log"))
+            .spawn()
+            .expect("spawn vnicctl vxlan-agent");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !read(log).contains("vxlan-agent: ready") {
+            let exited = child.try_wait().ok().flatten();
+            if exited.is_some() || Instant::now() > deadline {
+                if exited.is_none() {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                }
+                panic!(
+                    "vxlan-agent not ready ({}): {}{}",
+                    exited.map_or("timeout".to_string(), |s| s.to_string()),
+                    read(log),
+                    read(out)
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Agent {
+            child: Some(child),
+            log: log.to_path_buf(),
+            out: out.to_path_buf(),
+            status: None,
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map_or(0, Child::id)
+    }
+
+    /// SIGTERM, up to 10 s for the agent to print its summary and exit,
+    /// then SIGKILL. Returns the exit status (None: killed or died of a
+    /// signal).
+    pub fn stop(&mut self) -> Option<i32> {
+        let Some(mut child) = self.child.take() else {
+            return self.status.flatten();
+        };
+        let status = match child.try_wait() {
+            // Already reaped: its PID may belong to someone else by now.
+            Ok(Some(st)) => st.code(),
+            _ => {
+                // SAFETY: kill(2) on the PID of a child we spawned and have
+                // not reaped, so the PID is still ours.
+                unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+                let deadline = Instant::now() + Duration::from_secs(10);
+                loop {
+                    if let Ok(Some(st)) = child.try_wait() {
+                        break st.code();
+                    }
+                    if Instant::now() > deadline {
+                        let _ = child.kill();
+                        let _ = child.wait();
+                        break None;
+                    }
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+            }
+        };
+        self.status = Some(status);
+        status
+    }
+
+    /// The summary line (after [`Agent::stop`]), or "" if there is none.
+    pub fn summary(&self) -> String {
+        read(&self.out)
+            .lines()
+            .find(|l| l.contains("summary:"))
+            .unwrap_or("")
+            .to_string()
+    }
+
+    /// Counter `name` of the summary (`requests`, `punts`, `installs`,
+    /// `drops`, ...).
+    pub fn counter(&self, name: &str) -> Option<u64> {
+        let key = format!("{name}=");
+        self.summary()
+            .split_whitespace()
+            .find_map(|w| w.strip_prefix(&key)?.parse().ok())
+    }
+
+    /// The decisions it logged so far.
+    pub fn log_text(&self) -> String {
+        read(&self.log)
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
 fn read(p: &Path) -> String {
     std::fs::read_to_string(p).unwrap_or_default()
 }
@@ -659,8 +778,16 @@ pub mod e2e {
         /// (scenario name, outcome); the outcomes' `logs` is the shared
         /// log directory.
         pub guests: Vec<(String, Outcome)>,
-        /// What went wrong with vnicd, if anything.
+        /// What went wrong with vnicd (any of them), if anything.
         pub vnicd_problem: Option<String>,
+        /// What went wrong with the agents ([`Testbed::start_agent`]):
+        /// one that died, or did not exit 0 on SIGTERM.
+        pub agent_problem: Option<String>,
+        /// The agents a [`Testbed`] ran, by name, stopped: their summary
+        /// and counters ([`Agent::summary`], [`Agent::counter`]).
+        pub agents: Vec<(String, Agent)>,
+        /// The vnicd logs shown when the test fails.
+        pub vnicd_logs: Vec<PathBuf>,
         /// target/e2e-logs/<test>: `<scenario>.log` (console),
         /// `<scenario>.qemu.log`, `<scenario>.run.log` (launcher),
         /// `vnicd.out`, `vnicd.log`.
@@ -690,10 +817,22 @@ pub mod e2e {
                 );
             }
             msg += &format!(
-                "\n--- vnicd: {}, log tail ---\n{}",
+                "\n--- vnicd: {} ---",
                 self.vnicd_problem.as_deref().unwrap_or("ran throughout"),
-                tail(&read(&self.logs.join("vnicd.log")), 20)
             );
+            for log in &self.vnicd_logs {
+                msg += &format!("\n--- {} tail ---\n{}", log.display(), tail(&read(log), 20));
+            }
+            if let Some(p) = &self.agent_problem {
+                msg += &format!("\n--- agents: {p} ---");
+            }
+            for (name, a) in &self.agents {
+                msg += &format!(
+                    "\n--- agent {name}: {}, log tail ---\n{}",
+                    a.summary(),
+                    tail(&a.log_text(), 20)
+                );
+            }
             panic!("{msg}");
         }
 
@@ -707,7 +846,17 @@ pub mod e2e {
         /// True if every scenario exited 0 and vnicd stayed up and exited
         /// cleanly.
         pub fn passed(&self) -> bool {
-            self.vnicd_problem.is_none() && self.guests.iter().all(|(_, o)| o.status == Some(0))
+            self.vnicd_problem.is_none()
+                && self.agent_problem.is_none()
+                && self.guests.iter().all(|(_, o)| o.status == Some(0))
+        }
+
+        /// The agent called `name`.
+        pub fn agent(&self, name: &str) -> &Agent {
+            self.agents
+                .iter()
+                .find_map(|(n, a)| (n == name).then_some(a))
+                .unwrap_or_else(|| panic!("no agent {name}"))
         }
 
         /// Fails unless every scenario exited 0 and vnicd stayed up and
@@ -723,6 +872,9 @@ pub mod e2e {
                 self.fail(&format!("guest scenario(s) failed: {}", failed.join(", ")));
             }
             if let Some(p) = &self.vnicd_problem {
+                self.fail(p);
+            }
+            if let Some(p) = &self.agent_problem {
                 self.fail(p);
             }
             let _ = std::fs::remove_dir_all(&self.logs);
@@ -864,7 +1016,267 @@ pub mod e2e {
         SharedOutcome {
             guests,
             vnicd_problem,
+            agent_problem: None,
+            agents: Vec::new(),
+            vnicd_logs: vec![logs.join("vnicd.log")],
             logs,
+        }
+    }
+
+    /// Hosts of their own: each guest on a vnicd of its own, started by
+    /// the test with extra arguments (e.g. an uplink, a configuration
+    /// file), with host agents (`vnicctl vxlan-agent`) the test starts and
+    /// stops by PID, and the network namespaces the guests may ping from
+    /// the host (`host netns-ping`, [`HostChannel`]).
+    ///
+    /// ```text
+    /// let mut bed = Testbed::new("vxlan-two-hosts");
+    /// let a = bed.host("vxlan-a", &["--card-id", "1", "--uplink", ...]);
+    /// bed.start_agent(a, "agent-a", &["--fdb", ...]);
+    /// let out = bed.run();     // boots every guest at once, waits, stops
+    /// ```
+    ///
+    /// Logs in target/e2e-logs/`test`: `<scenario>.log` (console),
+    /// `.run.log`, `.qemu.log`, `.host.log`, `.vnicd.out`, `.vnicd.log`,
+    /// `<agent>.agent.log` (its decisions) and `.agent.out` (its summary).
+    /// Every process it started is stopped by its handle (PID): by
+    /// [`Testbed::run`], or on drop if the test panics before.
+    pub struct Testbed {
+        logs: PathBuf,
+        hosts: Vec<BedHost>,
+        agents: Vec<(String, Agent)>,
+        namespaces: Vec<String>,
+    }
+
+    struct BedHost {
+        name: String,
+        script: PathBuf,
+        /// The launcher's options from the scenario's header.
+        opts: Vec<String>,
+        vnicd: Vnicd,
+    }
+
+    impl Testbed {
+        /// A test bed whose logs go to a fresh target/e2e-logs/`test`.
+        pub fn new(test: &str) -> Testbed {
+            require_setup();
+            Testbed {
+                logs: fresh_log_dir(test),
+                hosts: Vec::new(),
+                agents: Vec::new(),
+                namespaces: Vec::new(),
+            }
+        }
+
+        /// The log directory (also the guests' `@LOGDIR@`), e.g. for
+        /// configuration files and captures.
+        pub fn logs(&self) -> &Path {
+            &self.logs
+        }
+
+        /// Starts the vnicd of a new host whose guest runs
+        /// tests/e2e/`scenario`.sh: `--vfs` and the vnicd options of the
+        /// scenario's header, then `extra`. Returns the host's index.
+        pub fn host(&mut self, scenario: &str, extra: &[&str]) -> usize {
+            let script = scenario_path(scenario);
+            let (opts, mut args) = split_vnicd_args(&header_options(&script));
+            let vfs = option_value(&opts, "--vfs").unwrap_or("4").to_string();
+            args.splice(0..0, ["--vfs".to_string(), vfs]);
+            args.extend(extra.iter().map(|a| a.to_string()));
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            let vnicd = Vnicd::start_logged(
+                &args,
+                &self.logs.join(format!("{scenario}.vnicd.out")),
+                &self.logs.join(format!("{scenario}.vnicd.log")),
+                Duration::from_secs(30),
+            );
+            self.hosts.push(BedHost {
+                name: scenario.to_string(),
+                script,
+                opts,
+                vnicd,
+            });
+            self.hosts.len() - 1
+        }
+
+        /// Host `host`'s control socket.
+        pub fn control(&self, host: usize) -> PathBuf {
+            self.hosts[host].vnicd.socket_dir().join("control.sock")
+        }
+
+        /// Host `host`'s vnicd PID.
+        pub fn vnicd_pid(&self, host: usize) -> u32 {
+            self.hosts[host].vnicd.pid()
+        }
+
+        /// Starts `vnicctl vxlan-agent ARGS...` on host `host`'s card and
+        /// waits for it to be ready; returns its PID.
+        pub fn start_agent(&mut self, host: usize, name: &str, args: &[&str]) -> u32 {
+            let agent = Agent::start(
+                &self.control(host),
+                args,
+                &self.logs.join(format!("{name}.agent.log")),
+                &self.logs.join(format!("{name}.agent.out")),
+            );
+            let pid = agent.pid();
+            self.agents.push((name.to_string(), agent));
+            pid
+        }
+
+        /// Stops (SIGTERM) the agent with PID `pid` that this bed started;
+        /// its exit status. Its outcome stays in the bed's list.
+        pub fn stop_agent(&mut self, pid: u32) -> Option<i32> {
+            let (_, agent) = self
+                .agents
+                .iter_mut()
+                .find(|(_, a)| a.pid() == pid)
+                .unwrap_or_else(|| panic!("no running agent with PID {pid}"));
+            agent.stop()
+        }
+
+        /// Puts `NAME=VALUE` in host `host`'s guest's /etc/vnic-run.env
+        /// (the launcher's `--env`).
+        pub fn guest_env(&mut self, host: usize, name: &str, value: &str) {
+            let h = &mut self.hosts[host];
+            h.opts.push("--env".into());
+            h.opts.push(format!("{name}={value}"));
+        }
+
+        /// Lets the guests ask for `host netns-ping NS ...` in namespace
+        /// `ns` (one the test made).
+        pub fn allow_netns(&mut self, ns: &str) {
+            self.namespaces.push(ns.to_string());
+        }
+
+        /// Boots every host's guest at once (each in its own QEMU process,
+        /// attached to its own vnicd, with its host channel to that
+        /// vnicd), waits for them, then stops the agents and the vnicds
+        /// (SIGTERM). A watchdog stops (by PID) any launcher that outlives
+        /// the longest `--timeout` by a minute, and every guest 15 s after
+        /// a vnicd died.
+        pub fn run(&mut self) -> SharedOutcome {
+            assert!(!self.hosts.is_empty(), "a test bed needs hosts");
+            let logs = self.logs.clone();
+            let mut channels = Vec::new();
+            let mut timeout = 0;
+            let mut launchers: Vec<Launcher> = Vec::new();
+            for h in &self.hosts {
+                timeout = timeout.max(timeout_of(&h.opts));
+                let console = logs.join(format!("{}.log", h.name));
+                let channel = logs.join(format!("{}.host", h.name));
+                channels.push(HostChannel::serve_with_namespaces(
+                    &channel,
+                    &h.vnicd.socket_dir().join("control.sock"),
+                    &logs.join(format!("{}.host.log", h.name)),
+                    &self.namespaces,
+                ));
+                let sockets = h.vnicd.socket_dir();
+                let harness: Vec<&std::ffi::OsStr> = vec![
+                    "--no-vnicd".as_ref(),
+                    "--socket-dir".as_ref(),
+                    sockets.as_os_str(),
+                    "--log".as_ref(),
+                    console.as_os_str(),
+                    "--host-channel".as_ref(),
+                    channel.as_os_str(),
+                ];
+                let run_log = logs.join(format!("{}.run.log", h.name));
+                launchers.push(Launcher::start(&h.script, &harness, &h.opts, &run_log));
+            }
+
+            let deadline = Instant::now() + Duration::from_secs(timeout + 60);
+            let mut problems = Vec::new();
+            let mut died: Option<Instant> = None;
+            let mut dead = vec![false; self.hosts.len()];
+            loop {
+                let running = launchers
+                    .iter_mut()
+                    .map(|l| !l.poll())
+                    .filter(|r| *r)
+                    .count();
+                if running == 0 {
+                    break;
+                }
+                for (h, dead) in self.hosts.iter_mut().zip(&mut dead) {
+                    if !*dead {
+                        if let Some(st) = h.vnicd.exited() {
+                            problems.push(format!(
+                                "{}: vnicd exited ({st}) while the guests ran",
+                                h.name
+                            ));
+                            *dead = true;
+                            died.get_or_insert_with(Instant::now);
+                        }
+                    }
+                }
+                let late = Instant::now() > deadline;
+                if late || died.is_some_and(|t| t.elapsed() > Duration::from_secs(15)) {
+                    for l in &mut launchers {
+                        l.stop();
+                    }
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(200));
+            }
+            drop(channels);
+
+            let mut agent_problems = Vec::new();
+            for (name, a) in &mut self.agents {
+                // One the test stopped itself is the test's to judge.
+                if a.status.is_some() {
+                    continue;
+                }
+                match a.stop() {
+                    Some(0) => {}
+                    Some(c) => agent_problems.push(format!("agent {name} exited with status {c}")),
+                    None => agent_problems.push(format!("agent {name} did not exit on SIGTERM")),
+                }
+            }
+            for (h, dead) in self.hosts.iter_mut().zip(&dead) {
+                let status = h.vnicd.stop();
+                if *dead {
+                    continue;
+                }
+                match status {
+                    Some(0) => {}
+                    Some(c) => problems.push(format!(
+                        "{}: vnicd exited with status {c} on SIGTERM",
+                        h.name
+                    )),
+                    None => problems.push(format!(
+                        "{}: vnicd did not exit on SIGTERM (killed)",
+                        h.name
+                    )),
+                }
+            }
+
+            let guests = self
+                .hosts
+                .iter()
+                .zip(&launchers)
+                .map(|(h, l)| {
+                    let outcome = Outcome {
+                        status: l.status.flatten(),
+                        console: read(&logs.join(format!("{}.log", h.name))),
+                        logs: logs.clone(),
+                        host: read(&logs.join(format!("{}.host.log", h.name))),
+                    };
+                    (h.name.clone(), outcome)
+                })
+                .collect();
+            let join = |v: Vec<String>| (!v.is_empty()).then(|| v.join("; "));
+            SharedOutcome {
+                guests,
+                vnicd_problem: join(problems),
+                agent_problem: join(agent_problems),
+                agents: std::mem::take(&mut self.agents),
+                vnicd_logs: self
+                    .hosts
+                    .iter()
+                    .map(|h| logs.join(format!("{}.vnicd.log", h.name)))
+                    .collect(),
+                logs,
+            }
         }
     }
 
@@ -892,7 +1304,9 @@ pub mod e2e {
     /// bounded by [`HOST_COMMAND_TIMEOUT`]) and writes back to BASE.in one
     /// `HOST-OUT <line>` per output line, then `HOST-END <rc>` (vnicctl's
     /// exit status; 124 on timeout, 127 for a request it cannot run).
-    /// Other lines are logged and ignored. Each command, its status and
+    /// `HOST-RUN netns-ping NS IP COUNT` pings from a network namespace the
+    /// test made and allowed ([`HostChannel::serve_with_namespaces`]);
+    /// nothing else runs. Other lines are logged and ignored. Each command, its status and
     /// output go to the log. `@LOGDIR@` in an argument stands for the
     /// directory of the log (e.g. where a capture file goes, for the test to
     /// read after the run).
@@ -912,6 +1326,21 @@ pub mod e2e {
         /// nothing here waits for QEMU to open its ends, and a guest that
         /// never speaks costs a 20 ms poll.
         pub fn serve(base: &Path, control: &Path, log: &Path) -> HostChannel {
+            Self::serve_with_namespaces(base, control, log, &[])
+        }
+
+        /// [`HostChannel::serve`] that also runs `netns-ping NS IP COUNT`
+        /// for the network namespaces `namespaces` (ones the test made):
+        /// `ip netns exec NS ping -c COUNT -i 0.2 -W 1 -w COUNT+5 IP`,
+        /// COUNT 1..=50, IP an IPv4 address; its output and status come
+        /// back as vnicctl's do. Any other namespace, or other words, are
+        /// refused (`HOST-END 127`).
+        pub fn serve_with_namespaces(
+            base: &Path,
+            control: &Path,
+            log: &Path,
+            namespaces: &[String],
+        ) -> HostChannel {
             let mut made = Vec::new();
             let from_guest = open_fifo(&fifo_path(base, "out"), &mut made);
             let to_guest = open_fifo(&fifo_path(base, "in"), &mut made);
@@ -924,6 +1353,7 @@ pub mod e2e {
                 logdir: log.parent().unwrap_or(Path::new(".")).to_path_buf(),
                 log: File::create(log).expect("create host channel log"),
                 started: Instant::now(),
+                namespaces: namespaces.to_vec(),
             };
             let stop = Arc::new(AtomicBool::new(false));
             let flag = stop.clone();
@@ -993,6 +1423,8 @@ pub mod e2e {
         logdir: PathBuf,
         log: File,
         started: Instant,
+        /// Namespaces `netns-ping` may run in.
+        namespaces: Vec<String>,
     }
 
     impl HostServer {
@@ -1053,8 +1485,11 @@ pub mod e2e {
             let t0 = Instant::now();
             let (output, rc) = match words.split_first() {
                 Some((&"vnicctl", args)) => self.run_vnicctl(args, stop),
+                Some((&"netns-ping", args)) => self.netns_ping(args, stop),
                 _ => (
-                    vec![format!("host: only vnicctl may run, not {request:?}")],
+                    vec![format!(
+                        "host: only vnicctl and netns-ping may run, not {request:?}"
+                    )],
                     127,
                 ),
             };
@@ -1068,22 +1503,59 @@ pub mod e2e {
 
         /// Runs vnicctl; its output lines and exit status.
         fn run_vnicctl(&mut self, args: &[&str], stop: &AtomicBool) -> (Vec<String>, i32) {
-            let out = File::create(&self.scratch).expect("create vnicctl output file");
-            let spawned = Command::new(&self.vnicctl)
-                .arg("--control")
+            let mut cmd = Command::new(&self.vnicctl);
+            cmd.arg("--control")
                 .arg(&self.control)
                 .args(
                     args.iter()
                         .map(|a| a.replace("@LOGDIR@", &self.logdir.to_string_lossy())),
                 )
-                .env_remove("VNICCTL_CONTROL")
+                .env_remove("VNICCTL_CONTROL");
+            self.run_bounded(cmd, "vnicctl", stop)
+        }
+
+        /// `netns-ping NS IP COUNT`, in a namespace the test allowed.
+        fn netns_ping(&mut self, args: &[&str], stop: &AtomicBool) -> (Vec<String>, i32) {
+            let refuse = |why: String| (vec![format!("host: netns-ping: {why}")], 127);
+            let [ns, ip, count] = args else {
+                return refuse("want NS IP COUNT".into());
+            };
+            if !self.namespaces.iter().any(|n| n == ns) {
+                return refuse(format!("namespace {ns:?} is not one this test made"));
+            }
+            let Ok(ip) = ip.parse::<std::net::Ipv4Addr>() else {
+                return refuse(format!("{ip:?} is not an IPv4 address"));
+            };
+            let count = match count.parse::<u32>() {
+                Ok(c @ 1..=50) => c,
+                _ => return refuse(format!("count {count:?} outside 1..=50")),
+            };
+            let mut cmd = Command::new("ip");
+            cmd.args(["netns", "exec", ns, "ping", "-c"])
+                .arg(count.to_string())
+                .args(["-i", "0.2", "-W", "1", "-w"])
+                .arg((count + 5).to_string())
+                .arg(ip.to_string());
+            self.run_bounded(cmd, "ping", stop)
+        }
+
+        /// Runs `cmd` (stdout and stderr as one stream) for at most
+        /// [`HOST_COMMAND_TIMEOUT`]; its output lines and exit status.
+        fn run_bounded(
+            &mut self,
+            mut cmd: Command,
+            what: &str,
+            stop: &AtomicBool,
+        ) -> (Vec<String>, i32) {
+            let out = File::create(&self.scratch).expect("create command output file");
+            let spawned = cmd
                 .stdin(Stdio::null())
                 .stdout(out.try_clone().expect("dup output file"))
                 .stderr(out)
                 .spawn();
             let mut child = match spawned {
                 Ok(c) => c,
-                Err(e) => return (vec![format!("host: cannot run vnicctl: {e}")], 127),
+                Err(e) => return (vec![format!("host: cannot run {what}: {e}")], 127),
             };
             let deadline = Instant::now() + HOST_COMMAND_TIMEOUT;
             let (status, why) = loop {
@@ -1094,7 +1566,7 @@ pub mod e2e {
                     }
                     Ok(None) if Instant::now() > deadline => break (None, Some("timed out")),
                     Ok(None) => std::thread::sleep(Duration::from_millis(10)),
-                    Err(e) => panic!("waiting for vnicctl: {e}"),
+                    Err(e) => panic!("waiting for {what}: {e}"),
                 }
             };
             if status.is_none() {
@@ -1112,7 +1584,7 @@ pub mod e2e {
                 (Some(st), _) => st.code().unwrap_or(128 + st.signal().unwrap_or(0)),
                 (None, why) => {
                     lines.push(format!(
-                        "host: vnicctl stopped: {}",
+                        "host: {what} stopped: {}",
                         why.unwrap_or("unknown")
                     ));
                     124

@@ -125,6 +125,22 @@ enum Command {
     /// The card's VxLAN tables.
     #[command(subcommand)]
     Vxlan(VxlanCommand),
+    /// Runs the host agent until SIGTERM/SIGINT: answers the card's
+    /// vxlan-miss and vxlan-punt events (docs/vxlan.md), logs each
+    /// decision on stderr, prints a summary on stdout when it stops.
+    VxlanAgent {
+        /// Static FDB entry: inner MAC -> remote VTEP IP; MAC
+        /// 00:00:00:00:00:00 is the default (broadcast, multicast, unknown).
+        #[arg(long, value_name = "MAC=IP")]
+        fdb: Vec<vnic::agent::FdbArg>,
+        /// Static neighbour: IP -> next-hop MAC.
+        #[arg(long, value_name = "IP=MAC")]
+        neigh: Vec<vnic::agent::NeighArg>,
+        /// a: the card encapsulates a missed frame (vxlan-send); b: the
+        /// agent does and sends it with uplink-send.
+        #[arg(long, default_value = "a")]
+        variant: vnic::agent::Variant,
+    },
     /// Prints configuration FILE with the functions of each pair swapped
     /// (e.g. vf0=vf2), for restoring a guest onto another VF. Local: needs
     /// no socket.
@@ -313,6 +329,14 @@ fn run(cli: &Cli, out: &mut dyn Write) -> Result<(), Failure> {
         return write_out(out, &remap(file, pairs)?);
     }
     let socket = control_path(cli.control.as_deref(), std::env::var_os("VNICCTL_CONTROL"))?;
+    if let Command::VxlanAgent {
+        fdb,
+        neigh,
+        variant,
+    } = &cli.command
+    {
+        return run_agent(&socket, fdb, neigh, *variant, out);
+    }
     let request = build_request(&cli.command)?;
     let mut conn = Connection::open(&socket)?;
     let result = conn.call(&request)?;
@@ -325,6 +349,31 @@ fn run(cli: &Cli, out: &mut dyn Write) -> Result<(), Failure> {
             .map_err(|e| Failure::Local(format!("cannot write {}: {e}", file.display())));
     }
     write_out(out, &text)
+}
+
+/// `vxlan-agent`: the agent's loop until SIGTERM/SIGINT, then its summary.
+fn run_agent(
+    socket: &Path,
+    fdb: &[vnic::agent::FdbArg],
+    neigh: &[vnic::agent::NeighArg],
+    variant: vnic::agent::Variant,
+    out: &mut dyn Write,
+) -> Result<(), Failure> {
+    let config = vnic::agent::Config {
+        fdb: fdb.to_vec(),
+        neigh: neigh.to_vec(),
+        variant,
+    };
+    let stop = vnic::agent::stop_on_signals()
+        .map_err(|e| Failure::Local(format!("cannot handle SIGTERM: {e}")))?;
+    let mut agent = vnic::agent::Agent::new(&config);
+    let ended = vnic::agent::run(&mut agent, socket, stop, &mut io::stderr());
+    write_out(out, &format!("{}\n", agent.summary()))?;
+    match ended {
+        Ok(()) => Ok(()),
+        Err(vnic::agent::AgentError::Refused(e)) => Err(Failure::Refused(e)),
+        Err(e) => Err(Failure::Socket(e.to_string())),
+    }
 }
 
 /// `--control`, else `$VNICCTL_CONTROL` (an empty value counts as unset).
@@ -415,6 +464,7 @@ fn build_request(command: &Command) -> Result<Request, Failure> {
         Command::Vtep { mac, ip } => Request::SetVtep { mac: *mac, ip: *ip },
         Command::Vxlan(v) => vxlan_request(v),
         Command::Remap { .. } => unreachable!("remap is local"),
+        Command::VxlanAgent { .. } => unreachable!("the agent is a loop, not a request"),
     })
 }
 

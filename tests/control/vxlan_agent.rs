@@ -1,0 +1,205 @@
+//! `vnicctl vxlan-agent` against real vnicd processes (docs/vxlan.md, "The
+//! host agent"): two vnicd joined by a UDP uplink, a fake guest on a VxLAN
+//! VF of each, and one agent per host. The test never answers a request
+//! itself: the agents do, the first frame each way crosses through them,
+//! and every later frame without them. Both variants of the agent (A: the
+//! card encapsulates the returned frame; B: the agent does).
+
+use std::net::UdpSocket;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde_json::json;
+use vnic_tests::ctl::Ctl;
+use vnic_tests::guest::Guest;
+use vnic_tests::{wait_for, Agent, TempDir, Vnicd};
+
+const VNI: u32 = 100;
+const WAIT: Duration = Duration::from_secs(10);
+const VTEP_A: (&str, &str) = ("02:76:6e:ff:00:01", "10.1.0.1");
+const VTEP_B: (&str, &str) = ("02:76:6e:ff:00:02", "10.1.0.2");
+
+/// A vNIC's default MAC on card `card`: function `function` (1 = vf0),
+/// queue pair `q`.
+fn mac(card: u8, function: u8, q: u8) -> [u8; 6] {
+    [2, 0x76, 0x6e, card, function, q]
+}
+
+/// An Ethernet frame of `n` payload bytes (ethertype 0x88b5), numbered by
+/// `tag`.
+fn frame(dst: [u8; 6], src: [u8; 6], tag: u8, n: usize) -> Vec<u8> {
+    let mut f = dst.to_vec();
+    f.extend_from_slice(&src);
+    f.extend_from_slice(&[0x88, 0xb5, tag]);
+    f.extend((0..n).map(|i| (i as u8).wrapping_mul(7)));
+    f
+}
+
+fn free_ports() -> (u16, u16) {
+    let a = UdpSocket::bind("127.0.0.1:0").expect("bind");
+    let b = UdpSocket::bind("127.0.0.1:0").expect("bind");
+    let ports = (
+        a.local_addr().unwrap().port(),
+        b.local_addr().unwrap().port(),
+    );
+    drop((a, b));
+    ports
+}
+
+/// Card `id` with VTEP `vtep` and vf1 in VNI 100, on a UDP wire.
+fn host(id: u8, local: u16, remote: u16, vtep: (&str, &str)) -> Vnicd {
+    let v = Vnicd::start(&[
+        "--vfs",
+        "2",
+        "--card-id",
+        &id.to_string(),
+        "--uplink",
+        &format!("udp:127.0.0.1:{local},127.0.0.1:{remote}"),
+    ]);
+    let mut ctl = Ctl::connect(&v);
+    ctl.ok(json!({"op": "set-vtep", "mac": vtep.0, "ip": vtep.1}));
+    ctl.ok(json!({"op": "set-attr", "function": "vf1", "vni": VNI}));
+    v
+}
+
+fn card_stat(v: &Vnicd, name: &str) -> u64 {
+    Ctl::connect(v).ok(json!({"op": "stats"}))["card"][name]
+        .as_u64()
+        .unwrap_or_else(|| panic!("no card counter {name}"))
+}
+
+fn agent(v: &Vnicd, dir: &TempDir, name: &str, peer: (&str, &str), variant: &str) -> Agent {
+    let log: PathBuf = dir.0.join(format!("{name}.log"));
+    let out: PathBuf = dir.0.join(format!("{name}.out"));
+    Agent::start(
+        &v.socket_dir().join("control.sock"),
+        &[
+            "--fdb",
+            &format!("00:00:00:00:00:00={}", peer.1),
+            "--neigh",
+            &format!("{}={}", peer.1, peer.0),
+            "--variant",
+            variant,
+        ],
+        &log,
+        &out,
+    )
+}
+
+fn first_frames_go_through_the_agents(variant: &str) {
+    let (pa, pb) = free_ports();
+    let va = host(1, pa, pb, VTEP_A);
+    let vb = host(2, pb, pa, VTEP_B);
+    let dir = TempDir::new("agent");
+    let mut aa = agent(&va, &dir, "a", VTEP_B, variant);
+    let mut ab = agent(&vb, &dir, "b", VTEP_A, "a");
+    let mut ga = Guest::attach(&va, "vf1", 1);
+    let mut gb = Guest::attach(&vb, "vf1", 1);
+    let (a0, b0) = (mac(1, 2, 0), mac(2, 2, 0));
+
+    // A broadcast from A: a miss on A (the default FDB entry), a punt on
+    // B (A's vNIC is unknown there).
+    let hello = frame([0xff; 6], a0, 1, 60);
+    ga.send(std::slice::from_ref(&hello));
+    wait_for("B got A's broadcast through both agents", WAIT, || {
+        gb.received(0) == vec![hello.clone()]
+    });
+    // B answers A's vNIC: a hit on B (learned from the punt), a punt on A.
+    let answer = frame(a0, b0, 2, 300);
+    gb.send(std::slice::from_ref(&answer));
+    wait_for("A got B's answer through its agent", WAIT, || {
+        ga.received(0) == vec![answer.clone()]
+    });
+    // From now on the cards alone.
+    let mut to_a = vec![answer];
+    let mut to_b = vec![hello];
+    for i in 0..4u8 {
+        let f = frame(b0, a0, 10 + i, 1000);
+        ga.send(std::slice::from_ref(&f));
+        to_b.push(f);
+        let f = frame(a0, b0, 20 + i, 200);
+        gb.send(std::slice::from_ref(&f));
+        to_a.push(f);
+    }
+    wait_for("B got A's frames", WAIT, || gb.received(0) == to_b);
+    wait_for("A got B's frames", WAIT, || ga.received(0) == to_a);
+    assert_eq!(card_stat(&va, "vxlan_requests"), 1, "the broadcast only");
+    assert_eq!(card_stat(&va, "vxlan_punts"), 1);
+    assert_eq!(card_stat(&vb, "vxlan_requests"), 0);
+    assert_eq!(card_stat(&vb, "vxlan_punts"), 1);
+    assert_eq!(card_stat(&va, "vxlan_send_misses"), 0);
+
+    assert_eq!(aa.stop(), Some(0), "agent A exits 0 on SIGTERM");
+    assert_eq!(ab.stop(), Some(0), "agent B exits 0 on SIGTERM");
+    println!("A: {}\nB: {}", aa.summary(), ab.summary());
+    print!("--- agent A ---\n{}", aa.log_text());
+    print!("--- agent B ---\n{}", ab.log_text());
+    assert_eq!(aa.counter("requests"), Some(1));
+    assert_eq!(aa.counter("punts"), Some(1));
+    assert_eq!(aa.counter("installs"), Some(2));
+    assert_eq!(aa.counter("sent"), Some(1));
+    assert_eq!(aa.counter("drops"), Some(0));
+    assert_eq!(ab.counter("requests"), Some(0));
+    assert_eq!(ab.counter("punts"), Some(1));
+    assert_eq!(ab.counter("delivered"), Some(1));
+    // Variant B's outer frames came from the agent, through uplink-send.
+    let encapsulated = card_stat(&va, "vxlan_encapsulated");
+    match variant {
+        "a" => assert_eq!(encapsulated, 5),
+        _ => assert_eq!(encapsulated, 4),
+    }
+}
+
+#[test]
+fn variant_a_agents_answer_the_first_frame_each_way() {
+    first_frames_go_through_the_agents("a");
+}
+
+#[test]
+fn variant_b_agent_encapsulates_the_first_frames_itself() {
+    first_frames_go_through_the_agents("b");
+}
+
+#[test]
+fn an_agent_that_cannot_resolve_drops_and_logs() {
+    let (pa, pb) = free_ports();
+    let va = host(1, pa, pb, VTEP_A);
+    let dir = TempDir::new("agent");
+    let mut a = Agent::start(
+        &va.socket_dir().join("control.sock"),
+        &["--fdb", "00:00:00:00:00:00=10.1.0.2"],
+        &dir.0.join("a.log"),
+        &dir.0.join("a.out"),
+    );
+    let mut g = Guest::attach(&va, "vf1", 1);
+    g.send(&[frame([0xff; 6], mac(1, 2, 0), 1, 60)]);
+    wait_for("the agent logged a drop", WAIT, || {
+        a.log_text().contains("no neighbour entry for 10.1.0.2")
+    });
+    assert_eq!(card_stat(&va, "uplink_tx_frames"), 0);
+    assert_eq!(a.stop(), Some(0));
+    assert_eq!(a.counter("drops"), Some(1));
+    assert_eq!(a.counter("installs"), Some(0));
+}
+
+#[test]
+fn an_agent_stops_with_status_3_when_vnicd_goes_away() {
+    let (pa, pb) = free_ports();
+    let mut va = host(1, pa, pb, VTEP_A);
+    let dir = TempDir::new("agent");
+    let mut a = Agent::start(
+        &va.socket_dir().join("control.sock"),
+        &[],
+        &dir.0.join("a.log"),
+        &dir.0.join("a.out"),
+    );
+    va.stop();
+    let pid = a.pid();
+    wait_for("the agent noticed", WAIT, || {
+        // Only our own child's state: /proc of its PID, a zombie once it
+        // has exited and not been reaped.
+        std::fs::read_to_string(format!("/proc/{pid}/stat")).map_or(true, |s| s.contains(") Z "))
+    });
+    assert_eq!(a.stop(), Some(3));
+    assert!(a.summary().contains("requests=0"), "{}", a.summary());
+}
