@@ -15,17 +15,13 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 use vnic_tests::ctl::Ctl;
-use vnic_tests::guest::Guest;
+use vnic_tests::guest::{
+    card_mac as mac, free_udp_ports as free_ports, tagged_frame as frame, Guest,
+};
 use vnic_tests::{wait_for, Vnicd};
 
 const VNI: u32 = 100;
 const WAIT: Duration = Duration::from_secs(10);
-
-/// A vNIC's default MAC on card `card`: function `function` (1 = vf0),
-/// queue pair `q`.
-fn mac(card: u8, function: u8, q: u8) -> [u8; 6] {
-    [2, 0x76, 0x6e, card, function, q]
-}
 
 fn mac_text(m: [u8; 6]) -> String {
     m.iter()
@@ -36,28 +32,6 @@ fn mac_text(m: [u8; 6]) -> String {
 
 fn hex(b: &[u8]) -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
-}
-
-/// An Ethernet frame of `n` payload bytes (ethertype 0x88b5, local
-/// experimental), numbered by `tag` so frames can be told apart.
-fn frame(dst: [u8; 6], src: [u8; 6], tag: u8, n: usize) -> Vec<u8> {
-    let mut f = dst.to_vec();
-    f.extend_from_slice(&src);
-    f.extend_from_slice(&[0x88, 0xb5, tag]);
-    f.extend((0..n).map(|i| (i as u8).wrapping_mul(13)));
-    f
-}
-
-/// Two UDP ports free on 127.0.0.1 now.
-fn free_ports() -> (u16, u16) {
-    let a = UdpSocket::bind("127.0.0.1:0").expect("bind");
-    let b = UdpSocket::bind("127.0.0.1:0").expect("bind");
-    let ports = (
-        a.local_addr().unwrap().port(),
-        b.local_addr().unwrap().port(),
-    );
-    drop((a, b));
-    ports
 }
 
 /// Two vnicd joined by a UDP wire, card ids 1 and 2, two VFs each.

@@ -5,46 +5,20 @@
 //! and every later frame without them. Both variants of the agent (A: the
 //! card encapsulates the returned frame; B: the agent does).
 
-use std::net::UdpSocket;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use serde_json::json;
 use vnic_tests::ctl::Ctl;
-use vnic_tests::guest::Guest;
+use vnic_tests::guest::{
+    card_mac as mac, free_udp_ports as free_ports, tagged_frame as frame, Guest,
+};
 use vnic_tests::{wait_for, Agent, TempDir, Vnicd};
 
 const VNI: u32 = 100;
 const WAIT: Duration = Duration::from_secs(10);
 const VTEP_A: (&str, &str) = ("02:76:6e:ff:00:01", "10.1.0.1");
 const VTEP_B: (&str, &str) = ("02:76:6e:ff:00:02", "10.1.0.2");
-
-/// A vNIC's default MAC on card `card`: function `function` (1 = vf0),
-/// queue pair `q`.
-fn mac(card: u8, function: u8, q: u8) -> [u8; 6] {
-    [2, 0x76, 0x6e, card, function, q]
-}
-
-/// An Ethernet frame of `n` payload bytes (ethertype 0x88b5), numbered by
-/// `tag`.
-fn frame(dst: [u8; 6], src: [u8; 6], tag: u8, n: usize) -> Vec<u8> {
-    let mut f = dst.to_vec();
-    f.extend_from_slice(&src);
-    f.extend_from_slice(&[0x88, 0xb5, tag]);
-    f.extend((0..n).map(|i| (i as u8).wrapping_mul(7)));
-    f
-}
-
-fn free_ports() -> (u16, u16) {
-    let a = UdpSocket::bind("127.0.0.1:0").expect("bind");
-    let b = UdpSocket::bind("127.0.0.1:0").expect("bind");
-    let ports = (
-        a.local_addr().unwrap().port(),
-        b.local_addr().unwrap().port(),
-    );
-    drop((a, b));
-    ports
-}
 
 /// Card `id` with VTEP `vtep` and vf1 in VNI 100, on a UDP wire.
 fn host(id: u8, local: u16, remote: u16, vtep: (&str, &str)) -> Vnicd {

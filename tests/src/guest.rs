@@ -136,7 +136,34 @@ impl Guest {
 }
 
 pub fn mac(function: u8, q: u8) -> [u8; 6] {
-    [2, 0x76, 0x6e, 0, function, q]
+    card_mac(0, function, q)
+}
+
+/// A vNIC's default MAC on card `card` (`--card-id`): function `function`
+/// (1 = vf0), queue pair `q`.
+pub fn card_mac(card: u8, function: u8, q: u8) -> [u8; 6] {
+    [2, 0x76, 0x6e, card, function, q]
+}
+
+/// An Ethernet frame of `n` payload bytes (ethertype 0x88b5, local
+/// experimental), numbered by `tag` so frames can be told apart.
+pub fn tagged_frame(dst: [u8; 6], src: [u8; 6], tag: u8, n: usize) -> Vec<u8> {
+    let mut f = dst.to_vec();
+    f.extend_from_slice(&src);
+    f.extend_from_slice(&[0x88, 0xb5, tag]);
+    f.extend((0..n).map(|i| (i as u8).wrapping_mul(13)));
+    f
+}
+
+/// Two UDP ports free on 127.0.0.1 now (bound, read back, released), for
+/// two vnicd joined by a UDP uplink.
+pub fn free_udp_ports() -> (u16, u16) {
+    let a = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
+    let b = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
+    (
+        a.local_addr().unwrap().port(),
+        b.local_addr().unwrap().port(),
+    )
 }
 
 pub fn frame(dst: [u8; 6], src: [u8; 6], n: usize) -> Vec<u8> {
