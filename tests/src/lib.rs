@@ -197,26 +197,31 @@ impl Vnicd {
 
     /// Sends SIGTERM and waits (bounded); returns the exit status code.
     pub fn stop(&mut self) -> Option<i32> {
-        let mut child = self.child.take()?;
+        terminate(&mut self.child.take()?)
+    }
+}
+
+/// Stops a child process this test spawned: SIGTERM, up to 10 s, then
+/// SIGKILL. Returns its exit status code (None if it had to be killed).
+fn terminate(child: &mut Child) -> Option<i32> {
+    if let Ok(Some(status)) = child.try_wait() {
+        // Already reaped: its PID may belong to someone else by now.
+        return status.code();
+    }
+    // SAFETY: kill(2) on the PID of a child we spawned and have not reaped
+    // (try_wait just saw it running), so the PID is still ours.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
         if let Ok(Some(status)) = child.try_wait() {
-            // Already reaped: its PID may belong to someone else by now.
             return status.code();
         }
-        // SAFETY: kill(2) on the PID of a child we spawned and have not
-        // reaped (try_wait just saw it running), so the PID is still ours.
-        unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            if let Ok(Some(status)) = child.try_wait() {
-                return status.code();
-            }
-            if Instant::now() > deadline {
-                let _ = child.kill();
-                let _ = child.wait();
-                return None;
-            }
-            std::thread::sleep(Duration::from_millis(20));
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            return None;
         }
+        std::thread::sleep(Duration::from_millis(20));
     }
 }
 
@@ -290,27 +295,7 @@ impl Agent {
         let Some(mut child) = self.child.take() else {
             return self.status.flatten();
         };
-        let status = match child.try_wait() {
-            // Already reaped: its PID may belong to someone else by now.
-            Ok(Some(st)) => st.code(),
-            _ => {
-                // SAFETY: kill(2) on the PID of a child we spawned and have
-                // not reaped, so the PID is still ours.
-                unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
-                let deadline = Instant::now() + Duration::from_secs(10);
-                loop {
-                    if let Ok(Some(st)) = child.try_wait() {
-                        break st.code();
-                    }
-                    if Instant::now() > deadline {
-                        let _ = child.kill();
-                        let _ = child.wait();
-                        break None;
-                    }
-                    std::thread::sleep(Duration::from_millis(20));
-                }
-            }
-        };
+        let status = terminate(&mut child);
         self.status = Some(status);
         status
     }
