@@ -114,6 +114,43 @@ abort() {
 	finish
 }
 
+# netdev_for VAR MAC: waits (10 s) for the netdev with MAC and puts its
+# name in VAR; aborts the scenario if none appears.
+netdev_for() {
+	local dev
+	wait_for 10 dev_by_mac "$2"
+	dev=$(dev_by_mac "$2") ||
+		abort "vNIC $2" "no netdev: $(ip -br link | tr '\n' ';')"
+	printf -v "$1" '%s' "$dev"
+}
+
+# no_ipv6 DEV: IPv6 off on DEV and by default (no router solicitations or
+# MLD reports, which would be extra frames on the wire).
+no_ipv6() {
+	local d
+	for d in all default "$1"; do
+		[[ -e /proc/sys/net/ipv6/conf/$d/disable_ipv6 ]] &&
+			echo 1 >"/proc/sys/net/ipv6/conf/$d/disable_ipv6"
+	done
+	return 0
+}
+
+# retry_connect SECONDS LOG CMD...: runs CMD (stderr to LOG) again while it
+# fails because nothing listens yet, up to SECONDS; returns CMD's status.
+retry_connect() {
+	local end=$(($(now_ms) + $1 * 1000)) log=$2 rc
+	shift 2
+	while :; do
+		"$@" 2>"$log"
+		rc=$?
+		((rc == 0)) && return 0
+		grep -Eqi "can't connect|connection refused|unable to connect" "$log" ||
+			return "$rc"
+		(($(now_ms) >= end)) && return "$rc"
+		sleep 1
+	done
+}
+
 # summary NAME: exits 0 if no check failed, 1 otherwise.
 summary() {
 	if ((FAILS == 0)); then

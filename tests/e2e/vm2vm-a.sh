@@ -57,8 +57,7 @@ finish() {
 
 step "insmod $MODULE"
 insmod "$MODULE" || abort "insmod vnic.ko" "insmod failed"
-wait_for 10 dev_by_mac "$MAC"
-DEV=$(dev_by_mac "$MAC") || abort "vNIC $MAC" "no netdev: $(ip -br link | tr '\n' ';')"
+netdev_for DEV "$MAC"
 ok "vNIC $MAC is $DEV"
 drv=$(ethtool -i "$DEV" | awk '$1 == "driver:" { print $2 }')
 if [[ $drv == "$DRIVER" ]]; then

@@ -32,22 +32,6 @@ IPERF_SECONDS=5
 carrier() { ip -o link show dev "$1" | grep -q 'LOWER_UP'; }
 counter() { ethtool -S "$1" 2>/dev/null | awk -v n="$2:" '$1 == n { print $2; exit }'; }
 
-# retry_connect SECONDS LOG CMD...: runs CMD (stderr to LOG) again while it
-# fails because nothing listens yet, up to SECONDS; returns CMD's status.
-retry_connect() {
-	local end=$(($(now_ms) + $1 * 1000)) log=$2 rc
-	shift 2
-	while :; do
-		"$@" 2>"$log"
-		rc=$?
-		((rc == 0)) && return 0
-		grep -Eqi "can't connect|connection refused|unable to connect" "$log" ||
-			return "$rc"
-		(($(now_ms) >= end)) && return "$rc"
-		sleep 1
-	done
-}
-
 finish() {
 	step "teardown"
 	[[ -n ${DEV:-} ]] && ip link set "$DEV" down
@@ -60,8 +44,7 @@ finish() {
 
 step "insmod $MODULE"
 insmod "$MODULE" || abort "insmod vnic.ko" "insmod failed"
-wait_for 10 dev_by_mac "$MAC"
-DEV=$(dev_by_mac "$MAC") || abort "vNIC $MAC" "no netdev: $(ip -br link | tr '\n' ';')"
+netdev_for DEV "$MAC"
 ok "vNIC $MAC is $DEV"
 drv=$(ethtool -i "$DEV" | awk '$1 == "driver:" { print $2 }')
 if [[ $drv == "$DRIVER" ]]; then

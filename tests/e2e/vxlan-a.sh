@@ -58,32 +58,6 @@ stats() {
 	[[ -n $REQUESTS ]]
 }
 
-# no_ipv6 DEV: no IPv6 on DEV (and on devices made later).
-no_ipv6() {
-	local d
-	for d in all default "$1"; do
-		[[ -e /proc/sys/net/ipv6/conf/$d/disable_ipv6 ]] &&
-			echo 1 >"/proc/sys/net/ipv6/conf/$d/disable_ipv6"
-	done
-	return 0
-}
-
-# retry_connect SECONDS LOG CMD...: runs CMD (stderr to LOG) again while it
-# fails because nothing listens yet, up to SECONDS; returns CMD's status.
-retry_connect() {
-	local end=$(($(now_ms) + $1 * 1000)) log=$2 rc
-	shift 2
-	while :; do
-		"$@" 2>"$log"
-		rc=$?
-		((rc == 0)) && return 0
-		grep -Eqi "can't connect|connection refused|unable to connect" "$log" ||
-			return "$rc"
-		(($(now_ms) >= end)) && return "$rc"
-		sleep 1
-	done
-}
-
 # iperf_to NAME IP PORT: an iperf3 TCP run; prints "<NAME>-RATE <rate>".
 iperf_to() {
 	local rc rate
@@ -115,10 +89,8 @@ finish() {
 
 step "insmod $MODULE"
 insmod "$MODULE" || abort "insmod vnic.ko" "insmod failed"
-wait_for 10 dev_by_mac "$VX_MAC"
-wait_for 10 dev_by_mac "$VL_MAC"
-VX=$(dev_by_mac "$VX_MAC") || abort "vNIC $VX_MAC" "no netdev: $(ip -br link | tr '\n' ';')"
-VL=$(dev_by_mac "$VL_MAC") || abort "vNIC $VL_MAC" "no netdev: $(ip -br link | tr '\n' ';')"
+netdev_for VX "$VX_MAC"
+netdev_for VL "$VL_MAC"
 ok "VxLAN vNIC $VX_MAC is $VX, VLAN vNIC $VL_MAC is $VL"
 
 no_ipv6 "$VX"

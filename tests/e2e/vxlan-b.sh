@@ -28,15 +28,6 @@ carrier() { ip -o link show dev "$1" | grep -q 'LOWER_UP'; }
 card_counter() {
 	printf '%s\n' "$HOST_OUT" | grep -o "$1=[0-9]*" | head -n 1 | cut -d= -f2
 }
-no_ipv6() {
-	local d
-	for d in all default "$1"; do
-		[[ -e /proc/sys/net/ipv6/conf/$d/disable_ipv6 ]] &&
-			echo 1 >"/proc/sys/net/ipv6/conf/$d/disable_ipv6"
-	done
-	return 0
-}
-
 finish() {
 	step "teardown"
 	[[ -n ${VX:-} ]] && ip link set "$VX" down
@@ -49,10 +40,8 @@ finish() {
 
 step "insmod $MODULE"
 insmod "$MODULE" || abort "insmod vnic.ko" "insmod failed"
-wait_for 10 dev_by_mac "$VX_MAC"
-wait_for 10 dev_by_mac "$VL_MAC"
-VX=$(dev_by_mac "$VX_MAC") || abort "vNIC $VX_MAC" "no netdev: $(ip -br link | tr '\n' ';')"
-VL=$(dev_by_mac "$VL_MAC") || abort "vNIC $VL_MAC" "no netdev: $(ip -br link | tr '\n' ';')"
+netdev_for VX "$VX_MAC"
+netdev_for VL "$VL_MAC"
 ok "VxLAN vNIC $VX_MAC is $VX, VLAN vNIC $VL_MAC is $VL"
 no_ipv6 "$VX"
 no_ipv6 "$VL"

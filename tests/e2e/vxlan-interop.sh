@@ -46,8 +46,7 @@ finish() {
 
 step "insmod $MODULE"
 insmod "$MODULE" || abort "insmod vnic.ko" "insmod failed"
-wait_for 10 dev_by_mac "$MAC"
-DEV=$(dev_by_mac "$MAC") || abort "vNIC $MAC" "no netdev: $(ip -br link | tr '\n' ';')"
+netdev_for DEV "$MAC"
 ok "VxLAN vNIC $MAC is $DEV"
 for d in all default "$DEV"; do
 	[[ -e /proc/sys/net/ipv6/conf/$d/disable_ipv6 ]] &&
