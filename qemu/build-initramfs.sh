@@ -19,7 +19,9 @@
 #                         iperf3, tcpdump, with their shared libraries
 #   /lib/modules/<ver>/   the guest kernel's networking modules (kernel/net
 #                         and kernel/drivers/net minus wireless and other
-#                         hardware families), their dependencies, depmod'ed
+#                         hardware families; plus intel's and virtio-pci,
+#                         for the peers of tests/bench/guest.sh), their
+#                         dependencies, depmod'ed
 #   /lib/modules/vnic.ko  our driver (guest-driver/vnic.ko)
 #
 # Scenario scripts are not part of this image: qemu/run-guest.sh appends a
@@ -148,6 +150,9 @@ WANT=$(cd "$MSRC" || exit 1; find kernel/net kernel/drivers/net -name '*.ko*' |
 	grep -vE '^kernel/drivers/net/(wireless|usb|can|ieee802154|wan|hamradio|arcnet|fddi|plip|appletalk|wwan|dsa|ipa|fjes|thunderbolt)/' |
 	grep -vE '^kernel/drivers/net/ethernet/' || true)
 WANT+=$'\n'$(cd "$MSRC" && find kernel/drivers/net/ethernet/intel -name '*.ko*')
+# virtio-pci, for virtio-net: one of the peers of the guest-level benchmark
+# (tests/bench/guest.sh).
+WANT+=$'\n'$(cd "$MSRC" && find kernel/drivers/virtio -name 'virtio_pci*.ko*')
 # Plus everything they depend on (modules.dep: "mod: dep dep ...").
 printf '%s\n' "$WANT" | sort -u >"$STAGE/want"
 awk -F': *' 'NR == FNR { want[$1] = 1; next }

@@ -20,7 +20,7 @@ step "format and lints"
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --quiet -- -D warnings
 make -s -C guest-driver checkpatch
-shellcheck -x qemu/*.sh tests/run.sh tests/e2e/*.sh
+shellcheck -x qemu/*.sh tests/run.sh tests/e2e/*.sh tests/bench/*.sh
 
 step "build"
 cargo build --workspace --all-targets --quiet

@@ -1,0 +1,193 @@
+#!/bin/bash
+# tests/bench/guest-net.sh - guest side of the guest-level benchmark
+# (tests/bench/guest.sh, docs/performance.md). Runs INSIDE the guest.
+#
+# /etc/vnic-run.env gives:
+#   BENCH_DEVICE   vnic | igb | e1000e | virtio: which two interfaces to use
+#   BENCH_ROLE     both (default: both interfaces here, in namespaces a and
+#                  b) | server | client (VM-to-VM: one vnic interface per
+#                  guest; the server is 10.9.0.1 and waits for the client)
+#   BENCH_SECONDS  length of each iperf3 run (default 10)
+#   BENCH_MAC      (server/client) the vnic MAC of this guest's vNIC
+#
+# The same measurements for every device, client (a, 10.9.0.1... or the
+# client guest) to server (b or the server guest):
+#   ping     30 echoes, 0.2 s apart: the average RTT
+#   tcp1     iperf3 TCP, 1 stream: receiver bit rate
+#   tcp4     iperf3 TCP, 4 streams: receiver bit rate
+#   udp64    iperf3 UDP, 64-byte payloads, no rate limit: datagrams the
+#            receiver got per second
+# Each result is one console line "BENCH <name> <value>"; a measurement
+# that fails prints "BENCH <name> failed". Exits 0 if every measurement
+# gave a number.
+#
+# The guest has Debian 12's iperf3 (3.12) and busybox ping.
+
+# shellcheck disable=SC2317 # functions run through wait_for and "setup_$DEVICE"
+# shellcheck source=tests/e2e/lib.sh
+. /etc/vnic-e2e.sh
+# shellcheck disable=SC1091 # written by the launcher
+. /etc/vnic-run.env
+
+DEVICE=${BENCH_DEVICE:-vnic}
+ROLE=${BENCH_ROLE:-both}
+SECONDS_EACH=${BENCH_SECONDS:-10}
+SERVER_IP=10.9.0.2
+CLIENT_IP=10.9.0.1
+DONE_PORT=5999
+FAILED=0
+
+report() { echo "BENCH $1 $2"; }
+failed() { echo "BENCH $1 failed"; FAILED=1; }
+
+# abort (tests/e2e/lib.sh) ends here.
+finish() {
+	echo "BENCH aborted"
+	exit 1
+}
+
+# Netdevs (in the root namespace) bound to kernel driver $1, by name.
+by_driver() {
+	local d
+	for d in /sys/class/net/*; do
+		[[ $(readlink "$d/device/driver" 2>/dev/null) == */"$1" ]] &&
+			echo "${d##*/}"
+	done
+	return 0
+}
+
+# at_least N DRIVER: N netdevs of DRIVER exist.
+at_least() { (($(by_driver "$2" | wc -l) >= $1)); }
+
+# two_by_driver DRIVER: sets A and B to its first two netdevs.
+two_by_driver() {
+	local devs
+	wait_for 20 at_least 2 "$1"
+	mapfile -t devs < <(by_driver "$1")
+	((${#devs[@]} >= 2)) || abort "two $1 netdevs" "found: ${devs[*]}"
+	A=${devs[0]}
+	B=${devs[1]}
+}
+
+setup_vnic() {
+	insmod /lib/modules/vnic.ko || abort "insmod vnic.ko" "failed"
+	if [[ $ROLE == both ]]; then
+		netdev_for A 02:76:6e:00:01:00 # VF0 vNIC 0
+		netdev_for B 02:76:6e:00:02:00 # VF1 vNIC 0
+	else
+		netdev_for A "$BENCH_MAC"
+	fi
+}
+
+# igb: the PF makes two VFs (QEMU's igb switches VF to VF inside the
+# device); igbvf drives them.
+setup_igb() {
+	local pf
+	modprobe igb || abort "modprobe igb" "failed"
+	wait_for 20 at_least 1 igb
+	pf=$(by_driver igb | head -n 1)
+	[[ -n $pf ]] || abort "igb PF netdev" "none"
+	ip link set "$pf" up
+	echo 2 >"/sys/class/net/$pf/device/sriov_numvfs" ||
+		abort "igb sriov_numvfs" "failed"
+	ip link set "$pf" vf 0 mac 02:aa:00:00:00:01
+	ip link set "$pf" vf 1 mac 02:aa:00:00:00:02
+	modprobe igbvf || abort "modprobe igbvf" "failed"
+	two_by_driver igbvf
+}
+
+setup_e1000e() {
+	modprobe e1000e || abort "modprobe e1000e" "failed"
+	two_by_driver e1000e
+}
+
+setup_virtio() {
+	modprobe virtio_pci || abort "modprobe virtio_pci" "failed"
+	modprobe virtio_net || abort "modprobe virtio_net" "failed"
+	two_by_driver virtio_net
+}
+
+# iperf3_rate NAME ARGS...: the receiver's rate in Mbit/s from "-f m" text.
+iperf3_rate() {
+	local name=$1 out rate
+	shift
+	out=$(retry_connect 30 /tmp/iperf3.err "$@" -t "$SECONDS_EACH" -f m)
+	printf '%s\n' "$out" | tail -n 4
+	rate=$(printf '%s\n' "$out" | grep receiver | tail -n 1 |
+		sed -n 's/.* \([0-9.]*\) Mbits\/sec.*/\1/p')
+	if [[ -n $rate ]]; then report "$name" "$rate"; else failed "$name"; fi
+}
+
+# udp_pps ARGS...: datagrams received per second of a 64-byte UDP run.
+udp_pps() {
+	local out line total lost secs
+	out=$(retry_connect 30 /tmp/iperf3.err "$@" -u -l 64 -b 0 \
+		-t "$SECONDS_EACH" -f m)
+	printf '%s\n' "$out" | tail -n 4
+	# "[  5]   0.00-10.00  sec  ...  0.004 ms  123/45678 (0.27%)  receiver"
+	line=$(printf '%s\n' "$out" | grep receiver | tail -n 1)
+	secs=$(printf '%s\n' "$line" | sed -n 's/.*-\([0-9.]*\) *sec .*/\1/p')
+	lost=$(printf '%s\n' "$line" | sed -n 's/.* \([0-9]*\)\/\([0-9]*\) (.*/\1/p')
+	total=$(printf '%s\n' "$line" | sed -n 's/.* \([0-9]*\)\/\([0-9]*\) (.*/\2/p')
+	if [[ -n $secs && -n $total && -n $lost ]]; then
+		report udp64 "$(awk -v t="$total" -v l="$lost" -v s="$secs" \
+			'BEGIN { printf "%.0f", (t - l) / s }')"
+	else
+		failed udp64
+	fi
+}
+
+# ping_rtt NS...: average RTT in ms of 30 echoes (busybox or iputils).
+ping_rtt() {
+	local out avg
+	out=$("$@" ping -c 30 -i 0.2 -W 2 "$SERVER_IP" 2>&1)
+	printf '%s\n' "$out" | tail -n 2
+	avg=$(printf '%s\n' "$out" | sed -n 's/.*min\/avg\/max[^=]*= *[0-9.]*\/\([0-9.]*\)\/.*/\1/p')
+	if [[ -n $avg ]]; then report ping_ms "$avg"; else failed ping_ms; fi
+}
+
+# measure CMD...: every measurement from the client side (CMD prefixes
+# each command: "ip netns exec a" or nothing).
+measure() {
+	step "ping"
+	ping_rtt "$@"
+	step "iperf3 TCP, 1 stream, ${SECONDS_EACH} s"
+	iperf3_rate tcp1 "$@" iperf3 -c "$SERVER_IP"
+	step "iperf3 TCP, 4 streams, ${SECONDS_EACH} s"
+	iperf3_rate tcp4 "$@" iperf3 -c "$SERVER_IP" -P 4
+	step "iperf3 UDP, 64-byte payloads, ${SECONDS_EACH} s"
+	udp_pps "$@" iperf3 -c "$SERVER_IP"
+}
+
+step "bench: $DEVICE ($ROLE), ${SECONDS_EACH} s per run"
+no_ipv6 all
+"setup_$DEVICE"
+
+case $ROLE in
+both)
+	in_ns a "$A" "$CLIENT_IP"
+	in_ns b "$B" "$SERVER_IP"
+	wait_for 20 carrier a "$A" || abort "carrier $A" "none"
+	wait_for 20 carrier b "$B" || abort "carrier $B" "none"
+	ip netns exec b iperf3 -s -D
+	wait_for 10 listening b 5201 || abort "iperf3 server" "not listening"
+	measure ip netns exec a
+	;;
+server)
+	ip addr add "$SERVER_IP/24" dev "$A"
+	ip link set "$A" up
+	iperf3 -s -D
+	step "serving until the client says done (bounded)"
+	timeout $((SECONDS_EACH * 3 + 240)) nc -l -p "$DONE_PORT" </dev/null
+	report served 1
+	;;
+client)
+	ip addr add "$CLIENT_IP/24" dev "$A"
+	ip link set "$A" up
+	wait_for 120 ping -c 1 -W 1 "$SERVER_IP" || abort "server reachable" "no"
+	measure
+	echo "done" | timeout 10 nc "$SERVER_IP" "$DONE_PORT"
+	;;
+*) abort "BENCH_ROLE" "unknown: $ROLE" ;;
+esac
+exit "$FAILED"
