@@ -24,23 +24,40 @@ pub fn workspace() -> PathBuf {
         .to_path_buf()
 }
 
+/// The target directory (CARGO_TARGET_DIR or the workspace's target/).
+fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace().join("target"))
+}
+
+/// Builds vnicd and vnicctl with cargo (`extra` arguments, e.g.
+/// `--release`), in one cargo run.
+fn build_binaries(extra: &[&str]) {
+    let status = Command::new(env!("CARGO"))
+        .args(["build", "--quiet", "-p", "vnic-device", "--bins"])
+        .args(extra)
+        .current_dir(workspace())
+        .status()
+        .expect("run cargo build");
+    assert!(status.success(), "building vnicd and vnicctl failed");
+}
+
 /// target/debug, with vnicd and vnicctl built there once per test process
 /// (one cargo run for both, so tests asking for either do not wait on
 /// each other's build lock).
 fn debug_binaries() -> PathBuf {
     static BUILD: Once = Once::new();
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| workspace().join("target"));
-    BUILD.call_once(|| {
-        let status = Command::new(env!("CARGO"))
-            .args(["build", "--quiet", "-p", "vnic-device", "--bins"])
-            .current_dir(workspace())
-            .status()
-            .expect("run cargo build");
-        assert!(status.success(), "building vnicd and vnicctl failed");
-    });
-    target.join("debug")
+    BUILD.call_once(|| build_binaries(&[]));
+    target_dir().join("debug")
+}
+
+/// target/release, with vnicd and vnicctl built there once per process:
+/// benchmarks measure the release build.
+pub fn release_binaries() -> PathBuf {
+    static BUILD: Once = Once::new();
+    BUILD.call_once(|| build_binaries(&["--release"]));
+    target_dir().join("release")
 }
 
 /// Path of the vnicd binary, built once per test process if needed.
@@ -125,8 +142,20 @@ impl Vnicd {
     /// its default level unless RUST_LOG says otherwise, as under
     /// qemu/run-guest.sh. Panics, naming the logs, if it is not ready.
     pub fn start_logged(args: &[&str], out: &Path, log: &Path, timeout: Duration) -> Vnicd {
+        Vnicd::start_binary_logged(&vnicd_binary(), args, out, log, timeout)
+    }
+
+    /// [`Vnicd::start_logged`] with another vnicd binary (a benchmark's
+    /// release build).
+    pub fn start_binary_logged(
+        binary: &Path,
+        args: &[&str],
+        out: &Path,
+        log: &Path,
+        timeout: Duration,
+    ) -> Vnicd {
         let dir = TempDir::new("d");
-        let mut child = Command::new(vnicd_binary())
+        let mut child = Command::new(binary)
             .arg("--socket-dir")
             .arg(dir.0.join("sock"))
             .args(args)
