@@ -13,8 +13,9 @@
 //! Beside it, in the same run, a plain memcpy of the same frames into the
 //! same kind of buffers: the limit of a card that copies.
 //!
-//! Also: the switch's forwarding-table lookup at 1 k, 10 k and 100 k
-//! entries (it must stay O(1)).
+//! Also: the switch's forwarding-table lookup at 1 k, 10 k, 100 k and 1 M
+//! entries, random keys (it must stay O(1): beyond the caches each lookup
+//! costs a memory access, not more work).
 //!
 //! Run: `cargo bench -p vnic-device --bench datapath` (add `-- --seconds
 //! S` to change the time per case, default 2).
@@ -180,6 +181,13 @@ fn frame(dst: Mac, src: Mac, len: usize) -> Vec<u8> {
     f
 }
 
+fn case_name(path: Path, len: usize) -> String {
+    match path {
+        Path::VfToVf => format!("card VF->VF {len} B"),
+        Path::VfToUplink => format!("card VF->uplink(none) {len} B"),
+    }
+}
+
 /// Switches `len`-byte frames along `path` for about `time`; only the
 /// card's work is counted.
 fn run_card(path: Path, len: usize, time: Duration) -> Result {
@@ -219,10 +227,7 @@ fn run_card(path: Path, len: usize, time: Duration) -> Result {
         card_time += t0.elapsed();
         check_sent(&tx, BATCH);
     }
-    let name = match path {
-        Path::VfToVf => format!("card VF->VF {len} B"),
-        Path::VfToUplink => format!("card VF->uplink(none) {len} B"),
-    };
+    let name = case_name(path, len);
     let counters = card.functions()[vf0].counters();
     assert_eq!(
         counters.get(FnStat::TxPackets),
@@ -294,14 +299,24 @@ fn lookup_ns(entries: u32) -> f64 {
     ns
 }
 
-fn seconds() -> Duration {
+/// The value after `--name` on the command line.
+fn option(name: &str) -> Option<String> {
     let args: Vec<String> = std::env::args().collect();
-    let s = args
-        .iter()
-        .position(|a| a == "--seconds")
+    args.iter()
+        .position(|a| a == name)
         .and_then(|i| args.get(i + 1))
-        .map_or(2.0, |s| s.parse::<f64>().expect("--seconds S"));
+        .cloned()
+}
+
+fn seconds() -> Duration {
+    let s = option("--seconds").map_or(2.0, |s| s.parse::<f64>().expect("--seconds S"));
     Duration::from_secs_f64(s)
+}
+
+/// `--only WORD`: run only the parts whose name contains WORD (`memcpy`,
+/// `VF->VF`, `uplink`, `64 B`, `1500 B`, `lookup`), e.g. under a profiler.
+fn wanted(name: &str) -> bool {
+    option("--only").is_none_or(|w| name.contains(&w))
 }
 
 fn main() {
@@ -316,10 +331,6 @@ fn main() {
     );
     for len in [64, 1500] {
         let copy = run_memcpy(len, time);
-        let cases = [
-            run_card(Path::VfToVf, len, time),
-            run_card(Path::VfToUplink, len, time),
-        ];
         println!(
             "{:<32} {:>12.2} {:>10.1} {:>12}",
             copy.name,
@@ -327,7 +338,11 @@ fn main() {
             copy.gbit(),
             "1.00"
         );
-        for c in &cases {
+        for path in [Path::VfToVf, Path::VfToUplink] {
+            if !wanted(&case_name(path, len)) {
+                continue;
+            }
+            let c = run_card(path, len, time);
             println!(
                 "{:<32} {:>12.2} {:>10.1} {:>12.3}",
                 c.name,
@@ -337,8 +352,10 @@ fn main() {
             );
         }
     }
-    println!("{:<32} {:>12}", "switch lookup", "ns/lookup");
-    for n in [1_000, 10_000, 100_000] {
-        println!("{:<32} {:>12.1}", format!("  {n} entries"), lookup_ns(n));
+    if wanted("switch lookup") {
+        println!("{:<32} {:>12}", "switch lookup", "ns/lookup");
+        for n in [1_000, 10_000, 100_000, 1_000_000] {
+            println!("{:<32} {:>12.1}", format!("  {n} entries"), lookup_ns(n));
+        }
     }
 }

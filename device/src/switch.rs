@@ -4,8 +4,14 @@
 //!
 //! The switch only decides; the card moves the bytes. Lookups are hash-map
 //! hits, so the cost per frame does not grow with the number of entries.
+//! The maps use FxHash, not std's SipHash: SipHash's resistance to chosen
+//! keys cost half of the card's work per frame (docs/performance.md), and
+//! the keys here are MACs and ports that management or each guest's own
+//! vNICs put in, not a stream an attacker fills.
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::BTreeSet;
+
+use rustc_hash::{FxHashMap, FxHashSet};
 use std::fmt;
 
 /// A MAC address.
@@ -163,12 +169,12 @@ impl PortInfo {
 
 #[derive(Debug, Default)]
 pub struct Switch {
-    table: HashMap<(Mac, Vlan), Entry>,
+    table: FxHashMap<(Mac, Vlan), Entry>,
     /// Ports that belong to each VLAN (0: untagged), for floods.
-    members: HashMap<Vlan, BTreeSet<Port>>,
-    ports: HashMap<Port, PortInfo>,
+    members: FxHashMap<Vlan, BTreeSet<Port>>,
+    ports: FxHashMap<Port, PortInfo>,
     /// Functions whose spoof check management turned off.
-    spoof_off: HashSet<usize>,
+    spoof_off: FxHashSet<usize>,
 }
 
 impl Switch {

@@ -3,7 +3,9 @@
 //! frames; within a segment, frames are switched by (VNI, destination MAC),
 //! whatever 802.1Q tag the guest put inside (docs/vxlan.md).
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
+
+use rustc_hash::FxHashMap;
 
 use super::Vni;
 use crate::switch::{Decision, DropReason, FrameInfo, Mac, Port};
@@ -22,11 +24,11 @@ pub enum SegmentError {
 #[derive(Debug, Default)]
 pub struct Segments {
     /// The VNI of each VF (function index) whose attribute is VxLAN.
-    attrs: HashMap<usize, Vni>,
+    attrs: FxHashMap<usize, Vni>,
     /// Each vNIC of those VFs: its segment and its MAC.
-    ports: HashMap<Port, (Vni, Mac)>,
-    table: HashMap<(Vni, Mac), Port>,
-    members: HashMap<Vni, BTreeSet<Port>>,
+    ports: FxHashMap<Port, (Vni, Mac)>,
+    table: FxHashMap<(Vni, Mac), Port>,
+    members: FxHashMap<Vni, BTreeSet<Port>>,
 }
 
 impl Segments {

@@ -8,7 +8,7 @@
 //! is linear, but it only runs when an install finds the table full; the
 //! data path's lookups are hash-map hits.
 
-use std::collections::HashMap;
+use rustc_hash::FxHashMap;
 use std::net::Ipv4Addr;
 
 use super::Vni;
@@ -92,8 +92,8 @@ pub struct Tables {
     /// Slot i is tunnel ID i.
     tunnels: Vec<Option<Tunnel>>,
     tunnel_count: usize,
-    by_remote: HashMap<Remote, TunnelId>,
-    macs: HashMap<(Vni, Mac), MacEntry>,
+    by_remote: FxHashMap<Remote, TunnelId>,
+    macs: FxHashMap<(Vni, Mac), MacEntry>,
     /// Install counter: "born" stamps.
     clock: u64,
 }
@@ -111,8 +111,8 @@ impl Tables {
             mac_capacity: macs.max(1),
             tunnels: vec![None; tunnels.max(1)],
             tunnel_count: 0,
-            by_remote: HashMap::new(),
-            macs: HashMap::new(),
+            by_remote: FxHashMap::default(),
+            macs: FxHashMap::default(),
             clock: 0,
         }
     }
