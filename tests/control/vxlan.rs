@@ -12,7 +12,7 @@ use std::net::{Ipv4Addr, UdpSocket};
 use std::process::Command;
 use std::time::Duration;
 
-use serde_json::{json, Value};
+use serde_json::json;
 use vnic_tests::ctl::Ctl;
 use vnic_tests::guest::{
     card_mac as mac, free_udp_ports as free_ports, tagged_frame as frame, Guest,
