@@ -13,7 +13,8 @@ use std::sync::Arc;
 use log::{info, warn};
 use thiserror::Error;
 use vm_memory::{
-    ByteValued, Bytes, FileOffset, GuestAddress, GuestMemoryMmap, GuestRegionMmap, MmapRegion,
+    ByteValued, Bytes, FileOffset, GuestAddress, GuestMemoryMmap, GuestRegionMmap,
+    MemoryRegionAddress, MmapRegion,
 };
 
 use crate::protocol::{DMA_PAGE_SIZE, MAX_DMA_MAPS};
@@ -278,28 +279,63 @@ impl DmaSpace {
         Ok(())
     }
 
+    /// The region that holds all of `[address, address + len)`, and where
+    /// in it `address` is, when one mapping holds the whole range (every
+    /// descriptor and buffer access of a driver that keeps its buffers in
+    /// one RAM section): one lookup, and vm-memory's region-level copy
+    /// instead of its walk over the whole memory. `None`: the range spans
+    /// mappings, for the slower path. Errors as [`DmaSpace::read`] and
+    /// [`DmaSpace::write`] report them.
+    fn single(
+        &self,
+        address: u64,
+        len: usize,
+        write: bool,
+    ) -> Result<Option<(&GuestRegionMmap, MemoryRegionAddress)>, DmaError> {
+        let oob = DmaError::OutOfRange { address, len };
+        let m = self
+            .maps
+            .iter()
+            .find(|m| m.address <= address && address < m.end())
+            .ok_or(oob)?;
+        let end = address
+            .checked_add(len as u64)
+            .ok_or(DmaError::OutOfRange { address, len })?;
+        if end > m.end() {
+            return Ok(None);
+        }
+        let region = m
+            .region
+            .as_deref()
+            .ok_or(DmaError::OutOfRange { address, len })?;
+        if write && !m.writable {
+            return Err(DmaError::ReadOnly { address, len });
+        }
+        Ok(Some((region, MemoryRegionAddress(address - m.address))))
+    }
+
     /// Copies guest memory at `address` into `buf`.
     pub fn read(&self, address: u64, buf: &mut [u8]) -> Result<(), DmaError> {
+        let len = buf.len();
+        let oob = || DmaError::OutOfRange { address, len };
+        if let Some((region, at)) = self.single(address, buf.len(), false)? {
+            return region.read_slice(buf, at).map_err(|_| oob());
+        }
         self.check(address, buf.len(), false)?;
-        let mem = self.mem.as_ref().ok_or(DmaError::OutOfRange {
-            address,
-            len: buf.len(),
-        })?;
+        let mem = self.mem.as_ref().ok_or_else(oob)?;
         mem.read_slice(buf, GuestAddress(address))
-            .map_err(|_| DmaError::OutOfRange {
-                address,
-                len: buf.len(),
-            })
+            .map_err(|_| oob())
     }
 
     /// Reads a wire structure (little-endian fields) at `address`.
     pub fn read_obj<T: ByteValued>(&self, address: u64) -> Result<T, DmaError> {
         let len = std::mem::size_of::<T>();
+        let oob = DmaError::OutOfRange { address, len };
+        if let Some((region, at)) = self.single(address, len, false)? {
+            return region.read_obj(at).map_err(|_| oob);
+        }
         self.check(address, len, false)?;
-        let mem = self
-            .mem
-            .as_ref()
-            .ok_or(DmaError::OutOfRange { address, len })?;
+        let mem = self.mem.as_ref().ok_or(oob)?;
         mem.read_obj(GuestAddress(address))
             .map_err(|_| DmaError::OutOfRange { address, len })
     }
@@ -317,16 +353,17 @@ impl DmaSpace {
 
     /// Copies `data` into guest memory at `address`.
     pub fn write(&self, address: u64, data: &[u8]) -> Result<(), DmaError> {
-        self.check(address, data.len(), true)?;
-        let mem = self.mem.as_ref().ok_or(DmaError::OutOfRange {
+        let oob = || DmaError::OutOfRange {
             address,
             len: data.len(),
-        })?;
+        };
+        if let Some((region, at)) = self.single(address, data.len(), true)? {
+            return region.write_slice(data, at).map_err(|_| oob());
+        }
+        self.check(address, data.len(), true)?;
+        let mem = self.mem.as_ref().ok_or_else(oob)?;
         mem.write_slice(data, GuestAddress(address))
-            .map_err(|_| DmaError::OutOfRange {
-                address,
-                len: data.len(),
-            })
+            .map_err(|_| oob())
     }
 }
 
