@@ -550,6 +550,43 @@ fn ip(ns: Option<&str>, args: &[&str]) {
     );
 }
 
+/// One host of a test against Linux's vxlan: its vnicd (card configured
+/// with VTEP A and VF0 in VNI 100) has `--uplink tap:<tap_prefix>N`, and the
+/// TAP is in a namespace of the test's with Linux's vxlan device
+/// ([`NetnsGuard::linux_vxlan_peer`]), which the guest knows as
+/// `VNIC_NETNS` and may ping from (`host netns-ping`). Fields drop in
+/// order: the bed (vnicd stopped, the TAP gone) before the namespace, also
+/// when the test fails.
+struct LinuxPeer {
+    bed: Testbed,
+    host: usize,
+    /// Kept for its drop: the namespace goes after the bed.
+    _guard: NetnsGuard,
+}
+
+impl LinuxPeer {
+    fn new(scenario: &str, ns_prefix: &str, tap_prefix: &str) -> LinuxPeer {
+        // SAFETY: geteuid has no preconditions.
+        let euid = unsafe { libc::geteuid() };
+        assert_eq!(euid, 0, "needs root (TAP devices and network namespaces)");
+        let guard = NetnsGuard::new(ns_prefix, tap_prefix);
+        // Declared after the guard, so dropped (vnicd stopped, TAP gone)
+        // first.
+        let mut bed = Testbed::new(scenario);
+        let config = vxlan_config(bed.logs(), "card.json", VTEP_A);
+        let uplink = format!("tap:{}", guard.tap);
+        let host = bed.host(scenario, &["--uplink", &uplink, "--config", &config]);
+        guard.linux_vxlan_peer();
+        bed.allow_netns(&guard.ns);
+        bed.guest_env(host, "VNIC_NETNS", &guard.ns);
+        LinuxPeer {
+            bed,
+            host,
+            _guard: guard,
+        }
+    }
+}
+
 /// The card's VxLAN against Linux's: vnicd with `--uplink tap:vxupN`, the
 /// TAP moved into a namespace of the test's with 10.1.0.2/24, a static
 /// neighbour for the card's VTEP (10.1.0.1) and a Linux `vxlan` device
@@ -562,26 +599,9 @@ fn ip(ns: Option<&str>, args: &[&str]) {
 /// failure.
 #[test]
 fn vxlan_interop_with_linux_vxlan_device_ping_both_ways() {
-    // SAFETY: geteuid has no preconditions.
-    let euid = unsafe { libc::geteuid() };
-    assert_eq!(euid, 0, "needs root (TAP devices and network namespaces)");
-    let guard = NetnsGuard::new("vnicvx", "vxup");
-
-    // Declared after the guard, so dropped (vnicd stopped, TAP gone) first.
-    let mut bed = Testbed::new("vxlan-interop");
-    let config = vxlan_config(bed.logs(), "card.json", VTEP_A);
-    let host = bed.host(
-        "vxlan-interop",
-        &[
-            "--uplink",
-            &format!("tap:{}", guard.tap),
-            "--config",
-            &config,
-        ],
-    );
-    guard.linux_vxlan_peer();
-    bed.start_agent(
-        host,
+    let mut peer = LinuxPeer::new("vxlan-interop", "vnicvx", "vxup");
+    peer.bed.start_agent(
+        peer.host,
         "agent",
         &[
             "--fdb",
@@ -592,9 +612,7 @@ fn vxlan_interop_with_linux_vxlan_device_ping_both_ways() {
             "b",
         ],
     );
-    bed.allow_netns(&guard.ns);
-    bed.guest_env(host, "VNIC_NETNS", &guard.ns);
-    let out = bed.run();
+    let out = peer.bed.run();
     show_bed(&out);
     if out.passed() {
         let agent = out.agent("agent");
@@ -609,8 +627,7 @@ fn vxlan_interop_with_linux_vxlan_device_ping_both_ways() {
         );
     }
     out.assert_success();
-    drop(bed);
-    drop(guard);
+    drop(peer);
 }
 
 /// The agent in the guest, over the PF's exception queue pair
@@ -626,40 +643,23 @@ fn vxlan_interop_with_linux_vxlan_device_ping_both_ways() {
 /// printed (`AGENT-SUMMARY`).
 #[test]
 fn vxlan_pf_agent_in_the_guest_over_the_exception_queue_pings_both_ways() {
-    // SAFETY: geteuid has no preconditions.
-    let euid = unsafe { libc::geteuid() };
-    assert_eq!(euid, 0, "needs root (TAP devices and network namespaces)");
-    let guard = NetnsGuard::new("vnicpf", "pfup");
-
-    // Declared after the guard, so dropped (vnicd stopped, TAP gone) first.
-    let mut bed = Testbed::new("vxlan-pf");
-    let config = vxlan_config(bed.logs(), "card.json", VTEP_A);
-    let host = bed.host(
-        "vxlan-pf",
-        &[
-            "--uplink",
-            &format!("tap:{}", guard.tap),
-            "--config",
-            &config,
-        ],
-    );
-    guard.linux_vxlan_peer();
-    bed.guest_program(host, &vnicctl_binary(), "/usr/bin/vnicctl");
-    bed.allow_netns(&guard.ns);
-    bed.guest_env(host, "VNIC_NETNS", &guard.ns);
-    bed.guest_env(host, "VNIC_NS_MAC", TAP_MAC);
-    let out = bed.run();
+    let mut peer = LinuxPeer::new("vxlan-pf", "vnicpf", "pfup");
+    let host = peer.host;
+    peer.bed
+        .guest_program(host, &vnicctl_binary(), "/usr/bin/vnicctl");
+    peer.bed.guest_env(host, "VNIC_NS_MAC", TAP_MAC);
+    let out = peer.bed.run();
     show_bed(&out);
     if out.passed() {
         let summary = out.guest("vxlan-pf").value_after("AGENT-SUMMARY ");
+        println!("the guest's agent: {}", summary.unwrap_or("no summary"));
         out.check(
             summary.is_some_and(|s| s.contains("vxlan-agent: summary: requests=")),
             &format!("the guest's agent printed its summary: {summary:?}"),
         );
     }
     out.assert_success();
-    drop(bed);
-    drop(guard);
+    drop(peer);
 }
 
 /// Prints the console lines with any of `shown`, then fails unless the

@@ -81,7 +81,11 @@ finish() {
 
 [[ -n ${VNIC_NETNS:-} ]] || abort "VNIC_NETNS" "the test gave no namespace (--env)"
 [[ -n ${VNIC_NS_MAC:-} ]] || abort "VNIC_NS_MAC" "the test gave no TAP MAC (--env)"
-command -v vnicctl >/dev/null || abort "vnicctl in the guest" "not found (--add-bin)"
+if ver=$(vnicctl --version 2>&1); then
+	ok "vnicctl runs in the guest: $ver"
+else
+	abort "vnicctl in the guest" "$ver (--add-bin)"
+fi
 
 step "insmod $MODULE"
 for d in all default; do
@@ -136,13 +140,7 @@ else
 fi
 
 step "namespace $VNIC_NETNS -> guest ($IP), run by the host"
-host netns-ping "$VNIC_NETNS" "$IP" 5
-rc=$?
-if ((rc == 0)) && [[ $HOST_OUT == *" 5 received"* ]]; then
-	ok "ping $PEER -> $IP (namespace to guest): 5/5"
-else
-	fail "ping $PEER -> $IP (namespace to guest): rc $rc"
-fi
+netns_ping_check "$VNIC_NETNS" "$IP" 5 "ping $PEER -> $IP (namespace to guest)"
 
 step "the card's counters"
 if host vnicctl stats >/dev/null; then
