@@ -6,7 +6,7 @@ use std::time::Instant;
 
 use crate::capture::Capture;
 use crate::control::api::{Event, DEFAULT_VXLAN_CAPACITY};
-use crate::function::{Function, FunctionKind, FunctionSpec, BARS, VF_DEVICE_ID};
+use crate::function::{Function, FunctionKind, FunctionSpec, BARS, EXC_QP, VF_DEVICE_ID};
 use crate::pci::caps::SriovLayout;
 use crate::ring::MAX_FRAME;
 use crate::switch::{Port, Switch};
@@ -143,6 +143,7 @@ impl Card {
         }
         let mut switch = Switch::default();
         for (function, f) in functions.iter().enumerate() {
+            // The vNICs only: the PF's exception queue pair is no port.
             for qp in f.queue_pairs() {
                 let port = Port {
                     function,
@@ -245,6 +246,9 @@ impl Card {
                 vf_stride: 1,
                 vf_bars: BARS.to_vec(),
             }),
+            // Queue pair 0 is the PF's vNIC; the next one, if there is
+            // one, serves the host's exceptions (docs/vxlan.md).
+            exception_qp: (config.queue_pairs > u32::from(EXC_QP)).then_some(EXC_QP),
         }
     }
 
@@ -262,6 +266,7 @@ impl Card {
             serial: Self::serial(config, kind),
             ari_next: if last { 0 } else { (kind.number() + 1) as u8 },
             sriov: None,
+            exception_qp: None,
         }
     }
 

@@ -13,7 +13,7 @@ use log::{debug, info, warn};
 
 use crate::card::{Card, UPLINK_BUDGET};
 use crate::control::api::Event;
-use crate::function::{SwitchOp, MISC_VECTORS};
+use crate::function::{Function, SwitchOp, MISC_VECTORS};
 use crate::queue::Arrival;
 use crate::regs::FnStat;
 use crate::switch::{strip_tag, Decision, DropReason, Mac, Port};
@@ -169,6 +169,9 @@ impl Card {
     /// (the function is then held until they refill).
     fn transmit(&mut self, f: usize, q: u16, now: Instant) -> bool {
         let from = Port { function: f, qp: q };
+        // The PF's exception queue pair sends messages to the card, not
+        // frames to the switch.
+        let exception = self.functions[f].exception_index() == Some(q);
         let mut fire = false;
         let mut allowed = true;
         for _ in 0..TX_BUDGET {
@@ -196,7 +199,9 @@ impl Card {
             if let Some(l) = lanes.policy.tx_rate.as_mut() {
                 l.take(frame.len);
             }
-            let dropped = if link_up {
+            let dropped = if link_up && exception {
+                self.exception_from_pf(from, now)
+            } else if link_up {
                 self.switch_frame(from, now)
             } else {
                 lanes.counters.add(FnStat::LinkDrops, 1);
@@ -250,9 +255,9 @@ impl Card {
     /// Sends the frame in `scratch` from vNIC `from` beyond the card:
     /// through the VxLAN tables for a VxLAN VF, else out of the uplink as
     /// it is (tagged with its VLAN, as switched).
-    fn beyond(&mut self, from: Port) {
+    fn beyond(&mut self, from: Port, now: Instant) {
         if let Some(vni) = self.vxlan.segments.vni_of(from.function) {
-            self.vxlan_out(from, vni);
+            self.vxlan_out(from, vni, now);
             return;
         }
         self.uplink.send(&self.scratch, self.capture.as_mut());
@@ -295,12 +300,12 @@ impl Card {
                         self.deliver(port, now);
                     }
                 }
-                self.beyond(from);
+                self.beyond(from, now);
                 false
             }
             Decision::Uplink => {
                 self.counters.unknown_unicast += 1;
-                self.beyond(from);
+                self.beyond(from, now);
                 false
             }
         }
@@ -344,7 +349,9 @@ impl Card {
             return;
         }
         match self.switch.forward_from_uplink(&self.scratch) {
-            Decision::Unicast(port) => self.deliver(port, now),
+            Decision::Unicast(port) => {
+                self.deliver(port, now);
+            }
             Decision::Flood(ports) => {
                 self.counters.flooded += 1;
                 for port in ports {
@@ -359,24 +366,28 @@ impl Card {
 
     /// Notes that function `f`'s contexts changed: written back at the end
     /// of the turn, once.
-    fn touch(&mut self, f: usize) {
+    pub(crate) fn touch(&mut self, f: usize) {
         if !self.touched.contains(&f) {
             self.touched.push(f);
         }
     }
 
+    /// Whether queue pair `port` (a vNIC, or the PF's exception queue
+    /// pair) can receive now: its receive queue runs and its function's
+    /// link is up.
     pub(crate) fn rx_running(&self, port: Port) -> bool {
         self.functions
             .get(port.function)
             .filter(|f| f.link_up())
-            .and_then(|f| f.queue_pairs().get(port.qp as usize))
+            .and_then(|f| f.all_queue_pairs().get(port.qp as usize))
             .is_some_and(|qp| qp.rx.running())
     }
 
     /// Copies the frame in `scratch` into the next receive buffer of `port`
     /// (without its tag if the port has a port VLAN), if the port's link is
-    /// up and its function's RX policy lets it in.
-    pub(crate) fn deliver(&mut self, port: Port, now: Instant) {
+    /// up and its function's RX policy lets it in. Returns whether the
+    /// receive queue took it (into a buffer or its packet buffer).
+    pub(crate) fn deliver(&mut self, port: Port, now: Instant) -> bool {
         let frame = if self.switch.pvid(port) != 0 {
             strip_tag(&self.scratch, &mut self.egress);
             &self.egress
@@ -384,43 +395,11 @@ impl Card {
             &self.scratch
         };
         let Some(func) = self.functions.get_mut(port.function) else {
-            return;
+            return false;
         };
-        let lanes = func.lanes();
-        if !lanes.link_up {
-            lanes.counters.add(FnStat::LinkDrops, 1);
-            return;
-        }
-        if let Some(l) = lanes.policy.rx_rate.as_mut() {
-            if !l.admit(frame.len(), now) {
-                lanes.counters.add(FnStat::RxRateDrops, 1);
-                return;
-            }
-        }
-        let Some(qp) = lanes.qps.get_mut(port.qp as usize) else {
-            return;
-        };
-        let fire = match qp.rx_put(lanes.name, lanes.dma, frame, now) {
-            Ok(Arrival::Delivered { fire }) => {
-                lanes.counters.add(FnStat::RxPackets, 1);
-                lanes.counters.add(FnStat::RxBytes, frame.len() as u64);
-                fire
-            }
-            Ok(Arrival::Buffered) => false,
-            Ok(Arrival::Dropped) => {
-                lanes.counters.add(FnStat::RxDrops, 1);
-                false
-            }
-            Err(_) => {
-                lanes.counters.add(FnStat::RxDrops, 1);
-                lanes.counters.add(FnStat::QueueErrors, 1);
-                false
-            }
-        };
-        if fire {
-            func.raise_irq(MISC_VECTORS + port.qp as u32);
-        }
+        let taken = put_frame(func, port.qp, frame, now);
         self.touch(port.function);
+        taken
     }
 
     /// The earliest moment a held-back interrupt is due, or a function
@@ -429,7 +408,7 @@ impl Card {
         let irqs = self
             .functions
             .iter()
-            .flat_map(|f| f.queue_pairs())
+            .flat_map(|f| f.all_queue_pairs())
             .filter_map(|qp| qp.irq.deadline);
         irqs.chain(self.held.iter().map(|&(_, t)| t)).min()
     }
@@ -455,6 +434,48 @@ impl Card {
             }
         }
     }
+}
+
+/// Offers `frame` to receive queue `q` of `func`, if the function's link
+/// is up and its RX policy lets it in, with counters and the queue pair's
+/// (moderated) interrupt. Returns whether the queue took the frame (into a
+/// buffer or its packet buffer).
+pub(crate) fn put_frame(func: &mut Function, q: u16, frame: &[u8], now: Instant) -> bool {
+    let lanes = func.lanes();
+    if !lanes.link_up {
+        lanes.counters.add(FnStat::LinkDrops, 1);
+        return false;
+    }
+    if let Some(l) = lanes.policy.rx_rate.as_mut() {
+        if !l.admit(frame.len(), now) {
+            lanes.counters.add(FnStat::RxRateDrops, 1);
+            return false;
+        }
+    }
+    let Some(qp) = lanes.qps.get_mut(q as usize) else {
+        return false;
+    };
+    let (taken, fire) = match qp.rx_put(lanes.name, lanes.dma, frame, now) {
+        Ok(Arrival::Delivered { fire }) => {
+            lanes.counters.add(FnStat::RxPackets, 1);
+            lanes.counters.add(FnStat::RxBytes, frame.len() as u64);
+            (true, fire)
+        }
+        Ok(Arrival::Buffered) => (true, false),
+        Ok(Arrival::Dropped) => {
+            lanes.counters.add(FnStat::RxDrops, 1);
+            (false, false)
+        }
+        Err(_) => {
+            lanes.counters.add(FnStat::RxDrops, 1);
+            lanes.counters.add(FnStat::QueueErrors, 1);
+            (false, false)
+        }
+    };
+    if fire {
+        func.raise_irq(MISC_VECTORS + q as u32);
+    }
+    taken
 }
 
 #[cfg(test)]

@@ -55,6 +55,9 @@ pub const MSIX_TABLE_OFFSET: u64 = 0;
 pub const MSIX_PBA_OFFSET: u64 = 0x2000;
 /// vector 0 is the misc/admin vector; 1..=X are the queue pairs.
 pub const MISC_VECTORS: u32 = 1;
+/// Index of the PF's exception queue pair, when it has one (`QP_MAX` ≥ 2;
+/// docs/vxlan.md): the queue pair after its one vNIC.
+pub const EXC_QP: u16 = 1;
 
 /// The memory BARs of every function (PF and VF alike).
 pub const BARS: [Bar; 2] = [
@@ -120,6 +123,9 @@ pub struct FunctionSpec {
     pub ari_next: u8,
     /// SR-IOV capability contents (PF only).
     pub sriov: Option<SriovLayout>,
+    /// The exception queue pair (PF only, docs/vxlan.md): [`EXC_QP`], the
+    /// queue pair right after the `qp_num` vNICs.
+    pub exception_qp: Option<u16>,
 }
 
 #[derive(Debug, Error)]
@@ -262,7 +268,8 @@ pub struct Function {
     req_fd: Option<EventFd>,
     dma: DmaSpace,
     stats: FunctionStats,
-    /// Enabled queue pairs (vNICs), N of them.
+    /// Enabled queue pairs: the N vNICs, then the exception queue pair if
+    /// the function has one (so `qps[q].index == q` for all of them).
     qps: Vec<QueuePair>,
     /// The BAT the VCT entry points at, once validated.
     bat: Option<Bat>,
@@ -295,6 +302,14 @@ impl Function {
     pub fn new(spec: FunctionSpec) -> Self {
         let vectors = spec.qp_max + MISC_VECTORS;
         let config = build_config(&spec, vectors as u16);
+        assert!(
+            spec.exception_qp.is_none_or(|q| {
+                spec.kind == FunctionKind::Pf
+                    && u32::from(q) == spec.qp_num
+                    && q < spec.qp_max as u16
+            }),
+            "the exception queue pair follows the PF's vNICs"
+        );
         let func = match spec.kind {
             FunctionKind::Pf => FuncReg::new(),
             FunctionKind::Vf(n) => FuncReg::new().with_is_vf(true).with_vf_index(n),
@@ -305,6 +320,7 @@ impl Function {
             qp_num: spec.qp_num,
             mac: spec.mac,
             vectors,
+            exc_qp: spec.exception_qp.map_or(0, u32::from),
         });
         Function {
             name: spec.kind.name(),
@@ -317,6 +333,7 @@ impl Function {
             dma: DmaSpace::default(),
             stats: FunctionStats::default(),
             qps: (0..spec.qp_num as u16)
+                .chain(spec.exception_qp)
                 .map(|q| QueuePair::new(q, Mac(spec.qp_macs[q as usize])))
                 .collect(),
             bat: None,
@@ -342,6 +359,16 @@ impl Function {
             pending_vct: None,
             spec,
         }
+        .with_exception_messages()
+    }
+
+    /// The exception queue pair's send queue takes messages: a header
+    /// before frames as long as the control socket's.
+    fn with_exception_messages(mut self) -> Self {
+        if let Some(q) = self.spec.exception_qp {
+            self.qps[usize::from(q)].set_max_tx_frame(crate::vxlan::exception::MAX_MESSAGE);
+        }
+        self
     }
 
     pub fn policy(&self) -> &Policy {
@@ -478,6 +505,11 @@ impl Function {
     /// configured MACs. Returns the queue pairs removed. The driver learns
     /// of it from IRQ_CAUSE.CONFIG.
     pub fn set_qp_num(&mut self, n: u32) -> Vec<u16> {
+        // Only VFs change N (management refuses it on the PF, whose
+        // exception queue pair sits right after its one vNIC).
+        if self.spec.exception_qp.is_some() {
+            return Vec::new();
+        }
         let n = n.min(self.spec.qp_max) as usize;
         let mut removed = Vec::new();
         while self.qps.len() > n {
@@ -545,9 +577,31 @@ impl Function {
         self.bar0.admin_done(status, results);
     }
 
-    /// The vNICs (enabled queue pairs).
+    /// The vNICs (enabled queue pairs, without the exception queue pair).
     pub fn queue_pairs(&self) -> &[QueuePair] {
+        &self.qps[..self.vnic_count()]
+    }
+
+    /// N: the number of vNICs.
+    pub fn vnic_count(&self) -> usize {
+        self.qps.len() - usize::from(self.spec.exception_qp.is_some())
+    }
+
+    /// Every enabled queue pair: the vNICs and the exception queue pair.
+    pub fn all_queue_pairs(&self) -> &[QueuePair] {
         &self.qps
+    }
+
+    /// Index of the exception queue pair (PF with `QP_MAX` ≥ 2).
+    pub fn exception_index(&self) -> Option<u16> {
+        self.spec.exception_qp
+    }
+
+    /// The exception queue pair, if the function has one.
+    pub fn exception_qp(&self) -> Option<&QueuePair> {
+        self.spec
+            .exception_qp
+            .and_then(|q| self.qps.get(usize::from(q)))
     }
 
     pub fn counters(&self) -> FnCounters {
@@ -769,6 +823,13 @@ impl Function {
                     let q = self.qp_index(qp, off)?;
                     if reg.access == Access::ReadOnly {
                         return Err(RegError::ReadOnly(off));
+                    }
+                    // Not a port of the switch: no MAC to change, no VLAN
+                    // to join.
+                    if self.spec.exception_qp == Some(qp)
+                        && matches!(reg.reg, QpReg::MacLo | QpReg::MacHi | QpReg::Vlan)
+                    {
+                        return Err(RegError::ExceptionQp(off));
                     }
                     if matches!(reg.reg, QpReg::MacLo | QpReg::MacHi) && !self.policy.trust {
                         return Err(RegError::Untrusted(off));
@@ -1295,6 +1356,7 @@ mod tests {
             serial: 1,
             ari_next: 0,
             sriov: None,
+            exception_qp: None,
         })
     }
 

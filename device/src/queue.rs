@@ -263,6 +263,9 @@ pub struct QueuePair {
     /// nothing written into the guest's buffers; doorbells only move the
     /// tails, which go straight to the contexts in guest memory.
     paused: bool,
+    /// Longest frame the send queue takes ([`ring::MAX_FRAME`], more on
+    /// the PF's exception queue pair).
+    max_tx_frame: usize,
 }
 
 /// What became of a frame offered to a receive queue.
@@ -311,7 +314,15 @@ impl QueuePair {
             rx_backlog: VecDeque::new(),
             rx_backlog_bytes: 0,
             paused: false,
+            max_tx_frame: ring::MAX_FRAME,
         }
+    }
+
+    /// Lets the send queue take frames of up to `n` bytes (the exception
+    /// queue pair's messages carry a frame of up to [`ring::MAX_FRAME`]
+    /// and more).
+    pub fn set_max_tx_frame(&mut self, n: usize) {
+        self.max_tx_frame = n;
     }
 
     pub fn paused(&self) -> bool {
@@ -427,8 +438,9 @@ impl QueuePair {
     pub fn flush(&mut self, dma: &DmaSpace) {
         self.tx.flush(dma);
         self.rx.flush(dma);
-        let (index, mac) = (self.index, self.mac);
+        let (index, mac, max) = (self.index, self.mac, self.max_tx_frame);
         *self = QueuePair::new(index, mac);
+        self.max_tx_frame = max;
     }
 
     /// Writes back contexts changed since the last batch.
@@ -495,7 +507,7 @@ impl QueuePair {
         let Some(ring) = self.tx.ring.as_ref().filter(|_| !self.paused) else {
             return Ok(None);
         };
-        match ring::tx_next(ring, dma, buf) {
+        match ring::tx_next_max(ring, dma, buf, self.max_tx_frame) {
             Ok(f) => Ok(f),
             Err(e) => {
                 let at = ring.head;

@@ -39,6 +39,7 @@ pub enum Reg {
     VctStatus = 0x048,
     IrqCause = 0x04c,
     NumVfs = 0x050,
+    ExcQp = 0x054,
     AdminCmd = 0x060,
     AdminStatus = 0x064,
     AdminArg0 = 0x068,
@@ -164,6 +165,11 @@ pub const REGISTERS: &[RegSpec] = &[
     RegSpec {
         reg: Reg::NumVfs,
         name: "NUM_VFS",
+        access: Access::ReadOnly,
+    },
+    RegSpec {
+        reg: Reg::ExcQp,
+        name: "EXC_QP",
         access: Access::ReadOnly,
     },
     RegSpec {
@@ -509,6 +515,8 @@ pub enum RegError {
     ReadOnly(u64),
     #[error("QP_MAC at BAR0 offset {0:#x} is writable by a trusted VF only")]
     Untrusted(u64),
+    #[error("BAR0 offset {0:#x}: the exception queue pair has no MAC or VLANs to write")]
+    ExceptionQp(u64),
 }
 
 /// Identity the card gives a function; fixed while it is in use.
@@ -519,6 +527,9 @@ pub struct Identity {
     pub qp_num: u32,
     pub mac: [u8; 6],
     pub vectors: u32,
+    /// EXC_QP: index of the PF's exception queue pair, 0 if none
+    /// (docs/vxlan.md).
+    pub exc_qp: u32,
 }
 
 /// BAR0 state of one function.
@@ -664,6 +675,7 @@ impl Bar0 {
             Reg::VctStatus => self.vct_status,
             Reg::IrqCause => self.irq_cause.into_bits(),
             Reg::NumVfs => self.num_vfs,
+            Reg::ExcQp => self.id.exc_qp,
             Reg::AdminCmd => 0,
             Reg::AdminStatus => self.admin_status,
             Reg::AdminArg0
@@ -761,6 +773,7 @@ mod tests {
             qp_num: 2,
             mac: [0x02, 0x76, 0x6e, 0x00, 0x04, 0x00],
             vectors: 9,
+            exc_qp: 0,
         })
     }
 
@@ -772,7 +785,7 @@ mod tests {
 
     #[test]
     fn identification_registers_read_back() {
-        let b = bar();
+        let mut b = bar();
         assert_eq!(r(&b, Reg::Id), ID_MAGIC);
         assert_eq!(r(&b, Reg::Version), 0x0001_0000);
         assert_eq!(r(&b, Reg::Func), 0x8000_0003);
@@ -782,6 +795,11 @@ mod tests {
         assert_eq!(r(&b, Reg::MacHi), 0x0000_0004);
         assert_eq!(r(&b, Reg::NumVectors), 9);
         assert_eq!(r(&b, Reg::Status), 1);
+        assert_eq!(r(&b, Reg::ExcQp), 0, "a VF has no exception queue pair");
+        assert_eq!(
+            b.write(Reg::ExcQp as u64, &[1, 0, 0, 0]),
+            Err(RegError::ReadOnly(0x54))
+        );
     }
 
     #[test]

@@ -213,6 +213,17 @@ pub fn tx_next(
     dma: &DmaSpace,
     buf: &mut Vec<u8>,
 ) -> Result<Option<TxFrame>, QueueError> {
+    tx_next_max(ring, dma, buf, MAX_FRAME)
+}
+
+/// [`tx_next`] for frames of at most `max_frame` bytes (the PF's exception
+/// send queue takes messages a little longer than [`MAX_FRAME`]).
+pub fn tx_next_max(
+    ring: &Ring,
+    dma: &DmaSpace,
+    buf: &mut Vec<u8>,
+    max_frame: usize,
+) -> Result<Option<TxFrame>, QueueError> {
     buf.clear();
     let pending = ring.pending() as usize;
     if pending == 0 {
@@ -225,7 +236,7 @@ pub fn tx_next(
         let d = ring.read(dma, index)?;
         let len = d.len.to_native() as usize;
         let addr = d.addr.to_native();
-        if len == 0 || buf.len() + len > MAX_FRAME {
+        if len == 0 || buf.len() + len > max_frame {
             return Err(QueueError::Length {
                 index,
                 len: buf.len() + len,

@@ -328,8 +328,10 @@ pub mod guest {
     }
 
     impl Vm {
-        /// Maps memory, builds tables, writes the VCT, starts every queue
-        /// pair and posts `posted` receive buffers on each.
+        /// Maps memory, builds tables (for `QP_MAX` queue pairs, as vnic.ko
+        /// does), writes the VCT, starts every vNIC's queue pair and posts
+        /// `posted` receive buffers on each. The PF's exception queue pair
+        /// is started by [`Vm::start_qp`].
         pub fn attach(card: &mut Card, f: usize, posted: u16) -> Vm {
             let mut drv = FakeDriver::new();
             let (base, size, file) = drv.memory();
@@ -337,7 +339,8 @@ pub mod guest {
                 .dma_map(base, size, 0, DMA_READ | DMA_WRITE, Some(file))
                 .unwrap();
             let nqp = card.functions[f].queue_pairs().len() as u16;
-            let tables = StateTables::build(&mut drv, 1, 64, nqp as u32);
+            let services = card.functions[f].qp_max();
+            let tables = StateTables::build(&mut drv, 1, 64, services);
             let mut rings = Vec::new();
             for q in 0..nqp {
                 let (tx, rx) = (drv.ring(RING), drv.ring(RING));
@@ -361,6 +364,25 @@ pub mod guest {
                 vm.post(card, q, posted);
             }
             vm
+        }
+
+        /// Starts queue pair `q`, the next one after those started so far
+        /// (the PF's exception queue pair after its vNIC), with new rings
+        /// and `posted` receive buffers.
+        pub fn start_qp(&mut self, card: &mut Card, q: u16, posted: u16) {
+            assert_eq!(usize::from(q), self.rings.len(), "queue pairs in order");
+            let (tx, rx) = (self.drv.ring(RING), self.drv.ring(RING));
+            self.tables.set_rings(&self.drv, q, (tx, RING), (rx, RING));
+            self.rings.push((tx, rx));
+            self.tx_tail.push(0);
+            self.rx_tail.push(0);
+            wr(card, self.f, qp_reg(q, 0x08), 3);
+            assert_eq!(
+                rd(card, self.f, qp_reg(q, 0x0c)) & 3,
+                3,
+                "queue pair {q} runs"
+            );
+            self.post(card, q, posted);
         }
 
         pub fn post(&mut self, card: &mut Card, q: u16, n: u16) {

@@ -56,7 +56,10 @@ fn quiesce_flushes_contexts_and_stops_the_function_until_resume() {
     assert_eq!(a.received(0).len(), 4, "nothing written into A's buffers");
     assert_eq!(b.received(0).len(), 0, "nothing left A");
     let now = contexts(&a);
-    assert_eq!(now[0].tail, a.tx_tail, "A's doorbell reached its context");
+    assert_eq!(
+        now[0].tail, a.tx_tails[0],
+        "A's doorbell reached its context"
+    );
     assert_eq!(now[0].head, 0);
     assert_eq!(now[1], mem[1], "receive context untouched");
 

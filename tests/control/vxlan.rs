@@ -8,12 +8,11 @@
 //! - a TAP uplink reaches the host kernel: ARP through the VLAN path, and
 //!   through Linux's own `vxlan` device (interop) in a network namespace.
 
-use std::io::{BufRead, ErrorKind};
 use std::net::{Ipv4Addr, UdpSocket};
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use serde_json::{json, Value};
+use serde_json::json;
 use vnic_tests::ctl::Ctl;
 use vnic_tests::guest::{
     card_mac as mac, free_udp_ports as free_ports, tagged_frame as frame, Guest,
@@ -56,55 +55,6 @@ fn two_hosts() -> (Vnicd, Vnicd) {
     (a, b)
 }
 
-/// A control connection turned into an event stream.
-fn subscribe(vnicd: &Vnicd) -> Ctl {
-    let mut ctl = Ctl::connect(vnicd);
-    ctl.ok(json!({"op": "subscribe"}));
-    ctl
-}
-
-/// The next event called `name` (others are skipped), within [`WAIT`].
-fn next_event(events: &mut Ctl, name: &str) -> Value {
-    let deadline = Instant::now() + WAIT;
-    loop {
-        assert!(Instant::now() < deadline, "no {name} event");
-        let e = events.line();
-        if e["event"] == name {
-            return e;
-        }
-    }
-}
-
-/// Events of VxLAN requests (misses and punts) that arrive within `t`.
-fn vxlan_requests_within(events: &mut Ctl, t: Duration) -> Vec<Value> {
-    let stream = events.reader.get_ref().try_clone().unwrap();
-    stream.set_read_timeout(Some(t)).unwrap();
-    let mut out = Vec::new();
-    let mut line = String::new();
-    loop {
-        match events.reader.read_line(&mut line) {
-            Ok(n) if n > 0 && line.ends_with('\n') => {
-                let e: Value = serde_json::from_str(&line).unwrap();
-                if matches!(e["event"].as_str(), Some("vxlan-miss" | "vxlan-punt")) {
-                    out.push(e);
-                }
-                line.clear();
-            }
-            Ok(_) => break,
-            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => break,
-            Err(e) => panic!("reading events: {e}"),
-        }
-    }
-    stream.set_read_timeout(Some(WAIT)).unwrap();
-    out
-}
-
-fn card_stat(ctl: &mut Ctl, name: &str) -> u64 {
-    ctl.ok(json!({"op": "stats"}))["card"][name]
-        .as_u64()
-        .unwrap_or_else(|| panic!("no card counter {name}"))
-}
-
 #[test]
 fn vlan_vf_frames_cross_a_udp_wire_between_two_vnicd() {
     let (va, vb) = two_hosts();
@@ -131,15 +81,15 @@ fn vlan_vf_frames_cross_a_udp_wire_between_two_vnicd() {
     assert_eq!(ga.received(1), vec![bc.clone()]);
     let mut ca = Ctl::connect(&va);
     let mut cb = Ctl::connect(&vb);
-    assert_eq!(card_stat(&mut ca, "uplink_tx_frames"), 2);
-    assert_eq!(card_stat(&mut cb, "uplink_rx_frames"), 2);
-    assert_eq!(card_stat(&mut cb, "uplink_tx_frames"), 1);
+    assert_eq!(ca.card_stat("uplink_tx_frames"), 2);
+    assert_eq!(cb.card_stat("uplink_rx_frames"), 2);
+    assert_eq!(cb.card_stat("uplink_tx_frames"), 1);
     // Unknown unicast from the wire is dropped, not sent back.
     ga.send(&[frame([2, 0, 0, 0, 0, 0x99], a0, 4, 60)]);
     wait_for("B dropped it", WAIT, || {
-        card_stat(&mut cb, "uplink_rx_dropped") == 1
+        cb.card_stat("uplink_rx_dropped") == 1
     });
-    assert_eq!(card_stat(&mut cb, "uplink_tx_frames"), 1);
+    assert_eq!(cb.card_stat("uplink_tx_frames"), 1);
 }
 
 #[test]
@@ -157,19 +107,19 @@ fn vxlan_vfs_need_the_host_for_the_first_frame_only() {
     let mut gb = Guest::attach(&vb, "vf1", 2);
     // VLAN-attribute vf0 of B must see none of this.
     let gb_vlan = Guest::attach(&vb, "vf0", 1);
-    let (mut ea, mut eb) = (subscribe(&va), subscribe(&vb));
+    let (mut ea, mut eb) = (Ctl::subscribe(&va), Ctl::subscribe(&vb));
     let (a0, b0) = (mac(1, 2, 0), mac(2, 2, 0));
 
     // 1. A's first frame misses: a request, nothing on the wire.
     let first = frame(b0, a0, 1, 300);
     ga.send(std::slice::from_ref(&first));
-    let miss = next_event(&mut ea, "vxlan-miss");
+    let miss = ea.next_event("vxlan-miss", WAIT);
     assert_eq!(miss["vni"], VNI);
     assert_eq!(miss["function"], "vf1");
     assert_eq!(miss["vnic"], 0);
     assert_eq!(miss["frame"], hex(&first));
-    assert_eq!(card_stat(&mut ca, "uplink_tx_frames"), 0);
-    assert_eq!(card_stat(&mut ca, "vxlan_requests"), 1);
+    assert_eq!(ca.card_stat("uplink_tx_frames"), 0);
+    assert_eq!(ca.card_stat("vxlan_requests"), 1);
 
     // 2. The agent of A installs the entry and returns the frame.
     let added = ca.ok(json!({"op": "vxlan-add", "vni": VNI, "mac": mac_text(b0),
@@ -179,7 +129,7 @@ fn vxlan_vfs_need_the_host_for_the_first_frame_only() {
     assert_eq!(sent, json!({"sent": true}));
 
     // 3. B does not know A's vNIC: the frame is punted to B's agent.
-    let punt = next_event(&mut eb, "vxlan-punt");
+    let punt = eb.next_event("vxlan-punt", WAIT);
     assert_eq!(punt["vni"], VNI);
     assert_eq!(punt["reason"], "unknown");
     assert_eq!(punt["outer_src_ip"], vtep_a.1);
@@ -207,13 +157,17 @@ fn vxlan_vfs_need_the_host_for_the_first_frame_only() {
     }
     wait_for("A got B's frames", WAIT, || ga.received(0) == to_a);
     wait_for("B got A's frames", WAIT, || gb.received(0) == to_b);
-    assert!(vxlan_requests_within(&mut ea, Duration::from_millis(300)).is_empty());
-    assert!(vxlan_requests_within(&mut eb, Duration::from_millis(100)).is_empty());
-    assert_eq!(card_stat(&mut ca, "vxlan_requests"), 1);
-    assert_eq!(card_stat(&mut cb, "vxlan_punts"), 1);
-    assert_eq!(card_stat(&mut ca, "vxlan_decapsulated"), 5);
-    assert_eq!(card_stat(&mut cb, "vxlan_decapsulated"), 5);
-    assert_eq!(card_stat(&mut ca, "vxlan_encapsulated"), 6);
+    assert!(ea
+        .vxlan_requests_within(Duration::from_millis(300))
+        .is_empty());
+    assert!(eb
+        .vxlan_requests_within(Duration::from_millis(100))
+        .is_empty());
+    assert_eq!(ca.card_stat("vxlan_requests"), 1);
+    assert_eq!(cb.card_stat("vxlan_punts"), 1);
+    assert_eq!(ca.card_stat("vxlan_decapsulated"), 5);
+    assert_eq!(cb.card_stat("vxlan_decapsulated"), 5);
+    assert_eq!(ca.card_stat("vxlan_encapsulated"), 6);
     let list = ca.ok(json!({"op": "vxlan-list"}));
     assert_eq!(list["macs"][0]["uses"], 11, "6 sent, 5 received: {list}");
     assert_eq!(list["tunnels"][0]["remote_ip"], vtep_b.1);
@@ -224,7 +178,7 @@ fn vxlan_vfs_need_the_host_for_the_first_frame_only() {
     ca.ok(json!({"op": "set-attr", "function": "vf1", "vni": null}));
     gb.send(&[frame(a0, b0, 30, 60)]);
     wait_for("A counted an unknown VNI", WAIT, || {
-        card_stat(&mut ca, "vxlan_unknown_vni") == 1
+        ca.card_stat("vxlan_unknown_vni") == 1
     });
     assert_eq!(ga.received(0).len(), 5);
 }
@@ -363,7 +317,7 @@ fn a_tap_uplink_reaches_the_host_kernel_and_its_vxlan_device() {
     ctl.ok(json!({"op": "set-attr", "function": "vf1", "vni": VNI}));
     let mut plain = Guest::attach(&vnicd, "vf0", 1);
     let mut tenant = Guest::attach(&vnicd, "vf1", 1);
-    let mut events = subscribe(&vnicd);
+    let mut events = Ctl::subscribe(&vnicd);
 
     // The VLAN path: a VLAN VF asks the host for its tap address.
     let me = mac(3, 1, 0);
@@ -384,7 +338,7 @@ fn a_tap_uplink_reaches_the_host_kernel_and_its_vxlan_device() {
         Ipv4Addr::new(192, 168, 100, 2),
     );
     tenant.send(&[arp_request([0xff; 6], t, t_ip, vx_ip)]);
-    let miss = next_event(&mut events, "vxlan-miss");
+    let miss = events.next_event("vxlan-miss", WAIT);
     assert_eq!(miss["vni"], VNI);
     ctl.ok(
         json!({"op": "vxlan-add", "vni": VNI, "mac": "ff:ff:ff:ff:ff:ff",
@@ -394,7 +348,7 @@ fn a_tap_uplink_reaches_the_host_kernel_and_its_vxlan_device() {
     assert_eq!(sent, json!({"sent": true}));
     // Linux took our VxLAN frame, answered the ARP through its own, and
     // the card punts that: it does not know vx100's MAC yet.
-    let punt = next_event(&mut events, "vxlan-punt");
+    let punt = events.next_event("vxlan-punt", WAIT);
     assert_eq!(punt["outer_src_ip"], host_ip.to_string());
     assert_eq!(punt["outer_src_mac"], tap_mac);
     assert_eq!(punt["reason"], "unknown");
@@ -411,8 +365,10 @@ fn a_tap_uplink_reaches_the_host_kernel_and_its_vxlan_device() {
     wait_for("a second reply, by the card alone", WAIT, || {
         arp_replies(&tenant, 0, vx_ip).len() == 2
     });
-    assert!(vxlan_requests_within(&mut events, Duration::from_millis(200)).is_empty());
-    assert!(card_stat(&mut ctl, "vxlan_decapsulated") >= 1);
+    assert!(events
+        .vxlan_requests_within(Duration::from_millis(200))
+        .is_empty());
+    assert!(ctl.card_stat("vxlan_decapsulated") >= 1);
     assert!(
         arp_replies(&plain, 0, vx_ip).is_empty(),
         "the VLAN VF saw no tenant traffic"
@@ -470,7 +426,7 @@ fn hostile_frames_from_the_wire_and_hostile_requests_are_counted_or_refused() {
     wire.send_to(&vec![0xff; 60_000], &to).unwrap();
     sent += 1;
     wait_for("every datagram read", WAIT, || {
-        card_stat(&mut ctl, "uplink_rx_frames") == sent
+        ctl.card_stat("uplink_rx_frames") == sent
     });
     assert!(vnicd.alive());
     assert!(

@@ -1,9 +1,9 @@
 //! A line-oriented client of vnicd's control socket for tests
 //! (docs/management.md).
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader, ErrorKind, Write};
 use std::os::unix::net::UnixStream;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
@@ -53,5 +53,58 @@ impl Ctl {
         let a = self.call(req.clone());
         assert_eq!(a["ok"], false, "{req} accepted: {a}");
         a["error"].as_str().unwrap().to_string()
+    }
+
+    /// A control connection turned into an event stream.
+    pub fn subscribe(vnicd: &Vnicd) -> Ctl {
+        let mut ctl = Ctl::connect(vnicd);
+        ctl.ok(serde_json::json!({"op": "subscribe"}));
+        ctl
+    }
+
+    /// The next event called `name` (others are skipped), within `wait`.
+    pub fn next_event(&mut self, name: &str, wait: Duration) -> Value {
+        let deadline = Instant::now() + wait;
+        loop {
+            assert!(Instant::now() < deadline, "no {name} event");
+            let e = self.line();
+            if e["event"] == name {
+                return e;
+            }
+        }
+    }
+
+    /// Events of VxLAN requests (`vxlan-miss`, `vxlan-punt`) that arrive
+    /// within `t`.
+    pub fn vxlan_requests_within(&mut self, t: Duration) -> Vec<Value> {
+        let stream = self.reader.get_ref().try_clone().unwrap();
+        stream.set_read_timeout(Some(t)).unwrap();
+        let mut out = Vec::new();
+        let mut line = String::new();
+        loop {
+            match self.reader.read_line(&mut line) {
+                Ok(n) if n > 0 && line.ends_with('\n') => {
+                    let e: Value = serde_json::from_str(&line).unwrap();
+                    if matches!(e["event"].as_str(), Some("vxlan-miss" | "vxlan-punt")) {
+                        out.push(e);
+                    }
+                    line.clear();
+                }
+                Ok(_) => break,
+                Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => break,
+                Err(e) => panic!("reading events: {e}"),
+            }
+        }
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        out
+    }
+
+    /// Card counter `name` of `stats`.
+    pub fn card_stat(&mut self, name: &str) -> u64 {
+        self.ok(serde_json::json!({"op": "stats"}))["card"][name]
+            .as_u64()
+            .unwrap_or_else(|| panic!("no card counter {name}"))
     }
 }

@@ -32,7 +32,8 @@ pub struct Guest {
     pub drv: FakeDriver,
     pub tables: StateTables,
     pub rings: Vec<(u64, u64)>,
-    pub tx_tail: u16,
+    /// The send doorbell value of each queue pair.
+    pub tx_tails: Vec<u16>,
     pub irqs: Vec<EventFd>,
 }
 
@@ -86,7 +87,7 @@ impl Guest {
             drv,
             tables,
             rings,
-            tx_tail: 0,
+            tx_tails: vec![0; queue_pairs as usize],
             irqs,
         };
         let bat = g.tables.bat;
@@ -124,10 +125,27 @@ impl Guest {
         self.client.read_u32(BAR0, offset)
     }
 
+    /// Queues frames on send queue 0 and rings its doorbell once.
     pub fn send(&mut self, frames: &[Vec<u8>]) {
-        let tx = self.rings[0].0;
-        self.tx_tail = self.drv.queue_tx(tx, RING, self.tx_tail, frames);
-        self.posted(qp(0, 0x10), self.tx_tail as u32);
+        self.send_on(0, frames);
+    }
+
+    /// Queues frames on send queue `q` and rings its doorbell once.
+    pub fn send_on(&mut self, q: u16, frames: &[Vec<u8>]) {
+        let tx = self.rings[q as usize].0;
+        let tail = &mut self.tx_tails[q as usize];
+        *tail = self.drv.queue_tx(tx, RING, *tail, frames);
+        let tail = *tail;
+        self.posted(qp(q, 0x10), tail as u32);
+    }
+
+    /// Status words of the last `n` descriptors queued on send queue `q`.
+    pub fn sent_status(&self, q: u16, n: u16) -> Vec<u16> {
+        let (tx, tail) = (self.rings[q as usize].0, self.tx_tails[q as usize]);
+        (1..=n)
+            .rev()
+            .map(|back| self.drv.status(tx, (tail + RING - back) % RING))
+            .collect()
     }
 
     pub fn received(&self, q: u16) -> Vec<Vec<u8>> {

@@ -8,8 +8,11 @@
 //! - `segment`: the vNICs of VxLAN VFs, switched by (VNI, MAC) apart from
 //!   the VLAN switch;
 //! - `path`: what the card does with a VxLAN VF's frame and with a VxLAN
-//!   frame from the uplink.
+//!   frame from the uplink;
+//! - `exception`: the PF's exception queue pair, where a PF driver serves
+//!   the card's requests (the messages, and the card's side of them).
 
+pub mod exception;
 pub mod path;
 pub mod segment;
 pub mod table;
@@ -19,6 +22,7 @@ use std::fmt;
 
 use crate::control::api::Vtep;
 
+pub use exception::ExceptionCounters;
 pub use segment::Segments;
 pub use table::Tables;
 
@@ -100,10 +104,14 @@ pub struct Vxlan {
     pub segments: Segments,
     pub tables: Tables,
     pub counters: VxlanCounters,
+    /// Counters of the PF's exception queue pair.
+    pub exception: ExceptionCounters,
     /// IPv4 identification of the next outer header.
     ident: u16,
     /// The outer frame being built.
     outer: Vec<u8>,
+    /// The request being written to the exception queue pair.
+    message: Vec<u8>,
 }
 
 impl Vxlan {
@@ -114,8 +122,10 @@ impl Vxlan {
             segments: Segments::default(),
             tables: Tables::new(capacity),
             counters: VxlanCounters::default(),
+            exception: ExceptionCounters::default(),
             ident: 0,
             outer: Vec::new(),
+            message: Vec::new(),
         }
     }
 

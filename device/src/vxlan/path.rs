@@ -6,16 +6,21 @@
 //!
 //! Everything here works on the card's `scratch` frame, as the rest of the
 //! data path does: the sender's frame on TX, the inner frame on RX.
+//!
+//! Requests go to the PF's exception queue pair while its receive queue
+//! runs, else to control subscribers as events (`super::exception`).
 
 use std::time::Instant;
 
 use log::debug;
 
+use super::exception::Header;
 use super::table::{Check, Remote};
 use super::wire::{self, Decapsulated, Outer};
 use super::Vni;
 use crate::card::Card;
 use crate::control::api::{Event, Frame, PuntReason, Vtep};
+use crate::function::FunctionKind;
 use crate::regs::FnStat;
 use crate::switch::{FrameInfo, Mac, Port};
 
@@ -24,12 +29,22 @@ fn dst_mac(frame: &[u8]) -> Option<Mac> {
     FrameInfo::parse(frame).map(|i| i.dst)
 }
 
+/// Why a frame the host returned (`vxlan-send`, a `SEND` message) did
+/// not leave.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NotSent {
+    /// No VTEP is set (`vxlan_no_vtep`).
+    NoVtep,
+    /// It missed again (`vxlan_send_misses`).
+    Miss,
+}
+
 impl Card {
     /// Sends the frame in `scratch`, from vNIC `from` of a VF of segment
     /// `vni`, to the VNI's remote side: encapsulated through the tunnel its
     /// (VNI, destination MAC) entry names, or, on a miss, as a request to
     /// the host.
-    pub(crate) fn vxlan_out(&mut self, from: Port, vni: Vni) {
+    pub(crate) fn vxlan_out(&mut self, from: Port, vni: Vni, now: Instant) {
         let Some(vtep) = self.vxlan.vtep else {
             self.vxlan.counters.no_vtep += 1;
             return;
@@ -49,6 +64,14 @@ impl Card {
                 self.vxlan.counters.requests += 1;
                 let function = self.functions[from.function].name().to_string();
                 debug!("{function}: VNI {vni} {dst}: miss, asking the host");
+                let vf = match self.functions[from.function].kind() {
+                    FunctionKind::Vf(n) => n,
+                    // Never: the PF's attribute is VLAN.
+                    FunctionKind::Pf => super::exception::NO_FUNCTION,
+                };
+                if self.request_to_pf(&Header::miss(vni, vf, from.qp, vtep), now) {
+                    return;
+                }
                 self.events.push(Event::VxlanMiss {
                     vni: vni.get(),
                     function,
@@ -80,18 +103,25 @@ impl Card {
     pub fn vxlan_send(&mut self, vni: Vni, frame: &[u8]) -> bool {
         self.scratch.clear();
         self.scratch.extend_from_slice(frame);
+        let sent = self.send_returned(vni).is_ok();
+        self.finish_turn();
+        sent
+    }
+
+    /// A missed frame the host returned, in `scratch`, looked up again
+    /// and encapsulated (`vxlan-send`, a `SEND` message).
+    pub(crate) fn send_returned(&mut self, vni: Vni) -> Result<(), NotSent> {
         let Some(vtep) = self.vxlan.vtep else {
             self.vxlan.counters.no_vtep += 1;
-            return false;
+            return Err(NotSent::NoVtep);
         };
-        let remote = dst_mac(frame).and_then(|dst| self.vxlan.tables.use_entry(vni, dst));
+        let remote = dst_mac(&self.scratch).and_then(|dst| self.vxlan.tables.use_entry(vni, dst));
         let Some(remote) = remote else {
             self.vxlan.counters.send_misses += 1;
-            return false;
+            return Err(NotSent::Miss);
         };
         self.send_encapsulated(vtep, vni, remote);
-        self.finish_turn();
-        true
+        Ok(())
     }
 
     /// `vxlan-deliver`: the host returns a punted (inner) frame, delivered
@@ -146,6 +176,9 @@ impl Card {
             "VNI {vni} {} from {}: punted ({reason:?})",
             info.src, from.ip
         );
+        if self.request_to_pf(&Header::punt(vni, from, reason), now) {
+            return;
+        }
         self.events.push(Event::VxlanPunt {
             vni: vni.get(),
             outer_src_ip: from.ip,
@@ -159,7 +192,7 @@ impl Card {
     /// by its destination MAC: all of them (whose receive queue runs) for
     /// broadcast and multicast, the owner for unicast; unknown unicast is
     /// dropped and counted. Returns to how many vNICs it went.
-    fn deliver_in_segment(&mut self, vni: Vni, now: Instant) -> u32 {
+    pub(crate) fn deliver_in_segment(&mut self, vni: Vni, now: Instant) -> u32 {
         let Some(dst) = dst_mac(&self.scratch) else {
             self.uplink.counters.rx_dropped += 1;
             return 0;

@@ -1,0 +1,1020 @@
+//! The exception queue on the PF (docs/vxlan.md, "The exception queue on
+//! the PF"): a PF driver serves the card's requests (misses and punts) on
+//! a queue pair of the PF, the exception queue pair, instead of a host
+//! agent on the control socket.
+//!
+//! - [`Header`]: the 32-byte message header after an Ethernet header of
+//!   ethertype [`ETHERTYPE`], built and parsed (all fields in network byte
+//!   order);
+//! - the card's side: requests written into the exception queue pair's
+//!   receive queue while it runs (else they stay control-socket events),
+//!   and the PF's messages taken from its send queue and carried out as the
+//!   control operations they stand for (`vxlan-add`, `vxlan-send`,
+//!   `vxlan-deliver`, `uplink-send`), with the same checks.
+//!
+//! The exception queue pair is not a port of the switch: nothing is
+//! switched to it or from it.
+
+use std::net::Ipv4Addr;
+use std::ops::Range;
+use std::time::Instant;
+
+use log::{debug, warn};
+
+use super::path::NotSent;
+use super::table::Remote;
+use super::{BadVni, Vni};
+use crate::card::Card;
+use crate::control::api::{PuntReason, Vtep, MAX_FRAME_BYTES};
+use crate::datapath::put_frame;
+use crate::function::rate_limited;
+use crate::switch::{Mac, Port};
+
+/// Ethertype of every message: IEEE 802 local experimental 1.
+pub const ETHERTYPE: u16 = 0x88b5;
+/// The message format's version.
+pub const VERSION: u8 = 1;
+/// Bytes of the Ethernet header before the message header.
+pub const ETH_HEADER_LEN: usize = 14;
+/// Bytes of the message header.
+pub const HEADER_LEN: usize = 32;
+/// Where the frame a message carries starts; also the shortest message.
+pub const FRAME_OFFSET: usize = ETH_HEADER_LEN + HEADER_LEN;
+/// The `function` field of every message but `MISS`.
+pub const NO_FUNCTION: u16 = 0xffff;
+/// Shortest frame a `SEND`, `DELIVER` or `UPLINK` may carry: an Ethernet
+/// header.
+pub const MIN_FRAME: usize = 14;
+/// Longest message the exception send queue takes: a header before a
+/// frame as long as the control socket accepts (an `UPLINK` carries an
+/// outer frame, longer than the guest's).
+pub const MAX_MESSAGE: usize = FRAME_OFFSET + MAX_FRAME_BYTES;
+
+/// Field offsets in a message (from the start of the Ethernet frame).
+mod at {
+    pub const ETHERTYPE: usize = 12;
+    pub const VERSION: usize = 14;
+    pub const TYPE: usize = 15;
+    pub const LEN: usize = 16;
+    pub const VNI: usize = 18;
+    pub const FUNCTION: usize = 22;
+    pub const VNIC: usize = 24;
+    pub const IP: usize = 26;
+    pub const MAC: usize = 30;
+    pub const INNER_MAC: usize = 36;
+    pub const REASON: usize = 42;
+}
+
+/// What a message is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub enum MsgType {
+    /// Card → PF: a VxLAN VF's frame missed the tables (`vxlan-miss`).
+    Miss = 0x01,
+    /// Card → PF: a VxLAN frame from an unknown or moved source
+    /// (`vxlan-punt`).
+    Punt = 0x02,
+    /// PF → card: install a table entry (`vxlan-add`).
+    Add = 0x81,
+    /// PF → card: a missed frame returned (`vxlan-send`, variant A).
+    Send = 0x82,
+    /// PF → card: a punted frame returned (`vxlan-deliver`).
+    Deliver = 0x83,
+    /// PF → card: an outer frame for the uplink as is (`uplink-send`,
+    /// variant B).
+    Uplink = 0x84,
+}
+
+impl MsgType {
+    pub const ALL: [MsgType; 6] = [
+        MsgType::Miss,
+        MsgType::Punt,
+        MsgType::Add,
+        MsgType::Send,
+        MsgType::Deliver,
+        MsgType::Uplink,
+    ];
+
+    pub fn code(self) -> u8 {
+        self as u8
+    }
+
+    pub fn from_code(code: u8) -> Option<MsgType> {
+        MsgType::ALL.into_iter().find(|t| t.code() == code)
+    }
+
+    /// Whether the card sends it (a request) rather than takes it.
+    pub fn to_pf(self) -> bool {
+        matches!(self, MsgType::Miss | MsgType::Punt)
+    }
+}
+
+/// A `PUNT`'s reason on the wire (0 in other messages).
+fn reason_code(reason: Option<PuntReason>) -> u8 {
+    match reason {
+        None => 0,
+        Some(PuntReason::Unknown) => 1,
+        Some(PuntReason::Moved) => 2,
+    }
+}
+
+fn reason_of(code: u8) -> Option<PuntReason> {
+    match code {
+        1 => Some(PuntReason::Unknown),
+        2 => Some(PuntReason::Moved),
+        _ => None,
+    }
+}
+
+/// Why a frame from the exception send queue was not carried out.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum Refusal {
+    /// Not a message at all: ignored (`exception_ignored`), not refused.
+    #[error("ethertype {0:#06x} is not a message's")]
+    Ethertype(u16),
+    #[error("a message of {0} bytes is shorter than its header ({FRAME_OFFSET})")]
+    Short(usize),
+    #[error("version {0}, not {VERSION}")]
+    Version(u8),
+    #[error("unknown type {0:#04x}")]
+    Type(u8),
+    #[error("{0:?} goes from the card to the PF")]
+    Direction(MsgType),
+    #[error("len {len} is beyond the frame ({room} bytes after the header)")]
+    Length { len: u16, room: usize },
+    #[error(transparent)]
+    Vni(#[from] BadVni),
+    #[error("ADD refused: {0}")]
+    Add(String),
+    #[error("a frame of {0} bytes is shorter than an Ethernet header ({MIN_FRAME})")]
+    ShortFrame(usize),
+    #[error("SEND without a VTEP")]
+    NoVtep,
+    #[error("SEND missed again")]
+    SendMiss,
+}
+
+impl From<NotSent> for Refusal {
+    fn from(n: NotSent) -> Refusal {
+        match n {
+            NotSent::NoVtep => Refusal::NoVtep,
+            NotSent::Miss => Refusal::SendMiss,
+        }
+    }
+}
+
+/// A message header (offsets 14..46 of the frame). `len` is not kept: it
+/// is the length of the frame the message carries.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Header {
+    pub ty: MsgType,
+    /// The VNI field as it is on the wire (bits 31:24 should be 0).
+    pub vni: u32,
+    /// `MISS`: the VF number; otherwise [`NO_FUNCTION`].
+    pub function: u16,
+    /// `MISS`: the sender's queue pair; otherwise 0.
+    pub vnic: u16,
+    /// `MISS`: the VTEP IP; `PUNT`: the outer source IP; `ADD`: the remote
+    /// VTEP IP; otherwise 0.0.0.0.
+    pub ip: Ipv4Addr,
+    /// `MISS`: the VTEP MAC; `PUNT`: the outer source MAC; `ADD`: the next
+    /// hop; otherwise zero.
+    pub mac: Mac,
+    /// `ADD`: the inner MAC of the entry; otherwise zero.
+    pub inner_mac: Mac,
+    /// `PUNT`: why; otherwise none (0 on the wire).
+    pub reason: Option<PuntReason>,
+}
+
+impl Header {
+    fn new(ty: MsgType, vni: u32) -> Header {
+        Header {
+            ty,
+            vni,
+            function: NO_FUNCTION,
+            vnic: 0,
+            ip: Ipv4Addr::UNSPECIFIED,
+            mac: Mac::default(),
+            inner_mac: Mac::default(),
+            reason: None,
+        }
+    }
+
+    /// `MISS` of vNIC `vnic` of VF `vf` in segment `vni`.
+    pub fn miss(vni: Vni, vf: u16, vnic: u16, vtep: Vtep) -> Header {
+        Header {
+            function: vf,
+            vnic,
+            ip: vtep.ip,
+            mac: vtep.mac,
+            ..Header::new(MsgType::Miss, vni.get())
+        }
+    }
+
+    /// `PUNT` of a frame of segment `vni` that came from `from`.
+    pub fn punt(vni: Vni, from: Remote, reason: PuntReason) -> Header {
+        Header {
+            ip: from.ip,
+            mac: from.mac,
+            reason: Some(reason),
+            ..Header::new(MsgType::Punt, vni.get())
+        }
+    }
+
+    /// `ADD` of (`vni`, `inner_mac`) → `remote`.
+    pub fn add(vni: u32, inner_mac: Mac, remote: Remote) -> Header {
+        Header {
+            ip: remote.ip,
+            mac: remote.mac,
+            inner_mac,
+            ..Header::new(MsgType::Add, vni)
+        }
+    }
+
+    /// `SEND`, `DELIVER` or `UPLINK` (whose VNI the card ignores).
+    pub fn answer(ty: MsgType, vni: u32) -> Header {
+        Header::new(ty, vni)
+    }
+
+    /// Writes the whole message into `out` (cleared first): Ethernet
+    /// header from `src` to `dst`, this header with `len` = the length of
+    /// `frame` (at most 65535 bytes of it), then `frame`.
+    pub fn write(&self, dst: Mac, src: Mac, frame: &[u8], out: &mut Vec<u8>) {
+        let frame = &frame[..frame.len().min(usize::from(u16::MAX))];
+        out.clear();
+        out.extend_from_slice(&dst.0);
+        out.extend_from_slice(&src.0);
+        out.extend_from_slice(&ETHERTYPE.to_be_bytes());
+        out.push(VERSION);
+        out.push(self.ty.code());
+        out.extend_from_slice(&(frame.len() as u16).to_be_bytes());
+        out.extend_from_slice(&self.vni.to_be_bytes());
+        out.extend_from_slice(&self.function.to_be_bytes());
+        out.extend_from_slice(&self.vnic.to_be_bytes());
+        out.extend_from_slice(&self.ip.octets());
+        out.extend_from_slice(&self.mac.0);
+        out.extend_from_slice(&self.inner_mac.0);
+        out.push(reason_code(self.reason));
+        out.extend_from_slice(&[0; 3]);
+        debug_assert_eq!(out.len(), FRAME_OFFSET);
+        out.extend_from_slice(frame);
+    }
+
+    /// Parses a message: its header and where its frame is. Bytes after
+    /// the frame are padding. The VNI is not checked here.
+    pub fn parse(msg: &[u8]) -> Result<(Header, Range<usize>), Refusal> {
+        let ethertype = ethertype(msg);
+        if ethertype != Some(ETHERTYPE) {
+            return Err(Refusal::Ethertype(ethertype.unwrap_or(0)));
+        }
+        if msg.len() < FRAME_OFFSET {
+            return Err(Refusal::Short(msg.len()));
+        }
+        let u16_at = |i: usize| u16::from_be_bytes([msg[i], msg[i + 1]]);
+        let mac_at = |i: usize| Mac(msg[i..i + 6].try_into().expect("6 bytes"));
+        if msg[at::VERSION] != VERSION {
+            return Err(Refusal::Version(msg[at::VERSION]));
+        }
+        let ty = MsgType::from_code(msg[at::TYPE]).ok_or(Refusal::Type(msg[at::TYPE]))?;
+        let len = u16_at(at::LEN);
+        let room = msg.len() - FRAME_OFFSET;
+        if usize::from(len) > room {
+            return Err(Refusal::Length { len, room });
+        }
+        let header = Header {
+            ty,
+            vni: u32::from_be_bytes(msg[at::VNI..at::VNI + 4].try_into().expect("4 bytes")),
+            function: u16_at(at::FUNCTION),
+            vnic: u16_at(at::VNIC),
+            ip: Ipv4Addr::from(<[u8; 4]>::try_from(&msg[at::IP..at::IP + 4]).expect("4 bytes")),
+            mac: mac_at(at::MAC),
+            inner_mac: mac_at(at::INNER_MAC),
+            reason: reason_of(msg[at::REASON]),
+        };
+        Ok((header, FRAME_OFFSET..FRAME_OFFSET + usize::from(len)))
+    }
+}
+
+/// The ethertype of an Ethernet frame (as it is on the wire: 0x8100 for a
+/// tagged one).
+pub fn ethertype(frame: &[u8]) -> Option<u16> {
+    frame
+        .get(at::ETHERTYPE..at::ETHERTYPE + 2)
+        .map(|b| u16::from_be_bytes([b[0], b[1]]))
+}
+
+/// Card counters of the exception queue pair (`stats`, docs/vxlan.md).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ExceptionCounters {
+    /// Requests written into the exception queue pair's receive queue.
+    pub to_pf: u64,
+    /// Messages from the PF carried out.
+    pub from_pf: u64,
+    /// Messages from the PF refused.
+    pub refused: u64,
+    /// Frames of other ethertypes on the exception send queue.
+    pub ignored: u64,
+    /// Requests the receive queue could not take.
+    pub lost: u64,
+}
+
+impl ExceptionCounters {
+    /// Name and value of each, as `stats` shows them.
+    pub fn named(&self) -> [(&'static str, u64); 5] {
+        [
+            ("exception_to_pf", self.to_pf),
+            ("exception_from_pf", self.from_pf),
+            ("exception_refused", self.refused),
+            ("exception_ignored", self.ignored),
+            ("exception_lost", self.lost),
+        ]
+    }
+}
+
+impl Card {
+    /// The PF's exception queue pair, if requests go to it now: its
+    /// receive queue runs (enabled, no error) and the PF's link is up.
+    pub fn exception_port(&self) -> Option<Port> {
+        let qp = self.functions.first()?.exception_index()?;
+        let port = Port { function: 0, qp };
+        self.rx_running(port).then_some(port)
+    }
+
+    /// Hands the request `header`, with the frame in `scratch`, to the
+    /// PF's exception queue pair if it can receive now (through the normal
+    /// receive path: packet buffer, interrupt moderation). Returns false if
+    /// it cannot: the request is then the caller's control-socket event.
+    pub(crate) fn request_to_pf(&mut self, header: &Header, now: Instant) -> bool {
+        let Some(port) = self.exception_port() else {
+            return false;
+        };
+        let mac = self.functions[0].all_queue_pairs()[usize::from(port.qp)].mac;
+        header.write(mac, mac, &self.scratch, &mut self.vxlan.message);
+        let taken = put_frame(&mut self.functions[0], port.qp, &self.vxlan.message, now);
+        self.touch(0);
+        let c = &mut self.vxlan.exception;
+        if taken {
+            c.to_pf += 1;
+        } else {
+            c.lost += 1;
+            if rate_limited(c.lost) {
+                warn!(
+                    "pf: exception queue pair {}: {:?} request lost, the receive queue is full ({} so far)",
+                    port.qp, header.ty, c.lost
+                );
+            }
+        }
+        true
+    }
+
+    /// A frame the PF sent on its exception queue pair, in `scratch`:
+    /// carried out as a message. Returns whether it was dropped (refused,
+    /// or not a message): its descriptor then says `DROPPED`.
+    pub(crate) fn exception_from_pf(&mut self, from: Port, now: Instant) -> bool {
+        if let Some(c) = self.capture.as_mut().filter(|c| c.wants(from.function)) {
+            c.record(&self.scratch);
+        }
+        let outcome = self.exception_message(now);
+        let c = &mut self.vxlan.exception;
+        match outcome {
+            Ok(ty) => {
+                c.from_pf += 1;
+                debug!("pf: exception queue pair {}: {ty:?} done", from.qp);
+                false
+            }
+            Err(Refusal::Ethertype(t)) => {
+                c.ignored += 1;
+                debug!(
+                    "pf: exception queue pair {}: ethertype {t:#06x} ignored",
+                    from.qp
+                );
+                true
+            }
+            Err(e) => {
+                c.refused += 1;
+                if rate_limited(c.refused) {
+                    warn!(
+                        "pf: exception queue pair {}: message refused ({} so far): {e}",
+                        from.qp, c.refused
+                    );
+                }
+                true
+            }
+        }
+    }
+
+    /// Carries out the message in `scratch` as the control operation it
+    /// stands for, with the same checks; a refused one changes nothing.
+    pub(crate) fn exception_message(&mut self, now: Instant) -> Result<MsgType, Refusal> {
+        let (h, frame) = Header::parse(&self.scratch)?;
+        match h.ty {
+            MsgType::Miss | MsgType::Punt => return Err(Refusal::Direction(h.ty)),
+            MsgType::Add => {
+                let remote = Remote {
+                    ip: h.ip,
+                    mac: h.mac,
+                };
+                self.vxlan_add(Vni::new(h.vni)?, h.inner_mac, remote)
+                    .map_err(|e| Refusal::Add(e.to_string()))?;
+            }
+            MsgType::Send | MsgType::Deliver | MsgType::Uplink => {
+                // `uplink-send` has no VNI: UPLINK's is not looked at.
+                let vni = match h.ty {
+                    MsgType::Uplink => None,
+                    _ => Some(Vni::new(h.vni)?),
+                };
+                if frame.len() < MIN_FRAME {
+                    return Err(Refusal::ShortFrame(frame.len()));
+                }
+                let len = frame.len();
+                self.scratch.copy_within(frame, 0);
+                self.scratch.truncate(len);
+                match (h.ty, vni) {
+                    (MsgType::Send, Some(vni)) => self.send_returned(vni)?,
+                    (MsgType::Deliver, Some(vni)) => {
+                        self.deliver_in_segment(vni, now);
+                    }
+                    _ => self.uplink.send(&self.scratch, self.capture.as_mut()),
+                }
+            }
+        }
+        Ok(h.ty)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::card::CardConfig;
+    use crate::control::api::Event;
+    use crate::regs::{FnStat, Reg};
+    use crate::test_utils::guest::{card, eth, fn_stat, mac, qp_reg, rd, wr, Vm};
+    use crate::uplink::Uplink;
+    use crate::vxlan::wire::{self, Outer};
+
+    const VNI: u32 = 100;
+    const VTEP: Vtep = Vtep {
+        mac: Mac([2, 0x76, 0x6e, 0xff, 0, 1]),
+        ip: Ipv4Addr::new(10, 1, 0, 1),
+    };
+    const PEER: Remote = Remote {
+        ip: Ipv4Addr::new(10, 1, 0, 2),
+        mac: Mac([2, 0x76, 0x6e, 0xff, 0, 2]),
+    };
+    /// A vNIC behind the peer VTEP.
+    const FAR: Mac = Mac([2, 0x76, 0x6e, 0x01, 0x01, 0x00]);
+    /// The PF's exception queue pair's MAC on card 0.
+    const EXC_MAC: Mac = Mac([2, 0x76, 0x6e, 0, 0, 1]);
+
+    fn vni() -> Vni {
+        Vni::new(VNI).unwrap()
+    }
+
+    #[test]
+    fn a_miss_header_is_built_and_parsed_byte_for_byte() {
+        let frame: Vec<u8> = (0..14).map(|i| 0xa0 + i).collect();
+        let h = Header::miss(Vni::new(0x12_3456).unwrap(), 3, 0x0102, VTEP);
+        let mut out = Vec::new();
+        h.write(EXC_MAC, EXC_MAC, &frame, &mut out);
+        #[rustfmt::skip]
+        let expected: Vec<u8> = [
+            &[0x02, 0x76, 0x6e, 0x00, 0x00, 0x01][..], // destination MAC
+            &[0x02, 0x76, 0x6e, 0x00, 0x00, 0x01],     // source MAC
+            &[0x88, 0xb5],                             // ethertype
+            &[0x01],                                   // version
+            &[0x01],                                   // type MISS
+            &[0x00, 0x0e],                             // len 14
+            &[0x00, 0x12, 0x34, 0x56],                 // VNI
+            &[0x00, 0x03],                             // function: vf3
+            &[0x01, 0x02],                             // vNIC
+            &[10, 1, 0, 1],                            // VTEP IP
+            &[0x02, 0x76, 0x6e, 0xff, 0x00, 0x01],     // VTEP MAC
+            &[0, 0, 0, 0, 0, 0],                       // inner MAC
+            &[0x00],                                   // reason
+            &[0, 0, 0],                                // reserved
+            &frame,
+        ]
+        .concat();
+        assert_eq!(out, expected);
+        assert_eq!(Header::parse(&out), Ok((h, 46..60)));
+    }
+
+    #[test]
+    fn punt_and_add_headers_are_built_and_parsed_byte_for_byte() {
+        let mut out = Vec::new();
+        let punt = Header::punt(vni(), PEER, PuntReason::Moved);
+        punt.write(EXC_MAC, EXC_MAC, &[0x55; 20], &mut out);
+        #[rustfmt::skip]
+        let header: [u8; 32] = [
+            0x01, 0x02, 0x00, 0x14,       // version, PUNT, len 20
+            0x00, 0x00, 0x00, 0x64,       // VNI 100
+            0xff, 0xff, 0x00, 0x00,       // function none, vNIC 0
+            10, 1, 0, 2,                  // outer source IP
+            0x02, 0x76, 0x6e, 0xff, 0x00, 0x02, // outer source MAC
+            0, 0, 0, 0, 0, 0,             // inner MAC
+            0x02, 0, 0, 0,                // reason moved, reserved
+        ];
+        assert_eq!(&out[14..46], &header);
+        assert_eq!(Header::parse(&out), Ok((punt, 46..66)));
+
+        let add = Header::add(VNI, FAR, PEER);
+        let (dst, src) = (Mac([0xff; 6]), Mac([2, 0, 0, 0, 0, 9]));
+        add.write(dst, src, &[], &mut out);
+        #[rustfmt::skip]
+        let expected: [u8; 46] = [
+            0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
+            0x02, 0x00, 0x00, 0x00, 0x00, 0x09,
+            0x88, 0xb5,
+            0x01, 0x81, 0x00, 0x00,       // version, ADD, len 0
+            0x00, 0x00, 0x00, 0x64,       // VNI 100
+            0xff, 0xff, 0x00, 0x00,
+            10, 1, 0, 2,                  // remote VTEP
+            0x02, 0x76, 0x6e, 0xff, 0x00, 0x02, // next hop
+            0x02, 0x76, 0x6e, 0x01, 0x01, 0x00, // inner MAC
+            0, 0, 0, 0,
+        ];
+        assert_eq!(out, expected);
+        // Padding after the frame is not part of it.
+        out.resize(60, 0);
+        assert_eq!(Header::parse(&out), Ok((add, 46..46)));
+        for t in MsgType::ALL {
+            assert_eq!(MsgType::from_code(t.code()), Some(t));
+        }
+        assert_eq!(MsgType::from_code(0x03), None);
+    }
+
+    #[test]
+    fn the_card_names_its_counters() {
+        let c = card();
+        let stats = c.stats(None).card;
+        for name in [
+            "exception_to_pf",
+            "exception_from_pf",
+            "exception_refused",
+            "exception_ignored",
+            "exception_lost",
+        ] {
+            assert_eq!(stats.get(name), Some(&0), "{name}");
+        }
+    }
+
+    /// A card with a memory uplink, a VTEP, vf0 (function 1) in VNI 100,
+    /// vf1 (function 2) on VLANs, the PF with its exception queue pair
+    /// started; all attached.
+    fn exc_card() -> (Card, Vm, Vm, Vm) {
+        let mut c = card();
+        c.set_uplink(Uplink::memory());
+        c.set_vtep(VTEP).unwrap();
+        c.set_attr(1, Some(vni()), None).unwrap();
+        let mut pf = Vm::attach(&mut c, 0, 8);
+        pf.start_qp(&mut c, 1, 32);
+        let a = Vm::attach(&mut c, 1, 8);
+        let b = Vm::attach(&mut c, 2, 8);
+        c.take_events();
+        (c, pf, a, b)
+    }
+
+    fn requests(c: &mut Card) -> Vec<Event> {
+        c.take_events()
+            .into_iter()
+            .filter(|e| matches!(e, Event::VxlanMiss { .. } | Event::VxlanPunt { .. }))
+            .collect()
+    }
+
+    fn message(h: Header, frame: &[u8]) -> Vec<u8> {
+        let mut out = Vec::new();
+        h.write(EXC_MAC, Mac([2, 0x76, 0x6e, 0, 0, 0x77]), frame, &mut out);
+        out
+    }
+
+    /// `inner` as the peer VTEP sends it to us.
+    fn from_peer(inner: &[u8]) -> Vec<u8> {
+        let outer = Outer {
+            dst_mac: VTEP.mac,
+            src_mac: PEER.mac,
+            src_ip: PEER.ip,
+            dst_ip: VTEP.ip,
+            ident: 7,
+            vni: VNI,
+        };
+        let mut f = Vec::new();
+        wire::encapsulate(&outer, inner, &mut f);
+        f
+    }
+
+    /// Status words of the last `n` descriptors sent on the PF's
+    /// exception send queue.
+    fn exc_status(pf: &Vm, n: u16) -> Vec<u16> {
+        let (tx, tail) = (pf.rings[1].0, pf.tx_tail[1]);
+        (tail - n..tail).map(|i| pf.drv.status(tx, i)).collect()
+    }
+
+    #[test]
+    fn exc_qp_reads_1_on_the_pf_and_0_on_a_vf_and_without_room() {
+        let mut c = card();
+        assert_eq!(rd(&mut c, 0, Reg::ExcQp as u64), 1);
+        assert_eq!(rd(&mut c, 1, Reg::ExcQp as u64), 0);
+        assert_eq!(rd(&mut c, 0, Reg::QpNum as u64), 1, "not a vNIC");
+        let mut one = Card::new(CardConfig {
+            queue_pairs: 1,
+            vnics_per_vf: 1,
+            ..Default::default()
+        })
+        .unwrap();
+        assert_eq!(rd(&mut one, 0, Reg::ExcQp as u64), 0);
+        assert_eq!(one.functions[0].all_queue_pairs().len(), 1);
+        assert_eq!(rd(&mut one, 0, qp_reg(1, 0x0c)), u32::MAX, "no area");
+    }
+
+    #[test]
+    fn the_exception_queue_pair_is_no_port_of_the_switch() {
+        let (mut c, pf, _a, mut b) = exc_card();
+        // Its MAC reads as the default of PF queue pair 1; it is nowhere
+        // in the switch, and no vNIC of the PF's.
+        let lo = rd(&mut c, 0, qp_reg(1, 0x00));
+        let hi = rd(&mut c, 0, qp_reg(1, 0x04));
+        assert_eq!((lo, hi), (0x006e_7602, 0x0000_0100));
+        assert_eq!(c.switch.lookup(EXC_MAC, 0), None);
+        assert!(c.fdb_list().iter().all(|e| e.mac != EXC_MAC));
+        assert_eq!(c.function_info(0).vnics.len(), 1);
+        assert_eq!(c.stats(Some(0)).functions[0].vnics.len(), 1);
+        assert!(c
+            .set_vnic(0, 1, Some(Mac([2, 0, 0, 0, 0, 5])), None)
+            .is_err());
+        assert!(c.fdb_add(Mac([2, 0, 0, 0, 0, 5]), 0, 0, 1).is_err());
+        // A broadcast from a vNIC on the PF's VLAN (untagged) reaches the
+        // PF's vNIC, not the exception queue pair.
+        let bc = eth(Mac::BROADCAST, mac(&c, 2, 0), None, 60);
+        b.send(&mut c, 0, std::slice::from_ref(&bc));
+        assert_eq!(pf.received(0), vec![bc]);
+        assert!(pf.received(1).is_empty());
+        // Nor does unicast to its MAC (unknown unicast goes to the uplink).
+        let to_exc = eth(EXC_MAC, mac(&c, 2, 0), None, 60);
+        b.send(&mut c, 0, &[to_exc]);
+        assert!(pf.received(1).is_empty());
+        assert_eq!(c.uplink.take_sent().len(), 2);
+        // QP_VLAN and QP_MAC writes to it are bad accesses, even trusted.
+        c.set_trust(0, true);
+        let bad = rd(&mut c, 0, Reg::BadAccess as u64);
+        for rel in [0x20, 0x00, 0x04] {
+            wr(&mut c, 0, qp_reg(1, rel), 10);
+        }
+        assert_eq!(rd(&mut c, 0, Reg::BadAccess as u64), bad + 3);
+        assert!(c.switch.lookup(EXC_MAC, 10).is_none());
+        assert_eq!(rd(&mut c, 0, qp_reg(1, 0x00)), lo);
+        // Queue pair 2 of the PF is still no queue pair.
+        assert_eq!(rd(&mut c, 0, qp_reg(2, 0x0c)), u32::MAX);
+    }
+
+    #[test]
+    fn requests_go_to_the_running_queue_and_else_are_events() {
+        let (mut c, pf, mut a, _b) = exc_card();
+        let f = eth(FAR, mac(&c, 1, 1), Some(5), 100);
+        a.send(&mut c, 1, std::slice::from_ref(&f));
+        assert!(requests(&mut c).is_empty(), "not an event as well");
+        let got = pf.received(1);
+        assert_eq!(got.len(), 1);
+        // The MISS carries the VTEP, the VF and vNIC, and the frame.
+        let (h, frame) = Header::parse(&got[0]).unwrap();
+        assert_eq!(h, Header::miss(vni(), 0, 1, VTEP));
+        assert_eq!(&got[0][frame], &f[..]);
+        assert_eq!(&got[0][..12], &[EXC_MAC.0, EXC_MAC.0].concat()[..]);
+        assert_eq!(c.vxlan.counters.requests, 1);
+        assert_eq!(c.vxlan.exception.to_pf, 1);
+        assert_eq!(fn_stat(&c, 0, FnStat::RxPackets), 1, "counted as a frame");
+        assert_eq!(
+            a.drv.status(a.rings[1].0, 0),
+            1,
+            "the sender's frame completed, not dropped"
+        );
+        // A punt too.
+        let inner = eth(mac(&c, 1, 0), FAR, None, 80);
+        c.uplink.inject(from_peer(&inner));
+        c.run_uplink();
+        let got = pf.received(1);
+        assert_eq!(got.len(), 2);
+        let (h, frame) = Header::parse(&got[1]).unwrap();
+        assert_eq!(h, Header::punt(vni(), PEER, PuntReason::Unknown));
+        assert_eq!(&got[1][frame], &inner[..]);
+        assert_eq!(c.vxlan.counters.punts, 1);
+        assert!(requests(&mut c).is_empty());
+        // RX stopped (TX still running): events again, counted as before.
+        wr(&mut c, 0, qp_reg(1, 0x08), 1);
+        assert_eq!(c.exception_port(), None);
+        a.send(&mut c, 1, std::slice::from_ref(&f));
+        c.uplink.inject(from_peer(&inner));
+        c.run_uplink();
+        assert_eq!(requests(&mut c).len(), 2);
+        assert_eq!(pf.received(1).len(), 2);
+        assert_eq!(c.vxlan.counters.requests, 2);
+        assert_eq!(c.vxlan.counters.punts, 2);
+        assert_eq!(c.vxlan.exception.to_pf, 2);
+        // Running again: the queue again.
+        wr(&mut c, 0, qp_reg(1, 0x08), 3);
+        a.send(&mut c, 1, std::slice::from_ref(&f));
+        assert!(requests(&mut c).is_empty());
+        assert_eq!(c.vxlan.exception.to_pf, 3);
+    }
+
+    #[test]
+    fn add_and_send_in_one_batch_hit_and_later_frames_need_no_host() {
+        let (mut c, mut pf, mut a, _b) = exc_card();
+        let f = eth(FAR, mac(&c, 1, 0), None, 300);
+        a.send(&mut c, 0, std::slice::from_ref(&f));
+        let miss = pf.received(1).remove(0);
+        let (h, range) = Header::parse(&miss).unwrap();
+        let add = message(Header::add(h.vni, FAR, PEER), &[]);
+        let send = message(Header::answer(MsgType::Send, h.vni), &miss[range]);
+        pf.send(&mut c, 1, &[add, send]);
+        assert_eq!(exc_status(&pf, 2), vec![1, 1], "DONE, not DROPPED");
+        let sent = c.uplink.take_sent();
+        assert_eq!(sent.len(), 1);
+        let d = wire::decapsulate(&sent[0], PEER.ip).expect("VxLAN for the peer");
+        assert_eq!(d.vni, VNI);
+        assert_eq!(&sent[0][d.inner], &f[..]);
+        assert_eq!(c.vxlan.exception.from_pf, 2);
+        assert_eq!(c.vxlan.tables.macs()[0].uses, 1);
+        assert_eq!(fn_stat(&c, 0, FnStat::TxPackets), 2);
+        a.send(&mut c, 0, std::slice::from_ref(&f));
+        assert_eq!(c.uplink.take_sent().len(), 1);
+        assert_eq!(pf.received(1).len(), 1, "no second request");
+    }
+
+    #[test]
+    fn deliver_reaches_the_vnis_vnic_and_uplink_leaves_as_is() {
+        let (mut c, mut pf, a, b) = exc_card();
+        let inner = eth(mac(&c, 1, 1), FAR, None, 120);
+        c.uplink.inject(from_peer(&inner));
+        c.run_uplink();
+        let punt = pf.received(1).remove(0);
+        let (h, range) = Header::parse(&punt).unwrap();
+        assert_eq!(h.ty, MsgType::Punt);
+        assert!(a.received(1).is_empty(), "nothing before the host answers");
+        let add = message(
+            Header::add(
+                h.vni,
+                FAR,
+                Remote {
+                    ip: h.ip,
+                    mac: h.mac,
+                },
+            ),
+            &[],
+        );
+        let deliver = message(Header::answer(MsgType::Deliver, h.vni), &punt[range]);
+        // Padded to 60 bytes and more, as a driver may.
+        let mut deliver_padded = deliver.clone();
+        deliver_padded.extend_from_slice(&[0; 30]);
+        pf.send(&mut c, 1, &[add, deliver_padded]);
+        assert_eq!(a.received(1), vec![inner.clone()]);
+        assert!(b.received(0).is_empty() && b.received(1).is_empty());
+        // From now on the card vouches for FAR itself.
+        c.uplink.inject(from_peer(&inner));
+        c.run_uplink();
+        assert_eq!(a.received(1).len(), 2);
+        assert_eq!(pf.received(1).len(), 1);
+        // UPLINK: a whole frame out of the uplink as it is (VNI ignored).
+        let outer = from_peer(&inner);
+        pf.send(
+            &mut c,
+            1,
+            &[message(Header::answer(MsgType::Uplink, 0), &outer)],
+        );
+        assert_eq!(c.uplink.take_sent(), vec![outer]);
+        assert_eq!(c.vxlan.exception.from_pf, 3);
+        assert_eq!(exc_status(&pf, 1), vec![1]);
+    }
+
+    #[test]
+    fn a_message_carries_frames_as_long_as_the_control_socket_takes() {
+        let (mut c, mut pf, _a, _b) = exc_card();
+        let longest = vec![0x5a; MAX_FRAME_BYTES];
+        let m = message(Header::answer(MsgType::Uplink, 0), &longest);
+        assert_eq!(m.len(), MAX_MESSAGE);
+        pf.send(&mut c, 1, &[m]);
+        assert_eq!(exc_status(&pf, 1), vec![1]);
+        assert_eq!(c.uplink.take_sent(), vec![longest]);
+        // One byte more is a LENGTH error of the send queue, as a frame
+        // over 9216 bytes is on any other.
+        let mut m = message(Header::answer(MsgType::Uplink, 0), &[0x5a; MAX_FRAME_BYTES]);
+        m.push(0);
+        pf.send(&mut c, 1, &[m]);
+        assert_eq!((rd(&mut c, 0, qp_reg(1, 0x0c)) >> 8) & 0xff, 3);
+    }
+
+    #[test]
+    fn every_refusal_is_dropped_counted_and_changes_nothing() {
+        let (mut c, mut pf, _a, _b) = exc_card();
+        let frame = eth(FAR, mac(&c, 1, 0), None, 60);
+        let good = message(Header::answer(MsgType::Send, VNI), &frame);
+        let with = |f: &dyn Fn(&mut Vec<u8>)| {
+            let mut m = good.clone();
+            f(&mut m);
+            m
+        };
+        let add =
+            |vni: u32, inner: Mac, remote: Remote| message(Header::add(vni, inner, remote), &[]);
+        let zero = Mac::default();
+        let cases: Vec<(Vec<u8>, Refusal)> = vec![
+            (good[..45].to_vec(), Refusal::Short(45)),
+            (good[..14].to_vec(), Refusal::Short(14)),
+            (with(&|m| m[14] = 2), Refusal::Version(2)),
+            (with(&|m| m[15] = 0x85), Refusal::Type(0x85)),
+            (with(&|m| m[15] = 0x00), Refusal::Type(0)),
+            (with(&|m| m[15] = 0x01), Refusal::Direction(MsgType::Miss)),
+            (with(&|m| m[15] = 0x02), Refusal::Direction(MsgType::Punt)),
+            (
+                with(&|m| m[16..18].copy_from_slice(&[0, 61])),
+                Refusal::Length { len: 61, room: 60 },
+            ),
+            (
+                with(&|m| m[16..18].copy_from_slice(&[0xff, 0xff])),
+                Refusal::Length {
+                    len: 0xffff,
+                    room: 60,
+                },
+            ),
+            (with(&|m| m[18..22].fill(0)), Refusal::Vni(BadVni(0))),
+            (with(&|m| m[18] = 1), Refusal::Vni(BadVni(0x0100_0064))),
+            (
+                message(Header::answer(MsgType::Deliver, 0), &frame),
+                Refusal::Vni(BadVni(0)),
+            ),
+            (add(0, FAR, PEER), Refusal::Vni(BadVni(0))),
+            (
+                add(VNI, zero, PEER),
+                Refusal::Add("00:00:00:00:00:00 is not a usable unicast MAC address".into()),
+            ),
+            (
+                add(
+                    VNI,
+                    FAR,
+                    Remote {
+                        ip: PEER.ip,
+                        mac: Mac::BROADCAST,
+                    },
+                ),
+                Refusal::Add("ff:ff:ff:ff:ff:ff is not a usable unicast MAC address".into()),
+            ),
+            (
+                add(
+                    VNI,
+                    FAR,
+                    Remote {
+                        ip: PEER.ip,
+                        mac: zero,
+                    },
+                ),
+                Refusal::Add("00:00:00:00:00:00 is not a usable unicast MAC address".into()),
+            ),
+            (
+                add(
+                    VNI,
+                    FAR,
+                    Remote {
+                        ip: Ipv4Addr::new(224, 0, 0, 1),
+                        mac: PEER.mac,
+                    },
+                ),
+                Refusal::Add("224.0.0.1 is not a unicast IPv4 address".into()),
+            ),
+            (
+                add(
+                    VNI,
+                    FAR,
+                    Remote {
+                        ip: Ipv4Addr::UNSPECIFIED,
+                        mac: PEER.mac,
+                    },
+                ),
+                Refusal::Add("0.0.0.0 is not a unicast IPv4 address".into()),
+            ),
+            (
+                message(Header::answer(MsgType::Send, VNI), &frame[..13]),
+                Refusal::ShortFrame(13),
+            ),
+            (
+                message(Header::answer(MsgType::Deliver, VNI), &[]),
+                Refusal::ShortFrame(0),
+            ),
+            (
+                message(Header::answer(MsgType::Uplink, VNI), &frame[..10]),
+                Refusal::ShortFrame(10),
+            ),
+            (good.clone(), Refusal::SendMiss),
+        ];
+        // Each refusal, checked where the card decides it.
+        for (m, why) in &cases {
+            c.scratch = m.clone();
+            assert_eq!(c.exception_message(Instant::now()).as_ref(), Err(why));
+        }
+        // Without a VTEP, SEND is refused too.
+        let vtep = c.vxlan.vtep.take();
+        c.scratch = good.clone();
+        assert_eq!(c.exception_message(Instant::now()), Err(Refusal::NoVtep));
+        c.vxlan.vtep = vtep;
+        assert!(c.vxlan.tables.macs().is_empty(), "nothing installed");
+        // The same through the send queue: every descriptor DONE|DROPPED,
+        // counted once each; nothing left the card.
+        let n = cases.len() as u16;
+        let before = c.vxlan.exception.refused;
+        let ring: Vec<Vec<u8>> = cases
+            .into_iter()
+            .map(|(m, _)| m)
+            .map(|mut m| {
+                // A ring frame is an Ethernet frame: at least 14 bytes.
+                m.resize(m.len().max(14), 0);
+                m
+            })
+            .collect();
+        pf.send(&mut c, 1, &ring);
+        assert_eq!(exc_status(&pf, n), vec![0b11; n as usize]);
+        assert_eq!(c.vxlan.exception.refused - before, n as u64);
+        assert_eq!(fn_stat(&c, 0, FnStat::TxDrops), n as u64);
+        assert_eq!(c.vxlan.exception.from_pf, 0);
+        assert!(c.uplink.take_sent().is_empty());
+        assert_eq!(c.vxlan.tables.macs().len(), 0);
+        // A valid message still works afterwards.
+        let add = message(Header::add(VNI, FAR, PEER), &[]);
+        pf.send(&mut c, 1, &[add, good]);
+        assert_eq!(exc_status(&pf, 2), vec![1, 1]);
+        assert_eq!(c.uplink.take_sent().len(), 1);
+        assert_eq!(c.vxlan.exception.from_pf, 2);
+    }
+
+    #[test]
+    fn frames_of_other_ethertypes_are_ignored_and_counted() {
+        let (mut c, mut pf, _a, _b) = exc_card();
+        let mut ipv6 = eth(Mac([0x33, 0x33, 0, 0, 0, 1]), EXC_MAC, None, 90);
+        ipv6[12..14].copy_from_slice(&[0x86, 0xdd]);
+        let mut lldp = eth(Mac([1, 0x80, 0xc2, 0, 0, 0xe]), EXC_MAC, None, 60);
+        lldp[12..14].copy_from_slice(&[0x88, 0xcc]);
+        // A tagged message is not a message either.
+        let mut tagged = message(Header::add(VNI, FAR, PEER), &[]);
+        tagged.splice(12..12, [0x81, 0x00, 0x00, 0x05]);
+        pf.send(&mut c, 1, &[ipv6, lldp, tagged]);
+        assert_eq!(exc_status(&pf, 3), vec![0b11; 3]);
+        assert_eq!(c.vxlan.exception.ignored, 3);
+        assert_eq!(c.vxlan.exception.refused, 0);
+        assert_eq!(c.stats(None).card["exception_ignored"], 3);
+        assert!(c.uplink.take_sent().is_empty(), "never switched");
+        assert!(c.vxlan.tables.macs().is_empty());
+        assert_eq!(c.counters.switched, 0);
+    }
+
+    #[test]
+    fn a_request_the_queue_cannot_take_is_lost_and_counted() {
+        let mut c = card();
+        c.set_uplink(Uplink::memory());
+        c.set_vtep(VTEP).unwrap();
+        c.set_attr(1, Some(vni()), None).unwrap();
+        let mut pf = Vm::attach(&mut c, 0, 8);
+        pf.start_qp(&mut c, 1, 0);
+        let mut a = Vm::attach(&mut c, 1, 8);
+        // No receive buffer: requests wait in the packet buffer until it
+        // is full, then they are lost.
+        let f = eth(FAR, mac(&c, 1, 0), None, 1500);
+        for _ in 0..3 {
+            a.send(&mut c, 0, &vec![f.clone(); 60]);
+        }
+        let per_buffer = (crate::queue::RX_BUFFER_BYTES / (f.len() + FRAME_OFFSET)) as u64;
+        assert!(per_buffer < 180);
+        let ex = c.vxlan.exception;
+        assert_eq!(ex.to_pf, per_buffer);
+        assert_eq!(ex.lost, 180 - per_buffer);
+        assert_eq!(c.vxlan.counters.requests, 180);
+        assert_eq!(fn_stat(&c, 0, FnStat::RxDrops), 180 - per_buffer);
+        assert_eq!(rd(&mut c, 0, qp_reg(1, 0x60)), (180 - per_buffer) as u32);
+        assert!(requests(&mut c).is_empty(), "one host: lost, not an event");
+        // Buffers posted: what waited arrives, in order.
+        pf.post(&mut c, 1, 63);
+        let got = pf.received(1);
+        assert_eq!(got.len(), 63);
+        assert!(got
+            .iter()
+            .all(|m| Header::parse(m).unwrap().0.ty == MsgType::Miss));
+    }
+
+    #[test]
+    fn the_exception_queue_pair_is_quiesced_and_resumed_as_any() {
+        let (mut c, mut pf, mut a, _b) = exc_card();
+        let q = c.quiesce(Some("pf")).unwrap();
+        assert_eq!(q[0].contexts_written, 4, "both queue pairs of the PF");
+        let f = eth(FAR, mac(&c, 1, 0), None, 100);
+        a.send(&mut c, 0, std::slice::from_ref(&f));
+        assert!(pf.received(1).is_empty(), "nothing written while quiesced");
+        assert_eq!(c.vxlan.exception.to_pf, 1, "held in the packet buffer");
+        let msg = message(Header::add(VNI, FAR, PEER), &[]);
+        pf.send(&mut c, 1, std::slice::from_ref(&msg));
+        assert!(c.vxlan.tables.macs().is_empty(), "not taken while quiesced");
+        c.resume(Some("pf")).unwrap();
+        assert_eq!(pf.received(1).len(), 1);
+        assert_eq!(c.vxlan.tables.macs().len(), 1);
+        // A reset of the PF stops it: requests are events again.
+        wr(&mut c, 0, Reg::Ctrl as u64, 1);
+        assert_eq!(c.exception_port(), None);
+        let g = eth(Mac([2, 0, 0, 0, 0, 0x42]), mac(&c, 1, 0), None, 60);
+        a.send(&mut c, 0, &[g]);
+        assert_eq!(requests(&mut c).len(), 1);
+    }
+}
