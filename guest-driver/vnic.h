@@ -50,12 +50,13 @@
 #define VNIC_MAX_MTU		9000
 
 /*
- * MTU of the exception netdev: its frames are the card's messages, a 46-byte
- * header and a whole frame, so it takes any frame the card's send queues take
- * (VNIC_TX_MAX_FRAME, with the Ethernet header) and receives the longest
- * message the card writes.
+ * MTU of the exception netdev: its frames are the card's messages, 46 bytes
+ * of headers and a whole frame, so it sends any message the exception send
+ * queue takes (VNIC_EXC_MAX_FRAME, with the Ethernet header) and its receive
+ * buffers hold the longest the card writes (a MISS of a 9216-byte frame is
+ * 9262 bytes).
  */
-#define VNIC_EXC_MTU		(VNIC_TX_MAX_FRAME - ETH_HLEN)
+#define VNIC_EXC_MTU		(VNIC_EXC_MAX_FRAME - ETH_HLEN)
 
 /* Receive buffers hold one whole frame: MTU + Ethernet header + one tag */
 #define VNIC_RX_BUF_ALIGN	64
@@ -231,6 +232,8 @@ struct vnic_xmit_stats {
  * @q: queue pair number, 0-based
  * @exc: the PF's exception queue pair (EXC_QP), not a vNIC: its netdev
  *	carries the card's VxLAN requests and the answers to them
+ * @max_frame: longest frame its send queue takes (VNIC_TX_MAX_FRAME, or
+ *	VNIC_EXC_MAX_FRAME for @exc)
  * @irq: Linux IRQ number of MSI-X vector q + 1, 0 when not requested
  * @irq_name: its name in /proc/interrupts
  * @up: rings allocated and the queues enabled (changed under RTNL)
@@ -260,6 +263,7 @@ struct vnic_port {
 	void __iomem *qp_regs;
 	u32 q;
 	bool exc;
+	u32 max_frame;
 
 	unsigned int irq;
 	char irq_name[32];

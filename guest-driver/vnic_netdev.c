@@ -553,6 +553,7 @@ static struct vnic_port *vnic_port_create(struct vnic_priv *priv, u32 q)
 	port->netdev = netdev;
 	port->q = q;
 	port->exc = priv->exc_qp && q == priv->exc_qp;
+	port->max_frame = port->exc ? VNIC_EXC_MAX_FRAME : VNIC_TX_MAX_FRAME;
 	port->qp_regs = priv->regs + VNIC_QP_REG(q, 0);
 	port->tx_ring_size = VNIC_TX_RING_DEFAULT;
 	port->rx_ring_size = VNIC_RX_RING_DEFAULT;

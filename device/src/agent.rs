@@ -9,8 +9,8 @@
 //! control connection subscribed to the card's events, a second one for the
 //! requests, until a stop flag (SIGTERM/SIGINT, [`stop_on_signals`]) is
 //! set. [`run_pf`] is the other loop: the same decisions over the PF's
-//! exception queue pair, from a guest that has the PF ([`pf`], its
-//! messages in [`message`]).
+//! exception queue pair, from a guest that has the PF ([`pf`]; the
+//! messages are the card's own [`crate::vxlan::exception::Header`]).
 //!
 //! Static entries (`--fdb`, `--neigh`) are never replaced by learning, as
 //! in Linux's vxlan: a punted frame whose inner source MAC has a static FDB
@@ -32,7 +32,6 @@ use crate::control::api::{Event, Frame, PuntReason, Request, Response, Vtep, Vxl
 use crate::switch::Mac;
 use crate::vxlan::wire::{encapsulate, Outer};
 
-pub mod message;
 pub mod pf;
 
 pub use pf::run_pf;

@@ -15,9 +15,12 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use serde_json::json;
-use vnic::agent::message::{self, Header, Kind};
+use vnic::control::api::{PuntReason, Vtep};
 use vnic::switch::Mac;
 use vnic::uplink::{Incoming, Uplink, UplinkSpec};
+use vnic::vxlan::exception::{Header, MsgType};
+use vnic::vxlan::table::Remote;
+use vnic::vxlan::Vni;
 use vnic_tests::ctl::Ctl;
 use vnic_tests::guest::{
     card_mac as mac, free_udp_ports as free_ports, tagged_frame as frame, Guest,
@@ -200,13 +203,25 @@ fn ip(args: &[&str]) {
     );
 }
 
-/// The next 0x88B5 frame the agent wrote to the TAP, within `WAIT`.
-fn next_message(tap: &mut Uplink) -> Vec<u8> {
+/// Writes a message of the card to the TAP, as if on the exception
+/// queue pair.
+fn put(tap: &mut Uplink, h: Header, frame: &[u8]) {
+    let mut m = Vec::new();
+    h.write(EXC_MAC, EXC_MAC, frame, &mut m);
+    tap.send(&m, None);
+}
+
+/// The next message the agent wrote to the TAP, within `WAIT`: its header
+/// and frame.
+fn next_message(tap: &mut Uplink) -> (Header, Vec<u8>) {
     let deadline = Instant::now() + WAIT;
     let mut f = Vec::new();
     loop {
         match tap.recv(&mut f).expect("read the TAP") {
-            Incoming::Frame if f.len() >= 14 && f[12..14] == [0x88, 0xb5] => return f,
+            Incoming::Frame if f.len() >= 14 && f[12..14] == [0x88, 0xb5] => {
+                let (h, frame) = Header::parse(&f).expect("a well-formed message");
+                return (h, f[frame].to_vec());
+            }
             Incoming::Frame | Incoming::Skipped => continue,
             Incoming::Empty => {}
         }
@@ -255,49 +270,44 @@ fn a_pf_netdev_agent_answers_messages_and_exits_3_when_the_netdev_goes() {
     );
 
     // MISS: VF0's vNIC 0 broadcast in VNI 100.
+    let vni = Vni::new(VNI).unwrap();
+    let vtep = Vtep {
+        mac: Mac([0x02, 0x76, 0x6e, 0xff, 0x00, 0x01]),
+        ip: Ipv4Addr::new(10, 1, 0, 1),
+    };
+    let behind_tap = Remote {
+        ip: Ipv4Addr::new(10, 1, 0, 2),
+        mac: Mac([0x02, 0xaa, 0, 0, 0, 0x02]),
+    };
     let guest = Mac(mac(0, 1, 0));
     let hello = frame([0xff; 6], guest.0, 1, 60);
-    let mut h = Header::new(Kind::Miss, VNI);
-    h.function = 0;
-    h.ip = Ipv4Addr::new(10, 1, 0, 1);
-    h.mac = Mac([0x02, 0x76, 0x6e, 0xff, 0x00, 0x01]);
-    tap.send(&message::build(EXC_MAC, EXC_MAC, &h, &hello), None);
-    let add = next_message(&mut tap);
-    let (ah, _) = message::parse(&add).unwrap();
+    put(&mut tap, Header::miss(vni, 0, 0, vtep), &hello);
     assert_eq!(
-        (ah.kind, ah.vni, ah.ip, ah.mac, ah.inner_mac),
-        (
-            Kind::Add,
-            VNI,
-            Ipv4Addr::new(10, 1, 0, 2),
-            Mac([0x02, 0xaa, 0, 0, 0, 0x02]),
-            Mac::BROADCAST
-        )
+        next_message(&mut tap),
+        (Header::add(VNI, Mac::BROADCAST, behind_tap), vec![])
     );
-    let send = next_message(&mut tap);
     assert_eq!(
-        message::parse(&send).unwrap(),
-        (Header::new(Kind::Send, VNI), &hello[..])
+        next_message(&mut tap),
+        (Header::answer(MsgType::Send, VNI), hello.clone())
     );
 
     // PUNT: an answer from a peer behind 10.1.0.2.
     let peer = Mac([0x02, 0xbb, 0, 0, 0, 0x02]);
     let answer = frame(guest.0, peer.0, 2, 100);
-    let mut h = Header::new(Kind::Punt, VNI);
-    h.ip = Ipv4Addr::new(10, 1, 0, 2);
-    h.mac = Mac([0x02, 0xaa, 0, 0, 0, 0x02]);
-    h.reason = message::REASON_UNKNOWN;
-    tap.send(&message::build(EXC_MAC, EXC_MAC, &h, &answer), None);
-    let (ah, _) = message::parse(&next_message(&mut tap)).unwrap();
-    assert_eq!((ah.kind, ah.inner_mac), (Kind::Add, peer));
-    let deliver = next_message(&mut tap);
+    let punt = Header::punt(vni, behind_tap, PuntReason::Unknown);
+    put(&mut tap, punt, &answer);
     assert_eq!(
-        message::parse(&deliver).unwrap(),
-        (Header::new(Kind::Deliver, VNI), &answer[..])
+        next_message(&mut tap),
+        (Header::add(VNI, peer, behind_tap), vec![])
+    );
+    assert_eq!(
+        next_message(&mut tap),
+        (Header::answer(MsgType::Deliver, VNI), answer)
     );
 
     // A message of another version is no request.
-    let mut bad = message::build(EXC_MAC, EXC_MAC, &Header::new(Kind::Miss, VNI), &hello);
+    let mut bad = Vec::new();
+    Header::miss(vni, 0, 0, vtep).write(EXC_MAC, EXC_MAC, &hello, &mut bad);
     bad[14] = 9;
     tap.send(&bad, None);
     wait_for("the agent logged the bad message", WAIT, || {

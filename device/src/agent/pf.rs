@@ -1,9 +1,9 @@
 //! The agent over the PF's exception queue pair (docs/vxlan.md, "The
 //! exception queue on the PF"): `vnicctl vxlan-agent --pf-netdev NAME` in
 //! the guest that has the PF. The card writes its requests to that queue
-//! pair as 0x88B5 messages ([`super::message`]) and takes the answers from
-//! it; vnic.ko makes it a netdev, so the agent needs only an `AF_PACKET`
-//! socket bound to it for that ethertype.
+//! pair as 0x88B5 messages (the card's own [`Header`]) and takes the
+//! answers from it; vnic.ko makes it a netdev, so the agent needs only an
+//! `AF_PACKET` socket bound to it for that ethertype.
 //!
 //! [`handle`] is the mapping, without sockets: a `MISS` or `PUNT` message
 //! becomes the event the control socket would have given ([`incoming`]),
@@ -18,14 +18,12 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use super::message::{self, Header, Kind, REASON_MOVED, REASON_UNKNOWN};
 use super::{describe_fdb, describe_neigh, Agent, AgentError};
-use crate::control::api::{Event, Frame, PuntReason, Request, Vtep};
+use crate::control::api::{Event, Frame, Request, Vtep};
 use crate::switch::Mac;
-
-/// Longest message the card takes from a send queue (its frame limit,
-/// docs/datapath.md): a message carrying a longer frame is not written.
-pub const MAX_MESSAGE: usize = 9216;
+use crate::vxlan::exception::{self, Header, MsgType, MAX_MESSAGE};
+use crate::vxlan::table::Remote;
+use crate::vxlan::Vni;
 
 /// How long a receive waits before the loop looks at its stop flag.
 const STOP_POLL: Duration = Duration::from_millis(100);
@@ -45,13 +43,10 @@ pub struct Incoming {
 /// type (an answer of ours seen again), which is not one; `Err` for a
 /// frame that is not a well-formed request.
 pub fn incoming(msg: &[u8]) -> Result<Option<Incoming>, String> {
-    let (h, frame) = message::parse(msg).map_err(|e| e.to_string())?;
-    if h.vni == 0 || h.vni > crate::vxlan::Vni::MAX {
-        return Err(format!("{} with VNI {}", h.kind, h.vni));
-    }
-    let frame = Frame(frame.to_vec());
-    let incoming = match h.kind {
-        Kind::Miss => {
+    let (h, frame) = Header::parse(msg).map_err(|e| e.to_string())?;
+    let frame = Frame(msg[frame].to_vec());
+    let incoming = match h.ty {
+        MsgType::Miss => {
             let vtep = (!h.ip.is_unspecified() && h.mac != Mac::default()).then_some(Vtep {
                 mac: h.mac,
                 ip: h.ip,
@@ -66,12 +61,11 @@ pub fn incoming(msg: &[u8]) -> Result<Option<Incoming>, String> {
                 vtep,
             }
         }
-        Kind::Punt => {
-            let reason = match h.reason {
-                REASON_UNKNOWN => PuntReason::Unknown,
-                REASON_MOVED => PuntReason::Moved,
-                r => return Err(format!("PUNT with reason {r}")),
-            };
+        MsgType::Punt => {
+            // The reason byte is at offset 42.
+            let reason = h
+                .reason
+                .ok_or_else(|| format!("Punt with reason {}", msg[42]))?;
             Incoming {
                 event: Event::VxlanPunt {
                     vni: h.vni,
@@ -83,8 +77,9 @@ pub fn incoming(msg: &[u8]) -> Result<Option<Incoming>, String> {
                 vtep: None,
             }
         }
-        Kind::Add | Kind::Send | Kind::Deliver | Kind::Uplink => return Ok(None),
+        MsgType::Add | MsgType::Send | MsgType::Deliver | MsgType::Uplink => return Ok(None),
     };
+    Vni::new(h.vni).map_err(|e| format!("{:?}: {e}", h.ty))?;
     Ok(Some(incoming))
 }
 
@@ -100,24 +95,28 @@ pub fn outgoing(request: &Request, vni: u32, own: Mac) -> Result<Vec<u8>, String
             remote_ip,
             remote_mac,
         } => {
-            let mut h = Header::new(Kind::Add, *vni);
-            h.ip = *remote_ip;
-            h.mac = *remote_mac;
-            h.inner_mac = *mac;
-            (h, &[][..])
+            let remote = Remote {
+                ip: *remote_ip,
+                mac: *remote_mac,
+            };
+            (Header::add(*vni, *mac, remote), &[][..])
         }
-        Request::VxlanSend { vni, frame } => (Header::new(Kind::Send, *vni), &frame.0[..]),
-        Request::VxlanDeliver { vni, frame } => (Header::new(Kind::Deliver, *vni), &frame.0[..]),
-        Request::UplinkSend { frame } => (Header::new(Kind::Uplink, vni), &frame.0[..]),
+        Request::VxlanSend { vni, frame } => (Header::answer(MsgType::Send, *vni), &frame.0[..]),
+        Request::VxlanDeliver { vni, frame } => {
+            (Header::answer(MsgType::Deliver, *vni), &frame.0[..])
+        }
+        Request::UplinkSend { frame } => (Header::answer(MsgType::Uplink, vni), &frame.0[..]),
         _ => return Err("no message for this request".into()),
     };
-    if message::FRAME_OFFSET + frame.len() > MAX_MESSAGE {
+    if exception::FRAME_OFFSET + frame.len() > MAX_MESSAGE {
         return Err(format!(
             "a {}-byte frame does not fit a message of at most {MAX_MESSAGE} bytes",
             frame.len()
         ));
     }
-    Ok(message::build(own, own, &header, frame))
+    let mut out = Vec::new();
+    header.write(own, own, frame, &mut out);
+    Ok(out)
 }
 
 /// What to do about one message: lines to log (without the
@@ -205,7 +204,7 @@ fn ifindex(name: &str) -> io::Result<i32> {
 impl PacketSocket {
     /// Opens and binds the socket; the netdev must exist and be up.
     fn open(name: &str) -> io::Result<PacketSocket> {
-        let proto = message::ETHERTYPE.to_be();
+        let proto = exception::ETHERTYPE.to_be();
         // SAFETY: socket(2) with constant arguments; the result is checked.
         let raw = unsafe {
             libc::socket(
@@ -434,6 +433,7 @@ pub fn run_pf(
 mod tests {
     use super::*;
     use crate::agent::{Config, Variant};
+    use crate::control::api::PuntReason;
     use std::net::Ipv4Addr;
 
     const OWN: Mac = Mac([0x02, 0x76, 0x6e, 0x00, 0x00, 0x01]);
@@ -462,21 +462,35 @@ mod tests {
         f
     }
 
-    /// A `MISS` as the card writes it: VF 0's queue pair 0, VNI 100.
-    fn miss(inner: &[u8]) -> Vec<u8> {
-        let mut h = Header::new(Kind::Miss, 100);
-        h.function = 0;
-        h.ip = VTEP.ip;
-        h.mac = VTEP.mac;
-        message::build(OWN, OWN, &h, inner)
+    fn vni() -> Vni {
+        Vni::new(100).unwrap()
     }
 
-    fn punt(inner: &[u8], reason: u8) -> Vec<u8> {
-        let mut h = Header::new(Kind::Punt, 100);
-        h.ip = NS_IP;
-        h.mac = TAP;
-        h.reason = reason;
-        message::build(OWN, OWN, &h, inner)
+    fn message(h: Header, frame: &[u8]) -> Vec<u8> {
+        let mut m = Vec::new();
+        h.write(OWN, OWN, frame, &mut m);
+        m
+    }
+
+    /// A `MISS` as the card writes it: VF 0's queue pair 0, VNI 100.
+    fn miss(inner: &[u8]) -> Vec<u8> {
+        message(Header::miss(vni(), 0, 0, VTEP), inner)
+    }
+
+    /// A `PUNT` of a frame from 10.1.0.2 behind the TAP.
+    fn punt(inner: &[u8], reason: PuntReason) -> Vec<u8> {
+        let from = Remote {
+            ip: NS_IP,
+            mac: TAP,
+        };
+        message(Header::punt(vni(), from, reason), inner)
+    }
+
+    /// The header and the frame of a message the agent wrote.
+    fn parsed(m: &Result<Vec<u8>, String>) -> (Header, Vec<u8>) {
+        let m = m.as_ref().expect("a message");
+        let (h, frame) = Header::parse(m).expect("a well-formed message");
+        (h, m[frame].to_vec())
     }
 
     #[test]
@@ -494,10 +508,11 @@ mod tests {
         );
         assert_eq!(i.vtep, Some(VTEP));
         // A card without a VTEP names none.
-        let mut h = Header::new(Kind::Miss, 100);
-        h.function = 2;
-        h.vnic = 1;
-        let i = incoming(&message::build(OWN, OWN, &h, &inner))
+        let none = Vtep {
+            mac: Mac::default(),
+            ip: Ipv4Addr::UNSPECIFIED,
+        };
+        let i = incoming(&message(Header::miss(vni(), 2, 1, none), &inner))
             .unwrap()
             .unwrap();
         assert!(
@@ -509,11 +524,8 @@ mod tests {
     #[test]
     fn a_punt_becomes_the_control_event() {
         let inner = frame(GUEST, PEER);
-        for (code, reason) in [
-            (REASON_UNKNOWN, PuntReason::Unknown),
-            (REASON_MOVED, PuntReason::Moved),
-        ] {
-            let i = incoming(&punt(&inner, code)).unwrap().unwrap();
+        for reason in [PuntReason::Unknown, PuntReason::Moved] {
+            let i = incoming(&punt(&inner, reason)).unwrap().unwrap();
             assert_eq!(
                 i.event,
                 Event::VxlanPunt {
@@ -525,17 +537,19 @@ mod tests {
                 }
             );
         }
-        assert!(incoming(&punt(&inner, 3)).unwrap_err().contains("reason 3"));
+        let mut m = punt(&inner, PuntReason::Moved);
+        m[42] = 3;
+        assert!(incoming(&m).unwrap_err().contains("reason 3"));
     }
 
     #[test]
     fn answers_seen_again_and_bad_messages_are_not_requests() {
-        let send = message::build(OWN, OWN, &Header::new(Kind::Send, 100), &[0; 14]);
+        let send = message(Header::answer(MsgType::Send, 100), &[0; 14]);
         assert_eq!(incoming(&send), Ok(None));
         assert!(incoming(&send[..40]).is_err());
         let mut m = miss(&frame(Mac::BROADCAST, GUEST));
         m[18..22].copy_from_slice(&[0, 0, 0, 0]);
-        assert!(incoming(&m).unwrap_err().contains("VNI 0"));
+        assert!(incoming(&m).unwrap_err().contains("VNI 0 outside"));
 
         let mut a = agent(Variant::A);
         let h = handle(&mut a, &send, OWN);
@@ -570,10 +584,10 @@ mod tests {
             0, 0, 0, 0,
         ];
         assert_eq!(add[..], want);
-        let send = h.writes[1].1.as_ref().unwrap();
-        let (sh, sf) = message::parse(send).unwrap();
-        assert_eq!(sh, Header::new(Kind::Send, 100));
-        assert_eq!(sf, &inner[..]);
+        assert_eq!(
+            parsed(&h.writes[1].1),
+            (Header::answer(MsgType::Send, 100), inner)
+        );
         assert!(matches!(h.writes[1].0, Request::VxlanSend { vni: 100, .. }));
 
         // Written: the frame counts as sent; no answer is awaited.
@@ -596,12 +610,12 @@ mod tests {
         let h = handle(&mut a, &miss(&inner), OWN);
         assert_eq!(a.vtep(), Some(VTEP));
         assert_eq!(h.writes.len(), 2, "{:?}", h.log);
-        let (uh, outer) = message::parse(h.writes[1].1.as_ref().unwrap()).unwrap();
-        assert_eq!(uh.kind, Kind::Uplink);
+        let (uh, outer) = parsed(&h.writes[1].1);
+        assert_eq!(uh.ty, MsgType::Uplink);
         assert_eq!(uh.vni, 100, "UPLINK carries the miss's VNI");
         // The card's own decapsulation takes the agent's outer frame
         // apart into the inner frame, from the VTEP the MISS named.
-        let d = crate::vxlan::wire::decapsulate(outer, NS_IP).expect("VxLAN for 10.1.0.2");
+        let d = crate::vxlan::wire::decapsulate(&outer, NS_IP).expect("VxLAN for 10.1.0.2");
         assert_eq!(
             (d.vni, d.outer_src_ip, d.outer_src_mac),
             (100, VTEP.ip, VTEP.mac)
@@ -614,19 +628,23 @@ mod tests {
     fn a_punt_is_answered_with_add_then_deliver() {
         let mut a = agent(Variant::A);
         let inner = frame(GUEST, PEER);
-        let h = handle(&mut a, &punt(&inner, REASON_UNKNOWN), OWN);
+        let h = handle(&mut a, &punt(&inner, PuntReason::Unknown), OWN);
         assert_eq!(
             h.log,
             vec!["punt vni 100 (unknown) from 10.1.0.2 02:aa:00:00:00:02 inner 02:bb:00:00:00:02: vxlan-add, vxlan-deliver (fdb 02:bb:00:00:00:02 learned)"]
         );
-        let (ah, _) = message::parse(h.writes[0].1.as_ref().unwrap()).unwrap();
+        let remote = Remote {
+            ip: NS_IP,
+            mac: TAP,
+        };
         assert_eq!(
-            (ah.kind, ah.vni, ah.ip, ah.mac, ah.inner_mac),
-            (Kind::Add, 100, NS_IP, TAP, PEER)
+            parsed(&h.writes[0].1),
+            (Header::add(100, PEER, remote), vec![])
         );
-        let (dh, df) = message::parse(h.writes[1].1.as_ref().unwrap()).unwrap();
-        assert_eq!(dh, Header::new(Kind::Deliver, 100));
-        assert_eq!(df, &inner[..]);
+        assert_eq!(
+            parsed(&h.writes[1].1),
+            (Header::answer(MsgType::Deliver, 100), inner)
+        );
         for (r, _) in &h.writes {
             assert_eq!(a.written(r, Ok(())), None);
         }
@@ -638,7 +656,7 @@ mod tests {
     fn a_frame_too_long_for_a_message_is_not_written() {
         let mut a = agent(Variant::A);
         let mut inner = frame(Mac::BROADCAST, GUEST);
-        inner.resize(MAX_MESSAGE - message::FRAME_OFFSET, 0);
+        inner.resize(MAX_MESSAGE - exception::FRAME_OFFSET, 0);
         let h = handle(&mut a, &miss(&inner), OWN);
         assert_eq!(h.writes[1].1.as_ref().map(Vec::len), Ok(MAX_MESSAGE));
         inner.push(0);
