@@ -91,16 +91,13 @@ pub fn outgoing(request: &Request, vni: u32, own: Mac) -> Result<Vec<u8>, String
     let (header, frame) = match request {
         Request::VxlanAdd {
             vni,
-            mac,
-            remote_ip,
-            remote_mac,
-        } => {
-            let remote = Remote {
-                ip: *remote_ip,
-                mac: *remote_mac,
-            };
-            (Header::add(*vni, *mac, remote), &[][..])
-        }
+            mac: inner,
+            remote_ip: ip,
+            remote_mac: mac,
+        } => (
+            Header::add(*vni, *inner, Remote { ip: *ip, mac: *mac }),
+            &[][..],
+        ),
         Request::VxlanSend { vni, frame } => (Header::answer(MsgType::Send, *vni), &frame.0[..]),
         Request::VxlanDeliver { vni, frame } => {
             (Header::answer(MsgType::Deliver, *vni), &frame.0[..])
