@@ -49,6 +49,15 @@
 /* Largest MTU: the card takes frames up to 9216 bytes (9000 + headers) */
 #define VNIC_MAX_MTU		9000
 
+/*
+ * MTU of the exception netdev: its frames are the card's messages, 46 bytes
+ * of headers and a whole frame, so it sends any message the exception send
+ * queue takes (VNIC_EXC_MAX_FRAME, with the Ethernet header) and its receive
+ * buffers hold the longest the card writes (a MISS of a 9216-byte frame is
+ * 9262 bytes).
+ */
+#define VNIC_EXC_MTU		(VNIC_EXC_MAX_FRAME - ETH_HLEN)
+
 /* Receive buffers hold one whole frame: MTU + Ethernet header + one tag */
 #define VNIC_RX_BUF_ALIGN	64
 #define VNIC_RX_BUF_LEN(mtu)	ALIGN((mtu) + ETH_HLEN + VLAN_HLEN, \
@@ -221,6 +230,10 @@ struct vnic_xmit_stats {
  * @napi: NAPI context of the queue pair's vector
  * @qp_regs: the queue pair's area in BAR0
  * @q: queue pair number, 0-based
+ * @exc: the PF's exception queue pair (EXC_QP), not a vNIC: its netdev
+ *	carries the card's VxLAN requests and the answers to them
+ * @max_frame: longest frame its send queue takes (VNIC_TX_MAX_FRAME, or
+ *	VNIC_EXC_MAX_FRAME for @exc)
  * @irq: Linux IRQ number of MSI-X vector q + 1, 0 when not requested
  * @irq_name: its name in /proc/interrupts
  * @up: rings allocated and the queues enabled (changed under RTNL)
@@ -249,6 +262,8 @@ struct vnic_port {
 	struct napi_struct napi;
 	void __iomem *qp_regs;
 	u32 q;
+	bool exc;
+	u32 max_frame;
 
 	unsigned int irq;
 	char irq_name[32];
@@ -301,6 +316,9 @@ enum vnic_fn_state {
  * @version: VERSION register
  * @qp_max: maximum queue pairs X
  * @qp_num: enabled queue pairs N
+ * @exc_qp: the exception queue pair (EXC_QP, the PF's queue pair 1), served
+ *	by the netdev after the vNICs'; 0 when there is none (VFs, a card
+ *	with one queue pair)
  * @num_vectors: MSI-X vectors the device reports (X + 1)
  * @nvecs: MSI-X vectors allocated
  * @mac: permanent MAC address reported by the card
@@ -316,8 +334,8 @@ enum vnic_fn_state {
  * @state: BAT, CLATs and context blocks
  * @ports: one slot per queue pair the driver can serve (@qp_limit); the
  *	first @nr_ports hold registered netdevs
- * @nr_ports: netdevs registered (queue pairs 0 .. @nr_ports - 1); changed
- *	under RTNL
+ * @nr_ports: netdevs registered (queue pairs 0 .. @nr_ports - 1): the
+ *	vNICs', then the exception queue pair's if @exc_qp; changed under RTNL
  * @qp_limit: queue pairs the driver can serve: at most QP_MAX, and each
  *	needs an MSI-X vector and an area inside BAR0
  * @fn_state: VNIC_FN_*; changed under RTNL
@@ -337,6 +355,7 @@ struct vnic_priv {
 	u32 version;
 	u32 qp_max;
 	u32 qp_num;
+	u32 exc_qp;
 	u32 num_vectors;
 	int nvecs;
 	u8 mac[ETH_ALEN];

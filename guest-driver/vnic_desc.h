@@ -25,6 +25,11 @@
 /* Frame limits of a send queue: an Ethernet header .. MTU 9000 + headers */
 #define VNIC_TX_MIN_FRAME		14
 #define VNIC_TX_MAX_FRAME		9216
+/*
+ * The PF's exception send queue takes longer frames: a 46-byte message
+ * header before a frame of up to 9280 bytes (docs/vxlan.md)
+ */
+#define VNIC_EXC_MAX_FRAME		9326
 /* Most descriptors one frame may span (the driver uses exactly one) */
 #define VNIC_TX_MAX_DESCS		32
 
@@ -35,7 +40,8 @@
 /**
  * struct vnic_tx_desc - send descriptor (16 bytes)
  * @addr: guest (DMA) address of the buffer; driver
- * @len: bytes in the buffer, 1..VNIC_TX_MAX_FRAME; driver
+ * @len: bytes in the buffer, 1..VNIC_TX_MAX_FRAME (VNIC_EXC_MAX_FRAME on the
+ *	PF's exception queue pair); driver
  * @flags: VNIC_TXD_F_*; driver
  * @status: VNIC_TXD_S_* and the queue error code; card
  * @reserved: 0

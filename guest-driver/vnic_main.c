@@ -75,6 +75,12 @@ static int vnic_read_config(struct vnic_priv *priv)
 
 	priv->qp_max = vnic_rd32(priv, VNIC_REG_QP_MAX);
 	priv->qp_num = vnic_rd32(priv, VNIC_REG_QP_NUM);
+	/* A card older than EXC_QP reads all-ones there: none */
+	if (!priv->is_vf) {
+		priv->exc_qp = vnic_rd32(priv, VNIC_REG_EXC_QP);
+		if (priv->exc_qp == ~0U)
+			priv->exc_qp = 0;
+	}
 	priv->num_vectors = vnic_rd32(priv, VNIC_REG_NUM_VECTORS);
 	priv->link_up = vnic_rd32(priv, VNIC_REG_STATUS) & VNIC_STATUS_LINK_UP;
 

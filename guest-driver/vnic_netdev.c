@@ -9,6 +9,14 @@
  * Management may change QP_NUM at run time (IRQ_CAUSE.CONFIG): netdevs are
  * then added or removed above the lower of the two counts, never below.
  *
+ * A PF whose EXC_QP is not 0 has one more netdev, after its vNIC's, for the
+ * exception queue pair (docs/vxlan.md): the card writes its VxLAN requests
+ * there as 0x88B5 frames and takes the answers from its send queue, so an
+ * agent in the guest (vnicctl vxlan-agent --pf-netdev) can serve them over
+ * an AF_PACKET socket. It is a port like the others (rings, contexts, NAPI,
+ * vector q + 1, recovery) but not a vNIC: no ARP, no MAC or VLAN writes (the
+ * card refuses them), and an MTU that fits the card's longest message.
+ *
  * Starting a port allocates its rings, writes ring base and size into the
  * queue pair's two contexts in guest memory and enables both queues with
  * QP_CTRL; the card loads the contexts through the VCT. Stopping disables
@@ -447,6 +455,21 @@ static const struct net_device_ops vnic_netdev_ops = {
 	.ndo_tx_timeout = vnic_tx_timeout,
 };
 
+/*
+ * The exception queue pair is no port of the card's switch: it has no MAC
+ * of its own to change and joins no VLAN (QP_MAC and QP_VLAN writes to it
+ * are bad accesses).
+ */
+static const struct net_device_ops vnic_exc_netdev_ops = {
+	.ndo_open = vnic_open,
+	.ndo_stop = vnic_stop,
+	.ndo_start_xmit = vnic_start_xmit,
+	.ndo_get_stats64 = vnic_get_stats64,
+	.ndo_validate_addr = eth_validate_addr,
+	.ndo_change_mtu = vnic_change_mtu,
+	.ndo_tx_timeout = vnic_tx_timeout,
+};
+
 /* The PF's netdevs also configure the VFs, through the admin mailbox */
 static const struct net_device_ops vnic_pf_netdev_ops = {
 	.ndo_open = vnic_open,
@@ -529,6 +552,8 @@ static struct vnic_port *vnic_port_create(struct vnic_priv *priv, u32 q)
 	port->priv = priv;
 	port->netdev = netdev;
 	port->q = q;
+	port->exc = priv->exc_qp && q == priv->exc_qp;
+	port->max_frame = port->exc ? VNIC_EXC_MAX_FRAME : VNIC_TX_MAX_FRAME;
 	port->qp_regs = priv->regs + VNIC_QP_REG(q, 0);
 	port->tx_ring_size = VNIC_TX_RING_DEFAULT;
 	port->rx_ring_size = VNIC_RX_RING_DEFAULT;
@@ -562,6 +587,14 @@ static struct vnic_port *vnic_port_create(struct vnic_priv *priv, u32 q)
 	netdev->hw_features = 0;
 	/* Changing the MAC never needs the queues stopped */
 	netdev->priv_flags |= IFF_LIVE_ADDR_CHANGE;
+	if (port->exc) {
+		/* Messages only: nobody to resolve, nothing to filter */
+		netdev->netdev_ops = &vnic_exc_netdev_ops;
+		netdev->features = NETIF_F_HIGHDMA;
+		netdev->flags |= IFF_NOARP;
+		netdev->max_mtu = VNIC_EXC_MTU;
+		netdev->mtu = VNIC_EXC_MTU;
+	}
 	vnic_port_read_mac(port);
 
 	netif_napi_add(netdev, &port->napi, vnic_napi_poll);
@@ -580,6 +613,9 @@ static struct vnic_port *vnic_port_create(struct vnic_priv *priv, u32 q)
 
 	netdev_info(netdev, "queue pair %u, MAC %pM, IRQ %s\n", q,
 		    netdev->dev_addr, port->irq_name);
+	if (port->exc)
+		pci_info(pdev, "exception queue pair %u: %s\n", q,
+			 netdev_name(netdev));
 	return port;
 
 err_irq_free:
@@ -651,6 +687,15 @@ static void vnic_ports_free(struct vnic_priv *priv, u32 n)
 	}
 }
 
+/*
+ * Netdevs for n enabled queue pairs: n, and the exception queue pair's if it
+ * comes right after them (the PF's queue pair 1 after its one vNIC).
+ */
+static u32 vnic_ports_wanted(struct vnic_priv *priv, u32 n)
+{
+	return priv->exc_qp && n == priv->exc_qp ? n + 1 : n;
+}
+
 /* Queue pairs the driver can serve: each needs a vector and a BAR0 area */
 static u32 vnic_qp_limit(struct vnic_priv *priv)
 {
@@ -692,6 +737,12 @@ int vnic_netdevs_create(struct vnic_priv *priv)
 	priv->qp_limit = vnic_qp_limit(priv);
 	if (!n)
 		pci_info(pdev, "no queue pairs enabled: no netdevs\n");
+	if (priv->exc_qp &&
+	    (priv->exc_qp != n || priv->exc_qp >= priv->qp_limit)) {
+		pci_warn(pdev, "EXC_QP %u is not the queue pair after the %u usable vNIC queue pairs (%u usable in all): no exception netdev\n",
+			 priv->exc_qp, n, priv->qp_limit);
+		priv->exc_qp = 0;
+	}
 	if (!priv->qp_limit)
 		return 0;
 
@@ -701,7 +752,7 @@ int vnic_netdevs_create(struct vnic_priv *priv)
 		return -ENOMEM;
 
 	rtnl_lock();
-	err = vnic_ports_add(priv, n);
+	err = vnic_ports_add(priv, vnic_ports_wanted(priv, n));
 	rtnl_unlock();
 	if (err)
 		vnic_netdevs_destroy(priv);
@@ -719,6 +770,10 @@ int vnic_netdevs_create(struct vnic_priv *priv)
  * unregistered and freed without a register access. Queue pairs below both
  * counts are left alone, so their traffic carries on. Then every netdev takes
  * over a MAC the card changed.
+ *
+ * The exception queue pair's netdev stays after the vNICs'. The card never
+ * changes the PF's QP_NUM; if it did while that netdev is registered, the
+ * netdevs are left as they are rather than mixing it among vNICs.
  */
 void vnic_netdevs_config_changed(struct vnic_priv *priv)
 {
@@ -746,6 +801,13 @@ void vnic_netdevs_config_changed(struct vnic_priv *priv)
 		pci_warn(pdev, "QP_NUM %u: only %u queue pairs usable (QP_MAX %u)\n",
 			 n, priv->qp_limit, priv->qp_max);
 		n = priv->qp_limit;
+	}
+	if (priv->exc_qp && old_n > priv->exc_qp && n != priv->exc_qp) {
+		pci_warn(pdev, "QP_NUM %u: queue pair %u is the exception queue pair; netdevs unchanged\n",
+			 n, priv->exc_qp);
+		n = old_n;
+	} else {
+		n = vnic_ports_wanted(priv, n);
 	}
 
 	if (n < old_n)

@@ -117,6 +117,14 @@
 #define VNIC_REG_NUM_VFS		0x050
 
 /*
+ * 0x054 EXC_QP (RO): on the PF, the exception queue pair (1): the card hands
+ * the PF driver its VxLAN requests (misses and punts) there and takes the
+ * answers from it, as 0x88B5 frames (docs/vxlan.md). 0 when there is none,
+ * and on every VF. Not a vNIC: QP_NUM does not count it.
+ */
+#define VNIC_REG_EXC_QP			0x054
+
+/*
  * PF admin mailbox (PF only; on a VF every command ends with EPERM). Write
  * the arguments, then ADMIN_CMD: the command runs while the write is handled,
  * so the next read of ADMIN_STATUS returns its result. GET_CONFIG leaves its

@@ -146,7 +146,7 @@ netdev_tx_t vnic_start_xmit(struct sk_buff *skb, struct net_device *netdev)
 
 	/* The card refuses (and fails the queue on) frames outside these */
 	if (unlikely(skb->len < VNIC_TX_MIN_FRAME ||
-		     skb->len > VNIC_TX_MAX_FRAME))
+		     skb->len > port->max_frame))
 		goto drop;
 	/* Without NETIF_F_SG this is a no-op; it keeps the one-buffer rule */
 	if (unlikely(skb_linearize(skb)))

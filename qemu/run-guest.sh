@@ -17,6 +17,11 @@
 #                       vf1, ... (default pf,vf0,vf1; "" attaches none)
 #   --scenario FILE     shell script to run in the guest (bash as /bin/sh)
 #   --add SRC:DST       also put host file SRC at DST in the guest (repeatable)
+#   --add-bin SRC:DST   a program of the host (e.g. target/debug/vnicctl) at
+#                       DST, without its debug sections, and the shared
+#                       libraries it needs that the base image lacks (from
+#                       the guest's userland, qemu/.cache/userland, e.g.
+#                       libgcc_s.so.1) (repeatable)
 #   --env NAME=VALUE    add a variable to the guest's /etc/vnic-run.env
 #                       (repeatable)
 #   --timeout SECONDS   bound on the whole run (default 300 with --scenario,
@@ -111,6 +116,7 @@ APPEND=
 QUIET=0
 HOST_CHANNEL=
 ADDS=()
+ADD_BINS=()
 ENVS=()
 QEMU_EXTRA=()
 VNICD_ARGS=()
@@ -137,6 +143,7 @@ while (($#)); do
 	--attach) need_arg "$@"; ATTACH=$2; shift ;;
 	--scenario) need_arg "$@"; SCENARIO=$2; shift ;;
 	--add) need_arg "$@"; ADDS+=("$2"); shift ;;
+	--add-bin) need_arg "$@"; ADD_BINS+=("$2"); shift ;;
 	--env) need_arg "$@"; ENVS+=("$2"); shift ;;
 	--timeout) need_arg "$@"; TIMEOUT=$2; shift ;;
 	--log) need_arg "$@"; LOG=$2; shift ;;
@@ -196,6 +203,10 @@ done
 for a in "${ADDS[@]+"${ADDS[@]}"}"; do
 	[[ $a == *:/* && -f ${a%%:*} ]] ||
 		die "--add $a: want HOSTFILE:/guest/path with an existing HOSTFILE"
+done
+for a in "${ADD_BINS[@]+"${ADD_BINS[@]}"}"; do
+	[[ $a == *:/* && -x ${a%%:*} ]] ||
+		die "--add-bin $a: want HOSTPROGRAM:/guest/path with an existing HOSTPROGRAM"
 done
 if [[ -n $HOST_CHANNEL ]]; then
 	[[ -d $(dirname "$HOST_CHANNEL") ]] ||
@@ -455,6 +466,35 @@ for a in "${ADDS[@]+"${ADDS[@]}"}"; do
 	dst=$EXTRA/${a#*:}
 	mkdir -p "$(dirname "$dst")"
 	cp "${a%%:*}" "$dst"
+done
+# add_bin SRC DST: the program, and the libraries it needs that the base
+# image lacks, resolved as qemu/build-initramfs.sh does (the userland's own
+# loader), so the guest gets its own versions of them.
+BASE_FILES=
+add_bin() {
+	local src=$1 dst=$EXTRA/$2 ul=$CACHE/userland lib name
+	local loader=$ul/lib/x86_64-linux-gnu/ld-linux-x86-64.so.2
+	local libdirs=$ul/lib/x86_64-linux-gnu:$ul/usr/lib/x86_64-linux-gnu
+	[[ -x $loader ]] || die "--add-bin: $loader missing: run qemu/setup.sh" 3
+	[[ -n $BASE_FILES ]] || BASE_FILES=$(gzip -dc "$BASE_INITRD" | cpio -t --quiet)
+	mkdir -p "$(dirname "$dst")" "$EXTRA/usr/lib/x86_64-linux-gnu"
+	if command -v strip >/dev/null; then
+		strip --strip-debug -o "$dst" "$src" || die "--add-bin: strip $src failed"
+	else
+		cp "$src" "$dst"
+	fi
+	while read -r lib; do
+		[[ $lib == MISSING* ]] && die "--add-bin $src: library ${lib#MISSING }"
+		name=${lib##*/}
+		grep -qxF "usr/lib/x86_64-linux-gnu/$name" <<<"$BASE_FILES" && continue
+		cp -L "$lib" "$EXTRA/usr/lib/x86_64-linux-gnu/$name"
+		say "--add-bin $src: adds $name"
+	done < <("$loader" --library-path "$libdirs" --list "$src" |
+		awk '/not found/ { print "MISSING " $1; next }
+			$2 == "=>" && $3 ~ /^\// { print $3 }')
+}
+for a in "${ADD_BINS[@]+"${ADD_BINS[@]}"}"; do
+	add_bin "${a%%:*}" "${a#*:}"
 done
 (cd "$EXTRA" && find . -mindepth 1 | LC_ALL=C sort |
 	cpio -o -H newc -R 0:0 --quiet) | gzip -1 >"$WORK/extra.cpio.gz"

@@ -8,7 +8,9 @@
 //! `vxlan-punt` event ([`Decision`]). [`run`] is the loop around it: one
 //! control connection subscribed to the card's events, a second one for the
 //! requests, until a stop flag (SIGTERM/SIGINT, [`stop_on_signals`]) is
-//! set.
+//! set. [`run_pf`] is the other loop: the same decisions over the PF's
+//! exception queue pair, from a guest that has the PF ([`pf`]; the
+//! messages are the card's own [`crate::vxlan::exception::Header`]).
 //!
 //! Static entries (`--fdb`, `--neigh`) are never replaced by learning, as
 //! in Linux's vxlan: a punted frame whose inner source MAC has a static FDB
@@ -29,6 +31,10 @@ use serde_json::Value;
 use crate::control::api::{Event, Frame, PuntReason, Request, Response, Vtep, VxlanListInfo};
 use crate::switch::Mac;
 use crate::vxlan::wire::{encapsulate, Outer};
+
+pub mod pf;
+
+pub use pf::run_pf;
 
 /// The FDB key of the default entry: broadcast, multicast and unknown
 /// MACs go to its VTEP (as `00:00:00:00:00:00` in Linux's vxlan).
@@ -483,6 +489,35 @@ impl Agent {
         }
     }
 
+    /// Takes a request written to the card where no answer comes back
+    /// (the PF's exception queue pair) into the counters: a frame written
+    /// counts as sent or delivered, one that could not be written as a
+    /// drop. Returns a line to log if it is worth one.
+    pub fn written(&mut self, request: &Request, result: Result<(), &str>) -> Option<String> {
+        let frame = matches!(
+            request,
+            Request::VxlanSend { .. } | Request::UplinkSend { .. } | Request::VxlanDeliver { .. }
+        );
+        match result {
+            Ok(()) => {
+                match request {
+                    Request::VxlanSend { .. } | Request::UplinkSend { .. } => {
+                        self.counters.sent += 1
+                    }
+                    Request::VxlanDeliver { .. } => self.counters.delivered += 1,
+                    _ => {}
+                }
+                None
+            }
+            Err(e) => {
+                if frame {
+                    self.counters.drops += 1;
+                }
+                Some(format!("  {} not written: {e}", request_name(request)))
+            }
+        }
+    }
+
     /// The summary printed when the agent stops.
     pub fn summary(&self) -> String {
         format!(
@@ -517,6 +552,10 @@ pub enum AgentError {
     Refused(String),
     #[error("vnicd closed the control connection")]
     Closed,
+    #[error("netdev {name}: {error}")]
+    Netdev { name: String, error: io::Error },
+    #[error("netdev {0} went away")]
+    NetdevGone(String),
 }
 
 /// How long a request may wait for its answer.
@@ -690,7 +729,7 @@ fn serve(
     Ok(())
 }
 
-fn describe_fdb(agent: &Agent) -> String {
+pub(crate) fn describe_fdb(agent: &Agent) -> String {
     let mut v: Vec<String> = agent
         .fdb
         .iter()
@@ -704,7 +743,7 @@ fn describe_fdb(agent: &Agent) -> String {
     }
 }
 
-fn describe_neigh(agent: &Agent) -> String {
+pub(crate) fn describe_neigh(agent: &Agent) -> String {
     let mut v: Vec<String> = agent
         .neigh
         .iter()

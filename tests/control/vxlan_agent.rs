@@ -4,11 +4,23 @@
 //! itself: the agents do, the first frame each way crosses through them,
 //! and every later frame without them. Both variants of the agent (A: the
 //! card encapsulates the returned frame; B: the agent does).
+//!
+//! And the agent's other transport (`--pf-netdev`, docs/vxlan.md "The
+//! exception queue on the PF"): a TAP device stands for the PF's exception
+//! netdev, and the test plays the card on its other end.
 
+use std::net::Ipv4Addr;
 use std::path::PathBuf;
-use std::time::Duration;
+use std::process::Command;
+use std::time::{Duration, Instant};
 
 use serde_json::json;
+use vnic::control::api::{PuntReason, Vtep};
+use vnic::switch::Mac;
+use vnic::uplink::{Incoming, Uplink, UplinkSpec};
+use vnic::vxlan::exception::{Header, MsgType};
+use vnic::vxlan::table::Remote;
+use vnic::vxlan::Vni;
 use vnic_tests::ctl::Ctl;
 use vnic_tests::guest::{
     card_mac as mac, free_udp_ports as free_ports, tagged_frame as frame, Guest,
@@ -176,4 +188,149 @@ fn an_agent_stops_with_status_3_when_vnicd_goes_away() {
     });
     assert_eq!(a.stop(), Some(3));
     assert!(a.summary().contains("requests=0"), "{}", a.summary());
+}
+
+/// The exception queue pair's MAC on card 0 (PF queue pair 1).
+const EXC_MAC: Mac = Mac([0x02, 0x76, 0x6e, 0x00, 0x00, 0x01]);
+
+/// Runs `ip ARGS...`; panics with its stderr if it fails.
+fn ip(args: &[&str]) {
+    let out = Command::new("ip").args(args).output().expect("run ip");
+    assert!(
+        out.status.success(),
+        "ip {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Writes a message of the card to the TAP, as if on the exception
+/// queue pair.
+fn put(tap: &mut Uplink, h: Header, frame: &[u8]) {
+    let mut m = Vec::new();
+    h.write(EXC_MAC, EXC_MAC, frame, &mut m);
+    tap.send(&m, None);
+}
+
+/// The next message the agent wrote to the TAP, within `WAIT`: its header
+/// and frame.
+fn next_message(tap: &mut Uplink) -> (Header, Vec<u8>) {
+    let deadline = Instant::now() + WAIT;
+    let mut f = Vec::new();
+    loop {
+        match tap.recv(&mut f).expect("read the TAP") {
+            Incoming::Frame if f.len() >= 14 && f[12..14] == [0x88, 0xb5] => {
+                let (h, frame) = Header::parse(&f).expect("a well-formed message");
+                return (h, f[frame].to_vec());
+            }
+            Incoming::Frame | Incoming::Skipped => continue,
+            Incoming::Empty => {}
+        }
+        assert!(Instant::now() < deadline, "no message from the agent");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// `vnicctl vxlan-agent --pf-netdev`: a TAP device (up, the exception
+/// queue pair's MAC) stands for the PF's exception netdev, and the test
+/// plays the card on the TAP's file descriptor. A `MISS` is answered with
+/// `ADD` then `SEND`, a `PUNT` with `ADD` then `DELIVER` (byte-level
+/// checks), a malformed message is logged and ignored, and when the TAP
+/// goes away the agent exits with status 3 and its summary.
+#[test]
+fn a_pf_netdev_agent_answers_messages_and_exits_3_when_the_netdev_goes() {
+    // SAFETY: geteuid has no preconditions.
+    let euid = unsafe { libc::geteuid() };
+    assert_eq!(euid, 0, "needs root (a TAP device and a packet socket)");
+    let name = format!("vnicexc{}", std::process::id() % 100_000);
+    let mut tap = Uplink::open(&UplinkSpec::Tap(name.clone())).expect("TAP device");
+    let _ = Command::new("sysctl")
+        .args(["-qw", &format!("net.ipv6.conf.{name}.disable_ipv6=1")])
+        .status();
+    ip(&["link", "set", &name, "address", &EXC_MAC.to_string(), "up"]);
+
+    let dir = TempDir::new("agent-pf");
+    let mut a = Agent::start(
+        &dir.0.join("no-control.sock"),
+        &[
+            "--pf-netdev",
+            &name,
+            "--fdb",
+            "00:00:00:00:00:00=10.1.0.2",
+            "--neigh",
+            "10.1.0.2=02:aa:00:00:00:02",
+        ],
+        &dir.0.join("a.log"),
+        &dir.0.join("a.out"),
+    );
+    assert!(
+        a.log_text()
+            .contains(&format!("pf-netdev {name} {EXC_MAC}")),
+        "{}",
+        a.log_text()
+    );
+
+    // MISS: VF0's vNIC 0 broadcast in VNI 100.
+    let vni = Vni::new(VNI).unwrap();
+    let vtep = Vtep {
+        mac: Mac([0x02, 0x76, 0x6e, 0xff, 0x00, 0x01]),
+        ip: Ipv4Addr::new(10, 1, 0, 1),
+    };
+    let behind_tap = Remote {
+        ip: Ipv4Addr::new(10, 1, 0, 2),
+        mac: Mac([0x02, 0xaa, 0, 0, 0, 0x02]),
+    };
+    let guest = Mac(mac(0, 1, 0));
+    let hello = frame([0xff; 6], guest.0, 1, 60);
+    put(&mut tap, Header::miss(vni, 0, 0, vtep), &hello);
+    assert_eq!(
+        next_message(&mut tap),
+        (Header::add(VNI, Mac::BROADCAST, behind_tap), vec![])
+    );
+    assert_eq!(
+        next_message(&mut tap),
+        (Header::answer(MsgType::Send, VNI), hello.clone())
+    );
+
+    // PUNT: an answer from a peer behind 10.1.0.2.
+    let peer = Mac([0x02, 0xbb, 0, 0, 0, 0x02]);
+    let answer = frame(guest.0, peer.0, 2, 100);
+    let punt = Header::punt(vni, behind_tap, PuntReason::Unknown);
+    put(&mut tap, punt, &answer);
+    assert_eq!(
+        next_message(&mut tap),
+        (Header::add(VNI, peer, behind_tap), vec![])
+    );
+    assert_eq!(
+        next_message(&mut tap),
+        (Header::answer(MsgType::Deliver, VNI), answer)
+    );
+
+    // A message of another version is no request.
+    let mut bad = Vec::new();
+    Header::miss(vni, 0, 0, vtep).write(EXC_MAC, EXC_MAC, &hello, &mut bad);
+    bad[14] = 9;
+    tap.send(&bad, None);
+    wait_for("the agent logged the bad message", WAIT, || {
+        a.log_text().contains("ignored a message: version 9")
+    });
+
+    // The netdev goes away (the TAP is not persistent).
+    drop(tap);
+    let pid = a.pid();
+    wait_for("the agent noticed", WAIT, || {
+        std::fs::read_to_string(format!("/proc/{pid}/stat")).map_or(true, |s| s.contains(") Z "))
+    });
+    assert_eq!(a.stop(), Some(3));
+    println!("{}\n{}", a.summary(), a.log_text());
+    assert!(a.log_text().contains("went away"), "{}", a.log_text());
+    for (counter, want) in [
+        ("requests", 1),
+        ("punts", 1),
+        ("installs", 2),
+        ("sent", 1),
+        ("delivered", 1),
+        ("drops", 0),
+    ] {
+        assert_eq!(a.counter(counter), Some(want), "{}", a.summary());
+    }
 }

@@ -151,6 +151,20 @@ retry_connect() {
 	done
 }
 
+# netns_ping_check NS IP COUNT WHAT: has the host ping IP COUNT times from
+# its namespace NS (host netns-ping, below); the check WHAT passes if every
+# ping was answered.
+netns_ping_check() {
+	local rc
+	host netns-ping "$1" "$2" "$3"
+	rc=$?
+	if ((rc == 0)) && [[ $HOST_OUT == *" $3 received"* ]]; then
+		ok "$4: $3/$3"
+	else
+		fail "$4: rc $rc"
+	fi
+}
+
 # summary NAME: exits 0 if no check failed, 1 otherwise.
 summary() {
 	if ((FAILS == 0)); then

@@ -11,6 +11,7 @@ use std::process::Command;
 use vnic_tests::e2e::{
     run_guests, run_scenario, run_scenario_with_host, Outcome, SharedOutcome, Testbed,
 };
+use vnic_tests::vnicctl_binary;
 
 /// The guest sees the PF and two VFs as PCIe Ethernet functions with our IDs,
 /// BARs, MSI-X and the PCIe capability; vnic.ko binds all three, receives a
@@ -257,8 +258,10 @@ fn migration_recovery_1_without_vct_stays_stopped_until_vct_set() {
 // ---------------------------------------------------------------- VxLAN
 
 /// Console lines worth showing from the VxLAN scenarios.
-const VXLAN_LINES: [&str; 11] = [
+const VXLAN_LINES: [&str; 13] = [
     "E2E-",
+    "AGENT-SUMMARY",
+    "[agent]",
     "host$ ",
     "VXLAN-",
     "VLAN-RATE",
@@ -465,6 +468,58 @@ struct NetnsGuard {
     tap: String,
 }
 
+impl NetnsGuard {
+    /// A fresh namespace `<ns_prefix><id>` (IPv6 off) for a Linux vxlan
+    /// peer, and the name `<tap_prefix><id>` of the TAP vnicd will make.
+    fn new(ns_prefix: &str, tap_prefix: &str) -> NetnsGuard {
+        let id = std::process::id() % 100_000;
+        let guard = NetnsGuard {
+            ns: format!("{ns_prefix}{id}"),
+            tap: format!("{tap_prefix}{id}"),
+        };
+        let _ = Command::new("ip")
+            .args(["netns", "del", &guard.ns])
+            .output();
+        ip(None, &["netns", "add", &guard.ns]);
+        for setting in [
+            "net.ipv6.conf.all.disable_ipv6=1",
+            "net.ipv6.conf.default.disable_ipv6=1",
+        ] {
+            let _ = Command::new("ip")
+                .args(["netns", "exec", &guard.ns, "sysctl", "-qw", setting])
+                .status();
+        }
+        guard
+    }
+
+    /// Moves vnicd's TAP into the namespace as the underlay (10.1.0.2/24,
+    /// MAC [`TAP_MAC`], a static neighbour for the card's VTEP) and adds
+    /// Linux's vxlan device vx100 on it (VNI 100, port 4789, remote the
+    /// card's VTEP) with 192.168.100.2/24.
+    fn linux_vxlan_peer(&self) {
+        let (ns, tap) = (self.ns.as_str(), self.tap.as_str());
+        let n = Some(ns);
+        ip(None, &["link", "set", tap, "netns", ns]);
+        ip(n, &["link", "set", "lo", "up"]);
+        ip(n, &["link", "set", tap, "address", TAP_MAC, "up"]);
+        ip(n, &["addr", "add", "10.1.0.2/24", "dev", tap]);
+        ip(
+            n,
+            &["neigh", "add", VTEP_A.1, "lladdr", VTEP_A.0, "dev", tap],
+        );
+        ip(
+            n,
+            &[
+                "link", "add", "vx100", "type", "vxlan", "id", "100", "dstport", "4789", "local",
+                "10.1.0.2", "remote", VTEP_A.1, "dev", tap,
+            ],
+        );
+        ip(n, &["link", "set", "vx100", "address", "02:bb:00:00:00:02"]);
+        ip(n, &["addr", "add", "192.168.100.2/24", "dev", "vx100"]);
+        ip(n, &["link", "set", "vx100", "up"]);
+    }
+}
+
 impl Drop for NetnsGuard {
     fn drop(&mut self) {
         let quiet = |args: &[&str]| {
@@ -476,6 +531,9 @@ impl Drop for NetnsGuard {
         quiet(&["netns", "del", &self.ns]);
     }
 }
+
+/// The MAC of the TAP (the Linux peer's underlay) in the namespace.
+const TAP_MAC: &str = "02:aa:00:00:00:02";
 
 /// Runs `ip ARGS` (in namespace `ns` if given); panics with its stderr if
 /// it fails.
@@ -492,6 +550,43 @@ fn ip(ns: Option<&str>, args: &[&str]) {
     );
 }
 
+/// One host of a test against Linux's vxlan: its vnicd (card configured
+/// with VTEP A and VF0 in VNI 100) has `--uplink tap:<tap_prefix>N`, and the
+/// TAP is in a namespace of the test's with Linux's vxlan device
+/// ([`NetnsGuard::linux_vxlan_peer`]), which the guest knows as
+/// `VNIC_NETNS` and may ping from (`host netns-ping`). Fields drop in
+/// order: the bed (vnicd stopped, the TAP gone) before the namespace, also
+/// when the test fails.
+struct LinuxPeer {
+    bed: Testbed,
+    host: usize,
+    /// Kept for its drop: the namespace goes after the bed.
+    _guard: NetnsGuard,
+}
+
+impl LinuxPeer {
+    fn new(scenario: &str, ns_prefix: &str, tap_prefix: &str) -> LinuxPeer {
+        // SAFETY: geteuid has no preconditions.
+        let euid = unsafe { libc::geteuid() };
+        assert_eq!(euid, 0, "needs root (TAP devices and network namespaces)");
+        let guard = NetnsGuard::new(ns_prefix, tap_prefix);
+        // Declared after the guard, so dropped (vnicd stopped, TAP gone)
+        // first.
+        let mut bed = Testbed::new(scenario);
+        let config = vxlan_config(bed.logs(), "card.json", VTEP_A);
+        let uplink = format!("tap:{}", guard.tap);
+        let host = bed.host(scenario, &["--uplink", &uplink, "--config", &config]);
+        guard.linux_vxlan_peer();
+        bed.allow_netns(&guard.ns);
+        bed.guest_env(host, "VNIC_NETNS", &guard.ns);
+        LinuxPeer {
+            bed,
+            host,
+            _guard: guard,
+        }
+    }
+}
+
 /// The card's VxLAN against Linux's: vnicd with `--uplink tap:vxupN`, the
 /// TAP moved into a namespace of the test's with 10.1.0.2/24, a static
 /// neighbour for the card's VTEP (10.1.0.1) and a Linux `vxlan` device
@@ -504,68 +599,20 @@ fn ip(ns: Option<&str>, args: &[&str]) {
 /// failure.
 #[test]
 fn vxlan_interop_with_linux_vxlan_device_ping_both_ways() {
-    // SAFETY: geteuid has no preconditions.
-    let euid = unsafe { libc::geteuid() };
-    assert_eq!(euid, 0, "needs root (TAP devices and network namespaces)");
-    let id = std::process::id() % 100_000;
-    let guard = NetnsGuard {
-        ns: format!("vnicvx{id}"),
-        tap: format!("vxup{id}"),
-    };
-    let (ns, tap) = (guard.ns.clone(), guard.tap.clone());
-    let n = Some(ns.as_str());
-    let tap_mac = "02:aa:00:00:00:02";
-    let _ = Command::new("ip").args(["netns", "del", &ns]).output();
-    ip(None, &["netns", "add", &ns]);
-    for setting in [
-        "net.ipv6.conf.all.disable_ipv6=1",
-        "net.ipv6.conf.default.disable_ipv6=1",
-    ] {
-        let _ = Command::new("ip")
-            .args(["netns", "exec", &ns, "sysctl", "-qw", setting])
-            .status();
-    }
-
-    // Declared after the guard, so dropped (vnicd stopped, TAP gone) first.
-    let mut bed = Testbed::new("vxlan-interop");
-    let config = vxlan_config(bed.logs(), "card.json", VTEP_A);
-    let host = bed.host(
-        "vxlan-interop",
-        &["--uplink", &format!("tap:{tap}"), "--config", &config],
-    );
-    ip(None, &["link", "set", &tap, "netns", &ns]);
-    ip(n, &["link", "set", "lo", "up"]);
-    ip(n, &["link", "set", &tap, "address", tap_mac, "up"]);
-    ip(n, &["addr", "add", "10.1.0.2/24", "dev", &tap]);
-    ip(
-        n,
-        &["neigh", "add", VTEP_A.1, "lladdr", VTEP_A.0, "dev", &tap],
-    );
-    ip(
-        n,
-        &[
-            "link", "add", "vx100", "type", "vxlan", "id", "100", "dstport", "4789", "local",
-            "10.1.0.2", "remote", VTEP_A.1, "dev", &tap,
-        ],
-    );
-    ip(n, &["link", "set", "vx100", "address", "02:bb:00:00:00:02"]);
-    ip(n, &["addr", "add", "192.168.100.2/24", "dev", "vx100"]);
-    ip(n, &["link", "set", "vx100", "up"]);
-    bed.start_agent(
-        host,
+    let mut peer = LinuxPeer::new("vxlan-interop", "vnicvx", "vxup");
+    peer.bed.start_agent(
+        peer.host,
         "agent",
         &[
             "--fdb",
             "00:00:00:00:00:00=10.1.0.2",
             "--neigh",
-            &format!("10.1.0.2={tap_mac}"),
+            &format!("10.1.0.2={TAP_MAC}"),
             "--variant",
             "b",
         ],
     );
-    bed.allow_netns(&ns);
-    bed.guest_env(host, "VNIC_NETNS", &ns);
-    let out = bed.run();
+    let out = peer.bed.run();
     show_bed(&out);
     if out.passed() {
         let agent = out.agent("agent");
@@ -580,8 +627,39 @@ fn vxlan_interop_with_linux_vxlan_device_ping_both_ways() {
         );
     }
     out.assert_success();
-    drop(bed);
-    drop(guard);
+    drop(peer);
+}
+
+/// The agent in the guest, over the PF's exception queue pair
+/// (docs/vxlan.md, "The exception queue on the PF"): the same Linux vxlan
+/// peer as the interop test (vnicd with `--uplink tap:pfupN`, the TAP in a
+/// namespace of the test's with vx100), but no host agent. The guest has
+/// the PF and VF0 (VNI 100); vnicctl is put in the guest (`--add-bin`), and
+/// the scenario runs `vnicctl vxlan-agent --pf-netdev <the PF's exception
+/// netdev> --fdb 00:00:00:00:00:00=10.1.0.2 --neigh 10.1.0.2=<TAP MAC>`
+/// there. VF0's vNIC pings vx100 and the namespace pings the guest, 5/5
+/// each; the card counts requests to and messages from the exception
+/// queue, and only the first frame asks the agent. The agent's summary is
+/// printed (`AGENT-SUMMARY`).
+#[test]
+fn vxlan_pf_agent_in_the_guest_over_the_exception_queue_pings_both_ways() {
+    let mut peer = LinuxPeer::new("vxlan-pf", "vnicpf", "pfup");
+    let host = peer.host;
+    peer.bed
+        .guest_program(host, &vnicctl_binary(), "/usr/bin/vnicctl");
+    peer.bed.guest_env(host, "VNIC_NS_MAC", TAP_MAC);
+    let out = peer.bed.run();
+    show_bed(&out);
+    if out.passed() {
+        let summary = out.guest("vxlan-pf").value_after("AGENT-SUMMARY ");
+        println!("the guest's agent: {}", summary.unwrap_or("no summary"));
+        out.check(
+            summary.is_some_and(|s| s.contains("vxlan-agent: summary: requests=")),
+            &format!("the guest's agent printed its summary: {summary:?}"),
+        );
+    }
+    out.assert_success();
+    drop(peer);
 }
 
 /// Prints the console lines with any of `shown`, then fails unless the

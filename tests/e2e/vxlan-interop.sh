@@ -74,13 +74,7 @@ else
 fi
 
 step "namespace $VNIC_NETNS -> guest ($IP), run by the host"
-host netns-ping "$VNIC_NETNS" "$IP" 5
-rc=$?
-if ((rc == 0)) && [[ $HOST_OUT == *" 5 received"* ]]; then
-	ok "ping $PEER -> $IP (namespace to guest): 5/5"
-else
-	fail "ping $PEER -> $IP (namespace to guest): rc $rc"
-fi
+netns_ping_check "$VNIC_NETNS" "$IP" 5 "ping $PEER -> $IP (namespace to guest)"
 
 if host vnicctl stats >/dev/null; then
 	for c in vxlan_requests vxlan_punts vxlan_encapsulated vxlan_decapsulated \

@@ -1156,6 +1156,15 @@ pub mod e2e {
             h.opts.push(format!("{name}={value}"));
         }
 
+        /// Puts host program `program` at `dst` in host `host`'s guest,
+        /// with the shared libraries it needs (the launcher's `--add-bin`),
+        /// e.g. vnicctl for an agent that runs in the guest.
+        pub fn guest_program(&mut self, host: usize, program: &Path, dst: &str) {
+            let h = &mut self.hosts[host];
+            h.opts.push("--add-bin".into());
+            h.opts.push(format!("{}:{dst}", program.display()));
+        }
+
         /// Lets the guests ask for `host netns-ping NS ...` in namespace
         /// `ns` (one the test made).
         pub fn allow_netns(&mut self, ns: &str) {

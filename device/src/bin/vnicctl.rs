@@ -128,6 +128,8 @@ enum Command {
     /// Runs the host agent until SIGTERM/SIGINT: answers the card's
     /// vxlan-miss and vxlan-punt events (docs/vxlan.md), logs each
     /// decision on stderr, prints a summary on stdout when it stops.
+    /// With --pf-netdev, over the PF's exception queue pair instead of the
+    /// control socket.
     VxlanAgent {
         /// Static FDB entry: inner MAC -> remote VTEP IP; MAC
         /// 00:00:00:00:00:00 is the default (broadcast, multicast, unknown).
@@ -140,6 +142,11 @@ enum Command {
         /// agent does and sends it with uplink-send.
         #[arg(long, default_value = "a")]
         variant: vnic::agent::Variant,
+        /// Serve the card's requests over the PF's exception queue pair:
+        /// NAME is its netdev (vnic.ko's, up), in the guest that has the
+        /// PF; no control socket is used.
+        #[arg(long, value_name = "NAME")]
+        pf_netdev: Option<String>,
     },
     /// Prints configuration FILE with the functions of each pair swapped
     /// (e.g. vf0=vf2), for restoring a guest onto another VF. Local: needs
@@ -328,14 +335,24 @@ fn run(cli: &Cli, out: &mut dyn Write) -> Result<(), Failure> {
     if let Command::Remap { file, pairs } = &cli.command {
         return write_out(out, &remap(file, pairs)?);
     }
+    if let Command::VxlanAgent {
+        fdb,
+        neigh,
+        variant,
+        pf_netdev: Some(netdev),
+    } = &cli.command
+    {
+        return run_agent(Transport::PfNetdev(netdev), fdb, neigh, *variant, out);
+    }
     let socket = control_path(cli.control.as_deref(), std::env::var_os("VNICCTL_CONTROL"))?;
     if let Command::VxlanAgent {
         fdb,
         neigh,
         variant,
+        pf_netdev: None,
     } = &cli.command
     {
-        return run_agent(&socket, fdb, neigh, *variant, out);
+        return run_agent(Transport::Control(&socket), fdb, neigh, *variant, out);
     }
     let request = build_request(&cli.command)?;
     let mut conn = Connection::open(&socket)?;
@@ -351,9 +368,17 @@ fn run(cli: &Cli, out: &mut dyn Write) -> Result<(), Failure> {
     write_out(out, &text)
 }
 
+/// Where `vxlan-agent` takes the card's requests from.
+enum Transport<'a> {
+    /// vnicd's control socket.
+    Control(&'a Path),
+    /// The PF's exception queue pair, through its netdev.
+    PfNetdev(&'a str),
+}
+
 /// `vxlan-agent`: the agent's loop until SIGTERM/SIGINT, then its summary.
 fn run_agent(
-    socket: &Path,
+    transport: Transport,
     fdb: &[vnic::agent::FdbArg],
     neigh: &[vnic::agent::NeighArg],
     variant: vnic::agent::Variant,
@@ -367,7 +392,12 @@ fn run_agent(
     let stop = vnic::agent::stop_on_signals()
         .map_err(|e| Failure::Local(format!("cannot handle SIGTERM: {e}")))?;
     let mut agent = vnic::agent::Agent::new(&config);
-    let ended = vnic::agent::run(&mut agent, socket, stop, &mut io::stderr());
+    let ended = match transport {
+        Transport::Control(socket) => vnic::agent::run(&mut agent, socket, stop, &mut io::stderr()),
+        Transport::PfNetdev(netdev) => {
+            vnic::agent::run_pf(&mut agent, netdev, stop, &mut io::stderr())
+        }
+    };
     write_out(out, &format!("{}\n", agent.summary()))?;
     match ended {
         Ok(()) => Ok(()),
