@@ -63,7 +63,8 @@ at_least() { (($(by_driver "$2" | wc -l) >= $1)); }
 two_by_driver() {
 	local devs
 	wait_for 20 at_least 2 "$1"
-	mapfile -t devs < <(by_driver "$1")
+	# No process substitution: the guest has no /dev/fd.
+	read -r -a devs <<<"$(by_driver "$1" | tr '\n' ' ')"
 	((${#devs[@]} >= 2)) || abort "two $1 netdevs" "found: ${devs[*]}"
 	A=${devs[0]}
 	B=${devs[1]}
