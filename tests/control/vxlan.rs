@@ -13,7 +13,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use serde_json::json;
-use vnic_tests::ctl::Ctl;
+use vnic_tests::ctl::{vxlan_card_on_wire, Ctl};
 use vnic_tests::guest::{
     card_mac as mac, free_udp_ports as free_ports, tagged_frame as frame, Guest,
 };
@@ -396,16 +396,7 @@ fn vxlan_frame(dst_ip: Ipv4Addr, inner: &[u8]) -> Vec<u8> {
 fn hostile_frames_from_the_wire_and_hostile_requests_are_counted_or_refused() {
     // The test is the other end of vnicd's wire.
     let wire = UdpSocket::bind("127.0.0.1:0").unwrap();
-    let (port, _) = free_ports();
-    let mut vnicd = Vnicd::start(&[
-        "--vfs",
-        "1",
-        "--uplink",
-        &format!("udp:127.0.0.1:{port},{}", wire.local_addr().unwrap()),
-    ]);
-    let mut ctl = Ctl::connect(&vnicd);
-    ctl.ok(json!({"op": "set-vtep", "mac": "02:76:6e:ff:00:01", "ip": "10.1.0.1"}));
-    ctl.ok(json!({"op": "set-attr", "function": "vf0", "vni": VNI}));
+    let (mut vnicd, mut ctl, port) = vxlan_card_on_wire(&wire, VNI);
     let g = Guest::attach(&vnicd, "vf0", 1);
     let to = format!("127.0.0.1:{port}");
     let good = vxlan_frame(

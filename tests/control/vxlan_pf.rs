@@ -9,8 +9,8 @@ use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
 use std::time::Duration;
 
 use serde_json::json;
-use vnic_tests::ctl::Ctl;
-use vnic_tests::guest::{free_udp_ports, mac, qp, tagged_frame as frame, Guest};
+use vnic_tests::ctl::{vxlan_card_on_wire, Ctl};
+use vnic_tests::guest::{mac, qp, tagged_frame as frame, Guest};
 use vnic_tests::{wait_for, Vnicd};
 
 const VNI: u32 = 100;
@@ -134,16 +134,7 @@ impl Host {
     fn start() -> Host {
         let wire = UdpSocket::bind("127.0.0.1:0").unwrap();
         wire.set_read_timeout(Some(WAIT)).unwrap();
-        let (port, _) = free_udp_ports();
-        let vnicd = Vnicd::start(&[
-            "--vfs",
-            "1",
-            "--uplink",
-            &format!("udp:127.0.0.1:{port},{}", wire.local_addr().unwrap()),
-        ]);
-        let mut ctl = Ctl::connect(&vnicd);
-        ctl.ok(json!({"op": "set-vtep", "mac": "02:76:6e:ff:00:01", "ip": "10.1.0.1"}));
-        ctl.ok(json!({"op": "set-attr", "function": "vf0", "vni": VNI}));
+        let (vnicd, ctl, port) = vxlan_card_on_wire(&wire, VNI);
         // Both queue pairs of the PF run: its vNIC and the exception
         // queue pair (attach checks QP_STATUS of each).
         let mut pf = Guest::attach(&vnicd, "pf", 2);

@@ -108,3 +108,24 @@ impl Ctl {
             .unwrap_or_else(|| panic!("no card counter {name}"))
     }
 }
+
+/// A vnicd with one VF (VxLAN, `vni`) whose UDP uplink's far end is
+/// `wire` (the test plays the other host), the VTEP 02:76:6e:ff:00:01 /
+/// 10.1.0.1, and a control connection. Returns them with vnicd's own UDP
+/// port.
+pub fn vxlan_card_on_wire(wire: &std::net::UdpSocket, vni: u32) -> (Vnicd, Ctl, u16) {
+    let (port, _) = crate::guest::free_udp_ports();
+    let vnicd = Vnicd::start(&[
+        "--vfs",
+        "1",
+        "--uplink",
+        &format!(
+            "udp:127.0.0.1:{port},{}",
+            wire.local_addr().expect("wire address")
+        ),
+    ]);
+    let mut ctl = Ctl::connect(&vnicd);
+    ctl.ok(serde_json::json!({"op": "set-vtep", "mac": "02:76:6e:ff:00:01", "ip": "10.1.0.1"}));
+    ctl.ok(serde_json::json!({"op": "set-attr", "function": "vf0", "vni": vni}));
+    (vnicd, ctl, port)
+}
