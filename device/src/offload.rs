@@ -1044,7 +1044,8 @@ mod tests {
             out.push(s.to_vec())
         })
         .unwrap();
-        assert_eq!(out, [b.frame.clone()]);
+        assert_eq!(out.len(), 1);
+        assert_eq!(out[0], b.frame);
     }
 
     #[test]
