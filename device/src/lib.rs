@@ -11,12 +11,14 @@
 pub mod agent;
 pub mod capture;
 pub mod card;
+pub mod checksum;
 pub mod control;
 pub mod datapath;
 pub mod dma;
 pub mod function;
 #[cfg(test)]
 mod layout_check;
+pub mod offload;
 pub mod pci;
 pub mod protocol;
 pub mod queue;

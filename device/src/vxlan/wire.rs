@@ -53,18 +53,11 @@ pub struct Outer {
     pub vni: u32,
 }
 
-/// The ones' complement sum of 16-bit words folded to 16 bits and
-/// complemented: the IPv4 header checksum (RFC 1071). A header that carries
-/// its correct checksum sums to 0.
+/// The IPv4 header checksum (RFC 1071) of `header` with its checksum field
+/// 0; a header that carries its correct checksum gives 0. The sum itself is
+/// [`crate::checksum`], shared with the offloads.
 pub fn ipv4_checksum(header: &[u8]) -> u16 {
-    let mut sum: u32 = header
-        .chunks(2)
-        .map(|w| u32::from(u16::from_be_bytes([w[0], *w.get(1).unwrap_or(&0)])))
-        .sum();
-    while sum > 0xffff {
-        sum = (sum & 0xffff) + (sum >> 16);
-    }
-    !(sum as u16)
+    crate::checksum::checksum(header)
 }
 
 /// FNV-1a (32 bit): cheap, well spread, and the same on every host, so an
