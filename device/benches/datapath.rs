@@ -155,14 +155,14 @@ enum Path {
     VfToUplink,
 }
 
-struct Result {
+struct Measured {
     name: String,
     frames: u64,
     bytes: u64,
     elapsed: Duration,
 }
 
-impl Result {
+impl Measured {
     fn pps(&self) -> f64 {
         self.frames as f64 / self.elapsed.as_secs_f64()
     }
@@ -190,7 +190,7 @@ fn case_name(path: Path, len: usize) -> String {
 
 /// Switches `len`-byte frames along `path` for about `time`; only the
 /// card's work is counted.
-fn run_card(path: Path, len: usize, time: Duration) -> Result {
+fn run_card(path: Path, len: usize, time: Duration) -> Measured {
     let mut card = Card::new(CardConfig {
         vfs: 2,
         vnics_per_vf: 1,
@@ -234,7 +234,7 @@ fn run_card(path: Path, len: usize, time: Duration) -> Result {
         frames,
         "every frame was sent"
     );
-    Result {
+    Measured {
         name,
         frames,
         bytes: frames * len as u64,
@@ -252,7 +252,7 @@ fn check_sent(g: &Guest, n: u16) {
 
 /// The same bytes as `run_card` moves, copied with memcpy from one
 /// buffer per send slot into one buffer per receive slot.
-fn run_memcpy(len: usize, time: Duration) -> Result {
+fn run_memcpy(len: usize, time: Duration) -> Measured {
     let src: Vec<Vec<u8>> = (0..RING).map(|i| vec![i as u8; len]).collect();
     let mut dst: Vec<Vec<u8>> = (0..RING).map(|_| vec![0u8; usize::from(BUF)]).collect();
     let (mut frames, mut slot) = (0u64, 0usize);
@@ -265,7 +265,7 @@ fn run_memcpy(len: usize, time: Duration) -> Result {
         black_box(&mut dst);
         frames += u64::from(BATCH);
     }
-    Result {
+    Measured {
         name: format!("memcpy {len} B"),
         frames,
         bytes: frames * len as u64,

@@ -717,6 +717,25 @@ pub mod e2e {
         }
     }
 
+    /// Ends the wait for running guests when it is past `deadline`, or
+    /// 15 s after their vnicd died (`died`; time for the guests to notice):
+    /// stops every launcher and returns true.
+    fn stop_when_overdue(
+        launchers: &mut [Launcher],
+        deadline: Instant,
+        died: Option<Instant>,
+    ) -> bool {
+        let late = Instant::now() > deadline;
+        let gone = died.is_some_and(|t| t.elapsed() > Duration::from_secs(15));
+        if !late && !gone {
+            return false;
+        }
+        for l in launchers {
+            l.stop();
+        }
+        true
+    }
+
     impl Drop for Launcher {
         fn drop(&mut self) {
             self.stop();
@@ -996,11 +1015,7 @@ pub mod e2e {
                     vnicd_died = Some(Instant::now());
                 }
             }
-            let late = Instant::now() > deadline;
-            if late || vnicd_died.is_some_and(|t| t.elapsed() > Duration::from_secs(15)) {
-                for l in &mut launchers {
-                    l.stop();
-                }
+            if stop_when_overdue(&mut launchers, deadline, vnicd_died) {
                 break;
             }
             std::thread::sleep(Duration::from_millis(200));
@@ -1232,11 +1247,7 @@ pub mod e2e {
                         }
                     }
                 }
-                let late = Instant::now() > deadline;
-                if late || died.is_some_and(|t| t.elapsed() > Duration::from_secs(15)) {
-                    for l in &mut launchers {
-                        l.stop();
-                    }
+                if stop_when_overdue(&mut launchers, deadline, died) {
                     break;
                 }
                 std::thread::sleep(Duration::from_millis(200));
