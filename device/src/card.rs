@@ -7,6 +7,8 @@ use std::time::Instant;
 use crate::capture::Capture;
 use crate::control::api::{Event, DEFAULT_VXLAN_CAPACITY};
 use crate::function::{Function, FunctionKind, FunctionSpec, BARS, EXC_QP, VF_DEVICE_ID};
+use crate::offload::path::Request;
+use crate::offload::HDR_LEN;
 use crate::pci::caps::SriovLayout;
 use crate::ring::MAX_FRAME;
 use crate::switch::{Port, Switch};
@@ -114,6 +116,16 @@ pub struct Card {
     pub(crate) scratch: Vec<u8>,
     /// The frame being delivered without its tag (port VLAN).
     pub(crate) egress: Vec<u8>,
+    /// The offload header read with the frame in `scratch`.
+    pub(crate) tx_header: [u8; HDR_LEN],
+    /// What the frame in `scratch` asks of the card (a checksum,
+    /// segmentation), while it is being switched; None for other frames.
+    pub(crate) offload: Option<Request>,
+    /// Segments (or the checksummed frame) made for destinations that
+    /// cannot take the frame in `scratch` as it is, reused.
+    pub(crate) resolved: Vec<Vec<u8>>,
+    /// Where segmentation builds each segment.
+    pub(crate) segment_buf: Vec<u8>,
     /// Functions waiting for TX tokens, and until when.
     pub(crate) held: Vec<(usize, Instant)>,
     pub(crate) capture: Option<Capture>,
@@ -161,6 +173,10 @@ impl Card {
             switch,
             scratch: Vec::with_capacity(MAX_FRAME),
             egress: Vec::with_capacity(MAX_FRAME),
+            tx_header: [0; HDR_LEN],
+            offload: None,
+            resolved: Vec::new(),
+            segment_buf: Vec::new(),
             held: Vec::new(),
             capture: None,
             counters: CardCounters::default(),

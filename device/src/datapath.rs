@@ -14,6 +14,7 @@ use log::{debug, info, warn};
 use crate::card::{Card, UPLINK_BUDGET};
 use crate::control::api::Event;
 use crate::function::{Function, SwitchOp, MISC_VECTORS};
+use crate::offload::HDR_LEN;
 use crate::queue::Arrival;
 use crate::regs::FnStat;
 use crate::switch::{strip_tag, Decision, DropReason, Mac, Port};
@@ -184,7 +185,13 @@ impl Card {
             }
             let link_up = lanes.link_up;
             let qp = &mut lanes.qps[q as usize];
-            let frame = match qp.tx_next(lanes.name, lanes.dma, &mut self.scratch) {
+            let features = qp.tx.features();
+            let frame = match qp.tx_next(
+                lanes.name,
+                lanes.dma,
+                &mut self.tx_header,
+                &mut self.scratch,
+            ) {
                 Ok(Some(frame)) => frame,
                 Ok(None) => {
                     qp.tx_kicked = false;
@@ -199,12 +206,21 @@ impl Card {
             if let Some(l) = lanes.policy.tx_rate.as_mut() {
                 l.take(frame.len);
             }
+            let header = self.tx_header;
             let dropped = if link_up && exception {
                 self.exception_from_pf(from, now)
-            } else if link_up {
-                self.switch_frame(from, now)
-            } else {
+            } else if !link_up {
                 lanes.counters.add(FnStat::LinkDrops, 1);
+                true
+            } else if self.take_offload(from, features, &header, frame.len) {
+                let gso = self.offload.is_some_and(|r| r.gso);
+                let dropped = self.switch_frame(from, now);
+                self.offload = None;
+                if gso && !dropped {
+                    self.functions[f].lanes().counters.add(FnStat::TxGso, 1);
+                }
+                dropped
+            } else {
                 true
             };
             let lanes = self.functions[f].lanes();
@@ -245,7 +261,13 @@ impl Card {
                 .forward(from, &self.scratch, spoof_check)
         } else {
             match self.switch.ingress(from, &mut self.scratch) {
-                Ok(()) => self.switch.forward(from, &self.scratch),
+                Ok(()) => {
+                    if self.switch.pvid(from) != 0 {
+                        // The port VLAN tag went in behind the addresses.
+                        self.offload = self.offload.map(|r| r.moved(4));
+                    }
+                    self.switch.forward(from, &self.scratch)
+                }
                 Err(reason) => Decision::Drop(reason),
             }
         };
@@ -269,7 +291,14 @@ impl Card {
 
     /// Carries out a forwarding decision for the frame in `scratch` sent by
     /// vNIC `from`. Returns whether the frame was dropped.
-    fn route(&mut self, from: Port, decision: Decision, now: Instant) -> bool {
+    pub(crate) fn route(&mut self, from: Port, decision: Decision, now: Instant) -> bool {
+        if let Some(request) = self.offload {
+            match decision {
+                Decision::Drop(_) => {}
+                Decision::Unicast(port) if self.takes_offload(port, &request) => {}
+                _ => return self.route_resolved(from, decision, request, now),
+            }
+        }
         let f = from.function;
         let counters = |card: &mut Card, stat| card.functions[f].lanes().counters.add(stat, 1);
         match decision {
@@ -388,16 +417,21 @@ impl Card {
     /// up and its function's RX policy lets it in. Returns whether the
     /// receive queue took it (into a buffer or its packet buffer).
     pub(crate) fn deliver(&mut self, port: Port, now: Instant) -> bool {
+        let mut offload = self.offload;
         let frame = if self.switch.pvid(port) != 0 {
             strip_tag(&self.scratch, &mut self.egress);
+            if self.egress.len() < self.scratch.len() {
+                offload = offload.map(|r| r.moved(-4));
+            }
             &self.egress
         } else {
             &self.scratch
         };
+        let header = offload.map(|r| r.hdr.to_bytes());
         let Some(func) = self.functions.get_mut(port.function) else {
             return false;
         };
-        let taken = put_frame(func, port.qp, frame, now);
+        let taken = put_frame(func, port.qp, header.as_ref(), frame, now);
         self.touch(port.function);
         taken
     }
@@ -438,9 +472,16 @@ impl Card {
 
 /// Offers `frame` to receive queue `q` of `func`, if the function's link
 /// is up and its RX policy lets it in, with counters and the queue pair's
-/// (moderated) interrupt. Returns whether the queue took the frame (into a
+/// (moderated) interrupt; `header` is its offload header, for a queue that
+/// takes offloads. Returns whether the queue took the frame (into a
 /// buffer or its packet buffer).
-pub(crate) fn put_frame(func: &mut Function, q: u16, frame: &[u8], now: Instant) -> bool {
+pub(crate) fn put_frame(
+    func: &mut Function,
+    q: u16,
+    header: Option<&[u8; HDR_LEN]>,
+    frame: &[u8],
+    now: Instant,
+) -> bool {
     let lanes = func.lanes();
     if !lanes.link_up {
         lanes.counters.add(FnStat::LinkDrops, 1);
@@ -455,7 +496,7 @@ pub(crate) fn put_frame(func: &mut Function, q: u16, frame: &[u8], now: Instant)
     let Some(qp) = lanes.qps.get_mut(q as usize) else {
         return false;
     };
-    let (taken, fire) = match qp.rx_put(lanes.name, lanes.dma, frame, now) {
+    let (taken, fire) = match qp.rx_put(lanes.name, lanes.dma, header, frame, now) {
         Ok(Arrival::Delivered { fire }) => {
             lanes.counters.add(FnStat::RxPackets, 1);
             lanes.counters.add(FnStat::RxBytes, frame.len() as u64);

@@ -366,7 +366,7 @@ impl Function {
     /// before frames as long as the control socket's.
     fn with_exception_messages(mut self) -> Self {
         if let Some(q) = self.spec.exception_qp {
-            self.qps[usize::from(q)].set_max_tx_frame(crate::vxlan::exception::MAX_MESSAGE);
+            self.qps[usize::from(q)].make_exception(crate::vxlan::exception::MAX_MESSAGE);
         }
         self
     }

@@ -12,7 +12,8 @@ use bitfield_struct::bitfield;
 use log::{info, warn};
 
 use crate::dma::DmaSpace;
-use crate::ring::{self, QueueError, Ring, RxOutcome, TxFrame};
+use crate::offload::HDR_LEN;
+use crate::ring::{self, Features, QueueError, Ring, RxBytes, RxOutcome, TxFrame};
 use crate::state::{ctx_state, Bat, Context, ServiceType};
 use crate::switch::Mac;
 
@@ -72,6 +73,11 @@ pub struct Queue {
     error: Option<QueueError>,
     /// The cache differs from guest memory.
     dirty: bool,
+    /// Offloads the running queue uses (from its context).
+    features: Features,
+    /// Only these features may be asked for (the PF's exception queue
+    /// pair allows fewer).
+    exception: bool,
 }
 
 impl Queue {
@@ -83,7 +89,13 @@ impl Queue {
             ring: None,
             error: None,
             dirty: false,
+            features: Features::new(),
+            exception: false,
         }
+    }
+
+    pub fn features(&self) -> Features {
+        self.features
     }
 
     pub fn running(&self) -> bool {
@@ -117,7 +129,13 @@ impl Queue {
         self.ctx_addr = Some(addr);
         self.ctx = Context::load(dma, addr).map_err(|_| QueueError::Context)?;
         let c = &self.ctx;
+        let features = Features::from_bits(c.features);
+        let receive = self.ty == ServiceType::ReceiveQueue;
+        if !features.valid(receive, self.exception) {
+            return Err(QueueError::Features(c.features));
+        }
         self.ring = Some(Ring::new(dma, c.ring, c.size, c.head, c.tail)?);
+        self.features = features;
         self.ctx.state = ctx_state::RUNNING;
         self.ctx.error = 0;
         self.store(dma);
@@ -160,7 +178,9 @@ impl Queue {
         if self.ring.is_some() || self.dirty {
             self.store(dma);
         }
+        let exception = self.exception;
         *self = Queue::new(self.ty);
+        self.exception = exception;
     }
 
     /// The queue broke a rule: error state, counted, logged by the caller.
@@ -318,11 +338,14 @@ impl QueuePair {
         }
     }
 
-    /// Lets the send queue take frames of up to `n` bytes (the exception
-    /// queue pair's messages carry a frame of up to [`ring::MAX_FRAME`]
-    /// and more).
-    pub fn set_max_tx_frame(&mut self, n: usize) {
-        self.max_tx_frame = n;
+    /// Makes this the PF's exception queue pair: its send queue takes
+    /// messages of up to `max_message` bytes (a frame of up to
+    /// [`ring::MAX_FRAME`] and more), and its queues no offloads but
+    /// multi-buffer receive.
+    pub fn make_exception(&mut self, max_message: usize) {
+        self.max_tx_frame = max_message;
+        self.tx.exception = true;
+        self.rx.exception = true;
     }
 
     pub fn paused(&self) -> bool {
@@ -439,8 +462,11 @@ impl QueuePair {
         self.tx.flush(dma);
         self.rx.flush(dma);
         let (index, mac, max) = (self.index, self.mac, self.max_tx_frame);
+        let exception = self.tx.exception;
         *self = QueuePair::new(index, mac);
-        self.max_tx_frame = max;
+        if exception {
+            self.make_exception(max);
+        }
     }
 
     /// Writes back contexts changed since the last batch.
@@ -496,18 +522,27 @@ impl QueuePair {
         self.irq.interval = Duration::from_micros(us as u64);
     }
 
-    /// Takes the next send frame into `buf`. A hostile ring fails the send
-    /// queue (returned so the caller can count it).
+    /// Takes the next send frame into `buf`, and its offload header into
+    /// `header` if the queue has [`Features::vnet_hdr`]. A hostile ring
+    /// fails the send queue (returned so the caller can count it).
     pub fn tx_next(
         &mut self,
         who: &str,
         dma: &DmaSpace,
+        header: &mut [u8; HDR_LEN],
         buf: &mut Vec<u8>,
     ) -> Result<Option<TxFrame>, QueueError> {
         let Some(ring) = self.tx.ring.as_ref().filter(|_| !self.paused) else {
             return Ok(None);
         };
-        match ring::tx_next_max(ring, dma, buf, self.max_tx_frame) {
+        let features = self.tx.features;
+        let max = if features.gso() {
+            ring::MAX_GSO_FRAME
+        } else {
+            self.max_tx_frame
+        };
+        let header = &mut header[..features.header_len()];
+        match ring::tx_next_max(ring, dma, header, buf, max) {
             Ok(f) => Ok(f),
             Err(e) => {
                 let at = ring.head;
@@ -547,13 +582,16 @@ impl QueuePair {
         Ok(self.irq.event(now))
     }
 
-    /// Offers a frame to the receive queue: into the next posted buffer, or
-    /// the packet buffer if the driver has none posted (or frames already
-    /// wait there, to keep the order).
+    /// Offers a frame to the receive queue: into the next posted buffer(s),
+    /// or the packet buffer if the driver has none posted (or frames
+    /// already wait there, to keep the order). A queue with
+    /// [`Features::vnet_hdr`] gets `header` in front of it (zeros if None);
+    /// the caller hands a header only to such a queue.
     pub fn rx_put(
         &mut self,
         who: &str,
         dma: &DmaSpace,
+        header: Option<&[u8; HDR_LEN]>,
         frame: &[u8],
         now: Instant,
     ) -> Result<Arrival, QueueError> {
@@ -561,10 +599,17 @@ impl QueuePair {
             self.rx.ctx.drops += 1;
             return Ok(Arrival::Dropped);
         };
+        let features = self.rx.features;
+        let header: &[u8] = match (features.vnet_hdr(), header) {
+            (false, _) => &[],
+            (true, Some(h)) => h,
+            (true, None) => &[0; HDR_LEN],
+        };
+        let bytes = RxBytes { header, frame };
         if self.paused || !self.rx_backlog.is_empty() {
-            return Ok(self.buffer(frame));
+            return Ok(self.buffer(bytes));
         }
-        let outcome = match ring::rx_put(ring, dma, frame) {
+        let outcome = match ring::rx_put(ring, dma, bytes, features.multi_buf()) {
             Ok(o) => o,
             Err(e) => {
                 self.rx_failed(who, dma, e);
@@ -580,7 +625,7 @@ impl QueuePair {
                     fire: self.irq.event(now),
                 }
             }
-            RxOutcome::NoBuffer => self.buffer(frame),
+            RxOutcome::NoBuffer => self.buffer(bytes),
             RxOutcome::TooLong => {
                 self.rx.ctx.drops += 1;
                 Arrival::Dropped
@@ -588,14 +633,16 @@ impl QueuePair {
         })
     }
 
-    fn buffer(&mut self, frame: &[u8]) -> Arrival {
-        if self.rx_backlog_bytes + frame.len() > RX_BUFFER_BYTES {
+    /// Keeps a frame (with its header) in the packet buffer, if it fits.
+    fn buffer(&mut self, bytes: RxBytes) -> Arrival {
+        if self.rx_backlog_bytes + bytes.len() > RX_BUFFER_BYTES {
             self.rx.ctx.drops += 1;
             self.rx.dirty = true;
             return Arrival::Dropped;
         }
-        self.rx_backlog_bytes += frame.len();
-        self.rx_backlog.push_back(frame.to_vec());
+        self.rx_backlog_bytes += bytes.len();
+        self.rx_backlog
+            .push_back([bytes.header, bytes.frame].concat());
         Arrival::Buffered
     }
 
@@ -618,15 +665,20 @@ impl QueuePair {
         now: Instant,
     ) -> Result<Drained, QueueError> {
         let mut d = Drained::default();
-        while let Some(frame) = self.rx_backlog.front() {
+        let features = self.rx.features;
+        while let Some(held) = self.rx_backlog.front() {
             let Some(ring) = self.rx.ring.as_mut() else {
                 break;
             };
-            match ring::rx_put(ring, dma, frame) {
+            let bytes = RxBytes {
+                header: &[],
+                frame: held,
+            };
+            match ring::rx_put(ring, dma, bytes, features.multi_buf()) {
                 Ok(RxOutcome::NoBuffer) => break,
                 Ok(RxOutcome::Delivered) => {
                     d.packets += 1;
-                    d.bytes += frame.len() as u64;
+                    d.bytes += (held.len() - features.header_len()) as u64;
                 }
                 Ok(RxOutcome::TooLong) => d.drops += 1,
                 Err(e) => {
@@ -634,7 +686,7 @@ impl QueuePair {
                     return Err(e);
                 }
             }
-            let len = frame.len();
+            let len = held.len();
             self.rx_backlog.pop_front();
             self.rx_backlog_bytes -= len;
         }
@@ -741,7 +793,10 @@ mod tests {
         assert_eq!(qp.tx_doorbell("t", s.drv.dma(), 3), QpEffect::Kick);
         let now = Instant::now();
         let mut buf = Vec::new();
-        while let Some(fr) = qp.tx_next("t", s.drv.dma(), &mut buf).unwrap() {
+        while let Some(fr) = qp
+            .tx_next("t", s.drv.dma(), &mut [0; HDR_LEN], &mut buf)
+            .unwrap()
+        {
             qp.tx_done("t", s.drv.dma(), fr, false, now).unwrap();
         }
         qp.sync(s.drv.dma());
@@ -764,7 +819,7 @@ mod tests {
         qp.rx_doorbell("t", s.drv.dma(), 4, Instant::now());
         let now = Instant::now();
         assert!(matches!(
-            qp.rx_put("t", s.drv.dma(), &frame(80), now),
+            qp.rx_put("t", s.drv.dma(), None, &frame(80), now),
             Ok(Arrival::Delivered { .. })
         ));
         qp.flush(s.drv.dma());
@@ -775,7 +830,9 @@ mod tests {
         assert_eq!(again.rx.head(), 1);
         assert_eq!(again.rx.context().packets, 1);
         assert_eq!(again.rx.context().bytes, 80);
-        again.rx_put("t", s.drv.dma(), &frame(90), now).unwrap();
+        again
+            .rx_put("t", s.drv.dma(), None, &frame(90), now)
+            .unwrap();
         assert_eq!(s.drv.rx_len(s.rx, 1), 90, "continued at the stored head");
         assert_eq!(again.rx.context().packets, 2);
     }

@@ -14,7 +14,7 @@ pub const BAR0_SIZE: u64 = 64 * 1024;
 /// "VNIC" in ASCII, read from ID.
 pub const ID_MAGIC: u32 = 0x564e_4943;
 pub const VERSION_MAJOR: u16 = 1;
-pub const VERSION_MINOR: u16 = 0;
+pub const VERSION_MINOR: u16 = 1;
 
 /// Register offsets.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -40,6 +40,7 @@ pub enum Reg {
     IrqCause = 0x04c,
     NumVfs = 0x050,
     ExcQp = 0x054,
+    Features = 0x058,
     AdminCmd = 0x060,
     AdminStatus = 0x064,
     AdminArg0 = 0x068,
@@ -170,6 +171,11 @@ pub const REGISTERS: &[RegSpec] = &[
     RegSpec {
         reg: Reg::ExcQp,
         name: "EXC_QP",
+        access: Access::ReadOnly,
+    },
+    RegSpec {
+        reg: Reg::Features,
+        name: "FEATURES",
         access: Access::ReadOnly,
     },
     RegSpec {
@@ -305,10 +311,14 @@ pub enum FnStat {
     LinkDrops,
     RxRateDrops,
     TxShaped,
+    OffloadDrops,
+    TxGso,
+    SwSegments,
+    SwCsum,
 }
 
 impl FnStat {
-    pub const ALL: [FnStat; 15] = [
+    pub const ALL: [FnStat; 19] = [
         FnStat::TxPackets,
         FnStat::TxBytes,
         FnStat::RxPackets,
@@ -324,6 +334,10 @@ impl FnStat {
         FnStat::LinkDrops,
         FnStat::RxRateDrops,
         FnStat::TxShaped,
+        FnStat::OffloadDrops,
+        FnStat::TxGso,
+        FnStat::SwSegments,
+        FnStat::SwCsum,
     ];
 
     /// Name in statistics (`vnicctl stats`, docs/registers.md).
@@ -344,6 +358,10 @@ impl FnStat {
             FnStat::LinkDrops => "link_drops",
             FnStat::RxRateDrops => "rx_rate_drops",
             FnStat::TxShaped => "tx_shaped",
+            FnStat::OffloadDrops => "offload_drops",
+            FnStat::TxGso => "tx_gso",
+            FnStat::SwSegments => "sw_segments",
+            FnStat::SwCsum => "sw_csum",
         }
     }
 }
@@ -676,6 +694,7 @@ impl Bar0 {
             Reg::IrqCause => self.irq_cause.into_bits(),
             Reg::NumVfs => self.num_vfs,
             Reg::ExcQp => self.id.exc_qp,
+            Reg::Features => crate::ring::Features::OFFERED.into_bits().into(),
             Reg::AdminCmd => 0,
             Reg::AdminStatus => self.admin_status,
             Reg::AdminArg0
@@ -787,7 +806,8 @@ mod tests {
     fn identification_registers_read_back() {
         let mut b = bar();
         assert_eq!(r(&b, Reg::Id), ID_MAGIC);
-        assert_eq!(r(&b, Reg::Version), 0x0001_0000);
+        assert_eq!(r(&b, Reg::Version), 0x0001_0001);
+        assert_eq!(r(&b, Reg::Features), 0xf, "every offload");
         assert_eq!(r(&b, Reg::Func), 0x8000_0003);
         assert_eq!(r(&b, Reg::QpMax), 8);
         assert_eq!(r(&b, Reg::QpNum), 2);
@@ -879,7 +899,14 @@ mod tests {
                 high: true
             })
         ));
-        assert!(decode(0x178).is_none(), "past the last function counter");
+        assert!(matches!(
+            decode(0x190),
+            Some(Target::FnStat {
+                stat: FnStat::SwCsum,
+                high: false
+            })
+        ));
+        assert!(decode(0x198).is_none(), "past the last function counter");
         let Some(Target::Qp { qp, reg }) = decode(0x1000 + 3 * 0x80 + 0x10) else {
             panic!("queue pair 3 TX_TAIL");
         };

@@ -25,9 +25,66 @@ pub const MAX_FRAME: usize = 9216;
 pub const MIN_FRAME: usize = 14;
 /// Most descriptors in one send frame.
 pub const MAX_CHAIN: usize = 32;
+/// Largest GSO frame (without its offload header) a send queue with
+/// [`Features::gso`] takes: a 64 KiB IP packet and its link headers, with
+/// room to spare (docs/datapath.md, "Offloads").
+pub const MAX_GSO_FRAME: usize = 65600;
 /// Accepted receive buffer sizes.
 pub const MIN_RX_BUF: u16 = 64;
 pub const MAX_RX_BUF: u16 = 16384;
+
+/// Offloads a queue uses: the driver-written `features` of its context,
+/// read when the queue starts (docs/datapath.md, "Offloads"). The card
+/// offers all of them (the FEATURES register).
+#[bitfield(u16)]
+#[derive(PartialEq, Eq)]
+pub struct Features {
+    /// Every frame starts with a `struct virtio_net_hdr`.
+    pub vnet_hdr: bool,
+    /// Send: frames may ask for checksum completion. Receive: frames may
+    /// arrive with a partial checksum.
+    pub csum: bool,
+    /// Send: frames may be TCP GSO frames. Receive: such frames may arrive
+    /// unsegmented.
+    pub gso: bool,
+    /// Receive only: a frame may span consecutive buffers.
+    pub multi_buf: bool,
+    #[bits(12)]
+    __: u16,
+}
+
+impl Features {
+    /// Everything the card offers: the FEATURES register.
+    pub const OFFERED: Features = Features::new()
+        .with_vnet_hdr(true)
+        .with_csum(true)
+        .with_gso(true)
+        .with_multi_buf(true);
+
+    /// Whether a queue may use these: known bits that follow the
+    /// dependencies (CSUM needs VNET_HDR, GSO needs CSUM, a receive queue
+    /// with GSO needs MULTI_BUF), MULTI_BUF only on a receive queue, and
+    /// only MULTI_BUF on the PF's exception queue pair.
+    pub fn valid(self, receive: bool, exception: bool) -> bool {
+        let known = self.into_bits() & !Self::OFFERED.into_bits() == 0;
+        let deps = (!self.csum() || self.vnet_hdr())
+            && (!self.gso() || self.csum())
+            && (!receive || !self.gso() || self.multi_buf());
+        let direction = receive || !self.multi_buf();
+        let exception_ok =
+            !exception || self.into_bits() & !Features::new().with_multi_buf(true).into_bits() == 0;
+        known && deps && direction && exception_ok
+    }
+
+    /// Bytes of the per-frame header in front of every frame.
+    pub fn header_len(self) -> usize {
+        if self.vnet_hdr() {
+            crate::offload::HDR_LEN
+        } else {
+            0
+        }
+    }
+}
 
 /// A descriptor as in guest memory. Send: addr, len, flags, status. Receive:
 /// addr, buf_len (in `len`), frame length (in `flags`'s place), status.
@@ -55,12 +112,24 @@ pub struct TxFlags {
     __: u16,
 }
 
-/// Card-written status of a descriptor.
+/// Card-written status of a send descriptor.
 #[bitfield(u16)]
 pub struct DescStatus {
     pub done: bool,
     /// Send: the switch dropped the frame (spoofed source, VLAN not joined).
     pub dropped: bool,
+    #[bits(6)]
+    __: u8,
+    /// Queue error code when the queue failed on this descriptor.
+    pub error: u8,
+}
+
+/// Card-written status of a receive descriptor.
+#[bitfield(u16)]
+pub struct RxStatus {
+    pub done: bool,
+    /// Last buffer of the frame.
+    pub eop: bool,
     #[bits(6)]
     __: u8,
     /// Queue error code when the queue failed on this descriptor.
@@ -83,6 +152,8 @@ pub enum QueueError {
     Chain { index: u16, count: usize },
     #[error("queue context unusable")]
     Context,
+    #[error("queue features {0:#06x} not offered or inconsistent")]
+    Features(u16),
 }
 
 impl QueueError {
@@ -94,6 +165,7 @@ impl QueueError {
             QueueError::Index { .. } => 4,
             QueueError::Chain { .. } => 5,
             QueueError::Context => 6,
+            QueueError::Features(_) => 7,
         }
     }
 }
@@ -183,12 +255,12 @@ impl Ring {
         index: u16,
         d: &Desc,
         word: u16,
-        status: DescStatus,
+        status: u16,
     ) -> Result<(), QueueError> {
         let mut tail = [0u8; 8];
         tail[0..2].copy_from_slice(&d.len.to_native().to_le_bytes());
         tail[2..4].copy_from_slice(&word.to_le_bytes());
-        tail[4..6].copy_from_slice(&status.into_bits().to_le_bytes());
+        tail[4..6].copy_from_slice(&status.to_le_bytes());
         dma.write(self.addr(index) + 8, &tail)
             .map_err(|_| QueueError::Ring {
                 base: self.base,
@@ -202,7 +274,8 @@ impl Ring {
 pub struct TxFrame {
     /// Descriptors it used.
     pub descs: u16,
-    /// Bytes (also `buf.len()` after [`tx_next`]).
+    /// Bytes of the frame, without its offload header (also `buf.len()`
+    /// after [`tx_next`]).
     pub len: usize,
 }
 
@@ -213,14 +286,19 @@ pub fn tx_next(
     dma: &DmaSpace,
     buf: &mut Vec<u8>,
 ) -> Result<Option<TxFrame>, QueueError> {
-    tx_next_max(ring, dma, buf, MAX_FRAME)
+    tx_next_max(ring, dma, &mut [], buf, MAX_FRAME)
 }
 
 /// [`tx_next`] for frames of at most `max_frame` bytes (the PF's exception
-/// send queue takes messages a little longer than [`MAX_FRAME`]).
+/// send queue takes messages a little longer than [`MAX_FRAME`], a queue
+/// with GSO up to [`MAX_GSO_FRAME`]) behind a per-frame header of
+/// `header.len()` bytes (0, or the offload header of a queue with
+/// [`Features::vnet_hdr`]): the first bytes of the buffers fill `header`,
+/// the rest `buf`.
 pub fn tx_next_max(
     ring: &Ring,
     dma: &DmaSpace,
+    header: &mut [u8],
     buf: &mut Vec<u8>,
     max_frame: usize,
 ) -> Result<Option<TxFrame>, QueueError> {
@@ -229,6 +307,8 @@ pub fn tx_next_max(
     if pending == 0 {
         return Ok(None);
     }
+    let (skip, max_total) = (header.len(), header.len() + max_frame);
+    let mut total = 0;
     let mut index = ring.head;
     // A frame may use at most MAX_CHAIN descriptors, and only the ones the
     // driver handed over: this is the ttl of the walk.
@@ -236,22 +316,29 @@ pub fn tx_next_max(
         let d = ring.read(dma, index)?;
         let len = d.len.to_native() as usize;
         let addr = d.addr.to_native();
-        if len == 0 || buf.len() + len > max_frame {
+        if len == 0 || total + len > max_total {
             return Err(QueueError::Length {
                 index,
-                len: buf.len() + len,
+                len: total + len,
             });
         }
-        let at = buf.len();
-        buf.resize(at + len, 0);
-        dma.read(addr, &mut buf[at..])
-            .map_err(|_| QueueError::Dma { index, addr, len })?;
+        let dma_err = |_| QueueError::Dma { index, addr, len };
+        // The part of this buffer that belongs to the header, then the rest.
+        let in_header = skip.saturating_sub(total).min(len);
+        if in_header > 0 {
+            dma.read(addr, &mut header[total..total + in_header])
+                .map_err(dma_err)?;
+        }
+        if in_header < len {
+            let at = buf.len();
+            buf.resize(at + len - in_header, 0);
+            dma.read(addr + in_header as u64, &mut buf[at..])
+                .map_err(dma_err)?;
+        }
+        total += len;
         if TxFlags::from_bits(d.word.to_native()).eop() {
             if buf.len() < MIN_FRAME {
-                return Err(QueueError::Length {
-                    index,
-                    len: buf.len(),
-                });
+                return Err(QueueError::Length { index, len: total });
             }
             return Ok(Some(TxFrame {
                 descs: count as u16,
@@ -277,7 +364,7 @@ pub fn tx_complete(
     let status = DescStatus::new().with_done(true).with_dropped(dropped);
     for _ in 0..frame.descs {
         let d = ring.read(dma, ring.head)?;
-        ring.write_back(dma, ring.head, &d, d.word.to_native(), status)?;
+        ring.write_back(dma, ring.head, &d, d.word.to_native(), status.into_bits())?;
         ring.head = ring.next(ring.head);
     }
     Ok(())
@@ -288,7 +375,7 @@ pub fn tx_complete(
 pub fn mark_error(ring: &Ring, dma: &DmaSpace, index: u16, error: QueueError) {
     if let Ok(d) = ring.read(dma, index) {
         let status = DescStatus::new().with_error(error.code());
-        let _ = ring.write_back(dma, index, &d, d.word.to_native(), status);
+        let _ = ring.write_back(dma, index, &d, d.word.to_native(), status.into_bits());
     }
 }
 
@@ -296,44 +383,164 @@ pub fn mark_error(ring: &Ring, dma: &DmaSpace, index: u16, error: QueueError) {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum RxOutcome {
     Delivered,
-    /// The driver had posted no buffer.
+    /// The driver had not posted enough buffers.
     NoBuffer,
-    /// The next buffer is smaller than the frame; it stays posted.
+    /// The frame does not fit the next buffer (or, with `multi_buf`, the
+    /// most buffers a frame may span); they stay posted.
     TooLong,
 }
 
-/// Copies `frame` into the next posted receive buffer.
-pub fn rx_put(ring: &mut Ring, dma: &DmaSpace, frame: &[u8]) -> Result<RxOutcome, QueueError> {
+/// The bytes a receive queue writes for one frame: its offload header (or
+/// nothing) and the frame, as one sequence without copying them together.
+#[derive(Clone, Copy, Debug)]
+pub struct RxBytes<'a> {
+    pub header: &'a [u8],
+    pub frame: &'a [u8],
+}
+
+impl RxBytes<'_> {
+    pub fn len(&self) -> usize {
+        self.header.len() + self.frame.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Writes bytes `from..from + n` of the sequence to guest address
+    /// `addr`.
+    fn write(&self, dma: &DmaSpace, addr: u64, from: usize, n: usize) -> Result<(), ()> {
+        let h = self.header.len();
+        let mut at = addr;
+        if from < h {
+            let part = &self.header[from..h.min(from + n)];
+            dma.write(at, part).map_err(|_| ())?;
+            at += part.len() as u64;
+        }
+        let start = from.max(h) - h;
+        let end = from + n - h.min(from + n);
+        if start < end {
+            dma.write(at, &self.frame[start..end]).map_err(|_| ())?;
+        }
+        Ok(())
+    }
+}
+
+/// A posted receive buffer, checked.
+struct RxBuf {
+    index: u16,
+    desc: Desc,
+    len: usize,
+}
+
+/// Reads and checks the receive descriptor at `index`.
+fn rx_buf(ring: &Ring, dma: &DmaSpace, index: u16) -> Result<RxBuf, QueueError> {
+    let desc = ring.read(dma, index)?;
+    let len = desc.len.to_native();
+    if !(MIN_RX_BUF..=MAX_RX_BUF).contains(&len) {
+        return Err(QueueError::Length {
+            index,
+            len: len as usize,
+        });
+    }
+    Ok(RxBuf {
+        index,
+        desc,
+        len: len as usize,
+    })
+}
+
+/// Writes `bytes` (offload header and frame) into the next posted receive
+/// buffer, or with `multi_buf` the next buffers it needs. Each buffer gets
+/// its length and DONE, the last one EOP; the first descriptor is written
+/// last, so a driver that sees its DONE sees the whole frame.
+pub fn rx_put(
+    ring: &mut Ring,
+    dma: &DmaSpace,
+    bytes: RxBytes,
+    multi_buf: bool,
+) -> Result<RxOutcome, QueueError> {
     if ring.pending() == 0 {
         return Ok(RxOutcome::NoBuffer);
     }
-    let index = ring.head;
-    let d = ring.read(dma, index)?;
-    let buf_len = d.len.to_native();
-    if !(MIN_RX_BUF..=MAX_RX_BUF).contains(&buf_len) {
-        return Err(QueueError::Length {
-            index,
-            len: buf_len as usize,
-        });
+    // The common case, a frame that fits the next buffer, claims nothing
+    // on the heap.
+    let first = rx_buf(ring, dma, ring.head)?;
+    if bytes.len() <= first.len {
+        rx_fill(ring, dma, &bytes, &[first])?;
+        return Ok(RxOutcome::Delivered);
     }
-    if frame.len() > buf_len as usize {
+    if !multi_buf {
         return Ok(RxOutcome::TooLong);
     }
-    let addr = d.addr.to_native();
-    dma.write(addr, frame).map_err(|_| QueueError::Dma {
-        index,
-        addr,
-        len: frame.len(),
-    })?;
-    ring.write_back(
-        dma,
-        index,
-        &d,
-        frame.len() as u16,
-        DescStatus::new().with_done(true),
-    )?;
-    ring.head = ring.next(index);
-    Ok(RxOutcome::Delivered)
+    match rx_claim(ring, dma, bytes.len())? {
+        Ok(bufs) => {
+            rx_fill(ring, dma, &bytes, &bufs)?;
+            Ok(RxOutcome::Delivered)
+        }
+        Err(outcome) => Ok(outcome),
+    }
+}
+
+/// The posted buffers a frame of `need` bytes fills, from the head, at
+/// most [`MAX_CHAIN`].
+fn rx_claim(
+    ring: &Ring,
+    dma: &DmaSpace,
+    need: usize,
+) -> Result<Result<Vec<RxBuf>, RxOutcome>, QueueError> {
+    let mut bufs = Vec::new();
+    let mut room = 0;
+    let mut index = ring.head;
+    while room < need {
+        if bufs.len() == MAX_CHAIN {
+            return Ok(Err(RxOutcome::TooLong));
+        }
+        if bufs.len() == ring.pending() as usize {
+            return Ok(Err(RxOutcome::NoBuffer));
+        }
+        let b = rx_buf(ring, dma, index)?;
+        room += b.len;
+        bufs.push(b);
+        index = ring.next(index);
+    }
+    Ok(Ok(bufs))
+}
+
+/// Writes `bytes` across `bufs` (enough of them, from the head) and
+/// completes them: each gets its length and DONE, the last EOP, and the
+/// first descriptor is written last, so a driver that sees its DONE sees
+/// the whole frame.
+fn rx_fill(
+    ring: &mut Ring,
+    dma: &DmaSpace,
+    bytes: &RxBytes,
+    bufs: &[RxBuf],
+) -> Result<(), QueueError> {
+    let mut from = 0;
+    let mut lens = [0u16; MAX_CHAIN];
+    for (b, len) in bufs.iter().zip(lens.iter_mut()) {
+        let n = b.len.min(bytes.len() - from);
+        let addr = b.desc.addr.to_native();
+        bytes
+            .write(dma, addr, from, n)
+            .map_err(|_| QueueError::Dma {
+                index: b.index,
+                addr,
+                len: n,
+            })?;
+        *len = n as u16;
+        from += n;
+    }
+    let last = bufs.len() - 1;
+    for (i, b) in bufs.iter().enumerate().rev() {
+        let status = RxStatus::new().with_done(true).with_eop(i == last);
+        ring.write_back(dma, b.index, &b.desc, lens[i], status.into_bits())?;
+    }
+    for _ in bufs {
+        ring.head = ring.next(ring.head);
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -342,6 +549,12 @@ mod tests {
     use crate::test_utils::FakeDriver;
 
     const DONE: u16 = 1;
+    const DONE_EOP: u16 = 0b11;
+
+    /// A frame into a queue without features.
+    fn put(ring: &mut Ring, dma: &DmaSpace, frame: &[u8]) -> Result<RxOutcome, QueueError> {
+        rx_put(ring, dma, RxBytes { header: &[], frame }, false)
+    }
 
     fn frame(n: usize, fill: u8) -> Vec<u8> {
         let mut f = vec![fill; n];
@@ -542,12 +755,12 @@ mod tests {
         ring.set_tail(4).unwrap();
         for n in [60usize, 1514, 100] {
             assert_eq!(
-                rx_put(&mut ring, drv.dma(), &frame(n, n as u8)),
+                put(&mut ring, drv.dma(), &frame(n, n as u8)),
                 Ok(RxOutcome::Delivered)
             );
         }
         assert_eq!(drv.rx_frame(base, 1), frame(1514, 1514usize as u8));
-        assert_eq!(drv.status(base, 2), DONE);
+        assert_eq!(drv.status(base, 2), DONE_EOP);
         assert_eq!(drv.status(base, 3), 0, "posted, not used yet");
         assert_eq!(ring.head, 3);
     }
@@ -561,15 +774,15 @@ mod tests {
         drv.put_rx(base, 0, b, 2048);
         ring.set_tail(1).unwrap();
         let f = frame(100, 1);
-        assert_eq!(rx_put(&mut ring, drv.dma(), &f), Ok(RxOutcome::Delivered));
+        assert_eq!(put(&mut ring, drv.dma(), &f), Ok(RxOutcome::Delivered));
         for _ in 0..10 {
-            assert_eq!(rx_put(&mut ring, drv.dma(), &f), Ok(RxOutcome::NoBuffer));
+            assert_eq!(put(&mut ring, drv.dma(), &f), Ok(RxOutcome::NoBuffer));
         }
         // The driver posts again: delivery resumes, no stall.
         let b = drv.alloc(2048, 64);
         drv.put_rx(base, 1, b, 2048);
         ring.set_tail(2).unwrap();
-        assert_eq!(rx_put(&mut ring, drv.dma(), &f), Ok(RxOutcome::Delivered));
+        assert_eq!(put(&mut ring, drv.dma(), &f), Ok(RxOutcome::Delivered));
     }
 
     #[test]
@@ -603,7 +816,89 @@ mod tests {
             let mut ring = Ring::new(drv.dma(), base, 8, 0, 0).unwrap();
             drv.put_rx(base, 0, addr, len);
             ring.set_tail(1).unwrap();
-            assert_eq!(rx_put(&mut ring, drv.dma(), &f), want, "{addr:#x} {len}");
+            assert_eq!(put(&mut ring, drv.dma(), &f), want, "{addr:#x} {len}");
         }
+    }
+
+    #[test]
+    fn tx_header_is_read_apart_from_the_frame_wherever_it_lies() {
+        let mut drv = FakeDriver::new();
+        let (base, mut ring) = tx_ring(&mut drv, 16);
+        let f = frame(100, 3);
+        let hdr: Vec<u8> = (1..=10).collect();
+        // Frame 1: header in a descriptor of its own. Frame 2: header and
+        // the first 6 frame bytes in one, the rest in another.
+        let both = [&hdr[..], &f[..6]].concat();
+        let bufs = [
+            (drv.buffer(&hdr), 10, false),
+            (drv.buffer(&f), 100, true),
+            (drv.buffer(&both), 16, false),
+            (drv.buffer(&f[6..]), 94, true),
+        ];
+        for (i, (addr, len, eop)) in bufs.into_iter().enumerate() {
+            drv.put_tx(base, i as u16, addr, len, eop);
+        }
+        ring.set_tail(4).unwrap();
+        for _ in 0..2 {
+            let mut h = [0u8; 10];
+            let mut buf = Vec::new();
+            let got = tx_next_max(&ring, drv.dma(), &mut h, &mut buf, MAX_FRAME).unwrap();
+            assert_eq!(got, Some(TxFrame { descs: 2, len: 100 }));
+            assert_eq!((&h[..], &buf[..]), (&hdr[..], &f[..]));
+            tx_complete(&mut ring, drv.dma(), got.unwrap(), false).unwrap();
+        }
+        // A header alone is a runt.
+        let alone = drv.buffer(&hdr);
+        drv.put_tx(base, 4, alone, 10, true);
+        ring.set_tail(5).unwrap();
+        assert_eq!(
+            tx_next_max(&ring, drv.dma(), &mut [0; 10], &mut Vec::new(), MAX_FRAME),
+            Err(QueueError::Length { index: 4, len: 10 })
+        );
+    }
+
+    #[test]
+    fn multi_buffer_receive_spans_buffers_and_marks_the_last() {
+        let mut drv = FakeDriver::new();
+        let base = drv.ring(64);
+        let mut ring = Ring::new(drv.dma(), base, 64, 0, 0).unwrap();
+        ring.set_tail(drv.post_rx(base, 64, 0, 2, 1024) as u32)
+            .unwrap();
+        let hdr = [7u8; 10];
+        let f = frame(2500, 9);
+        let bytes = RxBytes {
+            header: &hdr,
+            frame: &f,
+        };
+        assert_eq!(
+            rx_put(&mut ring, drv.dma(), bytes, true),
+            Ok(RxOutcome::NoBuffer),
+            "2510 bytes need three 1 KiB buffers"
+        );
+        assert_eq!(drv.status(base, 0), 0, "nothing written");
+        assert_eq!(put(&mut ring, drv.dma(), &f), Ok(RxOutcome::TooLong));
+        ring.set_tail(drv.post_rx(base, 64, 2, 1, 1024) as u32)
+            .unwrap();
+        assert_eq!(
+            rx_put(&mut ring, drv.dma(), bytes, true),
+            Ok(RxOutcome::Delivered)
+        );
+        let lens: Vec<u16> = (0..3).map(|i| drv.rx_len(base, i)).collect();
+        assert_eq!(lens, [1024, 1024, 462]);
+        let status: Vec<u16> = (0..3).map(|i| drv.status(base, i)).collect();
+        assert_eq!(status, [DONE, DONE, DONE_EOP]);
+        assert_eq!(
+            drv.received_chained(base, 64),
+            vec![[&hdr[..], &f].concat()]
+        );
+        assert_eq!(ring.head, 3);
+        // More than 32 buffers: too long, whatever is posted.
+        ring.set_tail(drv.post_rx(base, 64, 3, 40, 64) as u32)
+            .unwrap();
+        assert_eq!(
+            rx_put(&mut ring, drv.dma(), bytes, true),
+            Ok(RxOutcome::TooLong)
+        );
+        assert_eq!(ring.head, 3, "still posted");
     }
 }

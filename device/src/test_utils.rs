@@ -193,6 +193,21 @@ impl FakeDriver {
             .collect()
     }
 
+    /// The frames in a receive ring that started empty at slot 0, each
+    /// joined from its buffers up to the one with EOP (multi-buffer
+    /// receive), up to the first buffer without DONE.
+    pub fn received_chained(&self, ring: u64, size: u16) -> Vec<Vec<u8>> {
+        let mut frames = Vec::new();
+        let mut frame = Vec::new();
+        for i in (0..size).take_while(|&i| self.status(ring, i) & 1 != 0) {
+            frame.extend(self.rx_frame(ring, i));
+            if self.status(ring, i) & 2 != 0 {
+                frames.push(std::mem::take(&mut frame));
+            }
+        }
+        frames
+    }
+
     /// Frame bytes in receive descriptor `index`'s buffer.
     pub fn rx_frame(&self, ring: u64, index: u16) -> Vec<u8> {
         let addr = self.read_u64(ring + index as u64 * 16);
@@ -400,6 +415,26 @@ pub mod guest {
             *t = self.drv.queue_tx(tx, RING, *t, frames);
             let t = *t;
             wr(card, self.f, qp_reg(q, 0x10), t as u32);
+        }
+
+        /// Restarts queue pair `q` with offload features `tx` and `rx` in
+        /// its contexts (docs/datapath.md, "Offloads"); posted buffers stay
+        /// posted. Returns QP_STATUS.
+        pub fn set_features(&mut self, card: &mut Card, q: u16, tx: u16, rx: u16) -> u32 {
+            wr(card, self.f, qp_reg(q, 0x08), 0);
+            for (ty, v) in [
+                (crate::state::ServiceType::SendQueue, tx),
+                (crate::state::ServiceType::ReceiveQueue, rx),
+            ] {
+                self.drv.write_u16(self.tables.context(ty, q) + 18, v);
+            }
+            wr(card, self.f, qp_reg(q, 0x08), 3);
+            rd(card, self.f, qp_reg(q, 0x0c))
+        }
+
+        /// Frames received so far on queue `q`, joined across buffers.
+        pub fn received_chained(&self, q: u16) -> Vec<Vec<u8>> {
+            self.drv.received_chained(self.rings[q as usize].1, RING)
         }
 
         /// Frames received so far on queue `q`.

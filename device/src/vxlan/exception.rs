@@ -350,7 +350,13 @@ impl Card {
         };
         let mac = self.functions[0].all_queue_pairs()[usize::from(port.qp)].mac;
         header.write(mac, mac, &self.scratch, &mut self.vxlan.message);
-        let taken = put_frame(&mut self.functions[0], port.qp, &self.vxlan.message, now);
+        let taken = put_frame(
+            &mut self.functions[0],
+            port.qp,
+            None,
+            &self.vxlan.message,
+            now,
+        );
         self.touch(0);
         let c = &mut self.vxlan.exception;
         if taken {

@@ -1,8 +1,8 @@
 //! Checksum offload and TSO/GSO done in software: what the card must do
 //! for a frame a driver sent with offload requests when the frame goes
 //! somewhere that cannot take them (the uplink, or a receiving vNIC that
-//! did not negotiate offloads). Pure functions on byte slices; nothing on
-//! the data path calls them yet (see docs/datapath.md, "Offloads").
+//! did not negotiate offloads). Pure functions on byte slices; [`path`]
+//! is where the data path uses them (see docs/datapath.md, "Offloads").
 //!
 //! The per-frame offload header is Linux's `struct virtio_net_hdr`
 //! (include/uapi/linux/virtio_net.h, virtio 1.0 little-endian layout), not
@@ -22,6 +22,8 @@ use bitfield_struct::bitfield;
 use thiserror::Error;
 
 use crate::checksum;
+
+pub mod path;
 
 /// Size of `struct virtio_net_hdr` (without `num_buffers`).
 pub const HDR_LEN: usize = 10;
@@ -234,6 +236,34 @@ impl VirtioNetHdr {
             });
         }
         Ok(())
+    }
+
+    /// The header of the same frame after the switch inserted (`by` = 4)
+    /// or removed (`by` = -4) an 802.1Q tag behind the MAC addresses: the
+    /// offsets that count from the start of the frame move with it.
+    pub fn moved(self, by: i16) -> Self {
+        let shift = |v: u16| {
+            if v == 0 {
+                0
+            } else {
+                v.saturating_add_signed(by)
+            }
+        };
+        Self {
+            csum_start: if self.flags.needs_csum() {
+                shift(self.csum_start)
+            } else {
+                self.csum_start
+            },
+            hdr_len: shift(self.hdr_len),
+            ..self
+        }
+    }
+
+    /// Whether the frame asks the card for anything (a checksum or
+    /// segmentation); `DATA_VALID` on a sent frame asks for nothing.
+    pub fn requests(&self) -> bool {
+        self.flags.needs_csum() || self.gso_type != GsoType::None
     }
 
     /// The header's 10 bytes, as the card writes them in front of a frame
