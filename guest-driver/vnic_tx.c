@@ -32,6 +32,7 @@
 #include <linux/bitfield.h>
 #include <linux/dma-mapping.h>
 #include <linux/if_vlan.h>
+#include <linux/ipv6.h>
 #include <linux/netdevice.h>
 #include <linux/skbuff.h>
 #include <linux/virtio_net.h>
@@ -166,12 +167,25 @@ static void vnic_tx_count_drop(struct vnic_port *port)
 	u64_stats_update_end(&port->xstats.syncp);
 }
 
+/* Is TCP right behind the IPv6 header? (A GSO skb's network header is set) */
+static bool vnic_tx_ipv6_tcp(const struct sk_buff *skb)
+{
+	const u8 *next;
+	u8 buf;
+
+	next = skb_header_pointer(skb, skb_network_offset(skb) +
+				  offsetof(struct ipv6hdr, nexthdr),
+				  sizeof(buf), &buf);
+	return next && *next == IPPROTO_TCP;
+}
+
 /*
  * Can the card segment this GSO skb, and can its descriptors hold it? The
  * card parses Ethernet, at most one 802.1Q tag (vlan_features_check() has
- * ruled out more), IPv4 or IPv6, TCP; a tag still outside the frame will be
- * inserted into it. It only segments frames that ask for their checksum
- * (the core may pass a GSO skb whose checksum is CHECKSUM_UNNECESSARY).
+ * ruled out more), IPv4 or IPv6 without extension headers, TCP; a tag still
+ * outside the frame will be inserted into it. It only segments frames that
+ * ask for their checksum (the core may pass a GSO skb whose checksum is
+ * CHECKSUM_UNNECESSARY).
  */
 static bool vnic_tx_gso_ok(struct sk_buff *skb)
 {
@@ -186,6 +200,8 @@ static bool vnic_tx_gso_ok(struct sk_buff *skb)
 	if (outer == htons(ETH_P_8021AD))
 		return false;
 	if (inner != htons(ETH_P_IP) && inner != htons(ETH_P_IPV6))
+		return false;
+	if (inner == htons(ETH_P_IPV6) && !vnic_tx_ipv6_tcp(skb))
 		return false;
 	if (skb->len + (tagged ? VLAN_HLEN : 0) > VNIC_GSO_MAX_FRAME)
 		return false;
