@@ -58,10 +58,50 @@
  */
 #define VNIC_EXC_MTU		(VNIC_EXC_MAX_FRAME - ETH_HLEN)
 
-/* Receive buffers hold one whole frame: MTU + Ethernet header + one tag */
+/*
+ * Without MULTI_BUF a receive buffer holds one whole frame: MTU + Ethernet
+ * header + one tag (vnic_rx.c)
+ */
 #define VNIC_RX_BUF_ALIGN	64
 #define VNIC_RX_BUF_LEN(mtu)	ALIGN((mtu) + ETH_HLEN + VLAN_HLEN, \
 				      VNIC_RX_BUF_ALIGN)
+
+/*
+ * Received frames up to this long (after the per-frame header) are copied
+ * into a new skb and their pages stay in the ring: cheaper than a page per
+ * small packet.
+ */
+#define VNIC_RX_COPYBREAK	256
+/* Longer ones: at most this many header bytes are copied into the head */
+#define VNIC_RX_HDR_MAX		256
+
+/*
+ * With offloads a GSO frame needs up to MAX_SKB_FRAGS receive buffers posted
+ * at once (it waits in the card until they are, and every frame behind it
+ * too), and a ring keeps one slot empty: a smaller ring would stall.
+ */
+#define VNIC_RX_RING_MIN_GSO	32
+static_assert(VNIC_RX_RING_MIN_GSO > MAX_SKB_FRAGS);
+
+/*
+ * With scatter-gather a frame takes one send descriptor for its head and
+ * one per frag. The queue stops while fewer than VNIC_TX_SG_STOP slots are
+ * free (the worst case and one to spare), and the ring must hold two such
+ * frames or it would hardly ever run.
+ */
+#define VNIC_TX_SG_STOP		(MAX_SKB_FRAGS + 2)
+#define VNIC_TX_RING_MIN_SG	64
+static_assert(VNIC_TX_RING_MIN_SG >= 2 * VNIC_TX_SG_STOP);
+static_assert(MAX_SKB_FRAGS + 1 <= VNIC_TX_MAX_DESCS);
+
+/*
+ * Largest GSO packet the stack may build for a port (netif_set_tso_max_size).
+ * With an Ethernet header and a tag it stays under VNIC_GSO_MAX_FRAME, and
+ * not exceeding the legacy 64 KiB keeps IPv6 BIG TCP off: its jumbo frames
+ * (payload length 0) are refused by the card.
+ */
+#define VNIC_TSO_MAX_SIZE	GSO_LEGACY_MAX_SIZE
+static_assert(VNIC_TSO_MAX_SIZE + VLAN_ETH_HLEN <= VNIC_GSO_MAX_FRAME);
 
 /**
  * struct vnic_dma_chunk - one coherent DMA allocation
@@ -113,9 +153,12 @@ struct vnic_state {
 
 /**
  * struct vnic_tx_buf - what the driver remembers about a send slot
- * @skb: the frame, NULL when the slot is free
- * @dma: its mapping
- * @len: mapped (and sent) length
+ * @skb: the frame, on its last slot only (NULL on the others)
+ * @dma: the mapping the slot's descriptor points at
+ * @len: mapped length; 0 when the slot is free
+ * @bytes: on the last slot, the frame's length without the per-frame
+ *	header, as BQL and the statistics count it
+ * @page: @dma is a frag's mapping (skb_frag_dma_map()), not the head's
  *
  * The driver unmaps from this copy, never from what the card wrote back.
  */
@@ -123,15 +166,17 @@ struct vnic_tx_buf {
 	struct sk_buff *skb;
 	dma_addr_t dma;
 	u32 len;
+	u32 bytes;
+	bool page;
 };
 
 /**
  * struct vnic_rx_buf - the empty buffer of a receive slot
- * @skb: the buffer
- * @dma: its mapping, rx->buf_len bytes
+ * @page: the buffer, a (compound) page of rx->page_order
+ * @dma: its mapping, the whole page
  */
 struct vnic_rx_buf {
-	struct sk_buff *skb;
+	struct page *page;
 	dma_addr_t dma;
 };
 
@@ -145,6 +190,9 @@ struct vnic_rx_buf {
  * @tail: next slot ndo_start_xmit fills (the driver's producer index)
  * @next_to_clean: oldest slot not yet reclaimed (written by NAPI only)
  * @kicked: last tail written to QP_TX_TAIL
+ * @stop_thresh: the queue stops while fewer slots than this are free: the
+ *	most one frame can need (1, or VNIC_TX_SG_STOP with scatter-gather)
+ * @vnet_hdr: every frame starts with a struct virtio_net_hdr
  *
  * The driver owns tail .. head - 1, the card head .. tail - 1; one slot
  * always stays empty, so the ring is full when tail + 1 == next_to_clean.
@@ -158,6 +206,8 @@ struct vnic_tx_ring {
 	u32 tail;
 	u32 next_to_clean;
 	u32 kicked;
+	u32 stop_thresh;
+	bool vnet_hdr;
 };
 
 /**
@@ -167,7 +217,13 @@ struct vnic_tx_ring {
  * @bufs: per-slot buffers; every slot always holds one
  * @size: entries, a power of two
  * @mask: @size - 1
- * @buf_len: bytes per buffer
+ * @buf_len: bytes per buffer (buf_len of the descriptors)
+ * @page_order: order of the buffers' pages
+ * @truesize: bytes of memory per buffer, what a frag costs an skb
+ * @hdr_len: bytes of per-frame header (VNIC_VNET_HDR_LEN or 0)
+ * @max_bufs: most buffers a frame may span: 1 without MULTI_BUF, else as
+ *	many as an skb has frags
+ * @multi_buf: the queue has VNIC_FEAT_MULTI_BUF: a frame ends at EOP
  * @next_to_clean: next slot the card fills
  *
  * Every slot but one is posted at all times: after cleaning, the driver
@@ -180,6 +236,11 @@ struct vnic_rx_ring {
 	u32 size;
 	u32 mask;
 	u32 buf_len;
+	u32 page_order;
+	u32 truesize;
+	u32 hdr_len;
+	u32 max_bufs;
+	bool multi_buf;
 	u32 next_to_clean;
 };
 
@@ -189,7 +250,12 @@ struct vnic_rx_ring {
  * @rx_packets: frames passed up
  * @rx_bytes: their bytes
  * @rx_alloc_fail: frames dropped because no new buffer could be allocated
- * @rx_bad_len: completions whose length was out of bounds (card bug)
+ * @rx_bad_len: frames with a buffer length out of bounds (card bug)
+ * @rx_bad_chain: frames without EOP where it had to be (card bug)
+ * @rx_too_many_bufs: frames spanning more buffers than an skb has frags
+ * @rx_hdr_errors: frames whose virtio_net_hdr the stack refused
+ * @rx_gso: GSO frames passed up
+ * @rx_multi_buf: frames that spanned more than one buffer
  * @tx_packets: frames the card completed
  * @tx_bytes: their bytes
  * @tx_switch_drops: completions with DROPPED (spoof or VLAN check)
@@ -202,6 +268,11 @@ struct vnic_napi_stats {
 	u64_stats_t rx_bytes;
 	u64_stats_t rx_alloc_fail;
 	u64_stats_t rx_bad_len;
+	u64_stats_t rx_bad_chain;
+	u64_stats_t rx_too_many_bufs;
+	u64_stats_t rx_hdr_errors;
+	u64_stats_t rx_gso;
+	u64_stats_t rx_multi_buf;
 	u64_stats_t tx_packets;
 	u64_stats_t tx_bytes;
 	u64_stats_t tx_switch_drops;
@@ -214,13 +285,15 @@ struct vnic_napi_stats {
  * @syncp: guards 64-bit reads on 32-bit machines
  * @busy: ndo_start_xmit found the ring full (returned NETDEV_TX_BUSY)
  * @stopped: the queue was stopped for want of descriptors
- * @dropped: frames dropped by the driver (length, mapping)
+ * @dropped: frames dropped by the driver (length, header, mapping)
+ * @gso: GSO frames handed to the card
  */
 struct vnic_xmit_stats {
 	struct u64_stats_sync syncp;
 	u64_stats_t busy;
 	u64_stats_t stopped;
 	u64_stats_t dropped;
+	u64_stats_t gso;
 };
 
 /**
@@ -233,7 +306,9 @@ struct vnic_xmit_stats {
  * @exc: the PF's exception queue pair (EXC_QP), not a vNIC: its netdev
  *	carries the card's VxLAN requests and the answers to them
  * @max_frame: longest frame its send queue takes (VNIC_TX_MAX_FRAME, or
- *	VNIC_EXC_MAX_FRAME for @exc)
+ *	VNIC_EXC_MAX_FRAME for @exc), GSO frames aside
+ * @sq_features: VNIC_FEAT_* of its send queue's context
+ * @rq_features: VNIC_FEAT_* of its receive queue's context
  * @irq: Linux IRQ number of MSI-X vector q + 1, 0 when not requested
  * @irq_name: its name in /proc/interrupts
  * @up: rings allocated and the queues enabled (changed under RTNL)
@@ -264,6 +339,8 @@ struct vnic_port {
 	u32 q;
 	bool exc;
 	u32 max_frame;
+	u16 sq_features;
+	u16 rq_features;
 
 	unsigned int irq;
 	char irq_name[32];
@@ -314,6 +391,8 @@ enum vnic_fn_state {
  * @is_vf: the function is a virtual function
  * @vf_index: VF index reported by FUNC (0 on the PF)
  * @version: VERSION register
+ * @features: FEATURES register, the offloads the card offers (0 on a card
+ *	older than VERSION 1.1)
  * @qp_max: maximum queue pairs X
  * @qp_num: enabled queue pairs N
  * @exc_qp: the exception queue pair (EXC_QP, the PF's queue pair 1), served
@@ -353,6 +432,7 @@ struct vnic_priv {
 	bool is_vf;
 	u16 vf_index;
 	u32 version;
+	u32 features;
 	u32 qp_max;
 	u32 qp_num;
 	u32 exc_qp;
@@ -441,7 +521,7 @@ int vnic_state_write_vct(struct vnic_priv *priv);
 struct vnic_queue_ctx *vnic_state_ctx(struct vnic_priv *priv, u32 type,
 				      u32 q);
 void vnic_state_ctx_reset(struct vnic_priv *priv, struct vnic_queue_ctx *ctx,
-			  dma_addr_t ring, u32 size);
+			  dma_addr_t ring, u32 size, u16 features);
 void vnic_state_ctx_stopped(struct vnic_queue_ctx *ctx);
 
 /* vnic_netdev.c */
@@ -458,13 +538,18 @@ void vnic_log_qp_status(struct vnic_port *port, const char *what,
 int vnic_tx_ring_alloc(struct vnic_port *port);
 void vnic_tx_ring_free(struct vnic_port *port);
 netdev_tx_t vnic_start_xmit(struct sk_buff *skb, struct net_device *netdev);
+netdev_features_t vnic_features_check(struct sk_buff *skb,
+				      struct net_device *netdev,
+				      netdev_features_t features);
 void vnic_tx_clean(struct vnic_port *port, int napi_budget);
+u32 vnic_tx_ring_min(const struct vnic_port *port);
 
 /* vnic_rx.c */
 int vnic_rx_ring_alloc(struct vnic_port *port);
 void vnic_rx_ring_free(struct vnic_port *port);
 void vnic_rx_post_all(struct vnic_port *port);
 int vnic_rx_clean(struct vnic_port *port, int budget);
+u32 vnic_rx_ring_min(const struct vnic_port *port);
 
 /* vnic_adminq.c: ndo_set_vf_* and ndo_get_vf_config of the PF */
 int vnic_set_vf_mac(struct net_device *netdev, int vf, u8 *mac);

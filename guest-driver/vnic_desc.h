@@ -30,8 +30,11 @@
  * header before a frame of up to 9280 bytes (docs/vxlan.md)
  */
 #define VNIC_EXC_MAX_FRAME		9326
-/* Most descriptors one frame may span (the driver uses exactly one) */
+/* Most descriptors one frame may span, on either ring (the card's limit) */
 #define VNIC_TX_MAX_DESCS		32
+#define VNIC_RX_MAX_DESCS		32
+/* A descriptor's length field is 16 bits wide */
+#define VNIC_DESC_MAX_LEN		0xffff
 
 /* Receive buffer sizes the card accepts */
 #define VNIC_RX_MIN_BUF			64
@@ -40,8 +43,10 @@
 /**
  * struct vnic_tx_desc - send descriptor (16 bytes)
  * @addr: guest (DMA) address of the buffer; driver
- * @len: bytes in the buffer, 1..VNIC_TX_MAX_FRAME (VNIC_EXC_MAX_FRAME on the
- *	PF's exception queue pair); driver
+ * @len: bytes in the buffer, at least 1; the frame's buffers together hold
+ *	at most VNIC_TX_MAX_FRAME bytes (VNIC_EXC_MAX_FRAME on the PF's
+ *	exception queue pair, VNIC_GSO_MAX_FRAME for a GSO frame, the
+ *	per-frame header not counted); driver
  * @flags: VNIC_TXD_F_*; driver
  * @status: VNIC_TXD_S_* and the queue error code; card
  * @reserved: 0
@@ -87,7 +92,12 @@ struct vnic_rx_desc {
 	__le16 reserved;
 };
 
-#define VNIC_RXD_S_DONE			BIT(0)	/* a frame is in the buffer */
+#define VNIC_RXD_S_DONE			BIT(0)	/* frame bytes in the buffer */
+/*
+ * Last buffer of the frame. Only meaningful on a queue with
+ * VNIC_FEAT_MULTI_BUF: a card older than the offloads never sets it.
+ */
+#define VNIC_RXD_S_EOP			BIT(1)
 
 static_assert(sizeof(struct vnic_rx_desc) == 16);
 static_assert(offsetof(struct vnic_rx_desc, addr) == 0);
@@ -107,6 +117,29 @@ static_assert(offsetof(struct vnic_rx_desc, reserved) == 14);
 #define VNIC_QERR_INDEX			4	/* doorbell >= ring size */
 #define VNIC_QERR_CHAIN			5	/* frame too long or no EOP */
 #define VNIC_QERR_CONTEXT		6	/* context not found or unreadable */
+#define VNIC_QERR_FEATURES		7	/* context features refused */
+
+/*
+ * Offloads (docs/datapath.md, "Offloads"): the bits of a queue context's
+ * @features and of the FEATURES register, which says which the card offers.
+ * CSUM and GSO need VNET_HDR, GSO needs CSUM, a receive queue with GSO needs
+ * MULTI_BUF, and a send queue never has MULTI_BUF.
+ */
+#define VNIC_FEAT_VNET_HDR		BIT(0)	/* virtio_net_hdr first */
+#define VNIC_FEAT_CSUM			BIT(1)	/* NEEDS_CSUM frames */
+#define VNIC_FEAT_GSO			BIT(2)	/* TCPv4/v6 GSO frames */
+#define VNIC_FEAT_MULTI_BUF		BIT(3)	/* RQ: frames span buffers */
+#define VNIC_FEAT_ALL			(VNIC_FEAT_VNET_HDR | VNIC_FEAT_CSUM | \
+					 VNIC_FEAT_GSO | VNIC_FEAT_MULTI_BUF)
+
+/*
+ * On a queue with VNIC_FEAT_VNET_HDR every frame, in both directions, starts
+ * with Linux's struct virtio_net_hdr (little-endian, csum_start counted from
+ * the Ethernet header); the frame limits above do not count it.
+ */
+#define VNIC_VNET_HDR_LEN		10
+/* Longest GSO frame a send queue with VNIC_FEAT_GSO takes */
+#define VNIC_GSO_MAX_FRAME		65600
 
 /**
  * struct vnic_queue_ctx - operating state of one queue (64 bytes)
@@ -117,6 +150,8 @@ static_assert(offsetof(struct vnic_rx_desc, reserved) == 14);
  * @tail: last doorbell value the card accepted; card
  * @error: VNIC_QERR_* code, 0 = none; card
  * @reserved0: 0
+ * @features: VNIC_FEAT_* the queue uses, read when it starts; driver
+ * @reserved2: 0
  * @packets: frames sent (SQ) or received (RQ); card
  * @bytes: bytes of those frames; card
  * @drops: SQ: frames the switch dropped; RQ: frames lost; card
@@ -124,8 +159,8 @@ static_assert(offsetof(struct vnic_rx_desc, reserved) == 14);
  * @reserved1: 0
  *
  * It sits at the start of an A-byte slot of a context block; the driver
- * writes @ring and @size with everything else zero before it enables the
- * queue, the card keeps the rest up to date while the queue runs.
+ * writes @ring, @size and @features with everything else zero before it
+ * enables the queue, the card keeps the rest up to date while the queue runs.
  */
 struct vnic_queue_ctx {
 	__le64 ring;
@@ -134,7 +169,9 @@ struct vnic_queue_ctx {
 	__le16 head;
 	__le16 tail;
 	u8 error;
-	u8 reserved0[7];
+	u8 reserved0;
+	__le16 features;
+	__le32 reserved2;
 	__le64 packets;
 	__le64 bytes;
 	__le64 drops;
@@ -152,6 +189,7 @@ static_assert(offsetof(struct vnic_queue_ctx, state) == 10);
 static_assert(offsetof(struct vnic_queue_ctx, head) == 12);
 static_assert(offsetof(struct vnic_queue_ctx, tail) == 14);
 static_assert(offsetof(struct vnic_queue_ctx, error) == 16);
+static_assert(offsetof(struct vnic_queue_ctx, features) == 18);
 static_assert(offsetof(struct vnic_queue_ctx, packets) == 24);
 static_assert(offsetof(struct vnic_queue_ctx, bytes) == 32);
 static_assert(offsetof(struct vnic_queue_ctx, drops) == 40);

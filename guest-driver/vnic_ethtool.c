@@ -18,12 +18,21 @@
 #include <linux/ethtool.h>
 #include <linux/log2.h>
 #include <linux/netdevice.h>
+#include <linux/stringify.h>
 
 #include "vnic.h"
 
+/**
+ * struct vnic_reg_stat - a function counter
+ * @name: its name in ethtool -S
+ * @reg: BAR0 offset
+ * @minor: the VERSION minor that introduced it: an older card has no such
+ *	register (a read would be a bad access), and it shows 0 there
+ */
 struct vnic_reg_stat {
 	char name[ETH_GSTRING_LEN];
 	u32 reg;
+	u32 minor;
 };
 
 /**
@@ -62,6 +71,12 @@ static const struct vnic_reg_stat vnic_fn_stats[] = {
 	{ "fn_vlan_drops",	VNIC_REG_FN_VLAN_DROPS },
 	{ "fn_to_uplink",	VNIC_REG_FN_TO_UPLINK },
 	{ "fn_queue_errors",	VNIC_REG_FN_QUEUE_ERRORS },
+	{ "fn_offload_drops",	VNIC_REG_FN_OFFLOAD_DROPS,
+	  VNIC_VERSION_MINOR_OFFLOADS },
+	{ "fn_tx_gso",		VNIC_REG_FN_TX_GSO, VNIC_VERSION_MINOR_OFFLOADS },
+	{ "fn_sw_segments",	VNIC_REG_FN_SW_SEGMENTS,
+	  VNIC_VERSION_MINOR_OFFLOADS },
+	{ "fn_sw_csum",		VNIC_REG_FN_SW_CSUM, VNIC_VERSION_MINOR_OFFLOADS },
 };
 
 /* The driver's counters, in the order vnic_get_sw_stats() fills them */
@@ -69,10 +84,16 @@ static const char vnic_sw_stats[][ETH_GSTRING_LEN] = {
 	"sw_tx_busy",
 	"sw_tx_stopped",
 	"sw_tx_dropped",
+	"sw_tx_gso",
 	"sw_tx_switch_drops",
 	"sw_tx_desc_errors",
 	"sw_rx_alloc_fail",
 	"sw_rx_bad_len",
+	"sw_rx_bad_chain",
+	"sw_rx_too_many_bufs",
+	"sw_rx_hdr_errors",
+	"sw_rx_gso",
+	"sw_rx_multi_buf",
 	"sw_napi_polls",
 	"sw_restarts",
 };
@@ -139,18 +160,24 @@ static void vnic_get_sw_stats(struct vnic_port *port, u64 *data)
 		data[0] = u64_stats_read(&xs->busy);
 		data[1] = u64_stats_read(&xs->stopped);
 		data[2] = u64_stats_read(&xs->dropped);
+		data[3] = u64_stats_read(&xs->gso);
 	} while (u64_stats_fetch_retry(&xs->syncp, start));
 
 	do {
 		start = u64_stats_fetch_begin(&ns->syncp);
-		data[3] = u64_stats_read(&ns->tx_switch_drops);
-		data[4] = u64_stats_read(&ns->tx_desc_errors);
-		data[5] = u64_stats_read(&ns->rx_alloc_fail);
-		data[6] = u64_stats_read(&ns->rx_bad_len);
-		data[7] = u64_stats_read(&ns->polls);
+		data[4] = u64_stats_read(&ns->tx_switch_drops);
+		data[5] = u64_stats_read(&ns->tx_desc_errors);
+		data[6] = u64_stats_read(&ns->rx_alloc_fail);
+		data[7] = u64_stats_read(&ns->rx_bad_len);
+		data[8] = u64_stats_read(&ns->rx_bad_chain);
+		data[9] = u64_stats_read(&ns->rx_too_many_bufs);
+		data[10] = u64_stats_read(&ns->rx_hdr_errors);
+		data[11] = u64_stats_read(&ns->rx_gso);
+		data[12] = u64_stats_read(&ns->rx_multi_buf);
+		data[13] = u64_stats_read(&ns->polls);
 	} while (u64_stats_fetch_retry(&ns->syncp, start));
 
-	data[8] = port->restarts;
+	data[14] = port->restarts;
 }
 
 static u64 vnic_qp_stat_read(struct vnic_port *port,
@@ -169,7 +196,10 @@ static u64 vnic_qp_stat_read(struct vnic_port *port,
 static u64 vnic_fn_stat_read(struct vnic_priv *priv,
 			     const struct vnic_reg_stat *stat, bool card)
 {
-	u64 val = card ? vnic_rd64(priv, stat->reg) : U64_MAX;
+	u64 val = U64_MAX;
+
+	if (card && VNIC_VERSION_MINOR(priv->version) >= stat->minor)
+		val = vnic_rd64(priv, stat->reg);
 
 	/* Not a count: the card does not answer */
 	return val == U64_MAX ? 0 : val;
@@ -227,6 +257,15 @@ static int vnic_set_ringparam(struct net_device *netdev,
 	    ring->tx_pending < VNIC_RING_MIN) {
 		NL_SET_ERR_MSG_MOD(extack,
 				   "ring sizes must be powers of two, 8 to 4096");
+		return -EINVAL;
+	}
+	/* Offloads need room for a whole GSO frame, or one of MAX_SKB_FRAGS */
+	if (ring->rx_pending < vnic_rx_ring_min(port) ||
+	    ring->tx_pending < vnic_tx_ring_min(port)) {
+		NL_SET_ERR_MSG_MOD(extack,
+				   "with offloads the rings need at least "
+				   __stringify(VNIC_RX_RING_MIN_GSO) " (rx) and "
+				   __stringify(VNIC_TX_RING_MIN_SG) " (tx) entries");
 		return -EINVAL;
 	}
 	if (ring->rx_pending == old_rx && ring->tx_pending == old_tx)

@@ -5,8 +5,9 @@
  * Probe and remove of the PF and VF functions, the PCI ID table and the
  * module entry points.
  *
- * Probe checks the card (ID, version, SCRATCH, the test interrupt), builds
- * the device-state tables in guest memory and writes the VCT entry, then
+ * Probe checks the card (ID, version, SCRATCH, the test interrupt), reads
+ * the offloads it offers (FEATURES, used by vnic_netdev.c), builds the
+ * device-state tables in guest memory and writes the VCT entry, then
  * registers one netdev per enabled queue pair, and from then on acts on the
  * card's events (misc vector). Last it saves the PCI configuration and starts
  * the watchdog that restores it if QEMU loses it (vnic_recovery.c). Remove
@@ -48,6 +49,23 @@ static int vnic_check_id(struct vnic_priv *priv)
 	return 0;
 }
 
+/*
+ * The offloads the card offers. A card older than VERSION 1.1 has no
+ * FEATURES register (reading it would be a bad access), and bits this
+ * driver does not know are no use to it.
+ */
+static u32 vnic_read_features(struct vnic_priv *priv)
+{
+	u32 features;
+
+	if (VNIC_VERSION_MINOR(priv->version) < VNIC_VERSION_MINOR_OFFLOADS)
+		return 0;
+	features = vnic_rd32(priv, VNIC_REG_FEATURES);
+	if (features == ~0U)
+		return 0;
+	return features & VNIC_FEAT_ALL;
+}
+
 /* Read what the device reports about itself; trust none of it blindly. */
 static int vnic_read_config(struct vnic_priv *priv)
 {
@@ -62,6 +80,8 @@ static int vnic_read_config(struct vnic_priv *priv)
 			VNIC_VERSION_MINOR(priv->version));
 		return -ENODEV;
 	}
+
+	priv->features = vnic_read_features(priv);
 
 	func = vnic_rd32(priv, VNIC_REG_FUNC);
 	priv->is_vf = !!(func & VNIC_FUNC_IS_VF);
@@ -145,10 +165,11 @@ static void vnic_log_identity(struct vnic_priv *priv)
 		snprintf(name, sizeof(name), "PF");
 
 	pci_info(priv->pdev,
-		 "vnic %s v%u.%u, %u queue pairs max, %u enabled, MAC %pM\n",
+		 "vnic %s v%u.%u, %u queue pairs max, %u enabled, MAC %pM, features 0x%x (offloads %s)\n",
 		 name, VNIC_VERSION_MAJOR(priv->version),
 		 VNIC_VERSION_MINOR(priv->version), priv->qp_max,
-		 priv->qp_num, priv->mac);
+		 priv->qp_num, priv->mac, priv->features,
+		 priv->features == VNIC_FEAT_ALL ? "on" : "off");
 }
 
 static int vnic_probe(struct pci_dev *pdev, const struct pci_device_id *id)

@@ -17,12 +17,16 @@
  * vector q + 1, recovery) but not a vNIC: no ARP, no MAC or VLAN writes (the
  * card refuses them), and an MTU that fits the card's longest message.
  *
- * Starting a port allocates its rings, writes ring base and size into the
- * queue pair's two contexts in guest memory and enables both queues with
- * QP_CTRL; the card loads the contexts through the VCT. Stopping disables
- * the queues (the card writes the contexts back and forgets them) before
- * any buffer is freed. Everything that starts or stops a port runs under
- * RTNL.
+ * Starting a port allocates its rings, writes ring base, size and offload
+ * features into the queue pair's two contexts in guest memory and enables
+ * both queues with QP_CTRL; the card loads the contexts through the VCT.
+ * Stopping disables the queues (the card writes the contexts back and
+ * forgets them) before any buffer is freed. Everything that starts or stops
+ * a port runs under RTNL.
+ *
+ * With a card that offers the offloads (FEATURES), a vNIC's netdev has
+ * checksum offload, scatter-gather and TSO, and its queues exchange a
+ * struct virtio_net_hdr with every frame (vnic_port_init_offloads()).
  */
 #include <linux/bitfield.h>
 #include <linux/delay.h>
@@ -58,6 +62,8 @@ const char *vnic_qerr_name(u32 code)
 		return "chain";
 	case VNIC_QERR_CONTEXT:
 		return "context";
+	case VNIC_QERR_FEATURES:
+		return "features";
 	default:
 		return "unknown";
 	}
@@ -181,8 +187,10 @@ static int vnic_port_start(struct vnic_port *port)
 	if (err)
 		goto err_free_tx;
 
-	vnic_state_ctx_reset(priv, port->sq_ctx, port->tx.dma, port->tx.size);
-	vnic_state_ctx_reset(priv, port->rq_ctx, port->rx.dma, port->rx.size);
+	vnic_state_ctx_reset(priv, port->sq_ctx, port->tx.dma, port->tx.size,
+			     port->sq_features);
+	vnic_state_ctx_reset(priv, port->rq_ctx, port->rx.dma, port->rx.size,
+			     port->rq_features);
 
 	napi_enable(&port->napi);
 	vnic_qp_wr32(port, VNIC_QP_ITR, port->itr);
@@ -335,6 +343,7 @@ static void vnic_get_stats64(struct net_device *netdev,
 	struct vnic_napi_stats *ns = &port->nstats;
 	struct vnic_xmit_stats *xs = &port->xstats;
 	u64 switch_drops, desc_errors, alloc_fail, bad_len, dropped;
+	u64 bad_chain, too_many_bufs, hdr_errors;
 	unsigned int start;
 
 	do {
@@ -347,6 +356,9 @@ static void vnic_get_stats64(struct net_device *netdev,
 		desc_errors = u64_stats_read(&ns->tx_desc_errors);
 		alloc_fail = u64_stats_read(&ns->rx_alloc_fail);
 		bad_len = u64_stats_read(&ns->rx_bad_len);
+		bad_chain = u64_stats_read(&ns->rx_bad_chain);
+		too_many_bufs = u64_stats_read(&ns->rx_too_many_bufs);
+		hdr_errors = u64_stats_read(&ns->rx_hdr_errors);
 	} while (u64_stats_fetch_retry(&ns->syncp, start));
 
 	do {
@@ -356,9 +368,10 @@ static void vnic_get_stats64(struct net_device *netdev,
 
 	s->tx_dropped = dropped + switch_drops;
 	s->tx_errors = desc_errors;
-	s->rx_dropped = alloc_fail;
-	s->rx_errors = bad_len;
+	s->rx_dropped = alloc_fail + too_many_bufs;
+	s->rx_errors = bad_len + bad_chain + hdr_errors;
 	s->rx_length_errors = bad_len;
+	s->rx_frame_errors = bad_chain + hdr_errors;
 }
 
 static void vnic_tx_timeout(struct net_device *netdev, unsigned int txqueue)
@@ -446,6 +459,7 @@ static const struct net_device_ops vnic_netdev_ops = {
 	.ndo_open = vnic_open,
 	.ndo_stop = vnic_stop,
 	.ndo_start_xmit = vnic_start_xmit,
+	.ndo_features_check = vnic_features_check,
 	.ndo_get_stats64 = vnic_get_stats64,
 	.ndo_set_mac_address = vnic_set_mac_address,
 	.ndo_validate_addr = eth_validate_addr,
@@ -475,6 +489,7 @@ static const struct net_device_ops vnic_pf_netdev_ops = {
 	.ndo_open = vnic_open,
 	.ndo_stop = vnic_stop,
 	.ndo_start_xmit = vnic_start_xmit,
+	.ndo_features_check = vnic_features_check,
 	.ndo_get_stats64 = vnic_get_stats64,
 	.ndo_set_mac_address = vnic_set_mac_address,
 	.ndo_validate_addr = eth_validate_addr,
@@ -534,6 +549,53 @@ static void vnic_port_sync_mac(struct vnic_port *port)
 	call_netdevice_notifiers(NETDEV_CHANGEADDR, netdev);
 }
 
+/* The netdev features of a vNIC whose queues use the card's offloads */
+#define VNIC_OFFLOAD_FEATURES	(NETIF_F_SG | NETIF_F_HW_CSUM | \
+				 NETIF_F_TSO | NETIF_F_TSO6 | NETIF_F_TSO_ECN)
+
+/*
+ * Choose the offloads of a port's queues and the netdev features that go
+ * with them. All or nothing: with a card that lacks any of the four bits
+ * the contexts have no features and the netdev none of these, sending one
+ * linear buffer per frame as before the offloads.
+ *
+ * A vNIC takes the per-frame header, checksum requests and GSO frames both
+ * ways, and multi-buffer frames on receive, which GSO needs and which let
+ * its receive buffers be single pages at any MTU. The exception queue pair
+ * is no vNIC: the card allows it MULTI_BUF on receive only, so its netdev
+ * offloads nothing but still receives into pages.
+ *
+ * The features are toggleable (ethtool -K) without touching the queues: the
+ * header of each frame says what it asks for. TSO_ECN is among them so that
+ * it comes back with TSO (the core clears a fixed TSO_ECN for good once
+ * scatter-gather or TSO is off). RXCSUM is fixed: whatever the setting, the
+ * card delivers frames from local vNICs with NEEDS_CSUM (CHECKSUM_PARTIAL).
+ */
+static void vnic_port_init_offloads(struct vnic_port *port)
+{
+	struct net_device *netdev = port->netdev;
+
+	port->sq_features = 0;
+	port->rq_features = 0;
+	if (port->priv->features != VNIC_FEAT_ALL)
+		return;
+	if (port->exc) {
+		port->rq_features = VNIC_FEAT_MULTI_BUF;
+		return;
+	}
+
+	port->sq_features = VNIC_FEAT_VNET_HDR | VNIC_FEAT_CSUM | VNIC_FEAT_GSO;
+	port->rq_features = port->sq_features | VNIC_FEAT_MULTI_BUF;
+
+	netdev->hw_features |= VNIC_OFFLOAD_FEATURES;
+	netdev->features |= VNIC_OFFLOAD_FEATURES | NETIF_F_RXCSUM;
+	/* VLAN subinterfaces: their tag is in-band, which the card parses */
+	netdev->vlan_features = VNIC_OFFLOAD_FEATURES | NETIF_F_HIGHDMA;
+	/* Room to push the header in front of the frame (vnic_tx.c) */
+	netdev->needed_headroom = VNIC_VNET_HDR_LEN;
+	netif_set_tso_max_size(netdev, VNIC_TSO_MAX_SIZE);
+}
+
 /* Create and register the netdev of queue pair q; RTNL held. */
 static struct vnic_port *vnic_port_create(struct vnic_priv *priv, u32 q)
 {
@@ -579,8 +641,7 @@ static struct vnic_port *vnic_port_create(struct vnic_priv *priv, u32 q)
 	netdev->min_mtu = ETH_MIN_MTU;
 	netdev->max_mtu = VNIC_MAX_MTU;
 	/*
-	 * No scatter-gather, checksum or VLAN offload: one linear buffer per
-	 * frame, tags in-band. The VLAN filter is the card's switch, joined
+	 * Tags stay in-band; the VLAN filter is the card's switch, joined
 	 * through QP_VLAN.
 	 */
 	netdev->features = NETIF_F_HW_VLAN_CTAG_FILTER | NETIF_F_HIGHDMA;
@@ -595,6 +656,7 @@ static struct vnic_port *vnic_port_create(struct vnic_priv *priv, u32 q)
 		netdev->max_mtu = VNIC_EXC_MTU;
 		netdev->mtu = VNIC_EXC_MTU;
 	}
+	vnic_port_init_offloads(port);
 	vnic_port_read_mac(port);
 
 	netif_napi_add(netdev, &port->napi, vnic_napi_poll);

@@ -44,6 +44,8 @@
 #define   VNIC_VERSION_MAJOR(v)		((v) >> 16)
 #define   VNIC_VERSION_MINOR(v)		((v) & 0xffff)
 #define   VNIC_VERSION_MAJOR_SUPPORTED	1
+/* First minor version with FEATURES and the offload counters (0x178..) */
+#define   VNIC_VERSION_MINOR_OFFLOADS	1
 
 /* 0x008 FUNC (RO): which function this is */
 #define VNIC_REG_FUNC			0x008
@@ -125,6 +127,13 @@
 #define VNIC_REG_EXC_QP			0x054
 
 /*
+ * 0x058 FEATURES (RO): the offloads the card offers, VNIC_FEAT_* of
+ * vnic_desc.h (the bits of a queue context's features). Only from
+ * VERSION 1.1 on: on an older card the offset is a bad access.
+ */
+#define VNIC_REG_FEATURES		0x058
+
+/*
  * PF admin mailbox (PF only; on a VF every command ends with EPERM). Write
  * the arguments, then ADMIN_CMD: the command runs while the write is handled,
  * so the next read of ADMIN_STATUS returns its result. GET_CONFIG leaves its
@@ -188,6 +197,11 @@
 #define VNIC_REG_FN_VLAN_DROPS		0x138	/* VLAN the vNIC did not join */
 #define VNIC_REG_FN_TO_UPLINK		0x140	/* unknown unicast, flood copy */
 #define VNIC_REG_FN_QUEUE_ERRORS	0x148	/* queue error-state entries */
+/* From VERSION 1.1 on (VNIC_VERSION_MINOR_OFFLOADS): */
+#define VNIC_REG_FN_OFFLOAD_DROPS	0x178	/* offload header refused */
+#define VNIC_REG_FN_TX_GSO		0x180	/* GSO frames sent */
+#define VNIC_REG_FN_SW_SEGMENTS		0x188	/* segments the card cut */
+#define VNIC_REG_FN_SW_CSUM		0x190	/* checksums it completed */
 
 /*
  * Queue-pair areas: queue pair q (0 <= q < QP_NUM) has 128 bytes at

@@ -7,24 +7,46 @@
  * the card sends them in order and writes each back with DONE. The driver
  * reclaims by DONE and never reads the card's head on the fast path.
  *
- * Every frame is one linear buffer in one descriptor with EOP: the driver
- * does not advertise NETIF_F_SG, so the stack hands it linear skbs. The
+ * A frame takes one descriptor per buffer, EOP on the last: the skb's head
+ * (dma_map_single()), then each of its frags (skb_frag_dma_map()). Every slot
+ * remembers its own mapping and the frame's last slot the skb, so cleaning
+ * unmaps slot by slot and frees the skb with its last slot. Without offloads
+ * (a card older than them, the exception queue pair) the netdev has no
+ * NETIF_F_SG and a frame is one linear buffer, as before.
+ *
+ * With offloads the send queue has VNET_HDR, CSUM and GSO: every frame starts
+ * with a struct virtio_net_hdr that virtio_net_hdr_from_skb() fills, a
+ * checksum request for a CHECKSUM_PARTIAL skb (the card completes it, or
+ * leaves it to a receiver that takes partial checksums) and the segmentation
+ * of a TSO skb of up to VNIC_GSO_MAX_FRAME bytes. The header is pushed into
+ * the skb's headroom (needed_headroom asks the stack for it), so it shares
+ * the head's descriptor. GSO skbs the card would refuse, or that do not fit
+ * its descriptors, ndo_features_check hands to software GSO instead.
+ *
+ * The queue stops while fewer slots are free than one frame may need
+ * (tx->stop_thresh) and wakes once a quarter of the ring, and at least that,
+ * is free again. BQL counts frame bytes, the header not included. The
  * doorbell is deferred while the stack says more frames follow
  * (netdev_xmit_more()), so a burst costs one MMIO write.
  */
 #include <linux/bitfield.h>
 #include <linux/dma-mapping.h>
+#include <linux/if_vlan.h>
+#include <linux/ipv6.h>
 #include <linux/netdevice.h>
 #include <linux/skbuff.h>
+#include <linux/virtio_net.h>
 
 #include "vnic.h"
+
+static_assert(sizeof(struct virtio_net_hdr) == VNIC_VNET_HDR_LEN);
 
 /* Free slots the driver may still fill; one slot always stays empty */
 static u32 vnic_tx_unused(const struct vnic_tx_ring *tx)
 {
 	/*
 	 * Pairs with the release in vnic_tx_clean(): a slot counted free here
-	 * has been emptied (bufs[].skb cleared) before xmit fills it again.
+	 * has been emptied (its mapping and skb dropped) before xmit fills it.
 	 */
 	return (smp_load_acquire(&tx->next_to_clean) - tx->tail - 1) &
 	       tx->mask;
@@ -33,14 +55,27 @@ static u32 vnic_tx_unused(const struct vnic_tx_ring *tx)
 /* A stopped queue restarts once a quarter of the ring is free again */
 static u32 vnic_tx_wake_thresh(const struct vnic_tx_ring *tx)
 {
-	return tx->size / 4;
+	return max(tx->size / 4, tx->stop_thresh);
+}
+
+/**
+ * vnic_tx_ring_min - smallest send ring a port can run with
+ * @port: the port
+ *
+ * Return: VNIC_TX_RING_MIN_SG when its frames may have frags, else the
+ * card's minimum.
+ */
+u32 vnic_tx_ring_min(const struct vnic_port *port)
+{
+	return port->netdev->hw_features & NETIF_F_SG ? VNIC_TX_RING_MIN_SG :
+							VNIC_RING_MIN;
 }
 
 /**
  * vnic_tx_ring_alloc - allocate the send ring of a port
- * @port: the port, stopped; @port->tx_ring_size set
+ * @port: the port, stopped; @port->tx_ring_size and its features set
  *
- * Return: 0 or -ENOMEM.
+ * Return: 0, -EINVAL for a ring too small for the port, or -ENOMEM.
  */
 int vnic_tx_ring_alloc(struct vnic_port *port)
 {
@@ -50,6 +85,11 @@ int vnic_tx_ring_alloc(struct vnic_port *port)
 	memset(tx, 0, sizeof(*tx));
 	tx->size = port->tx_ring_size;
 	tx->mask = tx->size - 1;
+	tx->vnet_hdr = port->sq_features & VNIC_FEAT_VNET_HDR;
+	tx->stop_thresh = port->netdev->hw_features & NETIF_F_SG ?
+			  VNIC_TX_SG_STOP : 1;
+	if (WARN_ON(tx->size < vnic_tx_ring_min(port)))
+		return -EINVAL;
 
 	tx->bufs = kvcalloc(tx->size, sizeof(*tx->bufs), GFP_KERNEL);
 	if (!tx->bufs)
@@ -64,6 +104,16 @@ int vnic_tx_ring_alloc(struct vnic_port *port)
 		return -ENOMEM;
 	}
 	return 0;
+}
+
+/* Undo the mapping of one slot; the slot is free afterwards */
+static void vnic_tx_unmap(struct device *dev, struct vnic_tx_buf *buf)
+{
+	if (buf->page)
+		dma_unmap_page(dev, buf->dma, buf->len, DMA_TO_DEVICE);
+	else
+		dma_unmap_single(dev, buf->dma, buf->len, DMA_TO_DEVICE);
+	buf->len = 0;
 }
 
 /**
@@ -82,11 +132,12 @@ void vnic_tx_ring_free(struct vnic_port *port)
 
 	for (i = 0; i < tx->size; i++) {
 		buf = &tx->bufs[i];
-		if (!buf->skb)
-			continue;
-		dma_unmap_single(dev, buf->dma, buf->len, DMA_TO_DEVICE);
-		dev_kfree_skb_any(buf->skb);
-		buf->skb = NULL;
+		if (buf->len)
+			vnic_tx_unmap(dev, buf);
+		if (buf->skb) {
+			dev_kfree_skb_any(buf->skb);
+			buf->skb = NULL;
+		}
 	}
 	netdev_reset_queue(port->netdev);
 
@@ -116,6 +167,196 @@ static void vnic_tx_count_drop(struct vnic_port *port)
 	u64_stats_update_end(&port->xstats.syncp);
 }
 
+/* Is TCP right behind the IPv6 header? (A GSO skb's network header is set) */
+static bool vnic_tx_ipv6_tcp(const struct sk_buff *skb)
+{
+	const u8 *next;
+	u8 buf;
+
+	next = skb_header_pointer(skb, skb_network_offset(skb) +
+				  offsetof(struct ipv6hdr, nexthdr),
+				  sizeof(buf), &buf);
+	return next && *next == IPPROTO_TCP;
+}
+
+/*
+ * Can the card segment this GSO skb, and can its descriptors hold it? The
+ * card parses Ethernet, at most one 802.1Q tag (vlan_features_check() has
+ * ruled out more), IPv4 or IPv6 without extension headers, TCP; a tag still
+ * outside the frame will be inserted into it. It only segments frames that
+ * ask for their checksum (the core may pass a GSO skb whose checksum is
+ * CHECKSUM_UNNECESSARY).
+ */
+static bool vnic_tx_gso_ok(struct sk_buff *skb)
+{
+	const struct skb_shared_info *shinfo = skb_shinfo(skb);
+	bool tagged = skb_vlan_tag_present(skb);
+	__be16 outer = tagged ? skb->vlan_proto : skb->protocol;
+	__be16 inner = vlan_get_protocol(skb);
+	u32 i;
+
+	if (skb->ip_summed != CHECKSUM_PARTIAL)
+		return false;
+	if (outer == htons(ETH_P_8021AD))
+		return false;
+	if (inner != htons(ETH_P_IP) && inner != htons(ETH_P_IPV6))
+		return false;
+	if (inner == htons(ETH_P_IPV6) && !vnic_tx_ipv6_tcp(skb))
+		return false;
+	if (skb->len + (tagged ? VLAN_HLEN : 0) > VNIC_GSO_MAX_FRAME)
+		return false;
+
+	/* A buffer can only outgrow a descriptor if the frame does */
+	if (skb->len + VNIC_VNET_HDR_LEN <= VNIC_DESC_MAX_LEN)
+		return true;
+	if (skb_headlen(skb) + VNIC_VNET_HDR_LEN > VNIC_DESC_MAX_LEN)
+		return false;
+	for (i = 0; i < shinfo->nr_frags; i++)
+		if (skb_frag_size(&shinfo->frags[i]) > VNIC_DESC_MAX_LEN)
+			return false;
+	return true;
+}
+
+/**
+ * vnic_features_check - ndo_features_check
+ * @skb: a frame about to be sent
+ * @netdev: the port's netdev
+ * @features: the features the stack would use for it
+ *
+ * A GSO skb the card would refuse (and drop, counting OFFLOAD_DROPS) is
+ * segmented by the stack instead; so is one longer than VNIC_GSO_MAX_FRAME,
+ * which would fail the queue.
+ *
+ * Return: @features, less what this skb cannot use.
+ */
+netdev_features_t vnic_features_check(struct sk_buff *skb,
+				      struct net_device *netdev,
+				      netdev_features_t features)
+{
+	/* Multi-tagged frames: checksum yes, segmentation no */
+	features = vlan_features_check(skb, features);
+	if (skb_is_gso(skb) && (features & NETIF_F_GSO_MASK) &&
+	    !vnic_tx_gso_ok(skb))
+		features &= ~NETIF_F_GSO_MASK;
+	return features;
+}
+
+/* Is the frame (without header) one the send queue takes? */
+static bool vnic_tx_len_ok(const struct vnic_port *port,
+			   const struct sk_buff *skb)
+{
+	u32 max = port->max_frame;
+
+	if (skb_is_gso(skb) && (port->sq_features & VNIC_FEAT_GSO))
+		max = VNIC_GSO_MAX_FRAME;
+	return skb->len >= VNIC_TX_MIN_FRAME && skb->len <= max;
+}
+
+/*
+ * Put the frame's offload request in front of it, in the headroom, where it
+ * shares the head's descriptor. virtio_net_hdr_from_skb() runs first: it
+ * counts csum_start from skb->data, the Ethernet header.
+ */
+static int vnic_tx_push_hdr(struct sk_buff *skb)
+{
+	struct virtio_net_hdr hdr;
+	int err;
+
+	/* A clone's headroom may be shared: get a private one */
+	err = skb_cow_head(skb, VNIC_VNET_HDR_LEN);
+	if (err)
+		return err;
+	err = virtio_net_hdr_from_skb(skb, &hdr, true, false, 0);
+	if (err)
+		return err;
+	memcpy(__skb_push(skb, VNIC_VNET_HDR_LEN), &hdr, VNIC_VNET_HDR_LEN);
+	return 0;
+}
+
+/* Point the descriptor of slot @i at one mapped buffer (not EOP yet) */
+static void vnic_tx_fill(struct vnic_tx_ring *tx, u32 i, dma_addr_t dma,
+			 u32 len, bool page)
+{
+	struct vnic_tx_desc *desc = &tx->desc[i];
+	struct vnic_tx_buf *buf = &tx->bufs[i];
+
+	buf->dma = dma;
+	buf->len = len;
+	buf->page = page;
+
+	desc->addr = cpu_to_le64(dma);
+	desc->len = cpu_to_le16(len);
+	desc->flags = 0;
+	desc->status = 0;
+	desc->reserved = 0;
+}
+
+/*
+ * Map the skb's head and frags into descriptors from the tail on, EOP on the
+ * last, which also keeps the skb and its @bytes. Empty buffers are skipped:
+ * the card fails the queue on a zero-length descriptor.
+ *
+ * Return: descriptors used, or -EIO with everything unmapped again.
+ */
+static int vnic_tx_map(struct vnic_port *port, struct sk_buff *skb,
+		       u32 bytes)
+{
+	struct device *dev = &port->priv->pdev->dev;
+	const struct skb_shared_info *shinfo = skb_shinfo(skb);
+	struct vnic_tx_ring *tx = &port->tx;
+	u32 n = 0, f, len, last;
+	dma_addr_t dma;
+
+	len = skb_headlen(skb);
+	if (len) {
+		if (unlikely(len > VNIC_DESC_MAX_LEN))
+			goto unwind;
+		dma = dma_map_single(dev, skb->data, len, DMA_TO_DEVICE);
+		if (unlikely(dma_mapping_error(dev, dma)))
+			goto unwind;
+		vnic_tx_fill(tx, tx->tail, dma, len, false);
+		n++;
+	}
+
+	for (f = 0; f < shinfo->nr_frags; f++) {
+		len = skb_frag_size(&shinfo->frags[f]);
+		if (!len)
+			continue;
+		if (unlikely(len > VNIC_DESC_MAX_LEN))
+			goto unwind;
+		dma = skb_frag_dma_map(dev, &shinfo->frags[f], 0, len,
+				       DMA_TO_DEVICE);
+		if (unlikely(dma_mapping_error(dev, dma)))
+			goto unwind;
+		vnic_tx_fill(tx, (tx->tail + n) & tx->mask, dma, len, true);
+		n++;
+	}
+
+	if (unlikely(!n))
+		return -EIO;
+	last = (tx->tail + n - 1) & tx->mask;
+	tx->desc[last].flags = cpu_to_le16(VNIC_TXD_F_EOP);
+	tx->bufs[last].skb = skb;
+	tx->bufs[last].bytes = bytes;
+	return n;
+
+unwind:
+	while (n--)
+		vnic_tx_unmap(dev, &tx->bufs[(tx->tail + n) & tx->mask]);
+	return -EIO;
+}
+
+/* The ring cannot take the frame: hand it back to the stack */
+static netdev_tx_t vnic_tx_busy(struct vnic_port *port)
+{
+	netif_stop_queue(port->netdev);
+	u64_stats_update_begin(&port->xstats.syncp);
+	u64_stats_inc(&port->xstats.busy);
+	u64_stats_update_end(&port->xstats.syncp);
+	vnic_tx_kick(port);
+	return NETDEV_TX_BUSY;
+}
+
 /**
  * vnic_start_xmit - ndo_start_xmit
  * @skb: the frame
@@ -127,56 +368,34 @@ static void vnic_tx_count_drop(struct vnic_port *port)
 netdev_tx_t vnic_start_xmit(struct sk_buff *skb, struct net_device *netdev)
 {
 	struct vnic_port *port = netdev_priv(netdev);
-	struct device *dev = &port->priv->pdev->dev;
 	struct vnic_tx_ring *tx = &port->tx;
-	struct vnic_tx_desc *desc;
-	struct vnic_tx_buf *buf;
+	bool gso = skb_is_gso(skb);
 	bool kick, stopped = false;
-	dma_addr_t dma;
-	u32 len;
+	u32 bytes = skb->len;
+	int descs;
 
-	if (unlikely(!vnic_tx_unused(tx))) {
-		netif_stop_queue(netdev);
-		u64_stats_update_begin(&port->xstats.syncp);
-		u64_stats_inc(&port->xstats.busy);
-		u64_stats_update_end(&port->xstats.syncp);
-		vnic_tx_kick(port);
-		return NETDEV_TX_BUSY;
-	}
+	if (unlikely(vnic_tx_unused(tx) < skb_shinfo(skb)->nr_frags + 1))
+		return vnic_tx_busy(port);
 
 	/* The card refuses (and fails the queue on) frames outside these */
-	if (unlikely(skb->len < VNIC_TX_MIN_FRAME ||
-		     skb->len > port->max_frame))
-		goto drop;
-	/* Without NETIF_F_SG this is a no-op; it keeps the one-buffer rule */
-	if (unlikely(skb_linearize(skb)))
+	if (unlikely(!vnic_tx_len_ok(port, skb)))
 		goto drop;
 
-	len = skb_headlen(skb);
-	dma = dma_map_single(dev, skb->data, len, DMA_TO_DEVICE);
-	if (unlikely(dma_mapping_error(dev, dma)))
-		goto drop;
-
-	buf = &tx->bufs[tx->tail];
-	buf->skb = skb;
-	buf->dma = dma;
-	buf->len = len;
-
-	desc = &tx->desc[tx->tail];
-	desc->addr = cpu_to_le64(dma);
-	desc->len = cpu_to_le16(len);
-	desc->flags = cpu_to_le16(VNIC_TXD_F_EOP);
-	desc->status = 0;
-	desc->reserved = 0;
-
+	/* Before the header goes in front: PTP classification parses data */
 	skb_tx_timestamp(skb);
 
+	if (tx->vnet_hdr && unlikely(vnic_tx_push_hdr(skb)))
+		goto drop;
+	descs = vnic_tx_map(port, skb, bytes);
+	if (unlikely(descs < 0))
+		goto drop;
+
 	/* The skb belongs to the cleaner once the doorbell may be rung */
-	WRITE_ONCE(tx->tail, (tx->tail + 1) & tx->mask);
-	kick = __netdev_tx_sent_queue(netdev_get_tx_queue(netdev, 0), len,
+	WRITE_ONCE(tx->tail, (tx->tail + descs) & tx->mask);
+	kick = __netdev_tx_sent_queue(netdev_get_tx_queue(netdev, 0), bytes,
 				      netdev_xmit_more());
 
-	if (unlikely(!vnic_tx_unused(tx))) {
+	if (unlikely(vnic_tx_unused(tx) < tx->stop_thresh)) {
 		netif_stop_queue(netdev);
 		stopped = true;
 		/* Pairs with the barrier in vnic_tx_clean() */
@@ -190,9 +409,12 @@ netdev_tx_t vnic_start_xmit(struct sk_buff *skb, struct net_device *netdev)
 	if (kick)
 		vnic_tx_kick(port);
 
-	if (unlikely(stopped)) {
+	if (gso || unlikely(stopped)) {
 		u64_stats_update_begin(&port->xstats.syncp);
-		u64_stats_inc(&port->xstats.stopped);
+		if (gso)
+			u64_stats_inc(&port->xstats.gso);
+		if (stopped)
+			u64_stats_inc(&port->xstats.stopped);
 		u64_stats_update_end(&port->xstats.syncp);
 	}
 	return NETDEV_TX_OK;
@@ -221,6 +443,8 @@ static void vnic_tx_log_error(struct vnic_port *port, u32 slot, u16 status)
  * @napi_budget: NAPI budget, 0 from netpoll (passed to napi_consume_skb)
  *
  * Runs in NAPI context only, so it is the only writer of next_to_clean.
+ * Every slot is unmapped as soon as the card is done with it; a frame is
+ * accounted, by the status of its last descriptor, when that one is.
  */
 void vnic_tx_clean(struct vnic_port *port, int napi_budget)
 {
@@ -244,29 +468,31 @@ void vnic_tx_clean(struct vnic_port *port, int napi_budget)
 		dma_rmb();
 
 		buf = &tx->bufs[ntc];
-		if (unlikely(!buf->skb))
+		if (unlikely(!buf->len))
 			break;	/* DONE on a slot never posted: ignore */
+
+		vnic_tx_unmap(dev, buf);
+		desc->status = 0;
+		ntc = (ntc + 1) & tx->mask;
+		if (!buf->skb)
+			continue;	/* not the frame's last buffer */
 
 		if (unlikely(status & VNIC_TXD_S_ERR_CODE)) {
 			errors++;
-			vnic_tx_log_error(port, ntc, status);
+			vnic_tx_log_error(port, (ntc - 1) & tx->mask, status);
 		} else if (status & VNIC_TXD_S_DROPPED) {
 			dropped++;
 		} else {
 			sent++;
-			sent_bytes += buf->len;
+			sent_bytes += buf->bytes;
 		}
 		pkts++;
-		bytes += buf->len;
-
-		dma_unmap_single(dev, buf->dma, buf->len, DMA_TO_DEVICE);
+		bytes += buf->bytes;
 		napi_consume_skb(buf->skb, napi_budget);
 		buf->skb = NULL;
-		desc->status = 0;
-		ntc = (ntc + 1) & tx->mask;
 	}
 
-	if (!pkts)
+	if (ntc == tx->next_to_clean)
 		return;
 
 	/* Publish the emptied slots; pairs with vnic_tx_unused() */
