@@ -497,7 +497,14 @@ fn rx_claim(
             return Ok(Err(RxOutcome::TooLong));
         }
         if bufs.len() == ring.pending() as usize {
-            return Ok(Err(RxOutcome::NoBuffer));
+            // Every slot posted (one always stays empty) and still short:
+            // waiting for more buffers would wait forever.
+            let full = ring.pending() == ring.size() - 1;
+            return Ok(Err(if full {
+                RxOutcome::TooLong
+            } else {
+                RxOutcome::NoBuffer
+            }));
         }
         let b = rx_buf(ring, dma, index)?;
         room += b.len;
@@ -900,5 +907,24 @@ mod tests {
             Ok(RxOutcome::TooLong)
         );
         assert_eq!(ring.head, 3, "still posted");
+    }
+
+    #[test]
+    fn a_frame_larger_than_a_full_ring_can_hold_is_too_long_not_waiting() {
+        let mut drv = FakeDriver::new();
+        let base = drv.ring(8);
+        let mut ring = Ring::new(drv.dma(), base, 8, 0, 0).unwrap();
+        ring.set_tail(drv.post_rx(base, 8, 0, 7, 1024) as u32)
+            .unwrap();
+        let f = frame(8000, 1);
+        let bytes = RxBytes {
+            header: &[],
+            frame: &f,
+        };
+        assert_eq!(
+            rx_put(&mut ring, drv.dma(), bytes, true),
+            Ok(RxOutcome::TooLong),
+            "8 buffers needed, 7 can ever be posted"
+        );
     }
 }
