@@ -317,6 +317,7 @@ struct vnic_xmit_stats {
  * @tx_ring_size: send ring entries used at the next start
  * @rx_ring_size: receive ring entries used at the next start
  * @itr: interrupt moderation interval, us (QP_ITR)
+ * @itr_adaptive: let the card adapt the interval to the load (the default)
  * @card_mac: the MAC the card last reported for the queue pair (QP_MAC);
  *	the netdev's address differs from it when set in software only
  * @mac_refused_logged: the card refused a MAC write and it was logged
@@ -350,6 +351,7 @@ struct vnic_port {
 	u32 tx_ring_size;
 	u32 rx_ring_size;
 	u32 itr;
+	bool itr_adaptive;
 	u8 card_mac[ETH_ALEN];
 	bool mac_refused_logged;
 
@@ -571,5 +573,6 @@ void vnic_recovery_resumed(struct vnic_priv *priv);
 
 /* vnic_ethtool.c */
 void vnic_set_ethtool_ops(struct net_device *netdev);
+void vnic_write_itr(struct vnic_port *port);
 
 #endif /* _VNIC_H_ */

@@ -7,7 +7,8 @@
  * the queue pair's area in BAR0), the function-wide counters the switch
  * keeps (shared by every netdev of the function, hence the fn_ prefix) and
  * the driver's own counters (sw_). -C rx-usecs is the card's interrupt
- * moderation interval QP_ITR; -G changes the ring sizes.
+ * moderation interval QP_ITR, -C adaptive-rx on (the default) lets the card
+ * adapt it to the load; -G changes the ring sizes.
  *
  * A card that does not answer (its configuration lost, until the watchdog
  * restores it) reads 0 or all-ones: the queue counters then come from the
@@ -291,7 +292,23 @@ static int vnic_get_coalesce(struct net_device *netdev,
 	struct vnic_port *port = netdev_priv(netdev);
 
 	ec->rx_coalesce_usecs = port->itr;
+	ec->use_adaptive_rx_coalesce = port->itr_adaptive;
 	return 0;
+}
+
+/**
+ * vnic_write_itr - tell the card how to moderate the port's interrupt
+ * @port: the port
+ *
+ * A 1.0 card ignores ADAPTIVE and uses the interval; a 1.1 card adapts it.
+ */
+void vnic_write_itr(struct vnic_port *port)
+{
+	u32 v = FIELD_PREP(VNIC_QP_ITR_USECS, port->itr);
+
+	if (port->itr_adaptive)
+		v |= VNIC_QP_ITR_ADAPTIVE;
+	vnic_qp_wr32(port, VNIC_QP_ITR, v);
 }
 
 static int vnic_set_coalesce(struct net_device *netdev,
@@ -306,12 +323,14 @@ static int vnic_set_coalesce(struct net_device *netdev,
 		return -EINVAL;
 	}
 	port->itr = ec->rx_coalesce_usecs;
-	vnic_qp_wr32(port, VNIC_QP_ITR, port->itr);
+	port->itr_adaptive = ec->use_adaptive_rx_coalesce;
+	vnic_write_itr(port);
 	return 0;
 }
 
 static const struct ethtool_ops vnic_ethtool_ops = {
-	.supported_coalesce_params = ETHTOOL_COALESCE_RX_USECS,
+	.supported_coalesce_params = ETHTOOL_COALESCE_RX_USECS |
+				     ETHTOOL_COALESCE_USE_ADAPTIVE_RX,
 	.get_drvinfo = vnic_get_drvinfo,
 	.get_link = ethtool_op_get_link,
 	.get_sset_count = vnic_get_sset_count,

@@ -185,7 +185,7 @@ static void vnic_port_rewrite(struct vnic_port *port)
 	struct vnic_rx_ring *rx = &port->rx;
 	unsigned int vid;
 
-	vnic_qp_wr32(port, VNIC_QP_ITR, port->itr);
+	vnic_write_itr(port);
 	/* Joins are the switch's; a down netdev keeps its VLANs too */
 	for_each_set_bit(vid, port->active_vlans, VLAN_N_VID)
 		vnic_qp_wr32(port, VNIC_QP_VLAN,

@@ -251,9 +251,14 @@
 #define VNIC_QP_IRQ			0x18
 #define   VNIC_QP_IRQ_REARM		BIT(0)
 
-/* +0x1C QP_ITR (RW): interrupt moderation interval in us, 0 = off */
+/*
+ * +0x1C QP_ITR (RW): interrupt moderation interval in us, 0 = off; with
+ * ADAPTIVE (interface 1.1) the card picks the interval from the load and
+ * USECS reads back its last choice
+ */
 #define VNIC_QP_ITR			0x1c
 #define   VNIC_QP_ITR_USECS		GENMASK(15, 0)
+#define   VNIC_QP_ITR_ADAPTIVE		BIT(31)
 #define   VNIC_QP_ITR_DEFAULT		20
 
 /*

@@ -876,7 +876,7 @@ impl Function {
                 }
             }
             QpReg::Itr => {
-                qp.set_itr(v as u16);
+                qp.irq.set_itr(crate::queue::QpItr::from_bits(v));
                 QpEffect::None
             }
             QpReg::Vlan => QpEffect::Vlan(QpVlan::from_bits(v)),
@@ -1258,7 +1258,7 @@ fn qp_register(qp: &QueuePair, reg: QpReg) -> u32 {
         QpReg::MacHi => u32::from_le_bytes([mac[4], mac[5], 0, 0]),
         QpReg::Ctrl => qp.ctrl().into_bits(),
         QpReg::Status => qp.status().into_bits(),
-        QpReg::Itr => qp.irq.interval_us(),
+        QpReg::Itr => qp.irq.itr().into_bits(),
         QpReg::TxHead => qp.tx.head() as u32,
         QpReg::RxHead => qp.rx.head() as u32,
         QpReg::TxTail | QpReg::RxTail | QpReg::Irq | QpReg::Vlan => 0,

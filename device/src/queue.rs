@@ -204,31 +204,95 @@ impl Queue {
     }
 }
 
-/// Self-masking interrupt with a minimum interval (docs/datapath.md).
+/// QP_ITR.
+#[bitfield(u32)]
+#[derive(PartialEq, Eq)]
+pub struct QpItr {
+    /// Fixed interval, µs (0 = off); while `adaptive`, reads back the
+    /// interval the card chose last.
+    pub usecs: u16,
+    #[bits(15)]
+    __: u16,
+    /// The card picks the interval from the queue pair's load.
+    pub adaptive: bool,
+}
+
+/// Adaptive moderation: below this many completions per second, interrupt
+/// at once (a ping, a request/response: latency matters).
+pub const ADAPTIVE_LOW_RATE: u64 = 10_000;
+/// Adaptive moderation aims at this many completions per interrupt...
+pub const ADAPTIVE_FRAMES: u64 = 4;
+/// ...with an interval of at most this, µs.
+pub const ADAPTIVE_MAX_US: u64 = 128;
+
+/// Self-masking interrupt with a minimum interval (docs/datapath.md),
+/// fixed or adapted to the load.
 #[derive(Debug)]
 pub struct Moderation {
     interval: Duration,
+    adaptive: bool,
     armed: bool,
     /// Something completed since the last interrupt.
     pending: bool,
     last: Option<Instant>,
     /// When the timer must fire a held-back interrupt.
     pub deadline: Option<Instant>,
+    /// Completions since the last interrupt.
+    completions: u64,
+    /// Smoothed completions per second (adaptive).
+    rate: u64,
 }
 
 impl Moderation {
     fn new() -> Self {
         Moderation {
             interval: Duration::from_micros(DEFAULT_ITR_US as u64),
+            adaptive: false,
             armed: true,
             pending: false,
             last: None,
             deadline: None,
+            completions: 0,
+            rate: 0,
         }
+    }
+
+    /// QP_ITR as the driver reads it back.
+    pub fn itr(&self) -> QpItr {
+        QpItr::new()
+            .with_usecs(self.interval.as_micros().min(u16::MAX.into()) as u16)
+            .with_adaptive(self.adaptive)
+    }
+
+    /// A QP_ITR write.
+    pub fn set_itr(&mut self, v: QpItr) {
+        self.adaptive = v.adaptive();
+        self.interval = Duration::from_micros(if self.adaptive { 0 } else { v.usecs().into() });
+        self.rate = 0;
     }
 
     pub fn interval_us(&self) -> u32 {
         self.interval.as_micros() as u32
+    }
+
+    /// Adaptive: from the completions since the last interrupt, the
+    /// interval that gathers about [`ADAPTIVE_FRAMES`] of them per
+    /// interrupt under load, and none at a low rate. Fewer interrupts per
+    /// frame is what a guest whose CPU is the bottleneck needs (each one
+    /// costs an exit, a NAPI poll, a doorbell and a rearm).
+    fn adapt(&mut self, now: Instant) {
+        let Some(last) = self.last else {
+            return;
+        };
+        let elapsed = now.saturating_duration_since(last).as_micros().max(1) as u64;
+        let rate = self.completions.saturating_mul(1_000_000) / elapsed;
+        self.rate = (self.rate * 3 + rate) / 4;
+        let us = if self.rate < ADAPTIVE_LOW_RATE {
+            0
+        } else {
+            (ADAPTIVE_FRAMES * 1_000_000 / self.rate).min(ADAPTIVE_MAX_US)
+        };
+        self.interval = Duration::from_micros(us);
     }
 
     /// Whether the vector should fire now.
@@ -243,16 +307,21 @@ impl Moderation {
                 return false;
             }
         }
+        if self.adaptive {
+            self.adapt(now);
+        }
         self.armed = false;
         self.pending = false;
         self.last = Some(now);
         self.deadline = None;
+        self.completions = 0;
         true
     }
 
     /// A completion was written.
     pub fn event(&mut self, now: Instant) -> bool {
         self.pending = true;
+        self.completions += 1;
         self.poll(now)
     }
 
@@ -516,10 +585,6 @@ impl QueuePair {
                 Drained::default()
             }
         }
-    }
-
-    pub fn set_itr(&mut self, us: u16) {
-        self.irq.interval = Duration::from_micros(us as u64);
     }
 
     /// Takes the next send frame into `buf`, and its offload header into
@@ -870,5 +935,39 @@ mod tests {
         // Rearm with nothing new: no interrupt.
         assert!(!m.rearm(t0 + Duration::from_millis(1)));
         assert!(m.event(t0 + Duration::from_millis(2)));
+    }
+
+    #[test]
+    fn adaptive_moderation_follows_the_completion_rate() {
+        let t0 = Instant::now();
+        let mut m = Moderation::new();
+        m.set_itr(QpItr::new().with_adaptive(true).with_usecs(20));
+        assert_eq!(m.itr(), QpItr::new().with_adaptive(true), "starts at 0");
+        // A ping every 200 ms: every interrupt at once.
+        for i in 0..5 {
+            let t = t0 + Duration::from_millis(200 * i);
+            assert!(m.event(t), "echo {i} interrupts at once");
+            assert!(!m.rearm(t + Duration::from_micros(50)));
+        }
+        assert_eq!(m.interval_us(), 0);
+        // A stream of one completion every 10 us (100 k/s): the interval
+        // grows towards 4 completions per interrupt (40 us).
+        let mut t = t0 + Duration::from_secs(2);
+        let mut fired = 0;
+        for _ in 0..2000 {
+            t += Duration::from_micros(10);
+            if m.event(t) {
+                fired += 1;
+                m.rearm(t);
+            }
+            if m.deadline.is_some_and(|d| d <= t) && m.poll(t) {
+                fired += 1;
+            }
+        }
+        assert!((35..=45).contains(&m.interval_us()), "{}", m.interval_us());
+        assert!(fired < 700, "{fired} interrupts for 2000 completions");
+        // A fixed interval again.
+        m.set_itr(QpItr::new().with_usecs(50));
+        assert_eq!(m.itr(), QpItr::new().with_usecs(50));
     }
 }

@@ -294,6 +294,23 @@ for s in fn_sw_segments fn_offload_drops; do
 	fi
 done
 
+# Interrupt moderation: adaptive by default, fixed on request.
+co=$(na ethtool -c "$A" 2>&1)
+if printf '%s\n' "$co" | grep -q '^Adaptive RX: on'; then
+	ok "$A ethtool -c: adaptive RX moderation on by default"
+else
+	fail "$A ethtool -c: $(printf '%s\n' "$co" | grep -i adaptive)"
+fi
+na ethtool -C "$A" adaptive-rx off rx-usecs 50 >/dev/null 2>&1
+co=$(na ethtool -c "$A" 2>&1)
+if printf '%s\n' "$co" | grep -q '^Adaptive RX: off' &&
+	printf '%s\n' "$co" | grep -q '^rx-usecs: *50$'; then
+	ok "$A ethtool -C adaptive-rx off rx-usecs 50"
+else
+	fail "$A ethtool -C adaptive-rx off rx-usecs 50: $(printf '%s\n' "$co" | grep -iE 'adaptive|rx-usecs:')"
+fi
+na ethtool -C "$A" adaptive-rx on >/dev/null 2>&1
+
 # Without TSO and checksum offload on the sender the frames carry no
 # request; the transfer must be just as intact.
 step "offloads off on $A: 5 MiB transfer"
