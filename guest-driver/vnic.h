@@ -225,6 +225,7 @@ struct vnic_tx_ring {
  *	many as an skb has frags
  * @multi_buf: the queue has VNIC_FEAT_MULTI_BUF: a frame ends at EOP
  * @next_to_clean: next slot the card fills
+ * @post_pending: slots were cleaned since the last receive doorbell
  *
  * Every slot but one is posted at all times: after cleaning, the driver
  * writes tail = next_to_clean - 1.
@@ -242,6 +243,7 @@ struct vnic_rx_ring {
 	u32 max_bufs;
 	bool multi_buf;
 	u32 next_to_clean;
+	bool post_pending;
 };
 
 /**
@@ -551,6 +553,7 @@ int vnic_rx_ring_alloc(struct vnic_port *port);
 void vnic_rx_ring_free(struct vnic_port *port);
 void vnic_rx_post_all(struct vnic_port *port);
 int vnic_rx_clean(struct vnic_port *port, int budget);
+void vnic_rx_post(struct vnic_port *port, bool rearm);
 u32 vnic_rx_ring_min(const struct vnic_port *port);
 
 /* vnic_adminq.c: ndo_set_vf_* and ndo_get_vf_config of the PF */

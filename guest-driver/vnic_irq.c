@@ -314,7 +314,9 @@ int vnic_napi_poll(struct napi_struct *napi, int budget)
 	 */
 	if (done < budget && napi_complete_done(napi, done) &&
 	    !READ_ONCE(port->gone))
-		vnic_qp_wr32(port, VNIC_QP_IRQ, VNIC_QP_IRQ_REARM);
+		vnic_rx_post(port, true);
+	else
+		vnic_rx_post(port, false);
 
 	return done;
 }

@@ -250,6 +250,12 @@
  */
 #define VNIC_QP_IRQ			0x18
 #define   VNIC_QP_IRQ_REARM		BIT(0)
+/*
+ * From VERSION 1.1 on: RX_TAIL makes the write a receive doorbell for TAIL
+ * too (before the rearm), so a NAPI poll ends with one write, not two
+ */
+#define   VNIC_QP_IRQ_RX_TAIL		BIT(1)
+#define   VNIC_QP_IRQ_TAIL		GENMASK(27, 16)
 
 /*
  * +0x1C QP_ITR (RW): interrupt moderation interval in us, 0 = off; with

@@ -526,7 +526,29 @@ mod tests {
     use crate::regs::Reg;
     use crate::state::ServiceType;
     use crate::switch::Mac;
-    use crate::test_utils::guest::{card, eth, fn_stat, mac, qp_reg, rd, wr, Vm, RING};
+    use crate::test_utils::guest::{card, eth, fn_stat, mac, qp_reg, rd, wr, Vm, BUF, RING};
+
+    #[test]
+    fn a_rearm_carries_a_receive_doorbell() {
+        let mut c = card();
+        let mut a = Vm::attach(&mut c, 1, 8);
+        let mut b = Vm::attach(&mut c, 2, 0);
+        let f = eth(mac(&c, 2, 0), mac(&c, 1, 0), None, 80);
+        a.send(&mut c, 0, std::slice::from_ref(&f));
+        assert!(b.received(0).is_empty(), "waits in the packet buffer");
+        // Four buffers posted, handed over by QP_IRQ = REARM | RX_TAIL | 4.
+        let rx = b.rings[0].1;
+        b.rx_tail[0] = b.drv.post_rx(rx, RING, 0, 4, BUF);
+        wr(&mut c, 2, qp_reg(0, 0x18), 1 | 2 | 4 << 16);
+        assert_eq!(b.received(0), vec![f]);
+        assert_eq!(rd(&mut c, 2, qp_reg(0, 0x28)), 1, "RX head");
+        // A plain rearm (a 1.0 driver's) moves no tail.
+        wr(&mut c, 2, qp_reg(0, 0x18), 1 | 7 << 16);
+        let g = eth(mac(&c, 2, 0), mac(&c, 1, 0), None, 90);
+        a.send(&mut c, 0, &[g]);
+        assert_eq!(b.received(0).len(), 2, "within the 4 posted");
+        assert_eq!(fn_stat(&c, 2, FnStat::RxPackets), 2);
+    }
 
     #[test]
     fn unicast_crosses_from_one_vms_memory_into_anothers() {

@@ -36,7 +36,7 @@ use crate::pci::config::{
 };
 use crate::pci::msix::{Delivery, Msix, MsixError};
 use crate::protocol::RegionCap;
-use crate::queue::{QpCtrl, QpEffect, QpVlan, QueuePair};
+use crate::queue::{QpCtrl, QpEffect, QpIrq, QpVlan, QueuePair};
 use crate::rate::Limiter;
 use crate::regs::{
     self, dword_of, Access, AdminCmd, Bar0, Effect, FnStat, FuncReg, Identity, IrqCause, QpReg,
@@ -248,6 +248,31 @@ pub struct Lanes<'a> {
     pub counters: &'a mut FnCounters,
     pub policy: &'a mut Policy,
     pub link_up: bool,
+}
+
+/// A receive doorbell with `tail`, counting what it moved out of the packet
+/// buffer. Returns whether to fire the queue pair's vector.
+fn rx_doorbell(
+    counters: &mut FnCounters,
+    qp: &mut QueuePair,
+    name: &str,
+    dma: &DmaSpace,
+    tail: u32,
+    now: std::time::Instant,
+) -> bool {
+    let d = qp.rx_doorbell(name, dma, tail, now);
+    counters.add(FnStat::RxPackets, d.packets);
+    counters.add(FnStat::RxBytes, d.bytes);
+    counters.add(FnStat::RxDrops, d.drops);
+    d.fire
+}
+
+fn fire_if(fire: bool) -> QpEffect {
+    if fire {
+        QpEffect::Interrupt
+    } else {
+        QpEffect::None
+    }
 }
 
 /// Logs the first few occurrences of a guest mistake, then every 1000th, so
@@ -858,22 +883,19 @@ impl Function {
             }
             QpReg::TxTail => qp.tx_doorbell(name, dma, v),
             QpReg::RxTail => {
-                let d = qp.rx_doorbell(name, dma, v, std::time::Instant::now());
-                self.counters.add(FnStat::RxPackets, d.packets);
-                self.counters.add(FnStat::RxBytes, d.bytes);
-                self.counters.add(FnStat::RxDrops, d.drops);
-                if d.fire {
-                    QpEffect::Interrupt
-                } else {
-                    QpEffect::None
-                }
+                let now = std::time::Instant::now();
+                fire_if(rx_doorbell(&mut self.counters, qp, name, dma, v, now))
             }
-            QpReg::Irq if v & 1 != 0 => {
-                if qp.irq.rearm(std::time::Instant::now()) {
-                    QpEffect::Interrupt
-                } else {
-                    QpEffect::None
-                }
+            QpReg::Irq => {
+                // The receive doorbell a 1.1 driver's rearm carries goes
+                // first: the rearm then covers what it delivered.
+                let irq = QpIrq::from_bits(v);
+                let now = std::time::Instant::now();
+                let tail = u32::from(irq.tail());
+                let drained =
+                    irq.rx_tail() && rx_doorbell(&mut self.counters, qp, name, dma, tail, now);
+                let rearmed = irq.rearm() && qp.irq.rearm(now);
+                fire_if(drained || rearmed)
             }
             QpReg::Itr => {
                 qp.irq.set_itr(crate::queue::QpItr::from_bits(v));

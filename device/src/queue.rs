@@ -23,7 +23,7 @@ pub const DEFAULT_ITR_US: u16 = 20;
 /// driver has no buffer posted wait here (as in a NIC's on-chip packet
 /// buffer) and go out with the next receive doorbell. Only when it is full
 /// are frames dropped.
-pub const RX_BUFFER_BYTES: usize = 256 * 1024;
+pub const RX_BUFFER_BYTES: usize = 1024 * 1024;
 
 /// QP_CTRL.
 #[bitfield(u32)]
@@ -202,6 +202,22 @@ impl Queue {
             None => Ok(false),
         }
     }
+}
+
+/// QP_IRQ.
+#[bitfield(u32)]
+pub struct QpIrq {
+    /// Re-enable the queue pair's self-masking vector.
+    pub rearm: bool,
+    /// Interface 1.1: the write is a receive doorbell for `tail` too,
+    /// handled before the rearm (one message per NAPI poll, not two).
+    pub rx_tail: bool,
+    #[bits(14)]
+    __: u16,
+    #[bits(12)]
+    pub tail: u16,
+    #[bits(4)]
+    __: u8,
 }
 
 /// QP_ITR.
