@@ -9,6 +9,10 @@
 #                  guest; the server is 10.9.0.1 and waits for the client)
 #   BENCH_SECONDS  length of each iperf3 run (default 10)
 #   BENCH_MAC      (server/client) the vnic MAC of this guest's vNIC
+#   BENCH_VNIC_K   (vnic) ethtool -K settings for the vNICs, e.g.
+#                  "tso off tx off sg off": the card without offloads
+#   BENCH_VNIC_C   (vnic) ethtool -C settings, e.g. "adaptive-rx off
+#                  rx-usecs 20": fixed interrupt moderation
 #
 # The same measurements for every device, client (a, 10.9.0.1... or the
 # client guest) to server (b or the server guest):
@@ -78,6 +82,18 @@ setup_vnic() {
 	else
 		netdev_for A "$BENCH_MAC"
 	fi
+	local d
+	for d in $A ${B:-}; do
+		# shellcheck disable=SC2086 # word lists by design
+		if [[ -n ${BENCH_VNIC_K:-} ]]; then
+			ethtool -K "$d" $BENCH_VNIC_K || abort "ethtool -K $d" "failed"
+		fi
+		# shellcheck disable=SC2086
+		if [[ -n ${BENCH_VNIC_C:-} ]]; then
+			ethtool -C "$d" $BENCH_VNIC_C || abort "ethtool -C $d" "failed"
+		fi
+		echo "$d: $(ethtool -k "$d" | grep -E '^(tcp-segmentation-offload|tx-checksumming):' | tr '\n' ' ')$(ethtool -c "$d" | grep -E '^(Adaptive RX|rx-usecs):' | tr '\n' ' ')"
+	done
 }
 
 # igb: the PF makes two VFs (QEMU's igb switches VF to VF inside the

@@ -9,6 +9,11 @@
 #   --seconds S   length of each iperf3 run (default 10)
 #   --only LIST   comma-separated cases (default all):
 #                   vnic-vf  vnic VF0 <-> VF1, one guest, two namespaces
+#                   vnic-vf-fixed   the same with fixed interrupt
+#                            moderation (ethtool -C adaptive-rx off
+#                            rx-usecs 20, the card before adaptive)
+#                   vnic-vf-plain   the same without offloads either
+#                            (ethtool -K tso off tx off sg off)
 #                   vnic-vm  vnic VM <-> VM: two guests on one vnicd
 #                   igb      QEMU igb, VF <-> VF (the PF makes two VFs)
 #                   e1000e   two QEMU e1000e on one QEMU hub
@@ -126,6 +131,17 @@ for c in "${CASES[@]}"; do
 		run_case vnic-vf --vnicd "$VNICD" --vfs 2 --attach vf0,vf1 \
 			--env BENCH_DEVICE=vnic -- --vnics-per-vf 1
 		;;
+	vnic-vf-fixed)
+		run_case vnic-vf-fixed --vnicd "$VNICD" --vfs 2 --attach vf0,vf1 \
+			--env BENCH_DEVICE=vnic \
+			--env "BENCH_VNIC_C=adaptive-rx off rx-usecs 20" -- --vnics-per-vf 1
+		;;
+	vnic-vf-plain)
+		run_case vnic-vf-plain --vnicd "$VNICD" --vfs 2 --attach vf0,vf1 \
+			--env BENCH_DEVICE=vnic \
+			--env "BENCH_VNIC_C=adaptive-rx off rx-usecs 20" \
+			--env "BENCH_VNIC_K=tso off tx off sg off" -- --vnics-per-vf 1
+		;;
 	vnic-vm) vnic_vm ;;
 	igb)
 		run_case igb --attach "" --no-vnicd --env BENCH_DEVICE=igb \
@@ -162,6 +178,8 @@ ratio() {
 label() {
 	case $1 in
 	vnic-vf) echo "vnic VF<->VF" ;;
+	vnic-vf-fixed) echo "  fixed ITR" ;;
+	vnic-vf-plain) echo "  no offloads" ;;
 	vnic-vm) echo "vnic VM<->VM" ;;
 	igb) echo "igb VF<->VF" ;;
 	e1000e) echo "e1000e" ;;
@@ -182,7 +200,7 @@ table() {
 		printf '%-14s %12s %12s %14s %9s\n' "$(label "$c")" "${row[@]}"
 	done
 	if [[ " ${CASES[*]} " == *" igb "* ]]; then
-		for c in vnic-vf vnic-vm; do
+		for c in vnic-vf vnic-vf-fixed vnic-vf-plain vnic-vm; do
 			[[ " ${CASES[*]} " == *" $c "* ]] || continue
 			printf '%-14s %12s %12s %14s %9s\n' "$(label "$c")/igb" \
 				"$(ratio "$(value "$c" tcp1)" "$(value igb tcp1)")" \
