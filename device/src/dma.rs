@@ -13,8 +13,8 @@ use std::sync::Arc;
 use log::{info, warn};
 use thiserror::Error;
 use vm_memory::{
-    ByteValued, Bytes, FileOffset, GuestAddress, GuestMemoryMmap, GuestRegionMmap,
-    MemoryRegionAddress, MmapRegion,
+    ByteValued, Bytes, FileOffset, GuestAddress, GuestMemoryMmap, GuestMemoryRegion,
+    GuestRegionMmap, MemoryRegionAddress, MmapRegion, WriteVolatile,
 };
 
 use crate::protocol::{DMA_PAGE_SIZE, MAX_DMA_MAPS};
@@ -327,6 +327,27 @@ impl DmaSpace {
             .map_err(|_| oob())
     }
 
+    /// Appends `len` bytes of guest memory at `address` to `buf`. Unlike
+    /// [`DmaSpace::read`] into a resized `Vec`, the new room is not
+    /// zero-filled first: for the card's frame buffer that fill was a
+    /// second pass over every byte of every frame. On an error `buf` is
+    /// left as it was.
+    pub fn read_append(&self, address: u64, len: usize, buf: &mut Vec<u8>) -> Result<(), DmaError> {
+        let oob = || DmaError::OutOfRange { address, len };
+        if let Some((region, at)) = self.single(address, len, false)? {
+            let slice = region.get_slice(at, len).map_err(|_| oob())?;
+            return buf.write_volatile(&slice).map(drop).map_err(|_| oob());
+        }
+        // Across mappings (rare): the checked walk, into zeroed room.
+        let at = buf.len();
+        buf.resize(at + len, 0);
+        let result = self.read(address, &mut buf[at..]);
+        if result.is_err() {
+            buf.truncate(at);
+        }
+        result
+    }
+
     /// Reads a wire structure (little-endian fields) at `address`.
     pub fn read_obj<T: ByteValued>(&self, address: u64) -> Result<T, DmaError> {
         let len = std::mem::size_of::<T>();
@@ -392,6 +413,32 @@ mod tests {
         let mut b = [0u8; 11];
         d.read(0x10_0ff0, &mut b).unwrap();
         assert_eq!(&b, b"hello guest");
+    }
+
+    #[test]
+    fn read_append_adds_to_the_buffer_or_leaves_it_on_error() {
+        let mut d = space();
+        d.write(0x10_3ffe, &[7, 8]).unwrap();
+        let mut buf = vec![1, 2];
+        d.read_append(0x10_3ffe, 2, &mut buf).unwrap();
+        assert_eq!(buf, [1, 2, 7, 8]);
+        assert!(matches!(
+            d.read_append(0x10_3ffe, 4, &mut buf),
+            Err(DmaError::OutOfRange { .. })
+        ));
+        assert_eq!(buf, [1, 2, 7, 8], "unchanged");
+        // Across two adjacent mappings: the walk.
+        d.map(
+            0x10_4000,
+            0x1000,
+            0,
+            DMA_READ | DMA_WRITE,
+            Some(memfd(0x1000)),
+        )
+        .unwrap();
+        d.write(0x10_4000, &[9]).unwrap();
+        d.read_append(0x10_3fff, 2, &mut buf).unwrap();
+        assert_eq!(buf, [1, 2, 7, 8, 8, 9]);
     }
 
     #[test]

@@ -330,9 +330,7 @@ pub fn tx_next_max(
                 .map_err(dma_err)?;
         }
         if in_header < len {
-            let at = buf.len();
-            buf.resize(at + len - in_header, 0);
-            dma.read(addr + in_header as u64, &mut buf[at..])
+            dma.read_append(addr + in_header as u64, len - in_header, buf)
                 .map_err(dma_err)?;
         }
         total += len;
