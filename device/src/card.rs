@@ -100,6 +100,9 @@ pub struct CardCounters {
     pub flooded: u64,
     /// Unknown unicast frames (towards the uplink).
     pub unknown_unicast: u64,
+    /// Of the frames switched, those the fast path moved
+    /// (docs/datapath.md, "The fast path").
+    pub fast_path: u64,
 }
 
 /// Frames read from the uplink per turn of the event loop, so that a busy
@@ -116,6 +119,9 @@ pub struct Card {
     pub(crate) scratch: Vec<u8>,
     /// The frame being delivered without its tag (port VLAN).
     pub(crate) egress: Vec<u8>,
+    /// Whether the fast path (`crate::fastpath`) may take frames; tests
+    /// turn it off to compare it with the general path.
+    pub(crate) fast_path: bool,
     /// The offload header read with the frame in `scratch`.
     pub(crate) tx_header: [u8; HDR_LEN],
     /// What the frame in `scratch` asks of the card (a checksum,
@@ -173,6 +179,7 @@ impl Card {
             switch,
             scratch: Vec::with_capacity(MAX_FRAME),
             egress: Vec::with_capacity(MAX_FRAME),
+            fast_path: true,
             tx_header: [0; HDR_LEN],
             offload: None,
             resolved: Vec::new(),

@@ -24,6 +24,16 @@ use crate::vxlan::wire;
 /// Frames one send queue may switch per turn of the event loop.
 pub const TX_BUDGET: usize = 256;
 
+/// What became of one frame of a send queue on the general path.
+enum Step {
+    /// Switched (or dropped); `fire`: interrupt the sender.
+    Sent { fire: bool },
+    /// Nothing pending, or the queue failed.
+    Stop,
+    /// The function's TX policy ran out of tokens.
+    Held,
+}
+
 impl Card {
     /// Carries out what a function's client asked for in its last messages:
     /// switch changes, then switching its waiting frames.
@@ -166,84 +176,116 @@ impl Card {
     }
 
     /// Switches up to [`TX_BUDGET`] frames of send queue `q` of function
-    /// `f`. Returns false if the function's TX policy ran out of tokens
+    /// `f`: bursts on the fast path where it takes them, the others one by
+    /// one. Returns false if the function's TX policy ran out of tokens
     /// (the function is then held until they refill).
     fn transmit(&mut self, f: usize, q: u16, now: Instant) -> bool {
         let from = Port { function: f, qp: q };
         // The PF's exception queue pair sends messages to the card, not
         // frames to the switch.
         let exception = self.functions[f].exception_index() == Some(q);
-        let mut fire = false;
-        let mut allowed = true;
-        for _ in 0..TX_BUDGET {
-            let lanes = self.functions[f].lanes();
-            if let Some(wait) = lanes.policy.tx_rate.as_mut().and_then(|l| l.wait(now)) {
-                lanes.counters.add(FnStat::TxShaped, 1);
-                self.held.push((f, now + wait));
-                allowed = false;
-                break;
-            }
-            let link_up = lanes.link_up;
-            let qp = &mut lanes.qps[q as usize];
-            let features = qp.tx.features();
-            let frame = match qp.tx_next(
-                lanes.name,
-                lanes.dma,
-                &mut self.tx_header,
-                &mut self.scratch,
-            ) {
-                Ok(Some(frame)) => frame,
-                Ok(None) => {
-                    qp.tx_kicked = false;
+        let fast = !exception && self.fast_sender(from);
+        let mut backoff = self.functions[f].lanes().qps[q as usize].fast_backoff;
+        backoff.new_turn();
+        let (mut fire, mut allowed, mut left) = (false, true, TX_BUDGET);
+        while left > 0 {
+            if fast && backoff.due() {
+                let burst = self.fast_burst(from, left, now);
+                fire |= burst.fire;
+                if burst.failed {
                     break;
                 }
-                Err(_) => {
-                    qp.tx_kicked = false;
-                    lanes.counters.add(FnStat::QueueErrors, 1);
-                    break;
+                backoff.tried(burst.frames);
+                if burst.frames > 0 {
+                    left -= burst.frames;
+                    continue;
                 }
-            };
-            if let Some(l) = lanes.policy.tx_rate.as_mut() {
-                l.take(frame.len);
             }
-            let header = self.tx_header;
-            let dropped = if link_up && exception {
-                self.exception_from_pf(from, now)
-            } else if !link_up {
-                lanes.counters.add(FnStat::LinkDrops, 1);
-                true
-            } else if self.take_offload(from, features, &header, frame.len) {
-                let gso = self.offload.is_some_and(|r| r.gso);
-                let dropped = self.switch_frame(from, now);
-                self.offload = None;
-                if gso && !dropped {
-                    self.functions[f].lanes().counters.add(FnStat::TxGso, 1);
-                }
-                dropped
-            } else {
-                true
-            };
-            let lanes = self.functions[f].lanes();
-            let qp = &mut lanes.qps[q as usize];
-            match qp.tx_done(lanes.name, lanes.dma, frame, dropped, now) {
-                Ok(irq) => fire |= irq,
-                Err(_) => {
-                    lanes.counters.add(FnStat::QueueErrors, 1);
+            match self.transmit_one(from, exception, now) {
+                Step::Sent { fire: irq } => fire |= irq,
+                Step::Stop => break,
+                Step::Held => {
+                    allowed = false;
                     break;
                 }
             }
-            if dropped {
-                lanes.counters.add(FnStat::TxDrops, 1);
-            } else {
-                lanes.counters.add(FnStat::TxPackets, 1);
-                lanes.counters.add(FnStat::TxBytes, frame.len as u64);
-            }
+            backoff.general();
+            left -= 1;
         }
+        self.functions[f].lanes().qps[q as usize].fast_backoff = backoff;
         self.touch(f);
         if fire {
             self.functions[f].raise_irq(MISC_VECTORS + q as u32);
         }
         allowed
+    }
+
+    /// Switches the next frame of vNIC `from`'s send queue on the general
+    /// path (`exception`: the queue is the PF's exception queue).
+    fn transmit_one(&mut self, from: Port, exception: bool, now: Instant) -> Step {
+        let (f, q) = (from.function, from.qp);
+        let lanes = self.functions[f].lanes();
+        if let Some(wait) = lanes.policy.tx_rate.as_mut().and_then(|l| l.wait(now)) {
+            lanes.counters.add(FnStat::TxShaped, 1);
+            self.held.push((f, now + wait));
+            return Step::Held;
+        }
+        let link_up = lanes.link_up;
+        let qp = &mut lanes.qps[q as usize];
+        let features = qp.tx.features();
+        let frame = match qp.tx_next(
+            lanes.name,
+            lanes.dma,
+            &mut self.tx_header,
+            &mut self.scratch,
+        ) {
+            Ok(Some(frame)) => frame,
+            Ok(None) => {
+                qp.tx_kicked = false;
+                return Step::Stop;
+            }
+            Err(_) => {
+                qp.tx_kicked = false;
+                lanes.counters.add(FnStat::QueueErrors, 1);
+                return Step::Stop;
+            }
+        };
+        if let Some(l) = lanes.policy.tx_rate.as_mut() {
+            l.take(frame.len);
+        }
+        let header = self.tx_header;
+        let dropped = if link_up && exception {
+            self.exception_from_pf(from, now)
+        } else if !link_up {
+            lanes.counters.add(FnStat::LinkDrops, 1);
+            true
+        } else if self.take_offload(from, features, &header, frame.len) {
+            let gso = self.offload.is_some_and(|r| r.gso);
+            let dropped = self.switch_frame(from, now);
+            self.offload = None;
+            if gso && !dropped {
+                self.functions[f].lanes().counters.add(FnStat::TxGso, 1);
+            }
+            dropped
+        } else {
+            true
+        };
+        let lanes = self.functions[f].lanes();
+        let qp = &mut lanes.qps[q as usize];
+        let fire = match qp.tx_done(lanes.name, lanes.dma, frame, dropped, now) {
+            Ok(irq) => irq,
+            Err(_) => {
+                lanes.counters.add(FnStat::QueueErrors, 1);
+                return Step::Stop;
+            }
+        };
+        if dropped {
+            lanes.counters.add(FnStat::TxDrops, 1);
+        } else {
+            lanes.counters.add(FnStat::TxPackets, 1);
+            lanes.counters.add(FnStat::TxBytes, frame.len as u64);
+        }
+        Step::Sent { fire }
     }
 
     /// Captures the frame in `scratch`, lets it into the switch (or the

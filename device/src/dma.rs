@@ -13,8 +13,8 @@ use std::sync::Arc;
 use log::{info, warn};
 use thiserror::Error;
 use vm_memory::{
-    ByteValued, Bytes, FileOffset, GuestAddress, GuestMemoryMmap, GuestRegionMmap,
-    MemoryRegionAddress, MmapRegion,
+    ByteValued, Bytes, FileOffset, GuestAddress, GuestMemoryMmap, GuestMemoryRegion,
+    GuestRegionMmap, MemoryRegionAddress, MmapRegion, VolatileSlice, WriteVolatile,
 };
 
 use crate::protocol::{DMA_PAGE_SIZE, MAX_DMA_MAPS};
@@ -86,6 +86,77 @@ struct Mapping {
 impl Mapping {
     fn end(&self) -> u64 {
         self.address + self.size
+    }
+}
+
+/// Guest memory the card may read: a range inside one mapping, checked as
+/// [`DmaSpace::read`] checks it ([`DmaSpace::source`]). The fast path
+/// copies a frame from the sending guest's buffer straight into the
+/// receiving guest's buffer with it, without a stop in the card's memory.
+#[derive(Clone, Copy, Debug)]
+pub struct GuestBytes<'a>(VolatileSlice<'a>);
+
+impl GuestBytes<'_> {
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.len() == 0
+    }
+
+    /// Copies the first bytes of the range into `buf`, as many as both
+    /// hold; returns how many.
+    pub fn read_head(&self, buf: &mut [u8]) -> usize {
+        self.0.copy_to(buf)
+    }
+
+    /// Copies wire structures from `offset` into `out`, as many as fit
+    /// both; returns how many.
+    pub fn read_objs<T: ByteValued>(&self, offset: usize, out: &mut [T]) -> usize {
+        self.0.offset(offset).map_or(0, |s| s.copy_to(out))
+    }
+}
+
+/// Guest memory the card may write (and read): a range inside one
+/// mapping, checked as [`DmaSpace::write`] checks it
+/// ([`DmaSpace::target`]).
+#[derive(Clone, Copy, Debug)]
+pub struct GuestBytesMut<'a>(VolatileSlice<'a>);
+
+impl<'a> GuestBytesMut<'a> {
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.len() == 0
+    }
+
+    /// The same range, for reading.
+    pub fn as_source(&self) -> GuestBytes<'a> {
+        GuestBytes(self.0)
+    }
+
+    /// Copies all of `src` (another guest's memory, or this one's) to the
+    /// start of the range; false if it does not fit.
+    pub fn copy_from(&self, src: GuestBytes) -> bool {
+        if src.len() > self.len() {
+            return false;
+        }
+        src.0.copy_to_volatile_slice(self.0);
+        true
+    }
+
+    /// Writes `data` at `offset` in the range; false (and nothing
+    /// written) if it does not fit. 8 naturally aligned bytes go with one
+    /// 8-byte store (vm-memory copies up to 8 bytes with the widest
+    /// aligned access).
+    pub fn write(&self, offset: usize, data: &[u8]) -> bool {
+        let fits = offset
+            .checked_add(data.len())
+            .is_some_and(|end| end <= self.len());
+        fits && self.0.write_slice(data, offset).is_ok()
     }
 }
 
@@ -327,6 +398,59 @@ impl DmaSpace {
             .map_err(|_| oob())
     }
 
+    /// Appends `len` bytes of guest memory at `address` to `buf`. Unlike
+    /// [`DmaSpace::read`] into a resized `Vec`, the new room is not
+    /// zero-filled first: for the card's frame buffer that fill was a
+    /// second pass over every byte of every frame. On an error `buf` is
+    /// left as it was.
+    pub fn read_append(&self, address: u64, len: usize, buf: &mut Vec<u8>) -> Result<(), DmaError> {
+        let oob = || DmaError::OutOfRange { address, len };
+        if let Some((region, at)) = self.single(address, len, false)? {
+            let slice = region.get_slice(at, len).map_err(|_| oob())?;
+            return buf.write_volatile(&slice).map(drop).map_err(|_| oob());
+        }
+        // Across mappings (rare): the checked walk, into zeroed room.
+        let at = buf.len();
+        buf.resize(at + len, 0);
+        let result = self.read(address, &mut buf[at..]);
+        if result.is_err() {
+            buf.truncate(at);
+        }
+        result
+    }
+
+    /// `len` bytes at `address` for reading as [`GuestBytes`]: checked as
+    /// [`DmaSpace::read`] checks (in range, mapped, reachable), with the
+    /// same errors. `Ok(None)` when one mapping does not hold the whole
+    /// range (across mappings, or running past the end): the caller takes
+    /// the path of [`DmaSpace::read`], which tells the two apart.
+    pub fn source(&self, address: u64, len: usize) -> Result<Option<GuestBytes<'_>>, DmaError> {
+        Ok(self.slice(address, len, false)?.map(GuestBytes))
+    }
+
+    /// `len` bytes at `address` for writing as [`GuestBytesMut`]: checked
+    /// as [`DmaSpace::write`] checks (in range, mapped, writable), with
+    /// the same errors; `Ok(None)` as for [`DmaSpace::source`].
+    pub fn target(&self, address: u64, len: usize) -> Result<Option<GuestBytesMut<'_>>, DmaError> {
+        Ok(self.slice(address, len, true)?.map(GuestBytesMut))
+    }
+
+    /// The volatile slice of [`DmaSpace::single`]'s range.
+    fn slice(
+        &self,
+        address: u64,
+        len: usize,
+        write: bool,
+    ) -> Result<Option<VolatileSlice<'_>>, DmaError> {
+        let Some((region, at)) = self.single(address, len, write)? else {
+            return Ok(None);
+        };
+        let slice = region
+            .get_slice(at, len)
+            .map_err(|_| DmaError::OutOfRange { address, len })?;
+        Ok(Some(slice))
+    }
+
     /// Reads a wire structure (little-endian fields) at `address`.
     pub fn read_obj<T: ByteValued>(&self, address: u64) -> Result<T, DmaError> {
         let len = std::mem::size_of::<T>();
@@ -392,6 +516,77 @@ mod tests {
         let mut b = [0u8; 11];
         d.read(0x10_0ff0, &mut b).unwrap();
         assert_eq!(&b, b"hello guest");
+    }
+
+    #[test]
+    fn read_append_adds_to_the_buffer_or_leaves_it_on_error() {
+        let mut d = space();
+        d.write(0x10_3ffe, &[7, 8]).unwrap();
+        let mut buf = vec![1, 2];
+        d.read_append(0x10_3ffe, 2, &mut buf).unwrap();
+        assert_eq!(buf, [1, 2, 7, 8]);
+        assert!(matches!(
+            d.read_append(0x10_3ffe, 4, &mut buf),
+            Err(DmaError::OutOfRange { .. })
+        ));
+        assert_eq!(buf, [1, 2, 7, 8], "unchanged");
+        // Across two adjacent mappings: the walk.
+        d.map(
+            0x10_4000,
+            0x1000,
+            0,
+            DMA_READ | DMA_WRITE,
+            Some(memfd(0x1000)),
+        )
+        .unwrap();
+        d.write(0x10_4000, &[9]).unwrap();
+        d.read_append(0x10_3fff, 2, &mut buf).unwrap();
+        assert_eq!(buf, [1, 2, 7, 8, 8, 9]);
+    }
+
+    #[test]
+    fn source_and_target_copy_between_spaces_with_the_checks_of_read_and_write() {
+        let (a, mut b) = (space(), space());
+        a.write(0x10_0100, b"from guest a").unwrap();
+        let src = a.source(0x10_0100, 12).unwrap().unwrap();
+        assert_eq!(src.len(), 12);
+        let mut head = [0u8; 4];
+        assert_eq!(src.read_head(&mut head), 4);
+        assert_eq!(&head, b"from");
+        let dst = b.target(0x10_0200, 16).unwrap().unwrap();
+        assert!(dst.copy_from(src));
+        assert!(dst.write(12, &[1, 2, 3, 4]));
+        assert!(!dst.write(14, &[1, 2, 3]), "past the range");
+        let mut got = [0u8; 16];
+        b.read(0x10_0200, &mut got).unwrap();
+        assert_eq!(&got, b"from guest a\x01\x02\x03\x04");
+        let small = b.target(0x10_0200, 8).unwrap().unwrap();
+        assert!(!small.copy_from(src), "does not fit");
+        let mut words = [0u32; 2];
+        assert_eq!(dst.as_source().read_objs(8, &mut words), 2);
+        assert_eq!(words[1], u32::from_le_bytes([1, 2, 3, 4]));
+        // Outside memory is an error; a range running past its mapping is
+        // left to the caller, whose read or write reports it.
+        assert!(matches!(
+            a.source(0x20_0000, 1),
+            Err(DmaError::OutOfRange { .. })
+        ));
+        assert!(a.source(0x10_3ffc, 8).unwrap().is_none());
+        assert!(a.read_append(0x10_3ffc, 8, &mut Vec::new()).is_err());
+        let mut ro = DmaSpace::default();
+        ro.map(0, 0x1000, 0, DMA_READ, Some(memfd(0x1000))).unwrap();
+        assert!(ro.source(0, 16).unwrap().is_some());
+        assert!(matches!(ro.target(0, 16), Err(DmaError::ReadOnly { .. })));
+        // Across two adjacent mappings: None, for the caller's walk.
+        b.map(
+            0x10_4000,
+            0x1000,
+            0,
+            DMA_READ | DMA_WRITE,
+            Some(memfd(0x1000)),
+        )
+        .unwrap();
+        assert!(b.target(0x10_3ffa, 12).unwrap().is_none());
     }
 
     #[test]

@@ -12,8 +12,9 @@ use bitfield_struct::bitfield;
 use log::{info, warn};
 
 use crate::dma::DmaSpace;
+use crate::fastpath::Backoff;
 use crate::offload::HDR_LEN;
-use crate::ring::{self, Features, QueueError, Ring, RxBytes, RxOutcome, TxFrame};
+use crate::ring::{self, Desc, Features, QueueError, Ring, RxBytes, RxOutcome, TxFrame};
 use crate::state::{ctx_state, Bat, Context, ServiceType};
 use crate::switch::Mac;
 
@@ -341,6 +342,21 @@ impl Moderation {
         self.poll(now)
     }
 
+    /// `n` completions written at the same instant: the state and the
+    /// result of `n` calls of [`Moderation::event`] with `now` (the first
+    /// may fire; the second, after a fire, leaves one pending; more change
+    /// nothing), in at most two.
+    pub fn events(&mut self, now: Instant, n: usize) -> bool {
+        if n == 0 {
+            return false;
+        }
+        let fire = self.event(now);
+        if n > 1 {
+            self.event(now);
+        }
+        fire
+    }
+
     /// The driver re-enabled the interrupt.
     pub fn rearm(&mut self, now: Instant) -> bool {
         self.armed = true;
@@ -371,6 +387,8 @@ pub struct QueuePair {
     /// Longest frame the send queue takes ([`ring::MAX_FRAME`], more on
     /// the PF's exception queue pair).
     max_tx_frame: usize,
+    /// When the fast path tries this send queue next.
+    pub(crate) fast_backoff: Backoff,
 }
 
 /// What became of a frame offered to a receive queue.
@@ -420,6 +438,7 @@ impl QueuePair {
             rx_backlog_bytes: 0,
             paused: false,
             max_tx_frame: ring::MAX_FRAME,
+            fast_backoff: Backoff::default(),
         }
     }
 
@@ -661,6 +680,69 @@ impl QueuePair {
         }
         self.tx.dirty = true;
         Ok(self.irq.event(now))
+    }
+
+    /// The send ring, if the fast path (`crate::fastpath`) may take frames
+    /// from it: running, not paused, no offload features, not the PF's
+    /// exception queue.
+    pub fn fast_tx(&self) -> Option<Ring> {
+        let plain = self.tx.features == Features::new() && !self.tx.exception;
+        self.tx.ring.filter(|_| plain && !self.paused)
+    }
+
+    /// The receive ring, if the fast path may write frames into it:
+    /// running, not paused, nothing waiting in the packet buffer (frames
+    /// keep their order), no offload features.
+    pub fn fast_rx(&self) -> Option<Ring> {
+        let plain = self.rx.features == Features::new() && self.rx_backlog.is_empty();
+        self.rx.ring.filter(|_| plain && !self.paused)
+    }
+
+    /// Completes `done`, the descriptors of single-buffer frames (`bytes`
+    /// in all) the fast path took from the head of the send ring, with one
+    /// write: as [`QueuePair::tx_done`] for each. Returns whether to
+    /// interrupt.
+    pub fn tx_burst_done(
+        &mut self,
+        who: &str,
+        dma: &DmaSpace,
+        done: &[Desc],
+        bytes: u64,
+        now: Instant,
+    ) -> Result<bool, QueueError> {
+        let Some(ring) = self.tx.ring.as_mut() else {
+            return Ok(false);
+        };
+        if !ring.slots(dma).is_some_and(|s| s.complete_tx(done)) {
+            let e = QueueError::Ring {
+                base: ring.base(),
+                size: ring.size(),
+            };
+            self.report(who, "send", e);
+            self.tx.fail(dma, e);
+            return Err(e);
+        }
+        ring.advance(done.len() as u16);
+        let c = &mut self.tx.ctx;
+        c.packets += done.len() as u64;
+        c.bytes += bytes;
+        self.tx.dirty = true;
+        Ok(self.irq.events(now, done.len()))
+    }
+
+    /// Counts `n` frames (`bytes` in all) the fast path wrote into the
+    /// receive ring, whose head is now `head`: as [`QueuePair::rx_put`]
+    /// for each. Returns whether to interrupt.
+    pub fn rx_burst_done(&mut self, head: u16, n: usize, bytes: u64, now: Instant) -> bool {
+        let Some(ring) = self.rx.ring.as_mut() else {
+            return false;
+        };
+        ring.head = head;
+        let c = &mut self.rx.ctx;
+        c.packets += n as u64;
+        c.bytes += bytes;
+        self.rx.dirty = true;
+        self.irq.events(now, n)
     }
 
     /// Offers a frame to the receive queue: into the next posted buffer(s),
@@ -936,6 +1018,25 @@ mod tests {
         );
         qp.set_ctrl("t", s.drv.dma(), Some(&s.bat), both());
         assert!(qp.tx.running());
+    }
+
+    #[test]
+    fn events_at_one_instant_equal_as_many_single_events() {
+        let t0 = Instant::now();
+        let later = t0 + Duration::from_micros(5);
+        let state = |m: &Moderation| (m.armed, m.pending, m.last, m.deadline);
+        for n in 0..5 {
+            for (armed, last) in [(true, None), (true, Some(t0)), (false, Some(t0))] {
+                let (mut one, mut many) = (Moderation::new(), Moderation::new());
+                for m in [&mut one, &mut many] {
+                    m.armed = armed;
+                    m.last = last;
+                }
+                let fired = (0..n).fold(false, |f, _| one.event(later) | f);
+                assert_eq!(many.events(later, n), fired, "n {n} armed {armed}");
+                assert_eq!(state(&many), state(&one), "n {n} armed {armed}");
+            }
+        }
     }
 
     #[test]

@@ -11,7 +11,7 @@ use thiserror::Error;
 use vm_memory::endian::{Le16, Le64};
 use vm_memory::ByteValued;
 
-use crate::dma::DmaSpace;
+use crate::dma::{DmaSpace, GuestBytesMut};
 
 /// Bytes of one descriptor.
 pub const DESC_SIZE: u64 = 16;
@@ -102,6 +102,27 @@ pub struct Desc {
 // SAFETY: little-endian integers without padding (size asserted below).
 unsafe impl ByteValued for Desc {}
 const _: () = assert!(std::mem::size_of::<Desc>() == DESC_SIZE as usize);
+
+impl Desc {
+    /// A send descriptor the fast path takes as a whole frame: EOP, and a
+    /// length the general path ([`tx_take`]) accepts for a frame without
+    /// offload header. Its buffer (address, length); None for anything
+    /// else, which the general path checks and reports.
+    pub fn plain_tx(&self) -> Option<(u64, usize)> {
+        let len = self.len.to_native() as usize;
+        let eop = TxFlags::from_bits(self.word.to_native()).eop();
+        (eop && (MIN_FRAME..=MAX_FRAME).contains(&len)).then_some((self.addr.to_native(), len))
+    }
+
+    /// The buffer of a receive descriptor if it is one the general path
+    /// accepts ([`rx_put`]) and `len` bytes fit in it; None for anything
+    /// else.
+    pub fn rx_fits(&self, len: usize) -> Option<u64> {
+        let buf_len = self.len.to_native();
+        let valid = (MIN_RX_BUF..=MAX_RX_BUF).contains(&buf_len);
+        (valid && len <= buf_len as usize).then_some(self.addr.to_native())
+    }
+}
 
 /// Driver-written flags of a send descriptor.
 #[bitfield(u16)]
@@ -212,6 +233,11 @@ impl Ring {
         self.size
     }
 
+    /// Guest address of the ring.
+    pub fn base(&self) -> u64 {
+        self.base
+    }
+
     fn next(&self, i: u16) -> u16 {
         (i + 1) & (self.size - 1)
     }
@@ -219,6 +245,13 @@ impl Ring {
     /// Descriptors handed to the card and not yet processed.
     pub fn pending(&self) -> u16 {
         self.tail.wrapping_sub(self.head) & (self.size - 1)
+    }
+
+    /// Moves the head past `n` descriptors the card processed (at most
+    /// the pending ones).
+    pub fn advance(&mut self, n: u16) {
+        debug_assert!(n <= self.pending());
+        self.head = self.head.wrapping_add(n) & (self.size - 1);
     }
 
     /// A doorbell: the driver's new tail.
@@ -257,16 +290,94 @@ impl Ring {
         word: u16,
         status: u16,
     ) -> Result<(), QueueError> {
-        let mut tail = [0u8; 8];
-        tail[0..2].copy_from_slice(&d.len.to_native().to_le_bytes());
-        tail[2..4].copy_from_slice(&word.to_le_bytes());
-        tail[4..6].copy_from_slice(&status.to_le_bytes());
+        let tail = write_back_bytes(d, word, status);
         dma.write(self.addr(index) + 8, &tail)
             .map_err(|_| QueueError::Ring {
                 base: self.base,
                 size: self.size,
             })
     }
+}
+
+/// A running ring's descriptors, found in guest memory once for a burst of
+/// frames on the fast path (`crate::fastpath`): one lookup, then plain
+/// loads and stores, instead of a lookup per descriptor access. The range
+/// is the one [`Ring::new`] checked (mapped, writable).
+pub struct Slots<'a> {
+    ring: Ring,
+    mem: GuestBytesMut<'a>,
+}
+
+impl Ring {
+    /// The ring's descriptors in `dma`, if one mapping holds them all (a
+    /// ring in two RAM sections takes the general path).
+    pub fn slots<'a>(&self, dma: &'a DmaSpace) -> Option<Slots<'a>> {
+        let len = self.size as usize * DESC_SIZE as usize;
+        let mem = dma.target(self.base, len).ok().flatten()?;
+        Some(Slots { ring: *self, mem })
+    }
+}
+
+impl Slots<'_> {
+    /// Copies the pending descriptors from the head into `out`, as many as
+    /// it holds, with one read (two where the ring wraps); returns how
+    /// many.
+    pub fn read_pending(&self, out: &mut [Desc]) -> usize {
+        let n = out.len().min(self.ring.pending() as usize);
+        let first = n.min((self.ring.size - self.ring.head) as usize);
+        let src = self.mem.as_source();
+        let at = |i: u16| i as usize * DESC_SIZE as usize;
+        let mut got = src.read_objs(at(self.ring.head), &mut out[..first]);
+        if got == first && first < n {
+            got += src.read_objs(0, &mut out[first..n]);
+        }
+        got
+    }
+
+    /// Writes the completed send descriptors `done` (as read from the
+    /// head, in order) back with DONE, with one write (two where the ring
+    /// wraps): the same bytes [`tx_complete`] writes, with the driver's
+    /// address rewritten as it was read.
+    pub fn complete_tx(&self, done: &[Desc]) -> bool {
+        let status = DescStatus::new().with_done(true).into_bits();
+        let mut bytes = [0u8; MAX_BURST * DESC_SIZE as usize];
+        let Some(bytes) = bytes.get_mut(..done.len() * DESC_SIZE as usize) else {
+            return false;
+        };
+        for (chunk, d) in bytes.chunks_exact_mut(DESC_SIZE as usize).zip(done) {
+            let mut d = *d;
+            d.status = status.into();
+            d.reserved = 0.into();
+            chunk.copy_from_slice(d.as_slice());
+        }
+        let head = self.ring.head as usize;
+        let first = done.len().min(self.ring.size as usize - head) * DESC_SIZE as usize;
+        self.mem.write(head * DESC_SIZE as usize, &bytes[..first])
+            && (first == bytes.len() || self.mem.write(0, &bytes[first..]))
+    }
+
+    /// Writes receive descriptor `index` (`d`, as read) back with the
+    /// frame length `len` and `status`: one 8-byte store after the data,
+    /// as [`rx_put`] writes it.
+    pub fn complete_rx(&self, index: u16, d: &Desc, len: u16, status: RxStatus) -> bool {
+        let tail = write_back_bytes(d, len, status.into_bits());
+        self.mem
+            .write(index as usize * DESC_SIZE as usize + 8, &tail)
+    }
+}
+
+/// Most frames the fast path moves in one burst: a NAPI budget's worth,
+/// and what the descriptors of one burst's reads and writes hold.
+pub const MAX_BURST: usize = 64;
+
+/// The 8 bytes at offset 8 of a descriptor the card writes back: the
+/// driver's length, `word` and `status` (and a zero reserved field).
+fn write_back_bytes(d: &Desc, word: u16, status: u16) -> [u8; 8] {
+    let mut tail = [0u8; 8];
+    tail[0..2].copy_from_slice(&d.len.to_native().to_le_bytes());
+    tail[2..4].copy_from_slice(&word.to_le_bytes());
+    tail[4..6].copy_from_slice(&status.to_le_bytes());
+    tail
 }
 
 /// A frame taken from a send ring, not yet completed.
@@ -330,9 +441,7 @@ pub fn tx_next_max(
                 .map_err(dma_err)?;
         }
         if in_header < len {
-            let at = buf.len();
-            buf.resize(at + len - in_header, 0);
-            dma.read(addr + in_header as u64, &mut buf[at..])
+            dma.read_append(addr + in_header as u64, len - in_header, buf)
                 .map_err(dma_err)?;
         }
         total += len;

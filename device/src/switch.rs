@@ -54,6 +54,11 @@ pub struct Port {
     pub qp: u16,
 }
 
+/// Bytes of a frame's start that [`FrameInfo::parse`] (and so every
+/// forwarding decision) reads: the Ethernet header and the TCI of an outer
+/// 802.1Q tag.
+pub const DECISION_BYTES: usize = 16;
+
 /// The addressing of an Ethernet frame.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct FrameInfo {

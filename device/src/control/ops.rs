@@ -566,6 +566,7 @@ impl Card {
             ("frames_switched", c.switched),
             ("flooded", c.flooded),
             ("unknown_unicast", c.unknown_unicast),
+            ("fast_path", c.fast_path),
             ("fdb_entries", self.switch.len() as u64),
             ("num_vfs", u64::from(self.num_vfs)),
             ("vxlan_macs", self.vxlan.tables.len() as u64),
