@@ -10,7 +10,7 @@ use crate::function::{Function, FunctionKind, FunctionSpec, BARS, EXC_QP, VF_DEV
 use crate::offload::path::Request;
 use crate::offload::HDR_LEN;
 use crate::pci::caps::SriovLayout;
-use crate::ring::MAX_FRAME;
+use crate::ring::{Ahead, MAX_FRAME};
 use crate::switch::{Port, Switch};
 use crate::uplink::Uplink;
 use crate::vxlan::Vxlan;
@@ -122,6 +122,8 @@ pub struct Card {
     /// Whether the fast path (`crate::fastpath`) may take frames; tests
     /// turn it off to compare it with the general path.
     pub(crate) fast_path: bool,
+    /// Send descriptors read ahead for the queue being served.
+    pub(crate) tx_ahead: Ahead,
     /// The offload header read with the frame in `scratch`.
     pub(crate) tx_header: [u8; HDR_LEN],
     /// What the frame in `scratch` asks of the card (a checksum,
@@ -180,6 +182,7 @@ impl Card {
             scratch: Vec::with_capacity(MAX_FRAME),
             egress: Vec::with_capacity(MAX_FRAME),
             fast_path: true,
+            tx_ahead: Ahead::default(),
             tx_header: [0; HDR_LEN],
             offload: None,
             resolved: Vec::new(),

@@ -185,6 +185,7 @@ impl Card {
         // frames to the switch.
         let exception = self.functions[f].exception_index() == Some(q);
         let fast = !exception && self.fast_sender(from);
+        self.tx_ahead.clear();
         let mut backoff = self.functions[f].lanes().qps[q as usize].fast_backoff;
         backoff.new_turn();
         let (mut fire, mut allowed, mut left) = (false, true, TX_BUDGET);
@@ -238,6 +239,7 @@ impl Card {
             lanes.dma,
             &mut self.tx_header,
             &mut self.scratch,
+            &mut self.tx_ahead,
         ) {
             Ok(Some(frame)) => frame,
             Ok(None) => {

@@ -14,7 +14,7 @@ use log::{info, warn};
 use crate::dma::DmaSpace;
 use crate::fastpath::Backoff;
 use crate::offload::HDR_LEN;
-use crate::ring::{self, Desc, Features, QueueError, Ring, RxBytes, RxOutcome, TxFrame};
+use crate::ring::{self, Ahead, Desc, Features, QueueError, Ring, RxBytes, RxOutcome, TxFrame};
 use crate::state::{ctx_state, Bat, Context, ServiceType};
 use crate::switch::Mac;
 
@@ -623,14 +623,17 @@ impl QueuePair {
     }
 
     /// Takes the next send frame into `buf`, and its offload header into
-    /// `header` if the queue has [`Features::vnet_hdr`]. A hostile ring
-    /// fails the send queue (returned so the caller can count it).
+    /// `header` if the queue has [`Features::vnet_hdr`], with the
+    /// descriptors read ahead in `ahead` (cleared before this queue's
+    /// turn). A hostile ring fails the send queue (returned so the caller
+    /// can count it).
     pub fn tx_next(
         &mut self,
         who: &str,
         dma: &DmaSpace,
         header: &mut [u8; HDR_LEN],
         buf: &mut Vec<u8>,
+        ahead: &mut Ahead,
     ) -> Result<Option<TxFrame>, QueueError> {
         let Some(ring) = self.tx.ring.as_ref().filter(|_| !self.paused) else {
             return Ok(None);
@@ -642,7 +645,7 @@ impl QueuePair {
             self.max_tx_frame
         };
         let header = &mut header[..features.header_len()];
-        match ring::tx_next_max(ring, dma, header, buf, max) {
+        match ring::tx_take(ring, dma, header, buf, max, ahead) {
             Ok(f) => Ok(f),
             Err(e) => {
                 let at = ring.head;
@@ -957,7 +960,13 @@ mod tests {
         let now = Instant::now();
         let mut buf = Vec::new();
         while let Some(fr) = qp
-            .tx_next("t", s.drv.dma(), &mut [0; HDR_LEN], &mut buf)
+            .tx_next(
+                "t",
+                s.drv.dma(),
+                &mut [0; HDR_LEN],
+                &mut buf,
+                &mut Ahead::default(),
+            )
             .unwrap()
         {
             qp.tx_done("t", s.drv.dma(), fr, false, now).unwrap();

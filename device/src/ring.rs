@@ -380,6 +380,97 @@ fn write_back_bytes(d: &Desc, word: u16, status: u16) -> [u8; 8] {
     tail
 }
 
+impl Ring {
+    /// Writes the card's half of send descriptor `index`: `status` (and the
+    /// reserved field, 0) with one 4-byte store. The driver's address,
+    /// length and flags stay as they are, so completing a frame needs no
+    /// second read of its descriptors.
+    fn write_status(&self, dma: &DmaSpace, index: u16, status: u16) -> Result<(), QueueError> {
+        let word = u32::from(status).to_le_bytes();
+        dma.write(self.addr(index) + 12, &word)
+            .map_err(|_| QueueError::Ring {
+                base: self.base,
+                size: self.size,
+            })
+    }
+}
+
+/// Send descriptors read ahead of the card's head, up to [`MAX_BURST`] with
+/// one DMA read (two where the ring wraps), as a NIC fetches descriptors
+/// in bursts, rather than one read per descriptor. The card owns pending
+/// descriptors until it writes them back, so they stay as read. Valid for
+/// one turn of one send queue (the caller clears it before): within it the
+/// head moves less than a ring's length, so positions are unambiguous.
+#[derive(Clone, Debug)]
+pub struct Ahead {
+    descs: [Desc; MAX_BURST],
+    /// The ring they belong to, and its head when they were read.
+    base: u64,
+    size: u16,
+    head: u16,
+    count: usize,
+}
+
+impl Default for Ahead {
+    fn default() -> Self {
+        Ahead {
+            descs: [Desc::default(); MAX_BURST],
+            base: 0,
+            size: 0,
+            head: 0,
+            count: 0,
+        }
+    }
+}
+
+impl Ahead {
+    /// Forgets what was read (a new turn, another queue).
+    pub fn clear(&mut self) {
+        self.count = 0;
+    }
+
+    /// Pending descriptor `index` of `ring`, read ahead if need be.
+    fn get(&mut self, ring: &Ring, dma: &DmaSpace, index: u16) -> Result<Desc, QueueError> {
+        if let Some(d) = self.cached(ring, index) {
+            return Ok(d);
+        }
+        self.fill(ring, dma)?;
+        self.cached(ring, index).ok_or(QueueError::Ring {
+            base: ring.base,
+            size: ring.size,
+        })
+    }
+
+    /// Descriptor `index` if it was read ahead and the head has not moved
+    /// past it.
+    fn cached(&self, ring: &Ring, index: u16) -> Option<Desc> {
+        if (self.base, self.size) != (ring.base, ring.size) {
+            return None;
+        }
+        let mask = ring.size - 1;
+        let done = (ring.head.wrapping_sub(self.head) & mask) as usize;
+        let at = (index.wrapping_sub(self.head) & mask) as usize;
+        (done <= at && at < self.count).then(|| self.descs[at])
+    }
+
+    /// Reads the pending descriptors from the head, as many as it holds.
+    fn fill(&mut self, ring: &Ring, dma: &DmaSpace) -> Result<(), QueueError> {
+        let n = (ring.pending() as usize).min(MAX_BURST);
+        let first = n.min((ring.size - ring.head) as usize);
+        let err = |_| QueueError::Ring {
+            base: ring.base,
+            size: ring.size,
+        };
+        self.count = 0;
+        dma.read_objs(ring.addr(ring.head), &mut self.descs[..first])
+            .map_err(err)?;
+        dma.read_objs(ring.base, &mut self.descs[first..n])
+            .map_err(err)?;
+        (self.base, self.size, self.head, self.count) = (ring.base, ring.size, ring.head, n);
+        Ok(())
+    }
+}
+
 /// A frame taken from a send ring, not yet completed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct TxFrame {
@@ -413,6 +504,19 @@ pub fn tx_next_max(
     buf: &mut Vec<u8>,
     max_frame: usize,
 ) -> Result<Option<TxFrame>, QueueError> {
+    tx_take(ring, dma, header, buf, max_frame, &mut Ahead::default())
+}
+
+/// [`tx_next_max`] with the descriptors read ahead in `ahead` (valid for
+/// this turn of this queue), which it reads more of as it needs.
+pub fn tx_take(
+    ring: &Ring,
+    dma: &DmaSpace,
+    header: &mut [u8],
+    buf: &mut Vec<u8>,
+    max_frame: usize,
+    ahead: &mut Ahead,
+) -> Result<Option<TxFrame>, QueueError> {
     buf.clear();
     let pending = ring.pending() as usize;
     if pending == 0 {
@@ -424,7 +528,7 @@ pub fn tx_next_max(
     // A frame may use at most MAX_CHAIN descriptors, and only the ones the
     // driver handed over: this is the ttl of the walk.
     for count in 1..=pending.min(MAX_CHAIN) {
-        let d = ring.read(dma, index)?;
+        let d = ahead.get(ring, dma, index)?;
         let len = d.len.to_native() as usize;
         let addr = d.addr.to_native();
         if len == 0 || total + len > max_total {
@@ -463,7 +567,7 @@ pub fn tx_next_max(
 }
 
 /// Writes DONE (and DROPPED) into every descriptor of `frame` and moves the
-/// head past it.
+/// head past it (without reading the descriptors again).
 pub fn tx_complete(
     ring: &mut Ring,
     dma: &DmaSpace,
@@ -472,8 +576,7 @@ pub fn tx_complete(
 ) -> Result<(), QueueError> {
     let status = DescStatus::new().with_done(true).with_dropped(dropped);
     for _ in 0..frame.descs {
-        let d = ring.read(dma, ring.head)?;
-        ring.write_back(dma, ring.head, &d, d.word.to_native(), status.into_bits())?;
+        ring.write_status(dma, ring.head, status.into_bits())?;
         ring.head = ring.next(ring.head);
     }
     Ok(())
@@ -1035,5 +1138,118 @@ mod tests {
             Ok(RxOutcome::TooLong),
             "8 buffers needed, 7 can ever be posted"
         );
+    }
+
+    #[test]
+    fn read_ahead_serves_a_turn_across_the_wrap_and_rereads_when_it_must() {
+        // size 8, head 6: frames in 6, 7, 0 (wrap), read with two reads.
+        let mut drv = FakeDriver::new();
+        let base = drv.ring(8);
+        let mut ring = Ring::new(drv.dma(), base, 8, 6, 6).unwrap();
+        let frames: Vec<Vec<u8>> = (0..3).map(|i| frame(60 + i, i as u8)).collect();
+        for (k, f) in frames.iter().enumerate() {
+            let addr = drv.buffer(f);
+            drv.put_tx(base, ((6 + k) % 8) as u16, addr, f.len() as u16, true);
+        }
+        ring.set_tail(1).unwrap();
+        let mut ahead = Ahead::default();
+        let mut buf = Vec::new();
+        let got = tx_take(&ring, drv.dma(), &mut [], &mut buf, MAX_FRAME, &mut ahead);
+        assert_eq!(got.unwrap().unwrap().len, 60);
+        assert_eq!(ahead.count, 3, "all three read at once");
+        // The driver's copy of a read descriptor changes (it may not): the
+        // card goes on with what it read.
+        drv.put_tx(base, 7, 0xdead_0000, 61, true);
+        let first = tx_take(&ring, drv.dma(), &mut [], &mut buf, MAX_FRAME, &mut ahead)
+            .unwrap()
+            .unwrap();
+        tx_complete(&mut ring, drv.dma(), first, false).unwrap();
+        let second = tx_take(&ring, drv.dma(), &mut [], &mut buf, MAX_FRAME, &mut ahead);
+        assert_eq!(buf, frames[1], "as read before the change");
+        tx_complete(&mut ring, drv.dma(), second.unwrap().unwrap(), false).unwrap();
+        tx_take(&ring, drv.dma(), &mut [], &mut buf, MAX_FRAME, &mut ahead).unwrap();
+        assert_eq!(buf, frames[2]);
+        // Another ring, or a descriptor beyond what was read: read again.
+        let other_base = drv.ring(8);
+        let other = Ring::new(drv.dma(), other_base, 8, 0, 0).unwrap();
+        assert!(ahead.cached(&other, 0).is_none());
+        assert!(ahead.cached(&ring, 1).is_none());
+        ahead.clear();
+        assert!(ahead.cached(&ring, 0).is_none());
+    }
+
+    #[test]
+    fn completion_writes_status_and_leaves_the_drivers_fields() {
+        let mut drv = FakeDriver::new();
+        let (base, mut ring) = tx_ring(&mut drv, 8);
+        let f = frame(100, 1);
+        let addr = drv.buffer(&f);
+        drv.put_tx(base, 0, addr, 100, true);
+        drv.write_u16(base + 14, 0xffff);
+        ring.set_tail(1).unwrap();
+        let got = tx_next(&ring, drv.dma(), &mut Vec::new()).unwrap().unwrap();
+        tx_complete(&mut ring, drv.dma(), got, false).unwrap();
+        assert_eq!(drv.read_u64(base), addr);
+        assert_eq!(drv.read_u16(base + 8), 100);
+        assert_eq!(drv.read_u16(base + 10), 1, "EOP");
+        assert_eq!(drv.status(base, 0), DONE);
+        assert_eq!(drv.read_u16(base + 14), 0, "reserved");
+    }
+
+    #[test]
+    fn slots_read_across_the_wrap_and_write_back_as_the_general_path() {
+        let mut drv = FakeDriver::new();
+        let base = drv.ring(8);
+        let mut ring = Ring::new(drv.dma(), base, 8, 6, 6).unwrap();
+        for i in [6u16, 7, 0, 1] {
+            drv.put_tx(base, i, 0x1000 * u64::from(i + 1), 60 + i, true);
+        }
+        ring.set_tail(2).unwrap();
+        let slots = ring.slots(drv.dma()).unwrap();
+        let mut out = [Desc::default(); 8];
+        assert_eq!(slots.read_pending(&mut out), 4);
+        let lens: Vec<u16> = out[..4].iter().map(|d| d.len.to_native()).collect();
+        assert_eq!(lens, [66, 67, 60, 61]);
+        assert!(slots.complete_tx(&out[..3]));
+        let status: Vec<u16> = [6, 7, 0, 1].iter().map(|&i| drv.status(base, i)).collect();
+        assert_eq!(status, [DONE, DONE, DONE, 0]);
+        assert_eq!(drv.read_u64(base + 16 * 7), 0x8000, "address as read");
+        // A receive descriptor: buffer length, frame length and status.
+        assert!(slots.complete_rx(
+            1,
+            &out[3],
+            42,
+            RxStatus::new().with_done(true).with_eop(true)
+        ));
+        assert_eq!((drv.read_u16(base + 16 + 8), drv.rx_len(base, 1)), (61, 42));
+        assert_eq!(drv.status(base, 1), DONE_EOP);
+    }
+
+    #[test]
+    fn the_fast_path_takes_only_descriptors_the_general_path_accepts() {
+        let tx = |len: u16, flags: u16| Desc {
+            addr: 0x1000.into(),
+            len: len.into(),
+            word: flags.into(),
+            ..Desc::default()
+        };
+        assert_eq!(tx(60, 1).plain_tx(), Some((0x1000, 60)));
+        assert_eq!(tx(9216, 1).plain_tx(), Some((0x1000, 9216)));
+        for d in [tx(60, 0), tx(13, 1), tx(0, 1), tx(9217, 1)] {
+            assert_eq!(d.plain_tx(), None, "{d:?}");
+        }
+        let rx = |buf_len: u16| tx(buf_len, 0);
+        assert_eq!(rx(2048).rx_fits(2048), Some(0x1000));
+        assert_eq!(
+            rx(2048).rx_fits(2049),
+            None,
+            "too long: the general path drops"
+        );
+        assert_eq!(
+            rx(20).rx_fits(14),
+            None,
+            "a bad size: the general path fails the queue"
+        );
+        assert_eq!(rx(16385).rx_fits(100), None);
     }
 }
