@@ -319,7 +319,8 @@ struct vnic_xmit_stats {
  * @tx_ring_size: send ring entries used at the next start
  * @rx_ring_size: receive ring entries used at the next start
  * @itr: interrupt moderation interval, us (QP_ITR)
- * @itr_adaptive: let the card adapt the interval to the load (the default)
+ * @itr_adaptive: let the card adapt the interval to the load (ethtool -C
+ *	adaptive-rx on; off by default, docs/performance.md step G2)
  * @card_mac: the MAC the card last reported for the queue pair (QP_MAC);
  *	the netdev's address differs from it when set in software only
  * @mac_refused_logged: the card refused a MAC write and it was logged

@@ -7,7 +7,7 @@
  * the queue pair's area in BAR0), the function-wide counters the switch
  * keeps (shared by every netdev of the function, hence the fn_ prefix) and
  * the driver's own counters (sw_). -C rx-usecs is the card's interrupt
- * moderation interval QP_ITR, -C adaptive-rx on (the default) lets the card
+ * moderation interval QP_ITR, -C adaptive-rx on (off by default) lets the card
  * adapt it to the load; -G changes the ring sizes.
  *
  * A card that does not answer (its configuration lost, until the watchdog

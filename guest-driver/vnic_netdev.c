@@ -632,7 +632,7 @@ static struct vnic_port *vnic_port_create(struct vnic_priv *priv, u32 q)
 	itr = vnic_qp_rd32(port, VNIC_QP_ITR);
 	port->itr = itr == ~0U ? VNIC_QP_ITR_DEFAULT :
 		    FIELD_GET(VNIC_QP_ITR_USECS, itr);
-	port->itr_adaptive = true;
+	port->itr_adaptive = false;
 
 	netdev->netdev_ops = priv->is_vf ? &vnic_netdev_ops :
 					   &vnic_pf_netdev_ops;

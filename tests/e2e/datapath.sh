@@ -294,22 +294,21 @@ for s in fn_sw_segments fn_offload_drops; do
 	fi
 done
 
-# Interrupt moderation: adaptive by default, fixed on request.
-co=$(na ethtool -c "$A" 2>&1)
-if printf '%s\n' "$co" | grep -q '^Adaptive RX: on'; then
-	ok "$A ethtool -c: adaptive RX moderation on by default"
-else
-	fail "$A ethtool -c: $(printf '%s\n' "$co" | grep -i adaptive)"
-fi
-na ethtool -C "$A" adaptive-rx off rx-usecs 50 >/dev/null 2>&1
+# Interrupt moderation: fixed 20 us by default, adaptive on request.
 co=$(na ethtool -c "$A" 2>&1)
 if printf '%s\n' "$co" | grep -q '^Adaptive RX: off' &&
-	printf '%s\n' "$co" | grep -q '^rx-usecs: *50$'; then
-	ok "$A ethtool -C adaptive-rx off rx-usecs 50"
+	printf '%s\n' "$co" | grep -q '^rx-usecs: *20$'; then
+	ok "$A ethtool -c: fixed 20 us moderation by default"
 else
-	fail "$A ethtool -C adaptive-rx off rx-usecs 50: $(printf '%s\n' "$co" | grep -iE 'adaptive|rx-usecs:')"
+	fail "$A ethtool -c: $(printf '%s\n' "$co" | grep -iE 'adaptive|rx-usecs:')"
 fi
 na ethtool -C "$A" adaptive-rx on >/dev/null 2>&1
+if na ethtool -c "$A" 2>&1 | grep -q '^Adaptive RX: on'; then
+	ok "$A ethtool -C adaptive-rx on"
+else
+	fail "$A ethtool -C adaptive-rx on: $(na ethtool -c "$A" 2>&1 | grep -i adaptive)"
+fi
+na ethtool -C "$A" adaptive-rx off rx-usecs 20 >/dev/null 2>&1
 
 # Without TSO and checksum offload on the sender the frames carry no
 # request; the transfer must be just as intact.
