@@ -521,6 +521,18 @@ mod tests {
     use super::*;
     use crate::test_utils::memfd;
 
+    /// Maps 4 KiB right after [`space`]'s mapping, for accesses across two.
+    fn map_adjacent(d: &mut DmaSpace) {
+        d.map(
+            0x10_4000,
+            0x1000,
+            0,
+            DMA_READ | DMA_WRITE,
+            Some(memfd(0x1000)),
+        )
+        .unwrap();
+    }
+
     fn space() -> DmaSpace {
         let mut d = DmaSpace::default();
         d.map(
@@ -556,14 +568,7 @@ mod tests {
         ));
         assert_eq!(buf, [1, 2, 7, 8], "unchanged");
         // Across two adjacent mappings: the walk.
-        d.map(
-            0x10_4000,
-            0x1000,
-            0,
-            DMA_READ | DMA_WRITE,
-            Some(memfd(0x1000)),
-        )
-        .unwrap();
+        map_adjacent(&mut d);
         d.write(0x10_4000, &[9]).unwrap();
         d.read_append(0x10_3fff, 2, &mut buf).unwrap();
         assert_eq!(buf, [1, 2, 7, 8, 8, 9]);
@@ -603,28 +608,14 @@ mod tests {
         assert!(ro.source(0, 16).unwrap().is_some());
         assert!(matches!(ro.target(0, 16), Err(DmaError::ReadOnly { .. })));
         // Across two adjacent mappings: None, for the caller's walk.
-        b.map(
-            0x10_4000,
-            0x1000,
-            0,
-            DMA_READ | DMA_WRITE,
-            Some(memfd(0x1000)),
-        )
-        .unwrap();
+        map_adjacent(&mut b);
         assert!(b.target(0x10_3ffa, 12).unwrap().is_none());
     }
 
     #[test]
     fn read_objs_reads_in_one_mapping_or_across_two() {
         let mut d = space();
-        d.map(
-            0x10_4000,
-            0x1000,
-            0,
-            DMA_READ | DMA_WRITE,
-            Some(memfd(0x1000)),
-        )
-        .unwrap();
+        map_adjacent(&mut d);
         let words: Vec<u8> = (0u8..16).collect();
         for at in [0x10_0100, 0x10_3ff8] {
             d.write(at, &words).unwrap();
@@ -715,14 +706,7 @@ mod tests {
     #[test]
     fn access_spanning_two_adjacent_mappings_works() {
         let mut d = space();
-        d.map(
-            0x10_4000,
-            0x1000,
-            0,
-            DMA_READ | DMA_WRITE,
-            Some(memfd(0x1000)),
-        )
-        .unwrap();
+        map_adjacent(&mut d);
         d.write(0x10_3ffe, &[1, 2, 3, 4]).unwrap();
         let mut b = [0u8; 4];
         d.read(0x10_3ffe, &mut b).unwrap();
