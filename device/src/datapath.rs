@@ -17,12 +17,26 @@ use crate::function::{Function, SwitchOp, MISC_VECTORS};
 use crate::offload::HDR_LEN;
 use crate::queue::Arrival;
 use crate::regs::FnStat;
-use crate::switch::{strip_tag, Decision, DropReason, Mac, Port};
+use crate::switch::{strip_tag, Decision, DropReason, Mac, Port, Sender};
 use crate::uplink::Incoming;
 use crate::vxlan::wire;
 
 /// Frames one send queue may switch per turn of the event loop.
 pub const TX_BUDGET: usize = 256;
+
+/// What the card needs to know of a send queue for one turn, looked up
+/// once: nothing on the data path changes it meanwhile (switch and VxLAN
+/// changes are carried out between turns).
+pub(crate) struct Turn {
+    pub from: Port,
+    /// The PF's exception queue pair: it sends messages to the card, not
+    /// frames to the switch.
+    pub exception: bool,
+    /// The switch's view of the sending vNIC.
+    pub sender: Sender,
+    /// The function is in a VNI segment (docs/vxlan.md).
+    pub vxlan: bool,
+}
 
 /// What became of one frame of a send queue on the general path.
 enum Step {
@@ -181,17 +195,20 @@ impl Card {
     /// (the function is then held until they refill).
     fn transmit(&mut self, f: usize, q: u16, now: Instant) -> bool {
         let from = Port { function: f, qp: q };
-        // The PF's exception queue pair sends messages to the card, not
-        // frames to the switch.
-        let exception = self.functions[f].exception_index() == Some(q);
-        let fast = !exception && self.fast_sender(from);
+        let turn = Turn {
+            from,
+            exception: self.functions[f].exception_index() == Some(q),
+            sender: self.switch.sender(from),
+            vxlan: self.vxlan.segments.vni_of(f).is_some(),
+        };
+        let fast = !turn.exception && self.fast_sender(&turn);
         self.tx_ahead.clear();
         let mut backoff = self.functions[f].lanes().qps[q as usize].fast_backoff;
         backoff.new_turn();
         let (mut fire, mut allowed, mut left) = (false, true, TX_BUDGET);
         while left > 0 {
             if fast && backoff.due() {
-                let burst = self.fast_burst(from, left, now);
+                let burst = self.fast_burst(&turn, left, now);
                 fire |= burst.fire;
                 if burst.failed {
                     break;
@@ -202,7 +219,7 @@ impl Card {
                     continue;
                 }
             }
-            match self.transmit_one(from, exception, now) {
+            match self.transmit_one(&turn, now) {
                 Step::Sent { fire: irq } => fire |= irq,
                 Step::Stop => break,
                 Step::Held => {
@@ -221,9 +238,10 @@ impl Card {
         allowed
     }
 
-    /// Switches the next frame of vNIC `from`'s send queue on the general
-    /// path (`exception`: the queue is the PF's exception queue).
-    fn transmit_one(&mut self, from: Port, exception: bool, now: Instant) -> Step {
+    /// Switches the next frame of the send queue whose turn it is on the
+    /// general path.
+    fn transmit_one(&mut self, turn: &Turn, now: Instant) -> Step {
+        let (from, exception) = (turn.from, turn.exception);
         let (f, q) = (from.function, from.qp);
         let lanes = self.functions[f].lanes();
         if let Some(wait) = lanes.policy.tx_rate.as_mut().and_then(|l| l.wait(now)) {
@@ -263,7 +281,7 @@ impl Card {
             true
         } else if self.take_offload(from, features, &header, frame.len) {
             let gso = self.offload.is_some_and(|r| r.gso);
-            let dropped = self.switch_frame(from, now);
+            let dropped = self.switch_frame(turn, now);
             self.offload = None;
             if gso && !dropped {
                 self.functions[f].lanes().counters.add(FnStat::TxGso, 1);
@@ -293,24 +311,24 @@ impl Card {
     /// Captures the frame in `scratch`, lets it into the switch (or the
     /// VNI segment of a VxLAN VF) and carries out the forwarding decision.
     /// Returns whether it was dropped.
-    fn switch_frame(&mut self, from: Port, now: Instant) -> bool {
+    fn switch_frame(&mut self, turn: &Turn, now: Instant) -> bool {
+        let (from, sender) = (turn.from, &turn.sender);
         if let Some(c) = self.capture.as_mut().filter(|c| c.wants(from.function)) {
             c.record(&self.scratch);
         }
         self.counters.switched += 1;
-        let spoof_check = self.switch.spoof_check(from.function);
-        let decision = if self.vxlan.segments.vni_of(from.function).is_some() {
+        let decision = if turn.vxlan {
             self.vxlan
                 .segments
-                .forward(from, &self.scratch, spoof_check)
+                .forward(from, &self.scratch, sender.spoof_check)
         } else {
-            match self.switch.ingress(from, &mut self.scratch) {
+            match self.switch.ingress_as(sender, &mut self.scratch) {
                 Ok(()) => {
-                    if self.switch.pvid(from) != 0 {
+                    if sender.pvid != 0 {
                         // The port VLAN tag went in behind the addresses.
                         self.offload = self.offload.map(|r| r.moved(4));
                     }
-                    self.switch.forward(from, &self.scratch)
+                    self.switch.forward_as(sender, &self.scratch)
                 }
                 Err(reason) => Decision::Drop(reason),
             }

@@ -148,6 +148,16 @@ impl<'a> GuestBytesMut<'a> {
         true
     }
 
+    /// Stores `value` (little-endian) at `offset` in the range with one
+    /// 8-byte store, ordered after every earlier write (release); false
+    /// (and nothing written) if it does not fit or `offset` is not 8-byte
+    /// aligned in memory.
+    pub fn store_u64(&self, offset: usize, value: u64) -> bool {
+        self.0
+            .store(value.to_le(), offset, std::sync::atomic::Ordering::Release)
+            .is_ok()
+    }
+
     /// Writes `data` at `offset` in the range; false (and nothing
     /// written) if it does not fit. 8 naturally aligned bytes go with one
     /// 8-byte store (vm-memory copies up to 8 bytes with the widest
@@ -157,6 +167,50 @@ impl<'a> GuestBytesMut<'a> {
             .checked_add(data.len())
             .is_some_and(|end| end <= self.len());
         fits && self.0.write_slice(data, offset).is_ok()
+    }
+}
+
+/// A [`DmaSpace`] seen through the last mapping it reached: a burst of
+/// accesses to buffers in one RAM section (the common case) finds the
+/// mapping once and then only checks that each access lies inside it,
+/// with the checks of [`DmaSpace::source`] and [`DmaSpace::target`].
+pub struct DmaWindow<'a> {
+    dma: &'a DmaSpace,
+    /// The mapping last reached: its guest address, all of its memory,
+    /// and whether the card may write it.
+    last: Option<(u64, VolatileSlice<'a>, bool)>,
+}
+
+impl<'a> DmaWindow<'a> {
+    pub fn new(dma: &'a DmaSpace) -> Self {
+        DmaWindow { dma, last: None }
+    }
+
+    /// As [`DmaSpace::source`], None for an error too.
+    pub fn source(&mut self, address: u64, len: usize) -> Option<GuestBytes<'a>> {
+        self.range(address, len, false).map(GuestBytes)
+    }
+
+    /// As [`DmaSpace::target`], None for an error too.
+    pub fn target(&mut self, address: u64, len: usize) -> Option<GuestBytesMut<'a>> {
+        self.range(address, len, true).map(GuestBytesMut)
+    }
+
+    fn range(&mut self, address: u64, len: usize, write: bool) -> Option<VolatileSlice<'a>> {
+        if let Some(s) = self.inside(address, len, write) {
+            return Some(s);
+        }
+        self.last = self.dma.mapping_of(address);
+        self.inside(address, len, write)
+    }
+
+    /// `len` bytes at `address` if the last mapping holds them all (and
+    /// may be written, for `write`).
+    fn inside(&self, address: u64, len: usize, write: bool) -> Option<VolatileSlice<'a>> {
+        let (base, slice, writable) = self.last?;
+        let offset = usize::try_from(address.checked_sub(base)?).ok()?;
+        (writable || !write).then_some(())?;
+        slice.subslice(offset, len).ok()
     }
 }
 
@@ -437,6 +491,18 @@ impl DmaSpace {
         Ok(self.slice(address, len, true)?.map(GuestBytesMut))
     }
 
+    /// The mapping that holds `address`, all of it, for [`DmaWindow`]:
+    /// its guest address, memory and whether the card may write it. None
+    /// if no mapping the card can reach holds it.
+    fn mapping_of(&self, address: u64) -> Option<(u64, VolatileSlice<'_>, bool)> {
+        let m = self
+            .maps
+            .iter()
+            .find(|m| m.address <= address && address < m.end())?;
+        let slice = m.region.as_deref()?.as_volatile_slice().ok()?;
+        Some((m.address, slice, m.writable))
+    }
+
     /// The volatile slice of [`DmaSpace::single`]'s range. Inlined: the
     /// data path calls it for every access, and most of what it checks is
     /// known to the caller.
@@ -624,6 +690,28 @@ mod tests {
             assert_eq!(out[3], u32::from_le_bytes([12, 13, 14, 15]), "{at:#x}");
         }
         assert!(d.read_objs(0x10_4ff8, &mut [0u32; 4]).is_err());
+    }
+
+    #[test]
+    fn a_window_checks_as_source_and_target_across_mappings() {
+        let mut d = space();
+        d.map(0x20_0000, 0x1000, 0, DMA_READ, Some(memfd(0x1000)))
+            .unwrap();
+        d.write(0x10_0010, &[5; 8]).unwrap();
+        let mut w = DmaWindow::new(&d);
+        let mut b = [0u8; 8];
+        w.source(0x10_0010, 8).unwrap().read_head(&mut b);
+        assert_eq!(b, [5; 8]);
+        let t = w.target(0x10_3ff0, 16).unwrap();
+        assert!(t.store_u64(8, 0x0102_0304_0506_0708));
+        assert!(!t.store_u64(4, 1), "not 8-byte aligned");
+        assert!(!t.store_u64(16, 1), "past the range");
+        assert_eq!(d.read_obj::<u64>(0x10_3ff8).unwrap(), 0x0102_0304_0506_0708);
+        assert!(w.target(0x10_3ff0, 17).is_none(), "past the mapping");
+        assert!(w.source(0x20_0000, 16).is_some(), "another mapping");
+        assert!(w.target(0x20_0000, 16).is_none(), "read-only");
+        assert!(w.source(0x30_0000, 1).is_none(), "outside memory");
+        assert!(w.target(0x10_0000, 16).is_some(), "and back");
     }
 
     #[test]

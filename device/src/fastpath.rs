@@ -23,7 +23,8 @@
 use std::time::Instant;
 
 use crate::card::Card;
-use crate::dma::{DmaSpace, GuestBytes};
+use crate::datapath::Turn;
+use crate::dma::{DmaSpace, DmaWindow, GuestBytes};
 use crate::function::{Function, Lanes, MISC_VECTORS};
 use crate::regs::FnStat;
 use crate::ring::{Desc, RxStatus, MAX_BURST};
@@ -90,11 +91,12 @@ impl Backoff {
 }
 
 impl Card {
-    /// Whether the fast path may take frames of vNIC `from` at all:
-    /// nothing about the sender needs the general path (its link is up, no
-    /// TX rate policy, no capture of its frames, no VxLAN segment, no port
-    /// VLAN). Its send queue is checked with each burst.
-    pub(crate) fn fast_sender(&self, from: Port) -> bool {
+    /// Whether the fast path may take frames of the vNIC whose turn it is
+    /// at all: nothing about the sender needs the general path (its link is
+    /// up, no TX rate policy, no capture of its frames, no VxLAN segment,
+    /// no port VLAN). Its send queue is checked with each burst.
+    pub(crate) fn fast_sender(&self, turn: &Turn) -> bool {
+        let from = turn.from;
         let Some(func) = self.functions.get(from.function) else {
             return false;
         };
@@ -106,8 +108,8 @@ impl Card {
             && func.link_up()
             && func.policy().tx_rate.is_none()
             && !captured
-            && self.vxlan.segments.vni_of(from.function).is_none()
-            && self.switch.pvid(from) == 0
+            && !turn.vxlan
+            && turn.sender.pvid == 0
     }
 
     /// Whether the fast path may deliver into vNIC `to`: its link is up,
@@ -124,14 +126,15 @@ impl Card {
         func.link_up() && func.policy().rx_rate.is_none() && self.switch.pvid(to) == 0 && rx_ok
     }
 
-    /// Switches a burst of at most `budget` frames from the head of
-    /// `from`'s send queue (a sender [`Card::fast_sender`] accepted), all
-    /// to the destination of the first: as many as take the fast path,
-    /// possibly none.
-    pub(crate) fn fast_burst(&mut self, from: Port, budget: usize, now: Instant) -> Burst {
+    /// Switches a burst of at most `budget` frames from the head of the
+    /// send queue whose turn it is (a sender [`Card::fast_sender`]
+    /// accepted), all to the destination of the first: as many as take
+    /// the fast path, possibly none.
+    pub(crate) fn fast_burst(&mut self, turn: &Turn, budget: usize, now: Instant) -> Burst {
+        let from = turn.from;
         let mut descs = [Desc::default(); MAX_BURST];
         let descs = &mut descs[..budget.min(MAX_BURST)];
-        let Some((n, info, to)) = self.fast_start(from, descs) else {
+        let Some((n, info, to)) = self.fast_start(turn, descs) else {
             return Burst::default();
         };
         let moved = self.fast_copy(from.function, to, &descs[..n], &info, now);
@@ -141,12 +144,13 @@ impl Card {
         self.fast_complete(from, &descs[..moved.frames], moved.bytes, now)
     }
 
-    /// Decides where the first pending frame of `from` goes and, if it is
+    /// Decides where the first pending frame of the queue goes and, if it is
     /// one for the fast path, reads the pending send descriptors into
     /// `descs` (one read; the first alone before, so that a try the fast
     /// path declines costs little). Returns how many were read, the first
     /// frame's addressing and its destination.
-    fn fast_start(&self, from: Port, descs: &mut [Desc]) -> Option<(usize, FrameInfo, Port)> {
+    fn fast_start(&self, turn: &Turn, descs: &mut [Desc]) -> Option<(usize, FrameInfo, Port)> {
+        let from = turn.from;
         let func = self.functions.get(from.function)?;
         let ring = func
             .all_queue_pairs()
@@ -161,7 +165,7 @@ impl Card {
         let src = func.dma().source(addr, len).ok()??;
         let (head, k) = frame_head(&src);
         let info = FrameInfo::parse(&head[..k])?;
-        match self.switch.forward(from, &head[..k]) {
+        match self.switch.forward_as(&turn.sender, &head[..k]) {
             Decision::Unicast(to) if self.fast_receiver(to) => {
                 Some((slots.read_pending(descs), info, to))
             }
@@ -285,8 +289,9 @@ fn copy_burst(
     let mut posted = [Desc::default(); MAX_BURST];
     let k = slots.read_pending(&mut posted[..descs.len()]);
     let status = RxStatus::new().with_done(true).with_eop(true);
+    let (mut src, mut to) = (DmaWindow::new(src), DmaWindow::new(dst.dma));
     for (d, r) in descs.iter().zip(&posted[..k]) {
-        let Some(len) = copy_frame(src, dst.dma, d, r, info) else {
+        let Some(len) = copy_frame(&mut src, &mut to, d, r, info) else {
             break;
         };
         // The length and DONE after the data, with one 8-byte store.
@@ -310,19 +315,19 @@ fn copy_burst(
 /// burst), and a posted buffer it fits, inside one writable mapping.
 /// Returns its length; None and nothing written otherwise.
 fn copy_frame(
-    src: &DmaSpace,
-    dst: &DmaSpace,
+    src: &mut DmaWindow,
+    dst: &mut DmaWindow,
     d: &Desc,
     r: &Desc,
     info: &FrameInfo,
 ) -> Option<usize> {
     let (addr, len) = d.plain_tx()?;
-    let from = src.source(addr, len).ok()??;
+    let from = src.source(addr, len)?;
     let (head, k) = frame_head(&from);
     if FrameInfo::parse(&head[..k]).as_ref() != Some(info) {
         return None;
     }
-    let to = dst.target(r.rx_fits(len)?, len).ok()??;
+    let to = dst.target(r.rx_fits(len)?, len)?;
     to.copy_from(from).then_some(len)
 }
 

@@ -361,8 +361,8 @@ impl Slots<'_> {
     /// as [`rx_put`] writes it.
     pub fn complete_rx(&self, index: u16, d: &Desc, len: u16, status: RxStatus) -> bool {
         let tail = write_back_bytes(d, len, status.into_bits());
-        self.mem
-            .write(index as usize * DESC_SIZE as usize + 8, &tail)
+        let at = index as usize * DESC_SIZE as usize + 8;
+        self.mem.store_u64(at, u64::from_le_bytes(tail))
     }
 }
 

@@ -92,6 +92,21 @@ impl FrameInfo {
     }
 }
 
+/// A sending port as the switch sees it ([`Switch::sender`]), for a turn
+/// of its send queue.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Sender {
+    pub port: Port,
+    /// Management has not turned its function's spoof check off.
+    pub spoof_check: bool,
+    /// Its MAC (None: not a port of the switch).
+    pub mac: Option<Mac>,
+    /// Its port VLAN, 0 if none.
+    pub pvid: Vlan,
+    /// It belongs to its home VLAN (`pvid`, or untagged).
+    in_home: bool,
+}
+
 /// Why the switch dropped a frame.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum DropReason {
@@ -463,11 +478,40 @@ impl Switch {
         self.members.get(&vlan).is_some_and(|s| s.contains(&port))
     }
 
+    /// What the switch's decisions need to know of sending port `from`,
+    /// looked up once for a turn of its send queue (nothing changes the
+    /// switch while a queue is served) instead of once or twice per frame.
+    pub fn sender(&self, from: Port) -> Sender {
+        let info = self.ports.get(&from);
+        let pvid = info.map_or(0, |i| i.pvid);
+        Sender {
+            port: from,
+            spoof_check: self.spoof_check(from.function),
+            mac: info.map(|i| i.mac),
+            pvid,
+            in_home: self.belongs(from, pvid),
+        }
+    }
+
+    /// Whether the sender belongs to `vlan`.
+    fn sender_belongs(&self, s: &Sender, vlan: Vlan) -> bool {
+        if vlan == s.pvid {
+            s.in_home
+        } else {
+            self.belongs(s.port, vlan)
+        }
+    }
+
     /// Frames from a port with a port VLAN enter that VLAN: an untagged
     /// frame gets the tag (so the rest of the switch sees the VLAN in the
     /// frame); a frame the guest tagged itself is refused.
     pub fn ingress(&self, from: Port, frame: &mut Vec<u8>) -> Result<(), DropReason> {
-        let pvid = self.pvid(from);
+        self.ingress_as(&self.sender(from), frame)
+    }
+
+    /// [`Switch::ingress`] for a sender looked up before.
+    pub fn ingress_as(&self, s: &Sender, frame: &mut Vec<u8>) -> Result<(), DropReason> {
+        let pvid = s.pvid;
         if pvid == 0 {
             return Ok(());
         }
@@ -487,15 +531,20 @@ impl Switch {
     /// Decides what happens to `frame` sent by `from` (after
     /// [`Switch::ingress`]).
     pub fn forward(&self, from: Port, frame: &[u8]) -> Decision {
+        self.forward_as(&self.sender(from), frame)
+    }
+
+    /// [`Switch::forward`] for a sender looked up before.
+    pub fn forward_as(&self, s: &Sender, frame: &[u8]) -> Decision {
+        let from = s.port;
         let Some(info) = FrameInfo::parse(frame) else {
             return Decision::Drop(DropReason::Malformed);
         };
-        if self.spoof_check(from.function) {
-            let own = self.ports.get(&from).map(|p| p.mac);
-            if own != Some(info.src) {
+        if s.spoof_check {
+            if s.mac != Some(info.src) {
                 return Decision::Drop(DropReason::Spoofed);
             }
-            if !self.belongs(from, info.vlan) {
+            if !self.sender_belongs(s, info.vlan) {
                 return Decision::Drop(DropReason::VlanNotJoined);
             }
         }
@@ -750,6 +799,54 @@ mod tests {
         s.set_pvid(port(1, 0), 0).unwrap();
         assert_eq!(s.lookup(mac(1), 0), Some(port(1, 0)));
         assert_eq!(s.lookup(mac(1), 10), None);
+    }
+
+    #[test]
+    fn a_sender_looked_up_once_decides_every_frame_of_a_turn() {
+        let mut s = switch();
+        s.join(port(1, 0), 5).unwrap();
+        s.join(port(2, 0), 5).unwrap();
+        let sender = s.sender(port(1, 0));
+        assert_eq!(
+            (sender.mac, sender.pvid, sender.spoof_check),
+            (Some(mac(1)), 0, true)
+        );
+        let cases = [
+            (eth(mac(3), mac(1), None), Decision::Unicast(port(2, 0))),
+            (eth(mac(3), mac(1), Some(5)), Decision::Unicast(port(2, 0))),
+            (
+                eth(mac(3), mac(1), Some(6)),
+                Decision::Drop(DropReason::VlanNotJoined),
+            ),
+            (
+                eth(mac(3), mac(9), None),
+                Decision::Drop(DropReason::Spoofed),
+            ),
+            (
+                eth(mac(1), mac(1), None),
+                Decision::Drop(DropReason::Hairpin),
+            ),
+            (eth(mac(8), mac(1), None), Decision::Uplink),
+        ];
+        for (f, want) in cases {
+            assert_eq!(s.forward_as(&sender, &f), want);
+        }
+        // An access port: the tag goes in, its VLAN is its home.
+        s.set_pvid(port(2, 1), 10).unwrap();
+        let sender = s.sender(port(2, 1));
+        let mut f = eth(mac(1), mac(4), None);
+        s.ingress_as(&sender, &mut f).unwrap();
+        assert_eq!(
+            s.forward_as(&sender, &f),
+            Decision::Uplink,
+            "(mac 1, VLAN 10) unknown"
+        );
+        // Not a port of the switch: every frame is spoofed.
+        let stranger = s.sender(port(7, 0));
+        assert_eq!(
+            s.forward_as(&stranger, &eth(mac(3), mac(1), None)),
+            Decision::Drop(DropReason::Spoofed)
+        );
     }
 
     #[test]
