@@ -532,19 +532,14 @@ pub fn resolve(
     Ok(1)
 }
 
+/// Checks for the tests of this module and of [`path`].
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    const MSS: u16 = 1448;
-    const CWR_PSH_FIN_ACK: u8 = 0x80 | 0x08 | 0x01 | 0x10;
-    const ACK: u8 = 0x10;
-
+pub(crate) mod testing {
     /// The ones'-complement sum of the pieces one after the other, folded
     /// after every word: a second, naive implementation, so the tests do
     /// not check `crate::checksum` against itself. Data carrying a correct
     /// checksum sums to 0xffff.
-    fn ref_sum(pieces: &[&[u8]]) -> u16 {
+    pub fn ref_sum(pieces: &[&[u8]]) -> u16 {
         let all = pieces.concat();
         let mut s: u32 = 0;
         for i in (0..all.len()).step_by(2) {
@@ -554,6 +549,16 @@ mod tests {
         }
         s as u16
     }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::testing::ref_sum;
+    use super::*;
+
+    const MSS: u16 = 1448;
+    const CWR_PSH_FIN_ACK: u8 = 0x80 | 0x08 | 0x01 | 0x10;
+    const ACK: u8 = 0x10;
 
     fn ethernet(vlan: Option<u16>, ethertype: u16) -> Vec<u8> {
         let mut f = vec![

@@ -165,6 +165,7 @@ fn check(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::offload::testing::ref_sum;
     use crate::offload::{HdrFlags, ETHERTYPE_IPV4, IPPROTO_TCP};
     use crate::switch::Mac;
     use crate::test_utils::guest::{card, fn_stat, mac, qp_reg, rd, Vm};
@@ -174,24 +175,6 @@ mod tests {
     const TX_ALL: u16 = 0b0111;
     const RX_ALL: u16 = 0b1111;
     const MSS: u16 = 1448;
-
-    /// Sum of 16-bit big-endian words, folded: independent of
-    /// `crate::checksum`, so the card's sums are checked by other code.
-    fn naive_sum(bytes: &[u8]) -> u32 {
-        let mut s: u32 = 0;
-        for pair in bytes.chunks(2) {
-            s += u32::from(pair[0]) << 8 | u32::from(*pair.get(1).unwrap_or(&0));
-            s = (s & 0xffff) + (s >> 16);
-        }
-        s
-    }
-
-    fn fold(mut s: u32) -> u16 {
-        while s > 0xffff {
-            s = (s & 0xffff) + (s >> 16);
-        }
-        s as u16
-    }
 
     /// A TCPv4 frame from `src` to `dst` (tagged with `vlan`) with `n`
     /// payload bytes, its TCP checksum field holding the pseudo-header sum
@@ -211,29 +194,29 @@ mod tests {
         f.extend_from_slice(&total.to_be_bytes());
         f.extend_from_slice(&[0, 1, 0x40, 0, 64, IPPROTO_TCP, 0, 0]);
         f.extend_from_slice(&[10, 0, 0, 1, 10, 0, 0, 2]);
-        let ip_sum = !fold(naive_sum(&f[l3..]));
+        let ip_sum = !ref_sum(&[&f[l3..]]);
         f[l3 + 10..l3 + 12].copy_from_slice(&ip_sum.to_be_bytes());
         let l4 = f.len();
         f.extend_from_slice(&[0x12, 0x34, 0x00, 0x50, 0, 0, 0, 1, 0, 0, 0, 0]);
         f.extend_from_slice(&[0x50, 0x18, 0xff, 0xff, 0, 0, 0, 0]);
         f.extend((0..n).map(|i| (i * 7 % 251) as u8));
-        let pseudo = fold(pseudo_sum(&f[l3..l4], (20 + n) as u16));
+        let pseudo = ref_sum(&[&pseudo_header(&f[l3..l4], (20 + n) as u16)]);
         f[l4 + 16..l4 + 18].copy_from_slice(&pseudo.to_be_bytes());
         (f, l4)
     }
 
-    fn pseudo_sum(ip: &[u8], l4_len: u16) -> u32 {
-        naive_sum(&ip[12..20]) + u32::from(IPPROTO_TCP) + u32::from(l4_len)
+    /// The TCP pseudo-header of an IPv4 header `ip` and `l4_len` bytes of TCP.
+    fn pseudo_header(ip: &[u8], l4_len: u16) -> Vec<u8> {
+        let len = l4_len.to_be_bytes();
+        [&ip[12..20], &[0, IPPROTO_TCP], &len[..]].concat()
     }
 
     /// Whether a TCPv4 frame's IP and TCP checksums verify.
     fn checksums_ok(frame: &[u8], l3: usize) -> bool {
         let ihl = usize::from(frame[l3] & 0xf) * 4;
         let l4 = l3 + ihl;
-        let ip_ok = fold(naive_sum(&frame[l3..l4])) == 0xffff;
-        let tcp =
-            fold(pseudo_sum(&frame[l3..l4], (frame.len() - l4) as u16) + naive_sum(&frame[l4..]));
-        ip_ok && tcp == 0xffff
+        let pseudo = pseudo_header(&frame[l3..l4], (frame.len() - l4) as u16);
+        ref_sum(&[&frame[l3..l4]]) == 0xffff && ref_sum(&[&pseudo, &frame[l4..]]) == 0xffff
     }
 
     fn request(l4: usize, gso: bool) -> VirtioNetHdr {
