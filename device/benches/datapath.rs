@@ -26,7 +26,10 @@ use std::time::{Duration, Instant};
 use vnic::card::{Card, CardConfig};
 use vnic::dma::{DMA_READ, DMA_WRITE};
 use vnic::function::REGION_BAR0;
+use vnic::offload::HDR_LEN;
 use vnic::regs::{FnStat, Reg, QP_AREA_BASE};
+use vnic::ring::Features;
+use vnic::state::ServiceType;
 use vnic::switch::{Mac, Port, Switch};
 use vnic::test_utils::{FakeDriver, StateTables};
 
@@ -37,6 +40,9 @@ const RING: u16 = 512;
 const BATCH: u16 = 64;
 /// Receive buffer size the driver posts (MTU 1500 + headers, rounded).
 const BUF: u16 = 2048;
+
+/// Offset of `features` in a queue context (docs/datapath.md, "Offloads").
+const CTX_FEATURES: u64 = 18;
 
 /// Queue-pair register offsets (docs/registers.md).
 const QP_CTRL: u64 = 0x08;
@@ -74,9 +80,10 @@ struct Guest {
 }
 
 impl Guest {
-    /// Maps memory, builds BAT/CLAT, enables queue pair 0 and posts a full
+    /// Maps memory, builds BAT/CLAT, enables queue pair 0 (with the
+    /// offload features vnic.ko negotiates if `headers`) and posts a full
     /// receive ring.
-    fn attach(card: &mut Card, f: usize) -> Guest {
+    fn attach(card: &mut Card, f: usize, headers: bool) -> Guest {
         let mut drv = FakeDriver::new();
         let (base, size, file) = drv.memory();
         card.function_mut(f)
@@ -86,6 +93,15 @@ impl Guest {
         let tables = StateTables::build(&mut drv, 1, 64, 1);
         let (tx_ring, rx_ring) = (drv.ring(RING), drv.ring(RING));
         tables.set_rings(&drv, 0, (tx_ring, RING), (rx_ring, RING));
+        if headers {
+            let tx = Features::OFFERED.with_multi_buf(false);
+            for (ty, v) in [
+                (ServiceType::SendQueue, tx),
+                (ServiceType::ReceiveQueue, Features::OFFERED),
+            ] {
+                drv.write_u16(tables.context(ty, 0) + CTX_FEATURES, v.into_bits());
+            }
+        }
         write_reg(card, f, Reg::VctLo as u64, tables.bat as u32);
         write_reg(card, f, Reg::VctHi as u64, (tables.bat >> 32) as u32);
         write_reg(card, f, qp_reg(QP_CTRL), QP_ENABLE_BOTH);
@@ -155,6 +171,31 @@ enum Path {
     VfToUplink,
 }
 
+/// One benchmark case: where the frames go, how long they are, and
+/// whether both queues carry offload headers (zeros: nothing to compute),
+/// as a vnic.ko guest's queues do.
+#[derive(Clone, Copy)]
+struct Case {
+    path: Path,
+    len: usize,
+    headers: bool,
+}
+
+impl Case {
+    fn name(&self) -> String {
+        let hdr = if self.headers { " +hdr" } else { "" };
+        match self.path {
+            Path::VfToVf => format!("card VF->VF {} B{hdr}", self.len),
+            Path::VfToUplink => format!("card VF->uplink(none) {} B{hdr}", self.len),
+        }
+    }
+
+    /// Bytes one frame takes in a send buffer.
+    fn sent_len(&self) -> usize {
+        self.len + if self.headers { HDR_LEN } else { 0 }
+    }
+}
+
 struct Measured {
     name: String,
     frames: u64,
@@ -181,16 +222,10 @@ fn frame(dst: Mac, src: Mac, len: usize) -> Vec<u8> {
     f
 }
 
-fn case_name(path: Path, len: usize) -> String {
-    match path {
-        Path::VfToVf => format!("card VF->VF {len} B"),
-        Path::VfToUplink => format!("card VF->uplink(none) {len} B"),
-    }
-}
-
-/// Switches `len`-byte frames along `path` for about `time`; only the
-/// card's work is counted.
-fn run_card(path: Path, len: usize, time: Duration) -> Measured {
+/// Switches the case's frames for about `time`; only the card's work is
+/// counted. Bytes count the frame, not the offload header.
+fn run_card(case: Case, time: Duration) -> Measured {
+    let Case { path, len, headers } = case;
     let mut card = Card::new(CardConfig {
         vfs: 2,
         vnics_per_vf: 1,
@@ -198,14 +233,20 @@ fn run_card(path: Path, len: usize, time: Duration) -> Measured {
     })
     .expect("card");
     let (vf0, vf1) = (1, 2);
-    let mut tx = Guest::attach(&mut card, vf0);
-    let mut rx = Guest::attach(&mut card, vf1);
+    let mut tx = Guest::attach(&mut card, vf0, headers);
+    let mut rx = Guest::attach(&mut card, vf1, headers);
     let src = card.functions()[vf0].queue_pairs()[0].mac;
     let dst = match path {
         Path::VfToVf => card.functions()[vf1].queue_pairs()[0].mac,
         Path::VfToUplink => Mac([0x02, 0xee, 0, 0, 0, 1]),
     };
-    tx.fill_tx(&frame(dst, src, len));
+    let mut sent = if headers {
+        vec![0; HDR_LEN]
+    } else {
+        Vec::new()
+    };
+    sent.extend(frame(dst, src, len));
+    tx.fill_tx(&sent);
 
     let (mut frames, mut card_time) = (0u64, Duration::ZERO);
     let start = Instant::now();
@@ -216,7 +257,7 @@ fn run_card(path: Path, len: usize, time: Duration) -> Measured {
         card_time += t0.elapsed();
         frames += u64::from(BATCH);
         if let Path::VfToVf = path {
-            let rx_tail = rx.reclaim_rx(BATCH, len);
+            let rx_tail = rx.reclaim_rx(BATCH, case.sent_len());
             let t0 = Instant::now();
             write_reg(&mut card, vf1, qp_reg(QP_RX_TAIL), u32::from(rx_tail));
             write_reg(&mut card, vf1, qp_reg(QP_IRQ), REARM);
@@ -227,7 +268,7 @@ fn run_card(path: Path, len: usize, time: Duration) -> Measured {
         card_time += t0.elapsed();
         check_sent(&tx, BATCH);
     }
-    let name = case_name(path, len);
+    let name = case.name();
     let counters = card.functions()[vf0].counters();
     assert_eq!(
         counters.get(FnStat::TxPackets),
@@ -314,7 +355,8 @@ fn seconds() -> Duration {
 }
 
 /// `--only WORD`: run only the parts whose name contains WORD (`memcpy`,
-/// `VF->VF`, `uplink`, `64 B`, `1500 B`, `lookup`), e.g. under a profiler.
+/// `VF->VF`, `uplink`, `64 B`, `1500 B`, `+hdr`, `lookup`), e.g. under a
+/// profiler.
 fn wanted(name: &str) -> bool {
     option("--only").is_none_or(|w| name.contains(&w))
 }
@@ -337,9 +379,12 @@ fn main() {
     );
     for len in [64, 1500] {
         // The peer of this size, unless --only leaves every card case out.
-        let cases: Vec<Path> = [Path::VfToVf, Path::VfToUplink]
+        let cases: Vec<Case> = [false, true]
             .into_iter()
-            .filter(|&p| wanted(&case_name(p, len)))
+            .flat_map(|headers| {
+                [Path::VfToVf, Path::VfToUplink].map(|path| Case { path, len, headers })
+            })
+            .filter(|c| wanted(&c.name()))
             .collect();
         let copy = ((!cases.is_empty() && !card_only()) || wanted(&format!("memcpy {len} B")))
             .then(|| run_memcpy(len, time));
@@ -352,8 +397,8 @@ fn main() {
                 "1.00"
             );
         }
-        for path in cases {
-            let c = run_card(path, len, time);
+        for case in cases {
+            let c = run_card(case, time);
             let ratio = copy.as_ref().map_or(0.0, |m| c.gbit() / m.gbit());
             println!(
                 "{:<32} {:>12.2} {:>10.1} {:>12.3}",

@@ -96,13 +96,19 @@ impl Mapping {
 #[derive(Clone, Copy, Debug)]
 pub struct GuestBytes<'a>(VolatileSlice<'a>);
 
-impl GuestBytes<'_> {
+impl<'a> GuestBytes<'a> {
     pub fn len(&self) -> usize {
         self.0.len()
     }
 
     pub fn is_empty(&self) -> bool {
         self.0.len() == 0
+    }
+
+    /// The range cut in two at `mid`; None if `mid` is beyond its end.
+    pub fn split_at(&self, mid: usize) -> Option<(GuestBytes<'a>, GuestBytes<'a>)> {
+        let (a, b) = self.0.split_at(mid).ok()?;
+        Some((GuestBytes(a), GuestBytes(b)))
     }
 
     /// Copies the first bytes of the range into `buf`, as many as both
@@ -136,6 +142,12 @@ impl<'a> GuestBytesMut<'a> {
     /// The same range, for reading.
     pub fn as_source(&self) -> GuestBytes<'a> {
         GuestBytes(self.0)
+    }
+
+    /// The range cut in two at `mid`; None if `mid` is beyond its end.
+    pub fn split_at(&self, mid: usize) -> Option<(GuestBytesMut<'a>, GuestBytesMut<'a>)> {
+        let (a, b) = self.0.split_at(mid).ok()?;
+        Some((GuestBytesMut(a), GuestBytesMut(b)))
     }
 
     /// Copies all of `src` (another guest's memory, or this one's) to the

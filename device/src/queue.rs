@@ -685,20 +685,20 @@ impl QueuePair {
         Ok(self.irq.event(now))
     }
 
-    /// The send ring, if the fast path (`crate::fastpath`) may take frames
-    /// from it: running, not paused, no offload features, not the PF's
-    /// exception queue.
-    pub fn fast_tx(&self) -> Option<Ring> {
-        let plain = self.tx.features == Features::new() && !self.tx.exception;
-        self.tx.ring.filter(|_| plain && !self.paused)
+    /// The send ring and its offload features, if the fast path
+    /// (`crate::fastpath`) may take frames from it: running, not paused,
+    /// not the PF's exception queue.
+    pub fn fast_tx(&self) -> Option<(Ring, Features)> {
+        let ok = !self.tx.exception && !self.paused;
+        self.tx.ring.filter(|_| ok).map(|r| (r, self.tx.features))
     }
 
-    /// The receive ring, if the fast path may write frames into it:
-    /// running, not paused, nothing waiting in the packet buffer (frames
-    /// keep their order), no offload features.
-    pub fn fast_rx(&self) -> Option<Ring> {
-        let plain = self.rx.features == Features::new() && self.rx_backlog.is_empty();
-        self.rx.ring.filter(|_| plain && !self.paused)
+    /// The receive ring and its offload features, if the fast path may
+    /// write frames into it: running, not paused, nothing waiting in the
+    /// packet buffer (frames keep their order).
+    pub fn fast_rx(&self) -> Option<(Ring, Features)> {
+        let ok = self.rx_backlog.is_empty() && !self.paused;
+        self.rx.ring.filter(|_| ok).map(|r| (r, self.rx.features))
     }
 
     /// Completes `done`, the descriptors of single-buffer frames (`bytes`

@@ -104,14 +104,16 @@ unsafe impl ByteValued for Desc {}
 const _: () = assert!(std::mem::size_of::<Desc>() == DESC_SIZE as usize);
 
 impl Desc {
-    /// A send descriptor the fast path takes as a whole frame: EOP, and a
-    /// length the general path ([`tx_take`]) accepts for a frame without
-    /// offload header. Its buffer (address, length); None for anything
-    /// else, which the general path checks and reports.
-    pub fn plain_tx(&self) -> Option<(u64, usize)> {
+    /// A send descriptor the fast path takes as a whole frame behind an
+    /// offload header of `header` bytes (0 without one): EOP, and a frame
+    /// length the general path ([`tx_take`]) accepts for a frame that is
+    /// no GSO frame. Its buffer (address, length with the header); None
+    /// for anything else, which the general path checks and reports.
+    pub fn plain_tx(&self, header: usize) -> Option<(u64, usize)> {
         let len = self.len.to_native() as usize;
         let eop = TxFlags::from_bits(self.word.to_native()).eop();
-        (eop && (MIN_FRAME..=MAX_FRAME).contains(&len)).then_some((self.addr.to_native(), len))
+        let frame = len.checked_sub(header)?;
+        (eop && (MIN_FRAME..=MAX_FRAME).contains(&frame)).then_some((self.addr.to_native(), len))
     }
 
     /// The buffer of a receive descriptor if it is one the general path
@@ -1233,10 +1235,16 @@ mod tests {
             word: flags.into(),
             ..Desc::default()
         };
-        assert_eq!(tx(60, 1).plain_tx(), Some((0x1000, 60)));
-        assert_eq!(tx(9216, 1).plain_tx(), Some((0x1000, 9216)));
+        assert_eq!(tx(60, 1).plain_tx(0), Some((0x1000, 60)));
+        assert_eq!(tx(9216, 1).plain_tx(0), Some((0x1000, 9216)));
         for d in [tx(60, 0), tx(13, 1), tx(0, 1), tx(9217, 1)] {
-            assert_eq!(d.plain_tx(), None, "{d:?}");
+            assert_eq!(d.plain_tx(0), None, "{d:?}");
+        }
+        // Behind a 10-byte header: the frame's length counts.
+        assert_eq!(tx(24, 1).plain_tx(10), Some((0x1000, 24)));
+        assert_eq!(tx(9226, 1).plain_tx(10), Some((0x1000, 9226)));
+        for len in [5, 23, 9227] {
+            assert_eq!(tx(len, 1).plain_tx(10), None, "{len}");
         }
         let rx = |buf_len: u16| tx(buf_len, 0);
         assert_eq!(rx(2048).rx_fits(2048), Some(0x1000));
