@@ -783,6 +783,29 @@ mod tests {
         assert!(!c.busy());
     }
 
+    /// Regression: a queue put into the error state by a doorbell (a tail
+    /// beyond the ring, or waiting frames meeting a receive buffer outside
+    /// guest memory) was not counted in QUEUE_ERRORS.
+    #[test]
+    fn queues_failed_by_a_doorbell_count_as_queue_errors() {
+        let mut c = card();
+        let mut a = Vm::attach(&mut c, 1, 0);
+        let b = Vm::attach(&mut c, 2, 0);
+        wr(&mut c, 1, qp_reg(0, 0x10), u32::from(RING) + 5);
+        assert_eq!(rd(&mut c, 1, qp_reg(0, 0x0c)) & 0b0100, 0b0100);
+        assert_eq!(fn_stat(&c, 1, FnStat::QueueErrors), 1);
+        wr(&mut c, 1, qp_reg(1, 0x14), u32::from(RING) + 5);
+        assert_eq!(rd(&mut c, 1, qp_reg(1, 0x0c)) & 0b1000, 0b1000);
+        assert_eq!(fn_stat(&c, 1, FnStat::QueueErrors), 2);
+        // A frame waits for B's first buffer, which lies outside memory.
+        let f = eth(mac(&c, 2, 0), mac(&c, 1, 1), None, 80);
+        a.send(&mut c, 1, &[f]);
+        b.drv.put_rx(b.rings[0].1, 0, 0xdead_0000, BUF);
+        wr(&mut c, 2, qp_reg(0, 0x14), 1);
+        assert_eq!(rd(&mut c, 2, qp_reg(0, 0x0c)) & 0b1000, 0b1000);
+        assert_eq!(fn_stat(&c, 2, FnStat::QueueErrors), 1);
+    }
+
     #[test]
     fn hostile_send_ring_fails_one_queue_and_nothing_else() {
         let mut c = card();
@@ -1026,6 +1049,53 @@ mod tests {
             u32::from_le_bytes([taken[4], taken[5], 0, 0]),
         );
         assert_eq!(mac(&c, 1, 1), new);
+    }
+
+    /// A VF, trusted or not, cannot reach its own policy: every admin
+    /// operation on its own mailbox ends with EPERM and changes nothing;
+    /// with a port VLAN it can neither join another VLAN nor send into one.
+    #[test]
+    fn a_vf_cannot_change_its_own_policy_mac_or_vlan_through_its_bar() {
+        use crate::regs::AdminCmd;
+        let mut c = card();
+        let mut a = Vm::attach(&mut c, 1, 8);
+        let b = Vm::attach(&mut c, 2, 8);
+        c.set_vnic(1, 0, None, Some(10)).unwrap();
+        let before = (
+            c.export(),
+            c.switch.pvid(Port { function: 1, qp: 0 }),
+            mac(&c, 1, 0),
+        );
+        for trusted in [false, true] {
+            c.set_trust(1, trusted);
+            for op in 1..=7u8 {
+                for (i, v) in [1u32, 0x2000, 1, 1, 0, 0].iter().enumerate() {
+                    wr(&mut c, 1, Reg::AdminArg0 as u64 + 4 * i as u64, *v);
+                }
+                let cmd = AdminCmd::new().with_op(op).with_vf(0);
+                wr(&mut c, 1, Reg::AdminCmd as u64, cmd.into_bits());
+                c.run_admin(1);
+                let status = rd(&mut c, 1, Reg::AdminStatus as u64);
+                assert_eq!(status, libc::EPERM as u32, "op {op}, trusted {trusted}");
+            }
+            c.set_trust(1, false);
+            // Joining VLAN 20 behind port VLAN 10: refused.
+            wr(&mut c, 1, qp_reg(0, 0x20), 20);
+            assert!(c.switch.joined(Port { function: 1, qp: 0 }).is_empty());
+        }
+        assert_eq!(
+            (
+                c.export(),
+                c.switch.pvid(Port { function: 1, qp: 0 }),
+                mac(&c, 1, 0)
+            ),
+            before
+        );
+        // A frame tagged for VLAN 20 does not reach a vNIC on VLAN 20.
+        wr(&mut c, 2, qp_reg(0, 0x20), 20);
+        let (sa, sb) = (mac(&c, 1, 0), mac(&c, 2, 0));
+        a.send(&mut c, 0, &[eth(sb, sa, Some(20), 84)]);
+        assert!(b.received(0).is_empty());
     }
 
     #[test]

@@ -267,6 +267,11 @@ fn rx_doorbell(
     d.fire
 }
 
+/// Times the queues of `qp` entered the error state (their contexts' count).
+fn queue_errors(qp: &QueuePair) -> u64 {
+    qp.tx.context().errors + qp.rx.context().errors
+}
+
 fn fire_if(fire: bool) -> QpEffect {
     if fire {
         QpEffect::Interrupt
@@ -869,16 +874,25 @@ impl Function {
         Ok(())
     }
 
+    /// A queue-pair register write. Whatever the register, a queue it puts
+    /// into the error state (QP_CTRL loading a bad context, a doorbell
+    /// beyond the ring, a receive doorbell whose waiting frames meet a bad
+    /// buffer) counts in QUEUE_ERRORS: the contexts' error counts before
+    /// and after tell.
     fn qp_write(&mut self, q: usize, reg: QpReg, v: u32) {
+        let errors = queue_errors(&self.qps[q]);
+        self.qp_write_inner(q, reg, v);
+        let now = queue_errors(&self.qps[q]);
+        self.counters
+            .add(FnStat::QueueErrors, now.saturating_sub(errors));
+    }
+
+    fn qp_write_inner(&mut self, q: usize, reg: QpReg, v: u32) {
         let (name, dma, bat) = (&self.name, &self.dma, self.bat.as_ref());
         let qp = &mut self.qps[q];
         let effect = match reg {
             QpReg::Ctrl => {
-                let errors = qp.tx.context().errors + qp.rx.context().errors;
                 qp.set_ctrl(name, dma, bat, QpCtrl::from_bits(v));
-                let now = qp.tx.context().errors + qp.rx.context().errors;
-                self.counters
-                    .add(FnStat::QueueErrors, now.saturating_sub(errors));
                 QpEffect::None
             }
             QpReg::TxTail => qp.tx_doorbell(name, dma, v),

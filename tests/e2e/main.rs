@@ -674,3 +674,132 @@ fn show_and_check(out: &Outcome, shown: &[&str]) {
         "the scenario made no checks"
     );
 }
+
+/// The longest the victim's first boot may take to reach KILL-READY.
+const KILL_READY_WAIT: std::time::Duration = std::time::Duration::from_secs(240);
+/// How long traffic flows between KILL-READY and the kill.
+const TRAFFIC_BEFORE_KILL: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Fails with every log's tail (console, launcher, vnicd), keeping them.
+fn kill_test_failed(logs: &Path, what: &str) -> ! {
+    let mut msg = format!("{what}; logs kept in {}", logs.display());
+    let mut names: Vec<_> = std::fs::read_dir(logs)
+        .map(|d| d.flatten().map(|e| e.path()).collect())
+        .unwrap_or_default();
+    names.sort();
+    for p in names
+        .iter()
+        .filter(|p| p.extension().is_some_and(|e| e == "log" || e == "out"))
+    {
+        let text = std::fs::read_to_string(p).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        let tail = lines[lines.len().saturating_sub(25)..].join("\n");
+        msg += &format!("\n--- {} ---\n{tail}", p.display());
+    }
+    panic!("{msg}");
+}
+
+/// What the control socket says of `function`: attached, VCT entry, and
+/// whether any of its queues runs, with its TX/RX packet counters.
+fn function_state(ctl: &Path, function: &str) -> serde_json::Value {
+    let out = Command::new(vnicctl_binary())
+        .args(["--control"])
+        .arg(ctl)
+        .args(["--json", "show", function])
+        .output()
+        .expect("run vnicctl");
+    serde_json::from_slice(&out.stdout).unwrap_or_default()
+}
+
+/// kill -9 of one QEMU while traffic flows. Two guests on one vnicd: the
+/// survivor (VF0, two vNICs) and the victim (VF1), pinging each other every
+/// 50 ms. The test kills the victim's QEMU (its PID from `-pidfile`, a
+/// process this test started) and checks: vnicd lives and logs the
+/// disconnect; the control socket shows VF1 without a client, without a
+/// VCT entry and with no queue running (its contexts were flushed and the
+/// function reset); the survivor's own vNICs keep switching through the
+/// card; then a new QEMU attaches to VF1's socket, loads vnic.ko and pings
+/// the survivor 5/5, and vnicd exits cleanly at the end.
+#[test]
+fn qemu_killed_mid_traffic_leaves_the_card_and_the_other_guest_running_and_its_vf_reattaches() {
+    use vnic_tests::e2e::{log_dir, GuestRun};
+    let t0 = std::time::Instant::now();
+    let logs = log_dir("kill-qemu");
+    let mut vnicd = vnic_tests::Vnicd::start_logged(
+        &["--vfs", "2", "--vnics-per-vf", "2"],
+        &logs.join("vnicd.out"),
+        &logs.join("vnicd.log"),
+        std::time::Duration::from_secs(30),
+    );
+    let sockets = vnicd.socket_dir();
+    let control = sockets.join("control.sock");
+    let mut survivor = GuestRun::start(&logs, "kill-survivor", "kill-survivor", &sockets, &[]);
+    let mut victim = GuestRun::start(&logs, "kill-victim", "kill-victim", &sockets, &[]);
+
+    let ready = std::time::Instant::now();
+    while !victim.console().contains("KILL-READY") {
+        if ready.elapsed() > KILL_READY_WAIT || victim.finished() || survivor.finished() {
+            kill_test_failed(&logs, "the victim never reached KILL-READY");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    std::thread::sleep(TRAFFIC_BEFORE_KILL);
+    let before = function_state(&control, "vf1");
+    let Some(pid) = victim.qemu_pid() else {
+        kill_test_failed(&logs, "no QEMU PID file for the victim");
+    };
+    println!("killing the victim's QEMU, PID {pid}; vf1 before: {before}");
+    // SAFETY: kill(2) of the QEMU our launcher started, whose PID QEMU
+    // itself wrote; the launcher (our child) has not reaped it, since
+    // it still waits for it.
+    unsafe { libc::kill(pid, libc::SIGKILL) };
+    victim.wait();
+
+    if !vnicd.alive() {
+        kill_test_failed(&logs, "vnicd died with the victim's QEMU");
+    }
+    let flushed = (0..50).any(|_| {
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        vnicd.log_text().contains("vf1: client disconnected")
+    });
+    let after = function_state(&control, "vf1");
+    println!("vf1 after the kill: {after}");
+    let running = after["vnics"].as_array().is_some_and(|v| {
+        v.iter()
+            .any(|q| q["tx_running"] == true || q["rx_running"] == true)
+    });
+    if !flushed || after["attached"] != false || after["vct"] != 0 || running {
+        kill_test_failed(&logs, &format!("vf1 not reset after the kill: {after}"));
+    }
+    if before["attached"] != true || before["vct"] == 0 {
+        kill_test_failed(
+            &logs,
+            &format!("vf1 was not in use before the kill: {before}"),
+        );
+    }
+
+    let mut again = GuestRun::start(
+        &logs,
+        "kill-victim-2",
+        "kill-victim",
+        &sockets,
+        &["--env", "KILL_ROUND=2"],
+    );
+    let (second, first) = (again.wait(), survivor.wait());
+    for (name, run) in [("kill-survivor", &survivor), ("kill-victim-2", &again)] {
+        for line in run.console().lines().filter(|l| l.contains("E2E-")) {
+            println!("{name}: {}", line.trim_end());
+        }
+    }
+    if first != Some(0) || second != Some(0) {
+        kill_test_failed(
+            &logs,
+            &format!("survivor exited {first:?}, the new victim {second:?}"),
+        );
+    }
+    if vnicd.stop() != Some(0) {
+        kill_test_failed(&logs, "vnicd did not exit cleanly");
+    }
+    println!("kill-qemu: {:.0} s", t0.elapsed().as_secs_f64());
+    let _ = std::fs::remove_dir_all(&logs);
+}

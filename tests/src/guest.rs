@@ -72,7 +72,37 @@ fn connect(
 
 impl Guest {
     pub fn attach(vnicd: &Vnicd, function: &str, queue_pairs: u16) -> Guest {
-        let mut drv = FakeDriver::new();
+        Self::attach_with(vnicd, function, queue_pairs, FakeDriver::new())
+    }
+
+    /// [`Guest::attach`] with guest memory of the caller's choosing (e.g.
+    /// at another guest-physical base, so that two guests' addresses do not
+    /// overlap and a test can name one guest's memory in the other's
+    /// descriptors).
+    pub fn attach_with(vnicd: &Vnicd, function: &str, queue_pairs: u16, drv: FakeDriver) -> Guest {
+        Self::attach_inner(vnicd, function, queue_pairs, drv, true)
+    }
+
+    /// [`Guest::attach_with`] with every queue pair running but no receive
+    /// buffer posted: the test writes the receive descriptors itself (the
+    /// card may read posted descriptors ahead, so they must be right before
+    /// the doorbell).
+    pub fn attach_without_buffers(
+        vnicd: &Vnicd,
+        function: &str,
+        queue_pairs: u16,
+        drv: FakeDriver,
+    ) -> Guest {
+        Self::attach_inner(vnicd, function, queue_pairs, drv, false)
+    }
+
+    fn attach_inner(
+        vnicd: &Vnicd,
+        function: &str,
+        queue_pairs: u16,
+        mut drv: FakeDriver,
+        post_rx: bool,
+    ) -> Guest {
         let (client, irqs) = connect(vnicd, function, &drv, queue_pairs + 1);
 
         let tables = StateTables::build(&mut drv, 2, 64, queue_pairs as u32);
@@ -95,10 +125,13 @@ impl Guest {
         g.posted(VCT_HI, (bat >> 32) as u32);
         for q in 0..queue_pairs {
             g.posted(qp(q, 0x08), 3);
-            // Post every receive buffer but one (a full ring keeps one slot).
-            let rx = g.rings[q as usize].1;
-            let tail = g.drv.post_rx(rx, RING, 0, RING - 1, BUF);
-            g.posted(qp(q, 0x14), tail as u32);
+            if post_rx {
+                // Post every receive buffer but one (a full ring keeps one
+                // slot).
+                let rx = g.rings[q as usize].1;
+                let tail = g.drv.post_rx(rx, RING, 0, RING - 1, BUF);
+                g.posted(qp(q, 0x14), tail as u32);
+            }
             // A read is a round trip: every posted write before it is done.
             assert_eq!(g.read(qp(q, 0x0c)) & 0xf, 0b0011, "queue pair {q} runs");
         }

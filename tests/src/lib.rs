@@ -1052,6 +1052,97 @@ pub mod e2e {
         }
     }
 
+    /// target/e2e-logs/`test`, emptied: the log directory of a test that
+    /// starts its guests one by one ([`GuestRun`]).
+    pub fn log_dir(test: &str) -> PathBuf {
+        require_setup();
+        fresh_log_dir(test)
+    }
+
+    /// One guest a test starts by itself on a vnicd it owns, so that it can
+    /// act on it while it runs (kill its QEMU, start another on the same
+    /// function). The scenario's header gives the launcher's options;
+    /// vnicd's (after `--`) are the test's business. QEMU writes its PID to
+    /// `<logs>/<name>.qemu.pid` (`-pidfile`), so the test can signal the
+    /// QEMU it started, and only that one. Dropping it stops the launcher
+    /// (by PID) if it still runs, and with it its QEMU.
+    pub struct GuestRun {
+        launcher: Launcher,
+        console: PathBuf,
+        pid_file: PathBuf,
+        deadline: Instant,
+    }
+
+    impl GuestRun {
+        /// Starts tests/e2e/`scenario`.sh in a guest attached to the vnicd
+        /// whose sockets are in `sockets`; logs `<logs>/<name>.log`
+        /// (console), `.run.log` (launcher), `.qemu.log`; `extra` are more
+        /// launcher options (e.g. `--env NAME=VALUE`).
+        pub fn start(
+            logs: &Path,
+            name: &str,
+            scenario: &str,
+            sockets: &Path,
+            extra: &[&str],
+        ) -> GuestRun {
+            let script = scenario_path(scenario);
+            let (mut opts, _) = split_vnicd_args(&header_options(&script));
+            let console = logs.join(format!("{name}.log"));
+            let pid_file = logs.join(format!("{name}.qemu.pid"));
+            let _ = std::fs::remove_file(&pid_file);
+            opts.extend(extra.iter().map(|e| e.to_string()));
+            opts.extend([
+                "--qemu-arg".into(),
+                "-pidfile".into(),
+                "--qemu-arg".into(),
+                pid_file.display().to_string(),
+            ]);
+            let harness: Vec<&std::ffi::OsStr> = vec![
+                "--no-vnicd".as_ref(),
+                "--socket-dir".as_ref(),
+                sockets.as_os_str(),
+                "--log".as_ref(),
+                console.as_os_str(),
+            ];
+            let run_log = logs.join(format!("{name}.run.log"));
+            let deadline = Instant::now() + Duration::from_secs(timeout_of(&opts) + 60);
+            GuestRun {
+                launcher: Launcher::start(&script, &harness, &opts, &run_log),
+                console,
+                pid_file,
+                deadline,
+            }
+        }
+
+        /// The console so far.
+        pub fn console(&self) -> String {
+            read(&self.console)
+        }
+
+        /// True once the launcher has ended.
+        pub fn finished(&mut self) -> bool {
+            self.launcher.poll()
+        }
+
+        /// The PID of this guest's QEMU, once QEMU has written it.
+        pub fn qemu_pid(&self) -> Option<i32> {
+            read(&self.pid_file).trim().parse().ok()
+        }
+
+        /// Waits for the launcher to end (stopping it past its own timeout
+        /// plus a minute); the scenario's exit status, None if stopped.
+        pub fn wait(&mut self) -> Option<i32> {
+            while !self.launcher.poll() {
+                if Instant::now() > self.deadline {
+                    self.launcher.stop();
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(200));
+            }
+            self.launcher.status.flatten()
+        }
+    }
+
     /// Hosts of their own: each guest on a vnicd of its own, started by
     /// the test with extra arguments (e.g. an uplink, a configuration
     /// file), with host agents (`vnicctl vxlan-agent`) the test starts and

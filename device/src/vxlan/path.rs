@@ -387,6 +387,43 @@ mod tests {
     }
 
     #[test]
+    fn two_vnis_never_see_each_others_frames_either_way() {
+        let (mut c, mut a, mut b) = vxlan_card();
+        let other = Vni::new(VNI + 1).unwrap();
+        c.set_attr(2, Some(other), None).unwrap();
+        install(&mut c, Mac::BROADCAST);
+        let (a0, b0) = (mac(&c, 1, 0), mac(&c, 2, 0));
+        // Unicast to the other VNI's vNIC: a miss in the sender's own VNI.
+        a.send(&mut c, 0, &[eth(b0, a0, None, 80)]);
+        // Broadcasts: flooded in the sender's VNI only.
+        a.send(&mut c, 0, &[eth(Mac::BROADCAST, a0, None, 80)]);
+        b.send(&mut c, 0, &[eth(Mac::BROADCAST, b0, None, 80)]);
+        // Each broadcast reached the sender's other vNIC, in its own VNI.
+        assert_eq!(a.received(1).len(), 1);
+        assert_eq!(b.received(1).len(), 1);
+        assert!(b.received(0).is_empty(), "VNI 100 reached VNI 101");
+        assert!(a.received(0).is_empty(), "VNI 101 reached VNI 100");
+        assert!(a.received(1).iter().all(|f| f[6..12] == a0.0));
+        let missed: Vec<u32> = misses(&mut c)
+            .into_iter()
+            .filter_map(|e| match e {
+                Event::VxlanMiss { vni, .. } => Some(vni),
+                _ => None,
+            })
+            .collect();
+        assert!(missed.contains(&VNI), "{missed:?}");
+        // From the wire: VNI 100 frames for the other VNI's vNIC, from a
+        // known source, are not delivered to it.
+        install(&mut c, FAR);
+        let inner = eth(b0, FAR, None, 90);
+        c.uplink.inject(from_peer(VNI, &inner, PEER_IP, true));
+        c.run_uplink();
+        assert!(b.received(0).is_empty());
+        assert_eq!(b.received(1).len(), 1, "only its own VNI's broadcast");
+        assert!(a.received(0).is_empty());
+    }
+
+    #[test]
     fn known_sources_are_decapsulated_and_delivered_others_are_punted() {
         let (mut c, a, _b) = vxlan_card();
         let a0 = mac(&c, 1, 0);
