@@ -331,6 +331,13 @@ struct vnic_xmit_stats {
  * @nstats: NAPI-side counters
  * @xstats: transmit-side counters
  * @restarts: ring restarts after a transmit timeout (under RTNL)
+ * @irq_rescues: polls the watchdog scheduled for completions no interrupt
+ *	reported (vnic_health.c)
+ * @queue_error_restarts: restarts the watchdog asked for because the card
+ *	stopped a queue with an error (vnic_health.c)
+ * @wd_tx_ntc: send next_to_clean the watchdog saw with work pending
+ * @wd_rx_ntc: receive next_to_clean the watchdog saw with work pending
+ * @wd_pending: the watchdog saw completed work not yet reaped
  * @active_vlans: VLANs joined through QP_VLAN
  * @nr_vlans: bits set in @active_vlans
  * @reset_task: restarts the rings after a transmit timeout
@@ -367,6 +374,11 @@ struct vnic_port {
 	struct vnic_napi_stats nstats;
 	struct vnic_xmit_stats xstats;
 	u64 restarts;
+	u64 irq_rescues;
+	u64 queue_error_restarts;
+	u32 wd_tx_ntc;
+	u32 wd_rx_ntc;
+	bool wd_pending;
 
 	DECLARE_BITMAP(active_vlans, VLAN_N_VID);
 	unsigned int nr_vlans;
@@ -381,11 +393,15 @@ struct vnic_port {
  *	detached until management's VCT entry resumes the queues (recovery=1)
  * @VNIC_FN_STOPPED: configuration lost and not restored (recovery=0, or the
  *	restore failed); netdevs detached for good
+ * @VNIC_FN_GONE: BAR0 reads all-ones even after restoring the configuration
+ *	(surprise removal): netdevs detached, carrier off, nothing touches the
+ *	device until the watchdog finds it answering again
  */
 enum vnic_fn_state {
 	VNIC_FN_RUNNING,
 	VNIC_FN_WAITING,
 	VNIC_FN_STOPPED,
+	VNIC_FN_GONE,
 };
 
 /**
@@ -568,6 +584,9 @@ int vnic_set_vf_trust(struct net_device *netdev, int vf, bool setting);
 int vnic_set_vf_link_state(struct net_device *netdev, int vf, int link_state);
 int vnic_get_vf_config(struct net_device *netdev, int vf,
 		       struct ifla_vf_info *ivi);
+
+/* vnic_health.c */
+void vnic_health_check(struct vnic_priv *priv);
 
 /* vnic_recovery.c */
 int vnic_recovery_init(struct vnic_priv *priv);

@@ -97,6 +97,8 @@ static const char vnic_sw_stats[][ETH_GSTRING_LEN] = {
 	"sw_rx_multi_buf",
 	"sw_napi_polls",
 	"sw_restarts",
+	"sw_irq_rescues",
+	"sw_queue_error_restarts",
 };
 
 #define VNIC_NUM_QP_STATS	ARRAY_SIZE(vnic_qp_stats)
@@ -179,6 +181,8 @@ static void vnic_get_sw_stats(struct vnic_port *port, u64 *data)
 	} while (u64_stats_fetch_retry(&ns->syncp, start));
 
 	data[14] = port->restarts;
+	data[15] = port->irq_rescues;
+	data[16] = port->queue_error_restarts;
 }
 
 static u64 vnic_qp_stat_read(struct vnic_port *port,

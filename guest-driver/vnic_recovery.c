@@ -32,6 +32,14 @@
  *     reap what the card completed while interrupts were off, and queue
  *     the configuration check of IRQ_CAUSE.CONFIG to the event work.
  *
+ * A function whose BAR0 still reads all-ones after step 2 is gone (a
+ * surprise removal, as the card's fault injection makes one): the netdevs
+ * stay detached with the carrier off, nothing touches the device, and the
+ * watchdog only reads ID until the function answers again. A function that
+ * comes back is a fresh device (the card reset it), so all the steps run.
+ *
+ * Each tick of a running function also checks its queues (vnic_health.c).
+ *
  * With recovery=1 the VCT entry is management's: when no queue runs after
  * step 5, the netdevs stay detached with the carrier off until the card
  * raises IRQ_CAUSE.RESUMED (or the watchdog finds the queues running); then
@@ -136,6 +144,8 @@ static int vnic_recovery_check_card(struct vnic_priv *priv)
 	u16 vf;
 
 	id = vnic_rd32(priv, VNIC_REG_ID);
+	if (id == ~0U)
+		return -ENXIO;	/* nobody answers: gone */
 	if (id != VNIC_ID_MAGIC) {
 		pci_err(pdev, "ID register reads 0x%08x after restoring\n", id);
 		return -ENODEV;
@@ -323,7 +333,9 @@ static void vnic_recover(struct vnic_priv *priv, u16 cmd)
 	ASSERT_RTNL();
 	if (priv->fn_state == VNIC_FN_STOPPED)
 		return;
-	priv->lost_at = ktime_get();
+	/* A function that comes back counts its time from when it went */
+	if (priv->fn_state != VNIC_FN_GONE)
+		priv->lost_at = ktime_get();
 	vnic_recovery_detach(priv);
 	if (recovery == VNIC_RECOVERY_OFF) {
 		pci_warn(pdev, "lost its PCI configuration (command 0x%04x); recovery is disabled (recovery=0): the function stays stopped\n",
@@ -339,6 +351,12 @@ static void vnic_recover(struct vnic_priv *priv, u16 cmd)
 	if (!err)
 		vnic_recovery_rewrite(priv);
 	mutex_unlock(&priv->admin_lock);
+	if (err == -ENXIO) {
+		pci_err(pdev, "BAR0 reads all-ones with its configuration restored: the function is gone (surprise removal?); netdevs detached until it answers again\n");
+		vnic_recovery_carrier_off(priv);
+		vnic_set_fn_state(priv, VNIC_FN_GONE);
+		return;
+	}
 	if (err) {
 		pci_err(pdev, "cannot restore the function (%d): it stays stopped\n",
 			err);
@@ -384,15 +402,38 @@ void vnic_recovery_resumed(struct vnic_priv *priv)
 	rtnl_unlock();
 }
 
+/*
+ * A gone function is left alone until its ID reads right again; it then
+ * comes back as a fresh device, whose configuration the recovery restores.
+ */
+static bool vnic_watchdog_gone(struct vnic_priv *priv, bool *lost, u16 *cmd)
+{
+	if (!vnic_card_answers(priv))
+		return true;
+	pci_read_config_word(priv->pdev, PCI_COMMAND, cmd);
+	pci_info(priv->pdev, "the function answers again after %u ms: setting it up\n",
+		 (u32)ktime_ms_delta(ktime_get(), priv->lost_at));
+	*lost = true;
+	return false;
+}
+
 static void vnic_watchdog_check(struct vnic_priv *priv)
 {
+	enum vnic_fn_state state = READ_ONCE(priv->fn_state);
 	struct device *dev = &priv->pdev->dev;
 	bool lost;
 	u16 cmd;
 
-	lost = vnic_config_lost(priv, &cmd);
-	if (!lost && READ_ONCE(priv->fn_state) == VNIC_FN_RUNNING)
+	if (state == VNIC_FN_GONE) {
+		if (vnic_watchdog_gone(priv, &lost, &cmd))
+			return;
+	} else {
+		lost = vnic_config_lost(priv, &cmd);
+	}
+	if (!lost && state == VNIC_FN_RUNNING) {
+		vnic_health_check(priv);
 		return;
+	}
 	/*
 	 * Held by a reset through the PCI core (which saves, clears and
 	 * restores the command register itself), and by remove, which

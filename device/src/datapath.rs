@@ -12,7 +12,8 @@ use std::time::Instant;
 use log::{debug, info, warn};
 
 use crate::card::{Card, UPLINK_BUDGET};
-use crate::control::api::Event;
+use crate::control::api::{Direction, Event};
+use crate::fault::{self, FrameFault};
 use crate::function::{Function, SwitchOp, MISC_VECTORS};
 use crate::offload::HDR_LEN;
 use crate::queue::Arrival;
@@ -87,6 +88,10 @@ impl Card {
     pub fn run_pending(&mut self) {
         let now = Instant::now();
         for f in std::mem::take(&mut self.pending_tx) {
+            if self.functions[f].faults().removed() {
+                // Surprise removal: the card takes nothing from its rings.
+                continue;
+            }
             for q in self.tx_order(f) {
                 if !self.transmit(f, q, now) {
                     break;
@@ -113,7 +118,9 @@ impl Card {
         }
     }
 
-    fn apply_switch_ops(&mut self, f: usize) {
+    /// Carries out the switch changes function `f`'s guest asked for (or
+    /// its reset did).
+    pub(crate) fn apply_switch_ops(&mut self, f: usize) {
         let Some(func) = self.functions.get_mut(f) else {
             return;
         };
@@ -244,6 +251,12 @@ impl Card {
         let (from, exception) = (turn.from, turn.exception);
         let (f, q) = (from.function, from.qp);
         let lanes = self.functions[f].lanes();
+        if !exception {
+            if let Some(until) = lanes.faults.completion_hold(lanes.name, now) {
+                self.held.push((f, until));
+                return Step::Held;
+            }
+        }
         if let Some(wait) = lanes.policy.tx_rate.as_mut().and_then(|l| l.wait(now)) {
             lanes.counters.add(FnStat::TxShaped, 1);
             self.held.push((f, now + wait));
@@ -270,11 +283,27 @@ impl Card {
                 return Step::Stop;
             }
         };
+        if !exception && lanes.faults.fail_dma(lanes.name, Direction::Tx) {
+            qp.fail_injected(lanes.name, lanes.dma, true);
+            lanes.counters.add(FnStat::QueueErrors, 1);
+            return Step::Stop;
+        }
+        let frame_fault = if exception {
+            FrameFault::Pass
+        } else {
+            lanes.faults.frame(lanes.name, Direction::Tx)
+        };
         if let Some(l) = lanes.policy.tx_rate.as_mut() {
             l.take(frame.len);
         }
+        if frame_fault == FrameFault::Corrupt {
+            fault::corrupt(&mut self.scratch);
+        }
         let header = self.tx_header;
-        let dropped = if link_up && exception {
+        let dropped = if frame_fault == FrameFault::Drop {
+            // Lost on the wire: the sender sees a frame sent.
+            false
+        } else if link_up && exception {
             self.exception_from_pf(from, now)
         } else if !link_up {
             lanes.counters.add(FnStat::LinkDrops, 1);
@@ -292,6 +321,12 @@ impl Card {
         };
         let lanes = self.functions[f].lanes();
         let qp = &mut lanes.qps[q as usize];
+        if !exception && lanes.faults.drop_completion(lanes.name) {
+            qp.tx_lost(frame);
+            lanes.counters.add(FnStat::TxPackets, 1);
+            lanes.counters.add(FnStat::TxBytes, frame.len as u64);
+            return Step::Sent { fire: false };
+        }
         let fire = match qp.tx_done(lanes.name, lanes.dma, frame, dropped, now) {
             Ok(irq) => irq,
             Err(_) => {
@@ -469,7 +504,7 @@ impl Card {
     pub(crate) fn rx_running(&self, port: Port) -> bool {
         self.functions
             .get(port.function)
-            .filter(|f| f.link_up())
+            .filter(|f| f.link_up() && !f.faults().removed())
             .and_then(|f| f.all_queue_pairs().get(port.qp as usize))
             .is_some_and(|qp| qp.rx.running())
     }
@@ -506,7 +541,10 @@ impl Card {
             .iter()
             .flat_map(|f| f.all_queue_pairs())
             .filter_map(|qp| qp.irq.deadline);
-        irqs.chain(self.held.iter().map(|&(_, t)| t)).min()
+        let delayed = self.functions.iter().filter_map(|f| f.faults().deadline());
+        irqs.chain(delayed)
+            .chain(self.held.iter().map(|&(_, t)| t))
+            .min()
     }
 
     /// Fires the interrupts whose moderation interval has passed and lets
@@ -518,6 +556,7 @@ impl Card {
             self.queue_tx(f);
         }
         for func in &mut self.functions {
+            func.send_delayed_irqs(now);
             let due: Vec<u16> = func
                 .lanes()
                 .qps
@@ -545,6 +584,10 @@ pub(crate) fn put_frame(
     now: Instant,
 ) -> bool {
     let lanes = func.lanes();
+    if lanes.faults.removed() {
+        lanes.faults.count_removed_drop();
+        return false;
+    }
     if !lanes.link_up {
         lanes.counters.add(FnStat::LinkDrops, 1);
         return false;
@@ -558,6 +601,25 @@ pub(crate) fn put_frame(
     let Some(qp) = lanes.qps.get_mut(q as usize) else {
         return false;
     };
+    let mut corrupted = Vec::new();
+    let mut frame = frame;
+    if qp.rx.running() {
+        if lanes.faults.fail_dma(lanes.name, Direction::Rx) {
+            qp.fail_injected(lanes.name, lanes.dma, false);
+            lanes.counters.add(FnStat::RxDrops, 1);
+            lanes.counters.add(FnStat::QueueErrors, 1);
+            return false;
+        }
+        match lanes.faults.frame(lanes.name, Direction::Rx) {
+            FrameFault::Pass => {}
+            FrameFault::Drop => return false,
+            FrameFault::Corrupt => {
+                corrupted.extend_from_slice(frame);
+                fault::corrupt(&mut corrupted);
+                frame = &corrupted;
+            }
+        }
+    }
     let (taken, fire) = match qp.rx_put(lanes.name, lanes.dma, header, frame, now) {
         Ok(Arrival::Delivered { fire }) => {
             lanes.counters.add(FnStat::RxPackets, 1);

@@ -113,6 +113,7 @@ impl Card {
             .is_some_and(|c| c.wants(from.function));
         self.fast_path
             && func.link_up()
+            && !func.faults().tx_active()
             && func.policy().tx_rate.is_none()
             && !captured
             && !turn.vxlan
@@ -125,7 +126,10 @@ impl Card {
     /// ([`crate::queue::QueuePair::fast_rx`]).
     fn fast_receiver(&self, to: Port) -> Option<Features> {
         let func = self.functions.get(to.function)?;
-        let ok = func.link_up() && func.policy().rx_rate.is_none() && self.switch.pvid(to) == 0;
+        let ok = func.link_up()
+            && !func.faults().rx_active()
+            && func.policy().rx_rate.is_none()
+            && self.switch.pvid(to) == 0;
         let qp = func.all_queue_pairs().get(usize::from(to.qp))?;
         qp.fast_rx().filter(|_| ok).map(|(_, features)| features)
     }

@@ -30,6 +30,7 @@ use vmm_sys_util::eventfd::EventFd;
 
 use crate::control::api::LinkState;
 use crate::dma::{DmaError, DmaSpace};
+use crate::fault::{Faults, IrqFault};
 use crate::pci::caps::{self, exp, msix as msix_cap, CapLayout, SriovLayout};
 use crate::pci::config::{
     command, hdr, status, Bar, BarKind, ConfigError, ConfigSpace, CONFIG_SIZE,
@@ -248,6 +249,7 @@ pub struct Lanes<'a> {
     pub counters: &'a mut FnCounters,
     pub policy: &'a mut Policy,
     pub link_up: bool,
+    pub faults: &'a mut Faults,
 }
 
 /// A receive doorbell with `tail`, counting what it moved out of the packet
@@ -313,6 +315,8 @@ pub struct Function {
     /// A VCT entry from management, committed once the client has mapped
     /// memory and set Bus Master Enable. A reset keeps it.
     pending_vct: Option<u64>,
+    /// Faults management injected (docs/fault-injection.md).
+    faults: Faults,
 }
 
 /// What became of a VCT entry given by management.
@@ -387,6 +391,7 @@ impl Function {
             admin: None,
             quiesced: false,
             pending_vct: None,
+            faults: Faults::default(),
             spec,
         }
         .with_exception_messages()
@@ -638,6 +643,33 @@ impl Function {
         self.counters
     }
 
+    pub fn faults(&self) -> &Faults {
+        &self.faults
+    }
+
+    pub fn faults_mut(&mut self) -> &mut Faults {
+        &mut self.faults
+    }
+
+    /// Surprise removal (docs/fault-injection.md): from now on the BARs
+    /// read all-ones and drop writes, and the card neither moves its
+    /// frames nor sends its interrupts. Its state stays as it is.
+    pub fn remove(&mut self) {
+        self.faults.set_removed(&self.name, true);
+        for qp in &mut self.qps {
+            qp.tx_kicked = false;
+        }
+    }
+
+    /// Ends a surprise removal: the function comes back as a device
+    /// inserted afresh would, reset (its queues written back to guest
+    /// memory, VCT entry, registers, config space and MSI-X at their reset
+    /// values), so its driver must set it up again.
+    pub fn reinsert(&mut self) {
+        self.faults.set_removed(&self.name, false);
+        self.reset();
+    }
+
     /// Borrows what the data path needs, all at once.
     pub fn lanes(&mut self) -> Lanes<'_> {
         Lanes {
@@ -647,6 +679,7 @@ impl Function {
             counters: &mut self.counters,
             policy: &mut self.policy,
             link_up: self.bar0.link_up(),
+            faults: &mut self.faults,
         }
     }
 
@@ -770,6 +803,13 @@ impl Function {
     /// all-ones and a counter, not a protocol error.
     pub fn region_read(&mut self, region: u32, offset: u64, buf: &mut [u8]) -> Result<(), FnError> {
         self.check_region(region, offset, buf.len())?;
+        if self.faults.removed() && region != REGION_CONFIG {
+            // Surprise removal: nobody answers, the root port completes
+            // with all-ones.
+            self.faults.count_removed_access();
+            buf.fill(0xff);
+            return Ok(());
+        }
         match region {
             REGION_CONFIG => self.config.read(offset, buf)?,
             REGION_BAR0 => {
@@ -791,6 +831,10 @@ impl Function {
     /// REGION_WRITE.
     pub fn region_write(&mut self, region: u32, offset: u64, data: &[u8]) -> Result<(), FnError> {
         self.check_region(region, offset, data.len())?;
+        if self.faults.removed() && region != REGION_CONFIG {
+            self.faults.count_removed_access();
+            return Ok(());
+        }
         match region {
             REGION_CONFIG => self.config_write(offset, data)?,
             REGION_BAR0 => {
@@ -1030,8 +1074,30 @@ impl Function {
         self.stats.irqs_sent += n as u64;
     }
 
-    /// Raises MSI-X `vector`, honouring enable and masks.
+    /// Raises MSI-X `vector`, honouring injected faults (a dropped or
+    /// delayed message, a removed function), enable and masks.
     pub fn raise_irq(&mut self, vector: u32) -> Delivery {
+        match self
+            .faults
+            .irq(&self.name, vector, std::time::Instant::now())
+        {
+            IrqFault::Send => self.send_irq(vector),
+            IrqFault::Drop => Delivery::Dropped,
+            IrqFault::Held => Delivery::Pending,
+        }
+    }
+
+    /// Sends the interrupts a `delay-irqs` fault held whose time has come.
+    pub fn send_delayed_irqs(&mut self, now: std::time::Instant) {
+        for vector in self.faults.due_irqs(now) {
+            if !self.faults.removed() {
+                self.send_irq(vector);
+            }
+        }
+    }
+
+    /// Sends MSI-X `vector`, honouring enable and masks.
+    fn send_irq(&mut self, vector: u32) -> Delivery {
         let (enabled, fmask) = self.msix_control();
         let d = match self.msix.trigger(vector, enabled, fmask) {
             Ok(d) => d,

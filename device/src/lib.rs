@@ -16,6 +16,7 @@ pub mod control;
 pub mod datapath;
 pub mod dma;
 mod fastpath;
+pub mod fault;
 pub mod function;
 #[cfg(test)]
 mod layout_check;

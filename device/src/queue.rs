@@ -685,6 +685,44 @@ impl QueuePair {
         Ok(self.irq.event(now))
     }
 
+    /// Takes a switched send frame off the ring without completing it: an
+    /// injected lost completion. Counted as sent; no interrupt.
+    pub fn tx_lost(&mut self, frame: TxFrame) {
+        if let Some(ring) = self.tx.ring.as_mut() {
+            ring::tx_skip(ring, frame);
+            let c = &mut self.tx.ctx;
+            c.packets += 1;
+            c.bytes += frame.len as u64;
+            self.tx.dirty = true;
+        }
+    }
+
+    /// An injected DMA failure on the send queue (`send`) or the receive
+    /// queue, at its head descriptor: the queue fails with error `DMA` as
+    /// for a buffer outside guest memory. Returns whether a running queue
+    /// failed.
+    pub fn fail_injected(&mut self, who: &str, dma: &DmaSpace, send: bool) -> bool {
+        let queue = if send { &self.tx } else { &self.rx };
+        let Some(e) = queue
+            .ring
+            .as_ref()
+            .map(|r| ring::injected_dma_error(r, dma))
+        else {
+            return false;
+        };
+        if send {
+            if let Some(ring) = self.tx.ring.as_ref() {
+                ring::mark_error(ring, dma, ring.head, e);
+            }
+            self.report(who, "send", e);
+            self.tx.fail(dma, e);
+            self.tx_kicked = false;
+        } else {
+            self.rx_failed(who, dma, e);
+        }
+        true
+    }
+
     /// The send ring and its offload features, if the fast path
     /// (`crate::fastpath`) may take frames from it: running, not paused,
     /// not the PF's exception queue.

@@ -584,6 +584,25 @@ pub fn tx_complete(
     Ok(())
 }
 
+/// Moves the head past `frame` without writing its descriptors back: an
+/// injected lost completion (docs/fault-injection.md). The driver never
+/// sees DONE on them.
+pub fn tx_skip(ring: &mut Ring, frame: TxFrame) {
+    for _ in 0..frame.descs {
+        ring.head = ring.next(ring.head);
+    }
+}
+
+/// The error an injected DMA failure reports for the descriptor at the
+/// head: its buffer, as if the address were not mapped.
+pub fn injected_dma_error(ring: &Ring, dma: &DmaSpace) -> QueueError {
+    let index = ring.head;
+    let (addr, len) = ring
+        .read(dma, index)
+        .map_or((0, 0), |d| (d.addr.to_native(), d.len.to_native() as usize));
+    QueueError::Dma { index, addr, len }
+}
+
 /// Marks the descriptor the queue failed on with the error code, so a driver
 /// developer can see where it went wrong.
 pub fn mark_error(ring: &Ring, dma: &DmaSpace, index: u16, error: QueueError) {

@@ -125,6 +125,13 @@ enum Command {
     /// The card's VxLAN tables.
     #[command(subcommand)]
     Vxlan(VxlanCommand),
+    /// Injects a fault into a function, clears them or shows them
+    /// (docs/fault-injection.md).
+    Fault {
+        function: String,
+        #[command(subcommand)]
+        fault: FaultCommand,
+    },
     /// Runs the host agent until SIGTERM/SIGINT: answers the card's
     /// vxlan-miss and vxlan-punt events (docs/vxlan.md), logs each
     /// decision on stderr, prints a summary on stdout when it stops.
@@ -259,6 +266,52 @@ enum OnOff {
 enum DirectionArg {
     Tx,
     Rx,
+}
+
+/// `vnicctl fault FUNCTION ...`: one per [`api::Fault`], and clear/status.
+#[derive(Subcommand, Debug)]
+enum FaultCommand {
+    /// The link goes down (STATUS.LINK_UP clear, IRQ_CAUSE.LINK).
+    LinkDown,
+    /// The link comes back (administrative state auto).
+    LinkUp,
+    /// The next COUNT frames sent (tx) or received (rx) are lost.
+    DropFrames { direction: DirectionArg, count: u32 },
+    /// The next COUNT frames in that direction get a byte flipped.
+    CorruptFrames { direction: DirectionArg, count: u32 },
+    /// The next COUNT send frames are never completed (no DONE).
+    DropCompletions { count: u32 },
+    /// Each of the next COUNT send frames is completed US µs late.
+    DelayCompletions {
+        #[arg(long)]
+        us: u32,
+        #[arg(long, default_value_t = 1)]
+        count: u32,
+    },
+    /// The next COUNT MSI-X messages are not sent.
+    DropIrqs { count: u32 },
+    /// The next COUNT MSI-X messages are sent US µs late.
+    DelayIrqs {
+        #[arg(long)]
+        us: u32,
+        #[arg(long, default_value_t = 1)]
+        count: u32,
+    },
+    /// The next COUNT buffer accesses in that direction fail (queue error
+    /// DMA).
+    FailDma {
+        direction: DirectionArg,
+        #[arg(default_value_t = 1)]
+        count: u32,
+    },
+    /// Surprise removal: the function stops answering.
+    Remove,
+    /// The removed function answers again, reset.
+    Reinsert,
+    /// Disarms the counted faults.
+    Clear,
+    /// What is armed and what was injected so far.
+    Status,
 }
 
 /// The command line's spelling of [`api::LinkState`].
@@ -493,9 +546,39 @@ fn build_request(command: &Command) -> Result<Request, Failure> {
         }
         Command::Vtep { mac, ip } => Request::SetVtep { mac: *mac, ip: *ip },
         Command::Vxlan(v) => vxlan_request(v),
+        Command::Fault { function, fault } => fault_request(function, fault),
         Command::Remap { .. } => unreachable!("remap is local"),
         Command::VxlanAgent { .. } => unreachable!("the agent is a loop, not a request"),
     })
+}
+
+fn fault_request(function: &str, command: &FaultCommand) -> Request {
+    let function = function.to_string();
+    let fault = match *command {
+        FaultCommand::Clear => return Request::FaultClear { function },
+        FaultCommand::Status => return Request::FaultStatus { function },
+        FaultCommand::LinkDown => api::Fault::LinkDown {},
+        FaultCommand::LinkUp => api::Fault::LinkUp {},
+        FaultCommand::DropFrames { direction, count } => api::Fault::DropFrames {
+            direction: direction.into(),
+            count,
+        },
+        FaultCommand::CorruptFrames { direction, count } => api::Fault::CorruptFrames {
+            direction: direction.into(),
+            count,
+        },
+        FaultCommand::DropCompletions { count } => api::Fault::DropCompletions { count },
+        FaultCommand::DelayCompletions { us, count } => api::Fault::DelayCompletions { us, count },
+        FaultCommand::DropIrqs { count } => api::Fault::DropIrqs { count },
+        FaultCommand::DelayIrqs { us, count } => api::Fault::DelayIrqs { us, count },
+        FaultCommand::FailDma { direction, count } => api::Fault::FailDma {
+            direction: direction.into(),
+            count,
+        },
+        FaultCommand::Remove => api::Fault::Remove {},
+        FaultCommand::Reinsert => api::Fault::Reinsert {},
+    };
+    Request::FaultInject { function, fault }
 }
 
 fn vxlan_request(v: &VxlanCommand) -> Request {
@@ -796,6 +879,7 @@ fn render(command: &Command, result: Value, json: bool) -> Result<String, Failur
                 )
             })
             .collect(),
+        Command::Fault { .. } => fault_text(&typed(result, "fault")?),
         Command::Resume { .. } => typed::<Vec<String>>(result, "resume")?
             .iter()
             .map(|f| format!("{f} resumed\n"))
@@ -803,6 +887,36 @@ fn render(command: &Command, result: Value, json: bool) -> Result<String, Failur
         _ if result.is_null() => String::new(),
         _ => pretty(&result),
     })
+}
+
+/// A function's faults: what is armed (non-zero only), then what was
+/// injected, one `name value` per line.
+fn fault_text(f: &api::FaultInfo) -> String {
+    let mut s = format!("{} faults\n", f.function);
+    let fields = |v: Value| -> Vec<(String, Value)> {
+        match v {
+            Value::Object(m) => m.into_iter().collect(),
+            _ => Vec::new(),
+        }
+    };
+    for (k, v) in fields(serde_json::to_value(f.armed).expect("serialises")) {
+        let flat = match &v {
+            Value::Object(_) => fields(v.clone())
+                .into_iter()
+                .map(|(sub, x)| (format!("{k}.{sub}"), x))
+                .collect(),
+            _ => vec![(k.clone(), v.clone())],
+        };
+        for (name, x) in flat {
+            if x != 0 && x != false {
+                s += &format!("  armed {name} {x}\n");
+            }
+        }
+    }
+    for (k, v) in fields(serde_json::to_value(f.counters).expect("serialises")) {
+        s += &format!("  {k} {v}\n");
+    }
+    s
 }
 
 fn vct_set_text(v: &VctInfo) -> String {
@@ -1348,6 +1462,34 @@ mod tests {
             ("export", r#"{"op":"export"}"#),
             ("export /tmp/card.json", r#"{"op":"export"}"#),
             ("events", r#"{"op":"subscribe"}"#),
+            (
+                "fault vf1 drop-frames rx 3",
+                r#"{"op":"fault-inject","function":"vf1","fault":{"type":"drop-frames","direction":"rx","count":3}}"#,
+            ),
+            (
+                "fault vf1 delay-irqs --us 500",
+                r#"{"op":"fault-inject","function":"vf1","fault":{"type":"delay-irqs","us":500,"count":1}}"#,
+            ),
+            (
+                "fault vf0 fail-dma tx",
+                r#"{"op":"fault-inject","function":"vf0","fault":{"type":"fail-dma","direction":"tx","count":1}}"#,
+            ),
+            (
+                "fault vf0 remove",
+                r#"{"op":"fault-inject","function":"vf0","fault":{"type":"remove"}}"#,
+            ),
+            (
+                "fault vf0 link-down",
+                r#"{"op":"fault-inject","function":"vf0","fault":{"type":"link-down"}}"#,
+            ),
+            (
+                "fault vf0 clear",
+                r#"{"op":"fault-clear","function":"vf0"}"#,
+            ),
+            (
+                "fault vf0 status",
+                r#"{"op":"fault-status","function":"vf0"}"#,
+            ),
             ("--json list", r#"{"op":"list"}"#),
             ("list --control /x.sock", r#"{"op":"list"}"#),
         ];
@@ -1380,6 +1522,10 @@ mod tests {
             "vfs -1",
             "capture",
             "fdb add 02:00:00:00:00:09",
+            "fault vf0 drop-frames sideways 3",
+            "fault vf0 drop-irqs -1",
+            "fault vf0 delay-irqs 5",
+            "fault vf0 explode",
             "frobnicate",
         ] {
             let argv: Vec<&str> = args.split_whitespace().collect();

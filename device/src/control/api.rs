@@ -11,6 +11,7 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
+pub use crate::fault::{Fault, FaultInfo};
 use crate::switch::Mac;
 
 /// Longest request line the card reads.
@@ -143,6 +144,20 @@ pub enum Request {
     /// Variant B: a frame the host built whole, sent out the uplink as is.
     UplinkSend {
         frame: Frame,
+    },
+    /// Injects a fault into one function (docs/fault-injection.md);
+    /// answers its [`FaultInfo`].
+    FaultInject {
+        function: String,
+        fault: Fault,
+    },
+    /// Disarms a function's counted faults (not a removal, not the link).
+    FaultClear {
+        function: String,
+    },
+    /// What is armed on a function and what was injected so far.
+    FaultStatus {
+        function: String,
     },
 }
 

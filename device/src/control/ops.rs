@@ -16,6 +16,7 @@ use crate::control::api::{
     CaptureInfo, Direction, Event, FdbEntry, FdbKind, FunctionInfo, FunctionStatsInfo, GuestAddr,
     LinkState, RatePolicy, Request, StatsInfo, VnicInfo, VnicStats,
 };
+use crate::fault::{Fault, FaultError, FaultInfo};
 use crate::function::qp_counter;
 use crate::rate::{self, Limiter, PolicyError};
 use crate::regs::{FnStat, QpStat};
@@ -72,6 +73,8 @@ pub enum OpError {
     NoVxlanEntry(Vni, Mac),
     #[error("{0}")]
     Vxlan(String),
+    #[error("{0}: fault refused: {1}")]
+    Fault(String, FaultError),
 }
 
 impl OpError {
@@ -200,6 +203,20 @@ impl Card {
             Request::VctSet { function, address } => {
                 let f = self.enabled_index(&function)?;
                 json(self.vct_set(f, address))
+            }
+            Request::FaultInject { function, fault } => {
+                let f = self.enabled_index(&function)?;
+                json(self.fault_inject(f, fault)?)
+            }
+            Request::FaultClear { function } => {
+                let f = self.enabled_index(&function)?;
+                let name = self.name(f);
+                self.functions[f].faults_mut().clear(&name);
+                json(self.fault_info(f))
+            }
+            Request::FaultStatus { function } => {
+                let f = self.function_index(&function)?;
+                json(self.fault_info(f))
             }
         })
     }
@@ -560,6 +577,45 @@ impl Card {
         }
     }
 
+    /// Injects `fault` into function `f` (docs/fault-injection.md): the
+    /// link and removal at once, the counted faults armed for the data and
+    /// interrupt paths.
+    pub fn fault_inject(&mut self, f: usize, fault: Fault) -> OpResult<FaultInfo> {
+        let name = self.name(f);
+        fault
+            .validate()
+            .map_err(|e| OpError::Fault(name.clone(), e))?;
+        let removed = self.functions[f].faults().removed();
+        match fault {
+            Fault::LinkDown {} => self.set_link(f, LinkState::Down),
+            Fault::LinkUp {} => self.set_link(f, LinkState::Auto),
+            Fault::Remove {} if removed => return Err(OpError::Fault(name, FaultError::Removed)),
+            Fault::Remove {} => {
+                self.functions[f].remove();
+                self.pending_tx.retain(|&p| p != f);
+            }
+            Fault::Reinsert {} if !removed => {
+                return Err(OpError::Fault(name, FaultError::NotRemoved))
+            }
+            Fault::Reinsert {} => {
+                self.functions[f].reinsert();
+                self.apply_switch_ops(f);
+            }
+            _ => self.functions[f].faults_mut().arm(&name, fault),
+        }
+        Ok(self.fault_info(f))
+    }
+
+    /// What is armed on function `f` and what was injected so far.
+    pub fn fault_info(&self, f: usize) -> FaultInfo {
+        let faults = self.functions[f].faults();
+        FaultInfo {
+            function: self.name(f),
+            armed: faults.armed(),
+            counters: faults.counters(),
+        }
+    }
+
     pub fn stats(&self, only: Option<usize>) -> StatsInfo {
         let c = self.counters;
         let card = [
@@ -595,6 +651,9 @@ impl Card {
             .iter()
             .map(|&st| (st.name().to_string(), c.get(st)))
             .collect();
+        for (k, v) in func.faults().counters().named() {
+            counters.insert(k.into(), v);
+        }
         for (k, v) in [
             ("bad_mmio", s.bad_mmio),
             ("protocol_errors", s.protocol_errors),
@@ -960,6 +1019,53 @@ mod tests {
         assert_eq!(f.vnics.len(), 2);
         assert!(f.vnics[0].counters.contains_key("rx_drops"));
         assert!(s.card.contains_key("frames_switched"));
+    }
+
+    #[test]
+    fn fault_requests_arm_report_and_refuse_bad_arguments() {
+        let mut c = card();
+        let info: FaultInfo = serde_json::from_value(
+            req(
+                &mut c,
+                r#"{"op":"fault-inject","function":"vf0","fault":{"type":"drop-frames","direction":"rx","count":3}}"#,
+            )
+            .unwrap(),
+        )
+        .unwrap();
+        assert_eq!(
+            (info.function.as_str(), info.armed.drop_frames.rx),
+            ("vf0", 3)
+        );
+        req(
+            &mut c,
+            r#"{"op":"fault-inject","function":"vf0","fault":{"type":"link-down"}}"#,
+        )
+        .unwrap();
+        assert!(!c.functions[1].link_up() && cause(&c, 1).link());
+        for (bad, why) in [
+            (
+                r#""vf0","fault":{"type":"drop-irqs","count":0}"#,
+                "count 0 outside",
+            ),
+            (r#""vf0","fault":{"type":"delay-irqs","us":0}"#, "delay 0"),
+            (r#""vf0","fault":{"type":"reinsert"}"#, "not removed"),
+            (r#""vf9","fault":{"type":"remove"}"#, "no function"),
+        ] {
+            let r = format!(r#"{{"op":"fault-inject","function":{bad}}}"#);
+            assert!(err(&mut c, &r).contains(why), "{bad}");
+        }
+        assert!(serde_json::from_str::<Request>(
+            r#"{"op":"fault-inject","function":"vf0","fault":{"type":"explode"}}"#
+        )
+        .is_err());
+        let info: FaultInfo = serde_json::from_value(
+            req(&mut c, r#"{"op":"fault-clear","function":"vf0"}"#).unwrap(),
+        )
+        .unwrap();
+        assert_eq!(info.armed, crate::fault::Armed::default());
+        let s = c.stats(Some(1));
+        assert!(s.functions[0].counters.contains_key("fault_irqs_dropped"));
+        req(&mut c, r#"{"op":"fault-status","function":"vf1"}"#).unwrap();
     }
 
     #[test]
