@@ -403,16 +403,21 @@ void vnic_recovery_resumed(struct vnic_priv *priv)
 }
 
 /*
- * A gone function is left alone until its ID reads right again; it then
- * comes back as a fresh device, whose configuration the recovery restores.
+ * A gone function is left alone until its ID reads right again, or until
+ * its configuration space answers with Memory Space Enable clear: a new
+ * QEMU that took the guest over (-incoming, after vnicd died and was
+ * restarted) presents the function with its configuration lost. While
+ * nobody answers, the command register reads all-ones or what QEMU makes
+ * of a failed read, with the memory bit set. Either way the function comes
+ * back as a fresh device, whose configuration the recovery restores.
  */
 static bool vnic_watchdog_gone(struct vnic_priv *priv, bool *lost, u16 *cmd)
 {
-	if (!vnic_card_answers(priv))
-		return true;
 	pci_read_config_word(priv->pdev, PCI_COMMAND, cmd);
-	pci_info(priv->pdev, "the function answers again after %u ms: setting it up\n",
-		 (u32)ktime_ms_delta(ktime_get(), priv->lost_at));
+	if ((*cmd & PCI_COMMAND_MEMORY) && !vnic_card_answers(priv))
+		return true;
+	pci_info(priv->pdev, "the function answers again after %u ms (command 0x%04x): setting it up\n",
+		 (u32)ktime_ms_delta(ktime_get(), priv->lost_at), *cmd);
 	*lost = true;
 	return false;
 }

@@ -119,7 +119,8 @@ mig_export() {
 }
 
 # mig_save MONITOR CONTROL VNICCTL FORM TARGET CONFIG_OUT [SECONDS]: the
-# source steps: HMP stop; vnicctl quiesce; vnicctl export > CONFIG_OUT;
+# source steps: HMP stop; vnicctl quiesce; vnicctl export > CONFIG_OUT
+# (both skipped if CONTROL is "-": vnicd died, CONFIG_OUT exists);
 # HMP savevm TARGET (FORM savevm) or migrate file:TARGET and wait for it
 # (FORM file); HMP quit. SECONDS (default 300) bounds savevm and the
 # migration. Each step prints its time. The caller waits for QEMU to exit
@@ -129,10 +130,13 @@ mig_save() {
 	local bound=${7:-300} t0 vct
 	MIG_T_STOP=$EPOCHREALTIME
 	mig_step "stop (HMP)" mig_hmp_quiet "$mon" stop 30 || return 1
-	mig_step "quiesce (vnicctl quiesce)" \
-		mig_vnicctl "$vnicctl" "$control" quiesce || return 1
-	mig_step "export (vnicctl export > $config)" \
-		mig_export "$vnicctl" "$control" "$config" || return 1
+	# CONTROL "-": no card to ask (it died); CONFIG was exported before.
+	if [[ $control != - ]]; then
+		mig_step "quiesce (vnicctl quiesce)" \
+			mig_vnicctl "$vnicctl" "$control" quiesce || return 1
+		mig_step "export (vnicctl export > $config)" \
+			mig_export "$vnicctl" "$control" "$config" || return 1
+	fi
 	vct=$(grep -c '"vct"' "$config") || true
 	say "migration: the exported configuration has $vct VCT entries"
 	case $form in

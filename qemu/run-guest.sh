@@ -69,6 +69,13 @@
 #                       the same way, so guest PCI addresses stay); repeatable
 #   --migrate-drop-vct  with --migrate: the new vnicd gets no VCT entries
 #                       (the guest driver or vnicctl vct set must give them)
+#   --crash-vnicd       with --migrate: vnicd dies instead of being stopped:
+#                       at VNIC-MIGRATE the launcher exports the
+#                       configuration, kills vnicd (SIGKILL, no quiesce),
+#                       lets the guest run CRASH_SECONDS (5) against the
+#                       dead card, then saves it without the quiesce and
+#                       export steps and restores it as --migrate does
+#                       (docs/robustness.md, "vnicd killed and restarted")
 #   -h, --help          this text
 #   -- VNICD-ARGS...    passed to vnicd after --socket-dir/--vfs
 #
@@ -127,6 +134,9 @@ INCOMING=
 MIGRATE=
 MIGRATE_MAP=()
 MIGRATE_DROP_VCT=0
+CRASH_VNICD=0
+# How long the guest runs against a dead card with --crash-vnicd.
+CRASH_SECONDS=5
 
 usage() { sed -n '2,/^$/p' "$0" | sed 's/^# \{0,1\}//'; }
 die() { printf 'run-guest: %s\n' "$1" >&2; exit "${2:-2}"; }
@@ -163,6 +173,7 @@ while (($#)); do
 	--migrate) need_arg "$@"; MIGRATE=$2; shift ;;
 	--migrate-map) need_arg "$@"; MIGRATE_MAP+=("$2"); shift ;;
 	--migrate-drop-vct) MIGRATE_DROP_VCT=1 ;;
+	--crash-vnicd) CRASH_VNICD=1 ;;
 	-h | --help) usage; exit 0 ;;
 	--) shift; VNICD_ARGS=("$@"); break ;;
 	*) die "unknown option $1 (see --help)" ;;
@@ -243,8 +254,8 @@ if [[ -n $MIGRATE ]]; then
 	[[ -n $SCENARIO ]] ||
 		die "--migrate needs --scenario (qemu/migrate.sh does it by hand)"
 	((!NO_VNICD)) || die "--migrate restarts vnicd: not with --no-vnicd"
-elif ((${#MIGRATE_MAP[@]} || MIGRATE_DROP_VCT)); then
-	die "--migrate-map and --migrate-drop-vct need --migrate"
+elif ((${#MIGRATE_MAP[@]} || MIGRATE_DROP_VCT || CRASH_VNICD)); then
+	die "--migrate-map, --migrate-drop-vct and --crash-vnicd need --migrate"
 fi
 for pair in "${MIGRATE_MAP[@]+"${MIGRATE_MAP[@]}"}"; do
 	[[ $pair =~ ^(pf|vf[0-9]+)=(pf|vf[0-9]+)$ ]] ||
@@ -584,6 +595,21 @@ start_qemu() {
 	fi
 }
 
+# crash_vnicd CONFIG: --crash-vnicd's outage: the configuration exported
+# to CONFIG while vnicd runs (what an operator keeps), then vnicd killed
+# with SIGKILL, and the guest left running against the dead card for
+# CRASH_SECONDS. Returns 1 with MIG_ERROR on failure.
+crash_vnicd() {
+	local rc=0
+	mig_step "export (vnicctl export > $1)" \
+		mig_export "$VNICCTL" "$SOCKDIR/control.sock" "$1" || return 1
+	kill -KILL "$VNICD_PID"
+	wait "$VNICD_PID" 2>/dev/null || rc=$?
+	say "migration: vnicd killed (SIGKILL, status $rc); the guest runs on without it for $CRASH_SECONDS s"
+	VNICD_PID=
+	sleep "$CRASH_SECONDS"
+}
+
 # migrate: the source steps against the running guest (qemu/migrate-lib.sh
 # mig_save), QEMU's exit, vnicd stopped; then a new vnicd from the exported
 # configuration and a new QEMU restoring the guest. Returns 1 with
@@ -597,7 +623,12 @@ migrate() {
 	savevm) target=vnic-migrate restore=vnic-migrate ;;
 	file) target=$WORK/migrate.bin restore=file:$WORK/migrate.bin ;;
 	esac
-	mig_save "$MONITOR" "$SOCKDIR/control.sock" "$VNICCTL" "$MIGRATE" \
+	local control=$SOCKDIR/control.sock
+	if ((CRASH_VNICD)); then
+		crash_vnicd "$config" || return 1
+		control=-
+	fi
+	mig_save "$MONITOR" "$control" "$VNICCTL" "$MIGRATE" \
 		"$target" "$config" "$(bounded 300)" || return 1
 	t0=$EPOCHREALTIME
 	for ((i = 0; i < 300; i++)); do
@@ -613,10 +644,12 @@ migrate() {
 	fi
 	QEMU_PID=
 	say "migration: QEMU exited (status $qrc) $(mig_secs "$t0") s"
-	t0=$EPOCHREALTIME
-	stop_pid "$VNICD_PID" vnicd
-	VNICD_PID=
-	say "migration: vnicd stopped $(mig_secs "$t0") s"
+	if [[ -n $VNICD_PID ]]; then
+		t0=$EPOCHREALTIME
+		stop_pid "$VNICD_PID" vnicd
+		VNICD_PID=
+		say "migration: vnicd stopped $(mig_secs "$t0") s"
+	fi
 
 	dest=$config
 	if ((${#MIGRATE_MAP[@]} || MIGRATE_DROP_VCT)); then

@@ -255,6 +255,16 @@ fn migration_recovery_1_without_vct_stays_stopped_until_vct_set() {
     migration("migrate-stopped");
 }
 
+/// vnicd killed (SIGKILL) under running traffic and restarted from the
+/// configuration exported before, the guest moved to a new QEMU through a
+/// migration file (QEMU 11 never reconnects a vfio-user device): vnic.ko,
+/// which marked the dead functions gone, restores them; ping, TCP and the
+/// card's per-queue counters go on (docs/robustness.md).
+#[test]
+fn vnicd_killed_and_restarted_from_its_exported_configuration_guest_recovers() {
+    migration("vnicd-crash");
+}
+
 // ---------------------------------------------------------------- VxLAN
 
 /// Console lines worth showing from the VxLAN scenarios.
