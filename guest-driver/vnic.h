@@ -304,6 +304,8 @@ struct vnic_xmit_stats {
  * @netdev: the netdev
  * @napi: NAPI context of the queue pair's vector
  * @qp_regs: the queue pair's area in BAR0
+ * @db_slot: its slot in the doorbell page, or NULL (vnic_doorbell.c)
+ * @db_irq_seq: the IRQ_SEQ it stored last
  * @q: queue pair number, 0-based
  * @exc: the PF's exception queue pair (EXC_QP), not a vNIC: its netdev
  *	carries the card's VxLAN requests and the answers to them
@@ -347,6 +349,8 @@ struct vnic_port {
 	struct net_device *netdev;
 	struct napi_struct napi;
 	void __iomem *qp_regs;
+	void __iomem *db_slot;
+	u32 db_irq_seq;
 	u32 q;
 	bool exc;
 	u32 max_frame;
@@ -412,6 +416,8 @@ enum vnic_fn_state {
  * @is_vf: the function is a virtual function
  * @vf_index: VF index reported by FUNC (0 on the PF)
  * @version: VERSION register
+ * @db_page: the card polls the doorbell page for this driver (DB_PAGE
+ *	ENABLE), so its ports store their doorbells there
  * @features: FEATURES register, the offloads the card offers (0 on a card
  *	older than VERSION 1.1)
  * @qp_max: maximum queue pairs X
@@ -454,6 +460,7 @@ struct vnic_priv {
 	u16 vf_index;
 	u32 version;
 	u32 features;
+	bool db_page;
 	u32 qp_max;
 	u32 qp_num;
 	u32 exc_qp;
@@ -572,6 +579,12 @@ void vnic_rx_post_all(struct vnic_port *port);
 int vnic_rx_clean(struct vnic_port *port, int budget);
 void vnic_rx_post(struct vnic_port *port, bool rearm);
 u32 vnic_rx_ring_min(const struct vnic_port *port);
+
+/* vnic_doorbell.c */
+void vnic_db_enable(struct vnic_priv *priv);
+void vnic_db_port_init(struct vnic_port *port);
+void vnic_db_tx(struct vnic_port *port, u32 tail);
+bool vnic_db_rx(struct vnic_port *port, bool post, u32 tail, bool rearm);
 
 /* vnic_adminq.c: ndo_set_vf_* and ndo_get_vf_config of the PF */
 int vnic_set_vf_mac(struct net_device *netdev, int vf, u8 *mac);

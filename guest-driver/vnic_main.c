@@ -252,6 +252,7 @@ static int vnic_probe(struct pci_dev *pdev, const struct pci_device_id *id)
 	if (err)
 		goto err_irq_exit;
 
+	vnic_db_enable(priv);
 	err = vnic_netdevs_create(priv);
 	if (err)
 		goto err_state_exit;

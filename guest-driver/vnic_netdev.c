@@ -201,7 +201,8 @@ static int vnic_port_start(struct vnic_port *port)
 
 	vnic_rx_post_all(port);
 	/* A vector that fired while the port was down stays masked: rearm */
-	vnic_qp_wr32(port, VNIC_QP_IRQ, VNIC_QP_IRQ_REARM);
+	if (!vnic_db_rx(port, false, 0, true))
+		vnic_qp_wr32(port, VNIC_QP_IRQ, VNIC_QP_IRQ_REARM);
 
 	port->up = true;
 	if (vnic_rd32(priv, VNIC_REG_STATUS) & VNIC_STATUS_LINK_UP)
@@ -617,6 +618,7 @@ static struct vnic_port *vnic_port_create(struct vnic_priv *priv, u32 q)
 	port->exc = priv->exc_qp && q == priv->exc_qp;
 	port->max_frame = port->exc ? VNIC_EXC_MAX_FRAME : VNIC_TX_MAX_FRAME;
 	port->qp_regs = priv->regs + VNIC_QP_REG(q, 0);
+	vnic_db_port_init(port);
 	port->tx_ring_size = VNIC_TX_RING_DEFAULT;
 	port->rx_ring_size = VNIC_RX_RING_DEFAULT;
 	port->sq_ctx = vnic_state_ctx(priv, VNIC_SVC_SQ_CTX, q);

@@ -206,9 +206,13 @@ static void vnic_port_rewrite(struct vnic_port *port)
 	/* NAPI moves the receive tail: keep it still while it is rung */
 	napi_disable(&port->napi);
 	tx->kicked = tx->tail;
-	vnic_qp_wr32(port, VNIC_QP_TX_TAIL, tx->tail);
-	vnic_qp_wr32(port, VNIC_QP_RX_TAIL, (rx->next_to_clean - 1) & rx->mask);
-	vnic_qp_wr32(port, VNIC_QP_IRQ, VNIC_QP_IRQ_REARM);
+	/* Through the page if it is still on (no reset), else the registers */
+	vnic_db_tx(port, tx->tail);
+	if (!vnic_db_rx(port, true, (rx->next_to_clean - 1) & rx->mask, true)) {
+		vnic_qp_wr32(port, VNIC_QP_RX_TAIL,
+			     (rx->next_to_clean - 1) & rx->mask);
+		vnic_qp_wr32(port, VNIC_QP_IRQ, VNIC_QP_IRQ_REARM);
+	}
 	napi_enable(&port->napi);
 }
 
@@ -300,6 +304,8 @@ static void vnic_recovery_complete(struct vnic_priv *priv)
 	u32 q, up;
 
 	up = vnic_recovery_check_ports(priv);
+	/* A reset or a new card turned the doorbell page off: on again */
+	vnic_db_enable(priv);
 	vnic_recovery_link(priv);
 	vnic_set_fn_state(priv, VNIC_FN_RUNNING);
 	vnic_recovery_attach(priv);

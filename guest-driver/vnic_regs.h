@@ -46,6 +46,8 @@
 #define   VNIC_VERSION_MAJOR_SUPPORTED	1
 /* First minor version with FEATURES and the offload counters (0x178..) */
 #define   VNIC_VERSION_MINOR_OFFLOADS	1
+/* First minor version with DB_PAGE and the doorbell page */
+#define   VNIC_VERSION_MINOR_DB_PAGE	2
 
 /* 0x008 FUNC (RO): which function this is */
 #define VNIC_REG_FUNC			0x008
@@ -132,6 +134,30 @@
  * VERSION 1.1 on: on an older card the offset is a bad access.
  */
 #define VNIC_REG_FEATURES		0x058
+
+/*
+ * 0x05C DB_PAGE (RW, interface 1.2): PRESENT (RO) when the card has a
+ * doorbell page (vnicd --doorbell-page); ENABLE: the driver stores its
+ * doorbells into the page (vnic_doorbell.c). A reset clears ENABLE.
+ */
+#define VNIC_REG_DB_PAGE		0x05c
+#define   VNIC_DB_PAGE_ENABLE		BIT(0)
+#define   VNIC_DB_PAGE_PRESENT		BIT(1)
+
+/*
+ * The doorbell page: the last 4 KiB of BAR0, memory QEMU maps (a store
+ * into it is no message). 16 bytes per queue pair: the driver's TX_TAIL,
+ * RX_TAIL and IRQ_SEQ (one more per rearm), and the card's WATCH: 1 while
+ * the card polls the slot; anything else means "ring the register".
+ */
+#define VNIC_DB_PAGE_OFFSET		0xf000
+#define VNIC_DB_PAGE_LEN		0x1000
+#define VNIC_DB_SLOT(q)			(VNIC_DB_PAGE_OFFSET + (q) * 0x10)
+#define   VNIC_DB_TX_TAIL		0x0
+#define   VNIC_DB_RX_TAIL		0x4
+#define   VNIC_DB_IRQ_SEQ		0x8
+#define   VNIC_DB_WATCH			0xc
+#define   VNIC_DB_WATCHING		1
 
 /*
  * PF admin mailbox (PF only; on a VF every command ends with EPERM). Write

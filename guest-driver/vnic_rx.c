@@ -268,7 +268,8 @@ void vnic_rx_ring_free(struct vnic_port *port)
 void vnic_rx_post_all(struct vnic_port *port)
 {
 	/* next_to_clean is 0 since vnic_rx_ring_alloc(), like the card's head */
-	vnic_qp_wr32(port, VNIC_QP_RX_TAIL, port->rx.mask);
+	if (!vnic_db_rx(port, true, port->rx.mask, false))
+		vnic_qp_wr32(port, VNIC_QP_RX_TAIL, port->rx.mask);
 }
 
 static struct vnic_rx_buf *vnic_rx_frame_buf(struct vnic_rx_ring *rx,
@@ -590,6 +591,8 @@ void vnic_rx_post(struct vnic_port *port, bool rearm)
 	u32 irq = VNIC_QP_IRQ_REARM;
 
 	rx->post_pending = false;
+	if ((post || rearm) && vnic_db_rx(port, post, tail, rearm))
+		return;
 	if (rearm && VNIC_VERSION_MINOR(port->priv->version) >=
 		     VNIC_VERSION_MINOR_OFFLOADS) {
 		if (post)

@@ -156,8 +156,7 @@ static void vnic_tx_kick(struct vnic_port *port)
 	if (tx->kicked == tx->tail)
 		return;
 	tx->kicked = tx->tail;
-	/* iowrite32() orders the descriptor writes before the doorbell */
-	vnic_qp_wr32(port, VNIC_QP_TX_TAIL, tx->tail);
+	vnic_db_tx(port, tx->tail);
 }
 
 static void vnic_tx_count_drop(struct vnic_port *port)

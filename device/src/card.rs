@@ -6,6 +6,7 @@ use std::time::Instant;
 
 use crate::capture::Capture;
 use crate::control::api::{Event, DEFAULT_VXLAN_CAPACITY};
+use crate::doorbell::PagePolicy;
 use crate::function::{Function, FunctionKind, FunctionSpec, BARS, EXC_QP, VF_DEVICE_ID};
 use crate::offload::path::Request;
 use crate::offload::HDR_LEN;
@@ -38,6 +39,10 @@ pub struct CardConfig {
     pub card_id: u8,
     /// VxLAN tunnel IDs, and as many MAC entries (docs/vxlan.md).
     pub vxlan_capacity: u32,
+    /// A doorbell page per function, and how the card polls it
+    /// (`--doorbell-page`; crate::doorbell). None: doorbells are register
+    /// writes only, and QEMU posts them.
+    pub doorbell_page: Option<PagePolicy>,
 }
 
 impl Default for CardConfig {
@@ -48,6 +53,7 @@ impl Default for CardConfig {
             vnics_per_vf: 2,
             card_id: 0,
             vxlan_capacity: DEFAULT_VXLAN_CAPACITY,
+            doorbell_page: None,
         }
     }
 }
@@ -152,6 +158,10 @@ pub struct Card {
     /// budget).
     pub(crate) uplink_more: bool,
     pub(crate) vxlan: Vxlan,
+    /// Functions whose doorbell page the card polls.
+    pub(crate) page_fns: Vec<usize>,
+    /// When the next poll of their pages is due.
+    pub(crate) page_due: Option<Instant>,
 }
 
 impl Card {
@@ -160,6 +170,11 @@ impl Card {
         let mut functions = vec![Function::new(Self::pf_spec(&config))];
         for n in 0..config.vfs {
             functions.push(Function::new(Self::vf_spec(&config, n)));
+        }
+        if let Some(policy) = config.doorbell_page {
+            for f in &mut functions {
+                f.add_doorbell_page(policy);
+            }
         }
         let mut switch = Switch::default();
         for (function, f) in functions.iter().enumerate() {
@@ -197,6 +212,8 @@ impl Card {
             uplink: Uplink::none(),
             uplink_more: false,
             vxlan: Vxlan::new(config.vxlan_capacity as usize),
+            page_fns: Vec::new(),
+            page_due: None,
             config,
         })
         .map(|mut card: Card| {

@@ -54,8 +54,47 @@ impl Card {
     /// switch changes, then switching its waiting frames.
     pub fn after_io(&mut self, f: usize) {
         self.apply_switch_ops(f);
+        self.watch_pages(f);
         self.queue_tx(f);
         self.run_pending();
+    }
+
+    /// Starts polling function `f`'s doorbell page if a kick asked for it.
+    fn watch_pages(&mut self, f: usize) {
+        let Some(func) = self.functions.get(f) else {
+            return;
+        };
+        if func.doorbells_watched() && !self.page_fns.contains(&f) {
+            self.page_fns.push(f);
+            let poll = func.doorbell_page().map(|p| p.policy().poll);
+            let due = poll.map(|p| Instant::now() + p);
+            self.page_due = self.page_due.min(due).or(due);
+        }
+    }
+
+    /// Polls the doorbell pages being watched (crate::doorbell): on every
+    /// turn of the loop while any is, and at least every poll interval
+    /// (the loop's timer); never when none is, so an idle card sleeps.
+    pub fn poll_doorbells(&mut self, now: Instant) {
+        if self.page_fns.is_empty() {
+            self.page_due = None;
+            return;
+        }
+        let mut interval = None;
+        for f in std::mem::take(&mut self.page_fns) {
+            let Some(func) = self.functions.get_mut(f) else {
+                continue;
+            };
+            let watched = func.poll_doorbells(now);
+            let poll = func.doorbell_page().map(|p| p.policy().poll);
+            self.apply_switch_ops(f);
+            self.queue_tx(f);
+            if watched {
+                self.page_fns.push(f);
+                interval = interval.min(poll).or(poll);
+            }
+        }
+        self.page_due = interval.map(|i| now + i);
     }
 
     /// Puts function `f` on the list of functions to serve if its send
@@ -544,6 +583,7 @@ impl Card {
         let delayed = self.functions.iter().filter_map(|f| f.faults().deadline());
         irqs.chain(delayed)
             .chain(self.held.iter().map(|&(_, t)| t))
+            .chain(self.page_due)
             .min()
     }
 

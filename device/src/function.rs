@@ -5,7 +5,9 @@
 //! Region layout (vfio-pci region indexes):
 //!
 //! ```text
-//! 0  BAR0   64 KiB  64-bit MMIO register file (regs.rs)
+//! 0  BAR0   64 KiB  64-bit MMIO register file (regs.rs); with
+//!                   --doorbell-page its last page is the doorbell page
+//!                   (doorbell.rs), mmappable through a sparse area
 //! 1  BAR1   -       upper half of BAR0
 //! 2  BAR2   16 KiB  64-bit MMIO: MSI-X table at 0, PBA at 0x2000
 //! 3  BAR3   -       upper half of BAR2
@@ -24,12 +26,14 @@ use vfio_bindings::bindings::vfio::{
     VFIO_IRQ_SET_DATA_EVENTFD, VFIO_IRQ_SET_DATA_NONE, VFIO_IRQ_SET_DATA_TYPE_MASK,
     VFIO_PCI_CONFIG_REGION_INDEX, VFIO_PCI_ERR_IRQ_INDEX, VFIO_PCI_MSIX_IRQ_INDEX,
     VFIO_PCI_NUM_IRQS, VFIO_PCI_NUM_REGIONS, VFIO_PCI_REQ_IRQ_INDEX,
-    VFIO_REGION_INFO_CAP_MSIX_MAPPABLE, VFIO_REGION_INFO_FLAG_READ, VFIO_REGION_INFO_FLAG_WRITE,
+    VFIO_REGION_INFO_CAP_MSIX_MAPPABLE, VFIO_REGION_INFO_CAP_SPARSE_MMAP,
+    VFIO_REGION_INFO_FLAG_MMAP, VFIO_REGION_INFO_FLAG_READ, VFIO_REGION_INFO_FLAG_WRITE,
 };
 use vmm_sys_util::eventfd::EventFd;
 
 use crate::control::api::LinkState;
 use crate::dma::{DmaError, DmaSpace};
+use crate::doorbell::{self, DoorbellPage, PagePolicy};
 use crate::fault::{Faults, IrqFault};
 use crate::pci::caps::{self, exp, msix as msix_cap, CapLayout, SriovLayout};
 use crate::pci::config::{
@@ -317,6 +321,8 @@ pub struct Function {
     pending_vct: Option<u64>,
     /// Faults management injected (docs/fault-injection.md).
     faults: Faults,
+    /// The doorbell page (vnicd `--doorbell-page`), shared with the client.
+    doorbell: Option<DoorbellPage>,
 }
 
 /// What became of a VCT entry given by management.
@@ -371,6 +377,7 @@ impl Function {
                 .map(|q| QueuePair::new(q, Mac(spec.qp_macs[q as usize])))
                 .collect(),
             bat: None,
+            doorbell: None,
             counters: FnCounters::default(),
             switch_ops: Vec::new(),
             policy: Policy {
@@ -736,19 +743,49 @@ impl Function {
         }
     }
 
-    /// (flags, size) for GET_REGION_INFO. No region is mmappable yet, which
+    /// Gives the function a doorbell page (docs/registers.md, "Doorbell
+    /// page"). Without one (the default) no region is mmappable, which
     /// keeps QEMU's posted (NO_REPLY) BAR writes on.
+    pub fn add_doorbell_page(&mut self, policy: PagePolicy) {
+        match DoorbellPage::new(self.spec.qp_max as usize, policy) {
+            Ok(page) => {
+                self.doorbell = Some(page);
+                self.bar0.set_db_present(true);
+            }
+            Err(e) => warn!("{}: no doorbell page: {e}", self.name),
+        }
+    }
+
+    pub fn doorbell_page(&self) -> Option<&DoorbellPage> {
+        self.doorbell.as_ref()
+    }
+
+    /// (flags, size) for GET_REGION_INFO. BAR0 is mmappable (in part: the
+    /// sparse area of [`Function::region_caps`]) only with a doorbell
+    /// page; QEMU then sends every BAR write non-posted.
     pub fn region_info(&self, index: u32) -> Result<(u32, u64), FnError> {
         if index >= VFIO_PCI_NUM_REGIONS {
             return Err(FnError::NoRegion(index));
         }
         let size = self.region_size(index);
-        let flags = if size > 0 {
+        let mut flags = if size > 0 {
             VFIO_REGION_INFO_FLAG_READ | VFIO_REGION_INFO_FLAG_WRITE
         } else {
             0
         };
+        if self.region_fd(index).is_some() {
+            flags |= VFIO_REGION_INFO_FLAG_MMAP;
+        }
         Ok((flags, size))
+    }
+
+    /// The file a client maps region `index` from (at file offset 0 = the
+    /// region's start): BAR0's doorbell memfd, if the function has a page.
+    pub fn region_fd(&self, index: u32) -> Option<&File> {
+        match index {
+            REGION_BAR0 => self.doorbell.as_ref().map(DoorbellPage::file),
+            _ => None,
+        }
     }
 
     /// Capabilities of region `index` for GET_REGION_INFO. The MSI-X BAR
@@ -757,6 +794,10 @@ impl Function {
     /// region is mmappable yet, so today this only informs the client).
     pub fn region_caps(&self, index: u32) -> Vec<RegionCap> {
         match index {
+            REGION_BAR0 if self.doorbell.is_some() => vec![sparse_mmap_cap(&[(
+                doorbell::PAGE_OFFSET,
+                doorbell::PAGE_SIZE,
+            )])],
             REGION_MSIX => {
                 vec![RegionCap {
                     id: VFIO_REGION_INFO_CAP_MSIX_MAPPABLE as u16,
@@ -812,6 +853,9 @@ impl Function {
         }
         match region {
             REGION_CONFIG => self.config.read(offset, buf)?,
+            REGION_BAR0 if self.page_access(offset, buf.len()) => {
+                self.page_read(offset, buf);
+            }
             REGION_BAR0 => {
                 if let Err(e) = self.bar0_read(offset, buf) {
                     self.bad_mmio(&e.to_string());
@@ -837,6 +881,9 @@ impl Function {
         }
         match region {
             REGION_CONFIG => self.config_write(offset, data)?,
+            REGION_BAR0 if self.page_access(offset, data.len()) => {
+                self.page_write(offset, data);
+            }
             REGION_BAR0 => {
                 if let Err(e) = self.bar0_write(offset, data) {
                     self.bad_mmio(&e.to_string());
@@ -849,6 +896,117 @@ impl Function {
             }
         }
         Ok(())
+    }
+
+    /// A socket access inside the doorbell page (a client that does not
+    /// map it, or a test): it reads and writes the page's memory.
+    fn page_access(&self, offset: u64, len: usize) -> bool {
+        self.doorbell.is_some() && doorbell::in_page(offset, len)
+    }
+
+    fn page_read(&mut self, offset: u64, buf: &mut [u8]) {
+        let Some(page) = self
+            .doorbell
+            .as_ref()
+            .filter(|_| regs::dword_or_qword(offset, buf.len()))
+        else {
+            self.bad_mmio("doorbell page: not an aligned dword or qword");
+            buf.fill(0xff);
+            return;
+        };
+        for (i, chunk) in buf.chunks_mut(4).enumerate() {
+            let rel = offset - doorbell::PAGE_OFFSET + 4 * i as u64;
+            chunk.copy_from_slice(&page.read_dword(rel).to_le_bytes());
+        }
+    }
+
+    fn page_write(&mut self, offset: u64, data: &[u8]) {
+        let ok = self.doorbell.as_ref().is_some_and(|page| {
+            regs::dword_or_qword(offset, data.len())
+                && data.chunks(4).enumerate().all(|(i, chunk)| {
+                    let rel = offset - doorbell::PAGE_OFFSET + 4 * i as u64;
+                    let v = u32::from_le_bytes(chunk.try_into().expect("dword chunks"));
+                    page.write_dword(rel, v)
+                })
+        });
+        if !ok {
+            self.bad_mmio("doorbell page: bad write");
+        }
+    }
+
+    /// Whether queue pair `q`'s doorbells go through the page (the driver
+    /// enabled it): a doorbell register write is then a kick.
+    fn page_mode(&self) -> bool {
+        self.doorbell.as_ref().is_some_and(DoorbellPage::enabled)
+    }
+
+    /// A doorbell register (QP_TX_TAIL, QP_RX_TAIL, QP_IRQ) rang while the
+    /// driver uses the page: the page holds the values (the register's is
+    /// ignored, so a kick overtaken by a later store into the page cannot
+    /// move a tail back); poll the slot from now on, then take what it has.
+    fn page_kick(&mut self, q: usize, now: std::time::Instant) {
+        if let Some(page) = self.doorbell.as_mut() {
+            page.watch(q, now);
+        }
+        self.take_page(q);
+    }
+
+    /// Applies the doorbells in queue pair `q`'s slot as the register
+    /// writes they stand for (same checks, same effects). Returns whether
+    /// there were any.
+    fn take_page(&mut self, q: usize) -> bool {
+        let Some(change) = self.doorbell.as_mut().map(|p| p.take(q)) else {
+            return false;
+        };
+        if q >= self.qps.len() {
+            return false;
+        }
+        if let Some(v) = change.tx_tail {
+            self.qp_write(q, QpReg::TxTail, v);
+        }
+        if let Some(v) = change.rx_tail {
+            self.qp_write(q, QpReg::RxTail, v);
+        }
+        if change.rearm {
+            self.qp_write(q, QpReg::Irq, QpIrq::new().with_rearm(true).into_bits());
+        }
+        change.any()
+    }
+
+    /// One poll of the doorbell page: every watched slot is taken; a slot
+    /// quiet for the idle window is no longer watched (after one last look,
+    /// see crate::doorbell). Returns whether any slot is still watched.
+    pub fn poll_doorbells(&mut self, now: std::time::Instant) -> bool {
+        let Some(page) = self.doorbell.as_ref().filter(|p| p.enabled()) else {
+            return false;
+        };
+        let watched: Vec<usize> = page.watched().collect();
+        for q in watched {
+            let busy = self.take_page(q)
+                || (self.doorbell.as_mut().is_some_and(|p| p.quiet(q, now)) && self.take_page(q));
+            if busy {
+                if let Some(page) = self.doorbell.as_mut() {
+                    page.watch(q, now);
+                }
+            }
+        }
+        self.doorbell
+            .as_ref()
+            .is_some_and(|p| p.watched().next().is_some())
+    }
+
+    /// Whether the card polls any of this function's doorbell slots.
+    pub fn doorbells_watched(&self) -> bool {
+        self.doorbell
+            .as_ref()
+            .is_some_and(|p| p.enabled() && p.watched().next().is_some())
+    }
+
+    /// The queue pair's tails as they are now (for a slot starting afresh).
+    fn tails(qps: &[QueuePair], q: usize) -> (u32, u32) {
+        qps.get(q).map_or((0, 0), |qp| {
+            (u32::from(qp.tx.tail()), u32::from(qp.rx.tail()))
+        })
     }
 
     fn qp_index(&self, qp: u16, offset: u64) -> Result<usize, RegError> {
@@ -908,7 +1066,18 @@ impl Function {
                     if matches!(reg.reg, QpReg::MacLo | QpReg::MacHi) && !self.policy.trust {
                         return Err(RegError::Untrusted(off));
                     }
+                    let doorbell = matches!(reg.reg, QpReg::TxTail | QpReg::RxTail | QpReg::Irq);
+                    if doorbell && self.page_mode() {
+                        self.page_kick(q, std::time::Instant::now());
+                        continue;
+                    }
                     self.qp_write(q, reg.reg, v);
+                    if reg.reg == QpReg::Ctrl {
+                        let tails = Self::tails(&self.qps, q);
+                        if let Some(page) = self.doorbell.as_mut().filter(|p| p.enabled()) {
+                            page.restart(q, tails);
+                        }
+                    }
                 }
                 Target::FnStat { .. } | Target::QpStat { .. } => {
                     return Err(RegError::ReadOnly(off));
@@ -1127,6 +1296,17 @@ impl Function {
                 self.raise_irq(vector);
             }
             Effect::VctCommit(address) => self.commit_vct(address),
+            Effect::DbPage(on) => {
+                let qps = &self.qps;
+                if let Some(page) = self.doorbell.as_mut() {
+                    page.set_enabled(on, |q| Self::tails(qps, q));
+                    info!(
+                        "{}: doorbell page {}",
+                        self.name,
+                        if on { "on" } else { "off" }
+                    );
+                }
+            }
             Effect::Admin(cmd) => {
                 if self.spec.kind == FunctionKind::Pf {
                     self.admin = Some(cmd);
@@ -1334,6 +1514,9 @@ impl Function {
         self.config = self.pristine.clone();
         self.bar0.reset();
         self.msix.reset();
+        if let Some(page) = self.doorbell.as_mut() {
+            page.reset();
+        }
         self.stats.resets += 1;
     }
 
@@ -1349,6 +1532,23 @@ impl Function {
         self.err_fd = None;
         self.req_fd = None;
         self.reset();
+    }
+}
+
+/// A sparse-mmap region capability (vfio's `vfio_region_info_cap_sparse_mmap`):
+/// the (offset, size) areas of the region a client may map.
+fn sparse_mmap_cap(areas: &[(u64, u64)]) -> RegionCap {
+    let mut body = Vec::with_capacity(8 + 16 * areas.len());
+    body.extend_from_slice(&(areas.len() as u32).to_le_bytes());
+    body.extend_from_slice(&0u32.to_le_bytes());
+    for &(offset, size) in areas {
+        body.extend_from_slice(&offset.to_le_bytes());
+        body.extend_from_slice(&size.to_le_bytes());
+    }
+    RegionCap {
+        id: VFIO_REGION_INFO_CAP_SPARSE_MMAP as u16,
+        version: 1,
+        body,
     }
 }
 

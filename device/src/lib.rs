@@ -15,6 +15,7 @@ pub mod checksum;
 pub mod control;
 pub mod datapath;
 pub mod dma;
+pub mod doorbell;
 mod fastpath;
 pub mod fault;
 pub mod function;

@@ -645,12 +645,13 @@ pub fn encode_region_caps(caps: &[RegionCap]) -> Vec<u8> {
 /// only `vfio_region_info` with `argsz` set to the size needed, and the
 /// client asks again with a larger buffer. Unlike the kernel, the CAPS flag
 /// is set only when the chain is included: QEMU's vfio-user client refuses a
-/// reply with CAPS set and `cap_offset` 0.
+/// reply with CAPS set and `cap_offset` 0. The flag returned says whether the
+/// reply is complete (the client's buffer held everything).
 pub fn region_info_payload(
     mut info: vfio_region_info,
     client_argsz: u32,
     caps: &[RegionCap],
-) -> Vec<u8> {
+) -> (Vec<u8>, bool) {
     let chain = encode_region_caps(caps);
     let total = REGION_INFO_SIZE + chain.len() as u32;
     let fits = client_argsz >= total;
@@ -664,7 +665,7 @@ pub fn region_info_payload(
     if fits {
         w.bytes(&chain);
     }
-    w.0
+    (w.0, fits)
 }
 
 /// Payload of the VERSION reply: our version and capabilities.
@@ -884,7 +885,8 @@ mod tests {
             flags: 3,
             ..Default::default()
         };
-        let small = region_info_payload(info, 32, &caps);
+        let (small, complete) = region_info_payload(info, 32, &caps);
+        assert!(!complete);
         assert_eq!(small.len(), 32);
         let mut r = Reader::new(&small);
         assert_eq!(r.u32(), Some(40), "argsz needed");
@@ -895,7 +897,8 @@ mod tests {
         );
         assert_eq!(r.u32(), Some(2));
         assert_eq!(r.u32(), Some(0), "no cap_offset without room");
-        let full = region_info_payload(info, 40, &caps);
+        let (full, complete) = region_info_payload(info, 40, &caps);
+        assert!(complete);
         assert_eq!(full.len(), 40);
         assert_eq!(
             u32::from_le_bytes(full[4..8].try_into().unwrap()),
@@ -904,7 +907,8 @@ mod tests {
         );
         assert_eq!(u32::from_le_bytes(full[12..16].try_into().unwrap()), 32);
         assert_eq!(u16::from_le_bytes(full[32..34].try_into().unwrap()), 3);
-        let none = region_info_payload(info, 32, &[]);
+        let (none, complete) = region_info_payload(info, 32, &[]);
+        assert!(complete);
         assert_eq!(
             u32::from_le_bytes(none[4..8].try_into().unwrap()),
             3,

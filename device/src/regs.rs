@@ -14,7 +14,7 @@ pub const BAR0_SIZE: u64 = 64 * 1024;
 /// "VNIC" in ASCII, read from ID.
 pub const ID_MAGIC: u32 = 0x564e_4943;
 pub const VERSION_MAJOR: u16 = 1;
-pub const VERSION_MINOR: u16 = 1;
+pub const VERSION_MINOR: u16 = 2;
 
 /// Register offsets.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -41,6 +41,7 @@ pub enum Reg {
     NumVfs = 0x050,
     ExcQp = 0x054,
     Features = 0x058,
+    DbPage = 0x05c,
     AdminCmd = 0x060,
     AdminStatus = 0x064,
     AdminArg0 = 0x068,
@@ -179,6 +180,11 @@ pub const REGISTERS: &[RegSpec] = &[
         access: Access::ReadOnly,
     },
     RegSpec {
+        reg: Reg::DbPage,
+        name: "DB_PAGE",
+        access: Access::ReadWrite,
+    },
+    RegSpec {
         reg: Reg::AdminCmd,
         name: "ADMIN_CMD",
         access: Access::WriteOnly,
@@ -224,6 +230,20 @@ impl Reg {
     pub fn from_offset(offset: u64) -> Option<RegSpec> {
         REGISTERS.iter().copied().find(|s| s.reg as u64 == offset)
     }
+}
+
+/// DB_PAGE (interface 1.2): the doorbell page (crate::doorbell).
+#[bitfield(u32)]
+#[derive(PartialEq, Eq)]
+pub struct DbPageReg {
+    /// RW: the driver stores its doorbells into the page. Reads back 0 on
+    /// a function without a page; a reset clears it.
+    pub enable: bool,
+    /// RO: the function has a page (vnicd `--doorbell-page`), mmappable at
+    /// BAR0 [`crate::doorbell::PAGE_OFFSET`].
+    pub present: bool,
+    #[bits(30)]
+    __: u32,
 }
 
 /// VERSION: interface version the driver checks.
@@ -520,6 +540,8 @@ pub enum Effect {
     VctCommit(u64),
     /// ADMIN_CMD was written.
     Admin(AdminCmd),
+    /// DB_PAGE was written: whether the driver now uses the page.
+    DbPage(bool),
 }
 
 /// Why an access was refused (it is then counted and logged by the caller).
@@ -565,6 +587,7 @@ pub struct Bar0 {
     num_vfs: u32,
     admin_status: u32,
     admin_args: [u32; ADMIN_ARGS],
+    db_page: DbPageReg,
 }
 
 impl Bar0 {
@@ -582,6 +605,7 @@ impl Bar0 {
             num_vfs: 0,
             admin_status: 0,
             admin_args: [0; ADMIN_ARGS],
+            db_page: DbPageReg::new(),
         }
     }
 
@@ -589,14 +613,21 @@ impl Bar0 {
     /// card's state, not the function's registers, and stay.
     pub fn reset(&mut self) {
         let (status, num_vfs) = (self.status, self.num_vfs);
+        let present = self.db_page.present();
         *self = Bar0::new(self.id);
         self.status = status;
         self.num_vfs = num_vfs;
+        self.db_page = DbPageReg::new().with_present(present);
     }
 
     /// The function's MAC (vNIC 0's), changed by management.
     pub fn set_mac(&mut self, mac: [u8; 6]) {
         self.id.mac = mac;
+    }
+
+    /// The function has a doorbell page (DB_PAGE.PRESENT).
+    pub fn set_db_present(&mut self, present: bool) {
+        self.db_page = DbPageReg::new().with_present(present);
     }
 
     /// QP_NUM, changed by management.
@@ -695,6 +726,7 @@ impl Bar0 {
             Reg::NumVfs => self.num_vfs,
             Reg::ExcQp => self.id.exc_qp,
             Reg::Features => crate::ring::Features::OFFERED.into_bits().into(),
+            Reg::DbPage => self.db_page.into_bits(),
             Reg::AdminCmd => 0,
             Reg::AdminStatus => self.admin_status,
             Reg::AdminArg0
@@ -730,6 +762,11 @@ impl Bar0 {
                 Effect::None
             }
             Reg::AdminCmd => Effect::Admin(AdminCmd::from_bits(v)),
+            Reg::DbPage => {
+                let enable = self.db_page.present() && DbPageReg::from_bits(v).enable();
+                self.db_page.set_enable(enable);
+                Effect::DbPage(enable)
+            }
             Reg::AdminArg0
             | Reg::AdminArg1
             | Reg::AdminArg2
@@ -806,7 +843,7 @@ mod tests {
     fn identification_registers_read_back() {
         let mut b = bar();
         assert_eq!(r(&b, Reg::Id), ID_MAGIC);
-        assert_eq!(r(&b, Reg::Version), 0x0001_0001);
+        assert_eq!(r(&b, Reg::Version), 0x0001_0002);
         assert_eq!(r(&b, Reg::Features), 0xf, "every offload");
         assert_eq!(r(&b, Reg::Func), 0x8000_0003);
         assert_eq!(r(&b, Reg::QpMax), 8);

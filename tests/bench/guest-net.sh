@@ -76,6 +76,16 @@ two_by_driver() {
 
 setup_vnic() {
 	insmod /lib/modules/vnic.ko || abort "insmod vnic.ko" "failed"
+	# The case measures what it says: doorbells through the page only
+	# when vnicd offers it (vnic-vf-page), posted register writes else.
+	local pages
+	pages=$(dmesg | grep -c 'doorbell page on' || true)
+	echo "doorbell page on in $pages functions"
+	if [[ ${BENCH_DB_PAGE:-0} == 1 ]]; then
+		((pages > 0)) || abort "doorbell page" "not on"
+	else
+		((pages == 0)) || abort "doorbell page" "on without --doorbell-page"
+	fi
 	if [[ $ROLE == both ]]; then
 		netdev_for A 02:76:6e:00:01:00 # VF0 vNIC 0
 		netdev_for B 02:76:6e:00:02:00 # VF1 vNIC 0

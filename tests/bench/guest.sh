@@ -14,6 +14,9 @@
 #                            rx-usecs 20, the card before adaptive)
 #                   vnic-vf-plain   the same without offloads either
 #                            (ethtool -K tso off tx off sg off)
+#                   vnic-vf-page    vnic-vf with vnicd --doorbell-page:
+#                            doorbells stored into the mmapped doorbell
+#                            page (QEMU's BAR writes then non-posted)
 #                   vnic-vm  vnic VM <-> VM: two guests on one vnicd
 #                   igb      QEMU igb, VF <-> VF (the PF makes two VFs)
 #                   e1000e   two QEMU e1000e on one QEMU hub
@@ -142,6 +145,11 @@ for c in "${CASES[@]}"; do
 			--env "BENCH_VNIC_C=adaptive-rx off rx-usecs 20" \
 			--env "BENCH_VNIC_K=tso off tx off sg off" -- --vnics-per-vf 1
 		;;
+	vnic-vf-page)
+		run_case vnic-vf-page --vnicd "$VNICD" --vfs 2 --attach vf0,vf1 \
+			--env BENCH_DEVICE=vnic --env BENCH_DB_PAGE=1 \
+			-- --vnics-per-vf 1 --doorbell-page
+		;;
 	vnic-vm) vnic_vm ;;
 	igb)
 		run_case igb --attach "" --no-vnicd --env BENCH_DEVICE=igb \
@@ -180,6 +188,7 @@ label() {
 	vnic-vf) echo "vnic VF<->VF" ;;
 	vnic-vf-fixed) echo "  fixed ITR" ;;
 	vnic-vf-plain) echo "  no offloads" ;;
+	vnic-vf-page) echo "  doorbell page" ;;
 	vnic-vm) echo "vnic VM<->VM" ;;
 	igb) echo "igb VF<->VF" ;;
 	e1000e) echo "e1000e" ;;
@@ -200,7 +209,7 @@ table() {
 		printf '%-14s %12s %12s %14s %9s\n' "$(label "$c")" "${row[@]}"
 	done
 	if [[ " ${CASES[*]} " == *" igb "* ]]; then
-		for c in vnic-vf vnic-vf-fixed vnic-vf-plain vnic-vm; do
+		for c in vnic-vf vnic-vf-fixed vnic-vf-plain vnic-vf-page vnic-vm; do
 			[[ " ${CASES[*]} " == *" $c "* ]] || continue
 			printf '%-14s %12s %12s %14s %9s\n' "$(label "$c")/igb" \
 				"$(ratio "$(value "$c" tcp1)" "$(value igb tcp1)")" \

@@ -66,6 +66,16 @@ fn datapath_one_guest_two_vfs_ping_tcp_vlan_isolation_and_spoof_check() {
     show_and_check(&out, &DATAPATH_LINES);
 }
 
+/// vnic.ko with the card's doorbell page (vnicd --doorbell-page): the page
+/// on in both functions, ping, iperf3 TCP and 64-byte UDP between VF0 and
+/// VF1 with doorbells stored into the page, ping after the card went idle,
+/// clean unload.
+#[test]
+fn datapath_with_the_doorbell_page() {
+    let out = run_scenario("doorbell");
+    show_and_check(&out, &DATAPATH_LINES);
+}
+
 /// Two guests (two QEMU processes) on one vnicd, VF0 in guest A and VF1 in
 /// guest B: the card copies frames from one guest's memory into the
 /// other's. B pings A, runs iperf3 TCP to A and sends A a 10 MiB file that

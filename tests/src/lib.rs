@@ -483,6 +483,38 @@ impl RawClient {
         })
     }
 
+    /// Reads one reply and the descriptor that came with it, if any (it
+    /// arrives with the reply's first byte).
+    pub fn recv_with_fd(&mut self) -> std::io::Result<(Reply, Option<File>)> {
+        let mut h = [0u8; 16];
+        let mut raw = [-1; 4];
+        let mut iov = [libc::iovec {
+            iov_base: h.as_mut_ptr().cast(),
+            iov_len: h.len(),
+        }];
+        // SAFETY: the iovec points at `h`, borrowed mutably for the call.
+        let (n, nfds) = unsafe { self.stream.recv_with_fds(&mut iov, &mut raw) }
+            .map_err(|e| std::io::Error::from_raw_os_error(e.errno()))?;
+        let mut fds: Vec<File> = raw[..nfds]
+            .iter()
+            // SAFETY: the kernel gave us these descriptors; nothing else owns them.
+            .map(|&fd| unsafe { <File as std::os::fd::FromRawFd>::from_raw_fd(fd) })
+            .collect();
+        self.stream.read_exact(&mut h[n..])?;
+        let size = u32::from_le_bytes([h[4], h[5], h[6], h[7]]) as usize;
+        let mut body = vec![0; size.saturating_sub(16)];
+        self.stream.read_exact(&mut body)?;
+        let reply = Reply {
+            id: u16::from_le_bytes([h[0], h[1]]),
+            command: u16::from_le_bytes([h[2], h[3]]),
+            flags: u32::from_le_bytes([h[8], h[9], h[10], h[11]]),
+            error: u32::from_le_bytes([h[12], h[13], h[14], h[15]]),
+            body,
+        };
+        assert!(fds.len() <= 1, "at most one descriptor per reply");
+        Ok((reply, fds.pop()))
+    }
+
     pub fn call(&mut self, cmd: u16, flags: u32, body: &[u8], fds: &[RawFd]) -> Reply {
         self.send(cmd, flags, body, fds);
         self.recv().expect("reply")

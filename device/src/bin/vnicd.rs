@@ -4,13 +4,14 @@ use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use clap::Parser;
 use log::error;
 
 use vnic::card::{Card, CardConfig};
 use vnic::control::api::CardFile;
+use vnic::doorbell::PagePolicy;
 use vnic::server::Server;
 use vnic::uplink::{Uplink, UplinkSpec};
 
@@ -52,6 +53,30 @@ struct Args {
     /// configuration file's].
     #[arg(long, value_name = "N")]
     vxlan_capacity: Option<u32>,
+    /// Give every function a doorbell page: the last page of BAR0, mmapped
+    /// by QEMU, where a driver stores its doorbells without a message
+    /// (docs/registers.md, "Doorbell page"). QEMU then sends every other
+    /// BAR write non-posted.
+    #[arg(long)]
+    doorbell_page: bool,
+    /// With --doorbell-page: µs between two polls of a busy queue pair's
+    /// doorbells.
+    #[arg(
+        long,
+        value_name = "US",
+        default_value_t = 20,
+        requires = "doorbell_page"
+    )]
+    doorbell_poll_us: u64,
+    /// With --doorbell-page: µs without a doorbell after which the card
+    /// stops polling a queue pair and the driver rings the register again.
+    #[arg(
+        long,
+        value_name = "US",
+        default_value_t = 1000,
+        requires = "doorbell_page"
+    )]
+    doorbell_idle_us: u64,
 }
 
 /// Reads and parses a configuration file.
@@ -109,6 +134,10 @@ fn main() -> ExitCode {
             .vxlan_capacity
             .or(settings.map(|s| s.vxlan_capacity))
             .unwrap_or(defaults.vxlan_capacity),
+        doorbell_page: args.doorbell_page.then_some(PagePolicy {
+            poll: Duration::from_micros(args.doorbell_poll_us.max(1)),
+            idle: Duration::from_micros(args.doorbell_idle_us),
+        }),
     };
     let mut card = match Card::new(config) {
         Ok(c) => c,

@@ -9,7 +9,7 @@
 use std::collections::VecDeque;
 use std::fs::File;
 use std::io::{self, Write};
-use std::os::fd::FromRawFd;
+use std::os::fd::{AsRawFd, FromRawFd};
 use std::os::unix::net::UnixStream;
 
 use libc::{c_void, iovec};
@@ -26,6 +26,20 @@ pub struct Message {
     pub header: Header,
     pub body: Vec<u8>,
     pub fds: Vec<File>,
+}
+
+/// A reply on its way out, with the descriptor it carries, if any (a
+/// GET_REGION_INFO reply for a mappable region: SCM_RIGHTS with its first
+/// byte).
+pub struct Reply {
+    pub bytes: Vec<u8>,
+    pub fd: Option<File>,
+}
+
+impl From<Vec<u8>> for Reply {
+    fn from(bytes: Vec<u8>) -> Self {
+        Reply { bytes, fd: None }
+    }
 }
 
 /// Result of trying to read one message.
@@ -52,7 +66,7 @@ struct Rx {
 pub struct Connection {
     stream: UnixStream,
     rx: Rx,
-    tx: VecDeque<Vec<u8>>,
+    tx: VecDeque<Reply>,
     /// Bytes of `tx.front()` already written.
     tx_sent: usize,
     tx_bytes: usize,
@@ -162,21 +176,38 @@ impl Connection {
     }
 
     /// Queues a reply; false if the client has stopped reading for too long.
-    pub fn queue(&mut self, bytes: Vec<u8>) -> bool {
-        self.tx_bytes += bytes.len();
-        self.tx.push_back(bytes);
+    pub fn queue(&mut self, reply: impl Into<Reply>) -> bool {
+        let reply = reply.into();
+        self.tx_bytes += reply.bytes.len();
+        self.tx.push_back(reply);
         self.tx_bytes <= MAX_TX_BYTES
+    }
+
+    /// Writes the rest of `reply` from `sent`; its descriptor goes with the
+    /// first byte, once.
+    fn write_reply(stream: &UnixStream, reply: &mut Reply, sent: usize) -> io::Result<usize> {
+        let rest = &reply.bytes[sent..];
+        match reply.fd.as_ref() {
+            Some(fd) => {
+                let n = stream
+                    .send_with_fd(rest, fd.as_raw_fd())
+                    .map_err(|e| io::Error::from_raw_os_error(e.errno()))?;
+                reply.fd = None;
+                Ok(n)
+            }
+            None => (&*stream).write(rest),
+        }
     }
 
     /// Writes queued replies until done or the socket is full.
     pub fn flush(&mut self) -> io::Result<()> {
-        while let Some(front) = self.tx.front() {
-            match self.stream.write(&front[self.tx_sent..]) {
+        while let Some(front) = self.tx.front_mut() {
+            match Self::write_reply(&self.stream, front, self.tx_sent) {
                 Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
                 Ok(n) => {
                     self.tx_sent += n;
-                    if self.tx_sent == front.len() {
-                        self.tx_bytes -= front.len();
+                    if self.tx_sent == front.bytes.len() {
+                        self.tx_bytes -= front.bytes.len();
                         self.tx.pop_front();
                         self.tx_sent = 0;
                     }

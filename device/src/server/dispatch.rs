@@ -7,7 +7,7 @@ use vfio_bindings::bindings::vfio::{
     VFIO_IRQ_SET_DATA_BOOL, VFIO_IRQ_SET_DATA_TYPE_MASK, VFIO_PCI_NUM_IRQS, VFIO_PCI_NUM_REGIONS,
 };
 
-use super::connection::Message;
+use super::connection::{Message, Reply};
 use crate::function::{rate_limited, FnError, Function};
 use crate::protocol::{
     error_reply, region_info_payload, reply, version_payload, Command, ProtocolError, Request,
@@ -48,7 +48,7 @@ fn invalid(why: &str) -> Failure {
 /// Handles one message for `func`. Returns the bytes to send back, or None
 /// when the client asked for no reply (posted writes). Never panics on
 /// client input: every failure becomes an error reply and a log line.
-pub fn handle(func: &mut Function, versioned: &mut bool, msg: Message) -> Option<Vec<u8>> {
+pub fn handle(func: &mut Function, versioned: &mut bool, msg: Message) -> Option<Reply> {
     let header = msg.header;
     let no_reply = header.flags.no_reply();
     let result = Command::try_from(header.command)
@@ -61,7 +61,10 @@ pub fn handle(func: &mut Function, versioned: &mut bool, msg: Message) -> Option
             execute(func, versioned, req, msg.fds)
         });
     match result {
-        Ok(payload) if !no_reply => Some(reply(&header, &payload)),
+        Ok((payload, fd)) if !no_reply => Some(Reply {
+            bytes: reply(&header, &payload),
+            fd,
+        }),
         Ok(_) => None,
         Err(f) => {
             func.count_protocol_error();
@@ -74,12 +77,49 @@ pub fn handle(func: &mut Function, versioned: &mut bool, msg: Message) -> Option
                     f.why
                 );
             }
-            (!no_reply).then(|| error_reply(&header, f.errno))
+            (!no_reply).then(|| error_reply(&header, f.errno).into())
         }
     }
 }
 
+/// A reply's payload, and the descriptor it carries.
+type Answer = (Vec<u8>, Option<std::fs::File>);
+
 fn execute(
+    func: &mut Function,
+    versioned: &mut bool,
+    req: Request<'_>,
+    fds: Vec<std::fs::File>,
+) -> Result<Answer, Failure> {
+    if let Request::GetRegionInfo(info) = req {
+        return region_info(func, info);
+    }
+    execute_plain(func, versioned, req, fds).map(|payload| (payload, None))
+}
+
+/// GET_REGION_INFO. A mappable region's reply carries its file, but only
+/// the reply that includes the capabilities (the one QEMU keeps, after the
+/// argsz round), so a client never receives a descriptor it drops.
+fn region_info(func: &Function, info: vfio_region_info) -> Result<Answer, Failure> {
+    let (flags, size) = func.region_info(info.index)?;
+    let out = vfio_region_info {
+        flags,
+        index: info.index,
+        size,
+        ..Default::default()
+    };
+    let (payload, complete) = region_info_payload(out, info.argsz, &func.region_caps(info.index));
+    let fd = match func.region_fd(info.index).filter(|_| complete) {
+        Some(file) => Some(file.try_clone().map_err(|e| Failure {
+            errno: e.raw_os_error().unwrap_or(libc::EIO),
+            why: format!("duplicating the region's file: {e}"),
+        })?),
+        None => None,
+    };
+    Ok((payload, fd))
+}
+
+fn execute_plain(
     func: &mut Function,
     versioned: &mut bool,
     req: Request<'_>,
@@ -136,20 +176,7 @@ fn execute(
                 .u32(VFIO_PCI_NUM_REGIONS)
                 .u32(VFIO_PCI_NUM_IRQS);
         }
-        Request::GetRegionInfo(info) => {
-            let (flags, size) = func.region_info(info.index)?;
-            let out = vfio_region_info {
-                flags,
-                index: info.index,
-                size,
-                ..Default::default()
-            };
-            return Ok(region_info_payload(
-                out,
-                info.argsz,
-                &func.region_caps(info.index),
-            ));
-        }
+        Request::GetRegionInfo(_) => unreachable!("answered by region_info"),
         Request::GetIrqInfo(info) => {
             let (flags, count) = func.irq_info(info.index)?;
             w.u32(16).u32(flags).u32(info.index).u32(count);

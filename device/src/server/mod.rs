@@ -272,6 +272,7 @@ impl Server {
             if uplink {
                 self.card.run_uplink();
             }
+            self.card.poll_doorbells(Instant::now());
             self.card.run_pending();
             self.card.run_timers(Instant::now());
             let events = self.card.take_events();
