@@ -151,8 +151,14 @@ before=$(csum)
 inject vf1 corrupt-frames rx 2
 ping_from a "$IP_B" 4
 after=$(csum)
-expect "corrupt-frames: B's ICMP counts checksum errors" \
-	"${after:-0} - ${before:-0} == 2" "InCsumErrors ${before:-?} -> ${after:-?}"
+# Every echo request lost is one B's ICMP caught as corrupted. (Runs here
+# have seen one of the two corrupted frames not be an echo request: 3 of 4
+# answered, InCsumErrors +1; docs/fault-injection.md.)
+# shellcheck disable=SC2034 # read by expect's arithmetic
+caught=$((${after:-0} - ${before:-0}))
+expect "corrupt-frames: B's ICMP counts checksum errors, one per lost ping" \
+	"caught >= 1 && caught == 4 - RECEIVED" \
+	"InCsumErrors ${before:-?} -> ${after:-?}, $RECEIVED of 4 answered"
 n=$(fault_count vf1 rx_frames_corrupted)
 expect "corrupt-frames: card counted 2" "n == 2" "counted $n"
 recovers "corrupt-frames"
