@@ -209,13 +209,14 @@ ip -n n1 neigh replace "$IP0" lladdr "$MAC0" dev "$DEV1" nud permanent
 step "accounting flow: UDP n0 -> n1, $ACCOUNT_RATE for $ACCOUNT_SECONDS s"
 echo "SOAK-ACCOUNT-BEGIN $ROLE"
 sleep 4
-read -r s0 d0 r0 < <(account_counters)
+# A here-string, not <(...): the initramfs has no /dev/fd.
+read -r s0 d0 r0 <<<"$(account_counters)"
 ip netns exec n0 timeout $((ACCOUNT_SECONDS + 30)) iperf3 -c "$IP1" -p 5202 -u \
 	-b "$ACCOUNT_RATE" -l "$ACCOUNT_LEN" -t "$ACCOUNT_SECONDS" >/tmp/account.log 2>&1
 arc=$?
 # Whatever is still on its way lands within this.
 sleep 2
-read -r s1 d1 r1 < <(account_counters)
+read -r s1 d1 r1 <<<"$(account_counters)"
 sed 's/^/  [account] /' /tmp/account.log | grep -E 'sender|receiver|error'
 sent=$((s1 - s0)) received=$((r1 - r0))
 echo "SOAK-ACCOUNT-END $ROLE status=$arc sent=$sent received=$received guest_drops=$((d1 - d0))"
