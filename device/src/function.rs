@@ -874,11 +874,21 @@ impl Function {
         let qp = &mut self.qps[q];
         let effect = match reg {
             QpReg::Ctrl => {
-                let errors = qp.tx.context().errors + qp.rx.context().errors;
+                // The queues this write failed (a start that broke a rule).
+                // Not from the contexts' error counters: a start loads them
+                // from guest memory, where they may hold anything.
+                let in_error = |qp: &QueuePair| {
+                    let s = qp.status();
+                    [s.tx_error(), s.rx_error()]
+                };
+                let before = in_error(qp);
                 qp.set_ctrl(name, dma, bat, QpCtrl::from_bits(v));
-                let now = qp.tx.context().errors + qp.rx.context().errors;
-                self.counters
-                    .add(FnStat::QueueErrors, now.saturating_sub(errors));
+                let failed = in_error(qp)
+                    .into_iter()
+                    .zip(before)
+                    .filter(|&(now, was)| now && !was)
+                    .count();
+                self.counters.add(FnStat::QueueErrors, failed as u64);
                 QpEffect::None
             }
             QpReg::TxTail => qp.tx_doorbell(name, dma, v),
