@@ -4,8 +4,9 @@
 # Installs what is missing (qemu/setup.sh: QEMU with vfio-user, the guest
 # kernel and headers, busybox and guest tools, the guest driver and the
 # initramfs), then checks formatting and lints, and runs every test: unit
-# tests, vfio-user protocol tests (rust-vmm client and hostile clients) and
-# the end-to-end guest tests under QEMU. Exits non-zero on any failure.
+# tests, vfio-user protocol tests (rust-vmm client and hostile clients), the
+# end-to-end guest tests under QEMU and a short run of every fuzz target
+# (tests/fuzz.sh). Exits non-zero on any failure.
 # Guest console logs of failed end-to-end tests stay in target/e2e-logs/.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -19,13 +20,20 @@ qemu/setup.sh
 step "format and lints"
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --quiet -- -D warnings
+# fuzz/ is a workspace of its own (docs/fuzzing.md).
+cargo fmt --manifest-path fuzz/Cargo.toml --all -- --check
+cargo clippy --manifest-path fuzz/Cargo.toml --all-targets --quiet -- -D warnings
 make -s -C guest-driver checkpatch
-shellcheck -x qemu/*.sh tests/run.sh tests/e2e/*.sh tests/bench/*.sh
+shellcheck -x qemu/*.sh tests/*.sh tests/e2e/*.sh tests/bench/*.sh
 
 step "build"
 cargo build --workspace --all-targets --quiet
 
 step "tests"
 cargo test --workspace --no-fail-fast
+
+step "fuzz: seeds and saved crash inputs, then a short run of every target"
+cargo run --quiet --manifest-path fuzz/Cargo.toml --example gen-seeds -- --check
+tests/fuzz.sh --seconds 10
 
 step "done"

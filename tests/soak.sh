@@ -16,10 +16,10 @@
 #   - both guests' checks passed: no echoed file came back different, every
 #     echo round and iperf3 run completed, clean driver unload;
 #   - counters add up: for each guest's accounting flow (UDP n0 -> n1, the
-#     receiving VF limited to 20 Mbit/s), datagrams sent = received + the
+#     receiving VF limited to 20 Mbit/s), frames sent = received + the
 #     card's drops (the receiving VF's rx_drops, rx_rate_drops and
-#     link_drops, the sending VF's tx_drops, between the guest's BEGIN and
-#     END lines) + the drops the guest's kernel counted;
+#     link_drops between the guest's BEGIN and END lines) + the drops the
+#     guest's netdevs counted;
 #   - vnicd's RSS stays flat: the last sample is within max(1 MiB, 5 %) of
 #     the first one taken after both guests started their traffic;
 #   - vnicd is still running at the end and exits 0 on SIGTERM.
@@ -100,10 +100,11 @@ rss_kib() { awk '/^RssAnon:/ { print $2 }' "/proc/$VNICD/status"; }
 vm_rss_kib() { awk '/^VmRSS:/ { print $2 }' "/proc/$VNICD/status"; }
 # fn_stat FUNCTION NAME: one of the function's counters.
 fn_stat() { "${CTL[@]}" --json stats "$1" | jq -r --arg n "$2" '.functions[0].counters[$n] // empty'; }
-# card_drops RECEIVER SENDER: the card's drops on the accounting flow's way.
+# card_drops RECEIVER: the card's drops of frames for RECEIVER (drops on
+# the sending side show in the sending guest's tx_dropped).
 card_drops() {
 	echo $(($(fn_stat "$1" rx_drops) + $(fn_stat "$1" rx_rate_drops) +
-		$(fn_stat "$1" link_drops) + $(fn_stat "$2" tx_drops)))
+		$(fn_stat "$1" link_drops)))
 }
 running() { kill -0 "$1" 2>/dev/null; }
 seen() { grep -aq "$2" "$LOGS/guest-$1.log" 2>/dev/null; }
@@ -116,11 +117,11 @@ while running "$GUEST_A" || running "$GUEST_B"; do
 	for r in a b; do
 		if [[ -z ${BEGUN[$r]:-} ]] && seen "$r" "SOAK-ACCOUNT-BEGIN $r"; then
 			"${CTL[@]}" rate "${RECEIVER[$r]}" rx --avg "$RX_LIMIT" --burst 32K >/dev/null
-			BEFORE[$r]=$(card_drops "${RECEIVER[$r]}" "${SENDER[$r]}")
+			BEFORE[$r]=$(card_drops "${RECEIVER[$r]}")
 			BEGUN[$r]=1
 		fi
 		if [[ -z ${ENDED[$r]:-} ]] && seen "$r" "SOAK-ACCOUNT-END $r"; then
-			AFTER[$r]=$(card_drops "${RECEIVER[$r]}" "${SENDER[$r]}")
+			AFTER[$r]=$(card_drops "${RECEIVER[$r]}")
 			"${CTL[@]}" rate "${RECEIVER[$r]}" rx --clear >/dev/null
 			ENDED[$r]=1
 		fi

@@ -250,6 +250,13 @@ impl Card {
         &self.uplink
     }
 
+    /// The physical port, for out-of-crate drivers of an in-memory uplink
+    /// ([`Uplink::memory`]) to inject and collect frames.
+    #[cfg(any(test, feature = "test-utils"))]
+    pub fn uplink_mut(&mut self) -> &mut Uplink {
+        &mut self.uplink
+    }
+
     /// A function's client went away: flush its queues to guest memory and
     /// drop what the client set up.
     pub fn disconnect(&mut self, index: usize) {

@@ -908,6 +908,33 @@ mod tests {
         assert_eq!(fn_stat(&c, 2, FnStat::QueueErrors), 1);
     }
 
+    // Found with the `rings` fuzz target (docs/fuzzing.md): QUEUE_ERRORS
+    // counts the queues a QP_CTRL write failed, not the change of the
+    // contexts' error counters, which a start loads from guest memory.
+    #[test]
+    fn queue_errors_count_failed_starts_whatever_the_contexts_say() {
+        let mut c = card();
+        let a = Vm::attach(&mut c, 1, 0);
+        wr(&mut c, 1, qp_reg(0, 0x08), 0);
+        for ty in [ServiceType::SendQueue, ServiceType::ReceiveQueue] {
+            let at = a.tables.context(ty, 0);
+            a.drv.write_u16(at + 8, 7);
+            a.drv.write_u64(at + 48, u64::MAX - 1);
+        }
+        wr(&mut c, 1, qp_reg(0, 0x08), 3);
+        assert_eq!(
+            rd(&mut c, 1, qp_reg(0, 0x0c)) & 0b1111,
+            0b1100,
+            "both failed"
+        );
+        assert_eq!(fn_stat(&c, 1, FnStat::QueueErrors), 2);
+        wr(&mut c, 1, qp_reg(0, 0x08), 0);
+        a.drv
+            .write_u64(a.tables.context(ServiceType::SendQueue, 0) + 48, 0);
+        wr(&mut c, 1, qp_reg(0, 0x08), 1);
+        assert_eq!(fn_stat(&c, 1, FnStat::QueueErrors), 3, "never less");
+    }
+
     #[test]
     fn hostile_send_ring_fails_one_queue_and_nothing_else() {
         let mut c = card();

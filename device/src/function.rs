@@ -273,9 +273,10 @@ fn rx_doorbell(
     d.fire
 }
 
-/// Times the queues of `qp` entered the error state (their contexts' count).
-fn queue_errors(qp: &QueuePair) -> u64 {
-    qp.tx.context().errors + qp.rx.context().errors
+/// Whether the send and receive queue of `qp` are in the error state.
+fn queues_in_error(qp: &QueuePair) -> [bool; 2] {
+    let s = qp.status();
+    [s.tx_error(), s.rx_error()]
 }
 
 fn fire_if(fire: bool) -> QpEffect {
@@ -1090,14 +1091,19 @@ impl Function {
     /// A queue-pair register write. Whatever the register, a queue it puts
     /// into the error state (QP_CTRL loading a bad context, a doorbell
     /// beyond the ring, a receive doorbell whose waiting frames meet a bad
-    /// buffer) counts in QUEUE_ERRORS: the contexts' error counts before
-    /// and after tell.
+    /// buffer) counts in QUEUE_ERRORS: the queues' error states before and
+    /// after tell. Not the contexts' error counters: a start loads them
+    /// from guest memory, where they may hold anything (found by the
+    /// `rings` fuzz target, docs/fuzzing.md).
     fn qp_write(&mut self, q: usize, reg: QpReg, v: u32) {
-        let errors = queue_errors(&self.qps[q]);
+        let before = queues_in_error(&self.qps[q]);
         self.qp_write_inner(q, reg, v);
-        let now = queue_errors(&self.qps[q]);
-        self.counters
-            .add(FnStat::QueueErrors, now.saturating_sub(errors));
+        let failed = queues_in_error(&self.qps[q])
+            .into_iter()
+            .zip(before)
+            .filter(|&(now, was)| now && !was)
+            .count();
+        self.counters.add(FnStat::QueueErrors, failed as u64);
     }
 
     fn qp_write_inner(&mut self, q: usize, reg: QpReg, v: u32) {

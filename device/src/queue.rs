@@ -188,7 +188,7 @@ impl Queue {
     fn fail(&mut self, dma: &DmaSpace, e: QueueError) {
         self.capture();
         self.error = Some(e);
-        self.ctx.errors += 1;
+        self.ctx.count_error();
         self.ctx.state = ctx_state::ERROR;
         self.ctx.error = e.code();
         self.store(dma);
@@ -503,7 +503,7 @@ impl QueuePair {
     }
 
     fn report(&self, who: &str, what: &str, e: QueueError) {
-        let n = self.tx.ctx.errors + self.rx.ctx.errors;
+        let n = self.tx.ctx.errors.wrapping_add(self.rx.ctx.errors);
         if crate::function::rate_limited(n) {
             warn!("{who}: queue pair {} {what} queue error: {e}", self.index);
         }
@@ -676,10 +676,9 @@ impl QueuePair {
         }
         let c = &mut self.tx.ctx;
         if dropped {
-            c.drops += 1;
+            c.count_drops(1);
         } else {
-            c.packets += 1;
-            c.bytes += frame.len as u64;
+            c.count(1, frame.len as u64);
         }
         self.tx.dirty = true;
         Ok(self.irq.event(now))
@@ -765,8 +764,7 @@ impl QueuePair {
         }
         ring.advance(done.len() as u16);
         let c = &mut self.tx.ctx;
-        c.packets += done.len() as u64;
-        c.bytes += bytes;
+        c.count(done.len() as u64, bytes);
         self.tx.dirty = true;
         Ok(self.irq.events(now, done.len()))
     }
@@ -780,8 +778,7 @@ impl QueuePair {
         };
         ring.head = head;
         let c = &mut self.rx.ctx;
-        c.packets += n as u64;
-        c.bytes += bytes;
+        c.count(n as u64, bytes);
         self.rx.dirty = true;
         self.irq.events(now, n)
     }
@@ -800,7 +797,7 @@ impl QueuePair {
         now: Instant,
     ) -> Result<Arrival, QueueError> {
         let Some(ring) = self.rx.ring.as_mut() else {
-            self.rx.ctx.drops += 1;
+            self.rx.ctx.count_drops(1);
             return Ok(Arrival::Dropped);
         };
         let features = self.rx.features;
@@ -823,15 +820,14 @@ impl QueuePair {
         self.rx.dirty = true;
         Ok(match outcome {
             RxOutcome::Delivered => {
-                self.rx.ctx.packets += 1;
-                self.rx.ctx.bytes += frame.len() as u64;
+                self.rx.ctx.count(1, frame.len() as u64);
                 Arrival::Delivered {
                     fire: self.irq.event(now),
                 }
             }
             RxOutcome::NoBuffer => self.buffer(bytes),
             RxOutcome::TooLong => {
-                self.rx.ctx.drops += 1;
+                self.rx.ctx.count_drops(1);
                 Arrival::Dropped
             }
         })
@@ -840,7 +836,7 @@ impl QueuePair {
     /// Keeps a frame (with its header) in the packet buffer, if it fits.
     fn buffer(&mut self, bytes: RxBytes) -> Arrival {
         if self.rx_backlog_bytes + bytes.len() > RX_BUFFER_BYTES {
-            self.rx.ctx.drops += 1;
+            self.rx.ctx.count_drops(1);
             self.rx.dirty = true;
             return Arrival::Dropped;
         }
@@ -896,9 +892,8 @@ impl QueuePair {
         }
         if d.packets + d.drops > 0 {
             let c = &mut self.rx.ctx;
-            c.packets += d.packets;
-            c.bytes += d.bytes;
-            c.drops += d.drops;
+            c.count(d.packets, d.bytes);
+            c.count_drops(d.drops);
             self.rx.dirty = true;
         }
         if d.packets > 0 {
@@ -982,6 +977,44 @@ mod tests {
         assert_eq!(qp2.status().rx_code(), 1);
         assert_eq!(s.drv.read_u16(at + 10), ctx_state::ERROR);
         assert_eq!(s.drv.read_u64(at + 48), 1, "errors counter");
+    }
+
+    /// Offsets of the counters in a queue context (docs/datapath.md).
+    const CTX_PACKETS: u64 = 24;
+    const CTX_BYTES: u64 = 32;
+    const CTX_ERRORS: u64 = 48;
+
+    // Found by the `rings` fuzz target (docs/fuzzing.md): the counters are
+    // loaded from guest memory, and adding to u64::MAX overflowed (a panic
+    // in a debug build of vnicd) when a start failed or a frame arrived.
+    #[test]
+    fn context_counters_at_their_maximum_wrap_instead_of_overflowing() {
+        let s = setup(1);
+        for ty in [ServiceType::SendQueue, ServiceType::ReceiveQueue] {
+            let at = s.tables.context(ty, 2);
+            s.drv.write_u64(at, s.rx);
+            s.drv.write_u16(at + 8, 7);
+            s.drv.write_u64(at + CTX_ERRORS, u64::MAX);
+        }
+        let mut qp = QueuePair::new(2, Mac::default());
+        qp.set_ctrl("t", s.drv.dma(), Some(&s.bat), both());
+        assert!(qp.status().tx_error() && qp.status().rx_error());
+        let at = s.tables.context(ServiceType::ReceiveQueue, 2);
+        assert_eq!(s.drv.read_u64(at + CTX_ERRORS), 0, "wrapped");
+
+        let mut s = setup(1);
+        let at = s.tables.context(ServiceType::ReceiveQueue, 1);
+        s.drv.write_u64(at + CTX_PACKETS, u64::MAX);
+        s.drv.write_u64(at + CTX_BYTES, u64::MAX);
+        let mut qp = QueuePair::new(1, Mac::default());
+        qp.set_ctrl("t", s.drv.dma(), Some(&s.bat), both());
+        s.drv.post_rx(s.rx, 64, 0, 1, 2048);
+        qp.rx_doorbell("t", s.drv.dma(), 1, Instant::now());
+        let arrival = qp.rx_put("t", s.drv.dma(), None, &frame(60), Instant::now());
+        assert!(matches!(arrival, Ok(Arrival::Delivered { .. })));
+        qp.set_ctrl("t", s.drv.dma(), Some(&s.bat), QpCtrl::new());
+        assert_eq!(s.drv.read_u64(at + CTX_PACKETS), 0);
+        assert_eq!(s.drv.read_u64(at + CTX_BYTES), 59);
     }
 
     #[test]

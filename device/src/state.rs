@@ -374,6 +374,27 @@ impl Context {
     pub fn store(&self, dma: &DmaSpace, addr: u64) -> Result<(), DmaError> {
         dma.write_obj(addr, QueueContext::from(*self))
     }
+
+    // The counters are loaded from guest memory (a queue resumes from the
+    // numbers its context holds), so they may start anywhere, up to
+    // u64::MAX: they wrap, as a device's statistics registers do, rather
+    // than overflow.
+
+    /// Counts `packets` frames of `bytes` bytes in all.
+    pub fn count(&mut self, packets: u64, bytes: u64) {
+        self.packets = self.packets.wrapping_add(packets);
+        self.bytes = self.bytes.wrapping_add(bytes);
+    }
+
+    /// Counts `n` dropped frames.
+    pub fn count_drops(&mut self, n: u64) {
+        self.drops = self.drops.wrapping_add(n);
+    }
+
+    /// Counts one queue error.
+    pub fn count_error(&mut self) {
+        self.errors = self.errors.wrapping_add(1);
+    }
 }
 
 #[cfg(test)]

@@ -20,10 +20,11 @@
 #     Any difference is "SOAK-CORRUPT".
 # Then one accounting flow, alone on its two VFs: 5 s of UDP from n0 to n1
 # at 40 Mbit/s while the host limits n1's VF to 20 Mbit/s (RX policy).
-# The guest prints the datagrams its kernel sent, received and dropped on
-# the way ("SOAK-ACCOUNT-END"; iperf3 is only the generator: its own count
-# misses datagrams that land after its last report); the host adds the
-# card's drops between SOAK-ACCOUNT-BEGIN and -END and checks that
+# The guest prints the frames its netdevs sent, received and dropped on the
+# way ("SOAK-ACCOUNT-END"; iperf3 is only the generator: its own count
+# misses datagrams that land after its last report, and its TCP control
+# connection shares the way); the host adds the card's receive-side drops
+# between SOAK-ACCOUNT-BEGIN and -END and checks that
 #   sent = received + card drops + guest drops.
 #
 # Prints "E2E-OK <check>" / "E2E-FAIL <check>: <detail>"; exits 1 if any
@@ -79,16 +80,16 @@ snmp() {
 }
 
 # account_counters: "sent dropped received" of the accounting flow's way,
-# as this guest's kernel counts them: datagrams n0's UDP handed to the
-# device (OutDatagrams; a qdisc drop counts as SndbufErrors instead), the
-# drops between (n0's tx_dropped, n1's rx_dropped, n1's UDP InErrors,
-# which include RcvbufErrors), and what n1's UDP took in (InDatagrams, and
-# NoPorts: datagrams that came after iperf3's socket closed).
+# in frames, as this guest's netdevs count them: every frame n0's stack
+# handed DEV0 (tx_packets + tx_dropped), the ones the guest dropped
+# (DEV0's tx_dropped, whoever refused them, and DEV1's rx_dropped), and the
+# frames DEV1 passed up (rx_packets). Frames, not datagrams: iperf3's TCP
+# control connection shares the way and the card's drop counters.
 account_counters() {
-	echo "$(snmp n0 Udp OutDatagrams)" \
-		$(($(stat n0 "$DEV0" tx_dropped) + $(stat n1 "$DEV1" rx_dropped) +
-			$(snmp n1 Udp InErrors))) \
-		$(($(snmp n1 Udp InDatagrams) + $(snmp n1 Udp NoPorts)))
+	local tx txd rx rxd
+	tx=$(stat n0 "$DEV0" tx_packets) txd=$(stat n0 "$DEV0" tx_dropped)
+	rx=$(stat n1 "$DEV1" rx_packets) rxd=$(stat n1 "$DEV1" rx_dropped)
+	echo $((tx + txd)) $((txd + rxd)) "$rx"
 }
 
 # echo_round NS DST PORT: one file through the echo server at DST:PORT;

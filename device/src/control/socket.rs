@@ -23,13 +23,23 @@ pub const MAX_CLIENTS: usize = 16;
 /// Answers and events waiting for one client before it is disconnected.
 pub const MAX_PENDING_BYTES: usize = 4 * 1024 * 1024;
 
-/// One control client.
+/// One control client: its socket and its session.
 struct Client {
     stream: UnixStream,
+    session: Session,
+}
+
+/// The socket-independent part of a control client: newline framing of
+/// its requests, their answers and whether it subscribed to events. The
+/// socket feeds it bytes; tests and fuzzers feed it directly, through the
+/// same code vnicd runs.
+#[derive(Debug, Default)]
+pub struct Session {
     /// Bytes read but not yet a whole line.
     input: Vec<u8>,
     /// The current line outgrew [`MAX_REQUEST_BYTES`]: skip to its end.
     skipping: bool,
+    /// Answers (and events, for a subscriber) not yet sent.
     output: Vec<u8>,
     subscribed: bool,
 }
@@ -96,10 +106,7 @@ impl ControlSocket {
             }
             self.clients[i] = Some(Client {
                 stream,
-                input: Vec::new(),
-                skipping: false,
-                output: Vec::new(),
-                subscribed: false,
+                session: Session::default(),
             });
         }
     }
@@ -143,8 +150,8 @@ impl ControlSocket {
         }
         for i in 0..self.clients.len() {
             let gone = match &mut self.clients[i] {
-                Some(c) if c.subscribed => {
-                    c.output.extend_from_slice(&lines);
+                Some(c) if c.session.subscribed => {
+                    c.session.output.extend_from_slice(&lines);
                     c.flush() == Served::Gone
                 }
                 _ => false,
@@ -174,7 +181,7 @@ impl Client {
         loop {
             match self.stream.read(&mut buf) {
                 Ok(0) => return Served::Gone,
-                Ok(n) => self.take_input(&buf[..n], card),
+                Ok(n) => self.session.take_input(&buf[..n], card),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => {
@@ -184,15 +191,40 @@ impl Client {
             }
             // A client pipelining many requests gets answers as it goes;
             // one that does not read them is dropped by flush.
-            if self.output.len() > MAX_PENDING_BYTES / 4 && self.flush() == Served::Gone {
+            if self.session.output.len() > MAX_PENDING_BYTES / 4 && self.flush() == Served::Gone {
                 return Served::Gone;
             }
         }
         Served::Open
     }
 
-    /// Splits input into lines and answers each whole one.
-    fn take_input(&mut self, mut bytes: &[u8], card: &mut Card) {
+    /// Writes what the socket takes now; a client that lets too much pile
+    /// up is dropped.
+    fn flush(&mut self) -> Served {
+        while !self.session.output.is_empty() {
+            match self.stream.write(&self.session.output) {
+                Ok(0) => return Served::Gone,
+                Ok(n) => {
+                    self.session.output.drain(..n);
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => return Served::Gone,
+            }
+        }
+        if self.session.output.len() > MAX_PENDING_BYTES {
+            warn!("control client does not read its answers; disconnecting");
+            return Served::Gone;
+        }
+        Served::Open
+    }
+}
+
+impl Session {
+    /// Splits input into lines and runs each whole one on `card`, queueing
+    /// its answer; a line longer than [`MAX_REQUEST_BYTES`] is answered
+    /// with an error and skipped to its end.
+    pub fn take_input(&mut self, mut bytes: &[u8], card: &mut Card) {
         while let Some(nl) = bytes.iter().position(|&b| b == b'\n') {
             let (line, rest) = (&bytes[..nl], &bytes[nl + 1..]);
             bytes = rest;
@@ -240,24 +272,14 @@ impl Client {
         self.output.push(b'\n');
     }
 
-    /// Writes what the socket takes now; a client that lets too much pile
-    /// up is dropped.
-    fn flush(&mut self) -> Served {
-        while !self.output.is_empty() {
-            match self.stream.write(&self.output) {
-                Ok(0) => return Served::Gone,
-                Ok(n) => {
-                    self.output.drain(..n);
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(_) => return Served::Gone,
-            }
-        }
-        if self.output.len() > MAX_PENDING_BYTES {
-            warn!("control client does not read its answers; disconnecting");
-            return Served::Gone;
-        }
-        Served::Open
+    /// The answers (and events) produced so far and not yet taken, as
+    /// newline-terminated JSON.
+    pub fn output(&self) -> &[u8] {
+        &self.output
+    }
+
+    /// Whether the client asked for the event stream.
+    pub fn subscribed(&self) -> bool {
+        self.subscribed
     }
 }

@@ -27,7 +27,7 @@ mod dispatch;
 
 use std::io;
 use std::os::fd::{AsRawFd, RawFd};
-use std::os::unix::net::UnixListener;
+use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 
 use std::time::{Duration, Instant};
@@ -85,12 +85,97 @@ struct Listener {
     path: PathBuf,
 }
 
-/// What became of a connection after handling its events.
-enum ConnState {
+/// What became of a client after [`Client::serve`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ClientState {
+    /// Everything it sent so far is answered (the socket would block).
     Open,
     /// More messages may be waiting; revisit without blocking.
     Busy,
+    /// It hung up, broke the framing or stopped reading: drop it (and
+    /// [`Card::disconnect`] its function).
     Gone,
+}
+
+/// One function's vfio-user client: its connection and what it has
+/// negotiated. The event loop owns one per attached function; tests and
+/// fuzzers drive one over a socket pair without the loop, through exactly
+/// the code vnicd runs.
+pub struct Client {
+    conn: Connection,
+}
+
+impl Client {
+    /// A client on `stream` (made non-blocking).
+    pub fn new(stream: UnixStream) -> io::Result<Self> {
+        Connection::new(stream).map(|conn| Client { conn })
+    }
+
+    /// The client's socket.
+    pub fn stream(&self) -> &UnixStream {
+        self.conn.stream()
+    }
+
+    /// Reads and answers up to [`MESSAGES_PER_TURN`] messages for function
+    /// `index` of `card`, then sends the replies the socket takes. A PF
+    /// admin command runs right after the message that wrote it, so the
+    /// client's next read sees its status.
+    pub fn serve(&mut self, card: &mut Card, index: usize) -> ClientState {
+        let conn = &mut self.conn;
+        let mut state = ClientState::Open;
+        for n in 0.. {
+            let Some(func) = card.function_mut(index) else {
+                return ClientState::Open;
+            };
+            if func.admin_pending() {
+                card.run_admin(index);
+                continue;
+            }
+            if n >= MESSAGES_PER_TURN {
+                state = ClientState::Busy;
+                break;
+            }
+            match conn.read_message() {
+                Incoming::Message(msg) => {
+                    if let Some(bytes) = dispatch::handle(func, &mut conn.versioned, msg) {
+                        if !conn.queue(bytes) {
+                            error!(
+                                "{}: client stopped reading replies; disconnecting",
+                                func.name()
+                            );
+                            return ClientState::Gone;
+                        }
+                    }
+                }
+                Incoming::BadHeader(header, e) => {
+                    func.count_protocol_error();
+                    warn!(
+                        "{}: malformed message header ({e}); disconnecting",
+                        func.name()
+                    );
+                    conn.queue(error_reply(&header, e.errno()));
+                    let _ = conn.flush();
+                    return ClientState::Gone;
+                }
+                Incoming::WouldBlock => break,
+                Incoming::Closed => {
+                    info!("{}: client disconnected", func.name());
+                    return ClientState::Gone;
+                }
+                Incoming::Fatal(why) => {
+                    func.count_protocol_error();
+                    warn!("{}: {why}; disconnecting", func.name());
+                    return ClientState::Gone;
+                }
+            }
+        }
+        if let Err(e) = conn.flush() {
+            let name = card.functions().get(index).map_or("?", |f| f.name());
+            info!("{name}: client gone while replying: {e}");
+            return ClientState::Gone;
+        }
+        state
+    }
 }
 
 pub struct Server {
@@ -100,7 +185,7 @@ pub struct Server {
     paths: Vec<PathBuf>,
     listeners: Vec<Option<Listener>>,
     control: ControlSocket,
-    conns: Vec<Option<Connection>>,
+    conns: Vec<Option<Client>>,
     /// Connections that still had data when their turn ended.
     backlog: Vec<usize>,
     timer: TimerFd,
@@ -264,9 +349,9 @@ impl Server {
                 let state = self.service(i);
                 self.card.after_io(i);
                 match state {
-                    ConnState::Open => {}
-                    ConnState::Busy => self.backlog.push(i),
-                    ConnState::Gone => self.drop_client(i),
+                    ClientState::Open => {}
+                    ClientState::Busy => self.backlog.push(i),
+                    ClientState::Gone => self.drop_client(i),
                 }
             }
             if uplink {
@@ -320,7 +405,7 @@ impl Server {
             // The old client may have gone without its hang-up being handled
             // yet (a QEMU restart races with us): settle it first.
             if self.conns[index].is_some() {
-                if let ConnState::Gone = self.service(index) {
+                if let ClientState::Gone = self.service(index) {
                     self.drop_client(index);
                 }
             }
@@ -328,7 +413,7 @@ impl Server {
                 warn!("{name}: refusing a second client while one is attached");
                 continue;
             }
-            let conn = match Connection::new(stream) {
+            let conn = match Client::new(stream) {
                 Ok(c) => c,
                 Err(e) => {
                     warn!("{name}: cannot set up client: {e}");
@@ -351,68 +436,13 @@ impl Server {
         }
     }
 
-    /// Reads and answers up to [`MESSAGES_PER_TURN`] messages of one client.
-    /// An admin command (PF) runs right after the message that wrote it, so
-    /// the client's next read sees its status.
-    fn service(&mut self, index: usize) -> ConnState {
-        let mut state = ConnState::Open;
-        for n in 0.. {
-            let (Some(conn), Some(func)) =
-                (self.conns[index].as_mut(), self.card.function_mut(index))
-            else {
-                return ConnState::Open;
-            };
-            if func.admin_pending() {
-                self.card.run_admin(index);
-                continue;
-            }
-            if n >= MESSAGES_PER_TURN {
-                state = ConnState::Busy;
-                break;
-            }
-            match conn.read_message() {
-                Incoming::Message(msg) => {
-                    if let Some(bytes) = dispatch::handle(func, &mut conn.versioned, msg) {
-                        if !conn.queue(bytes) {
-                            error!(
-                                "{}: client stopped reading replies; disconnecting",
-                                func.name()
-                            );
-                            return ConnState::Gone;
-                        }
-                    }
-                }
-                Incoming::BadHeader(header, e) => {
-                    func.count_protocol_error();
-                    warn!(
-                        "{}: malformed message header ({e}); disconnecting",
-                        func.name()
-                    );
-                    conn.queue(error_reply(&header, e.errno()));
-                    let _ = conn.flush();
-                    return ConnState::Gone;
-                }
-                Incoming::WouldBlock => break,
-                Incoming::Closed => {
-                    info!("{}: client disconnected", func.name());
-                    return ConnState::Gone;
-                }
-                Incoming::Fatal(why) => {
-                    func.count_protocol_error();
-                    warn!("{}: {why}; disconnecting", func.name());
-                    return ConnState::Gone;
-                }
-            }
+    /// Reads and answers up to [`MESSAGES_PER_TURN`] messages of client
+    /// `index`.
+    fn service(&mut self, index: usize) -> ClientState {
+        match self.conns[index].as_mut() {
+            Some(client) => client.serve(&mut self.card, index),
+            None => ClientState::Open,
         }
-        let (Some(conn), Some(func)) = (self.conns[index].as_mut(), self.card.function_mut(index))
-        else {
-            return state;
-        };
-        if let Err(e) = conn.flush() {
-            info!("{}: client gone while replying: {e}", func.name());
-            return ConnState::Gone;
-        }
-        state
     }
 
     fn drop_client(&mut self, index: usize) {

@@ -171,8 +171,8 @@ enum Backend {
     None,
     Tap(tap::Tap),
     Udp(udp::Udp),
-    /// Frames kept in memory, for the card's unit tests.
-    #[cfg(test)]
+    /// Frames kept in memory, for the card's unit tests and fuzzers.
+    #[cfg(any(test, feature = "test-utils"))]
     Memory {
         sent: Vec<Vec<u8>>,
         incoming: std::collections::VecDeque<Vec<u8>>,
@@ -228,7 +228,7 @@ impl Uplink {
             Backend::None => None,
             Backend::Tap(t) => Some(t.fd()),
             Backend::Udp(u) => Some(u.fd()),
-            #[cfg(test)]
+            #[cfg(any(test, feature = "test-utils"))]
             Backend::Memory { .. } => None,
         }
     }
@@ -244,7 +244,7 @@ impl Uplink {
             Backend::None => Ok(()),
             Backend::Tap(t) => t.send(frame),
             Backend::Udp(u) => u.send(frame),
-            #[cfg(test)]
+            #[cfg(any(test, feature = "test-utils"))]
             Backend::Memory { sent, .. } => {
                 sent.push(frame.to_vec());
                 Ok(())
@@ -273,7 +273,7 @@ impl Uplink {
             Backend::None => Received::Empty,
             Backend::Tap(t) => t.recv(&mut self.buf)?,
             Backend::Udp(u) => u.recv(&mut self.buf)?,
-            #[cfg(test)]
+            #[cfg(any(test, feature = "test-utils"))]
             Backend::Memory { incoming, .. } => match incoming.pop_front() {
                 Some(f) => {
                     self.buf.clear();
@@ -301,7 +301,7 @@ impl Uplink {
     }
 }
 
-#[cfg(test)]
+#[cfg(any(test, feature = "test-utils"))]
 impl Uplink {
     /// An uplink whose frames stay in memory.
     pub fn memory() -> Self {
