@@ -24,7 +24,7 @@ cargo clippy --workspace --all-targets --quiet -- -D warnings
 cargo fmt --manifest-path fuzz/Cargo.toml --all -- --check
 cargo clippy --manifest-path fuzz/Cargo.toml --all-targets --quiet -- -D warnings
 make -s -C guest-driver checkpatch
-shellcheck -x qemu/*.sh tests/*.sh tests/e2e/*.sh tests/bench/*.sh
+shellcheck -x qemu/*.sh tests/*.sh tests/e2e/*.sh tests/bench/*.sh tests/soak/*.sh
 
 step "build"
 cargo build --workspace --all-targets --quiet
