@@ -71,14 +71,6 @@ finish() {
 # stat NS DEV NAME: a netdev statistic (sysfs) of DEV in namespace NS.
 stat() { ip netns exec "$1" cat "/sys/class/net/$2/statistics/$3"; }
 
-# snmp NS PROTO FIELD: a /proc/net/snmp counter of namespace NS.
-# shellcheck disable=SC2016 # an awk program
-snmp() {
-	ip netns exec "$1" awk -v p="$2:" -v f="$3" '
-		$1 == p && !h { for (i = 2; i <= NF; i++) col[$i] = i; h = 1; next }
-		$1 == p && h { print $col[f]; exit }' /proc/net/snmp
-}
-
 # account_counters: "sent dropped received" of the accounting flow's way,
 # in frames, as this guest's netdevs count them: every frame n0's stack
 # handed DEV0 (tx_packets + tx_dropped), the ones the guest dropped
