@@ -9,7 +9,9 @@
 # prints KILL-READY and keeps pinging it every 50 ms until QEMU is killed;
 # it never ends by itself (the launcher's timeout bounds it).
 # KILL_ROUND=2 (the new QEMU on the same VF socket): loads vnic.ko again,
-# checks that the survivor answers 5/5, unloads cleanly.
+# checks that the survivor answers 5/5, then stays up until the survivor
+# goes silent (it unloads vnic.ko only after its own pings to this guest),
+# and unloads cleanly.
 # Prints "E2E-OK <check>" or "E2E-FAIL <check>: <detail>"; exits 1 if any
 # check failed.
 #
@@ -21,6 +23,7 @@ MAC=02:76:6e:00:02:00 # VF1 queue pair 0
 IP=10.4.0.2
 PEER=10.4.0.1
 REACH_SECONDS=200
+SURVIVOR_DONE_SECONDS=120 # the survivor's checks of this guest, then its teardown
 PINGS=5
 
 # shellcheck source=tests/e2e/lib.sh
@@ -38,6 +41,8 @@ finish() {
 
 # shellcheck disable=SC2317 # run through wait_for
 answers() { ping -c 1 -W 1 "$PEER"; }
+# shellcheck disable=SC2317 # run through wait_for
+survivor_silent() { ! ping -c 1 -W 1 "$PEER"; }
 # shellcheck disable=SC2317 # run through wait_for
 link_up() { ip -o link show dev "$1" | grep -q LOWER_UP; }
 
@@ -75,5 +80,13 @@ if printf '%s\n' "$out" | grep -q " $PINGS packets received"; then
 	ok "the new QEMU's vNIC reaches the survivor: $PINGS/$PINGS"
 else
 	fail "the new QEMU's vNIC reaches the survivor: $(printf '%s\n' "$out" | grep transmitted)"
+fi
+# The survivor pings this guest after it sees it answer again; powering off
+# before it is done would fail its check, not ours.
+step "waiting for the survivor to finish (up to $SURVIVOR_DONE_SECONDS s)"
+if wait_for "$SURVIVOR_DONE_SECONDS" survivor_silent; then
+	ok "the survivor finished"
+else
+	fail "the survivor finished: still answering after $SURVIVOR_DONE_SECONDS s"
 fi
 finish
