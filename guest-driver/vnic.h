@@ -323,6 +323,8 @@ struct vnic_xmit_stats {
  * @itr: interrupt moderation interval, us (QP_ITR)
  * @itr_adaptive: let the card adapt the interval to the load (ethtool -C
  *	adaptive-rx on; off by default, docs/performance.md step G2)
+ * @tx_itr: how long a send completion may wait for the interrupt, us
+ *	(QP_ITR.TX_USECS, ethtool -C tx-usecs; 0 on a card older than 1.3)
  * @card_mac: the MAC the card last reported for the queue pair (QP_MAC);
  *	the netdev's address differs from it when set in software only
  * @mac_refused_logged: the card refused a MAC write and it was logged
@@ -366,6 +368,7 @@ struct vnic_port {
 	u32 rx_ring_size;
 	u32 itr;
 	bool itr_adaptive;
+	u32 tx_itr;
 	u8 card_mac[ETH_ALEN];
 	bool mac_refused_logged;
 
@@ -520,6 +523,12 @@ static inline void vnic_qp_wr32(struct vnic_port *port, u32 reg, u32 val)
 static inline u64 vnic_qp_rd64(struct vnic_port *port, u32 reg)
 {
 	return ioread64_lo_hi(port->qp_regs + reg);
+}
+
+/* Does the card take QP_ITR.TX_USECS (interface 1.3)? */
+static inline bool vnic_has_tx_itr(struct vnic_priv *priv)
+{
+	return VNIC_VERSION_MINOR(priv->version) >= VNIC_VERSION_MINOR_TX_USECS;
 }
 
 /*

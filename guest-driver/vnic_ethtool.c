@@ -8,7 +8,8 @@
  * keeps (shared by every netdev of the function, hence the fn_ prefix) and
  * the driver's own counters (sw_). -C rx-usecs is the card's interrupt
  * moderation interval QP_ITR, -C adaptive-rx on (off by default) lets the card
- * adapt it to the load; -G changes the ring sizes.
+ * adapt it to the load, -C tx-usecs is how long send completions alone may
+ * wait for the interrupt; -G changes the ring sizes.
  *
  * A card that does not answer (its configuration lost, until the watchdog
  * restores it) reads 0 or all-ones: the queue counters then come from the
@@ -297,6 +298,7 @@ static int vnic_get_coalesce(struct net_device *netdev,
 
 	ec->rx_coalesce_usecs = port->itr;
 	ec->use_adaptive_rx_coalesce = port->itr_adaptive;
+	ec->tx_coalesce_usecs = port->tx_itr;
 	return 0;
 }
 
@@ -305,10 +307,12 @@ static int vnic_get_coalesce(struct net_device *netdev,
  * @port: the port
  *
  * A 1.0 card ignores ADAPTIVE and uses the interval; a 1.1 card adapts it.
+ * A card older than 1.3 ignores TX_USECS (the driver keeps it 0 there).
  */
 void vnic_write_itr(struct vnic_port *port)
 {
-	u32 v = FIELD_PREP(VNIC_QP_ITR_USECS, port->itr);
+	u32 v = FIELD_PREP(VNIC_QP_ITR_USECS, port->itr) |
+		FIELD_PREP(VNIC_QP_ITR_TX_USECS, port->tx_itr);
 
 	if (port->itr_adaptive)
 		v |= VNIC_QP_ITR_ADAPTIVE;
@@ -326,15 +330,25 @@ static int vnic_set_coalesce(struct net_device *netdev,
 		NL_SET_ERR_MSG_MOD(extack, "rx-usecs must be at most 65535");
 		return -EINVAL;
 	}
+	if (ec->tx_coalesce_usecs > FIELD_MAX(VNIC_QP_ITR_TX_USECS)) {
+		NL_SET_ERR_MSG_MOD(extack, "tx-usecs must be at most 32767");
+		return -EINVAL;
+	}
+	if (ec->tx_coalesce_usecs && !vnic_has_tx_itr(port->priv)) {
+		NL_SET_ERR_MSG_MOD(extack, "the card is older than interface 1.3: no tx-usecs");
+		return -EOPNOTSUPP;
+	}
 	port->itr = ec->rx_coalesce_usecs;
 	port->itr_adaptive = ec->use_adaptive_rx_coalesce;
+	port->tx_itr = ec->tx_coalesce_usecs;
 	vnic_write_itr(port);
 	return 0;
 }
 
 static const struct ethtool_ops vnic_ethtool_ops = {
 	.supported_coalesce_params = ETHTOOL_COALESCE_RX_USECS |
-				     ETHTOOL_COALESCE_USE_ADAPTIVE_RX,
+				     ETHTOOL_COALESCE_USE_ADAPTIVE_RX |
+				     ETHTOOL_COALESCE_TX_USECS,
 	.get_drvinfo = vnic_get_drvinfo,
 	.get_link = ethtool_op_get_link,
 	.get_sset_count = vnic_get_sset_count,

@@ -39,6 +39,16 @@
 
 #include "vnic.h"
 
+/*
+ * Send completions alone wait this long for the interrupt (QP_ITR.TX_USECS):
+ * a sender reclaims its ring in bursts instead of taking an interrupt, a
+ * NAPI poll and a rearm per frame (docs/performance.md, step G5).
+ */
+static unsigned int tx_usecs = 200;
+module_param(tx_usecs, uint, 0444);
+MODULE_PARM_DESC(tx_usecs,
+		 "Initial ethtool -C tx-usecs of every vNIC, 0..32767 (default: 200)");
+
 /**
  * vnic_qerr_name - name of a queue error code
  * @code: VNIC_QERR_*
@@ -635,6 +645,8 @@ static struct vnic_port *vnic_port_create(struct vnic_priv *priv, u32 q)
 	port->itr = itr == ~0U ? VNIC_QP_ITR_DEFAULT :
 		    FIELD_GET(VNIC_QP_ITR_USECS, itr);
 	port->itr_adaptive = false;
+	port->tx_itr = vnic_has_tx_itr(priv) ?
+		       min_t(u32, tx_usecs, FIELD_MAX(VNIC_QP_ITR_TX_USECS)) : 0;
 
 	netdev->netdev_ops = priv->is_vf ? &vnic_netdev_ops :
 					   &vnic_pf_netdev_ops;

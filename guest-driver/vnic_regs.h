@@ -48,6 +48,8 @@
 #define   VNIC_VERSION_MINOR_OFFLOADS	1
 /* First minor version with DB_PAGE and the doorbell page */
 #define   VNIC_VERSION_MINOR_DB_PAGE	2
+/* First minor version with QP_ITR.TX_USECS */
+#define   VNIC_VERSION_MINOR_TX_USECS	3
 
 /* 0x008 FUNC (RO): which function this is */
 #define VNIC_REG_FUNC			0x008
@@ -286,10 +288,13 @@
 /*
  * +0x1C QP_ITR (RW): interrupt moderation interval in us, 0 = off; with
  * ADAPTIVE (interface 1.1) the card picks the interval from the load and
- * USECS reads back its last choice
+ * USECS reads back its last choice. TX_USECS (interface 1.3): how long a
+ * send completion may wait for the interrupt unless a received frame fires
+ * it first; 0 = as long as a receive.
  */
 #define VNIC_QP_ITR			0x1c
 #define   VNIC_QP_ITR_USECS		GENMASK(15, 0)
+#define   VNIC_QP_ITR_TX_USECS		GENMASK(30, 16)
 #define   VNIC_QP_ITR_ADAPTIVE		BIT(31)
 #define   VNIC_QP_ITR_DEFAULT		20
 

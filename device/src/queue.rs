@@ -228,8 +228,11 @@ pub struct QpItr {
     /// Fixed interval, µs (0 = off); while `adaptive`, reads back the
     /// interval the card chose last.
     pub usecs: u16,
+    /// Interface 1.3: how long a send completion may wait for its
+    /// interrupt, µs (`ethtool -C tx-usecs`); 0: as long as a receive
+    /// completion (the 1.2 behaviour). See [`Moderation`].
     #[bits(15)]
-    __: u16,
+    pub tx_usecs: u16,
     /// The card picks the interval from the queue pair's load.
     pub adaptive: bool,
 }
@@ -244,13 +247,26 @@ pub const ADAPTIVE_MAX_US: u64 = 128;
 
 /// Self-masking interrupt with a minimum interval (docs/datapath.md),
 /// fixed or adapted to the load.
+///
+/// Send completions may wait longer than received frames (`tx_interval`):
+/// a sender only needs them to reuse its ring and free its buffers, and
+/// in a TCG guest each interrupt costs the sender an exit, a NAPI poll and
+/// a rearm message, which is what limits a small-datagram sender. A
+/// received frame or a full `tx_interval` fires the vector; either
+/// covers everything completed.
 #[derive(Debug)]
 pub struct Moderation {
     interval: Duration,
+    /// How long a send completion may wait (0: as a receive).
+    tx_interval: Duration,
     adaptive: bool,
     armed: bool,
-    /// Something completed since the last interrupt.
+    /// Something completed since the last interrupt that fires on the
+    /// normal interval (a received frame, or any completion when
+    /// `tx_interval` is 0).
     pending: bool,
+    /// The oldest send completion the last interrupt did not cover.
+    tx_since: Option<Instant>,
     last: Option<Instant>,
     /// When the timer must fire a held-back interrupt.
     pub deadline: Option<Instant>,
@@ -264,9 +280,11 @@ impl Moderation {
     fn new() -> Self {
         Moderation {
             interval: Duration::from_micros(DEFAULT_ITR_US as u64),
+            tx_interval: Duration::ZERO,
             adaptive: false,
             armed: true,
             pending: false,
+            tx_since: None,
             last: None,
             deadline: None,
             completions: 0,
@@ -278,6 +296,7 @@ impl Moderation {
     pub fn itr(&self) -> QpItr {
         QpItr::new()
             .with_usecs(self.interval.as_micros().min(u16::MAX.into()) as u16)
+            .with_tx_usecs(self.tx_interval.as_micros() as u16)
             .with_adaptive(self.adaptive)
     }
 
@@ -285,6 +304,10 @@ impl Moderation {
     pub fn set_itr(&mut self, v: QpItr) {
         self.adaptive = v.adaptive();
         self.interval = Duration::from_micros(if self.adaptive { 0 } else { v.usecs().into() });
+        self.tx_interval = Duration::from_micros(v.tx_usecs().into());
+        if self.tx_interval.is_zero() && self.tx_since.take().is_some() {
+            self.pending = true;
+        }
         self.rate = 0;
     }
 
@@ -312,34 +335,77 @@ impl Moderation {
         self.interval = Duration::from_micros(us);
     }
 
+    /// When the vector may fire for what is pending (`None`: nothing is;
+    /// `now` when nothing holds it back).
+    fn due(&self, now: Instant) -> Option<Instant> {
+        let spaced = self.last.map_or(now, |l| l + self.interval);
+        let normal = self.pending.then_some(spaced);
+        let send = self
+            .tx_since
+            .map(|since| (since + self.tx_interval).max(spaced));
+        match (normal, send) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
     /// Whether the vector should fire now.
     pub fn poll(&mut self, now: Instant) -> bool {
-        if !self.armed || !self.pending {
+        let due = if self.armed { self.due(now) } else { None };
+        let Some(due) = due else {
             self.deadline = None;
             return false;
-        }
-        if let Some(due) = self.last.map(|l| l + self.interval) {
-            if now < due {
-                self.deadline = Some(due);
-                return false;
-            }
+        };
+        if now < due {
+            self.deadline = Some(due);
+            return false;
         }
         if self.adaptive {
             self.adapt(now);
         }
         self.armed = false;
         self.pending = false;
+        self.tx_since = None;
         self.last = Some(now);
         self.deadline = None;
         self.completions = 0;
         true
     }
 
-    /// A completion was written.
+    /// A completion was written (a received frame; any completion before
+    /// interface 1.3).
     pub fn event(&mut self, now: Instant) -> bool {
         self.pending = true;
         self.completions += 1;
         self.poll(now)
+    }
+
+    /// A send completion was written: fires no sooner than `tx_interval`
+    /// after the oldest one pending, unless something else fires first.
+    pub fn tx_event(&mut self, now: Instant) -> bool {
+        if self.tx_interval.is_zero() {
+            return self.event(now);
+        }
+        self.tx_since.get_or_insert(now);
+        self.completions += 1;
+        self.poll(now)
+    }
+
+    /// `n` send completions written at the same instant: as
+    /// [`Moderation::events`] for [`Moderation::tx_event`].
+    pub fn tx_events(&mut self, now: Instant, n: usize) -> bool {
+        if self.tx_interval.is_zero() {
+            return self.events(now, n);
+        }
+        if n == 0 {
+            return false;
+        }
+        let fire = self.tx_event(now);
+        if n > 1 {
+            self.tx_event(now);
+            self.completions += n as u64 - 2;
+        }
+        fire
     }
 
     /// `n` completions written at the same instant: the state and the
@@ -681,7 +747,7 @@ impl QueuePair {
             c.count(1, frame.len as u64);
         }
         self.tx.dirty = true;
-        Ok(self.irq.event(now))
+        Ok(self.irq.tx_event(now))
     }
 
     /// Takes a switched send frame off the ring without completing it: an
@@ -766,7 +832,7 @@ impl QueuePair {
         let c = &mut self.tx.ctx;
         c.count(done.len() as u64, bytes);
         self.tx.dirty = true;
-        Ok(self.irq.events(now, done.len()))
+        Ok(self.irq.tx_events(now, done.len()))
     }
 
     /// Counts `n` frames (`bytes` in all) the fast path wrote into the
@@ -1132,6 +1198,57 @@ mod tests {
         // Rearm with nothing new: no interrupt.
         assert!(!m.rearm(t0 + Duration::from_millis(1)));
         assert!(m.event(t0 + Duration::from_millis(2)));
+    }
+
+    #[test]
+    fn send_completions_wait_for_tx_usecs_unless_a_receive_fires_first() {
+        let us = |n| Duration::from_micros(n);
+        let t0 = Instant::now();
+        let mut m = Moderation::new();
+        m.set_itr(QpItr::new().with_usecs(20).with_tx_usecs(200));
+        assert_eq!(m.itr(), QpItr::new().with_usecs(20).with_tx_usecs(200));
+
+        // A lone send completion waits the full 200 us, however many follow.
+        assert!(!m.tx_event(t0));
+        assert_eq!(m.deadline, Some(t0 + us(200)));
+        assert!(!m.tx_events(t0 + us(50), 3));
+        assert_eq!(m.deadline, Some(t0 + us(200)), "the oldest one counts");
+        assert!(!m.poll(t0 + us(199)));
+        assert!(m.poll(t0 + us(200)));
+        assert!(!m.tx_event(t0 + us(300)), "masked");
+        assert!(!m.rearm(t0 + us(310)), "held: 200 us from its completion");
+        assert_eq!(m.deadline, Some(t0 + us(500)));
+
+        // A received frame fires on the normal interval and covers the
+        // send completions pending.
+        assert!(m.event(t0 + us(330)));
+        assert!(!m.rearm(t0 + us(400)), "nothing left");
+        assert_eq!(m.deadline, None);
+
+        // A receive interval longer than tx_usecs still spaces interrupts.
+        m.set_itr(QpItr::new().with_usecs(500).with_tx_usecs(100));
+        assert!(!m.tx_event(t0 + us(500)));
+        assert_eq!(m.deadline, Some(t0 + us(330 + 500)));
+    }
+
+    #[test]
+    fn tx_usecs_zero_is_the_one_interval_of_interface_1_2() {
+        let t0 = Instant::now();
+        let (mut old, mut new) = (Moderation::new(), Moderation::new());
+        new.set_itr(QpItr::new().with_usecs(20));
+        for (i, n) in [1, 3, 0, 2].into_iter().enumerate() {
+            let t = t0 + Duration::from_micros(7 * i as u64);
+            assert_eq!(new.tx_events(t, n), old.events(t, n));
+            assert_eq!(new.rearm(t), old.rearm(t));
+            assert_eq!(new.deadline, old.deadline);
+        }
+        // Turning tx_usecs off releases a held send completion at once.
+        new.set_itr(QpItr::new().with_usecs(0).with_tx_usecs(1000));
+        assert!(new.poll(t0 + Duration::from_millis(1)));
+        new.rearm(t0 + Duration::from_millis(1));
+        assert!(!new.tx_event(t0 + Duration::from_millis(2)));
+        new.set_itr(QpItr::new().with_usecs(0));
+        assert!(new.poll(t0 + Duration::from_millis(2)));
     }
 
     #[test]

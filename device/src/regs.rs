@@ -14,7 +14,7 @@ pub const BAR0_SIZE: u64 = 64 * 1024;
 /// "VNIC" in ASCII, read from ID.
 pub const ID_MAGIC: u32 = 0x564e_4943;
 pub const VERSION_MAJOR: u16 = 1;
-pub const VERSION_MINOR: u16 = 2;
+pub const VERSION_MINOR: u16 = 3;
 
 /// Register offsets.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -843,7 +843,7 @@ mod tests {
     fn identification_registers_read_back() {
         let mut b = bar();
         assert_eq!(r(&b, Reg::Id), ID_MAGIC);
-        assert_eq!(r(&b, Reg::Version), 0x0001_0002);
+        assert_eq!(r(&b, Reg::Version), 0x0001_0003);
         assert_eq!(r(&b, Reg::Features), 0xf, "every offload");
         assert_eq!(r(&b, Reg::Func), 0x8000_0003);
         assert_eq!(r(&b, Reg::QpMax), 8);

@@ -102,7 +102,7 @@ setup_vnic() {
 		if [[ -n ${BENCH_VNIC_C:-} ]]; then
 			ethtool -C "$d" $BENCH_VNIC_C || abort "ethtool -C $d" "failed"
 		fi
-		echo "$d: $(ethtool -k "$d" | grep -E '^(tcp-segmentation-offload|tx-checksumming):' | tr '\n' ' ')$(ethtool -c "$d" | grep -E '^(Adaptive RX|rx-usecs):' | tr '\n' ' ')"
+		echo "$d: $(ethtool -k "$d" | grep -E '^(tcp-segmentation-offload|tx-checksumming):' | tr '\n' ' ')$(ethtool -c "$d" | grep -E '^(Adaptive RX|rx-usecs|tx-usecs):' | tr '\n' ' ')"
 	done
 }
 
@@ -186,6 +186,16 @@ measure() {
 	udp_pps "$@" iperf3 -c "$SERVER_IP"
 }
 
+# counters NS DEV: where frames went, after the runs (not measured): the
+# device's non-zero counters and the namespace's UDP counters (RcvbufErrors:
+# datagrams the receiving socket had no room for).
+counters() {
+	step "counters of $2 (namespace $1)"
+	ip netns exec "$1" ethtool -S "$2" 2>/dev/null | grep -v ': 0$' | tr -s ' ' | tr '\n' ';'
+	echo
+	ip netns exec "$1" grep '^Udp:' /proc/net/snmp
+}
+
 step "bench: $DEVICE ($ROLE), ${SECONDS_EACH} s per run"
 no_ipv6 all
 "setup_$DEVICE"
@@ -199,6 +209,8 @@ both)
 	ip netns exec b iperf3 -s -D
 	wait_for 10 listening b 5201 || abort "iperf3 server" "not listening"
 	measure ip netns exec a
+	counters a "$A"
+	counters b "$B"
 	;;
 server)
 	ip addr add "$SERVER_IP/24" dev "$A"

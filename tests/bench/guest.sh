@@ -14,6 +14,9 @@
 #                            rx-usecs 20, the card before adaptive)
 #                   vnic-vf-plain   the same without offloads either
 #                            (ethtool -K tso off tx off sg off)
+#                   vnic-vf-txirq   vnic-vf with an interrupt for every
+#                            send completion (ethtool -C tx-usecs 0, the
+#                            card before step G5)
 #                   vnic-vf-page    vnic-vf with vnicd --doorbell-page:
 #                            doorbells stored into the mmapped doorbell
 #                            page (QEMU's BAR writes then non-posted)
@@ -145,6 +148,11 @@ for c in "${CASES[@]}"; do
 			--env "BENCH_VNIC_C=adaptive-rx off rx-usecs 20" \
 			--env "BENCH_VNIC_K=tso off tx off sg off" -- --vnics-per-vf 1
 		;;
+	vnic-vf-txirq)
+		run_case vnic-vf-txirq --vnicd "$VNICD" --vfs 2 --attach vf0,vf1 \
+			--env BENCH_DEVICE=vnic --env "BENCH_VNIC_C=tx-usecs 0" \
+			-- --vnics-per-vf 1
+		;;
 	vnic-vf-page)
 		run_case vnic-vf-page --vnicd "$VNICD" --vfs 2 --attach vf0,vf1 \
 			--env BENCH_DEVICE=vnic --env BENCH_DB_PAGE=1 \
@@ -188,6 +196,7 @@ label() {
 	vnic-vf) echo "vnic VF<->VF" ;;
 	vnic-vf-fixed) echo "  fixed ITR" ;;
 	vnic-vf-plain) echo "  no offloads" ;;
+	vnic-vf-txirq) echo "  tx-usecs 0" ;;
 	vnic-vf-page) echo "  doorbell page" ;;
 	vnic-vm) echo "vnic VM<->VM" ;;
 	igb) echo "igb VF<->VF" ;;
@@ -209,7 +218,7 @@ table() {
 		printf '%-14s %12s %12s %14s %9s\n' "$(label "$c")" "${row[@]}"
 	done
 	if [[ " ${CASES[*]} " == *" igb "* ]]; then
-		for c in vnic-vf vnic-vf-fixed vnic-vf-plain vnic-vf-page vnic-vm; do
+		for c in vnic-vf vnic-vf-fixed vnic-vf-plain vnic-vf-txirq vnic-vf-page vnic-vm; do
 			[[ " ${CASES[*]} " == *" $c "* ]] || continue
 			printf '%-14s %12s %12s %14s %9s\n' "$(label "$c")/igb" \
 				"$(ratio "$(value "$c" tcp1)" "$(value igb tcp1)")" \

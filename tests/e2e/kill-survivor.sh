@@ -40,7 +40,7 @@ finish() {
 }
 
 # shellcheck disable=SC2317 # run through wait_for
-victim_answers() { ip netns exec a0 ping -c 1 -W 1 "$VICTIM"; }
+victim_answers() { ip netns exec a0 ping -c 1 -W 1 "$VICTIM" >/tmp/victim-ping.out 2>&1; }
 # shellcheck disable=SC2317 # run through wait_for
 victim_silent() { ! victim_answers; }
 
@@ -85,6 +85,13 @@ step "waiting for the new QEMU on the victim's VF (up to $BACK_SECONDS s)"
 if wait_for "$BACK_SECONDS" victim_answers; then
 	ok "the victim answers again"
 else
+	echo "the last ping:"
+	cat /tmp/victim-ping.out
+	ip netns exec a0 ip neigh
+	ip netns exec a0 ip -s link show dev "$A0"
+	ip netns exec a0 ethtool -S "$A0" 2>&1 | grep -v ': 0$'
+	ip netns exec a0 ping -c 3 -W 1 "$VICTIM"
+	ip netns exec a0 cat /proc/net/snmp | grep -E "^(Icmp|Ip):"
 	abort "the victim answers again" "no answer in $BACK_SECONDS s"
 fi
 ping_from a0 "$VICTIM" 5

@@ -87,6 +87,10 @@ step "waiting for the survivor to finish (up to $SURVIVOR_DONE_SECONDS s)"
 if wait_for "$SURVIVOR_DONE_SECONDS" survivor_silent; then
 	ok "the survivor finished"
 else
+	ip neigh
+	ip -s link show dev "$DEV"
+	ethtool -S "$DEV" 2>&1 | grep -v ': 0$'
+	grep -E "^(Icmp|Ip):" /proc/net/snmp
 	fail "the survivor finished: still answering after $SURVIVOR_DONE_SECONDS s"
 fi
 finish

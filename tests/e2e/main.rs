@@ -726,6 +726,32 @@ fn kill_test_failed(logs: &Path, what: &str) -> ! {
     panic!("{msg}");
 }
 
+/// How often the kill test records the card's counters.
+const STATS_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
+/// Past this the kill test stops recording and lets each guest's own
+/// timeout end it.
+const KILL_TEST_LIMIT: std::time::Duration = std::time::Duration::from_secs(900);
+
+/// Appends `vnicctl stats` (text), stamped with the test's elapsed time, to
+/// `file`.
+fn append_stats(ctl: &Path, file: &Path, elapsed: std::time::Duration) {
+    use std::io::Write;
+    let out = Command::new(vnicctl_binary())
+        .args(["--control"])
+        .arg(ctl)
+        .arg("stats")
+        .output()
+        .expect("run vnicctl");
+    if let Ok(mut f) = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(file)
+    {
+        let _ = writeln!(f, "=== {:.0} s", elapsed.as_secs_f64());
+        let _ = f.write_all(&out.stdout);
+    }
+}
+
 /// What the control socket says of `function`: attached, VCT entry, and
 /// whether any of its queues runs, with its TX/RX packet counters.
 fn function_state(ctl: &Path, function: &str) -> serde_json::Value {
@@ -812,6 +838,24 @@ fn qemu_killed_mid_traffic_leaves_the_card_and_the_other_guest_running_and_its_v
         &sockets,
         &["--env", "KILL_ROUND=2"],
     );
+    // The card's counters every few seconds until both guests are done:
+    // where frames stopped, if a check fails (kept in stats.out).
+    let stats_log = logs.join("stats.out");
+    // And every frame entering the switch (switch.pcap), for the same reason.
+    let _ = Command::new(vnicctl_binary())
+        .arg("--control")
+        .arg(&control)
+        .args(["capture", "start"])
+        .arg(logs.join("switch.pcap"))
+        .output();
+    let mut last = std::time::Instant::now() - STATS_EVERY;
+    while !(again.finished() && survivor.finished()) && t0.elapsed() < KILL_TEST_LIMIT {
+        if last.elapsed() >= STATS_EVERY {
+            append_stats(&control, &stats_log, t0.elapsed());
+            last = std::time::Instant::now();
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
     let (second, first) = (again.wait(), survivor.wait());
     for (name, run) in [("kill-survivor", &survivor), ("kill-victim-2", &again)] {
         for line in run.console().lines().filter(|l| l.contains("E2E-")) {
