@@ -7,7 +7,8 @@
 # VF0's two vNICs, each in its own network namespace: a0 (02:76:6e:00:01:00,
 # 10.4.0.1, the victim's peer) and a1 (02:76:6e:00:01:01, 10.4.0.3). Checks,
 # every wait bounded:
-#   1. the victim (10.4.0.2) answers (its first QEMU);
+#   1. the victim (10.4.0.2) answers (its first QEMU; the test kills it only
+#      after this check passed, so the new QEMU cannot stand in for it);
 #   2. it stops answering (its QEMU was killed), and meanwhile the card
 #      still switches for this guest: a0 -> a1 loses no ping;
 #   3. it answers again (the new QEMU on the same VF), 5/5;
@@ -40,7 +41,17 @@ finish() {
 }
 
 # shellcheck disable=SC2317 # run through wait_for
-victim_answers() { ip netns exec a0 ping -c 1 -W 1 "$VICTIM" >/tmp/victim-ping.out 2>&1; }
+# Each ping's status and its lines other than the banner and the statistics
+# go to /tmp/victim-pings.log (counted by kind if the victim never answers).
+victim_answers() {
+	local rc=0
+	ip netns exec a0 ping -c 1 -W 1 "$VICTIM" >/tmp/victim-ping.out 2>&1 || rc=$?
+	{
+		echo "status $rc"
+		grep -vE '^(PING |--- |$)|packets transmitted|round-trip' /tmp/victim-ping.out
+	} >>/tmp/victim-pings.log
+	return "$rc"
+}
 # shellcheck disable=SC2317 # run through wait_for
 victim_silent() { ! victim_answers; }
 
@@ -82,11 +93,14 @@ fi
 local_check "while the victim is gone"
 
 step "waiting for the new QEMU on the victim's VF (up to $BACK_SECONDS s)"
+rm -f /tmp/victim-pings.log
 if wait_for "$BACK_SECONDS" victim_answers; then
 	ok "the victim answers again"
 else
 	echo "the last ping:"
 	cat /tmp/victim-ping.out
+	echo "every ping of the wait, by kind of line:"
+	sort /tmp/victim-pings.log | uniq -c
 	ip netns exec a0 ip neigh
 	ip netns exec a0 ip -s link show dev "$A0"
 	ip netns exec a0 ethtool -S "$A0" 2>&1 | grep -v ': 0$'

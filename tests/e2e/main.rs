@@ -702,8 +702,11 @@ fn show_and_check(out: &Outcome, shown: &[&str]) {
     );
 }
 
-/// The longest the victim's first boot may take to reach KILL-READY.
+/// The longest the victim's first boot may take to reach KILL-READY (and
+/// the survivor to see it answer).
 const KILL_READY_WAIT: std::time::Duration = std::time::Duration::from_secs(240);
+/// What the survivor prints once the first victim answered it.
+const SURVIVOR_READY: &str = "E2E-OK the victim answers";
 /// How long traffic flows between KILL-READY and the kill.
 const TRAFFIC_BEFORE_KILL: std::time::Duration = std::time::Duration::from_secs(2);
 
@@ -766,12 +769,12 @@ fn function_state(ctl: &Path, function: &str) -> serde_json::Value {
 
 /// kill -9 of one QEMU while traffic flows. Two guests on one vnicd: the
 /// survivor (VF0, two vNICs) and the victim (VF1), pinging each other every
-/// 50 ms. The test kills the victim's QEMU (its PID from `-pidfile`, a
-/// process this test started) and checks: vnicd lives and logs the
-/// disconnect; the control socket shows VF1 without a client, without a
-/// VCT entry and with no queue running (its contexts were flushed and the
-/// function reset); the survivor's own vNICs keep switching through the
-/// card; then a new QEMU attaches to VF1's socket, loads vnic.ko and pings
+/// 50 ms. Once each has seen the other answer, the test kills the victim's
+/// QEMU (its PID from `-pidfile`, a process this test started) and checks:
+/// vnicd lives and logs the disconnect; the control socket shows VF1
+/// without a client, without a VCT entry and with no queue running (its
+/// contexts were flushed and the function reset); the survivor's own vNICs
+/// keep switching through the card; then a new QEMU attaches to VF1's socket, loads vnic.ko and pings
 /// the survivor 5/5, and vnicd exits cleanly at the end.
 #[test]
 fn qemu_killed_mid_traffic_leaves_the_card_and_the_other_guest_running_and_its_vf_reattaches() {
@@ -790,9 +793,16 @@ fn qemu_killed_mid_traffic_leaves_the_card_and_the_other_guest_running_and_its_v
     let mut victim = GuestRun::start(&logs, "kill-victim", "kill-victim", &sockets, &[]);
 
     let ready = std::time::Instant::now();
-    while !victim.console().contains("KILL-READY") {
+    // Both sides must have seen the other: a kill before the survivor saw
+    // the first victim would let the new QEMU stand in for it, and the
+    // survivor would wait for a silence that never comes.
+    while !(victim.console().contains("KILL-READY") && survivor.console().contains(SURVIVOR_READY))
+    {
         if ready.elapsed() > KILL_READY_WAIT || victim.finished() || survivor.finished() {
-            kill_test_failed(&logs, "the victim never reached KILL-READY");
+            kill_test_failed(
+                &logs,
+                "the victim never reached KILL-READY or the survivor never saw it",
+            );
         }
         std::thread::sleep(std::time::Duration::from_millis(200));
     }
