@@ -560,6 +560,18 @@ mod card_tests {
         eth(mac(c, 2, 0), mac(c, 1, 0), None, len)
     }
 
+    /// VM A (VF0) and B (VF1) attached, A's page on, and one frame A -> B
+    /// sent with the kick that starts the card polling A's slot.
+    fn one_frame_through_the_page() -> (Card, Vm, Vm) {
+        let mut c = card();
+        let mut a = Vm::attach(&mut c, 1, 8);
+        let b = Vm::attach(&mut c, 2, 8);
+        enable(&mut c, 1);
+        let fr = frame(&c, 60);
+        send(&mut c, &mut a, &[fr]);
+        (c, a, b)
+    }
+
     #[test]
     fn a_kick_starts_polling_and_later_doorbells_need_no_register() {
         let mut c = card();
@@ -592,12 +604,7 @@ mod card_tests {
 
     #[test]
     fn an_idle_queue_pair_is_no_longer_polled_and_the_card_sleeps() {
-        let mut c = card();
-        let mut a = Vm::attach(&mut c, 1, 8);
-        let _b = Vm::attach(&mut c, 2, 8);
-        enable(&mut c, 1);
-        let f = frame(&c, 60);
-        send(&mut c, &mut a, &[f]);
+        let (mut c, _a, _b) = one_frame_through_the_page();
         let idle = PagePolicy::default().idle;
         c.poll_doorbells(Instant::now() + idle / 2);
         assert!(watched(&mut c, 1, 0));
@@ -610,12 +617,7 @@ mod card_tests {
 
     #[test]
     fn a_doorbell_stored_as_the_card_goes_idle_is_not_lost() {
-        let mut c = card();
-        let mut a = Vm::attach(&mut c, 1, 8);
-        let b = Vm::attach(&mut c, 2, 8);
-        enable(&mut c, 1);
-        let fr = frame(&c, 60);
-        send(&mut c, &mut a, &[fr]);
+        let (mut c, mut a, b) = one_frame_through_the_page();
         // The driver stored a tail and read WATCH = 1 just before the card
         // found the queue pair idle: the card's last look takes it.
         let tx = a.rings[0].0;
@@ -629,12 +631,7 @@ mod card_tests {
 
     #[test]
     fn a_tail_from_the_page_is_checked_as_a_register_tail() {
-        let mut c = card();
-        let mut a = Vm::attach(&mut c, 1, 8);
-        let _b = Vm::attach(&mut c, 2, 8);
-        enable(&mut c, 1);
-        let fr = frame(&c, 60);
-        send(&mut c, &mut a, &[fr]);
+        let (mut c, _a, _b) = one_frame_through_the_page();
         store(&mut c, 1, 0, Word::TxTail, u32::from(RING) + 5);
         c.poll_doorbells(Instant::now());
         assert_eq!(
@@ -683,12 +680,7 @@ mod card_tests {
 
     #[test]
     fn reset_turns_the_page_off_and_registers_count_again() {
-        let mut c = card();
-        let mut a = Vm::attach(&mut c, 1, 8);
-        let b = Vm::attach(&mut c, 2, 8);
-        enable(&mut c, 1);
-        let fr = frame(&c, 60);
-        send(&mut c, &mut a, &[fr]);
+        let (mut c, _a, b) = one_frame_through_the_page();
         c.functions[1].reset();
         c.after_io(1);
         assert_eq!(rd(&mut c, 1, Reg::DbPage as u64), 2, "PRESENT, not ENABLE");

@@ -343,10 +343,7 @@ impl Moderation {
         let send = self
             .tx_since
             .map(|since| (since + self.tx_interval).max(spaced));
-        match (normal, send) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        normal.into_iter().chain(send).min()
     }
 
     /// Whether the vector should fire now.

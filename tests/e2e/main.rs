@@ -739,12 +739,7 @@ const KILL_TEST_LIMIT: std::time::Duration = std::time::Duration::from_secs(900)
 /// `file`.
 fn append_stats(ctl: &Path, file: &Path, elapsed: std::time::Duration) {
     use std::io::Write;
-    let out = Command::new(vnicctl_binary())
-        .args(["--control"])
-        .arg(ctl)
-        .arg("stats")
-        .output()
-        .expect("run vnicctl");
+    let out = vnicctl(ctl).arg("stats").output().expect("run vnicctl");
     if let Ok(mut f) = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
@@ -758,13 +753,18 @@ fn append_stats(ctl: &Path, file: &Path, elapsed: std::time::Duration) {
 /// What the control socket says of `function`: attached, VCT entry, and
 /// whether any of its queues runs, with its TX/RX packet counters.
 fn function_state(ctl: &Path, function: &str) -> serde_json::Value {
-    let out = Command::new(vnicctl_binary())
-        .args(["--control"])
-        .arg(ctl)
+    let out = vnicctl(ctl)
         .args(["--json", "show", function])
         .output()
         .expect("run vnicctl");
     serde_json::from_slice(&out.stdout).unwrap_or_default()
+}
+
+/// vnicctl on the control socket `ctl`, arguments to add.
+fn vnicctl(ctl: &Path) -> Command {
+    let mut c = Command::new(vnicctl_binary());
+    c.arg("--control").arg(ctl);
+    c
 }
 
 /// kill -9 of one QEMU while traffic flows. Two guests on one vnicd: the
@@ -852,9 +852,7 @@ fn qemu_killed_mid_traffic_leaves_the_card_and_the_other_guest_running_and_its_v
     // where frames stopped, if a check fails (kept in stats.out).
     let stats_log = logs.join("stats.out");
     // And every frame entering the switch (switch.pcap), for the same reason.
-    let _ = Command::new(vnicctl_binary())
-        .arg("--control")
-        .arg(&control)
+    let _ = vnicctl(&control)
         .args(["capture", "start"])
         .arg(logs.join("switch.pcap"))
         .output();

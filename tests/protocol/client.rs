@@ -9,11 +9,8 @@ use vfio_bindings::bindings::vfio::{
 };
 use vfio_user::Client;
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
-use vnic_tests::{memfd, wait_for, Vnicd};
-
-const CONFIG: u32 = 7;
-const BAR0: u32 = 0;
-const MSIX_BAR: u32 = 2;
+use vnic_tests::guest::{BAR0, CONFIG, MSIX_BAR};
+use vnic_tests::{le_u32, memfd, region_info_body, wait_for, Vnicd};
 
 fn cfg_u32(c: &mut Client, off: u64) -> u32 {
     let mut b = [0u8; 4];
@@ -318,36 +315,32 @@ fn msix_bar_region_info_carries_a_capability_after_argsz_negotiation() {
     );
 
     let mut raw = vnic_tests::RawClient::negotiated(&vnicd.socket("vf0"));
-    let ask = |argsz: u32| {
-        let mut b = argsz.to_le_bytes().to_vec();
-        b.extend_from_slice(&0u32.to_le_bytes());
-        b.extend_from_slice(&2u32.to_le_bytes());
-        b.extend_from_slice(&[0; 20]);
-        b
-    };
-    let u32_at = |b: &[u8], o: usize| u32::from_le_bytes(b[o..o + 4].try_into().unwrap());
+    let ask = |argsz: u32| region_info_body(MSIX_BAR, argsz);
     let r = raw.call(vnic_tests::GET_REGION_INFO, 0, &ask(32), &[]);
     assert_eq!(r.body.len(), 32, "no room: no capability data");
-    assert_eq!(u32_at(&r.body, 0), 40, "argsz needed");
+    assert_eq!(le_u32(&r.body, 0), 40, "argsz needed");
     assert_eq!(
-        u32_at(&r.body, 4) & 8,
+        le_u32(&r.body, 4) & 8,
         0,
         "CAPS only with the chain, as QEMU requires"
     );
     let r = raw.call(vnic_tests::GET_REGION_INFO, 0, &ask(40), &[]);
     assert_eq!(r.body.len(), 40);
-    assert_ne!(u32_at(&r.body, 4) & 8, 0, "CAPS flag");
-    assert_eq!(u32_at(&r.body, 12), 32, "cap_offset");
+    assert_ne!(le_u32(&r.body, 4) & 8, 0, "CAPS flag");
+    assert_eq!(le_u32(&r.body, 12), 32, "cap_offset");
     assert_eq!(
-        u32_at(&r.body, 32) & 0xffff,
+        le_u32(&r.body, 32) & 0xffff,
         3,
         "VFIO_REGION_INFO_CAP_MSIX_MAPPABLE"
     );
-    assert_eq!(u32_at(&r.body, 36), 0, "last capability");
+    assert_eq!(le_u32(&r.body, 36), 0, "last capability");
     // BAR0 has none.
-    let mut b = ask(32);
-    b[8..12].copy_from_slice(&0u32.to_le_bytes());
-    let r = raw.call(vnic_tests::GET_REGION_INFO, 0, &b, &[]);
-    assert_eq!(u32_at(&r.body, 0), 32);
-    assert_eq!(u32_at(&r.body, 4) & 8, 0);
+    let r = raw.call(
+        vnic_tests::GET_REGION_INFO,
+        0,
+        &region_info_body(BAR0, 32),
+        &[],
+    );
+    assert_eq!(le_u32(&r.body, 0), 32);
+    assert_eq!(le_u32(&r.body, 4) & 8, 0);
 }

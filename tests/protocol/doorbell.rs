@@ -5,10 +5,9 @@
 
 use std::os::unix::fs::FileExt;
 
-use vnic_tests::{RawClient, Vnicd, GET_REGION_INFO};
+use vnic_tests::guest::{BAR0, MSIX_BAR};
+use vnic_tests::{le_u32, le_u64, region_info_body, RawClient, Vnicd, GET_REGION_INFO};
 
-const BAR0: u32 = 0;
-const MSIX_BAR: u32 = 2;
 const MMAP: u32 = 1 << 2;
 const CAPS: u32 = 1 << 3;
 const SPARSE_MMAP: u32 = 1;
@@ -16,25 +15,9 @@ const PAGE_OFFSET: u64 = 0xf000;
 const PAGE_SIZE: u64 = 0x1000;
 const DB_PAGE: u64 = 0x05c;
 
-fn ask(index: u32, argsz: u32) -> Vec<u8> {
-    let mut b = argsz.to_le_bytes().to_vec();
-    b.extend_from_slice(&0u32.to_le_bytes());
-    b.extend_from_slice(&index.to_le_bytes());
-    b.extend_from_slice(&[0; 20]);
-    b
-}
-
-fn u32_at(b: &[u8], o: usize) -> u32 {
-    u32::from_le_bytes(b[o..o + 4].try_into().unwrap())
-}
-
-fn u64_at(b: &[u8], o: usize) -> u64 {
-    u64::from_le_bytes(b[o..o + 8].try_into().unwrap())
-}
-
 /// GET_REGION_INFO with `argsz`: the reply's body and its descriptor.
 fn region_info(c: &mut RawClient, index: u32, argsz: u32) -> (Vec<u8>, Option<std::fs::File>) {
-    c.send(GET_REGION_INFO, 0, &ask(index, argsz), &[]);
+    c.send(GET_REGION_INFO, 0, &region_info_body(index, argsz), &[]);
     let (r, fd) = c.recv_with_fd().expect("reply");
     assert!(!r.is_error(), "{r:?}");
     (r.body, fd)
@@ -49,28 +32,28 @@ fn bar0_is_mappable_with_the_page_and_its_fd_only_with_doorbell_page() {
     // asks again and keeps only the second reply's).
     let (b, fd) = region_info(&mut c, BAR0, 32);
     assert!(fd.is_none(), "no descriptor with an incomplete reply");
-    let need = u32_at(&b, 0);
+    let need = le_u32(&b, 0);
     assert_eq!(need, 32 + 8 + 8 + 16, "one sparse-mmap area");
-    assert_ne!(u32_at(&b, 4) & MMAP, 0);
+    assert_ne!(le_u32(&b, 4) & MMAP, 0);
 
     let (b, fd) = region_info(&mut c, BAR0, need);
     let fd = fd.expect("the memfd with the complete reply");
-    let flags = u32_at(&b, 4);
+    let flags = le_u32(&b, 4);
     assert_ne!(flags & MMAP, 0, "MMAP");
     assert_ne!(flags & CAPS, 0, "CAPS");
-    assert_eq!(u64_at(&b, 16), 64 * 1024, "size");
-    assert_eq!(u64_at(&b, 24), 0, "the file maps from offset 0");
-    let cap = u32_at(&b, 12) as usize;
-    assert_eq!(u32_at(&b, cap) & 0xffff, SPARSE_MMAP);
-    assert_eq!(u32_at(&b, cap + 4), 0, "last capability");
-    assert_eq!(u32_at(&b, cap + 8), 1, "nr_areas");
-    assert_eq!(u64_at(&b, cap + 16), PAGE_OFFSET);
-    assert_eq!(u64_at(&b, cap + 24), PAGE_SIZE);
+    assert_eq!(le_u64(&b, 16), 64 * 1024, "size");
+    assert_eq!(le_u64(&b, 24), 0, "the file maps from offset 0");
+    let cap = le_u32(&b, 12) as usize;
+    assert_eq!(le_u32(&b, cap) & 0xffff, SPARSE_MMAP);
+    assert_eq!(le_u32(&b, cap + 4), 0, "last capability");
+    assert_eq!(le_u32(&b, cap + 8), 1, "nr_areas");
+    assert_eq!(le_u64(&b, cap + 16), PAGE_OFFSET);
+    assert_eq!(le_u64(&b, cap + 24), PAGE_SIZE);
 
     // The MSI-X BAR stays unmappable: no descriptor.
     let (b, fd2) = region_info(&mut c, MSIX_BAR, 64);
     assert!(fd2.is_none());
-    assert_eq!(u32_at(&b, 4) & MMAP, 0);
+    assert_eq!(le_u32(&b, 4) & MMAP, 0);
 
     // The card offers the page; a store through the file is what BAR0
     // reads at the page (the same memory QEMU maps for the guest).
@@ -87,7 +70,7 @@ fn without_doorbell_page_nothing_is_mappable_and_no_fd_is_sent() {
     for index in 0..9 {
         let (b, fd) = region_info(&mut c, index, 256);
         assert!(fd.is_none(), "region {index}: no descriptor");
-        assert_eq!(u32_at(&b, 4) & MMAP, 0, "region {index}: not mappable");
+        assert_eq!(le_u32(&b, 4) & MMAP, 0, "region {index}: not mappable");
     }
     assert_eq!(c.read_u32(BAR0, DB_PAGE), 0, "no page");
     assert_eq!(c.read_u32(BAR0, PAGE_OFFSET), u32::MAX, "a bad access");

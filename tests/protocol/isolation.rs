@@ -11,13 +11,12 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 use vnic::test_utils::{FakeDriver, FAKE_BASE, FAKE_SIZE};
 use vnic_tests::ctl::Ctl;
-use vnic_tests::guest::{frame, mac, qp, Guest, BAR0, BUF, CONFIG, RING};
+use vnic_tests::guest::{frame, mac, qp, Guest, BAR0, BUF, CONFIG, MSIX_BAR, RING};
 use vnic_tests::*;
 
 /// BAR0's size (docs/registers.md, "vfio-user regions").
 const BAR0_SIZE: u64 = 64 << 10;
-/// The MSI-X BAR (table and PBA): region index and size.
-const MSIX_BAR: u32 = 2;
+/// The MSI-X BAR's size (table and PBA).
 const MSIX_BAR_SIZE: u64 = 16 << 10;
 /// Configuration space size.
 const CONFIG_SIZE: u64 = 4 << 10;

@@ -10,6 +10,8 @@ use vnic::test_utils::{FakeDriver, StateTables};
 use crate::{dma_map_body, RawClient, Vnicd, DMA_MAP, NO_REPLY, SET_IRQS};
 
 pub const BAR0: u32 = 0;
+/// The MSI-X BAR (table and PBA).
+pub const MSIX_BAR: u32 = 2;
 pub const CONFIG: u32 = 7;
 pub const MSIX_CONTROL: u64 = 0x52;
 pub const COMMAND: u64 = 0x04;

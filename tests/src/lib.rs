@@ -387,6 +387,26 @@ pub fn region_access(region: u32, offset: u64, count: u32) -> Vec<u8> {
     b
 }
 
+/// A GET_REGION_INFO payload: `struct vfio_region_info` asking about
+/// region `index`, with room for `argsz` bytes of answer.
+pub fn region_info_body(index: u32, argsz: u32) -> Vec<u8> {
+    let mut b = argsz.to_le_bytes().to_vec();
+    b.extend_from_slice(&0u32.to_le_bytes());
+    b.extend_from_slice(&index.to_le_bytes());
+    b.extend_from_slice(&[0; 20]);
+    b
+}
+
+/// The little-endian u32 at byte `o` of a reply.
+pub fn le_u32(b: &[u8], o: usize) -> u32 {
+    u32::from_le_bytes(b[o..o + 4].try_into().unwrap())
+}
+
+/// The little-endian u64 at byte `o` of a reply.
+pub fn le_u64(b: &[u8], o: usize) -> u64 {
+    u64::from_le_bytes(b[o..o + 8].try_into().unwrap())
+}
+
 /// A DMA_MAP payload (argsz 32).
 pub fn dma_map_body(flags: u32, offset: u64, address: u64, size: u64) -> Vec<u8> {
     let mut b = 32u32.to_le_bytes().to_vec();
@@ -685,6 +705,19 @@ pub mod e2e {
     struct Launcher {
         child: Child,
         status: Option<Option<i32>>,
+    }
+
+    /// The launcher options every test harness passes: the guest attaches
+    /// to a vnicd the test started (sockets in `sockets`), its console log
+    /// goes to `console`.
+    fn harness_args<'a>(sockets: &'a Path, console: &'a Path) -> Vec<&'a std::ffi::OsStr> {
+        vec![
+            "--no-vnicd".as_ref(),
+            "--socket-dir".as_ref(),
+            sockets.as_os_str(),
+            "--log".as_ref(),
+            console.as_os_str(),
+        ]
     }
 
     impl Launcher {
@@ -1010,13 +1043,7 @@ pub mod e2e {
             .map(|(name, script, opts)| {
                 let console = logs.join(format!("{name}.log"));
                 let channel = logs.join(format!("{name}.host"));
-                let mut harness = vec![
-                    "--no-vnicd".as_ref(),
-                    "--socket-dir".as_ref(),
-                    sockets.as_os_str(),
-                    "--log".as_ref(),
-                    console.as_os_str(),
-                ];
+                let mut harness = harness_args(&sockets, &console);
                 if with_host {
                     let log = logs.join(format!("{name}.host.log"));
                     let control = sockets.join("control.sock");
@@ -1129,13 +1156,7 @@ pub mod e2e {
                 "--qemu-arg".into(),
                 pid_file.display().to_string(),
             ]);
-            let harness: Vec<&std::ffi::OsStr> = vec![
-                "--no-vnicd".as_ref(),
-                "--socket-dir".as_ref(),
-                sockets.as_os_str(),
-                "--log".as_ref(),
-                console.as_os_str(),
-            ];
+            let harness = harness_args(sockets, &console);
             let run_log = logs.join(format!("{name}.run.log"));
             let deadline = Instant::now() + Duration::from_secs(timeout_of(&opts) + 60);
             GuestRun {
@@ -1332,15 +1353,8 @@ pub mod e2e {
                     &self.namespaces,
                 ));
                 let sockets = h.vnicd.socket_dir();
-                let harness: Vec<&std::ffi::OsStr> = vec![
-                    "--no-vnicd".as_ref(),
-                    "--socket-dir".as_ref(),
-                    sockets.as_os_str(),
-                    "--log".as_ref(),
-                    console.as_os_str(),
-                    "--host-channel".as_ref(),
-                    channel.as_os_str(),
-                ];
+                let mut harness = harness_args(&sockets, &console);
+                harness.extend(["--host-channel".as_ref(), channel.as_os_str()]);
                 let run_log = logs.join(format!("{}.run.log", h.name));
                 launchers.push(Launcher::start(&h.script, &harness, &h.opts, &run_log));
             }
