@@ -137,12 +137,14 @@ struct vnic_svc_tables {
  * @block_size: B, bytes per block and per CLAT
  * @levels: CLAT levels, 1 or 2
  * @services: services of each type the tables hold (QP_MAX)
+ * @db: the doorbell page the BAT header names, if any (vnic_doorbell.c)
  * @vct_written: the VCT entry names @bat and must be cleared on exit
  * @vct_ok: the card accepted the BAT (VCT_STATUS read 0)
  */
 struct vnic_state {
 	struct vnic_dma_chunk bat;
 	struct vnic_svc_tables svc[VNIC_SVC_TYPES];
+	struct vnic_dma_chunk db;
 	u32 ctx_size;
 	u32 block_size;
 	u32 levels;
@@ -304,7 +306,8 @@ struct vnic_xmit_stats {
  * @netdev: the netdev
  * @napi: NAPI context of the queue pair's vector
  * @qp_regs: the queue pair's area in BAR0
- * @db_slot: its slot in the doorbell page, or NULL (vnic_doorbell.c)
+ * @db_slot: its slot in BAR0's doorbell page, or NULL (vnic_doorbell.c)
+ * @db_mem: its slot in the doorbell page in guest memory, or NULL
  * @db_irq_seq: the IRQ_SEQ it stored last
  * @q: queue pair number, 0-based
  * @exc: the PF's exception queue pair (EXC_QP), not a vNIC: its netdev
@@ -352,6 +355,7 @@ struct vnic_port {
 	struct napi_struct napi;
 	void __iomem *qp_regs;
 	void __iomem *db_slot;
+	__le32 *db_mem;
 	u32 db_irq_seq;
 	u32 q;
 	bool exc;
@@ -419,8 +423,9 @@ enum vnic_fn_state {
  * @is_vf: the function is a virtual function
  * @vf_index: VF index reported by FUNC (0 on the PF)
  * @version: VERSION register
- * @db_page: the card polls the doorbell page for this driver (DB_PAGE
+ * @db_page: the card polls a doorbell page for this driver (DB_PAGE
  *	ENABLE), so its ports store their doorbells there
+ * @db_guest: that page is @state.db, in guest memory (DB_PAGE GUEST)
  * @features: FEATURES register, the offloads the card offers (0 on a card
  *	older than VERSION 1.1)
  * @qp_max: maximum queue pairs X
@@ -464,6 +469,7 @@ struct vnic_priv {
 	u32 version;
 	u32 features;
 	bool db_page;
+	bool db_guest;
 	u32 qp_max;
 	u32 qp_num;
 	u32 exc_qp;
@@ -590,6 +596,7 @@ void vnic_rx_post(struct vnic_port *port, bool rearm);
 u32 vnic_rx_ring_min(const struct vnic_port *port);
 
 /* vnic_doorbell.c */
+bool vnic_db_guest_wanted(struct vnic_priv *priv);
 void vnic_db_enable(struct vnic_priv *priv);
 void vnic_db_port_init(struct vnic_port *port);
 void vnic_db_tx(struct vnic_port *port, u32 tail);

@@ -208,12 +208,13 @@ static_assert(offsetof(struct vnic_queue_ctx, reserved1) == 56);
  * struct vnic_bat_hdr - header of the Base Address Table (16 bytes)
  * @magic: VNIC_BAT_MAGIC
  * @types: number of struct vnic_bat_entry that follow, >= VNIC_SVC_TYPES
- * @reserved: 0
+ * @doorbells: bus address of the driver's doorbell page (interface 1.4,
+ *	vnic_doorbell.c), 4 KiB-aligned; 0: doorbells are register writes
  */
 struct vnic_bat_hdr {
 	__le32 magic;
 	__le32 types;
-	__le64 reserved;
+	__le64 doorbells;
 };
 
 #define VNIC_BAT_MAGIC			0x31544142	/* "BAT1" */
@@ -222,7 +223,7 @@ struct vnic_bat_hdr {
 static_assert(sizeof(struct vnic_bat_hdr) == 16);
 static_assert(offsetof(struct vnic_bat_hdr, magic) == 0);
 static_assert(offsetof(struct vnic_bat_hdr, types) == 4);
-static_assert(offsetof(struct vnic_bat_hdr, reserved) == 8);
+static_assert(offsetof(struct vnic_bat_hdr, doorbells) == 8);
 
 /**
  * struct vnic_bat_entry - one service type of the BAT (32 bytes)

@@ -50,6 +50,8 @@
 #define   VNIC_VERSION_MINOR_DB_PAGE	2
 /* First minor version with QP_ITR.TX_USECS */
 #define   VNIC_VERSION_MINOR_TX_USECS	3
+/* First minor version that takes a doorbell page in guest memory */
+#define   VNIC_VERSION_MINOR_GUEST_DB	4
 
 /* 0x008 FUNC (RO): which function this is */
 #define VNIC_REG_FUNC			0x008
@@ -139,18 +141,24 @@
 
 /*
  * 0x05C DB_PAGE (RW, interface 1.2): PRESENT (RO) when the card has a
- * doorbell page (vnicd --doorbell-page); ENABLE: the driver stores its
- * doorbells into the page (vnic_doorbell.c). A reset clears ENABLE.
+ * doorbell page in BAR0 (vnicd --doorbell-page); ENABLE: the driver stores
+ * its doorbells into a page (vnic_doorbell.c). A reset clears ENABLE.
+ * Interface 1.4: GUEST (RO) while the page in use is the one the BAT header
+ * names in guest memory; REFUSED (RO) when the card could not use that
+ * page (not writable guest memory, or unmapped since).
  */
 #define VNIC_REG_DB_PAGE		0x05c
 #define   VNIC_DB_PAGE_ENABLE		BIT(0)
 #define   VNIC_DB_PAGE_PRESENT		BIT(1)
+#define   VNIC_DB_PAGE_GUEST		BIT(2)
+#define   VNIC_DB_PAGE_REFUSED		BIT(3)
 
 /*
- * The doorbell page: the last 4 KiB of BAR0, memory QEMU maps (a store
- * into it is no message). 16 bytes per queue pair: the driver's TX_TAIL,
- * RX_TAIL and IRQ_SEQ (one more per rearm), and the card's WATCH: 1 while
- * the card polls the slot; anything else means "ring the register".
+ * A doorbell page: a page of guest memory the BAT header names (interface
+ * 1.4), or the last 4 KiB of BAR0, memory QEMU maps; a store into either
+ * is no message. 16 bytes per queue pair: the driver's TX_TAIL, RX_TAIL
+ * and IRQ_SEQ (one more per rearm), and the card's WATCH: 1 while the card
+ * polls the slot; anything else means "ring the register".
  */
 #define VNIC_DB_PAGE_OFFSET		0xf000
 #define VNIC_DB_PAGE_LEN		0x1000

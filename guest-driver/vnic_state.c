@@ -148,6 +148,7 @@ static void vnic_state_free(struct vnic_priv *priv)
 
 	for (t = 0; t < VNIC_SVC_TYPES; t++)
 		vnic_svc_free(priv, &st->svc[t]);
+	vnic_chunk_free(priv, &st->db, VNIC_DB_PAGE_LEN);
 	vnic_chunk_free(priv, &st->bat, VNIC_BAT_ALIGN);
 }
 
@@ -257,9 +258,15 @@ int vnic_state_init(struct vnic_priv *priv)
 		}
 	}
 
+	/* The doorbell page is an option: without it, register doorbells */
+	if (vnic_db_guest_wanted(priv) &&
+	    vnic_chunk_alloc(priv, &st->db, VNIC_DB_PAGE_LEN))
+		pci_warn(pdev, "no memory for the doorbell page: register doorbells\n");
+
 	bat = st->bat.va;
 	bat->hdr.magic = cpu_to_le32(VNIC_BAT_MAGIC);
 	bat->hdr.types = cpu_to_le32(VNIC_SVC_TYPES);
+	bat->hdr.doorbells = cpu_to_le64(st->db.va ? st->db.dma : 0);
 	for (t = 0; t < VNIC_SVC_TYPES; t++) {
 		bat->entry[t].clat = cpu_to_le64(st->svc[t].top.dma);
 		bat->entry[t].entry_size = cpu_to_le32(st->ctx_size);

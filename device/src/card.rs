@@ -39,10 +39,13 @@ pub struct CardConfig {
     pub card_id: u8,
     /// VxLAN tunnel IDs, and as many MAC entries (docs/vxlan.md).
     pub vxlan_capacity: u32,
-    /// A doorbell page per function, and how the card polls it
-    /// (`--doorbell-page`; crate::doorbell). None: doorbells are register
-    /// writes only, and QEMU posts them.
-    pub doorbell_page: Option<PagePolicy>,
+    /// A doorbell page in BAR0 per function (`--doorbell-page`;
+    /// crate::doorbell). Off: no region is mappable and QEMU posts
+    /// register writes; drivers may still name a page in guest memory.
+    pub doorbell_page: bool,
+    /// How the card polls doorbell pages, in BAR0 or in guest memory
+    /// (`--doorbell-poll-us`, `--doorbell-idle-us`).
+    pub doorbell_policy: PagePolicy,
 }
 
 impl Default for CardConfig {
@@ -53,7 +56,8 @@ impl Default for CardConfig {
             vnics_per_vf: 2,
             card_id: 0,
             vxlan_capacity: DEFAULT_VXLAN_CAPACITY,
-            doorbell_page: None,
+            doorbell_page: false,
+            doorbell_policy: PagePolicy::default(),
         }
     }
 }
@@ -171,10 +175,8 @@ impl Card {
         for n in 0..config.vfs {
             functions.push(Function::new(Self::vf_spec(&config, n)));
         }
-        if let Some(policy) = config.doorbell_page {
-            for f in &mut functions {
-                f.add_doorbell_page(policy);
-            }
+        for f in &mut functions {
+            f.configure_doorbells(config.doorbell_policy, config.doorbell_page);
         }
         let mut switch = Switch::default();
         for (function, f) in functions.iter().enumerate() {

@@ -66,9 +66,8 @@ impl Card {
         };
         if func.doorbells_watched() && !self.page_fns.contains(&f) {
             self.page_fns.push(f);
-            let poll = func.doorbell_page().map(|p| p.policy().poll);
-            let due = poll.map(|p| Instant::now() + p);
-            self.page_due = self.page_due.min(due).or(due);
+            let due = Instant::now() + func.doorbell_page().interval();
+            self.page_due = Some(self.page_due.map_or(due, |d| d.min(due)));
         }
     }
 
@@ -86,7 +85,7 @@ impl Card {
                 continue;
             };
             let watched = func.poll_doorbells(now);
-            let poll = func.doorbell_page().map(|p| p.policy().poll);
+            let poll = Some(func.doorbell_page().interval());
             self.apply_switch_ops(f);
             self.queue_tx(f);
             if watched {

@@ -150,6 +150,12 @@ impl<'a> GuestBytesMut<'a> {
         Some((GuestBytesMut(a), GuestBytesMut(b)))
     }
 
+    /// The range as vm-memory's volatile slice, for word-sized atomic
+    /// accesses shared with the guest's CPUs (crate::doorbell).
+    pub fn volatile(&self) -> VolatileSlice<'a> {
+        self.0
+    }
+
     /// Copies all of `src` (another guest's memory, or this one's) to the
     /// start of the range; false if it does not fit.
     pub fn copy_from(&self, src: GuestBytes) -> bool {

@@ -1,16 +1,25 @@
-//! The doorbell page (opt-in, `vnicd --doorbell-page`; docs/registers.md
-//! "Doorbell page", docs/performance.md step G4).
+//! Doorbell pages (docs/registers.md "Doorbell pages", docs/performance.md
+//! steps G4 and G6).
 //!
 //! Every doorbell through BAR0 is a vfio-user message: a `sendmsg` in the
-//! guest's vCPU thread and a wake-up of vnicd. The page is one 4 KiB page
-//! of BAR0 (at [`PAGE_OFFSET`]) backed by a memfd that vnicd shares with
-//! QEMU (GET_REGION_INFO: `MMAP` flag, sparse-mmap capability, the fd), so
-//! a driver's store into it stays inside QEMU. The card reads the page on
-//! its own: while a queue pair is busy it polls the page's tails (paced by
-//! a timer, never a busy loop); when the queue pair has been quiet for an
-//! idle window it clears `WATCH`, and the driver, which reads `WATCH` after
-//! each store into the page, rings the BAR0 doorbell register instead
-//! (notification suppression, as virtio's event index).
+//! guest's vCPU thread and a wake-up of vnicd. A doorbell page lets the
+//! driver store its tails into memory the card reads on its own: while a
+//! queue pair is busy the card polls the page's slots (paced by a timer,
+//! never a busy loop); when the queue pair has been quiet for an idle
+//! window it clears `WATCH`, and the driver, which reads `WATCH` after each
+//! store, rings the BAR0 doorbell register instead (notification
+//! suppression, as virtio's event index).
+//!
+//! Two places for the page, one protocol:
+//!
+//! - **in guest memory** (interface 1.4, every function): the driver names
+//!   a page of its own RAM in its BAT header ([`crate::state::Bat`]); the
+//!   card reaches it through the function's DMA mappings as it reaches the
+//!   rings. No region becomes mappable, so QEMU keeps sending register
+//!   writes posted, and the page travels with the guest's memory.
+//! - **in BAR0** (`vnicd --doorbell-page`, interface 1.2): the last page of
+//!   BAR0, a memfd QEMU maps. QEMU then makes every other register write of
+//!   the device non-posted (measured in docs/performance.md, step G4).
 //!
 //! Lost wake-ups: the driver stores its tail, then (after a full barrier)
 //! reads `WATCH`; the card clears `WATCH`, then (after a full barrier)
@@ -38,12 +47,13 @@ use std::time::{Duration, Instant};
 
 use vm_memory::{Bytes, FileOffset, MmapRegion, VolatileMemory, VolatileSlice};
 
-use crate::regs::BAR0_SIZE;
+use crate::dma::DmaSpace;
+use crate::regs::{DbPageReg, BAR0_SIZE};
 
-/// Where the page lies in BAR0 (after the 256 queue-pair areas, which end
-/// at 0x9000; page-aligned, as mmap needs).
+/// Where the BAR page lies in BAR0 (after the 256 queue-pair areas, which
+/// end at 0x9000; page-aligned, as mmap needs).
 pub const PAGE_OFFSET: u64 = 0xf000;
-/// Size of the page.
+/// Size of a doorbell page, in BAR0 or in guest memory.
 pub const PAGE_SIZE: u64 = 0x1000;
 /// Bytes per queue pair.
 pub const SLOT_SIZE: u64 = 16;
@@ -75,7 +85,7 @@ impl Default for PagePolicy {
     /// doorbell waits at most about as long as its completion interrupt
     /// does. 1 ms outlasts the gaps between frames of a busy sender in a
     /// TCG guest (tens of µs), so a stream does not fall back to the
-    /// register, which with the page is a non-posted message.
+    /// register.
     fn default() -> Self {
         PagePolicy {
             poll: Duration::from_micros(20),
@@ -109,6 +119,15 @@ impl Change {
     }
 }
 
+/// Why a guest page was turned off (DB_PAGE.REFUSED).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum PageError {
+    #[error("doorbell page {0:#x} is not 4 KiB-aligned")]
+    Unaligned(u64),
+    #[error("doorbell page {0:#x} is not guest memory the card may write")]
+    Unreachable(u64),
+}
+
 /// The card's view of one queue pair's slot.
 #[derive(Clone, Copy, Debug, Default)]
 struct Watch {
@@ -122,28 +141,55 @@ struct Watch {
     last: Slot,
 }
 
-/// One function's doorbell page.
-pub struct DoorbellPage {
-    /// The memfd QEMU maps: BAR0's size, the page at [`PAGE_OFFSET`] (the
-    /// rest is never touched, so tmpfs allocates nothing for it).
+/// BAR0's page: the memfd QEMU maps (BAR0's size, the page at
+/// [`PAGE_OFFSET`]; the rest is never touched, so tmpfs allocates nothing
+/// for it) and vnicd's own mapping of the page.
+struct BarPage {
     file: File,
     map: MmapRegion,
+}
+
+/// Which page the slots are in while the function's doorbells go through
+/// one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Active {
+    /// BAR0's page (DB_PAGE.ENABLE written with a BAR page present).
+    Bar,
+    /// The page at this guest address (named by the BAT header).
+    Guest(u64),
+}
+
+/// One function's doorbell slots: which page holds them, and the card's
+/// watch over each queue pair's slot.
+pub struct DoorbellPage {
+    bar: Option<BarPage>,
+    /// None: doorbells are register writes only.
+    active: Option<Active>,
+    /// The last guest page was refused or became unreachable
+    /// (DB_PAGE.REFUSED), until the next try.
+    refused: bool,
     watch: Vec<Watch>,
-    /// DB_PAGE.ENABLE: the driver uses the page.
-    enabled: bool,
     policy: PagePolicy,
+    /// Time to the next poll: the policy's interval while polls find
+    /// doorbells, doubled by every poll that finds none, up to a quarter
+    /// of the idle window. Sparse traffic (a ping) then costs vnicd a few
+    /// wake-ups per idle window instead of one per interval, CPU time the
+    /// guest's vCPUs need on a small host; a stream keeps the short one.
+    interval: Duration,
 }
 
 impl std::fmt::Debug for DoorbellPage {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("DoorbellPage")
-            .field("enabled", &self.enabled)
+            .field("bar", &self.bar.is_some())
+            .field("active", &self.active)
             .field("policy", &self.policy)
             .finish()
     }
 }
 
-/// Whether BAR0 `offset` (of an access of `len` bytes) lies in the page.
+/// Whether BAR0 `offset` (of an access of `len` bytes) lies in the BAR
+/// page.
 pub fn in_page(offset: u64, len: usize) -> bool {
     offset >= PAGE_OFFSET && offset.saturating_add(len as u64) <= PAGE_OFFSET + PAGE_SIZE
 }
@@ -162,10 +208,8 @@ fn memfd() -> io::Result<File> {
     Ok(file)
 }
 
-impl DoorbellPage {
-    /// A zeroed page for `qps` queue pairs (at most one page's worth).
-    pub fn new(qps: usize, policy: PagePolicy) -> io::Result<Self> {
-        let qps = qps.min((PAGE_SIZE / SLOT_SIZE) as usize);
+impl BarPage {
+    fn new() -> io::Result<Self> {
         let file = memfd()?;
         let map = MmapRegion::build(
             Some(FileOffset::new(file.try_clone()?, PAGE_OFFSET)),
@@ -174,94 +218,260 @@ impl DoorbellPage {
             libc::MAP_SHARED,
         )
         .map_err(|e| io::Error::other(e.to_string()))?;
-        Ok(DoorbellPage {
-            file,
-            map,
-            watch: vec![Watch::default(); qps],
-            enabled: false,
-            policy,
-        })
+        Ok(BarPage { file, map })
     }
 
-    /// The memfd to send with GET_REGION_INFO.
-    pub fn file(&self) -> &File {
-        &self.file
+    fn slice(&self) -> VolatileSlice<'_> {
+        self.map.as_volatile_slice()
+    }
+}
+
+impl DoorbellPage {
+    /// Slots for `qps` queue pairs (at most one page's worth), no page in
+    /// use.
+    pub fn new(qps: usize, policy: PagePolicy) -> Self {
+        DoorbellPage {
+            bar: None,
+            active: None,
+            refused: false,
+            watch: vec![Watch::default(); qps.min((PAGE_SIZE / SLOT_SIZE) as usize)],
+            policy,
+            interval: policy.poll,
+        }
+    }
+
+    /// Gives the function BAR0's page (`--doorbell-page`), zeroed.
+    pub fn add_bar_page(&mut self) -> io::Result<()> {
+        self.bar = Some(BarPage::new()?);
+        Ok(())
+    }
+
+    /// The BAR page's memfd to send with GET_REGION_INFO.
+    pub fn file(&self) -> Option<&File> {
+        self.bar.as_ref().map(|b| &b.file)
+    }
+
+    pub fn has_bar_page(&self) -> bool {
+        self.bar.is_some()
     }
 
     pub fn policy(&self) -> PagePolicy {
         self.policy
     }
 
-    pub fn enabled(&self) -> bool {
-        self.enabled
+    /// Time from this poll to the next one.
+    pub fn interval(&self) -> Duration {
+        self.interval
     }
 
-    fn slice(&self) -> VolatileSlice<'_> {
-        self.map.as_volatile_slice()
+    /// A poll found no doorbell in any watched slot: wait longer for the
+    /// next (see [`DoorbellPage::interval`]'s field).
+    pub fn slow_down(&mut self) {
+        let longest = self.policy.poll.max(self.policy.idle / 4);
+        self.interval = (self.interval * 2).min(longest);
+    }
+
+    /// Whether the driver's doorbells go through a page.
+    pub fn enabled(&self) -> bool {
+        self.active.is_some()
+    }
+
+    /// The guest page in use, if the slots are in guest memory.
+    pub fn guest_page(&self) -> Option<u64> {
+        match self.active {
+            Some(Active::Guest(a)) => Some(a),
+            _ => None,
+        }
+    }
+
+    /// DB_PAGE as the driver reads it.
+    pub fn register(&self) -> DbPageReg {
+        DbPageReg::new()
+            .with_enable(self.enabled())
+            .with_present(self.bar.is_some())
+            .with_guest(self.guest_page().is_some())
+            .with_refused(self.refused)
+    }
+
+    /// The page in use, through `dma` for a guest page. None if there is
+    /// none, or the guest page is not (or no longer) reachable.
+    fn mem<'a>(&'a self, dma: &'a DmaSpace) -> Option<VolatileSlice<'a>> {
+        Self::page_mem(&self.bar, self.active, dma)
+    }
+
+    /// [`DoorbellPage::mem`] borrowing only the BAR page, so the watch
+    /// list can be updated meanwhile.
+    fn page_mem<'a>(
+        bar: &'a Option<BarPage>,
+        active: Option<Active>,
+        dma: &'a DmaSpace,
+    ) -> Option<VolatileSlice<'a>> {
+        match active? {
+            Active::Bar => bar.as_ref().map(BarPage::slice),
+            Active::Guest(a) => dma
+                .target(a, PAGE_SIZE as usize)
+                .ok()
+                .flatten()
+                .map(|t| t.volatile()),
+        }
     }
 
     fn at(q: usize, word: Word) -> usize {
         q * SLOT_SIZE as usize + word as usize
     }
 
-    fn load(&self, q: usize, word: Word) -> u32 {
+    fn load(mem: VolatileSlice, q: usize, word: Word) -> u32 {
         // In bounds by construction (q < watch.len() ≤ slots per page).
-        self.slice()
-            .load(Self::at(q, word), Ordering::Acquire)
-            .unwrap_or(u32::MAX)
+        mem.load::<u32>(Self::at(q, word), Ordering::Acquire)
+            .map_or(u32::MAX, u32::from_le)
     }
 
-    fn store(&self, q: usize, word: Word, v: u32) {
-        let _ = self.slice().store(v, Self::at(q, word), Ordering::Release);
+    fn store(mem: VolatileSlice, q: usize, word: Word, v: u32) {
+        let _ = mem.store(v.to_le(), Self::at(q, word), Ordering::Release);
     }
 
-    /// What the driver wrote into queue pair `q`'s slot.
-    pub fn slot(&self, q: usize) -> Slot {
+    fn read_slot(mem: VolatileSlice, q: usize) -> Slot {
         Slot {
-            tx_tail: self.load(q, Word::TxTail),
-            rx_tail: self.load(q, Word::RxTail),
-            irq_seq: self.load(q, Word::IrqSeq),
+            tx_tail: Self::load(mem, q, Word::TxTail),
+            rx_tail: Self::load(mem, q, Word::RxTail),
+            irq_seq: Self::load(mem, q, Word::IrqSeq),
         }
     }
 
-    /// Zeroes the page and forgets what was polled: function reset, client
-    /// gone. A driver that still stores into the page reads WATCH 0 and
-    /// rings the registers, which the card then takes at their value.
-    pub fn reset(&mut self) {
-        let _ = self.slice().write_slice(&[0; PAGE_SIZE as usize], 0);
-        self.watch.fill(Watch::default());
-        self.enabled = false;
+    /// What the driver wrote into queue pair `q`'s slot (zeros without a
+    /// page in use).
+    pub fn slot(&self, dma: &DmaSpace, q: usize) -> Slot {
+        self.mem(dma)
+            .map_or_else(Slot::default, |m| Self::read_slot(m, q))
     }
 
-    /// DB_PAGE.ENABLE written. Turning it on starts every slot from the
-    /// queues' current tails (`tails(q)`), so a stale slot is never taken
-    /// for a doorbell; the driver stores into the page only after this.
-    pub fn set_enabled(&mut self, on: bool, tails: impl Fn(usize) -> (u32, u32)) {
-        if on == self.enabled {
+    /// Whether the page in use can be reached (a guest page may have been
+    /// unmapped since it was accepted).
+    pub fn reachable(&self, dma: &DmaSpace) -> bool {
+        self.mem(dma).is_some()
+    }
+
+    /// Stops using any page and forgets what was polled: function reset,
+    /// client gone, VCT entry cleared. The BAR page is zeroed, so a driver
+    /// that still stores into it reads WATCH 0 and rings the registers. A
+    /// guest page is the driver's memory and is not written: the driver
+    /// that reset the function sets it up again.
+    pub fn reset(&mut self) {
+        if let Some(bar) = &self.bar {
+            let _ = bar.slice().write_slice(&[0; PAGE_SIZE as usize], 0);
+        }
+        self.watch.fill(Watch::default());
+        self.active = None;
+        self.refused = false;
+    }
+
+    /// DB_PAGE.ENABLE written with the BAR page (`on` and a BAR page
+    /// present) or off. Turning it on starts every slot from the queues'
+    /// current tails (`tails(q)`), so a stale slot is never taken for a
+    /// doorbell; the driver stores into the page only after this.
+    pub fn set_bar_enabled(&mut self, on: bool, tails: impl Fn(usize) -> (u32, u32)) {
+        let unchanged = match self.active {
+            None => !on || self.bar.is_none(),
+            Some(Active::Bar) => on,
+            // ENABLE written as 1 again leaves the guest page in use; 0
+            // turns it off.
+            Some(Active::Guest(_)) => on,
+        };
+        if unchanged {
             return;
         }
         self.reset();
-        self.enabled = on;
-        if on {
-            for q in 0..self.watch.len() {
-                self.restart(q, tails(q));
+        if let Some(mem) = self.bar.as_ref().map(BarPage::slice).filter(|_| on) {
+            for (q, w) in self.watch.iter_mut().enumerate() {
+                *w = Self::restart_slot(mem, q, tails(q));
             }
+            self.active = Some(Active::Bar);
         }
+    }
+
+    /// Writes a slot that starts from tails `(tx, rx)`, unwatched; returns
+    /// the card's view of it.
+    fn restart_slot(mem: VolatileSlice, q: usize, (tx, rx): (u32, u32)) -> Watch {
+        Self::store(mem, q, Word::Watch, 0);
+        Self::store(mem, q, Word::TxTail, tx);
+        Self::store(mem, q, Word::RxTail, rx);
+        Watch {
+            last: Self::read_slot(mem, q),
+            ..Watch::default()
+        }
+    }
+
+    /// The BAT names a guest page at `address` (a VCT entry was
+    /// committed): the slots are there from now on, if the card may write
+    /// the whole page. Nothing is polled yet, and the driver's tails stay
+    /// as they are: the card starts each slot from the queue's tails
+    /// (`tails(q)`, after a resume what the contexts hold), so a tail the
+    /// driver stored that the queue has not taken is taken at the next
+    /// kick; IRQ_SEQ counts from what the slot holds. WATCH is cleared, so
+    /// the driver's next doorbell rings the register.
+    pub fn use_guest_page(
+        &mut self,
+        dma: &DmaSpace,
+        address: u64,
+        tails: impl Fn(usize) -> (u32, u32),
+    ) -> Result<(), PageError> {
+        self.reset();
+        let refuse = |p: &mut Self, e: PageError| {
+            p.refused = true;
+            Err(e)
+        };
+        if address % PAGE_SIZE != 0 {
+            return refuse(self, PageError::Unaligned(address));
+        }
+        self.active = Some(Active::Guest(address));
+        let Some(mem) = Self::page_mem(&self.bar, self.active, dma) else {
+            self.active = None;
+            return refuse(self, PageError::Unreachable(address));
+        };
+        for (q, w) in self.watch.iter_mut().enumerate() {
+            let (tx_tail, rx_tail) = tails(q);
+            Self::store(mem, q, Word::Watch, 0);
+            *w = Watch {
+                last: Slot {
+                    tx_tail,
+                    rx_tail,
+                    irq_seq: Self::load(mem, q, Word::IrqSeq),
+                },
+                ..Watch::default()
+            };
+        }
+        Ok(())
+    }
+
+    /// A VCT entry is committed or cleared: a guest page in use, or the
+    /// refusal of the last one, belongs to the BAT before it. The BAR
+    /// page, turned on by a register, stays.
+    pub fn forget_guest_page(&mut self) {
+        if self.guest_page().is_some() {
+            self.active = None;
+            self.watch.fill(Watch::default());
+        }
+        self.refused = false;
+    }
+
+    /// The guest page can no longer be reached: doorbells are register
+    /// writes from now on (DB_PAGE.REFUSED). The driver, which reads WATCH
+    /// from the unreachable page, may still believe the card polls; its
+    /// transmit watchdog recovers the function.
+    pub fn lost(&mut self) {
+        self.reset();
+        self.refused = true;
     }
 
     /// Queue pair `q` (re)started or stopped: its slot starts from these
     /// tails, and the card stops polling it until the next register kick.
-    pub fn restart(&mut self, q: usize, (tx, rx): (u32, u32)) {
+    pub fn restart(&mut self, dma: &DmaSpace, q: usize, tails: (u32, u32)) {
         if q >= self.watch.len() {
             return;
         }
-        self.store(q, Word::Watch, 0);
-        self.store(q, Word::TxTail, tx);
-        self.store(q, Word::RxTail, rx);
-        self.watch[q] = Watch {
-            last: self.slot(q),
-            ..Watch::default()
-        };
+        if let Some(mem) = self.mem(dma) {
+            self.watch[q] = Self::restart_slot(mem, q, tails);
+        }
     }
 
     /// Whether the card polls queue pair `q`'s slot.
@@ -280,23 +490,27 @@ impl DoorbellPage {
 
     /// A doorbell register of queue pair `q` rang (or the slot showed a
     /// doorbell): poll the slot from now on.
-    pub fn watch(&mut self, q: usize, now: Instant) {
+    pub fn watch(&mut self, dma: &DmaSpace, q: usize, now: Instant) {
+        let Some(mem) = Self::page_mem(&self.bar, self.active, dma) else {
+            return;
+        };
         let Some(w) = self.watch.get_mut(q) else {
             return;
         };
         w.last_active = Some(now);
+        self.interval = self.policy.poll;
         if w.since.is_none() {
             w.since = Some(now);
-            self.store(q, Word::Watch, WATCHING);
+            Self::store(mem, q, Word::Watch, WATCHING);
         }
     }
 
     /// The doorbells in queue pair `q`'s slot since the last call.
-    pub fn take(&mut self, q: usize) -> Change {
-        if q >= self.watch.len() {
+    pub fn take(&mut self, dma: &DmaSpace, q: usize) -> Change {
+        let Some(mem) = self.mem(dma).filter(|_| q < self.watch.len()) else {
             return Change::default();
-        }
-        let now = self.slot(q);
+        };
+        let now = Self::read_slot(mem, q);
         let last = std::mem::replace(&mut self.watch[q].last, now);
         Change {
             tx_tail: (now.tx_tail != last.tx_tail).then_some(now.tx_tail),
@@ -309,8 +523,11 @@ impl DoorbellPage {
     /// quiet for the idle window, stop polling it. Returns true when the
     /// card stopped and must read the slot once more (the driver may have
     /// stored a tail just before it read WATCH).
-    pub fn quiet(&mut self, q: usize, now: Instant) -> bool {
+    pub fn quiet(&mut self, dma: &DmaSpace, q: usize, now: Instant) -> bool {
         let idle = self.policy.idle;
+        let Some(mem) = Self::page_mem(&self.bar, self.active, dma) else {
+            return false;
+        };
         let Some(w) = self.watch.get_mut(q) else {
             return false;
         };
@@ -319,30 +536,35 @@ impl DoorbellPage {
             return false;
         }
         w.since = None;
-        self.store(q, Word::Watch, 0);
+        Self::store(mem, q, Word::Watch, 0);
         // Pairs with the driver's barrier between its tail store and its
         // WATCH load.
         fence(Ordering::SeqCst);
         true
     }
 
-    /// A dword read through the socket (a client that does not map the
-    /// page). `rel` is the offset in the page, dword-aligned.
+    /// A dword of the BAR page read through the socket (a client that does
+    /// not map the page). `rel` is the offset in the page, dword-aligned.
     pub fn read_dword(&self, rel: u64) -> u32 {
-        self.slice()
-            .load(rel as usize, Ordering::Acquire)
-            .unwrap_or(u32::MAX)
+        self.bar.as_ref().map_or(u32::MAX, |b| {
+            b.slice()
+                .load::<u32>(rel as usize, Ordering::Acquire)
+                .map_or(u32::MAX, u32::from_le)
+        })
     }
 
-    /// A dword write through the socket: the driver's words only (WATCH is
-    /// the card's). Returns false for a write the page refuses.
+    /// A dword write to the BAR page through the socket: the driver's
+    /// words only (WATCH is the card's). Returns false for a write the
+    /// page refuses.
     pub fn write_dword(&self, rel: u64, v: u32) -> bool {
         if rel % SLOT_SIZE == Word::Watch as u64 {
             return false;
         }
-        self.slice()
-            .store(v, rel as usize, Ordering::Release)
-            .is_ok()
+        self.bar.as_ref().is_some_and(|b| {
+            b.slice()
+                .store(v.to_le(), rel as usize, Ordering::Release)
+                .is_ok()
+        })
     }
 }
 
@@ -351,7 +573,14 @@ mod tests {
     use super::*;
 
     fn page() -> DoorbellPage {
-        DoorbellPage::new(8, PagePolicy::default()).unwrap()
+        let mut p = DoorbellPage::new(8, PagePolicy::default());
+        p.add_bar_page().unwrap();
+        p
+    }
+
+    /// The BAR page needs no guest memory.
+    fn d() -> DmaSpace {
+        DmaSpace::default()
     }
 
     /// The driver's side: stores through the socket path, as a test client.
@@ -387,22 +616,22 @@ mod tests {
         drive(&p, 1, Word::TxTail, 0x1234);
         let mut b = [0; 4];
         std::os::unix::fs::FileExt::read_exact_at(
-            p.file(),
+            p.file().unwrap(),
             &mut b,
             PAGE_OFFSET + SLOT_SIZE + Word::TxTail as u64,
         )
         .unwrap();
         assert_eq!(u32::from_le_bytes(b), 0x1234);
-        assert_eq!(p.file().metadata().unwrap().len(), BAR0_SIZE);
+        assert_eq!(p.file().unwrap().metadata().unwrap().len(), BAR0_SIZE);
     }
 
     #[test]
     fn enabling_starts_slots_from_the_queue_tails_and_not_watched() {
         let mut p = page();
         drive(&p, 2, Word::TxTail, 99);
-        p.set_enabled(true, |q| (q as u32, 10 + q as u32));
+        p.set_bar_enabled(true, |q| (q as u32, 10 + q as u32));
         assert_eq!(
-            p.slot(2),
+            p.slot(&d(), 2),
             Slot {
                 tx_tail: 2,
                 rx_tail: 12,
@@ -416,15 +645,15 @@ mod tests {
     #[test]
     fn watch_publishes_watching_and_quiet_clears_it_after_the_idle_window() {
         let mut p = page();
-        p.set_enabled(true, |_| (0, 0));
+        p.set_bar_enabled(true, |_| (0, 0));
         let t0 = Instant::now();
-        p.watch(3, t0);
+        p.watch(&d(), 3, t0);
         let watch = 3 * SLOT_SIZE + Word::Watch as u64;
         assert_eq!(p.read_dword(watch), WATCHING);
         assert_eq!(p.watched().collect::<Vec<_>>(), vec![3]);
-        assert!(!p.quiet(3, t0 + p.policy().idle / 2));
+        assert!(!p.quiet(&d(), 3, t0 + p.policy().idle / 2));
         assert!(p.watching(3));
-        assert!(p.quiet(3, t0 + p.policy().idle));
+        assert!(p.quiet(&d(), 3, t0 + p.policy().idle));
         assert!(!p.watching(3));
         assert_eq!(p.read_dword(watch), 0);
     }
@@ -432,23 +661,43 @@ mod tests {
     #[test]
     fn a_doorbell_in_the_slot_extends_the_idle_window() {
         let mut p = page();
-        p.set_enabled(true, |_| (0, 0));
+        p.set_bar_enabled(true, |_| (0, 0));
         let t0 = Instant::now();
         let idle = p.policy().idle;
-        p.watch(0, t0);
-        p.watch(0, t0 + idle / 2);
-        assert!(!p.quiet(0, t0 + idle));
-        assert!(p.quiet(0, t0 + idle / 2 + idle));
+        p.watch(&d(), 0, t0);
+        p.watch(&d(), 0, t0 + idle / 2);
+        assert!(!p.quiet(&d(), 0, t0 + idle));
+        assert!(p.quiet(&d(), 0, t0 + idle / 2 + idle));
+    }
+
+    #[test]
+    fn empty_polls_space_out_up_to_a_quarter_of_the_idle_window() {
+        let mut p = page();
+        p.set_bar_enabled(true, |_| (0, 0));
+        let policy = p.policy();
+        assert_eq!(p.interval(), policy.poll);
+        p.slow_down();
+        assert_eq!(p.interval(), policy.poll * 2);
+        for _ in 0..20 {
+            p.slow_down();
+        }
+        assert_eq!(p.interval(), policy.idle / 4);
+        p.watch(&d(), 0, Instant::now());
+        assert_eq!(p.interval(), policy.poll, "a doorbell: poll often again");
     }
 
     #[test]
     fn take_reports_each_doorbell_once() {
         let mut p = page();
-        p.set_enabled(true, |_| (4, 7));
-        assert_eq!(p.take(1), Change::default(), "the tails it started from");
+        p.set_bar_enabled(true, |_| (4, 7));
+        assert_eq!(
+            p.take(&d(), 1),
+            Change::default(),
+            "the tails it started from"
+        );
         drive(&p, 1, Word::TxTail, 5);
         drive(&p, 1, Word::IrqSeq, 1);
-        let c = p.take(1);
+        let c = p.take(&d(), 1);
         assert_eq!(
             c,
             Change {
@@ -458,21 +707,21 @@ mod tests {
             }
         );
         assert!(c.any());
-        assert!(!p.take(1).any(), "the same doorbells twice");
+        assert!(!p.take(&d(), 1).any(), "the same doorbells twice");
         drive(&p, 1, Word::RxTail, 9);
-        assert_eq!(p.take(1).rx_tail, Some(9));
-        assert!(!p.take(300).any(), "no slot");
+        assert_eq!(p.take(&d(), 1).rx_tail, Some(9));
+        assert!(!p.take(&d(), 300).any(), "no slot");
     }
 
     #[test]
     fn a_restart_takes_the_queue_tails_as_seen() {
         let mut p = page();
-        p.set_enabled(true, |_| (0, 0));
+        p.set_bar_enabled(true, |_| (0, 0));
         drive(&p, 0, Word::TxTail, 37);
-        p.restart(0, (0, 0));
+        p.restart(&d(), 0, (0, 0));
         drive(&p, 0, Word::TxTail, 37);
         assert_eq!(
-            p.take(0).tx_tail,
+            p.take(&d(), 0).tx_tail,
             Some(37),
             "the same value after a restart"
         );
@@ -481,23 +730,23 @@ mod tests {
     #[test]
     fn the_driver_cannot_write_watch_and_reset_zeroes_everything() {
         let mut p = page();
-        p.set_enabled(true, |_| (5, 6));
+        p.set_bar_enabled(true, |_| (5, 6));
         assert!(!p.write_dword(Word::Watch as u64, WATCHING));
-        p.watch(0, Instant::now());
+        p.watch(&d(), 0, Instant::now());
         p.reset();
         assert!(!p.enabled());
         assert!(!p.watching(0));
-        assert_eq!(p.slot(0), Slot::default());
+        assert_eq!(p.slot(&d(), 0), Slot::default());
         assert_eq!(p.read_dword(Word::Watch as u64), 0);
     }
 
     #[test]
     fn slots_past_the_function_queue_pairs_are_ignored() {
         let mut p = page();
-        p.watch(200, Instant::now());
+        p.watch(&d(), 200, Instant::now());
         assert!(!p.watching(200));
-        p.restart(200, (1, 1));
-        assert!(!p.quiet(200, Instant::now()));
+        p.restart(&d(), 200, (1, 1));
+        assert!(!p.quiet(&d(), 200, Instant::now()));
     }
 }
 
@@ -516,7 +765,7 @@ mod card_tests {
 
     fn card() -> Card {
         Card::new(CardConfig {
-            doorbell_page: Some(PagePolicy::default()),
+            doorbell_page: true,
             ..CardConfig::default()
         })
         .unwrap()
@@ -704,9 +953,12 @@ mod card_tests {
         assert!(watched(&mut c, 1, 0));
         assert!(!watched(&mut c, 2, 0));
         let (f1, f2) = (&c.functions[1], &c.functions[2]);
-        let (p1, p2) = (f1.doorbell_page().unwrap(), f2.doorbell_page().unwrap());
+        let (p1, p2) = (
+            f1.doorbell_page().file().unwrap(),
+            f2.doorbell_page().file().unwrap(),
+        );
         use std::os::fd::AsRawFd;
-        assert_ne!(p1.file().as_raw_fd(), p2.file().as_raw_fd());
+        assert_ne!(p1.as_raw_fd(), p2.as_raw_fd());
     }
 
     #[test]
@@ -772,5 +1024,207 @@ mod card_tests {
             "WATCH is the card's"
         );
         assert_eq!(rd(&mut c, 1, Reg::BadAccess as u64), 2);
+    }
+}
+
+/// The page in guest memory (interface 1.4): the fake driver names a page
+/// of its own memory in its BAT header and stores into it directly, as
+/// vnic.ko does; the card reaches it through the function's DMA mappings.
+#[cfg(test)]
+mod guest_page_tests {
+    use super::*;
+    use crate::card::Card;
+    use crate::function::{VctOutcome, REGION_CONFIG};
+    use crate::regs::{DbPageReg, FnStat, Reg};
+    use crate::state::ServiceType;
+    use crate::test_utils::guest::{card, eth, fn_stat, mac, qp_reg, rd, wr, Vm, RING};
+
+    const TX: u64 = 0x10;
+    /// QueueContext.tail.
+    const CTX_TAIL: u64 = 14;
+
+    fn db_page(c: &mut Card, f: usize) -> DbPageReg {
+        DbPageReg::from_bits(rd(c, f, Reg::DbPage as u64))
+    }
+
+    /// Names `page` in the VM's BAT header and commits the VCT entry
+    /// again (what vnic.ko's probe does in one step; here the queues are
+    /// already running, as on a destination card after migration).
+    fn name_page(c: &mut Card, vm: &Vm, page: u64) {
+        vm.drv.write_u64(vm.tables.bat + 8, page);
+        wr(c, vm.f, Reg::VctLo as u64, vm.tables.bat as u32);
+        wr(c, vm.f, Reg::VctHi as u64, (vm.tables.bat >> 32) as u32);
+        assert_eq!(rd(c, vm.f, Reg::VctStatus as u64), 0);
+    }
+
+    /// VM A (VF0) and B (VF1); A's doorbells go through a page of its own
+    /// memory. Returns the page's guest address.
+    fn setup() -> (Card, Vm, Vm, u64) {
+        let mut c = card();
+        let mut a = Vm::attach(&mut c, 1, 8);
+        let b = Vm::attach(&mut c, 2, 8);
+        let page = a.drv.alloc(PAGE_SIZE, PAGE_SIZE);
+        name_page(&mut c, &a, page);
+        (c, a, b, page)
+    }
+
+    fn word(page: u64, q: u16, w: Word) -> u64 {
+        page + u64::from(q) * SLOT_SIZE + w as u64
+    }
+
+    fn watched(vm: &Vm, page: u64) -> bool {
+        vm.drv.read_u32(word(page, 0, Word::Watch)) == WATCHING
+    }
+
+    /// vnic.ko's send doorbell: the tail into the page, then the register
+    /// (with a value the card must ignore) only if the card does not
+    /// watch. Returns whether it rang.
+    fn send(c: &mut Card, vm: &mut Vm, page: u64, frames: &[Vec<u8>]) -> bool {
+        let tx = vm.rings[0].0;
+        vm.tx_tail[0] = vm.drv.queue_tx(tx, RING, vm.tx_tail[0], frames);
+        vm.drv
+            .write_u32(word(page, 0, Word::TxTail), vm.tx_tail[0].into());
+        let ring = !watched(vm, page);
+        if ring {
+            wr(c, vm.f, qp_reg(0, TX), 0xdead);
+        }
+        ring
+    }
+
+    fn frame(c: &Card, len: usize) -> Vec<u8> {
+        eth(mac(c, 2, 0), mac(c, 1, 0), None, len)
+    }
+
+    #[test]
+    fn the_page_the_bat_names_takes_doorbells_without_registers() {
+        let (mut c, mut a, b, page) = setup();
+        let r = db_page(&mut c, 1);
+        assert!(r.enable() && r.guest() && !r.present() && !r.refused());
+        assert!(!watched(&a, page), "idle: ring the register");
+        let f1 = frame(&c, 60);
+        assert!(
+            send(&mut c, &mut a, page, std::slice::from_ref(&f1)),
+            "kick"
+        );
+        assert_eq!(
+            b.received(0),
+            vec![f1.clone()],
+            "the page's tail, not 0xdead"
+        );
+        assert!(watched(&a, page), "WATCH written into guest memory");
+
+        let f2 = frame(&c, 70);
+        assert!(!send(&mut c, &mut a, page, std::slice::from_ref(&f2)));
+        c.poll_doorbells(Instant::now());
+        c.run_pending();
+        assert_eq!(b.received(0), vec![f1, f2]);
+        assert_eq!(fn_stat(&c, 1, FnStat::TxPackets), 2);
+
+        let idle = PagePolicy::default().idle;
+        c.poll_doorbells(Instant::now() + idle * 2);
+        assert!(!watched(&a, page), "idle: the driver rings again");
+        assert_eq!(c.next_deadline(), None, "no timer while idle");
+        assert_eq!(
+            db_page(&mut c, 2).into_bits(),
+            0,
+            "B named no page: register doorbells"
+        );
+    }
+
+    #[test]
+    fn a_page_the_card_may_not_write_is_refused_and_registers_still_work() {
+        let mut c = card();
+        let mut a = Vm::attach(&mut c, 1, 8);
+        let b = Vm::attach(&mut c, 2, 8);
+        let (base, size, _) = a.drv.memory();
+        for bad in [base + 8, base + size, 0x1000, !0xfff] {
+            name_page(&mut c, &a, bad);
+            let r = db_page(&mut c, 1);
+            assert!(!r.enable() && r.refused(), "{bad:#x}: {r:?}");
+            assert_eq!(rd(&mut c, 1, Reg::VctStatus as u64), 0, "the BAT is fine");
+        }
+        let fr = frame(&c, 60);
+        a.send(&mut c, 0, std::slice::from_ref(&fr));
+        assert_eq!(b.received(0), vec![fr], "register doorbells");
+        assert_eq!(fn_stat(&c, 1, FnStat::QueueErrors), 0);
+        name_page(&mut c, &a, 0);
+        assert_eq!(
+            db_page(&mut c, 1).into_bits(),
+            0,
+            "the next commit clears REFUSED"
+        );
+    }
+
+    #[test]
+    fn a_page_unmapped_later_is_dropped_without_harm() {
+        let (mut c, mut a, _b, page) = setup();
+        let fr = frame(&c, 60);
+        send(&mut c, &mut a, page, &[fr]);
+        assert!(c.next_deadline().is_some(), "polling");
+        let (base, size, _) = a.drv.memory();
+        c.functions[1].dma_unmap(base, size, false).unwrap();
+        c.poll_doorbells(Instant::now());
+        let r = db_page(&mut c, 1);
+        assert!(!r.enable() && r.refused(), "{r:?}");
+        c.poll_doorbells(Instant::now());
+        assert_eq!(c.next_deadline(), None, "nothing polled");
+        wr(&mut c, 1, qp_reg(0, TX), 5);
+        assert_eq!(c.functions[2].counters().get(FnStat::RxPackets), 1);
+    }
+
+    #[test]
+    fn quiesce_takes_stored_tails_and_a_new_card_takes_them_at_the_kick() {
+        let (mut c, mut a, b, page) = setup();
+        let fr = frame(&c, 60);
+        send(&mut c, &mut a, page, &[fr]);
+        let fr = frame(&c, 61);
+        assert!(!send(&mut c, &mut a, page, &[fr]), "watched");
+        // The VM stops; management quiesces: the stored tail reaches the
+        // context in guest memory, the frame stays for the next card.
+        c.functions[1].quiesce();
+        let ctx = a.tables.context(ServiceType::SendQueue, 0);
+        assert_eq!(a.drv.read_u16(ctx + CTX_TAIL), a.tx_tail[0]);
+        assert_eq!(b.received(0).len(), 1);
+
+        // A new card after migration: the same memory, the same BAT,
+        // given by management once the guest set Bus Master Enable.
+        let mut c2 = card();
+        let rdwr = crate::dma::DMA_READ | crate::dma::DMA_WRITE;
+        for vm in [&a, &b] {
+            let (base, size, file) = vm.drv.memory();
+            let f = &mut c2.functions[vm.f];
+            f.dma_map(base, size, 0, rdwr, Some(file)).unwrap();
+            f.region_write(REGION_CONFIG, 4, &[6, 0]).unwrap();
+            assert_eq!(f.set_vct(vm.tables.bat), VctOutcome::Committed);
+        }
+        assert!(db_page(&mut c2, 1).guest());
+        assert!(!watched(&a, page), "the new card cleared WATCH");
+        // The driver re-rings on RESUMED: a store and a kick; the frame
+        // the first card left and this one arrive.
+        assert!(send(&mut c2, &mut a, page, &[frame(&c, 62)]));
+        assert_eq!(b.received(0).len(), 3);
+    }
+
+    #[test]
+    fn reset_turns_the_page_off_and_leaves_guest_memory_alone() {
+        let (mut c, mut a, _b, page) = setup();
+        let fr = frame(&c, 60);
+        send(&mut c, &mut a, page, &[fr]);
+        assert!(watched(&a, page));
+        c.functions[1].reset();
+        c.after_io(1);
+        assert_eq!(db_page(&mut c, 1).into_bits(), 0);
+        assert!(watched(&a, page), "not written after the reset");
+        c.poll_doorbells(Instant::now());
+        assert_eq!(c.next_deadline(), None);
+    }
+
+    #[test]
+    fn writing_enable_0_turns_the_page_off_and_1_does_not_swap_it_for_none() {
+        let (mut c, _a, _b, _page) = setup();
+        wr(&mut c, 1, Reg::DbPage as u64, 1);
+        assert!(db_page(&mut c, 1).guest(), "ENABLE again: unchanged");
+        wr(&mut c, 1, Reg::DbPage as u64, 0);
+        assert_eq!(db_page(&mut c, 1).into_bits(), 0);
     }
 }

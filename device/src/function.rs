@@ -6,7 +6,7 @@
 //!
 //! ```text
 //! 0  BAR0   64 KiB  64-bit MMIO register file (regs.rs); with
-//!                   --doorbell-page its last page is the doorbell page
+//!                   --doorbell-page its last page is a doorbell page
 //!                   (doorbell.rs), mmappable through a sparse area
 //! 1  BAR1   -       upper half of BAR0
 //! 2  BAR2   16 KiB  64-bit MMIO: MSI-X table at 0, PBA at 0x2000
@@ -322,8 +322,9 @@ pub struct Function {
     pending_vct: Option<u64>,
     /// Faults management injected (docs/fault-injection.md).
     faults: Faults,
-    /// The doorbell page (vnicd `--doorbell-page`), shared with the client.
-    doorbell: Option<DoorbellPage>,
+    /// Doorbell slots: the guest's page its BAT names, or BAR0's page
+    /// (vnicd `--doorbell-page`) shared with the client.
+    doorbell: DoorbellPage,
 }
 
 /// What became of a VCT entry given by management.
@@ -378,7 +379,7 @@ impl Function {
                 .map(|q| QueuePair::new(q, Mac(spec.qp_macs[q as usize])))
                 .collect(),
             bat: None,
-            doorbell: None,
+            doorbell: DoorbellPage::new(spec.qp_max as usize, PagePolicy::default()),
             counters: FnCounters::default(),
             switch_ops: Vec::new(),
             policy: Policy {
@@ -499,6 +500,14 @@ impl Function {
     /// and its context is written back to guest memory. Returns the number
     /// of running queues written back.
     pub fn quiesce(&mut self) -> usize {
+        // Doorbells the driver stored into its page and the card has not
+        // taken yet move the tails first, so the contexts hold them.
+        if self.page_mode() && self.page_reachable() {
+            let watched: Vec<usize> = self.doorbell.watched().collect();
+            for q in watched {
+                self.take_page(q);
+            }
+        }
         self.quiesced = true;
         let written = self.qps.iter_mut().map(|qp| qp.pause(&self.dma)).sum();
         info!(
@@ -744,21 +753,27 @@ impl Function {
         }
     }
 
-    /// Gives the function a doorbell page (docs/registers.md, "Doorbell
-    /// page"). Without one (the default) no region is mmappable, which
-    /// keeps QEMU's posted (NO_REPLY) BAR writes on.
-    pub fn add_doorbell_page(&mut self, policy: PagePolicy) {
-        match DoorbellPage::new(self.spec.qp_max as usize, policy) {
-            Ok(page) => {
-                self.doorbell = Some(page);
-                self.bar0.set_db_present(true);
+    /// How the card polls doorbell pages, and whether the function has a
+    /// BAR page (docs/registers.md, "Doorbell pages"). Without one (the
+    /// default) no region is mmappable, which keeps QEMU's posted
+    /// (NO_REPLY) BAR writes on; a page in guest memory needs none.
+    pub fn configure_doorbells(&mut self, policy: PagePolicy, bar_page: bool) {
+        self.doorbell = DoorbellPage::new(self.spec.qp_max as usize, policy);
+        if bar_page {
+            if let Err(e) = self.doorbell.add_bar_page() {
+                warn!("{}: no doorbell page in BAR0: {e}", self.name);
             }
-            Err(e) => warn!("{}: no doorbell page: {e}", self.name),
         }
+        self.sync_db_page();
     }
 
-    pub fn doorbell_page(&self) -> Option<&DoorbellPage> {
-        self.doorbell.as_ref()
+    pub fn doorbell_page(&self) -> &DoorbellPage {
+        &self.doorbell
+    }
+
+    /// DB_PAGE follows the doorbell slots' state.
+    fn sync_db_page(&mut self) {
+        self.bar0.set_db_page(self.doorbell.register());
     }
 
     /// (flags, size) for GET_REGION_INFO. BAR0 is mmappable (in part: the
@@ -784,7 +799,7 @@ impl Function {
     /// region's start): BAR0's doorbell memfd, if the function has a page.
     pub fn region_fd(&self, index: u32) -> Option<&File> {
         match index {
-            REGION_BAR0 => self.doorbell.as_ref().map(DoorbellPage::file),
+            REGION_BAR0 => self.doorbell.file(),
             _ => None,
         }
     }
@@ -795,7 +810,7 @@ impl Function {
     /// region is mmappable yet, so today this only informs the client).
     pub fn region_caps(&self, index: u32) -> Vec<RegionCap> {
         match index {
-            REGION_BAR0 if self.doorbell.is_some() => vec![sparse_mmap_cap(&[(
+            REGION_BAR0 if self.doorbell.has_bar_page() => vec![sparse_mmap_cap(&[(
                 doorbell::PAGE_OFFSET,
                 doorbell::PAGE_SIZE,
             )])],
@@ -902,43 +917,56 @@ impl Function {
     /// A socket access inside the doorbell page (a client that does not
     /// map it, or a test): it reads and writes the page's memory.
     fn page_access(&self, offset: u64, len: usize) -> bool {
-        self.doorbell.is_some() && doorbell::in_page(offset, len)
+        self.doorbell.has_bar_page() && doorbell::in_page(offset, len)
     }
 
     fn page_read(&mut self, offset: u64, buf: &mut [u8]) {
-        let Some(page) = self
-            .doorbell
-            .as_ref()
-            .filter(|_| regs::dword_or_qword(offset, buf.len()))
-        else {
+        if !regs::dword_or_qword(offset, buf.len()) {
             self.bad_mmio("doorbell page: not an aligned dword or qword");
             buf.fill(0xff);
             return;
-        };
+        }
         for (i, chunk) in buf.chunks_mut(4).enumerate() {
             let rel = offset - doorbell::PAGE_OFFSET + 4 * i as u64;
-            chunk.copy_from_slice(&page.read_dword(rel).to_le_bytes());
+            chunk.copy_from_slice(&self.doorbell.read_dword(rel).to_le_bytes());
         }
     }
 
     fn page_write(&mut self, offset: u64, data: &[u8]) {
-        let ok = self.doorbell.as_ref().is_some_and(|page| {
-            regs::dword_or_qword(offset, data.len())
-                && data.chunks(4).enumerate().all(|(i, chunk)| {
-                    let rel = offset - doorbell::PAGE_OFFSET + 4 * i as u64;
-                    let v = u32::from_le_bytes(chunk.try_into().expect("dword chunks"));
-                    page.write_dword(rel, v)
-                })
-        });
+        let page = &self.doorbell;
+        let ok = regs::dword_or_qword(offset, data.len())
+            && data.chunks(4).enumerate().all(|(i, chunk)| {
+                let rel = offset - doorbell::PAGE_OFFSET + 4 * i as u64;
+                let v = u32::from_le_bytes(chunk.try_into().expect("dword chunks"));
+                page.write_dword(rel, v)
+            });
         if !ok {
             self.bad_mmio("doorbell page: bad write");
         }
     }
 
-    /// Whether queue pair `q`'s doorbells go through the page (the driver
-    /// enabled it): a doorbell register write is then a kick.
+    /// Whether the doorbells go through a page (the driver enabled one): a
+    /// doorbell register write is then a kick.
     fn page_mode(&self) -> bool {
-        self.doorbell.as_ref().is_some_and(DoorbellPage::enabled)
+        self.doorbell.enabled()
+    }
+
+    /// Whether the page in use can still be reached; a guest page that
+    /// cannot (unmapped since) is turned off, logged and flagged in
+    /// DB_PAGE.REFUSED: doorbells are register writes from then on.
+    fn page_reachable(&mut self) -> bool {
+        if self.doorbell.reachable(&self.dma) {
+            return true;
+        }
+        if let Some(address) = self.doorbell.guest_page() {
+            warn!(
+                "{}: doorbell page {address:#x} no longer reachable: doorbells are register writes",
+                self.name
+            );
+            self.doorbell.lost();
+            self.sync_db_page();
+        }
+        false
     }
 
     /// A doorbell register (QP_TX_TAIL, QP_RX_TAIL, QP_IRQ) rang while the
@@ -946,9 +974,7 @@ impl Function {
     /// ignored, so a kick overtaken by a later store into the page cannot
     /// move a tail back); poll the slot from now on, then take what it has.
     fn page_kick(&mut self, q: usize, now: std::time::Instant) {
-        if let Some(page) = self.doorbell.as_mut() {
-            page.watch(q, now);
-        }
+        self.doorbell.watch(&self.dma, q, now);
         self.take_page(q);
     }
 
@@ -956,9 +982,7 @@ impl Function {
     /// writes they stand for (same checks, same effects). Returns whether
     /// there were any.
     fn take_page(&mut self, q: usize) -> bool {
-        let Some(change) = self.doorbell.as_mut().map(|p| p.take(q)) else {
-            return false;
-        };
+        let change = self.doorbell.take(&self.dma, q);
         if q >= self.qps.len() {
             return false;
         }
@@ -978,29 +1002,28 @@ impl Function {
     /// quiet for the idle window is no longer watched (after one last look,
     /// see crate::doorbell). Returns whether any slot is still watched.
     pub fn poll_doorbells(&mut self, now: std::time::Instant) -> bool {
-        let Some(page) = self.doorbell.as_ref().filter(|p| p.enabled()) else {
+        if !self.page_mode() || !self.page_reachable() {
             return false;
-        };
-        let watched: Vec<usize> = page.watched().collect();
+        }
+        let watched: Vec<usize> = self.doorbell.watched().collect();
+        let mut found = false;
         for q in watched {
-            let busy = self.take_page(q)
-                || (self.doorbell.as_mut().is_some_and(|p| p.quiet(q, now)) && self.take_page(q));
+            let busy =
+                self.take_page(q) || (self.doorbell.quiet(&self.dma, q, now) && self.take_page(q));
             if busy {
-                if let Some(page) = self.doorbell.as_mut() {
-                    page.watch(q, now);
-                }
+                self.doorbell.watch(&self.dma, q, now);
+                found = true;
             }
         }
-        self.doorbell
-            .as_ref()
-            .is_some_and(|p| p.watched().next().is_some())
+        if !found {
+            self.doorbell.slow_down();
+        }
+        self.doorbell.watched().next().is_some()
     }
 
     /// Whether the card polls any of this function's doorbell slots.
     pub fn doorbells_watched(&self) -> bool {
-        self.doorbell
-            .as_ref()
-            .is_some_and(|p| p.enabled() && p.watched().next().is_some())
+        self.doorbell.enabled() && self.doorbell.watched().next().is_some()
     }
 
     /// The queue pair's tails as they are now (for a slot starting afresh).
@@ -1068,16 +1091,14 @@ impl Function {
                         return Err(RegError::Untrusted(off));
                     }
                     let doorbell = matches!(reg.reg, QpReg::TxTail | QpReg::RxTail | QpReg::Irq);
-                    if doorbell && self.page_mode() {
+                    if doorbell && self.page_mode() && self.page_reachable() {
                         self.page_kick(q, std::time::Instant::now());
                         continue;
                     }
                     self.qp_write(q, reg.reg, v);
                     if reg.reg == QpReg::Ctrl {
                         let tails = Self::tails(&self.qps, q);
-                        if let Some(page) = self.doorbell.as_mut().filter(|p| p.enabled()) {
-                            page.restart(q, tails);
-                        }
+                        self.doorbell.restart(&self.dma, q, tails);
                     }
                 }
                 Target::FnStat { .. } | Target::QpStat { .. } => {
@@ -1174,8 +1195,10 @@ impl Function {
         }
         self.bat = None;
         self.bar0.set_vct_status(0);
+        self.doorbell.forget_guest_page();
         if address == 0 {
             info!("{}: VCT entry cleared", self.name);
+            self.sync_db_page();
             return;
         }
         match Bat::read(&self.dma, address) {
@@ -1185,13 +1208,31 @@ impl Function {
                     qp.resume(&self.name, &self.dma, &bat);
                 }
                 self.bat = Some(bat);
+                if bat.doorbells != 0 {
+                    self.use_guest_page(bat.doorbells);
+                }
             }
             Err(e) => {
                 warn!("{}: VCT entry {address:#x} refused: {e}", self.name);
                 self.bar0.set_vct_status(e.vct_code());
             }
         }
+        self.sync_db_page();
         self.keep_quiesced();
+    }
+
+    /// The BAT names a doorbell page in guest memory: the slots are there
+    /// from now on, if the card may write it (else DB_PAGE.REFUSED, a log
+    /// line, and register doorbells).
+    fn use_guest_page(&mut self, address: u64) {
+        let qps = &self.qps;
+        match self
+            .doorbell
+            .use_guest_page(&self.dma, address, |q| Self::tails(qps, q))
+        {
+            Ok(()) => info!("{}: doorbell page at {address:#x}", self.name),
+            Err(e) => warn!("{}: {e}: doorbells are register writes", self.name),
+        }
     }
 
     fn bad_mmio(&mut self, what: &str) {
@@ -1304,14 +1345,16 @@ impl Function {
             Effect::VctCommit(address) => self.commit_vct(address),
             Effect::DbPage(on) => {
                 let qps = &self.qps;
-                if let Some(page) = self.doorbell.as_mut() {
-                    page.set_enabled(on, |q| Self::tails(qps, q));
+                let was = self.doorbell.enabled();
+                self.doorbell.set_bar_enabled(on, |q| Self::tails(qps, q));
+                if self.doorbell.enabled() != was {
                     info!(
                         "{}: doorbell page {}",
                         self.name,
-                        if on { "on" } else { "off" }
+                        if was { "off" } else { "on" }
                     );
                 }
+                self.sync_db_page();
             }
             Effect::Admin(cmd) => {
                 if self.spec.kind == FunctionKind::Pf {
@@ -1520,9 +1563,8 @@ impl Function {
         self.config = self.pristine.clone();
         self.bar0.reset();
         self.msix.reset();
-        if let Some(page) = self.doorbell.as_mut() {
-            page.reset();
-        }
+        self.doorbell.reset();
+        self.sync_db_page();
         self.stats.resets += 1;
     }
 

@@ -35,7 +35,7 @@ fn rust_layout(strukt: &str, field: &str) -> Option<usize> {
         ("vnic_bat_hdr", "") => size_of::<BatHeader>(),
         ("vnic_bat_hdr", "magic") => offset_of!(BatHeader, magic),
         ("vnic_bat_hdr", "types") => offset_of!(BatHeader, types),
-        ("vnic_bat_hdr", "reserved") => offset_of!(BatHeader, reserved),
+        ("vnic_bat_hdr", "doorbells") => offset_of!(BatHeader, doorbells),
         ("vnic_bat_entry", "") => size_of::<BatEntry>(),
         ("vnic_bat_entry", "clat") => offset_of!(BatEntry, clat),
         ("vnic_bat_entry", "entry_size") => offset_of!(BatEntry, entry_size),

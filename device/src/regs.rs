@@ -14,7 +14,7 @@ pub const BAR0_SIZE: u64 = 64 * 1024;
 /// "VNIC" in ASCII, read from ID.
 pub const ID_MAGIC: u32 = 0x564e_4943;
 pub const VERSION_MAJOR: u16 = 1;
-pub const VERSION_MINOR: u16 = 3;
+pub const VERSION_MINOR: u16 = 4;
 
 /// Register offsets.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -242,7 +242,15 @@ pub struct DbPageReg {
     /// RO: the function has a page (vnicd `--doorbell-page`), mmappable at
     /// BAR0 [`crate::doorbell::PAGE_OFFSET`].
     pub present: bool,
-    #[bits(30)]
+    /// RO (interface 1.4): the slots in use are the guest page the BAT
+    /// header names.
+    pub guest: bool,
+    /// RO (interface 1.4): the guest page the BAT header named was
+    /// refused (not 4 KiB-aligned, not writable guest memory) or became
+    /// unreachable; doorbells are register writes. Cleared by the next
+    /// VCT commit or reset.
+    pub refused: bool,
+    #[bits(28)]
     __: u32,
 }
 
@@ -540,7 +548,7 @@ pub enum Effect {
     VctCommit(u64),
     /// ADMIN_CMD was written.
     Admin(AdminCmd),
-    /// DB_PAGE was written: whether the driver now uses the page.
+    /// DB_PAGE was written: whether the driver asks for the BAR page.
     DbPage(bool),
 }
 
@@ -625,9 +633,10 @@ impl Bar0 {
         self.id.mac = mac;
     }
 
-    /// The function has a doorbell page (DB_PAGE.PRESENT).
-    pub fn set_db_present(&mut self, present: bool) {
-        self.db_page = DbPageReg::new().with_present(present);
+    /// DB_PAGE as the function's doorbell slots stand
+    /// ([`crate::doorbell::DoorbellPage::register`]).
+    pub fn set_db_page(&mut self, reg: DbPageReg) {
+        self.db_page = reg;
     }
 
     /// QP_NUM, changed by management.
@@ -763,9 +772,8 @@ impl Bar0 {
             }
             Reg::AdminCmd => Effect::Admin(AdminCmd::from_bits(v)),
             Reg::DbPage => {
-                let enable = self.db_page.present() && DbPageReg::from_bits(v).enable();
-                self.db_page.set_enable(enable);
-                Effect::DbPage(enable)
+                // The function decides and updates the register.
+                Effect::DbPage(DbPageReg::from_bits(v).enable())
             }
             Reg::AdminArg0
             | Reg::AdminArg1
@@ -843,7 +851,7 @@ mod tests {
     fn identification_registers_read_back() {
         let mut b = bar();
         assert_eq!(r(&b, Reg::Id), ID_MAGIC);
-        assert_eq!(r(&b, Reg::Version), 0x0001_0003);
+        assert_eq!(r(&b, Reg::Version), 0x0001_0004);
         assert_eq!(r(&b, Reg::Features), 0xf, "every offload");
         assert_eq!(r(&b, Reg::Func), 0x8000_0003);
         assert_eq!(r(&b, Reg::QpMax), 8);

@@ -87,7 +87,11 @@ impl StateError {
 pub struct BatHeader {
     pub magic: Le32,
     pub types: Le32,
-    pub reserved: Le64,
+    /// Guest address of the driver's doorbell page (interface 1.4,
+    /// crate::doorbell), 4 KiB-aligned; 0: doorbells are register writes.
+    /// In the BAT, so the page is found again wherever the VCT entry is
+    /// committed (a destination card after migration).
+    pub doorbells: Le64,
 }
 
 /// One BAT entry, as in guest memory.
@@ -226,6 +230,9 @@ impl Layout {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Bat {
     pub address: u64,
+    /// The header's doorbell page, 0 for none (not checked here: a bad
+    /// page turns the page off, not the BAT).
+    pub doorbells: u64,
     layouts: [Layout; 2],
 }
 
@@ -246,6 +253,7 @@ impl Bat {
         };
         Ok(Bat {
             address,
+            doorbells: header.doorbells.to_native(),
             layouts: [
                 entry(ServiceType::SendQueue)?,
                 entry(ServiceType::ReceiveQueue)?,

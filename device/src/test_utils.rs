@@ -113,6 +113,11 @@ impl FakeDriver {
         self.dma.read(at, &mut b).unwrap();
         u16::from_le_bytes(b)
     }
+    pub fn read_u32(&self, at: u64) -> u32 {
+        let mut b = [0; 4];
+        self.dma.read(at, &mut b).unwrap();
+        u32::from_le_bytes(b)
+    }
     pub fn read_u64(&self, at: u64) -> u64 {
         let mut b = [0; 8];
         self.dma.read(at, &mut b).unwrap();

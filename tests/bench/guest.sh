@@ -9,6 +9,11 @@
 #   --seconds S   length of each iperf3 run (default 10)
 #   --only LIST   comma-separated cases (default all):
 #                   vnic-vf  vnic VF0 <-> VF1, one guest, two namespaces
+#                            (doorbells through vnic.ko's page in guest
+#                            memory, its default)
+#                   vnic-vf-posted  the same with doorbells as posted
+#                            register writes (vnic.ko guest_doorbells=0,
+#                            the card before step G6)
 #                   vnic-vf-fixed   the same with fixed interrupt
 #                            moderation (ethtool -C adaptive-rx off
 #                            rx-usecs 20, the card before adaptive)
@@ -17,14 +22,18 @@
 #                   vnic-vf-txirq   vnic-vf with an interrupt for every
 #                            send completion (ethtool -C tx-usecs 0, the
 #                            card before step G5)
-#                   vnic-vf-page    vnic-vf with vnicd --doorbell-page:
-#                            doorbells stored into the mmapped doorbell
-#                            page (QEMU's BAR writes then non-posted)
+#                   vnic-vf-page    vnic-vf with vnicd --doorbell-page
+#                            and vnic.ko guest_doorbells=0: doorbells
+#                            stored into the mmapped page in BAR0 (QEMU's
+#                            BAR writes then non-posted)
 #                   vnic-vm  vnic VM <-> VM: two guests on one vnicd
 #                   igb      QEMU igb, VF <-> VF (the PF makes two VFs)
 #                   e1000e   two QEMU e1000e on one QEMU hub
 #                   virtio   two virtio-net-pci (QEMU userspace backend) on
 #                            one QEMU hub
+#                   veth     no NIC: a veth pair between the two namespaces,
+#                            the guest's own ceiling (what any NIC between
+#                            two namespaces of this guest can reach at most)
 #   --smp N       guest CPUs (default 2)
 #   --out DIR     where console logs and the table go (default a new
 #                 /tmp/vnic-bench.XXXXXX)
@@ -137,6 +146,11 @@ for c in "${CASES[@]}"; do
 		run_case vnic-vf --vnicd "$VNICD" --vfs 2 --attach vf0,vf1 \
 			--env BENCH_DEVICE=vnic -- --vnics-per-vf 1
 		;;
+	vnic-vf-posted)
+		run_case vnic-vf-posted --vnicd "$VNICD" --vfs 2 --attach vf0,vf1 \
+			--env BENCH_DEVICE=vnic --env BENCH_DB_MODE=none \
+			--env BENCH_VNIC_PARAMS=guest_doorbells=0 -- --vnics-per-vf 1
+		;;
 	vnic-vf-fixed)
 		run_case vnic-vf-fixed --vnicd "$VNICD" --vfs 2 --attach vf0,vf1 \
 			--env BENCH_DEVICE=vnic \
@@ -155,7 +169,8 @@ for c in "${CASES[@]}"; do
 		;;
 	vnic-vf-page)
 		run_case vnic-vf-page --vnicd "$VNICD" --vfs 2 --attach vf0,vf1 \
-			--env BENCH_DEVICE=vnic --env BENCH_DB_PAGE=1 \
+			--env BENCH_DEVICE=vnic --env BENCH_DB_MODE=bar \
+			--env BENCH_VNIC_PARAMS=guest_doorbells=0 \
 			-- --vnics-per-vf 1 --doorbell-page
 		;;
 	vnic-vm) vnic_vm ;;
@@ -171,6 +186,9 @@ for c in "${CASES[@]}"; do
 	virtio)
 		hub_pair virtio-net-pci
 		run_case virtio --env BENCH_DEVICE=virtio "${HUB[@]}"
+		;;
+	veth)
+		run_case veth --attach "" --no-vnicd --env BENCH_DEVICE=veth
 		;;
 	*) say "unknown case $c"; exit 2 ;;
 	esac
@@ -194,14 +212,16 @@ ratio() {
 label() {
 	case $1 in
 	vnic-vf) echo "vnic VF<->VF" ;;
+	vnic-vf-posted) echo "  posted writes" ;;
 	vnic-vf-fixed) echo "  fixed ITR" ;;
 	vnic-vf-plain) echo "  no offloads" ;;
 	vnic-vf-txirq) echo "  tx-usecs 0" ;;
-	vnic-vf-page) echo "  doorbell page" ;;
+	vnic-vf-page) echo "  BAR0 page" ;;
 	vnic-vm) echo "vnic VM<->VM" ;;
 	igb) echo "igb VF<->VF" ;;
 	e1000e) echo "e1000e" ;;
 	virtio) echo "virtio-net" ;;
+	veth) echo "veth (no NIC)" ;;
 	esac
 }
 
@@ -218,13 +238,25 @@ table() {
 		printf '%-14s %12s %12s %14s %9s\n' "$(label "$c")" "${row[@]}"
 	done
 	if [[ " ${CASES[*]} " == *" igb "* ]]; then
-		for c in vnic-vf vnic-vf-fixed vnic-vf-plain vnic-vf-txirq vnic-vf-page vnic-vm; do
+		for c in vnic-vf vnic-vf-posted vnic-vf-fixed vnic-vf-plain vnic-vf-txirq vnic-vf-page vnic-vm; do
 			[[ " ${CASES[*]} " == *" $c "* ]] || continue
 			printf '%-14s %12s %12s %14s %9s\n' "$(label "$c")/igb" \
 				"$(ratio "$(value "$c" tcp1)" "$(value igb tcp1)")" \
 				"$(ratio "$(value "$c" tcp4)" "$(value igb tcp4)")" \
 				"$(ratio "$(value "$c" udp64)" "$(value igb udp64)")" \
 				"$(ratio "$(value "$c" ping_ms)" "$(value igb ping_ms)")"
+		done
+	fi
+	# The share of the guest's own ceiling each case reaches (ping: how
+	# many times the ceiling's RTT).
+	if [[ " ${CASES[*]} " == *" veth "* ]]; then
+		for c in "${CASES[@]}"; do
+			[[ $c == veth ]] && continue
+			printf '%-14s %12s %12s %14s %9s\n' "$(label "$c" | sed 's/^ *//')/veth" \
+				"$(ratio "$(value "$c" tcp1)" "$(value veth tcp1)")" \
+				"$(ratio "$(value "$c" tcp4)" "$(value veth tcp4)")" \
+				"$(ratio "$(value "$c" udp64)" "$(value veth udp64)")" \
+				"$(ratio "$(value "$c" ping_ms)" "$(value veth ping_ms)")"
 		done
 	fi
 }

@@ -1,5 +1,5 @@
 //! The doorbell page over the protocol (docs/protocol.md, docs/registers.md
-//! "Doorbell page"): BAR0 is mappable, with the page as its one sparse
+//! "Doorbell pages"): BAR0 is mappable, with the page as its one sparse
 //! area and the memfd in the GET_REGION_INFO reply, only with
 //! `--doorbell-page`; a store through the mapping is what the card reads.
 

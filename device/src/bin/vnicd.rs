@@ -53,29 +53,19 @@ struct Args {
     /// configuration file's].
     #[arg(long, value_name = "N")]
     vxlan_capacity: Option<u32>,
-    /// Give every function a doorbell page: the last page of BAR0, mmapped
+    /// Give every function a doorbell page in BAR0: its last page, mmapped
     /// by QEMU, where a driver stores its doorbells without a message
-    /// (docs/registers.md, "Doorbell page"). QEMU then sends every other
-    /// BAR write non-posted.
+    /// (docs/registers.md, "Doorbell pages"). QEMU then sends every other
+    /// BAR write non-posted. Without it a driver may still name a page of
+    /// its own memory (interface 1.4), which needs nothing from QEMU.
     #[arg(long)]
     doorbell_page: bool,
-    /// With --doorbell-page: µs between two polls of a busy queue pair's
-    /// doorbells.
-    #[arg(
-        long,
-        value_name = "US",
-        default_value_t = 20,
-        requires = "doorbell_page"
-    )]
+    /// µs between two polls of a busy queue pair's doorbell slot.
+    #[arg(long, value_name = "US", default_value_t = 20)]
     doorbell_poll_us: u64,
-    /// With --doorbell-page: µs without a doorbell after which the card
-    /// stops polling a queue pair and the driver rings the register again.
-    #[arg(
-        long,
-        value_name = "US",
-        default_value_t = 1000,
-        requires = "doorbell_page"
-    )]
+    /// µs without a doorbell after which the card stops polling a queue
+    /// pair's slot and the driver rings the register again.
+    #[arg(long, value_name = "US", default_value_t = 1000)]
     doorbell_idle_us: u64,
 }
 
@@ -134,10 +124,11 @@ fn main() -> ExitCode {
             .vxlan_capacity
             .or(settings.map(|s| s.vxlan_capacity))
             .unwrap_or(defaults.vxlan_capacity),
-        doorbell_page: args.doorbell_page.then_some(PagePolicy {
+        doorbell_page: args.doorbell_page,
+        doorbell_policy: PagePolicy {
             poll: Duration::from_micros(args.doorbell_poll_us.max(1)),
             idle: Duration::from_micros(args.doorbell_idle_us),
-        }),
+        },
     };
     let mut card = match Card::new(config) {
         Ok(c) => c,
