@@ -92,3 +92,92 @@ fn each_function_has_its_own_page() {
     fb.unwrap().read_exact_at(&mut w, PAGE_OFFSET).unwrap();
     assert_eq!(w, [0; 4]);
 }
+
+/// The doorbell page in guest memory over the socket (interface 1.4): the
+/// fake guest names a page of its memory in its BAT header and commits the
+/// VCT entry again; after one kick, doorbells stored into that memory
+/// alone reach the card, which polls by its own timer. BAR0 stays
+/// unmappable: QEMU would keep posting the kick.
+#[test]
+fn a_page_in_guest_memory_carries_doorbells_without_messages() {
+    use std::time::Duration;
+    use vnic_tests::guest::{frame, mac, qp, Guest, RING, VCT_HI, VCT_LO};
+    use vnic_tests::wait_for;
+
+    // An idle window of 1 s, so the card is still polling when the test
+    // looks.
+    let mut vnicd = Vnicd::start(&["--vfs", "2", "--doorbell-idle-us", "1000000"]);
+    let mut a = Guest::attach(&vnicd, "vf0", 1);
+    let b = Guest::attach(&vnicd, "vf1", 1);
+    let page = a.drv.alloc(PAGE_SIZE, PAGE_SIZE);
+    a.drv.write_u64(a.tables.bat + 8, page);
+    let bat = a.tables.bat;
+    a.posted(VCT_LO, bat as u32);
+    a.posted(VCT_HI, (bat >> 32) as u32);
+    assert_eq!(a.read(DB_PAGE), 0b101, "ENABLE | GUEST");
+    let (info, _) = region_info(&mut a.client, BAR0, 32);
+    assert_eq!(le_u32(&info, 4) & MMAP, 0, "BAR0 not mappable");
+
+    let (tx_tail, watch) = (page, page + 0xc);
+    let queue = |a: &mut Guest, n: u16| {
+        let frames: Vec<Vec<u8>> = (0..n).map(|_| frame(mac(2, 0), mac(1, 0), 80)).collect();
+        let tx = a.rings[0].0;
+        a.tx_tails[0] = a.drv.queue_tx(tx, RING, a.tx_tails[0], &frames);
+        a.drv.write_u32(tx_tail, a.tx_tails[0].into());
+    };
+    // The card is not polling yet: the driver rings the register (a kick,
+    // with a value the card ignores).
+    assert_eq!(a.drv.read_u32(watch), 0);
+    queue(&mut a, 1);
+    a.posted(qp(0, 0x10), 0xdead);
+    wait_for("the kicked frame", Duration::from_secs(5), || {
+        b.received(0).len() == 1
+    });
+    assert_eq!(a.drv.read_u32(watch), 1, "WATCH in guest memory");
+    // Now stores alone: no message.
+    for sent in [4, 9] {
+        queue(&mut a, if sent == 4 { 3 } else { 5 });
+        wait_for("stored doorbells taken", Duration::from_secs(5), || {
+            b.received(0).len() == sent
+        });
+    }
+    // Quiet for the idle window: the card stops polling and says so.
+    wait_for("WATCH cleared when idle", Duration::from_secs(10), || {
+        a.drv.read_u32(watch) == 0
+    });
+    assert_eq!(a.read(0x100), 9, "function TX_PACKETS");
+    assert!(vnicd.alive());
+}
+
+/// A BAT naming a doorbell page outside the guest's memory: the page is
+/// refused (DB_PAGE.REFUSED, a log line), the BAT is not, and register
+/// doorbells work as before.
+#[test]
+fn a_doorbell_page_outside_guest_memory_is_refused_not_fatal() {
+    use std::time::Duration;
+    use vnic_tests::guest::{frame, mac, Guest, VCT_HI, VCT_LO, VCT_STATUS};
+    use vnic_tests::wait_for;
+
+    let mut vnicd = Vnicd::start(&["--vfs", "2"]);
+    let mut a = Guest::attach(&vnicd, "vf0", 1);
+    let b = Guest::attach(&vnicd, "vf1", 1);
+    let (base, size, _) = a.drv.memory();
+    a.drv.write_u64(a.tables.bat + 8, base + size);
+    let bat = a.tables.bat;
+    a.posted(VCT_LO, bat as u32);
+    a.posted(VCT_HI, (bat >> 32) as u32);
+    assert_eq!(a.read(VCT_STATUS), 0);
+    assert_eq!(a.read(DB_PAGE), 0b1000, "REFUSED");
+    a.send(&[frame(mac(2, 0), mac(1, 0), 60)]);
+    wait_for("a register doorbell", Duration::from_secs(5), || {
+        b.received(0).len() == 1
+    });
+    assert!(vnicd.alive());
+    assert!(
+        vnicd
+            .log_text()
+            .contains("not guest memory the card may write"),
+        "{}",
+        vnicd.log_text()
+    );
+}
