@@ -199,13 +199,29 @@ ping_rtt() {
 	if [[ -n $avg ]]; then report ping_ms "$avg"; else failed ping_ms; fi
 }
 
+# cpu_share BEFORE AFTER: how busy the guest's CPUs were between two
+# "cpu" lines of /proc/stat (not a measurement of the table: it tells
+# whether a run was bound by the guest's CPUs, and where their time went).
+cpu_share() {
+	awk -v a="$1" -v b="$2" 'BEGIN {
+		n = split(a, x); split(b, y)
+		for (i = 2; i <= n; i++) { d[i] = y[i] - x[i]; t += d[i] }
+		if (t <= 0) exit
+		printf "guest CPU during the run: busy %.0f%% (user %.0f, system %.0f, irq %.0f, softirq %.0f), idle %.0f%%\n",
+			100 * (t - d[5] - d[6]) / t, 100 * d[2] / t, 100 * d[4] / t,
+			100 * d[7] / t, 100 * d[8] / t, 100 * (d[5] + d[6]) / t }'
+}
+
 # measure CMD...: every measurement from the client side (CMD prefixes
 # each command: "ip netns exec a" or nothing).
 measure() {
 	step "ping"
 	ping_rtt "$@"
 	step "iperf3 TCP, 1 stream, ${SECONDS_EACH} s"
+	local before
+	before=$(head -n 1 /proc/stat)
 	iperf3_rate tcp1 "$@" iperf3 -c "$SERVER_IP"
+	cpu_share "$before" "$(head -n 1 /proc/stat)"
 	step "iperf3 TCP, 4 streams, ${SECONDS_EACH} s"
 	iperf3_rate tcp4 "$@" iperf3 -c "$SERVER_IP" -P 4
 	step "iperf3 UDP, 64-byte payloads, ${SECONDS_EACH} s"
