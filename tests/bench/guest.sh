@@ -239,26 +239,26 @@ table() {
 	done
 	if [[ " ${CASES[*]} " == *" igb "* ]]; then
 		for c in vnic-vf vnic-vf-posted vnic-vf-fixed vnic-vf-plain vnic-vf-txirq vnic-vf-page vnic-vm; do
-			[[ " ${CASES[*]} " == *" $c "* ]] || continue
-			printf '%-14s %12s %12s %14s %9s\n' "$(label "$c")/igb" \
-				"$(ratio "$(value "$c" tcp1)" "$(value igb tcp1)")" \
-				"$(ratio "$(value "$c" tcp4)" "$(value igb tcp4)")" \
-				"$(ratio "$(value "$c" udp64)" "$(value igb udp64)")" \
-				"$(ratio "$(value "$c" ping_ms)" "$(value igb ping_ms)")"
+			[[ " ${CASES[*]} " == *" $c "* ]] && ratio_row "$c" igb "$(label "$c")"
 		done
 	fi
 	# The share of the guest's own ceiling each case reaches (ping: how
 	# many times the ceiling's RTT).
 	if [[ " ${CASES[*]} " == *" veth "* ]]; then
 		for c in "${CASES[@]}"; do
-			[[ $c == veth ]] && continue
-			printf '%-14s %12s %12s %14s %9s\n' "$(label "$c" | sed 's/^ *//')/veth" \
-				"$(ratio "$(value "$c" tcp1)" "$(value veth tcp1)")" \
-				"$(ratio "$(value "$c" tcp4)" "$(value veth tcp4)")" \
-				"$(ratio "$(value "$c" udp64)" "$(value veth udp64)")" \
-				"$(ratio "$(value "$c" ping_ms)" "$(value veth ping_ms)")"
+			[[ $c == veth ]] || ratio_row "$c" veth "$(label "$c" | sed 's/^ *//')"
 		done
 	fi
+	return 0
+}
+
+# ratio_row CASE PEER LABEL: one row of CASE's numbers divided by PEER's.
+ratio_row() {
+	local m cells=()
+	for m in tcp1 tcp4 udp64 ping_ms; do
+		cells+=("$(ratio "$(value "$1" "$m")" "$(value "$2" "$m")")")
+	done
+	printf '%-14s %12s %12s %14s %9s\n' "$3/$2" "${cells[@]}"
 }
 table >"$OUT/table.txt"
 cat "$OUT/table.txt"
