@@ -7,7 +7,7 @@
 #                             [--out DIR]
 #
 #   --seconds S   length of each iperf3 run (default 10)
-#   --only LIST   comma-separated cases (default all):
+#   --only LIST   comma-separated cases (default vnic-vf,vnic-vm,igb,e1000e,virtio,veth):
 #                   vnic-vf  vnic VF0 <-> VF1, one guest, two namespaces
 #                            (doorbells through vnic.ko's page in guest
 #                            memory, its default)
@@ -50,7 +50,7 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 cd "$ROOT"
 
 SECS=10
-ONLY=vnic-vf,vnic-vm,igb,e1000e,virtio
+ONLY=vnic-vf,vnic-vm,igb,e1000e,virtio,veth
 SMP=2
 OUT=
 usage() { sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit "${1:-2}"; }
