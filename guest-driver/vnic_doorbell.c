@@ -58,6 +58,20 @@ bool vnic_db_guest_wanted(struct vnic_priv *priv)
 	       VNIC_VERSION_MINOR(priv->version) >= VNIC_VERSION_MINOR_GUEST_DB;
 }
 
+/*
+ * The card did not take the page the BAT names (it refused it, or rejected
+ * the whole BAT): stop naming it, so that a later VCT commit (the retry at
+ * open, a recovery) cannot turn on a page the ports do not store into. The
+ * card would take register doorbells for kicks and the slots' stale tails
+ * for doorbells.
+ */
+static void vnic_db_unname(struct vnic_priv *priv)
+{
+	struct vnic_bat *bat = priv->state.bat.va;
+
+	WRITE_ONCE(bat->hdr.doorbells, 0);
+}
+
 /* BAR0's page, if the card has one: turn it on */
 static bool vnic_db_bar_enable(struct vnic_priv *priv)
 {
@@ -95,8 +109,10 @@ void vnic_db_enable(struct vnic_priv *priv)
 		priv->db_guest = v != ~0U && (v & VNIC_DB_PAGE_ENABLE) &&
 				 (v & VNIC_DB_PAGE_GUEST);
 		priv->db_page = priv->db_guest;
-		if (!priv->db_guest)
+		if (!priv->db_guest) {
+			vnic_db_unname(priv);
 			how = "refused";
+		}
 	}
 	if (!priv->db_page && vnic_db_bar_enable(priv)) {
 		priv->db_page = true;
