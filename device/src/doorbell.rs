@@ -416,17 +416,14 @@ impl DoorbellPage {
         tails: impl Fn(usize) -> (u32, u32),
     ) -> Result<(), PageError> {
         self.reset();
-        let refuse = |p: &mut Self, e: PageError| {
-            p.refused = true;
-            Err(e)
-        };
         if address % PAGE_SIZE != 0 {
-            return refuse(self, PageError::Unaligned(address));
+            self.lost();
+            return Err(PageError::Unaligned(address));
         }
         self.active = Some(Active::Guest(address));
         let Some(mem) = Self::page_mem(&self.bar, self.active, dma) else {
-            self.active = None;
-            return refuse(self, PageError::Unreachable(address));
+            self.lost();
+            return Err(PageError::Unreachable(address));
         };
         for (q, w) in self.watch.iter_mut().enumerate() {
             let (tx_tail, rx_tail) = tails(q);
@@ -454,8 +451,8 @@ impl DoorbellPage {
         self.refused = false;
     }
 
-    /// The guest page can no longer be reached: doorbells are register
-    /// writes from now on (DB_PAGE.REFUSED). The driver, which reads WATCH
+    /// The guest page is refused, or can no longer be reached: doorbells
+    /// are register writes from now on (DB_PAGE.REFUSED). The driver, which reads WATCH
     /// from the unreachable page, may still believe the card polls; its
     /// transmit watchdog recovers the function.
     pub fn lost(&mut self) {

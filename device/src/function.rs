@@ -764,16 +764,10 @@ impl Function {
                 warn!("{}: no doorbell page in BAR0: {e}", self.name);
             }
         }
-        self.sync_db_page();
     }
 
     pub fn doorbell_page(&self) -> &DoorbellPage {
         &self.doorbell
-    }
-
-    /// DB_PAGE follows the doorbell slots' state.
-    fn sync_db_page(&mut self) {
-        self.bar0.set_db_page(self.doorbell.register());
     }
 
     /// (flags, size) for GET_REGION_INFO. BAR0 is mmappable (in part: the
@@ -964,7 +958,6 @@ impl Function {
                 self.name
             );
             self.doorbell.lost();
-            self.sync_db_page();
         }
         false
     }
@@ -1043,6 +1036,7 @@ impl Function {
     fn bar0_dword(&self, offset: u64) -> Result<u32, RegError> {
         let target = regs::decode(offset).ok_or(RegError::NoRegister(offset))?;
         Ok(match target {
+            Target::Reg(spec) if spec.reg == Reg::DbPage => self.doorbell.register().into_bits(),
             Target::Reg(spec) => self.bar0.read_reg(spec.reg),
             Target::FnStat { stat, high } => dword_of(self.counters.get(stat), high),
             Target::Qp { qp, reg } => {
@@ -1198,7 +1192,6 @@ impl Function {
         self.doorbell.forget_guest_page();
         if address == 0 {
             info!("{}: VCT entry cleared", self.name);
-            self.sync_db_page();
             return;
         }
         match Bat::read(&self.dma, address) {
@@ -1217,7 +1210,6 @@ impl Function {
                 self.bar0.set_vct_status(e.vct_code());
             }
         }
-        self.sync_db_page();
         self.keep_quiesced();
     }
 
@@ -1354,7 +1346,6 @@ impl Function {
                         if was { "off" } else { "on" }
                     );
                 }
-                self.sync_db_page();
             }
             Effect::Admin(cmd) => {
                 if self.spec.kind == FunctionKind::Pf {
@@ -1564,7 +1555,6 @@ impl Function {
         self.bar0.reset();
         self.msix.reset();
         self.doorbell.reset();
-        self.sync_db_page();
         self.stats.resets += 1;
     }
 

@@ -595,7 +595,6 @@ pub struct Bar0 {
     num_vfs: u32,
     admin_status: u32,
     admin_args: [u32; ADMIN_ARGS],
-    db_page: DbPageReg,
 }
 
 impl Bar0 {
@@ -613,7 +612,6 @@ impl Bar0 {
             num_vfs: 0,
             admin_status: 0,
             admin_args: [0; ADMIN_ARGS],
-            db_page: DbPageReg::new(),
         }
     }
 
@@ -621,22 +619,14 @@ impl Bar0 {
     /// card's state, not the function's registers, and stay.
     pub fn reset(&mut self) {
         let (status, num_vfs) = (self.status, self.num_vfs);
-        let present = self.db_page.present();
         *self = Bar0::new(self.id);
         self.status = status;
         self.num_vfs = num_vfs;
-        self.db_page = DbPageReg::new().with_present(present);
     }
 
     /// The function's MAC (vNIC 0's), changed by management.
     pub fn set_mac(&mut self, mac: [u8; 6]) {
         self.id.mac = mac;
-    }
-
-    /// DB_PAGE as the function's doorbell slots stand
-    /// ([`crate::doorbell::DoorbellPage::register`]).
-    pub fn set_db_page(&mut self, reg: DbPageReg) {
-        self.db_page = reg;
     }
 
     /// QP_NUM, changed by management.
@@ -735,7 +725,9 @@ impl Bar0 {
             Reg::NumVfs => self.num_vfs,
             Reg::ExcQp => self.id.exc_qp,
             Reg::Features => crate::ring::Features::OFFERED.into_bits().into(),
-            Reg::DbPage => self.db_page.into_bits(),
+            // The function answers from its doorbell slots
+            // (crate::doorbell::DoorbellPage::register).
+            Reg::DbPage => 0,
             Reg::AdminCmd => 0,
             Reg::AdminStatus => self.admin_status,
             Reg::AdminArg0
