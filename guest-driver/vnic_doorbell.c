@@ -109,7 +109,9 @@ void vnic_db_enable(struct vnic_priv *priv)
 		priv->db_guest = v != ~0U && (v & VNIC_DB_PAGE_ENABLE) &&
 				 (v & VNIC_DB_PAGE_GUEST);
 		priv->db_page = priv->db_guest;
-		if (!priv->db_guest) {
+		if (priv->db_guest) {
+			how = "on (guest memory)";
+		} else {
 			vnic_db_unname(priv);
 			how = "refused";
 		}
@@ -118,8 +120,6 @@ void vnic_db_enable(struct vnic_priv *priv)
 		priv->db_page = true;
 		how = "on";
 	}
-	if (priv->db_guest)
-		how = "on (guest memory)";
 	for (q = 0; q < priv->nr_ports; q++)
 		vnic_db_port_init(priv->ports[q]);
 	if (priv->db_page || priv->state.db.va)
