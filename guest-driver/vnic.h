@@ -28,6 +28,7 @@
 #include <linux/u64_stats_sync.h>
 #include <linux/workqueue.h>
 
+#include "vnic_compat.h"
 #include "vnic_desc.h"
 #include "vnic_regs.h"
 

@@ -20,7 +20,6 @@
 #include <linux/if_link.h>
 #include <linux/if_vlan.h>
 #include <linux/netdevice.h>
-#include <asm/unaligned.h>
 
 #include "vnic.h"
 

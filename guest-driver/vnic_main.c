@@ -19,7 +19,6 @@
 #include <linux/etherdevice.h>
 #include <linux/module.h>
 #include <linux/sysfs.h>
-#include <asm/unaligned.h>
 
 #include "vnic.h"
 

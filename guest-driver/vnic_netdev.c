@@ -35,7 +35,6 @@
 #include <linux/netdevice.h>
 #include <linux/rtnetlink.h>
 #include <linux/slab.h>
-#include <asm/unaligned.h>
 
 #include "vnic.h"
 

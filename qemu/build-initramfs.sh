@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
-# qemu/build-initramfs.sh - build the guest's initramfs.
+# qemu/build-initramfs.sh - build a guest kernel's initramfs.
 #
-# Usage: qemu/build-initramfs.sh [--force]
+# Usage: qemu/build-initramfs.sh [--kernel NAME] [--force]
 #
-# Output: qemu/.cache/initramfs.cpio.gz, from what qemu/setup.sh put into
-# qemu/.cache/ (run setup.sh first; it calls this script itself). Skipped
-# when the output is newer than every input; --force rebuilds anyway.
+# Output: qemu/.cache/kernels/NAME/initramfs.cpio.gz (NAME: 6.1, 6.12 or
+# latest, qemu/kernels.sh; default $VNIC_KERNEL, else the default kernel),
+# from what qemu/setup.sh put into qemu/.cache/ (run setup.sh first; it
+# calls this script itself). Skipped when the output is newer than every
+# input; --force rebuilds anyway.
 #
 # Contents (merged /usr layout):
 #   /init                 mounts proc, sys, devtmpfs, ...; brings up lo; runs
@@ -21,35 +23,47 @@
 #                         and kernel/drivers/net minus wireless and other
 #                         hardware families; plus intel's and virtio-pci,
 #                         for the peers of tests/bench/guest.sh), their
-#                         dependencies, depmod'ed
-#   /lib/modules/vnic.ko  our driver (guest-driver/vnic.ko)
+#                         dependencies, uncompressed (newer kernels ship
+#                         .ko.xz: busybox's insmod loads one only after the
+#                         kernel refused it, which logs "Invalid ELF header
+#                         magic"), depmod'ed
 #
-# Scenario scripts are not part of this image: qemu/run-guest.sh appends a
-# second cpio with /scenario.sh per run.
+# vnic.ko is not part of this image: qemu/run-guest.sh adds the one built for
+# the kernel (qemu/.cache/kernels/NAME/vnic.ko) as /lib/modules/vnic.ko,
+# with the scenario script as /scenario.sh, in a second cpio per run.
 
 set -euo pipefail
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-ROOT=$(cd "$HERE/.." && pwd)
 CACHE=$HERE/.cache
-OUT=$CACHE/initramfs.cpio.gz
-KO=$ROOT/guest-driver/vnic.ko
-
-FORCE=0
-[[ ${1:-} == --force ]] && FORCE=1
+# shellcheck source=qemu/kernels.sh
+. "$HERE/kernels.sh"
 
 die() { printf '[initramfs] ERROR: %s\n' "$*" >&2; exit 1; }
 log() { printf '[initramfs] %s\n' "$*"; }
 
-[[ -s $CACHE/kernel-version ]] || die "run qemu/setup.sh first"
-KVER=$(cat "$CACHE/kernel-version")
-KROOT=$CACHE/kernel/root
+FORCE=0
+NAME=${VNIC_KERNEL:-default}
+while (($#)); do
+	case $1 in
+	--force) FORCE=1 ;;
+	--kernel) (($# >= 2)) || die "--kernel needs a name"; NAME=$2; shift ;;
+	*) die "unknown option $1" ;;
+	esac
+	shift
+done
+KNAME=$(kernel_name "$NAME") || die "unknown kernel '$NAME' (${VNIC_KERNELS[*]})"
+KDIR=$(kernel_dir "$CACHE" "$KNAME")
+OUT=$KDIR/initramfs.cpio.gz
+
+[[ -s $KDIR/kernel-version ]] || die "no $KNAME kernel: run qemu/setup.sh --kernel $KNAME"
+KVER=$(cat "$KDIR/kernel-version")
+KROOT=$KDIR/root
 UL=$CACHE/userland
 [[ -d $KROOT/lib/modules/$KVER && -x $UL/bin/busybox ]] ||
-	die "kernel or userland missing in $CACHE; run qemu/setup.sh"
-[[ -f $KO ]] || die "$KO missing; run make -C guest-driver"
+	die "kernel or userland missing in $CACHE; run qemu/setup.sh --kernel $KNAME"
 
-INPUTS=("$0" "$KO" "$CACHE/stamps/kernel" "$CACHE/stamps/userland")
+INPUTS=("$0" "$HERE/kernels.sh" "$CACHE/stamps/kernel-$KNAME" "$CACHE/stamps/userland")
 if ((!FORCE)) && [[ -f $OUT ]]; then
 	stale=0
 	for f in "${INPUTS[@]}"; do
@@ -161,13 +175,20 @@ awk -F': *' 'NR == FNR { want[$1] = 1; next }
 	"$STAGE/want" "$MSRC/modules.dep" | sort -u >"$STAGE/closure"
 while read -r m; do
 	mkdir -p "$MDST/$(dirname "$m")"
-	cp "$MSRC/$m" "$MDST/$m"
+	case $m in
+	*.ko.xz) xz -dc "$MSRC/$m" >"$MDST/${m%.xz}" ;;
+	*.ko.zst) zstd -q -dc "$MSRC/$m" >"$MDST/${m%.zst}" ;;
+	*.ko.gz) gzip -dc "$MSRC/$m" >"$MDST/${m%.gz}" ;;
+	*) cp "$MSRC/$m" "$MDST/$m" ;;
+	esac
 done <"$STAGE/closure"
-cp "$MSRC"/modules.{order,builtin,builtin.modinfo} "$MDST/"
+for f in modules.order modules.builtin modules.builtin.modinfo; do
+	[[ -f $MSRC/$f ]] || die "$f missing in $MSRC"
+	# modules.order names the modules as they are here: uncompressed.
+	sed -E 's/\.ko\.(xz|zst|gz)$/.ko/' "$MSRC/$f" >"$MDST/$f"
+done
 depmod -b "$STAGE/usr" "$KVER"
 rm -f "$STAGE/want" "$STAGE/closure"
-
-cp "$KO" "$STAGE/usr/lib/modules/vnic.ko"
 
 # ---------------------------------------------------------------- /init
 
@@ -215,4 +236,4 @@ chmod 755 "$STAGE/init"
 (cd "$STAGE" && find . -mindepth 1 | LC_ALL=C sort |
 	cpio -o -H newc -R 0:0 --quiet) | gzip -6 >"$OUT.tmp"
 mv "$OUT.tmp" "$OUT"
-log "built $OUT ($(du -h "$OUT" | cut -f1), $(find "$MDST" -name '*.ko*' | wc -l) kernel modules)"
+log "built $OUT ($(du -h "$OUT" | cut -f1), kernel $KVER, $(find "$MDST" -name '*.ko' | wc -l) modules)"

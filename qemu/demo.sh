@@ -6,17 +6,32 @@
 # traffic through the card's switch (qemu/demo-guest.sh). The guest powers
 # off at the end.
 #
-# Usage: qemu/demo.sh [--shell]
-#   --shell   boot the same guest interactively instead (insmod
-#             /lib/modules/vnic.ko yourself; Ctrl-a x quits QEMU)
+# Usage: qemu/demo.sh [--shell] [--kernel NAME]
+#   --shell         boot the same guest interactively instead (insmod
+#                   /lib/modules/vnic.ko yourself; Ctrl-a x quits QEMU)
+#   --kernel NAME   the guest kernel: 6.1, 6.12 (the default) or latest
+#                   (docs/guest-environment.md, "Guest kernels"); default
+#                   $VNIC_KERNEL, else 6.12
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-qemu/setup.sh
+SHELL_MODE=0
+KERNEL=${VNIC_KERNEL:-default}
+while (($#)); do
+	case $1 in
+	--shell) SHELL_MODE=1 ;;
+	--kernel) KERNEL=${2:?--kernel needs a name}; shift ;;
+	-h | --help) sed -n '2,/^set -e/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
+	*) echo "demo.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
+	esac
+	shift
+done
+
+qemu/setup.sh --kernel "$KERNEL"
 cargo build --quiet -p vnic-device --bin vnicd
 
-if [[ ${1:-} == --shell ]]; then
-	exec qemu/run-guest.sh --vfs 2 --attach pf,vf0,vf1
+if ((SHELL_MODE)); then
+	exec qemu/run-guest.sh --kernel "$KERNEL" --vfs 2 --attach pf,vf0,vf1
 fi
-exec qemu/run-guest.sh --vfs 2 --attach pf,vf0,vf1 --timeout 300 \
+exec qemu/run-guest.sh --kernel "$KERNEL" --vfs 2 --attach pf,vf0,vf1 --timeout 300 \
 	--scenario qemu/demo-guest.sh

@@ -4,14 +4,21 @@
 # Usage: qemu/run-guest.sh [OPTIONS] [-- VNICD-ARGS...]
 #
 # Starts vnicd (unless --no-vnicd), then QEMU (TCG, q35, shared memfd RAM)
-# with one vfio-user-pci device per attached function, the guest kernel and
-# the initramfs from qemu/setup.sh. With --scenario, the script runs inside
-# the guest as /scenario.sh; this launcher waits for the guest to power off,
-# reads "VNIC-SCENARIO-EXIT <rc>" from the console log and exits with <rc>.
+# with one vfio-user-pci device per attached function, and the guest kernel
+# chosen with --kernel, its initramfs and its vnic.ko from qemu/setup.sh.
+# With --scenario, the script runs inside the guest as /scenario.sh; this
+# launcher waits for the guest to power off, reads "VNIC-SCENARIO-EXIT <rc>"
+# from the console log and exits with <rc>.
 # Without --scenario the guest console is interactive (Ctrl-a x quits QEMU,
 # Ctrl-a c switches to the monitor).
 #
 # Options:
+#   --kernel NAME       the guest kernel: 6.1 (Debian 12), 6.12 (Debian 13)
+#                       or latest (trixie-backports, 7.x); default
+#                       $VNIC_KERNEL, else 6.12 (qemu/kernels.sh). Set it up
+#                       first: qemu/setup.sh --kernel NAME
+#   --check             only check that QEMU and the kernel's files are set
+#                       up (exit 0, or 3 naming what is missing)
 #   --vfs N             VFs vnicd serves (passed as --vfs; default 4)
 #   --attach LIST       functions to attach, comma-separated, from pf, vf0,
 #                       vf1, ... (default pf,vf0,vf1; "" attaches none)
@@ -84,11 +91,16 @@
 # next to vnicd. qemu/migrate.sh does the source steps by hand for an
 # interactive guest. docs/migration.md describes the whole procedure.
 #
-# The guest gets the current guest-driver/vnic.ko as /lib/modules/vnic.ko.
-# Inside the guest, /etc/vnic-run.env holds VNIC_ATTACH, VNIC_VFS and the
-# --env variables (shell syntax; scenarios source it). With --host-channel
-# it also holds VNIC_HOST_CHANNEL=/dev/ttyS1 (tests/e2e/lib.sh's "host"
-# talks over it; docs/guest-environment.md describes the line protocol).
+# The guest gets the vnic.ko that qemu/setup.sh built for its kernel
+# (qemu/.cache/kernels/NAME/vnic.ko) as /lib/modules/vnic.ko; the launcher
+# warns when guest-driver/ has changed since (qemu/setup.sh --kernel NAME
+# rebuilds it).
+# Inside the guest, /etc/vnic-run.env holds VNIC_ATTACH, VNIC_VFS,
+# VNIC_KERNEL and VNIC_KERNEL_VERSION (the kernel's name and the ABI it
+# stands for) and the --env variables (shell syntax; scenarios source it).
+# With --host-channel it also holds VNIC_HOST_CHANNEL=/dev/ttyS1
+# (tests/e2e/lib.sh's "host" talks over it; docs/guest-environment.md
+# describes the line protocol).
 #
 # Exit status: the scenario's status; 124 on timeout; 125 when the guest
 # printed no VNIC-SCENARIO-EXIT line (crash, panic, QEMU error); 2 usage
@@ -108,7 +120,11 @@ set -euo pipefail
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 ROOT=$(cd "$HERE/.." && pwd)
 CACHE=$HERE/.cache
+# shellcheck source=qemu/kernels.sh
+. "$HERE/kernels.sh"
 
+KERNEL_NAME=${VNIC_KERNEL:-default}
+CHECK_ONLY=0
 VFS=4
 ATTACH=pf,vf0,vf1
 SCENARIO=
@@ -149,6 +165,8 @@ while (($#)); do
 		set -- "${1%%=*}" "${1#*=}" "${@:2}"
 	fi
 	case $1 in
+	--kernel) need_arg "$@"; KERNEL_NAME=$2; shift ;;
+	--check) CHECK_ONLY=1 ;;
 	--vfs) need_arg "$@"; VFS=$2; shift ;;
 	--attach) need_arg "$@"; ATTACH=$2; shift ;;
 	--scenario) need_arg "$@"; SCENARIO=$2; shift ;;
@@ -228,13 +246,28 @@ if [[ -n $HOST_CHANNEL ]]; then
 	done
 fi
 
+KNAME=$(kernel_name "$KERNEL_NAME") ||
+	die "--kernel: unknown kernel '$KERNEL_NAME' (${VNIC_KERNELS[*]} or default)"
+KDIR=$(kernel_dir "$CACHE" "$KNAME")
 QEMU=$CACHE/bin/qemu-system-x86_64
-KERNEL=$CACHE/vmlinuz
-BASE_INITRD=$CACHE/initramfs.cpio.gz
-for f in "$QEMU" "$KERNEL" "$BASE_INITRD"; do
-	[[ -e $f ]] || die "$f missing: run qemu/setup.sh first" 3
+KERNEL=$KDIR/vmlinuz
+BASE_INITRD=$KDIR/initramfs.cpio.gz
+KO=$KDIR/vnic.ko
+for f in "$QEMU" "$KERNEL" "$BASE_INITRD" "$KO"; do
+	[[ -e $f ]] || die "$f missing: run qemu/setup.sh --kernel $KNAME first" 3
 done
 command -v cpio >/dev/null || die "cpio missing: run qemu/setup.sh first" 3
+KVER=$(cat "$KDIR/kernel-version")
+# The driver built for this kernel is older than its sources: a warning,
+# since a test run may be meant for the driver as it was built.
+for src in "$ROOT"/guest-driver/*.[ch] "$ROOT"/guest-driver/Kbuild; do
+	[[ $src == */vnic.mod.c || ! $src -nt $KO ]] ||
+		say "warning: $src is newer than $KO (qemu/setup.sh --kernel $KNAME rebuilds it)"
+done
+if ((CHECK_ONLY)); then
+	say "guest kernel $KNAME ($KVER): set up in $KDIR"
+	exit 0
+fi
 
 if ((NO_VNICD)); then
 	[[ -n $SOCKDIR || ${#FUNCS[@]} -eq 0 ]] ||
@@ -453,22 +486,16 @@ EXTRA=$WORK/extra
 mkdir -p "$EXTRA/etc"
 {
 	printf 'VNIC_ATTACH=%q\nVNIC_VFS=%q\n' "$ATTACH" "$VFS"
+	printf 'VNIC_KERNEL=%q\nVNIC_KERNEL_VERSION=%q\n' "$KNAME" "$KVER"
 	[[ -z $HOST_CHANNEL ]] || echo "VNIC_HOST_CHANNEL=/dev/ttyS1"
 	for e in "${ENVS[@]+"${ENVS[@]}"}"; do
 		printf '%s=%q\n' "${e%%=*}" "${e#*=}"
 	done
 } >"$EXTRA/etc/vnic-run.env"
-# The current guest-driver/vnic.ko replaces the one in the base image, so a
-# rebuilt driver needs no initramfs rebuild.
-KO=$ROOT/guest-driver/vnic.ko
-if [[ -f $KO ]]; then
-	for src in "$ROOT"/guest-driver/*.[ch] "$ROOT"/guest-driver/Kbuild; do
-		[[ $src -nt $KO ]] &&
-			say "warning: $src is newer than vnic.ko (make -C guest-driver)"
-	done
-	mkdir -p "$EXTRA/usr/lib/modules"
-	cp "$KO" "$EXTRA/usr/lib/modules/vnic.ko"
-fi
+# The kernel's vnic.ko is not in the base image, so a rebuilt driver needs
+# no initramfs rebuild.
+mkdir -p "$EXTRA/usr/lib/modules"
+cp "$KO" "$EXTRA/usr/lib/modules/vnic.ko"
 if [[ -n $SCENARIO ]]; then
 	cp "$SCENARIO" "$EXTRA/scenario.sh"
 	chmod 755 "$EXTRA/scenario.sh"
@@ -687,6 +714,7 @@ migrate() {
 RESTORE=
 [[ -z $LOADVM ]] || RESTORE=$LOADVM
 [[ -z $INCOMING ]] || RESTORE=file:$INCOMING
+say "guest kernel $KNAME ($KVER)"
 [[ -z $SCENARIO ]] || say "console log $LOG (timeout ${TIMEOUT} s)"
 start_qemu "$RESTORE" "${FUNCS[@]+"${FUNCS[@]}"}"
 FAILED_STEP=

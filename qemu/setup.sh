@@ -1,15 +1,20 @@
 #!/usr/bin/env bash
 # qemu/setup.sh - install everything the end-to-end tests need.
 #
-# Usage: qemu/setup.sh [--no-checkpatch] [--force STEP]...
+# Usage: qemu/setup.sh [--kernel NAME[,NAME...]|all]... [--no-checkpatch]
+#                      [--force STEP]...
+#
+#   --kernel NAME   the guest kernel(s) to set up: 6.1 (Debian 12), 6.12
+#                   (Debian 13, the default) or latest (the newest
+#                   trixie-backports kernel, 7.x); "all" for every one.
+#                   Default: $VNIC_KERNEL, else 6.12 (qemu/kernels.sh).
 #
 # Idempotent: every step leaves a stamp in qemu/.cache/stamps/ and is skipped
 # on the next run, so a warm re-run takes seconds. Delete qemu/.cache/ (or a
 # single stamp) to redo a step. Works unattended (CI=true, no stdin).
 #
-# Steps:
-#   host-packages  apt: debootstrap, cpio, kmod, gcc/make, the guest kernel's
-#                  headers (linux-headers-<ver>) to build guest-driver/,
+# Steps (those ending in -NAME are per guest kernel, cached apart):
+#   host-packages  apt: debootstrap, cpio, kmod, xz-utils, gcc/make,
 #                  tcpdump, with which tests read the card's pcap captures,
 #                  iputils-ping (the host pings a guest from a network
 #                  namespace: host netns-ping, docs/vxlan.md),
@@ -21,25 +26,43 @@
 #                  qemu/.cache/trixie and install qemu-system-x86 (>= 10.1,
 #                  with vfio-user-pci) from trixie-backports into it; write
 #                  the host wrapper qemu/.cache/bin/qemu-system-x86_64
-#   kernel         Debian bookworm guest kernel (linux-image-<ver>) extracted
-#                  into qemu/.cache/kernel/ (vmlinuz + modules, depmod'ed)
 #   userland       busybox-static, bash, pciutils, iproute2, ethtool, iperf3,
 #                  tcpdump and their libraries, extracted into
-#                  qemu/.cache/userland/ (bookworm packages)
+#                  qemu/.cache/userland/ (bookworm packages, for every kernel)
 #   checkpatch     checkpatch.pl (+ spelling.txt, const_structs.checkpatch)
 #                  from linux-source-6.1 into qemu/.cache/checkpatch/, for
 #                  make -C guest-driver checkpatch (skip: --no-checkpatch)
-#   driver         make -C guest-driver (always run; make is incremental)
-#   initramfs      qemu/build-initramfs.sh (rebuilt when an input changed)
+#   kbuild         (only for kernels other than 6.1) a minimal trixie tree,
+#                  qemu/.cache/kbuild, with trixie-backports in its sources
+#                  and make, pahole and the libraries kbuild's tools need:
+#                  where the trixie kernels' packages are fetched and their
+#                  headers expect to be built (gcc-14, newer than the host's)
+#   kernel-NAME    the kernel's packages (linux-image-<abi>, and the
+#                  linux-binary-, linux-modules- and linux-base-<abi> that
+#                  newer kernels are split into) extracted into
+#                  qemu/.cache/kernels/NAME/root (vmlinuz + modules,
+#                  depmod'ed)
+#   headers-NAME   the kernel's headers (linux-headers-<abi>) and the compiler
+#                  they were made with (CONFIG_CC_VERSION_TEXT: gcc-12 for
+#                  6.1, gcc-14 for the trixie kernels): on the host for 6.1
+#                  (apt), in the kbuild tree for the others (the headers'
+#                  packages unpacked, the compiler installed by apt)
+#   driver-NAME    vnic.ko built by kbuild against those headers, in
+#                  qemu/.cache/kernels/NAME/build (a copy of guest-driver/;
+#                  always run, make is incremental); any compiler or
+#                  modpost warning fails the step
+#   initramfs-NAME qemu/build-initramfs.sh --kernel NAME (rebuilt when an
+#                  input changed)
 #
-# Files written for other scripts:
-#   qemu/.cache/kernel-version   e.g. 6.1.0-56-amd64
+# Files written for other scripts (qemu/kernels.sh names them):
 #   qemu/.cache/bin/qemu-system-x86_64
-#   qemu/.cache/vmlinuz          symlink to the guest kernel
-#   qemu/.cache/initramfs.cpio.gz
+#   qemu/.cache/kernels/NAME/kernel-version     e.g. 6.12.117+deb13-amd64
+#   qemu/.cache/kernels/NAME/vmlinuz            symlink to the guest kernel
+#   qemu/.cache/kernels/NAME/vnic.ko
+#   qemu/.cache/kernels/NAME/initramfs.cpio.gz
 #
 # Environment: VNIC_DEBIAN_MIRROR overrides the Debian mirror (default: the
-# one the host's apt sources use).
+# one the host's apt sources use); VNIC_KERNEL the default --kernel.
 
 set -euo pipefail
 
@@ -47,21 +70,49 @@ HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 ROOT=$(cd "$HERE/.." && pwd)
 CACHE=$HERE/.cache
 STAMPS=$CACHE/stamps
+KBUILD_TREE=$CACHE/kbuild
+
+# shellcheck source=qemu/kernels.sh
+. "$HERE/kernels.sh"
 
 export DEBIAN_FRONTEND=noninteractive
 export LC_ALL=C
 
 WITH_CHECKPATCH=1
 FORCE=()
+ASKED=()
 while (($#)); do
 	case $1 in
 	--checkpatch) WITH_CHECKPATCH=1 ;;
 	--no-checkpatch) WITH_CHECKPATCH=0 ;;
 	--force) FORCE+=("$2"); shift ;;
+	--kernel)
+		(($# >= 2)) || { echo "setup.sh: --kernel needs a name" >&2; exit 2; }
+		IFS=, read -r -a names <<<"$2"
+		ASKED+=("${names[@]}")
+		shift
+		;;
 	-h | --help) sed -n '2,/^$/p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
 	*) echo "setup.sh: unknown option $1" >&2; exit 2 ;;
 	esac
 	shift
+done
+((${#ASKED[@]})) || ASKED=("${VNIC_KERNEL:-default}")
+WANTED=" "
+for k in "${ASKED[@]}"; do
+	if [[ $k == all ]]; then
+		WANTED+="${VNIC_KERNELS[*]} "
+	elif name=$(kernel_name "$k"); then
+		WANTED+="$name "
+	else
+		echo "setup.sh: unknown kernel '$k' (${VNIC_KERNELS[*]}, default or all)" >&2
+		exit 2
+	fi
+done
+# Each once, in the order of VNIC_KERNELS.
+KERNELS=()
+for k in "${VNIC_KERNELS[@]}"; do
+	[[ $WANTED == *" $k "* ]] && KERNELS+=("$k")
 done
 
 if [[ $(id -u) -ne 0 ]]; then
@@ -89,14 +140,14 @@ run_step() {
 		[[ $f == "$name" ]] && rm -f "$STAMPS/$name"
 	done
 	if [[ -e $STAMPS/$name && $(cat "$STAMPS/$name") == "$key" ]]; then
-		TIMINGS+=("$(printf '%-14s %6.1f s  (cached)' "$name" "$(elapsed "$t0")")")
+		TIMINGS+=("$(printf '%-17s %6.1f s  (cached)' "$name" "$(elapsed "$t0")")")
 		return 0
 	fi
 	log "step $name ..."
 	rm -f "$STAMPS/$name"
 	"$fn"
 	echo "$key" >"$STAMPS/$name"
-	TIMINGS+=("$(printf '%-14s %6.1f s' "$name" "$(elapsed "$t0")")")
+	TIMINGS+=("$(printf '%-17s %6.1f s' "$name" "$(elapsed "$t0")")")
 	log "step $name done in $(elapsed "$t0") s"
 }
 
@@ -105,7 +156,7 @@ run_always() {
 	local name=$1 fn=$2 t0
 	t0=$(now)
 	"$fn"
-	TIMINGS+=("$(printf '%-14s %6.1f s' "$name" "$(elapsed "$t0")")")
+	TIMINGS+=("$(printf '%-17s %6.1f s' "$name" "$(elapsed "$t0")")")
 }
 
 APT_UPDATED=0
@@ -118,6 +169,21 @@ apt_update_once() {
 			log "warning: apt-get update had errors (see $CACHE/apt-update.log)"
 		APT_UPDATED=1
 	fi
+}
+
+# apt_install_host PKG...: installs those of PKG... the host lacks.
+apt_install_host() {
+	local missing=() p
+	for p in "$@"; do
+		dpkg-query -W -f='${Status}' "$p" 2>/dev/null |
+			grep -q 'install ok installed' || missing+=("$p")
+	done
+	((${#missing[@]})) || return 0
+	apt_update_once
+	log "apt-get install ${missing[*]}"
+	apt-get install -y -q --no-install-recommends "${missing[@]}" \
+		>"$CACHE/apt-host.log" 2>&1 ||
+		{ tail -n 30 "$CACHE/apt-host.log"; die "apt-get install failed"; }
 }
 
 # The Debian mirror the host already uses (first non-security source).
@@ -139,24 +205,6 @@ detect_mirror() {
 	echo "${m:-http://deb.debian.org/debian}"
 }
 
-# The guest kernel ABI version, e.g. 6.1.0-56-amd64. Resolved once, then
-# pinned in $CACHE/kernel-version so kernel, headers and driver agree.
-resolve_kver() {
-	local dep
-	if [[ -s $CACHE/kernel-version ]]; then
-		KVER=$(cat "$CACHE/kernel-version")
-		return
-	fi
-	# Fresh package lists: an old ABI's packages leave the archive.
-	apt_update_once
-	dep=$(apt-cache depends linux-image-amd64 |
-		sed -n 's/^ *Depends: linux-image-\(.*\)$/\1/p' | head -n1) || true
-	[[ $dep =~ ^[0-9]+\.[0-9]+\.[0-9]+-[0-9]+-amd64$ ]] ||
-		die "cannot resolve the kernel ABI from linux-image-amd64 (got '$dep')"
-	KVER=$dep
-	echo "$KVER" >"$CACHE/kernel-version"
-}
-
 # safe_rm_tree DIR: remove DIR without following mounts left inside it by
 # an interrupted debootstrap (proc, sys, ...): unmount those first.
 safe_rm_tree() {
@@ -169,47 +217,16 @@ safe_rm_tree() {
 	rm -rf --one-file-system "$dir"
 }
 
-# apt_download DIR PKG...: download .debs of the host's release into DIR.
-apt_download() {
-	local dir=$1
-	shift
-	mkdir -p "$dir"
-	(cd "$dir" && apt-get download -q -o APT::Sandbox::User=root "$@" >/dev/null) || {
-		apt_update_once
-		(cd "$dir" && apt-get download -q -o APT::Sandbox::User=root "$@" >/dev/null)
-	}
-}
-
-# ---------------------------------------------------------------- steps
-
-step_host_packages() {
-	local want=(debootstrap cpio kmod gzip make gcc libc6-dev libelf-dev
-		binutils tcpdump iputils-ping socat qemu-utils jq shellcheck "linux-headers-$KVER")
-	local missing=() p
-	for p in "${want[@]}"; do
-		dpkg-query -W -f='${Status}' "$p" 2>/dev/null |
-			grep -q 'install ok installed' || missing+=("$p")
-	done
-	if ((${#missing[@]})); then
-		apt_update_once
-		log "apt-get install ${missing[*]}"
-		apt-get install -y -q --no-install-recommends "${missing[@]}" \
-			>"$CACHE/apt-host.log" 2>&1 ||
-			{ tail -n 30 "$CACHE/apt-host.log"; die "apt-get install failed"; }
-	fi
-	[[ -d /usr/src/linux-headers-$KVER ]] ||
-		die "/usr/src/linux-headers-$KVER missing after install"
-}
-
-step_qemu() {
-	local tree=$CACHE/trixie mirror
+# debootstrap_trixie DIR LOG: a minimal Debian trixie tree in DIR (made
+# anew: a tree without its stamp is a leftover of an interrupted run), with
+# trixie-backports in its apt sources and fresh package lists.
+debootstrap_trixie() {
+	local tree=$1 logf=$2 mirror
 	mirror=$(detect_mirror)
-	# A tree without the stamp is a leftover of an interrupted run.
 	safe_rm_tree "$tree"
-	log "debootstrap --variant=minbase trixie from $mirror"
-	debootstrap --variant=minbase trixie "$tree" "$mirror" \
-		>"$CACHE/debootstrap.log" 2>&1 ||
-		{ tail -n 30 "$CACHE/debootstrap.log"; die "debootstrap failed"; }
+	log "debootstrap --variant=minbase trixie into $tree from $mirror"
+	debootstrap --variant=minbase trixie "$tree" "$mirror" >"$logf" 2>&1 ||
+		{ tail -n 30 "$logf"; die "debootstrap failed"; }
 	cat >"$tree/etc/apt/sources.list.d/backports.sources" <<EOF
 Types: deb
 URIs: $mirror
@@ -217,11 +234,255 @@ Suites: trixie-backports
 Components: main
 Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
 EOF
+	chroot "$tree" apt-get update -q >>"$logf" 2>&1 ||
+		{ tail -n 30 "$logf"; die "apt-get update in $tree failed"; }
+}
+
+# in_root NAME CMD...: runs CMD where kernel NAME's packages come from: on
+# the host (6.1), or chrooted into the kbuild tree (the trixie kernels).
+in_root() {
+	local name=$1
+	shift
+	if kernel_on_host "$name"; then
+		"$@"
+	else
+		chroot "$KBUILD_TREE" "$@"
+	fi
+}
+
+# download NAME DIR PKG...: downloads the .debs PKG... into DIR (made anew)
+# with the apt of kernel NAME's root.
+download() {
+	local name=$1 dir=$2 inner=/var/tmp/vnic-debs
+	shift 2
+	rm -rf "$dir"
+	if kernel_on_host "$name"; then
+		mkdir -p "$dir"
+		(cd "$dir" && apt-get download -q -o APT::Sandbox::User=root "$@" >/dev/null) || {
+			apt_update_once
+			(cd "$dir" && apt-get download -q -o APT::Sandbox::User=root "$@" >/dev/null)
+		} || die "apt-get download $* failed"
+		return
+	fi
+	rm -rf "${KBUILD_TREE:?}$inner"
+	mkdir -p "$KBUILD_TREE$inner"
+	# shellcheck disable=SC2016 # expanded by the inner shell
+	chroot "$KBUILD_TREE" sh -c 'cd "$1" && shift &&
+		apt-get download -q -o APT::Sandbox::User=root "$@" >/dev/null' \
+		sh "$inner" "$@" || die "apt-get download $* (in the kbuild tree) failed"
+	mv "$KBUILD_TREE$inner" "$dir"
+}
+
+# apt_download DIR PKG...: download .debs of the host's release into DIR.
+apt_download() { download 6.1 "$@"; }
+
+# ---------------------------------------------------------------- kernels
+
+# resolve_kver NAME: sets KVER to kernel NAME's ABI version (e.g.
+# 6.12.117+deb13-amd64), resolved once from its suite's linux-image-amd64
+# and then pinned in its kernel-version file, so that kernel, headers and
+# driver agree.
+resolve_kver() {
+	local name=$1 dir dep suite
+	dir=$(kernel_dir "$CACHE" "$name")
+	if [[ -s $dir/kernel-version ]]; then
+		KVER=$(cat "$dir/kernel-version")
+		return
+	fi
+	suite=$(kernel_suite "$name")
+	if kernel_on_host "$name"; then
+		# Fresh package lists: an old ABI's packages leave the archive.
+		apt_update_once
+		dep=$(apt-cache depends linux-image-amd64)
+	else
+		dep=$(chroot "$KBUILD_TREE" apt-cache depends "linux-image-amd64/$suite")
+	fi
+	dep=$(sed -n 's/^ *Depends: linux-image-\(.*-amd64\)$/\1/p' <<<"$dep" | head -n1)
+	[[ $dep =~ ^[0-9]+\.[0-9]+[.0-9]*[-+][0-9a-z.+-]*amd64$ ]] ||
+		die "cannot resolve the $name kernel's ABI from $suite's linux-image-amd64 (got '$dep')"
+	KVER=$dep
+	mkdir -p "$dir"
+	echo "$KVER" >"$dir/kernel-version"
+}
+
+step_kernel() {
+	local dir debs=$CACHE/debs/kernel-$KNAME pkgs deb mods f
+	dir=$(kernel_dir "$CACHE" "$KNAME")
+	rm -rf "$dir/root" "$dir/vmlinuz"
+	# linux-image-<abi>, and the packages newer kernels split it into
+	# (linux-binary-: vmlinuz; linux-modules-; linux-base-: modules.builtin
+	# and modules.order).
+	pkgs=("linux-image-$KVER")
+	while read -r deb; do
+		pkgs+=("$deb")
+	done < <(in_root "$KNAME" apt-cache depends "linux-image-$KVER" |
+		sed -n "s/^ *Depends: \(linux-\(binary\|modules\|base\)-$KVER\)$/\1/p")
+	download "$KNAME" "$debs" "${pkgs[@]}"
+	mkdir -p "$dir/root"
+	for deb in "$debs"/*.deb; do
+		dpkg -x "$deb" "$dir/root"
+	done
+	rm -rf "$debs"
+	# Newer kernels keep their modules (and vmlinuz) under usr/lib/modules:
+	# a merged-/usr link lets depmod -b and the initramfs find every
+	# kernel's modules in one place.
+	[[ -e $dir/root/lib ]] || ln -s usr/lib "$dir/root/lib"
+	mods=$dir/root/lib/modules/$KVER
+	[[ -d $mods/kernel ]] || die "no modules for $KVER in ${pkgs[*]}"
+	for f in "boot/vmlinuz-$KVER" "lib/modules/$KVER/vmlinuz"; do
+		if [[ -f $dir/root/$f ]]; then
+			ln -sfn "root/$f" "$dir/vmlinuz"
+			break
+		fi
+	done
+	[[ -e $dir/vmlinuz ]] || die "no vmlinuz in ${pkgs[*]}"
+	# The host's depmod reads .ko.xz and .ko.zst too.
+	depmod -b "$dir/root" "$KVER"
+	[[ -s $mods/modules.dep ]] || die "depmod wrote no modules.dep for $KVER"
+}
+
+# headers_dir NAME: kernel NAME's headers, as a path on the host.
+headers_dir() {
+	if kernel_on_host "$1"; then
+		echo "/usr/src/linux-headers-$KVER"
+	else
+		echo "$KBUILD_TREE/usr/src/linux-headers-$KVER"
+	fi
+}
+
+# headers_compiler NAME: the compiler kernel NAME's headers were made with,
+# from their CONFIG_CC_VERSION_TEXT (e.g. "x86_64-linux-gnu-gcc-14 (Debian
+# 14.2.0-19) 14.2.0"): sets CC_TEXT, and CC_PACKAGE (gcc-14).
+headers_compiler() {
+	local conf
+	conf=$(headers_dir "$1")/.config
+	[[ -f $conf ]] || die "no .config in $(headers_dir "$1")"
+	CC_TEXT=$(sed -n 's/^CONFIG_CC_VERSION_TEXT="\(.*\)"$/\1/p' "$conf")
+	[[ $CC_TEXT =~ gcc-([0-9]+)[[:space:]] ]] ||
+		die "the $1 headers were not made with a versioned gcc: '$CC_TEXT'"
+	CC_PACKAGE=gcc-${BASH_REMATCH[1]}
+}
+
+# The trixie kernels' headers are unpacked into the kbuild tree, not
+# installed: installing linux-headers-<abi> would pull in the kernel image
+# and initramfs-tools for nothing. What kbuild's tools need is in the tree
+# already (KBUILD_PACKAGES); the compiler the headers name is installed.
+step_headers_kbuild() {
+	local debs=$CACHE/debs/headers-$KNAME pkgs deb
+	pkgs=("linux-headers-$KVER")
+	while read -r deb; do
+		pkgs+=("$deb")
+	done < <(chroot "$KBUILD_TREE" apt-cache depends "linux-headers-$KVER" |
+		sed -n 's/^ *Depends: \(linux-\(headers-.*-common\|kbuild-.*\)\)$/\1/p')
+	((${#pkgs[@]} == 3)) ||
+		die "linux-headers-$KVER: expected it, its -common and linux-kbuild, got ${pkgs[*]}"
+	download "$KNAME" "$debs" "${pkgs[@]}"
+	for deb in "$debs"/*.deb; do
+		dpkg -x "$deb" "$KBUILD_TREE"
+	done
+	rm -rf "$debs"
+	[[ -f $KBUILD_TREE/usr/src/linux-headers-$KVER/Makefile ]] ||
+		die "linux-headers-$KVER did not unpack"
+	headers_compiler "$KNAME"
+	log "the $KNAME headers were made with $CC_TEXT: $CC_PACKAGE into the kbuild tree"
+	{
+		chroot "$KBUILD_TREE" apt-get install -y -q --no-install-recommends \
+			"$CC_PACKAGE" && chroot "$KBUILD_TREE" apt-get clean
+	} >"$CACHE/apt-kbuild-$KNAME.log" 2>&1 ||
+		{ tail -n 30 "$CACHE/apt-kbuild-$KNAME.log"; die "installing $CC_PACKAGE failed"; }
+}
+
+# On the host the headers are a package like any other, which depends on
+# the compiler they were made with; checked every run, as the host
+# packages are.
+step_headers_host() {
+	apt_install_host "linux-headers-$KVER"
+	[[ -d /usr/src/linux-headers-$KVER ]] ||
+		die "/usr/src/linux-headers-$KVER missing after install"
+	headers_compiler "$KNAME"
+	apt_install_host "$CC_PACKAGE"
+}
+
+# What kbuild's tools need in the kbuild tree (linux-kbuild-<abi>'s
+# Depends), and make.
+KBUILD_PACKAGES=(make pahole libelf1t64 libssl3t64 zlib1g)
+
+step_kbuild() {
+	debootstrap_trixie "$KBUILD_TREE" "$CACHE/debootstrap-kbuild.log"
+	log "installing ${KBUILD_PACKAGES[*]} into the kbuild tree"
+	{
+		chroot "$KBUILD_TREE" apt-get install -y -q --no-install-recommends \
+			"${KBUILD_PACKAGES[@]}" &&
+			chroot "$KBUILD_TREE" apt-get clean
+	} >"$CACHE/apt-kbuild.log" 2>&1 ||
+		{ tail -n 30 "$CACHE/apt-kbuild.log"; die "kbuild tree install failed"; }
+	# Headers unpacked into the old tree are gone with it.
+	rm -f "$STAMPS"/headers-*
+}
+
+# vnic.ko is built in a copy of guest-driver/ per kernel (kbuild puts its
+# products next to the sources). Files are copied only when they changed,
+# with their times, so make stays incremental. Any warning fails the step.
+step_driver() {
+	local dir build f status=0
+	dir=$(kernel_dir "$CACHE" "$KNAME")
+	build=$dir/build
+	mkdir -p "$build"
+	for f in "$ROOT"/guest-driver/{*.c,*.h,Kbuild,Makefile}; do
+		[[ $f == */vnic.mod.c ]] && continue
+		cmp -s "$f" "$build/${f##*/}" || cp -p "$f" "$build/"
+	done
+	# Sources removed from guest-driver/ (not kbuild's own vnic.mod.c).
+	for f in "$build"/*.[ch]; do
+		[[ $f == */vnic.mod.c || -e $ROOT/guest-driver/${f##*/} ]] || rm -f "$f"
+	done
+	if kernel_on_host "$KNAME"; then
+		make -C "$build" KDIR="/usr/src/linux-headers-$KVER" >"$dir/build.log" 2>&1 ||
+			status=$?
+	else
+		# In the kbuild tree, with the build directory bound into it and
+		# /proc mounted (objtool reads it), in a mount namespace of its
+		# own: both mounts end with the build.
+		# shellcheck disable=SC2016 # expanded by the inner shell
+		unshare --mount --propagation private sh -c '
+			mkdir -p "$1/mnt/vnic-build" &&
+			mount --bind "$2" "$1/mnt/vnic-build" &&
+			mount -t proc proc "$1/proc" &&
+			chroot "$1" make -C /mnt/vnic-build KDIR="$3"' \
+			sh "$KBUILD_TREE" "$build" "/usr/src/linux-headers-$KVER" \
+			>"$dir/build.log" 2>&1 || status=$?
+	fi
+	if ((status != 0)); then
+		tail -n 40 "$dir/build.log" >&2
+		die "vnic.ko did not build for $KNAME ($KVER); log: $dir/build.log"
+	fi
+	if grep -iwE 'warning|error' "$dir/build.log" >&2; then
+		die "building vnic.ko for $KNAME ($KVER) warned (above); log: $dir/build.log"
+	fi
+	[[ -f $build/vnic.ko ]] || die "vnic.ko not built for $KNAME"
+	cmp -s "$build/vnic.ko" "$dir/vnic.ko" || cp "$build/vnic.ko" "$dir/vnic.ko"
+	# Current with guest-driver/ as of now (the launcher compares times).
+	touch "$dir/vnic.ko"
+}
+
+step_initramfs() {
+	"$HERE/build-initramfs.sh" --kernel "$KNAME"
+}
+
+# ---------------------------------------------------------------- steps
+
+step_host_packages() {
+	apt_install_host debootstrap cpio kmod xz-utils zstd gzip make gcc libc6-dev \
+		libelf-dev binutils tcpdump iputils-ping socat qemu-utils jq shellcheck
+}
+
+step_qemu() {
+	local tree=$CACHE/trixie
+	debootstrap_trixie "$tree" "$CACHE/debootstrap.log"
 	log "installing qemu-system-x86 from trixie-backports (in the tree)"
 	{
-		chroot "$tree" apt-get update -q &&
-			chroot "$tree" apt-get install -y -q --no-install-recommends \
-				-t trixie-backports qemu-system-x86 &&
+		chroot "$tree" apt-get install -y -q --no-install-recommends \
+			-t trixie-backports qemu-system-x86 &&
 			chroot "$tree" apt-get clean
 	} >"$CACHE/apt-trixie.log" 2>&1 ||
 		{ tail -n 30 "$CACHE/apt-trixie.log"; die "qemu install failed"; }
@@ -261,19 +522,6 @@ check_qemu() {
 step_qemu_check() {
 	write_qemu_wrapper
 	check_qemu
-}
-
-step_kernel() {
-	local dir=$CACHE/kernel debs=$CACHE/debs/kernel
-	rm -rf "$dir" "$debs"
-	apt_download "$debs" "linux-image-$KVER"
-	mkdir -p "$dir/root"
-	dpkg -x "$debs"/linux-image-"$KVER"_*.deb "$dir/root"
-	[[ -f $dir/root/boot/vmlinuz-$KVER ]] || die "no vmlinuz in linux-image-$KVER"
-	depmod -b "$dir/root" "$KVER"
-	# The .deb is not needed once extracted.
-	rm -rf "$debs"
-	ln -sfn "kernel/root/boot/vmlinuz-$KVER" "$CACHE/vmlinuz"
 }
 
 USERLAND_TOOLS=(busybox-static bash pciutils iproute2 ethtool iperf3 tcpdump)
@@ -318,19 +566,9 @@ step_checkpatch() {
 	[[ -x $dir/checkpatch.pl ]] || die "checkpatch.pl not found"
 }
 
-step_driver() {
-	make -s -C "$ROOT/guest-driver" KDIR="/usr/src/linux-headers-$KVER"
-	[[ -f $ROOT/guest-driver/vnic.ko ]] || die "guest-driver/vnic.ko not built"
-}
-
-step_initramfs() {
-	"$HERE/build-initramfs.sh"
-}
-
 # ---------------------------------------------------------------- main
 
-resolve_kver
-log "guest kernel $KVER, cache $CACHE"
+log "guest kernels: ${KERNELS[*]}; cache $CACHE"
 # Host packages are checked every run (dpkg-query, fast): the cache may
 # outlive them.
 run_always host-packages step_host_packages
@@ -338,19 +576,39 @@ run_step qemu step_qemu "trixie-backports qemu-system-x86"
 # Rewrite and check the wrapper every time (cheap; keeps it in step with this
 # script and proves the QEMU tree still works).
 run_always qemu-check step_qemu_check
-run_step kernel step_kernel "$KVER"
 run_step userland step_userland "${USERLAND_TOOLS[*]}"
 if ((WITH_CHECKPATCH)); then
 	run_step checkpatch step_checkpatch "linux-source-6.1 flat"
 fi
-run_always driver step_driver
-run_always initramfs step_initramfs
+for KNAME in "${KERNELS[@]}"; do
+	if ! kernel_on_host "$KNAME"; then
+		run_step kbuild step_kbuild "trixie + backports: ${KBUILD_PACKAGES[*]}"
+		break
+	fi
+done
+SUMMARY=()
+for KNAME in "${KERNELS[@]}"; do
+	resolve_kver "$KNAME"
+	log "guest kernel $KNAME: $KVER"
+	run_step "kernel-$KNAME" step_kernel "$KVER"
+	if kernel_on_host "$KNAME"; then
+		run_always "headers-$KNAME" step_headers_host
+	else
+		run_step "headers-$KNAME" step_headers_kbuild "$KVER"
+	fi
+	run_always "driver-$KNAME" step_driver
+	run_always "initramfs-$KNAME" step_initramfs
+	headers_compiler "$KNAME"
+	SUMMARY+=("$(printf '%-6s %-22s built with %s; initramfs %s' "$KNAME" "$KVER" \
+		"$CC_PACKAGE ${CC_TEXT#* }" "$(du -h "$(kernel_dir "$CACHE" "$KNAME")/initramfs.cpio.gz" | cut -f1)")")
+done
 
 log "timings:"
 for t in "${TIMINGS[@]}"; do
 	log "  $t"
 done
-log "  total          $(elapsed "$SETUP_T0") s"
-log "QEMU:      $(cat "$CACHE/qemu-version")"
-log "kernel:    $KVER"
-log "initramfs: $CACHE/initramfs.cpio.gz ($(du -h "$CACHE/initramfs.cpio.gz" | cut -f1))"
+log "  total             $(elapsed "$SETUP_T0") s"
+log "QEMU:    $(cat "$CACHE/qemu-version")"
+for t in "${SUMMARY[@]}"; do
+	log "kernel  $t"
+done

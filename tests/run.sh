@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
 # tests/run.sh - the whole test suite, from a fresh Debian 12 machine.
 #
-# Installs what is missing (qemu/setup.sh: QEMU with vfio-user, the guest
-# kernel and headers, busybox and guest tools, the guest driver and the
-# initramfs), then checks formatting and lints, and runs every test: unit
+# Installs what is missing (qemu/setup.sh --kernel all: QEMU with
+# vfio-user, every supported guest kernel (6.1, 6.12, latest) with its
+# headers and compiler, busybox and guest tools, vnic.ko and an initramfs per
+# kernel), then checks formatting and lints, and runs every test: unit
 # tests, vfio-user protocol tests (rust-vmm client and hostile clients), the
-# end-to-end guest tests under QEMU and a short run of every fuzz target
+# end-to-end guest tests under QEMU (all of them on the default guest kernel,
+# the smoke set on every kernel) and a short run of every fuzz target
 # (tests/fuzz.sh). Exits non-zero on any failure.
 # Guest console logs of failed end-to-end tests stay in target/e2e-logs/.
 set -euo pipefail
@@ -14,8 +16,8 @@ cd "$(dirname "$0")/.."
 t0=$(date +%s)
 step() { printf '\n=== %s (%ss)\n' "$*" "$(($(date +%s) - t0))"; }
 
-step "setup: qemu/setup.sh"
-qemu/setup.sh
+step "setup: qemu/setup.sh --kernel all"
+qemu/setup.sh --kernel all
 
 step "format and lints"
 cargo fmt --all -- --check

@@ -38,7 +38,8 @@
 #   --out DIR     where console logs and the table go (default a new
 #                 /tmp/vnic-bench.XXXXXX)
 #
-# Every case boots the same guest image (qemu/setup.sh) with -m 1024 under
+# Every case boots the same guest image (qemu/setup.sh; the default guest
+# kernel, or $VNIC_KERNEL: docs/guest-environment.md) with -m 1024 under
 # TCG and runs tests/bench/guest-net.sh in it: ping RTT (30 echoes), iperf3
 # TCP with 1 and 4 streams and iperf3 UDP with 64-byte payloads (datagrams
 # received per second). vnicd is the release build. Prints one table and

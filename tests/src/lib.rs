@@ -642,12 +642,21 @@ pub mod e2e {
         lines[lines.len().saturating_sub(n)..].join("\n")
     }
 
-    /// Checks that qemu/setup.sh has run, with a clear message if not.
-    fn require_setup() {
-        let image = workspace().join("qemu/.cache/initramfs.cpio.gz");
+    /// Checks that qemu/setup.sh has set up QEMU and guest kernel `kernel`
+    /// (`None`: the launcher's default, or `$VNIC_KERNEL`), with the
+    /// launcher's message naming what is missing if not. The launcher
+    /// (qemu/kernels.sh) is the one place that knows the kernels' files.
+    fn require_setup(kernel: Option<&str>) {
+        let mut check = Command::new(workspace().join("qemu/run-guest.sh"));
+        check.arg("--check").stdin(Stdio::null());
+        if let Some(k) = kernel {
+            check.args(["--kernel", k]);
+        }
+        let out = check.output().expect("run qemu/run-guest.sh --check");
         assert!(
-            image.exists(),
-            "guest environment missing: run qemu/setup.sh (tests/run.sh does it)"
+            out.status.success(),
+            "guest environment missing (tests/run.sh sets up every kernel):\n{}",
+            String::from_utf8_lossy(&out.stderr)
         );
     }
 
@@ -811,7 +820,14 @@ pub mod e2e {
     /// ends only the processes it started; a watchdog here ends the
     /// launcher itself (by PID) if it outlives its own timeout.
     pub fn run_scenario(name: &str) -> Outcome {
-        run_one(name, false)
+        run_one(name, false, None)
+    }
+
+    /// [`run_scenario`] on guest kernel `kernel` (the launcher's `--kernel`:
+    /// 6.1, 6.12, latest) instead of the default one; the logs go to
+    /// target/e2e-logs/<name>-<kernel>.
+    pub fn run_scenario_on_kernel(name: &str, kernel: &str) -> Outcome {
+        run_one(name, false, Some(kernel))
     }
 
     /// [`run_scenario`] with the guest's host channel served: the launcher
@@ -821,14 +837,17 @@ pub mod e2e {
     /// until the launcher has ended. Its log is `host.log` there (and
     /// [`Outcome::host`]).
     pub fn run_scenario_with_host(name: &str) -> Outcome {
-        run_one(name, true)
+        run_one(name, true, None)
     }
 
-    fn run_one(name: &str, with_host: bool) -> Outcome {
-        require_setup();
+    fn run_one(name: &str, with_host: bool, kernel: Option<&str>) -> Outcome {
+        require_setup(kernel);
         let script = scenario_path(name);
         let opts = header_options(&script);
-        let logs = fresh_log_dir(name);
+        let logs = match kernel {
+            Some(k) => fresh_log_dir(&format!("{name}-{k}")),
+            None => fresh_log_dir(name),
+        };
         let console = logs.join("console.log");
         let mut harness: Vec<OsString> = vec![
             "--log".into(),
@@ -836,6 +855,9 @@ pub mod e2e {
             "--vnicd".into(),
             vnicd_binary().into(),
         ];
+        if let Some(k) = kernel {
+            harness.extend(["--kernel".into(), k.into()]);
+        }
         // A short directory of our own: socket paths are limited to 108
         // bytes, and the control socket's path must be known here.
         let sockets = TempDir::new("s");
@@ -1000,7 +1022,7 @@ pub mod e2e {
     }
 
     fn run_many(test: &str, names: &[&str], with_host: bool) -> SharedOutcome {
-        require_setup();
+        require_setup(None);
         assert!(!names.is_empty(), "run_guests needs scenarios");
         let logs = fresh_log_dir(test);
         let mut guests = Vec::new();
@@ -1114,7 +1136,7 @@ pub mod e2e {
     /// target/e2e-logs/`test`, emptied: the log directory of a test that
     /// starts its guests one by one ([`GuestRun`]).
     pub fn log_dir(test: &str) -> PathBuf {
-        require_setup();
+        require_setup(None);
         fresh_log_dir(test)
     }
 
@@ -1232,7 +1254,7 @@ pub mod e2e {
     impl Testbed {
         /// A test bed whose logs go to a fresh target/e2e-logs/`test`.
         pub fn new(test: &str) -> Testbed {
-            require_setup();
+            require_setup(None);
             Testbed {
                 logs: fresh_log_dir(test),
                 hosts: Vec::new(),
