@@ -166,6 +166,9 @@ pub struct Card {
     pub(crate) page_fns: Vec<usize>,
     /// When the next poll of their pages is due.
     pub(crate) page_due: Option<Instant>,
+    /// DMA mappings lost to truncation, process-wide, when the card last
+    /// looked (crate::dma::guard::lost_total).
+    dma_lost_seen: u64,
 }
 
 impl Card {
@@ -216,6 +219,7 @@ impl Card {
             vxlan: Vxlan::new(config.vxlan_capacity as usize),
             page_fns: Vec::new(),
             page_due: None,
+            dma_lost_seen: crate::dma::guard::lost_total(),
             config,
         })
         .map(|mut card: Card| {
@@ -223,6 +227,20 @@ impl Card {
             card.functions[0].set_num_vfs(n);
             card
         })
+    }
+
+    /// Reports memory clients truncated under the card since the last
+    /// call: each function with a lost mapping logs and counts it
+    /// ([`Function::note_lost_dma`]). One atomic load when nothing was lost.
+    pub fn reap_lost_dma(&mut self) {
+        let total = crate::dma::guard::lost_total();
+        if total == self.dma_lost_seen {
+            return;
+        }
+        self.dma_lost_seen = total;
+        for f in &mut self.functions {
+            f.note_lost_dma();
+        }
     }
 
     /// Events produced since the last call.

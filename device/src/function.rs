@@ -180,6 +180,8 @@ pub struct FunctionStats {
     pub resets: u64,
     /// Messages refused with an error (malformed, unknown, out of range).
     pub protocol_errors: u64,
+    /// DMA mappings the client truncated under the card (crate::dma::guard).
+    pub dma_lost: u64,
 }
 
 /// Function-wide data-path counters (BAR0 0x100, in [`FnStat`] order).
@@ -1224,6 +1226,23 @@ impl Function {
         {
             Ok(()) => info!("{}: doorbell page at {address:#x}", self.name),
             Err(e) => warn!("{}: {e}: doorbells are register writes", self.name),
+        }
+    }
+
+    /// Counts and logs the DMA mappings whose memory the client truncated
+    /// since the last call; the card refuses them from then on, so the
+    /// queues that use them fail (docs/protocol.md, "Memory a client
+    /// truncates").
+    pub fn note_lost_dma(&mut self) {
+        for (address, size) in self.dma.take_lost() {
+            self.stats.dma_lost += 1;
+            if rate_limited(self.stats.dma_lost) {
+                warn!(
+                    "{}: the client truncated its DMA memory {address:#x}+{size:#x} under the \
+                     card ({} so far): the card no longer uses it, and the queues that do fail",
+                    self.name, self.stats.dma_lost
+                );
+            }
         }
     }
 

@@ -7,14 +7,7 @@ use std::os::fd::{AsRawFd, FromRawFd};
 /// A memfd of `len` bytes sealed against growing and shrinking, as QEMU's
 /// `memory-backend-memfd` makes guest RAM.
 pub fn memfd(len: u64) -> File {
-    let name = CString::new("vnic-test").expect("static name has no NUL");
-    // SAFETY: memfd_create with a valid NUL-terminated name; the result is
-    // checked before use.
-    let fd = unsafe { libc::memfd_create(name.as_ptr(), libc::MFD_ALLOW_SEALING) };
-    assert!(fd >= 0, "memfd_create: {}", std::io::Error::last_os_error());
-    // SAFETY: fd was just created and nothing else owns it.
-    let file = unsafe { File::from_raw_fd(fd) };
-    file.set_len(len).expect("size the memfd");
+    let file = unsealed_memfd(len);
     // SAFETY: fcntl on a descriptor we own; adding seals has no memory effects.
     let rc = unsafe {
         libc::fcntl(
@@ -24,6 +17,20 @@ pub fn memfd(len: u64) -> File {
         )
     };
     assert_eq!(rc, 0, "seal the memfd");
+    file
+}
+
+/// A memfd of `len` bytes without seals, as a file of `memory-backend-file`
+/// is: its owner may truncate it under the card.
+pub fn unsealed_memfd(len: u64) -> File {
+    let name = CString::new("vnic-test").expect("static name has no NUL");
+    // SAFETY: memfd_create with a valid NUL-terminated name; the result is
+    // checked before use.
+    let fd = unsafe { libc::memfd_create(name.as_ptr(), libc::MFD_ALLOW_SEALING) };
+    assert!(fd >= 0, "memfd_create: {}", std::io::Error::last_os_error());
+    // SAFETY: fd was just created and nothing else owns it.
+    let file = unsafe { File::from_raw_fd(fd) };
+    file.set_len(len).expect("size the memfd");
     file
 }
 
@@ -59,7 +66,17 @@ impl FakeDriver {
     }
 
     pub fn with_memory(base: u64, size: u64) -> Self {
-        let file = memfd(size);
+        Self::with_file(base, size, memfd(size))
+    }
+
+    /// [`FakeDriver::with_memory`] on a file without seals, as QEMU's
+    /// `memory-backend-file` gives: the test may truncate it under the card
+    /// ([`FakeDriver::truncate`]).
+    pub fn with_unsealed_memory(base: u64, size: u64) -> Self {
+        Self::with_file(base, size, unsealed_memfd(size))
+    }
+
+    fn with_file(base: u64, size: u64, file: File) -> Self {
         let mut dma = DmaSpace::default();
         let clone = file.try_clone().expect("dup memfd");
         dma.map(base, size, 0, DMA_READ | DMA_WRITE, Some(clone))
@@ -82,6 +99,13 @@ impl FakeDriver {
 
     pub fn dma(&self) -> &DmaSpace {
         &self.dma
+    }
+
+    /// Shrinks the guest memory's file to `len` bytes, as a hostile client
+    /// would (only for [`FakeDriver::with_unsealed_memory`]). The driver's
+    /// own mapping of it is lost too: its accesses past `len` read zeros.
+    pub fn truncate(&self, len: u64) -> std::io::Result<()> {
+        self.file.set_len(len)
     }
 
     /// Hands the guest memory to the card (a function's DmaSpace).
@@ -353,7 +377,12 @@ pub mod guest {
         /// `posted` receive buffers on each. The PF's exception queue pair
         /// is started by [`Vm::start_qp`].
         pub fn attach(card: &mut Card, f: usize, posted: u16) -> Vm {
-            let mut drv = FakeDriver::new();
+            Self::attach_with(card, f, posted, FakeDriver::new())
+        }
+
+        /// [`Vm::attach`] with guest memory of the caller's choosing (e.g.
+        /// [`FakeDriver::with_unsealed_memory`]).
+        pub fn attach_with(card: &mut Card, f: usize, posted: u16, mut drv: FakeDriver) -> Vm {
             let (base, size, file) = drv.memory();
             card.functions[f]
                 .dma_map(base, size, 0, DMA_READ | DMA_WRITE, Some(file))

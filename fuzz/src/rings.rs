@@ -5,21 +5,26 @@
 //! operations: overwrite any bytes of those structures or of raw guest
 //! memory, queue frames, write BAR0 registers (doorbells, queue control,
 //! VCT, interrupts), restart queues with offload features, quiesce and
-//! resume, reset or disconnect a function, run the data path.
+//! resume, reset or disconnect a function, run the data path, and take
+//! memory away while the card uses it: truncate a guest's memory file (it
+//! is unsealed, as memory-backend-file's is) or DMA_UNMAP it, and map it
+//! again.
 //!
-//! Invariants: nothing panics; the PF (which no guest drives) keeps its
-//! config space; and after both clients leave, fresh guests on the same
-//! functions pass a frame between them, so nothing a guest wrote outlives
-//! its client.
+//! Invariants: nothing panics and no SIGBUS escapes (a truncation costs
+//! only that guest's function, crate::dma::guard); the PF (which no guest
+//! drives) keeps its config space; and after both clients leave, fresh
+//! guests on the same functions pass a frame between them, so nothing a
+//! guest wrote, or took away, outlives its client.
 
 use std::time::Instant;
 
 use vnic::card::Card;
+use vnic::dma::{DMA_READ, DMA_WRITE};
 use vnic::function::REGION_BAR0;
 use vnic::regs::{QpReg, Reg, BAR0_SIZE};
 use vnic::state::ServiceType;
 use vnic::test_utils::guest::{self, Vm, BUF, RING};
-use vnic::test_utils::FAKE_BASE;
+use vnic::test_utils::{FakeDriver, FAKE_BASE, FAKE_SIZE};
 
 use crate::input::{Input, Output};
 use crate::protocol::small_card;
@@ -64,25 +69,40 @@ pub enum Op {
     Quiesce,
     /// `vm: u8, disconnect: u8`: reset the function (or drop its client).
     Reset,
+    /// `vm: u8, pages: u16`: the guest's client shrinks its memory file to
+    /// `pages` 4 KiB pages; the guest's own driver stops writing to it.
+    Truncate,
+    /// `vm: u8`: the client DMA_UNMAPs all of its memory (the card may be
+    /// in the middle of using it: queues running, buffers posted).
+    Unmap,
+    /// `vm: u8`: the client DMA_MAPs its memory again.
+    Remap,
 }
 
-const OPS: u8 = Op::Reset as u8 + 1;
+const OPS: u8 = Op::Remap as u8 + 1;
 
 struct Guests {
     card: Card,
     vms: Vec<Vm>,
+    /// Whether each guest's memory file was truncated: its fake driver
+    /// (which maps the same file) no longer lays out frames or buffers.
+    truncated: Vec<bool>,
     allocs: usize,
 }
 
 impl Guests {
     fn new() -> Self {
         let mut card = small_card();
-        let vms = FUNCTIONS
+        let vms: Vec<Vm> = FUNCTIONS
             .iter()
-            .map(|&f| Vm::attach(&mut card, f, POSTED))
+            .map(|&f| {
+                let drv = FakeDriver::with_unsealed_memory(FAKE_BASE, FAKE_SIZE);
+                Vm::attach_with(&mut card, f, POSTED, drv)
+            })
             .collect();
         Guests {
             card,
+            truncated: vec![false; vms.len()],
             vms,
             allocs: 0,
         }
@@ -129,6 +149,12 @@ impl Guests {
     fn step(&mut self, input: &mut Input) {
         let op = input.u8() % OPS;
         let v = self.vm(input.u8());
+        // A guest whose memory is gone lays nothing out any more; register
+        // writes, runs, resets and the like still reach the card.
+        let lays_out = [Op::Poke, Op::Send, Op::Post, Op::Features].map(|o| o as u8);
+        if self.truncated[v] && lays_out.contains(&op) {
+            return;
+        }
         match op {
             x if x == Op::Poke as u8 => {
                 let (what, offset) = (input.u8(), input.u16());
@@ -186,6 +212,29 @@ impl Guests {
                     self.card.resume(Some(&name)).map(drop)
                 };
             }
+            x if x == Op::Truncate as u8 => {
+                let pages = u64::from(input.u16());
+                // Growing it back is no truncation; the file stays as is.
+                if pages * 4096 < FAKE_SIZE && self.vms[v].drv.truncate(pages * 4096).is_ok() {
+                    self.truncated[v] = true;
+                }
+            }
+            x if x == Op::Unmap as u8 => {
+                let f = self.vms[v].f;
+                if let Some(func) = self.card.function_mut(f) {
+                    let _ = func.dma_unmap(FAKE_BASE, FAKE_SIZE, false);
+                }
+                self.card.after_io(f);
+            }
+            x if x == Op::Remap as u8 => {
+                let f = self.vms[v].f;
+                let (base, size, file) = self.vms[v].drv.memory();
+                if let Some(func) = self.card.function_mut(f) {
+                    // Refused while still mapped: fine.
+                    let _ = func.dma_map(base, size, 0, DMA_READ | DMA_WRITE, Some(file));
+                }
+                self.card.after_io(f);
+            }
             _ => {
                 let f = self.vms[v].f;
                 if input.u8() & 1 == 0 {
@@ -203,6 +252,7 @@ impl Guests {
     fn run(&mut self) {
         self.card.run_pending();
         self.card.run_timers(Instant::now());
+        self.card.reap_lost_dma();
     }
 }
 
@@ -308,8 +358,31 @@ pub fn seeds() -> Vec<Seed> {
     migrate.u8(Op::Post as u8).u8(1).u8(0).u8(4);
     migrate.u8(Op::Run as u8).u8(0);
 
+    // Frames queued, then VF0's memory cut to its first 16 KiB (the BAT
+    // and CLATs stay, the rings and buffers go) and VF1 sends to it;
+    // VF1's memory unmapped with its queues running, then mapped again.
+    let mut truncate = Output::default();
+    send(&mut truncate, 0, &[&ab]);
+    truncate.u8(Op::Truncate as u8).u8(0).u16(4);
+    send(&mut truncate, 1, &[&ba, &ba]);
+    truncate.u8(Op::Run as u8).u8(0);
+    truncate
+        .u8(Op::QpWrite as u8)
+        .u8(0)
+        .u8(0)
+        .u8(QpReg::TxTail as u8)
+        .u32(2);
+    truncate.u8(Op::Run as u8).u8(0);
+    truncate.u8(Op::Unmap as u8).u8(1);
+    send(&mut truncate, 0, &[&ab]);
+    truncate.u8(Op::Run as u8).u8(0);
+    truncate.u8(Op::Remap as u8).u8(1);
+    truncate.u8(Op::Reset as u8).u8(0).u8(0);
+    truncate.u8(Op::Run as u8).u8(0);
+
     vec![
         ("frames", frames.0),
+        ("truncate-unmap", truncate.0),
         ("doorbell-past-ring", doorbell.0),
         ("descriptor-at-bat", poke.0),
         ("offload-features", features.0),

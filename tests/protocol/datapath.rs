@@ -112,3 +112,62 @@ fn a_bad_vct_or_bad_ring_fails_only_that_function() {
         || b.received(1).len() == 1,
     );
 }
+
+/// Three guests on one vnicd; VF2's memory is an unsealed file (as
+/// memory-backend-file gives). In the middle of traffic VF2's client
+/// truncates it and rings its send doorbell, and VF0 sends to VF2: the
+/// card meets the truncation reading VF2's ring and writing its receive
+/// buffers. Only VF2 pays (its queues fail, the loss is counted); VF0 and
+/// VF1 keep switching, before, during and after.
+#[test]
+fn a_client_truncating_its_memory_mid_traffic_leaves_the_others_switching() {
+    let mut vnicd = Vnicd::start(&["--vfs", "3"]);
+    let mut a = Guest::attach(&vnicd, "vf0", 1);
+    let mut b = Guest::attach(&vnicd, "vf1", 1);
+    let mut h = Guest::attach_with(
+        &vnicd,
+        "vf2",
+        1,
+        FakeDriver::with_unsealed_memory(vnic::test_utils::FAKE_BASE, vnic::test_utils::FAKE_SIZE),
+    );
+    a.send(&vec![frame(mac(2, 0), mac(1, 0), 100); 5]);
+    h.send(&vec![frame(mac(2, 0), mac(3, 0), 100); 3]);
+    a.send(&vec![frame(mac(3, 0), mac(1, 0), 100); 2]);
+    wait_for("B has 8 frames, H 2", Duration::from_secs(5), || {
+        b.received(0).len() == 8 && h.received(0).len() == 2
+    });
+
+    // H takes its memory away and rings its doorbell; A keeps sending to
+    // B and also to H.
+    h.drv.truncate(0).unwrap();
+    let tail = h.tx_tails[0].wrapping_add(1) % vnic_tests::guest::RING;
+    h.posted(qp(0, 0x10), tail as u32);
+    a.send(&vec![frame(mac(3, 0), mac(1, 0), 100); 3]);
+    for round in 0..5 {
+        a.send(&vec![frame(mac(2, 0), mac(1, 0), 200); 4]);
+        let want = 8 + 4 * (round + 1);
+        wait_for("B keeps receiving from A", Duration::from_secs(5), || {
+            b.received(0).len() == want
+        });
+    }
+    assert!(vnicd.alive(), "vnicd died: {}", vnicd.log_text());
+    // H's send and receive queues are in the error state; the function
+    // counted its queue errors and the lost memory.
+    let status = h.read(qp(0, 0x0c));
+    assert_ne!(status & 0b1100, 0, "H's queue pair in error: {status:#x}");
+    assert!(h.read(0x148) >= 1, "H's QUEUE_ERRORS");
+    let mut ctl = vnic_tests::ctl::Ctl::connect(&vnicd);
+    let stats = ctl.ok(serde_json::json!({"op": "stats"}));
+    let lost = |name: &str| {
+        stats["functions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|f| f["name"] == name)
+            .map(|f| f["counters"]["dma_lost"].as_u64().unwrap())
+            .unwrap()
+    };
+    assert_eq!((lost("vf0"), lost("vf1"), lost("vf2")), (0, 0, 1));
+    assert_eq!(a.read(0x148), 0, "A's QUEUE_ERRORS");
+    assert_eq!(b.read(0x148), 0, "B's QUEUE_ERRORS");
+}

@@ -294,3 +294,70 @@ fn posted_write_errors_get_no_reply_and_are_counted() {
     );
     assert!(vnicd.log_text().contains("refused"));
 }
+
+/// The function's `dma_lost` counter, from the control socket.
+fn dma_lost(vnicd: &Vnicd, function: &str) -> u64 {
+    let mut ctl = ctl::Ctl::connect(vnicd);
+    let stats = ctl.ok(serde_json::json!({"op": "stats", "function": function}));
+    stats["functions"][0]["counters"]["dma_lost"]
+        .as_u64()
+        .expect("dma_lost counter")
+}
+
+/// A client maps an unsealed memfd (as memory-backend-file gives), turns
+/// on Bus Master, truncates the file to nothing and points its VCT entry
+/// into it: the card's walk of the BAT meets the truncation (SIGBUS). Only
+/// that function pays: vnicd stays up, the client is still served, the
+/// VCT entry is refused, the loss is counted and logged once, the memory
+/// is refused from then on, and another function is unaffected.
+#[test]
+fn a_client_truncating_its_dma_memory_costs_only_its_own_function() {
+    let mut vnicd = Vnicd::start(&["--vfs", "2"]);
+    let mut c = RawClient::negotiated(&vnicd.socket("vf0"));
+    let mem = vnic::test_utils::unsealed_memfd(1 << 20);
+    let r = c.call(
+        DMA_MAP,
+        0,
+        &dma_map_body(3, 0, 0x10_0000, 1 << 20),
+        &[mem.as_raw_fd()],
+    );
+    assert!(!r.is_error(), "DMA_MAP: {r:?}");
+    c.region_write(7, 0x04, &0x6u16.to_le_bytes(), 0);
+    mem.set_len(0).unwrap();
+    c.region_write(0, 0x40, &0x10_0000u32.to_le_bytes(), 0);
+    c.region_write(0, 0x44, &0u32.to_le_bytes(), 0);
+    assert!(vnicd.alive(), "vnicd died: {}", vnicd.log_text());
+    assert_eq!(c.read_u32(0, 0), 0x564e_4943, "vf0 still answers");
+    // VCT_STATUS: the BAT was not taken (the walk read the zero pages
+    // that replaced the lost memory: 2, bad magic).
+    assert_eq!(c.read_u32(0, 0x48), 2, "VCT_STATUS");
+    healthy(&mut vnicd, "vf1");
+    wait_for("the loss counted", Duration::from_secs(5), || {
+        dma_lost(&vnicd, "vf0") == 1
+    });
+    assert_eq!(dma_lost(&vnicd, "vf1"), 0);
+    let log = vnicd.log_text();
+    let lines: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("truncated its DMA memory"))
+        .collect();
+    assert_eq!(lines.len(), 1, "{log}");
+    assert!(lines[0].contains("vf0") && lines[0].contains("0x100000+0x100000"));
+    // Pointing the VCT entry at it again: refused, no second fault, no
+    // second loss.
+    c.region_write(0, 0x44, &0u32.to_le_bytes(), 0);
+    assert_eq!(c.read_u32(0, 0x48), 1, "VCT_STATUS: BAT unreadable");
+    assert_eq!(dma_lost(&vnicd, "vf0"), 1);
+    // The client can drop the lost mapping and map healthy memory again.
+    let r = c.call(DMA_UNMAP, 0, &dma_unmap_body(0x10_0000, 1 << 20), &[]);
+    assert!(!r.is_error(), "DMA_UNMAP: {r:?}");
+    let good = vnic::test_utils::memfd(1 << 20);
+    let r = c.call(
+        DMA_MAP,
+        0,
+        &dma_map_body(3, 0, 0x10_0000, 1 << 20),
+        &[good.as_raw_fd()],
+    );
+    assert!(!r.is_error(), "DMA_MAP again: {r:?}");
+    assert!(vnicd.alive());
+}

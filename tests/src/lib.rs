@@ -417,6 +417,16 @@ pub fn dma_map_body(flags: u32, offset: u64, address: u64, size: u64) -> Vec<u8>
     b
 }
 
+/// The body of a DMA_UNMAP of `[address, address + size)`
+/// (`vfio_user_dma_unmap` without a dirty bitmap).
+pub fn dma_unmap_body(address: u64, size: u64) -> Vec<u8> {
+    let mut b = 24u32.to_le_bytes().to_vec();
+    b.extend_from_slice(&0u32.to_le_bytes());
+    b.extend_from_slice(&address.to_le_bytes());
+    b.extend_from_slice(&size.to_le_bytes());
+    b
+}
+
 /// A vfio-user client that sends whatever bytes a test wants.
 pub struct RawClient {
     pub stream: UnixStream,

@@ -657,6 +657,7 @@ impl Card {
         for (k, v) in [
             ("bad_mmio", s.bad_mmio),
             ("protocol_errors", s.protocol_errors),
+            ("dma_lost", s.dma_lost),
             ("irqs_sent", s.irqs_sent),
             ("irqs_dropped", s.irqs_dropped),
             ("resets", s.resets),

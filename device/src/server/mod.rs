@@ -360,6 +360,7 @@ impl Server {
             self.card.poll_doorbells(Instant::now());
             self.card.run_pending();
             self.card.run_timers(Instant::now());
+            self.card.reap_lost_dma();
             let events = self.card.take_events();
             self.control.broadcast(&events, self.poll.registry());
         }

@@ -5,12 +5,17 @@
 //! files with `vm-memory` and is the only way the card touches guest memory:
 //! every access is checked against the mapped ranges and their permissions,
 //! and an address outside them is a [`DmaError`], never a fault in vnicd.
+//! Memory a client truncates under the card is caught by [`guard`] and
+//! refused from then on.
+
+pub mod guard;
 
 use std::fs::File;
-use std::os::fd::AsRawFd;
 use std::sync::Arc;
 
-use log::{info, warn};
+use log::info;
+
+use guard::Watch;
 use thiserror::Error;
 use vm_memory::{
     ByteValued, Bytes, FileOffset, GuestAddress, GuestMemoryMmap, GuestMemoryRegion,
@@ -60,6 +65,16 @@ pub enum DmaError {
     OutOfRange { address: u64, len: usize },
     #[error("DMA write to {address:#x}+{len:#x} hits read-only memory")]
     ReadOnly { address: u64, len: usize },
+    #[error(
+        "DMA to {address:#x}+{len:#x}: the client truncated that memory under the card, \
+         which no longer uses it"
+    )]
+    Lost { address: u64, len: usize },
+    #[error(
+        "too many DMA mappings watched for truncation (limit {})",
+        guard::WATCH_SLOTS
+    )]
+    Unwatched,
 }
 
 impl DmaError {
@@ -67,7 +82,10 @@ impl DmaError {
         match self {
             DmaError::Overlap { .. } => libc::EEXIST,
             DmaError::TooMany => libc::ENOSPC,
-            DmaError::OutOfRange { .. } | DmaError::ReadOnly { .. } => libc::EFAULT,
+            DmaError::OutOfRange { .. } | DmaError::ReadOnly { .. } | DmaError::Lost { .. } => {
+                libc::EFAULT
+            }
+            DmaError::Unwatched => libc::ENOSPC,
             _ => libc::EINVAL,
         }
     }
@@ -75,17 +93,41 @@ impl DmaError {
 
 /// One DMA_MAP. `region` is None for read-only memory the client sent
 /// without a descriptor (QEMU does this for ROMs such as the BIOS): the
-/// range is known but the card cannot reach it.
+/// range is known but the card cannot reach it. `watch` (declared first, so
+/// dropped first) catches the client truncating the file under `region`.
 struct Mapping {
     address: u64,
     size: u64,
     writable: bool,
+    watch: Option<Watch>,
+    /// The loss was reported ([`DmaSpace::take_lost`]).
+    reported: bool,
     region: Option<Arc<GuestRegionMmap>>,
 }
 
 impl Mapping {
     fn end(&self) -> u64 {
         self.address + self.size
+    }
+
+    /// The memory the card may reach: None for a range without a
+    /// descriptor, and for memory the client truncated.
+    #[inline]
+    fn reachable(&self) -> Option<&GuestRegionMmap> {
+        if self.watch.as_ref().is_some_and(Watch::lost) {
+            return None;
+        }
+        self.region.as_deref()
+    }
+
+    /// The error for an access at `address` that this mapping holds but
+    /// cannot serve.
+    fn unreachable(&self, address: u64, len: usize) -> DmaError {
+        if self.watch.as_ref().is_some_and(Watch::lost) {
+            DmaError::Lost { address, len }
+        } else {
+            DmaError::OutOfRange { address, len }
+        }
     }
 }
 
@@ -244,8 +286,8 @@ fn aligned(v: u64) -> bool {
 }
 
 /// Checks that `file` is a regular (memfd or tmpfs) file at least
-/// `offset + size` long: mapping past the end would make a later access raise
-/// SIGBUS in vnicd.
+/// `offset + size` long: mapping past the end would make every access past
+/// it raise SIGBUS. (A file shrunk later is [`guard`]'s business.)
 fn check_file(file: &File, offset: u64, size: u64) -> Result<(), DmaError> {
     let meta = file
         .metadata()
@@ -264,11 +306,6 @@ fn check_file(file: &File, offset: u64, size: u64) -> Result<(), DmaError> {
             size,
             len: meta.len(),
         });
-    }
-    // SAFETY: F_GET_SEALS only reads the seals of a descriptor we own.
-    let seals = unsafe { libc::fcntl(file.as_raw_fd(), libc::F_GET_SEALS) };
-    if seals < 0 || seals & libc::F_SEAL_SHRINK == 0 {
-        warn!("DMA memory is not sealed against shrinking; a client that truncates it can crash vnicd");
     }
     Ok(())
 }
@@ -327,6 +364,8 @@ impl DmaSpace {
                 address,
                 size,
                 writable,
+                watch: None,
+                reported: false,
                 region: None,
             });
             self.rebuild();
@@ -348,10 +387,13 @@ impl DmaSpace {
                 size,
                 offset,
             })?;
+        let watch = guard::watch(region.as_ptr(), len).ok_or(DmaError::Unwatched)?;
         self.maps.push(Mapping {
             address,
             size,
             writable,
+            watch: Some(watch),
+            reported: false,
             region: Some(Arc::new(region)),
         });
         self.rebuild();
@@ -386,6 +428,20 @@ impl DmaSpace {
         Ok(before - self.maps.len())
     }
 
+    /// Mappings whose memory the client truncated since the last call
+    /// (address and size of each, reported once): the owner logs and
+    /// counts them. Cheap when [`guard::lost_total`] has not moved.
+    pub fn take_lost(&mut self) -> Vec<(u64, u64)> {
+        let mut lost = Vec::new();
+        for m in &mut self.maps {
+            if !m.reported && m.watch.as_ref().is_some_and(Watch::lost) {
+                m.reported = true;
+                lost.push((m.address, m.size));
+            }
+        }
+        lost
+    }
+
     /// Drops every mapping (client disconnected).
     pub fn clear(&mut self) {
         self.maps.clear();
@@ -411,8 +467,8 @@ impl DmaSpace {
                 .iter()
                 .find(|m| m.address <= at && at < m.end())
                 .ok_or_else(oob)?;
-            if m.region.is_none() {
-                return Err(oob());
+            if m.reachable().is_none() {
+                return Err(m.unreachable(address, len));
             }
             if write && !m.writable {
                 return Err(DmaError::ReadOnly { address, len });
@@ -449,10 +505,7 @@ impl DmaSpace {
         if end > m.end() {
             return Ok(None);
         }
-        let region = m
-            .region
-            .as_deref()
-            .ok_or(DmaError::OutOfRange { address, len })?;
+        let region = m.reachable().ok_or_else(|| m.unreachable(address, len))?;
         if write && !m.writable {
             return Err(DmaError::ReadOnly { address, len });
         }
@@ -517,7 +570,7 @@ impl DmaSpace {
             .maps
             .iter()
             .find(|m| m.address <= address && address < m.end())?;
-        let slice = m.region.as_deref()?.as_volatile_slice().ok()?;
+        let slice = m.reachable()?.as_volatile_slice().ok()?;
         Some((m.address, slice, m.writable))
     }
 
@@ -832,5 +885,50 @@ mod tests {
         assert!(d.read(0x10_0000, &mut b).is_err());
         let mut d = space();
         assert_eq!(d.unmap(0, 0, true).unwrap(), 1);
+    }
+
+    #[test]
+    fn memory_the_client_truncates_is_refused_and_reported_once() {
+        use crate::test_utils::unsealed_memfd;
+        let mut d = DmaSpace::default();
+        let file = unsealed_memfd(0x4000);
+        let fd = file.try_clone().unwrap();
+        d.map(0x10_0000, 0x4000, 0, DMA_READ | DMA_WRITE, Some(file))
+            .unwrap();
+        map_adjacent(&mut d);
+        d.write(0x10_3000, b"frame").unwrap();
+        fd.set_len(0).unwrap();
+        // The access that meets the truncation completes on zero pages.
+        let mut b = [0xffu8; 5];
+        d.read(0x10_3000, &mut b).unwrap();
+        assert_eq!(b, [0; 5]);
+        // From then on the mapping is refused, every way in.
+        assert!(matches!(
+            d.read(0x10_0000, &mut b),
+            Err(DmaError::Lost { .. })
+        ));
+        assert!(matches!(d.write(0x10_0000, &b), Err(DmaError::Lost { .. })));
+        assert!(matches!(d.source(0x10_0000, 4), Err(DmaError::Lost { .. })));
+        assert!(matches!(d.target(0x10_0000, 4), Err(DmaError::Lost { .. })));
+        assert!(!d.contains(0x10_0000, 4, false));
+        assert!(DmaWindow::new(&d).source(0x10_0000, 4).is_none());
+        assert_eq!(d.take_lost(), vec![(0x10_0000, 0x4000)]);
+        assert!(d.take_lost().is_empty());
+        // The client's other memory is untouched.
+        d.write(0x10_4000, b"ok").unwrap();
+        let mut ok = [0u8; 2];
+        d.read(0x10_4000, &mut ok).unwrap();
+        assert_eq!(&ok, b"ok");
+        // Unmapped, the range can be mapped again.
+        d.unmap(0x10_0000, 0x4000, false).unwrap();
+        d.map(
+            0x10_0000,
+            0x1000,
+            0,
+            DMA_READ | DMA_WRITE,
+            Some(memfd(0x1000)),
+        )
+        .unwrap();
+        d.write(0x10_0000, b"again").unwrap();
     }
 }
