@@ -1845,6 +1845,28 @@ mod tests {
     }
 
     #[test]
+    fn eventfd_interrupts_survive_an_flr_that_masks_the_table_again() {
+        // QEMU keeps its eventfds across a guest's FLR and never writes the
+        // card's table: after the FLR every entry reads Mask = 1 again, and
+        // interrupts must still arrive once the guest enables MSI-X.
+        let mut f = vf();
+        let efd = enable_msix(&mut f);
+        let devctl = (caps::PCIE_OFFSET + exp::DEVCTL) as u64;
+        f.region_write(REGION_CONFIG, devctl, &exp::DEVCTL_FLR.to_le_bytes())
+            .unwrap();
+        let mut ctrl = [0u8; 4];
+        f.region_read(REGION_MSIX, MSIX_TABLE_OFFSET + 12, &mut ctrl)
+            .unwrap();
+        assert_eq!(u32::from_le_bytes(ctrl), 1, "vector 0 masked after reset");
+        assert_eq!(f.raise_irq(0), Delivery::Dropped, "MSI-X Enable was reset");
+        let ctl = (caps::MSIX_OFFSET + msix_cap::CONTROL) as u64;
+        f.region_write(REGION_CONFIG, ctl, &msix_cap::CONTROL_ENABLE.to_le_bytes())
+            .unwrap();
+        assert_eq!(f.raise_irq(0), Delivery::Sent);
+        assert_eq!(efd.read().unwrap(), 1);
+    }
+
+    #[test]
     fn msix_disabled_drops_interrupts() {
         let mut f = vf();
         assert_eq!(f.raise_irq(0), Delivery::Dropped);

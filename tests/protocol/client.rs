@@ -185,6 +185,13 @@ fn set_irqs_eventfd_receives_the_test_interrupt() {
     let flags = VFIO_IRQ_SET_ACTION_TRIGGER | VFIO_IRQ_SET_DATA_EVENTFD;
     c.set_irqs(VFIO_PCI_MSIX_IRQ_INDEX, flags, 0, 3, &raw)
         .unwrap();
+    // Like QEMU, this client never writes the card's MSI-X table: every
+    // entry is at its reset value, Mask = 1, which must not hold it back.
+    for v in 0..9u64 {
+        let mut ctrl = [0u8; 4];
+        c.region_read(MSIX_BAR, 16 * v + 12, &mut ctrl).unwrap();
+        assert_eq!(u32::from_le_bytes(ctrl), 1, "vector {v} masked at reset");
+    }
     c.region_write(BAR0, 0x28, &2u32.to_le_bytes()).unwrap();
     wait_for("vector 2", Duration::from_secs(5), || {
         efds[2].read().is_ok()
