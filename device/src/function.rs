@@ -1359,7 +1359,9 @@ impl Function {
     }
 
     fn config_write(&mut self, offset: u64, data: &[u8]) -> Result<(), FnError> {
-        self.config.write(offset, data)?;
+        let mut data = data.to_vec();
+        caps::discard_unsupported_power_state(&self.config, offset, &mut data);
+        self.config.write(offset, &data)?;
         // Initiate FLR is bit 15 of Device Control: write-only, never stored.
         let flr_byte = (caps::PCIE_OFFSET + exp::DEVCTL + 1) as u64;
         let flr = flr_byte
@@ -1864,6 +1866,18 @@ mod tests {
             .unwrap();
         assert_eq!(f.raise_irq(0), Delivery::Sent);
         assert_eq!(efd.read().unwrap(), 1);
+    }
+
+    #[test]
+    fn power_state_writes_of_d1_and_d2_are_discarded() {
+        let mut f = vf();
+        let pmcsr = caps::PM_OFFSET + caps::pm::PMCSR;
+        let state = |f: &mut Function| cfg16(f, pmcsr) & caps::pm::PMCSR_STATE;
+        for (write, expect) in [(1u16, 0), (2, 0), (3, 3), (1, 3), (2, 3), (0, 0)] {
+            f.region_write(REGION_CONFIG, pmcsr as u64, &write.to_le_bytes())
+                .unwrap();
+            assert_eq!(state(&mut f), expect, "after writing D{write}");
+        }
     }
 
     #[test]
