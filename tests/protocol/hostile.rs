@@ -229,6 +229,16 @@ fn unexpected_or_too_many_descriptors_are_refused() {
     let mem = memfd(4096);
     let r = c.call(REGION_READ, 0, &region_access(0, 0, 4), &[mem.as_raw_fd()]);
     assert!(r.is_error(), "a region read carries no descriptor");
+    let r = c.call(
+        GET_REGION_INFO,
+        0,
+        &region_info_body(0, 32),
+        &[mem.as_raw_fd()],
+    );
+    assert!(r.is_error(), "GET_REGION_INFO carries no descriptor either");
+    assert_eq!(r.error, libc::EINVAL as u32);
+    let r = c.call(GET_REGION_INFO, 0, &region_info_body(0, 32), &[]);
+    assert!(!r.is_error(), "without one it is answered");
     // SET_IRQS with a descriptor that is not an eventfd.
     let mut s = 20u32.to_le_bytes().to_vec();
     s.extend_from_slice(&(0x20u32 | 0x4).to_le_bytes());

@@ -91,6 +91,11 @@ fn execute(
     req: Request<'_>,
     fds: Vec<std::fs::File>,
 ) -> Result<Answer, Failure> {
+    let takes_fds = matches!(req, Request::DmaMap { .. } | Request::SetIrqs { .. });
+    if !takes_fds && !fds.is_empty() {
+        // Dropping them closes them.
+        return Err(invalid("unexpected file descriptors"));
+    }
     if let Request::GetRegionInfo(info) = req {
         return region_info(func, info);
     }
@@ -125,10 +130,6 @@ fn execute_plain(
     req: Request<'_>,
     mut fds: Vec<std::fs::File>,
 ) -> Result<Vec<u8>, Failure> {
-    let takes_fds = matches!(req, Request::DmaMap { .. } | Request::SetIrqs { .. });
-    if !takes_fds && !fds.is_empty() {
-        return Err(invalid("unexpected file descriptors"));
-    }
     let mut w = Writer::default();
     match req {
         Request::Version { .. } => {
