@@ -284,6 +284,39 @@ fn client_that_never_reads_replies_is_cut_off_without_stalling_others() {
     healthy(&mut vnicd, "vf0");
 }
 
+/// A REGION_WRITE_MULTI payload: wr_cnt, then (offset, region, count,
+/// 8 data bytes) per write.
+fn write_multi_body(writes: &[(u32, u64, u32)]) -> Vec<u8> {
+    let mut b = (writes.len() as u64).to_le_bytes().to_vec();
+    for &(region, offset, value) in writes {
+        b.extend_from_slice(&offset.to_le_bytes());
+        b.extend_from_slice(&region.to_le_bytes());
+        b.extend_from_slice(&4u32.to_le_bytes());
+        b.extend_from_slice(&u64::from(value).to_le_bytes());
+    }
+    b
+}
+
+#[test]
+fn region_write_multi_reply_carries_the_number_of_writes() {
+    let vnicd = Vnicd::start(&[]);
+    let mut c = RawClient::negotiated(&vnicd.socket("vf0"));
+    // SCRATCH (0x1c) twice, then the cache line size in config space.
+    let b = write_multi_body(&[(0, 0x1c, 5), (0, 0x1c, 6), (7, 0x0c, 0x10)]);
+    let r = c.call(REGION_WRITE_MULTI, 0, &b, &[]);
+    assert!(!r.is_error(), "{r:?}");
+    assert_eq!(r.body.len(), 8, "wr_cnt only");
+    assert_eq!(le_u64(&r.body, 0), 3, "wr_cnt: three writes completed");
+    assert_eq!(c.read_u32(0, 0x1c), 6, "applied in order");
+    assert_eq!(c.read_u32(7, 0x0c) & 0xff, 0x10);
+    // Posted, as QEMU sends them: no reply, the next reply answers the read.
+    let b = write_multi_body(&[(0, 0x1c, 8)]);
+    c.send(REGION_WRITE_MULTI, NO_REPLY, &b, &[]);
+    let r = c.region_read(0, 0x1c, 4);
+    assert_eq!(r.command, REGION_READ);
+    assert_eq!(le_u32(&r.body, 16), 8);
+}
+
 #[test]
 fn posted_write_errors_get_no_reply_and_are_counted() {
     let vnicd = Vnicd::start(&[]);

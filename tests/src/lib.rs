@@ -433,6 +433,7 @@ pub const SET_IRQS: u16 = 8;
 pub const REGION_READ: u16 = 9;
 pub const REGION_WRITE: u16 = 10;
 pub const DEVICE_RESET: u16 = 13;
+pub const REGION_WRITE_MULTI: u16 = 15;
 pub const NO_REPLY: u32 = 0x10;
 
 impl RawClient {

@@ -208,9 +208,11 @@ fn execute_plain(
             w.u64(offset).u32(region).u32(data.len() as u32);
         }
         Request::RegionWriteMulti(writes) => {
-            for wr in writes {
+            for wr in &writes {
                 func.region_write(wr.region, wr.offset, wr.bytes())?;
             }
+            // The reply (if asked for) carries wr_cnt: the writes completed.
+            w.u64(writes.len() as u64);
         }
         Request::DeviceReset => func.reset(),
     }
