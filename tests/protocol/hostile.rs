@@ -94,6 +94,11 @@ fn malformed_version_json_is_refused_but_connection_survives() {
     assert!(r.is_error());
     let r = c.call(VERSION, 0, b"\x01\0\0\0", &[]);
     assert!(r.is_error(), "major version 1 refused");
+    // Valid JSON but not UTF-8 (an ignored field's string): the spec's
+    // capabilities are UTF-8.
+    let r = c.call(VERSION, 0, b"\0\0\0\0{\"x\":\"\xff\xfe\"}\0", &[]);
+    assert!(r.is_error(), "non-UTF-8 capabilities refused");
+    assert_eq!(r.error, libc::EINVAL as u32);
     let r = c.call(VERSION, 0, b"\0\0\0\0", &[]);
     assert!(!r.is_error(), "a correct VERSION still works");
     assert_eq!(&r.body[..4], &[0, 0, 0, 0]);
