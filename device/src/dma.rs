@@ -10,7 +10,7 @@ use std::fs::File;
 use std::os::fd::AsRawFd;
 use std::sync::Arc;
 
-use log::{info, warn};
+use log::warn;
 use thiserror::Error;
 use vm_memory::{
     ByteValued, Bytes, FileOffset, GuestAddress, GuestMemoryMmap, GuestMemoryRegion,
@@ -319,10 +319,6 @@ impl DmaSpace {
             if writable {
                 return Err(DmaError::NoFd { address, size });
             }
-            info!(
-                "DMA map {address:#x}+{size:#x}: read-only without a descriptor (a ROM); \
-                 the card will not access it"
-            );
             self.maps.push(Mapping {
                 address,
                 size,

@@ -31,6 +31,7 @@ use vfio_bindings::bindings::vfio::{
 };
 use vmm_sys_util::eventfd::EventFd;
 
+use crate::clientlog::{Cause, ClientLog};
 use crate::control::api::LinkState;
 use crate::dma::{DmaError, DmaSpace};
 use crate::doorbell::{self, DoorbellPage, PagePolicy};
@@ -287,12 +288,6 @@ fn fire_if(fire: bool) -> QpEffect {
     }
 }
 
-/// Logs the first few occurrences of a guest mistake, then every 1000th, so
-/// a misbehaving guest cannot flood the log.
-pub(crate) fn rate_limited(count: u64) -> bool {
-    count <= 10 || count % 1000 == 0
-}
-
 pub struct Function {
     spec: FunctionSpec,
     name: String,
@@ -325,6 +320,9 @@ pub struct Function {
     /// Doorbell slots: the guest's page its BAT names, or BAR0's page
     /// (vnicd `--doorbell-page`) shared with the client.
     doorbell: DoorbellPage,
+    /// Log lines its clients and their guests cause, rate-limited; kept
+    /// across clients so reconnecting does not reset the counts.
+    log: ClientLog,
 }
 
 /// What became of a VCT entry given by management.
@@ -401,6 +399,7 @@ impl Function {
             quiesced: false,
             pending_vct: None,
             faults: Faults::default(),
+            log: ClientLog::default(),
             spec,
         }
         .with_exception_messages()
@@ -417,6 +416,12 @@ impl Function {
 
     pub fn policy(&self) -> &Policy {
         &self.policy
+    }
+
+    /// Writes a line a client or its guest caused, through the function's
+    /// rate limit (crate::clientlog). Returns whether it was written.
+    pub fn log(&mut self, cause: Cause, what: std::fmt::Arguments<'_>) -> bool {
+        self.log.log(cause, &self.name, what)
     }
 
     pub fn policy_mut(&mut self) -> &mut Policy {
@@ -953,9 +958,12 @@ impl Function {
             return true;
         }
         if let Some(address) = self.doorbell.guest_page() {
-            warn!(
-                "{}: doorbell page {address:#x} no longer reachable: doorbells are register writes",
-                self.name
+            self.log.log(
+                Cause::GuestError,
+                &self.name,
+                format_args!(
+                    "doorbell page {address:#x} no longer reachable: doorbells are register writes"
+                ),
             );
             self.doorbell.lost();
         }
@@ -1191,12 +1199,12 @@ impl Function {
         self.bar0.set_vct_status(0);
         self.doorbell.forget_guest_page();
         if address == 0 {
-            info!("{}: VCT entry cleared", self.name);
+            self.log(Cause::Setup, format_args!("VCT entry cleared"));
             return;
         }
         match Bat::read(&self.dma, address) {
             Ok(bat) => {
-                info!("{}: VCT entry {address:#x}", self.name);
+                self.log(Cause::Setup, format_args!("VCT entry {address:#x}"));
                 for qp in &mut self.qps {
                     qp.resume(&self.name, &self.dma, &bat);
                 }
@@ -1206,7 +1214,8 @@ impl Function {
                 }
             }
             Err(e) => {
-                warn!("{}: VCT entry {address:#x} refused: {e}", self.name);
+                let what = format_args!("VCT entry {address:#x} refused: {e}");
+                self.log.log(Cause::GuestError, &self.name, what);
                 self.bar0.set_vct_status(e.vct_code());
             }
         }
@@ -1222,20 +1231,18 @@ impl Function {
             .doorbell
             .use_guest_page(&self.dma, address, |q| Self::tails(qps, q))
         {
-            Ok(()) => info!("{}: doorbell page at {address:#x}", self.name),
-            Err(e) => warn!("{}: {e}: doorbells are register writes", self.name),
-        }
+            Ok(()) => self.log(Cause::Setup, format_args!("doorbell page at {address:#x}")),
+            Err(e) => self.log(
+                Cause::GuestError,
+                format_args!("{e}: doorbells are register writes"),
+            ),
+        };
     }
 
     fn bad_mmio(&mut self, what: &str) {
         self.bar0.count_bad_access();
         self.stats.bad_mmio += 1;
-        if rate_limited(self.stats.bad_mmio) {
-            warn!(
-                "{}: bad MMIO access ({} so far): {what}",
-                self.name, self.stats.bad_mmio
-            );
-        }
+        self.log(Cause::BadAccess, format_args!("bad MMIO access: {what}"));
     }
 
     fn msix_bar_read(&self, offset: u64, buf: &mut [u8]) -> Result<(), MsixError> {
@@ -1327,7 +1334,7 @@ impl Function {
         match effect {
             Effect::None => {}
             Effect::Reset => {
-                info!("{}: reset through CTRL.RESET", self.name);
+                self.log(Cause::Reset, format_args!("reset through CTRL.RESET"));
                 self.reset();
             }
             Effect::RaiseIrq(vector) => {
@@ -1340,11 +1347,8 @@ impl Function {
                 let was = self.doorbell.enabled();
                 self.doorbell.set_bar_enabled(on, |q| Self::tails(qps, q));
                 if self.doorbell.enabled() != was {
-                    info!(
-                        "{}: doorbell page {}",
-                        self.name,
-                        if was { "off" } else { "on" }
-                    );
+                    let state = if was { "off" } else { "on" };
+                    self.log(Cause::Setup, format_args!("doorbell page {state}"));
                 }
             }
             Effect::Admin(cmd) => {
@@ -1369,7 +1373,7 @@ impl Function {
             .and_then(|i| data.get(i as usize))
             .is_some_and(|b| b & (exp::DEVCTL_FLR >> 8) as u8 != 0);
         if flr {
-            info!("{}: function level reset", self.name);
+            self.log(Cause::Reset, format_args!("function level reset"));
             self.reset();
             return Ok(());
         }
@@ -1526,8 +1530,20 @@ impl Function {
         flags: u32,
         file: Option<File>,
     ) -> Result<(), FnError> {
+        let rom = file.is_none();
         self.dma.map(address, size, offset, flags, file)?;
         debug!("{}: DMA map {address:#x}+{size:#x}", self.name);
+        if rom {
+            // Accepted without a descriptor: read-only (dma.rs refuses a
+            // writable one), as QEMU sends its ROMs.
+            self.log(
+                Cause::Setup,
+                format_args!(
+                    "DMA map {address:#x}+{size:#x}: read-only without a descriptor (a ROM); \
+                     the card will not access it"
+                ),
+            );
+        }
         self.try_pending_vct();
         Ok(())
     }
@@ -1548,7 +1564,7 @@ impl Function {
         for qp in &mut self.qps {
             qp.flush(&self.dma);
         }
-        info!("{}: reset", self.name);
+        self.log(Cause::Reset, format_args!("reset"));
         self.quiesced = false;
         self.bat = None;
         self.counters = FnCounters::default();

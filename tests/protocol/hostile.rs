@@ -214,6 +214,48 @@ fn dma_map_without_fd_says_shared_memory_is_needed() {
 }
 
 #[test]
+fn a_burst_of_refused_dma_maps_and_unmaps_writes_a_bounded_log() {
+    let mut vnicd = Vnicd::start(&["--vfs", "2"]);
+    let mut c = RawClient::negotiated(&vnicd.socket("vf0"));
+    let before = vnicd.log_text().lines().count();
+    // 4000 DMA_MAPs of writable memory without a descriptor, then 1000
+    // DMA_UNMAPs asking for a dirty bitmap: 5000 refusals.
+    for i in 0..4000u64 {
+        let r = c.call(DMA_MAP, 0, &dma_map_body(3, 0, i << 12, 0x1000), &[]);
+        assert!(r.is_error());
+    }
+    let mut unmap = 24u32.to_le_bytes().to_vec();
+    unmap.extend_from_slice(&1u32.to_le_bytes());
+    unmap.extend_from_slice(&[0; 16]);
+    for _ in 0..1000 {
+        assert!(c.call(DMA_UNMAP, 0, &unmap, &[]).is_error());
+    }
+    healthy(&mut vnicd, "vf1");
+    let log = vnicd.log_text();
+    let refusals: Vec<&str> = log.lines().filter(|l| l.contains("refused")).collect();
+    // The first ten, then the 1000th, 2000th, ... 5000th.
+    assert_eq!(refusals.len(), 15, "{log}");
+    assert!(refusals.iter().all(|l| l.contains(" WARN ")), "{log}");
+    assert!(refusals[0].contains("share=on"), "{}", refusals[0]);
+    assert!(
+        refusals[9].contains("one in 1000 is logged"),
+        "{}",
+        refusals[9]
+    );
+    assert!(
+        refusals[14].contains("5000 refusals so far"),
+        "{}",
+        refusals[14]
+    );
+    assert!(!log.contains("ERROR"), "{log}");
+    let new_lines = log.lines().count() - before;
+    assert!(
+        new_lines <= 25,
+        "{new_lines} lines for 5000 refusals:\n{log}"
+    );
+}
+
+#[test]
 fn dma_map_of_a_file_shorter_than_the_range_is_refused() {
     let vnicd = Vnicd::start(&[]);
     let mut c = RawClient::negotiated(&vnicd.socket("vf0"));

@@ -42,6 +42,7 @@ pub use connection::MAX_TX_BYTES;
 use connection::{Connection, Incoming};
 
 use crate::card::Card;
+use crate::clientlog::Cause;
 use crate::control::socket::{ControlSocket, Served, MAX_CLIENTS};
 use crate::protocol::error_reply;
 
@@ -139,9 +140,9 @@ impl Client {
                 Incoming::Message(msg) => {
                     if let Some(bytes) = dispatch::handle(func, &mut conn.versioned, msg) {
                         if !conn.queue(bytes) {
-                            error!(
-                                "{}: client stopped reading replies; disconnecting",
-                                func.name()
+                            func.log(
+                                Cause::Dropped,
+                                format_args!("client stopped reading replies; disconnecting"),
                             );
                             return ClientState::Gone;
                         }
@@ -149,9 +150,9 @@ impl Client {
                 }
                 Incoming::BadHeader(header, e) => {
                     func.count_protocol_error();
-                    warn!(
-                        "{}: malformed message header ({e}); disconnecting",
-                        func.name()
+                    func.log(
+                        Cause::Dropped,
+                        format_args!("malformed message header ({e}); disconnecting"),
                     );
                     conn.queue(error_reply(&header, e.errno()));
                     let _ = conn.flush();
@@ -159,19 +160,23 @@ impl Client {
                 }
                 Incoming::WouldBlock => break,
                 Incoming::Closed => {
-                    info!("{}: client disconnected", func.name());
+                    func.log(Cause::Connection, format_args!("client disconnected"));
                     return ClientState::Gone;
                 }
                 Incoming::Fatal(why) => {
                     func.count_protocol_error();
-                    warn!("{}: {why}; disconnecting", func.name());
+                    func.log(Cause::Dropped, format_args!("{why}; disconnecting"));
                     return ClientState::Gone;
                 }
             }
         }
         if let Err(e) = conn.flush() {
-            let name = card.functions().get(index).map_or("?", |f| f.name());
-            info!("{name}: client gone while replying: {e}");
+            if let Some(func) = card.function_mut(index) {
+                func.log(
+                    Cause::Connection,
+                    format_args!("client gone while replying: {e}"),
+                );
+            }
             return ClientState::Gone;
         }
         state
@@ -410,7 +415,11 @@ impl Server {
                 }
             }
             if self.conns[index].is_some() {
-                warn!("{name}: refusing a second client while one is attached");
+                self.log(
+                    index,
+                    Cause::Dropped,
+                    format_args!("refusing a second client while one is attached"),
+                );
                 continue;
             }
             let conn = match Client::new(stream) {
@@ -430,9 +439,16 @@ impl Server {
                 warn!("{name}: cannot watch client: {e}");
                 continue;
             }
-            info!("{name}: client connected");
+            self.log(index, Cause::Connection, format_args!("client connected"));
             self.conns[index] = Some(conn);
             self.card.connect(index);
+        }
+    }
+
+    /// A line about function `index` that its client caused, rate-limited.
+    fn log(&mut self, index: usize, cause: Cause, what: std::fmt::Arguments<'_>) {
+        if let Some(func) = self.card.function_mut(index) {
+            func.log(cause, what);
         }
     }
 
