@@ -24,6 +24,7 @@
 
 mod connection;
 mod dispatch;
+pub mod sockets;
 
 use std::io;
 use std::os::fd::{AsRawFd, RawFd};
@@ -40,6 +41,7 @@ use vmm_sys_util::timerfd::TimerFd;
 
 pub use connection::MAX_TX_BYTES;
 use connection::{Connection, Incoming};
+pub use sockets::SocketAccess;
 
 use crate::card::Card;
 use crate::clientlog::Cause;
@@ -186,6 +188,8 @@ impl Client {
 pub struct Server {
     poll: Poll,
     card: Card,
+    /// Mode and group of the function sockets.
+    access: SocketAccess,
     /// Every function's socket path, and its listener while it is enabled.
     paths: Vec<PathBuf>,
     listeners: Vec<Option<Listener>>,
@@ -199,11 +203,17 @@ pub struct Server {
 }
 
 impl Server {
-    /// Binds one socket per enabled function in `dir` (created if missing;
-    /// stale sockets from a crashed vnicd are replaced) and the control
-    /// socket at `control` (default: `dir`/control.sock).
-    pub fn new(card: Card, dir: &Path, control: Option<&Path>) -> Result<Self, ServerError> {
-        std::fs::create_dir_all(dir).map_err(|e| ServerError::SocketDir(dir.into(), e))?;
+    /// Binds one socket per enabled function in `dir` (created if missing,
+    /// see [`sockets`]; stale sockets from a crashed vnicd are replaced),
+    /// with `access`'s mode and group, and the control socket at `control`
+    /// (default: `dir`/control.sock), vnicd's user's only.
+    pub fn new(
+        card: Card,
+        dir: &Path,
+        control: Option<&Path>,
+        access: SocketAccess,
+    ) -> Result<Self, ServerError> {
+        sockets::create_dir(dir, &access).map_err(|e| ServerError::SocketDir(dir.into(), e))?;
         let poll = Poll::new().map_err(ServerError::Poll)?;
         let paths: Vec<PathBuf> = card
             .functions()
@@ -211,7 +221,8 @@ impl Server {
             .map(|f| dir.join(format!("{}.sock", f.name())))
             .collect();
         let control_path = control.map_or_else(|| dir.join(CONTROL_SOCKET), Path::to_path_buf);
-        let control = ControlSocket::bind(&control_path, poll.registry(), CONTROL)
+        let control = sockets::bind(&control_path, sockets::CONTROL_SOCKET_MODE, None)
+            .and_then(|l| ControlSocket::listen(l, &control_path, poll.registry(), CONTROL))
             .map_err(|e| ServerError::Control(control_path, e))?;
         let conns = (0..paths.len()).map(|_| None).collect();
         let timer = TimerFd::new().map_err(|e| ServerError::Poll(e.into()))?;
@@ -226,6 +237,7 @@ impl Server {
         let mut server = Server {
             poll,
             card,
+            access,
             listeners: paths.iter().map(|_| None).collect(),
             paths,
             control,
@@ -244,8 +256,8 @@ impl Server {
 
     fn listen(&mut self, i: usize) -> Result<(), ServerError> {
         let path = self.paths[i].clone();
-        let _ = std::fs::remove_file(&path);
-        let socket = UnixListener::bind(&path).map_err(|e| ServerError::Bind(path.clone(), e))?;
+        let socket = sockets::bind(&path, self.access.mode, self.access.group)
+            .map_err(|e| ServerError::Bind(path.clone(), e))?;
         socket
             .set_nonblocking(true)
             .map_err(|e| ServerError::Bind(path.clone(), e))?;
