@@ -322,7 +322,7 @@ pub struct Function {
     doorbell: DoorbellPage,
     /// Log lines its clients and their guests cause, rate-limited; kept
     /// across clients so reconnecting does not reset the counts.
-    log: ClientLog,
+    client_log: ClientLog,
 }
 
 /// What became of a VCT entry given by management.
@@ -399,7 +399,7 @@ impl Function {
             quiesced: false,
             pending_vct: None,
             faults: Faults::default(),
-            log: ClientLog::default(),
+            client_log: ClientLog::default(),
             spec,
         }
         .with_exception_messages()
@@ -421,7 +421,7 @@ impl Function {
     /// Writes a line a client or its guest caused, through the function's
     /// rate limit (crate::clientlog). Returns whether it was written.
     pub fn log(&mut self, cause: Cause, what: std::fmt::Arguments<'_>) -> bool {
-        self.log.log(cause, &self.name, what)
+        self.client_log.log(cause, &self.name, what)
     }
 
     pub fn policy_mut(&mut self) -> &mut Policy {
@@ -958,9 +958,8 @@ impl Function {
             return true;
         }
         if let Some(address) = self.doorbell.guest_page() {
-            self.log.log(
+            self.log(
                 Cause::GuestError,
-                &self.name,
                 format_args!(
                     "doorbell page {address:#x} no longer reachable: doorbells are register writes"
                 ),
@@ -1214,8 +1213,10 @@ impl Function {
                 }
             }
             Err(e) => {
-                let what = format_args!("VCT entry {address:#x} refused: {e}");
-                self.log.log(Cause::GuestError, &self.name, what);
+                self.log(
+                    Cause::GuestError,
+                    format_args!("VCT entry {address:#x} refused: {e}"),
+                );
                 self.bar0.set_vct_status(e.vct_code());
             }
         }

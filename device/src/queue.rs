@@ -455,7 +455,7 @@ pub struct QueuePair {
     /// Its queue errors and starts, rate-limited: a driver can repeat them
     /// (counted here, not by the contexts' counters, which the guest can
     /// rewrite).
-    log: ClientLog,
+    client_log: ClientLog,
 }
 
 /// What became of a frame offered to a receive queue.
@@ -506,7 +506,7 @@ impl QueuePair {
             paused: false,
             max_tx_frame: ring::MAX_FRAME,
             fast_backoff: Backoff::default(),
-            log: ClientLog::default(),
+            client_log: ClientLog::default(),
         }
     }
 
@@ -572,7 +572,7 @@ impl QueuePair {
 
     fn report(&mut self, who: &str, what: &str, e: QueueError) {
         let q = self.index;
-        self.log.log(
+        self.client_log.log(
             Cause::GuestError,
             who,
             format_args!("queue pair {q} {what} queue error: {e}"),
@@ -606,7 +606,7 @@ impl QueuePair {
         }
         if self.tx.running() || self.rx.running() {
             let status = self.status();
-            self.log.log(
+            self.client_log.log(
                 Cause::Setup,
                 who,
                 format_args!("queue pair {q} started ({status:?})"),
@@ -630,7 +630,7 @@ impl QueuePair {
             .with_rx_enable(running(ServiceType::ReceiveQueue));
         self.ctrl = QpCtrl::new();
         if ctrl.tx_enable() || ctrl.rx_enable() {
-            self.log.log(
+            self.client_log.log(
                 Cause::Setup,
                 who,
                 format_args!("queue pair {q} resumes from guest memory"),
