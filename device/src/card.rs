@@ -385,6 +385,48 @@ mod tests {
     }
 
     #[test]
+    fn pf_reset_keeps_vf_enable_num_vfs_and_the_vfs() {
+        use crate::function::{REGION_BAR0, REGION_CONFIG};
+        use crate::pci::caps::{exp, PCIE_OFFSET};
+        use crate::regs::Reg;
+        let mut card = Card::new(CardConfig::default()).unwrap();
+        card.set_num_vfs(3).unwrap();
+        let vf0 = card.function_mut(1).unwrap();
+        vf0.region_write(REGION_BAR0, Reg::Scratch as u64, &7u32.to_le_bytes())
+            .unwrap();
+        let sriov_of = |card: &Card| {
+            let c = card.functions()[0].config();
+            let (_, off) = walk_ext(c.bytes())
+                .into_iter()
+                .find(|(id, _)| *id == EXT_CAP_ID_SRIOV)
+                .unwrap();
+            (c.u16(off + sriov::CTRL), c.u16(off + sriov::NUM_VFS))
+        };
+        let devctl = (PCIE_OFFSET + exp::DEVCTL) as u64;
+        let pf = card.function_mut(0).unwrap();
+        pf.region_write(REGION_CONFIG, devctl, &exp::DEVCTL_FLR.to_le_bytes())
+            .unwrap();
+        assert_eq!(pf.stats().resets, 1, "the PF was reset");
+        let (ctrl, num_vfs) = sriov_of(&card);
+        assert_ne!(ctrl & sriov::CTRL_VFE, 0, "VF Enable survives the FLR");
+        assert_eq!(num_vfs, 3, "NumVFs survives the FLR");
+        card.function_mut(0).unwrap().reset();
+        assert_eq!(sriov_of(&card).1, 3, "and DEVICE_RESET");
+        let enabled: Vec<bool> = card
+            .functions()
+            .iter()
+            .map(|f| f.policy().enabled)
+            .collect();
+        assert_eq!(enabled, [true, true, true, true, false]);
+        let mut scratch = [0u8; 4];
+        card.function_mut(1)
+            .unwrap()
+            .region_read(REGION_BAR0, Reg::Scratch as u64, &mut scratch)
+            .unwrap();
+        assert_eq!(u32::from_le_bytes(scratch), 7, "vf0 untouched");
+    }
+
+    #[test]
     fn macs_are_locally_administered_and_distinct() {
         let c = CardConfig::default();
         let a = c.mac(FunctionKind::Pf, 0);

@@ -9,9 +9,10 @@
 
 use std::time::Instant;
 
-use log::{debug, info, warn};
+use log::{debug, warn};
 
 use crate::card::{Card, UPLINK_BUDGET};
+use crate::clientlog::Cause;
 use crate::control::api::{Direction, Event};
 use crate::fault::{self, FrameFault};
 use crate::function::{Function, SwitchOp, MISC_VECTORS};
@@ -163,7 +164,6 @@ impl Card {
             return;
         };
         let ops = func.take_switch_ops();
-        let name = func.name().to_string();
         let nqp = func.queue_pairs().len() as u16;
         // In a VNI segment the guest's VLANs are its own business: its tags
         // travel inside the VxLAN payload, so joins change nothing.
@@ -191,7 +191,8 @@ impl Card {
                 SwitchOp::SetMac { qp, mac } => self.guest_set_mac(f, qp, mac),
             };
             if let Err(e) = result {
-                warn!("{name}: {op:?} refused: {e}");
+                let what = format_args!("{op:?} refused: {e}");
+                self.functions[f].log(Cause::GuestError, what);
             }
         }
     }
@@ -209,7 +210,8 @@ impl Card {
             self.switch.set_mac(port, mac).map_err(|e| e.to_string())?;
         }
         let name = self.functions[f].name().to_string();
-        info!("{name}: the trusted VF set vNIC {qp}'s MAC to {mac}");
+        let what = format_args!("the trusted VF set vNIC {qp}'s MAC to {mac}");
+        self.functions[f].log(Cause::Setup, what);
         self.functions[f].set_vnic_mac(qp, mac);
         let vlan = self.functions[f].policy().vnics[qp as usize].vlan;
         self.events.push(Event::VnicChanged {

@@ -16,8 +16,8 @@ use std::time::{Duration, Instant};
 use log::info;
 use serde::{Deserialize, Serialize};
 
+use crate::clientlog::rate_limited;
 use crate::control::api::Direction;
-use crate::function::rate_limited;
 
 /// Most frames, completions, interrupts or DMA accesses one request arms.
 pub const MAX_COUNT: u32 = 1_000_000;

@@ -31,6 +31,7 @@ use vfio_bindings::bindings::vfio::{
 };
 use vmm_sys_util::eventfd::EventFd;
 
+use crate::clientlog::{Cause, ClientLog};
 use crate::control::api::LinkState;
 use crate::dma::{DmaError, DmaSpace};
 use crate::doorbell::{self, DoorbellPage, PagePolicy};
@@ -289,12 +290,6 @@ fn fire_if(fire: bool) -> QpEffect {
     }
 }
 
-/// Logs the first few occurrences of a guest mistake, then every 1000th, so
-/// a misbehaving guest cannot flood the log.
-pub(crate) fn rate_limited(count: u64) -> bool {
-    count <= 10 || count % 1000 == 0
-}
-
 pub struct Function {
     spec: FunctionSpec,
     name: String,
@@ -327,6 +322,9 @@ pub struct Function {
     /// Doorbell slots: the guest's page its BAT names, or BAR0's page
     /// (vnicd `--doorbell-page`) shared with the client.
     doorbell: DoorbellPage,
+    /// Log lines its clients and their guests cause, rate-limited; kept
+    /// across clients so reconnecting does not reset the counts.
+    client_log: ClientLog,
 }
 
 /// What became of a VCT entry given by management.
@@ -403,6 +401,7 @@ impl Function {
             quiesced: false,
             pending_vct: None,
             faults: Faults::default(),
+            client_log: ClientLog::default(),
             spec,
         }
         .with_exception_messages()
@@ -419,6 +418,12 @@ impl Function {
 
     pub fn policy(&self) -> &Policy {
         &self.policy
+    }
+
+    /// Writes a line a client or its guest caused, through the function's
+    /// rate limit (crate::clientlog). Returns whether it was written.
+    pub fn log(&mut self, cause: Cause, what: std::fmt::Arguments<'_>) -> bool {
+        self.client_log.log(cause, &self.name, what)
     }
 
     pub fn policy_mut(&mut self) -> &mut Policy {
@@ -955,9 +960,11 @@ impl Function {
             return true;
         }
         if let Some(address) = self.doorbell.guest_page() {
-            warn!(
-                "{}: doorbell page {address:#x} no longer reachable: doorbells are register writes",
-                self.name
+            self.log(
+                Cause::GuestError,
+                format_args!(
+                    "doorbell page {address:#x} no longer reachable: doorbells are register writes"
+                ),
             );
             self.doorbell.lost();
         }
@@ -1193,12 +1200,12 @@ impl Function {
         self.bar0.set_vct_status(0);
         self.doorbell.forget_guest_page();
         if address == 0 {
-            info!("{}: VCT entry cleared", self.name);
+            self.log(Cause::Setup, format_args!("VCT entry cleared"));
             return;
         }
         match Bat::read(&self.dma, address) {
             Ok(bat) => {
-                info!("{}: VCT entry {address:#x}", self.name);
+                self.log(Cause::Setup, format_args!("VCT entry {address:#x}"));
                 for qp in &mut self.qps {
                     qp.resume(&self.name, &self.dma, &bat);
                 }
@@ -1208,7 +1215,10 @@ impl Function {
                 }
             }
             Err(e) => {
-                warn!("{}: VCT entry {address:#x} refused: {e}", self.name);
+                self.log(
+                    Cause::GuestError,
+                    format_args!("VCT entry {address:#x} refused: {e}"),
+                );
                 self.bar0.set_vct_status(e.vct_code());
             }
         }
@@ -1224,9 +1234,12 @@ impl Function {
             .doorbell
             .use_guest_page(&self.dma, address, |q| Self::tails(qps, q))
         {
-            Ok(()) => info!("{}: doorbell page at {address:#x}", self.name),
-            Err(e) => warn!("{}: {e}: doorbells are register writes", self.name),
-        }
+            Ok(()) => self.log(Cause::Setup, format_args!("doorbell page at {address:#x}")),
+            Err(e) => self.log(
+                Cause::GuestError,
+                format_args!("{e}: doorbells are register writes"),
+            ),
+        };
     }
 
     /// Counts and logs the DMA mappings whose memory the client truncated
@@ -1236,25 +1249,20 @@ impl Function {
     pub fn note_lost_dma(&mut self) {
         for (address, size) in self.dma.take_lost() {
             self.stats.dma_lost += 1;
-            if rate_limited(self.stats.dma_lost) {
-                warn!(
-                    "{}: the client truncated its DMA memory {address:#x}+{size:#x} under the \
-                     card ({} so far): the card no longer uses it, and the queues that do fail",
-                    self.name, self.stats.dma_lost
-                );
-            }
+            self.log(
+                Cause::GuestError,
+                format_args!(
+                    "the client truncated its DMA memory {address:#x}+{size:#x} under the \
+                     card: the card no longer uses it, and the queues that do fail"
+                ),
+            );
         }
     }
 
     fn bad_mmio(&mut self, what: &str) {
         self.bar0.count_bad_access();
         self.stats.bad_mmio += 1;
-        if rate_limited(self.stats.bad_mmio) {
-            warn!(
-                "{}: bad MMIO access ({} so far): {what}",
-                self.name, self.stats.bad_mmio
-            );
-        }
+        self.log(Cause::BadAccess, format_args!("bad MMIO access: {what}"));
     }
 
     fn msix_bar_read(&self, offset: u64, buf: &mut [u8]) -> Result<(), MsixError> {
@@ -1346,7 +1354,7 @@ impl Function {
         match effect {
             Effect::None => {}
             Effect::Reset => {
-                info!("{}: reset through CTRL.RESET", self.name);
+                self.log(Cause::Reset, format_args!("reset through CTRL.RESET"));
                 self.reset();
             }
             Effect::RaiseIrq(vector) => {
@@ -1359,11 +1367,8 @@ impl Function {
                 let was = self.doorbell.enabled();
                 self.doorbell.set_bar_enabled(on, |q| Self::tails(qps, q));
                 if self.doorbell.enabled() != was {
-                    info!(
-                        "{}: doorbell page {}",
-                        self.name,
-                        if was { "off" } else { "on" }
-                    );
+                    let state = if was { "off" } else { "on" };
+                    self.log(Cause::Setup, format_args!("doorbell page {state}"));
                 }
             }
             Effect::Admin(cmd) => {
@@ -1378,7 +1383,9 @@ impl Function {
     }
 
     fn config_write(&mut self, offset: u64, data: &[u8]) -> Result<(), FnError> {
-        self.config.write(offset, data)?;
+        let mut data = data.to_vec();
+        caps::discard_unsupported_power_state(&self.config, offset, &mut data);
+        self.config.write(offset, &data)?;
         // Initiate FLR is bit 15 of Device Control: write-only, never stored.
         let flr_byte = (caps::PCIE_OFFSET + exp::DEVCTL + 1) as u64;
         let flr = flr_byte
@@ -1386,7 +1393,7 @@ impl Function {
             .and_then(|i| data.get(i as usize))
             .is_some_and(|b| b & (exp::DEVCTL_FLR >> 8) as u8 != 0);
         if flr {
-            info!("{}: function level reset", self.name);
+            self.log(Cause::Reset, format_args!("function level reset"));
             self.reset();
             return Ok(());
         }
@@ -1543,8 +1550,20 @@ impl Function {
         flags: u32,
         file: Option<File>,
     ) -> Result<(), FnError> {
+        let rom = file.is_none();
         self.dma.map(address, size, offset, flags, file)?;
         debug!("{}: DMA map {address:#x}+{size:#x}", self.name);
+        if rom {
+            // Accepted without a descriptor: read-only (dma.rs refuses a
+            // writable one), as QEMU sends its ROMs.
+            self.log(
+                Cause::Setup,
+                format_args!(
+                    "DMA map {address:#x}+{size:#x}: read-only without a descriptor (a ROM); \
+                     the card will not access it"
+                ),
+            );
+        }
         self.try_pending_vct();
         Ok(())
     }
@@ -1565,7 +1584,7 @@ impl Function {
         for qp in &mut self.qps {
             qp.flush(&self.dma);
         }
-        info!("{}: reset", self.name);
+        self.log(Cause::Reset, format_args!("reset"));
         self.quiesced = false;
         self.bat = None;
         self.counters = FnCounters::default();
@@ -1861,6 +1880,40 @@ mod tests {
         f.set_irqs(unmask, VFIO_PCI_MSIX_IRQ_INDEX, 0, 1, &[], vec![])
             .unwrap();
         assert_eq!(efd.read().unwrap(), 1);
+    }
+
+    #[test]
+    fn eventfd_interrupts_survive_an_flr_that_masks_the_table_again() {
+        // QEMU keeps its eventfds across a guest's FLR and never writes the
+        // card's table: after the FLR every entry reads Mask = 1 again, and
+        // interrupts must still arrive once the guest enables MSI-X.
+        let mut f = vf();
+        let efd = enable_msix(&mut f);
+        let devctl = (caps::PCIE_OFFSET + exp::DEVCTL) as u64;
+        f.region_write(REGION_CONFIG, devctl, &exp::DEVCTL_FLR.to_le_bytes())
+            .unwrap();
+        let mut ctrl = [0u8; 4];
+        f.region_read(REGION_MSIX, MSIX_TABLE_OFFSET + 12, &mut ctrl)
+            .unwrap();
+        assert_eq!(u32::from_le_bytes(ctrl), 1, "vector 0 masked after reset");
+        assert_eq!(f.raise_irq(0), Delivery::Dropped, "MSI-X Enable was reset");
+        let ctl = (caps::MSIX_OFFSET + msix_cap::CONTROL) as u64;
+        f.region_write(REGION_CONFIG, ctl, &msix_cap::CONTROL_ENABLE.to_le_bytes())
+            .unwrap();
+        assert_eq!(f.raise_irq(0), Delivery::Sent);
+        assert_eq!(efd.read().unwrap(), 1);
+    }
+
+    #[test]
+    fn power_state_writes_of_d1_and_d2_are_discarded() {
+        let mut f = vf();
+        let pmcsr = caps::PM_OFFSET + caps::pm::PMCSR;
+        let state = |f: &mut Function| cfg16(f, pmcsr) & caps::pm::PMCSR_STATE;
+        for (write, expect) in [(1u16, 0), (2, 0), (3, 3), (1, 3), (2, 3), (0, 0)] {
+            f.region_write(REGION_CONFIG, pmcsr as u64, &write.to_le_bytes())
+                .unwrap();
+            assert_eq!(state(&mut f), expect, "after writing D{write}");
+        }
     }
 
     #[test]

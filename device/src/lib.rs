@@ -12,6 +12,7 @@ pub mod agent;
 pub mod capture;
 pub mod card;
 pub mod checksum;
+pub mod clientlog;
 pub mod control;
 pub mod datapath;
 pub mod dma;

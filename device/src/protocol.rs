@@ -513,7 +513,11 @@ impl<'a> Request<'a> {
             let Some((0, text)) = json.split_last() else {
                 return Err(ProtocolError::Capabilities("not NUL-terminated".into()));
             };
-            serde_json::from_slice(text).map_err(|e| ProtocolError::Capabilities(e.to_string()))?
+            // The spec's capabilities are a UTF-8 JSON string; serde_json
+            // alone would let invalid UTF-8 through inside ignored values.
+            let text = std::str::from_utf8(text)
+                .map_err(|e| ProtocolError::Capabilities(format!("not UTF-8: {e}")))?;
+            serde_json::from_str(text).map_err(|e| ProtocolError::Capabilities(e.to_string()))?
         };
         Ok(Request::Version { major, minor, caps })
     }
@@ -779,6 +783,31 @@ mod tests {
             Request::parse(Command::Version, &[0]),
             Err(ProtocolError::Short { .. })
         ));
+    }
+
+    #[test]
+    fn version_rejects_capabilities_that_are_not_utf8() {
+        for json in [
+            &b"{\"capabilities\":{},\"x\":\"\xff\xfe\"}"[..],
+            b"{\"migration\":\"\xc3\x28\"}",
+            b"{\"capabilities\":{\"max_msg_fds\":16}}\xff",
+        ] {
+            let mut body = vec![0, 0, 0, 0];
+            body.extend_from_slice(json);
+            body.push(0);
+            let e = Request::parse(Command::Version, &body).unwrap_err();
+            assert!(
+                matches!(&e, ProtocolError::Capabilities(why) if why.contains("UTF-8")),
+                "{e}"
+            );
+        }
+        let mut body = vec![0, 0, 0, 0];
+        body.extend_from_slice("{\"x\":\"caf\u{e9}\"}".as_bytes());
+        body.push(0);
+        assert!(
+            Request::parse(Command::Version, &body).is_ok(),
+            "UTF-8 is fine"
+        );
     }
 
     #[test]

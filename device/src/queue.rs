@@ -9,8 +9,8 @@ use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 use bitfield_struct::bitfield;
-use log::{info, warn};
 
+use crate::clientlog::{Cause, ClientLog};
 use crate::dma::DmaSpace;
 use crate::fastpath::Backoff;
 use crate::offload::HDR_LEN;
@@ -452,6 +452,10 @@ pub struct QueuePair {
     max_tx_frame: usize,
     /// When the fast path tries this send queue next.
     pub(crate) fast_backoff: Backoff,
+    /// Its queue errors and starts, rate-limited: a driver can repeat them
+    /// (counted here, not by the contexts' counters, which the guest can
+    /// rewrite).
+    client_log: ClientLog,
 }
 
 /// What became of a frame offered to a receive queue.
@@ -502,6 +506,7 @@ impl QueuePair {
             paused: false,
             max_tx_frame: ring::MAX_FRAME,
             fast_backoff: Backoff::default(),
+            client_log: ClientLog::default(),
         }
     }
 
@@ -565,11 +570,13 @@ impl QueuePair {
             .with_rx_code(self.rx.error.map_or(0, |e| e.code()))
     }
 
-    fn report(&self, who: &str, what: &str, e: QueueError) {
-        let n = self.tx.ctx.errors.wrapping_add(self.rx.ctx.errors);
-        if crate::function::rate_limited(n) {
-            warn!("{who}: queue pair {} {what} queue error: {e}", self.index);
-        }
+    fn report(&mut self, who: &str, what: &str, e: QueueError) {
+        let q = self.index;
+        self.client_log.log(
+            Cause::GuestError,
+            who,
+            format_args!("queue pair {q} {what} queue error: {e}"),
+        );
     }
 
     /// QP_CTRL write: starts and stops the queues whose bit changed.
@@ -598,7 +605,12 @@ impl QueuePair {
             self.tx.stop(dma);
         }
         if self.tx.running() || self.rx.running() {
-            info!("{who}: queue pair {q} started ({:?})", self.status());
+            let status = self.status();
+            self.client_log.log(
+                Cause::Setup,
+                who,
+                format_args!("queue pair {q} started ({status:?})"),
+            );
         }
         self.tx_kicked
     }
@@ -618,7 +630,11 @@ impl QueuePair {
             .with_rx_enable(running(ServiceType::ReceiveQueue));
         self.ctrl = QpCtrl::new();
         if ctrl.tx_enable() || ctrl.rx_enable() {
-            info!("{who}: queue pair {q} resumes from guest memory");
+            self.client_log.log(
+                Cause::Setup,
+                who,
+                format_args!("queue pair {q} resumes from guest memory"),
+            );
         }
         self.set_ctrl(who, dma, Some(bat), ctrl)
     }

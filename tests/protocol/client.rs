@@ -185,6 +185,13 @@ fn set_irqs_eventfd_receives_the_test_interrupt() {
     let flags = VFIO_IRQ_SET_ACTION_TRIGGER | VFIO_IRQ_SET_DATA_EVENTFD;
     c.set_irqs(VFIO_PCI_MSIX_IRQ_INDEX, flags, 0, 3, &raw)
         .unwrap();
+    // Like QEMU, this client never writes the card's MSI-X table: every
+    // entry is at its reset value, Mask = 1, which must not hold it back.
+    for v in 0..9u64 {
+        let mut ctrl = [0u8; 4];
+        c.region_read(MSIX_BAR, 16 * v + 12, &mut ctrl).unwrap();
+        assert_eq!(u32::from_le_bytes(ctrl), 1, "vector {v} masked at reset");
+    }
     c.region_write(BAR0, 0x28, &2u32.to_le_bytes()).unwrap();
     wait_for("vector 2", Duration::from_secs(5), || {
         efds[2].read().is_ok()
@@ -272,6 +279,26 @@ fn flr_through_pcie_device_control_resets_one_function() {
         .unwrap();
     assert_eq!(bar0_u32(&mut c, 0x1c), 0);
     assert_eq!(bar0_u32(&mut other, 0x1c), 9);
+}
+
+#[test]
+fn pf_flr_leaves_vf_enable_and_the_vfs_clients_alone() {
+    let vnicd = Vnicd::start(&["--vfs", "2"]);
+    let mut pf = Client::new(&vnicd.socket("pf")).unwrap();
+    let mut vf = Client::new(&vnicd.socket("vf1")).unwrap();
+    vf.region_write(BAR0, 0x1c, &9u32.to_le_bytes()).unwrap();
+    pf.region_write(BAR0, 0x1c, &7u32.to_le_bytes()).unwrap();
+    // SR-IOV at 0x100: Control at +8 (VF Enable bit 0), NumVFs at +0x10.
+    let sriov = |pf: &mut Client| (cfg_u16(pf, 0x108), cfg_u16(pf, 0x110));
+    assert_eq!(sriov(&mut pf), (0x19, 2), "VFE, VF MSE, ARI; 2 VFs");
+    pf.region_write(CONFIG, 0x68, &0x8000u16.to_le_bytes())
+        .unwrap();
+    assert_eq!(bar0_u32(&mut pf, 0x1c), 0, "the PF was reset");
+    assert_eq!(sriov(&mut pf), (0x19, 2), "VF Enable and NumVFs stay");
+    pf.reset().unwrap();
+    assert_eq!(sriov(&mut pf), (0x19, 2), "DEVICE_RESET too");
+    assert!(vnicd.socket("vf0").exists() && vnicd.socket("vf1").exists());
+    assert_eq!(bar0_u32(&mut vf, 0x1c), 9, "vf1's client and state stay");
 }
 
 #[test]

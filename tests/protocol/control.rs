@@ -234,3 +234,78 @@ fn vnicd_applies_a_configuration_file_at_start_and_refuses_a_bad_one() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("not a usable unicast"), "{err}");
 }
+
+/// Permission bits of a file.
+fn mode(p: &Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(p).unwrap().permissions().mode() & 0o7777
+}
+
+#[test]
+fn sockets_are_owner_only_whatever_the_umask_and_so_are_vfs_enabled_later() {
+    // umask 000 used to leave every socket 0777: any local user could
+    // drive the card.
+    let vnicd = Vnicd::start_with_umask(&["--vfs", "2"], Some(0o000));
+    let dir = vnicd.socket_dir();
+    assert_eq!(mode(&dir), 0o700, "socket directory");
+    for f in ["pf", "vf0", "vf1"] {
+        assert_eq!(mode(&vnicd.socket(f)), 0o600, "{f}.sock");
+    }
+    assert_eq!(mode(&dir.join("control.sock")), 0o600, "control.sock");
+    let mut c = Ctl::connect(&vnicd);
+    c.ok(json!({"op": "set-num-vfs", "count": 1}));
+    assert!(!vnicd.socket("vf1").exists(), "vf1 disabled");
+    c.ok(json!({"op": "set-num-vfs", "count": 2}));
+    assert_eq!(mode(&vnicd.socket("vf1")), 0o600, "vf1.sock enabled again");
+    RawClient::negotiated(&vnicd.socket("vf1"));
+}
+
+#[test]
+fn socket_mode_and_group_open_the_function_sockets_to_a_group() {
+    use std::os::unix::fs::MetadataExt;
+    // SAFETY: getegid(2) has no preconditions and cannot fail.
+    let gid = unsafe { libc::getegid() };
+    let group = gid.to_string();
+    let args = [
+        "--vfs",
+        "1",
+        "--socket-mode",
+        "0660",
+        "--socket-group",
+        &group,
+    ];
+    // A umask that would take the group's bits away.
+    let vnicd = Vnicd::start_with_umask(&args, Some(0o077));
+    let dir = vnicd.socket_dir();
+    assert_eq!(mode(&dir), 0o710, "the group may reach the sockets");
+    assert_eq!(std::fs::metadata(&dir).unwrap().gid(), gid);
+    for f in ["pf", "vf0"] {
+        let sock = vnicd.socket(f);
+        assert_eq!(mode(&sock), 0o660, "{f}.sock");
+        assert_eq!(std::fs::metadata(&sock).unwrap().gid(), gid, "{f}.sock");
+    }
+    assert_eq!(
+        mode(&dir.join("control.sock")),
+        0o600,
+        "management stays owner-only"
+    );
+}
+
+#[test]
+fn bad_socket_modes_and_groups_are_usage_errors() {
+    let dir = TempDir::new("perm");
+    for bad in [
+        ["--socket-mode", "0999"],
+        ["--socket-mode", "4777"],
+        ["--socket-group", "no-such-group-vnic"],
+    ] {
+        let out = Command::new(vnicd_binary())
+            .arg("--socket-dir")
+            .arg(dir.0.join("sock"))
+            .args(bad)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2), "{bad:?}");
+        assert!(!dir.0.join("sock").exists(), "{bad:?}: nothing created");
+    }
+}

@@ -94,6 +94,11 @@ fn malformed_version_json_is_refused_but_connection_survives() {
     assert!(r.is_error());
     let r = c.call(VERSION, 0, b"\x01\0\0\0", &[]);
     assert!(r.is_error(), "major version 1 refused");
+    // Valid JSON but not UTF-8 (an ignored field's string): the spec's
+    // capabilities are UTF-8.
+    let r = c.call(VERSION, 0, b"\0\0\0\0{\"x\":\"\xff\xfe\"}\0", &[]);
+    assert!(r.is_error(), "non-UTF-8 capabilities refused");
+    assert_eq!(r.error, libc::EINVAL as u32);
     let r = c.call(VERSION, 0, b"\0\0\0\0", &[]);
     assert!(!r.is_error(), "a correct VERSION still works");
     assert_eq!(&r.body[..4], &[0, 0, 0, 0]);
@@ -209,6 +214,48 @@ fn dma_map_without_fd_says_shared_memory_is_needed() {
 }
 
 #[test]
+fn a_burst_of_refused_dma_maps_and_unmaps_writes_a_bounded_log() {
+    let mut vnicd = Vnicd::start(&["--vfs", "2"]);
+    let mut c = RawClient::negotiated(&vnicd.socket("vf0"));
+    let before = vnicd.log_text().lines().count();
+    // 4000 DMA_MAPs of writable memory without a descriptor, then 1000
+    // DMA_UNMAPs asking for a dirty bitmap: 5000 refusals.
+    for i in 0..4000u64 {
+        let r = c.call(DMA_MAP, 0, &dma_map_body(3, 0, i << 12, 0x1000), &[]);
+        assert!(r.is_error());
+    }
+    let mut unmap = 24u32.to_le_bytes().to_vec();
+    unmap.extend_from_slice(&1u32.to_le_bytes());
+    unmap.extend_from_slice(&[0; 16]);
+    for _ in 0..1000 {
+        assert!(c.call(DMA_UNMAP, 0, &unmap, &[]).is_error());
+    }
+    healthy(&mut vnicd, "vf1");
+    let log = vnicd.log_text();
+    let refusals: Vec<&str> = log.lines().filter(|l| l.contains("refused")).collect();
+    // The first ten, then the 1000th, 2000th, ... 5000th.
+    assert_eq!(refusals.len(), 15, "{log}");
+    assert!(refusals.iter().all(|l| l.contains(" WARN ")), "{log}");
+    assert!(refusals[0].contains("share=on"), "{}", refusals[0]);
+    assert!(
+        refusals[9].contains("one in 1000 is logged"),
+        "{}",
+        refusals[9]
+    );
+    assert!(
+        refusals[14].contains("5000 refusals so far"),
+        "{}",
+        refusals[14]
+    );
+    assert!(!log.contains("ERROR"), "{log}");
+    let new_lines = log.lines().count() - before;
+    assert!(
+        new_lines <= 25,
+        "{new_lines} lines for 5000 refusals:\n{log}"
+    );
+}
+
+#[test]
 fn dma_map_of_a_file_shorter_than_the_range_is_refused() {
     let vnicd = Vnicd::start(&[]);
     let mut c = RawClient::negotiated(&vnicd.socket("vf0"));
@@ -229,6 +276,16 @@ fn unexpected_or_too_many_descriptors_are_refused() {
     let mem = memfd(4096);
     let r = c.call(REGION_READ, 0, &region_access(0, 0, 4), &[mem.as_raw_fd()]);
     assert!(r.is_error(), "a region read carries no descriptor");
+    let r = c.call(
+        GET_REGION_INFO,
+        0,
+        &region_info_body(0, 32),
+        &[mem.as_raw_fd()],
+    );
+    assert!(r.is_error(), "GET_REGION_INFO carries no descriptor either");
+    assert_eq!(r.error, libc::EINVAL as u32);
+    let r = c.call(GET_REGION_INFO, 0, &region_info_body(0, 32), &[]);
+    assert!(!r.is_error(), "without one it is answered");
     // SET_IRQS with a descriptor that is not an eventfd.
     let mut s = 20u32.to_le_bytes().to_vec();
     s.extend_from_slice(&(0x20u32 | 0x4).to_le_bytes());
@@ -272,6 +329,39 @@ fn client_that_never_reads_replies_is_cut_off_without_stalling_others() {
     });
     drop(hog);
     healthy(&mut vnicd, "vf0");
+}
+
+/// A REGION_WRITE_MULTI payload: wr_cnt, then (offset, region, count,
+/// 8 data bytes) per write.
+fn write_multi_body(writes: &[(u32, u64, u32)]) -> Vec<u8> {
+    let mut b = (writes.len() as u64).to_le_bytes().to_vec();
+    for &(region, offset, value) in writes {
+        b.extend_from_slice(&offset.to_le_bytes());
+        b.extend_from_slice(&region.to_le_bytes());
+        b.extend_from_slice(&4u32.to_le_bytes());
+        b.extend_from_slice(&u64::from(value).to_le_bytes());
+    }
+    b
+}
+
+#[test]
+fn region_write_multi_reply_carries_the_number_of_writes() {
+    let vnicd = Vnicd::start(&[]);
+    let mut c = RawClient::negotiated(&vnicd.socket("vf0"));
+    // SCRATCH (0x1c) twice, then the cache line size in config space.
+    let b = write_multi_body(&[(0, 0x1c, 5), (0, 0x1c, 6), (7, 0x0c, 0x10)]);
+    let r = c.call(REGION_WRITE_MULTI, 0, &b, &[]);
+    assert!(!r.is_error(), "{r:?}");
+    assert_eq!(r.body.len(), 8, "wr_cnt only");
+    assert_eq!(le_u64(&r.body, 0), 3, "wr_cnt: three writes completed");
+    assert_eq!(c.read_u32(0, 0x1c), 6, "applied in order");
+    assert_eq!(c.read_u32(7, 0x0c) & 0xff, 0x10);
+    // Posted, as QEMU sends them: no reply, the next reply answers the read.
+    let b = write_multi_body(&[(0, 0x1c, 8)]);
+    c.send(REGION_WRITE_MULTI, NO_REPLY, &b, &[]);
+    let r = c.region_read(0, 0x1c, 4);
+    assert_eq!(r.command, REGION_READ);
+    assert_eq!(le_u32(&r.body, 16), 8);
 }
 
 #[test]

@@ -102,18 +102,36 @@ pub struct Vnicd {
 impl Vnicd {
     /// Starts vnicd with `args` (after --socket-dir) and waits for "ready".
     pub fn start(args: &[&str]) -> Vnicd {
+        Vnicd::start_with_umask(args, None)
+    }
+
+    /// [`Vnicd::start`] with the process's umask set to `umask` (if some),
+    /// to check what vnicd creates does not depend on it.
+    pub fn start_with_umask(args: &[&str], umask: Option<libc::mode_t>) -> Vnicd {
+        use std::os::unix::process::CommandExt;
         let dir = TempDir::new("d");
         let sockets = dir.0.join("sock");
         let log = dir.0.join("vnicd.log");
-        let mut child = Command::new(vnicd_binary())
+        let mut command = Command::new(vnicd_binary());
+        command
             .arg("--socket-dir")
             .arg(&sockets)
             .args(args)
             .env("RUST_LOG", "debug")
             .stdout(Stdio::piped())
-            .stderr(File::create(&log).expect("create log"))
-            .spawn()
-            .expect("spawn vnicd");
+            .stderr(File::create(&log).expect("create log"));
+        if let Some(mask) = umask {
+            // SAFETY: runs in the child between fork and exec, where only
+            // async-signal-safe calls are allowed: umask(2) is one and
+            // nothing here allocates.
+            unsafe {
+                command.pre_exec(move || {
+                    libc::umask(mask);
+                    Ok(())
+                });
+            }
+        }
+        let mut child = command.spawn().expect("spawn vnicd");
         let stdout = child.stdout.take().expect("stdout");
         let mut ready_line = String::new();
         for line in BufReader::new(stdout).lines() {
@@ -443,6 +461,7 @@ pub const SET_IRQS: u16 = 8;
 pub const REGION_READ: u16 = 9;
 pub const REGION_WRITE: u16 = 10;
 pub const DEVICE_RESET: u16 = 13;
+pub const REGION_WRITE_MULTI: u16 = 15;
 pub const NO_REPLY: u32 = 0x10;
 
 impl RawClient {

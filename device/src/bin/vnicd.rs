@@ -12,16 +12,29 @@ use log::error;
 use vnic::card::{Card, CardConfig};
 use vnic::control::api::CardFile;
 use vnic::doorbell::PagePolicy;
-use vnic::server::Server;
+use vnic::server::sockets::{parse_group, parse_mode};
+use vnic::server::{Server, SocketAccess};
 use vnic::uplink::{Uplink, UplinkSpec};
 
 /// An emulated PCIe SR-IOV network card served over vfio-user.
 #[derive(Parser, Debug)]
 #[command(version, about)]
 struct Args {
-    /// Directory for the function sockets (pf.sock, vf0.sock, ...).
+    /// Directory for the function sockets (pf.sock, vf0.sock, ...). Created
+    /// mode 0700 if missing (0710 if the sockets' group may connect); an
+    /// existing directory keeps its permissions.
     #[arg(long)]
     socket_dir: PathBuf,
+    /// Mode of the function sockets, in octal; connecting needs write
+    /// permission [default: 0600, only vnicd's user; 0660 with
+    /// --socket-group]. The control socket is always 0600.
+    #[arg(long, value_name = "MODE", value_parser = parse_mode)]
+    socket_mode: Option<u32>,
+    /// Group (name or number) of the function sockets and of the socket
+    /// directory vnicd creates, e.g. the group QEMU runs as under libvirt.
+    /// vnicd's user must be a member (or root).
+    #[arg(long, value_name = "GROUP", value_parser = parse_group)]
+    socket_group: Option<u32>,
     /// Number of VFs (SR-IOV TotalVFs and NumVFs) [default: 4, or the
     /// configuration file's].
     #[arg(long)]
@@ -162,7 +175,9 @@ fn main() -> ExitCode {
     };
     let vfs = card.config().vfs;
     let queue_pairs = card.config().queue_pairs;
-    let mut server = match Server::new(card, &args.socket_dir, args.control.as_deref()) {
+    let access = SocketAccess::new(args.socket_mode, args.socket_group);
+    let control = args.control.as_deref();
+    let mut server = match Server::new(card, &args.socket_dir, control, access) {
         Ok(s) => s,
         Err(e) => {
             error!("{e}");

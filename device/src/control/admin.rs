@@ -3,9 +3,10 @@
 //! out with the same card operations as the control socket
 //! (docs/management.md, "The PF admin channel").
 
-use log::{debug, info};
+use log::debug;
 
 use crate::card::Card;
+use crate::clientlog::Cause;
 use crate::control::api::{Direction, LinkState, RatePolicy};
 use crate::control::ops::{OpError, OpResult};
 use crate::function::FunctionKind;
@@ -80,7 +81,8 @@ impl Card {
         let (status, results) = match self.admin(cmd, &args) {
             Ok(r) => (0, r),
             Err(e) => {
-                info!("pf: admin command {cmd:?} refused: {e}");
+                let what = format_args!("admin command {cmd:?} refused: {e}");
+                self.functions[pf].log(Cause::Refused, what);
                 (e.errno() as u32, None)
             }
         };

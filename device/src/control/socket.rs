@@ -58,10 +58,14 @@ pub struct ControlSocket {
 }
 
 impl ControlSocket {
-    /// Binds `path` (replacing a stale socket) and watches it as `token`.
-    pub fn bind(path: &Path, registry: &Registry, token: Token) -> io::Result<Self> {
-        let _ = std::fs::remove_file(path);
-        let listener = UnixListener::bind(path)?;
+    /// Serves `listener`, bound at `path` (the server binds it with the
+    /// control socket's mode), and watches it as `token`.
+    pub fn listen(
+        listener: UnixListener,
+        path: &Path,
+        registry: &Registry,
+        token: Token,
+    ) -> io::Result<Self> {
         listener.set_nonblocking(true)?;
         registry.register(
             &mut SourceFd(&listener.as_raw_fd()),

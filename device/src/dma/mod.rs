@@ -13,8 +13,6 @@ pub mod guard;
 use std::fs::File;
 use std::sync::Arc;
 
-use log::info;
-
 use guard::Watch;
 use thiserror::Error;
 use vm_memory::{
@@ -356,10 +354,6 @@ impl DmaSpace {
             if writable {
                 return Err(DmaError::NoFd { address, size });
             }
-            info!(
-                "DMA map {address:#x}+{size:#x}: read-only without a descriptor (a ROM); \
-                 the card will not access it"
-            );
             self.maps.push(Mapping {
                 address,
                 size,

@@ -6,7 +6,7 @@
 use log::warn;
 
 use crate::card::Card;
-use crate::function::rate_limited;
+use crate::clientlog::rate_limited;
 use crate::regs::FnStat;
 use crate::ring::{Features, MAX_FRAME};
 use crate::switch::{Decision, Port};

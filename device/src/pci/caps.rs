@@ -31,6 +31,9 @@ pub mod pm {
     pub const PMC_VERSION3: u16 = 3;
     /// PowerState field (D0..D3hot).
     pub const PMCSR_STATE: u16 = 0x3;
+    /// PowerState values of D1 and D2, which PMC does not list.
+    pub const D1: u16 = 1;
+    pub const D2: u16 = 2;
     /// Going D3hot -> D0 does not reset the function's state.
     pub const PMCSR_NO_SOFT_RESET: u16 = 1 << 3;
 }
@@ -180,6 +183,27 @@ fn build_pcie(c: &mut ConfigSpace, next: u8) {
     c.set_u32(o + exp::DEVCAP2, exp::DEVCAP2_VALUE);
     c.set_u32(o + exp::LNKCAP2, exp::LNKCAP2_VALUE);
     c.set_u16(o + exp::LNKSTA2, 0);
+}
+
+/// PCI PM 1.2: software that writes PowerState with a state the function
+/// does not support (D1 and D2: PMC lists neither) completes the write,
+/// but the value is discarded and the state stays as it was. `data` is a
+/// config write at `offset` about to be applied to `c`; if it covers
+/// PowerState with D1 or D2, those bits are replaced by the current state.
+pub fn discard_unsupported_power_state(c: &ConfigSpace, offset: u64, data: &mut [u8]) {
+    let at = PM_OFFSET + pm::PMCSR;
+    let byte = (at as u64)
+        .checked_sub(offset)
+        .and_then(|i| usize::try_from(i).ok())
+        .and_then(|i| data.get_mut(i));
+    let Some(b) = byte else {
+        return;
+    };
+    let mask = pm::PMCSR_STATE as u8;
+    let state = u16::from(*b & mask);
+    if state == pm::D1 || state == pm::D2 {
+        *b = (*b & !mask) | (c.u8(at) & mask);
+    }
 }
 
 /// Extended capability header: id, version 1, next offset.
@@ -384,6 +408,49 @@ mod tests {
         c.write((PCIE_OFFSET + exp::DEVSTA) as u64, &[0x1, 0])
             .unwrap();
         assert_eq!(c.u16(PCIE_OFFSET + exp::DEVSTA), 0x4);
+    }
+
+    fn write_power_state(c: &mut ConfigSpace, state: u16) {
+        let at = (PM_OFFSET + pm::PMCSR) as u64;
+        let mut data = state.to_le_bytes();
+        discard_unsupported_power_state(c, at, &mut data);
+        c.write(at, &data).unwrap();
+    }
+
+    #[test]
+    fn power_state_takes_d0_and_d3hot_and_discards_d1_and_d2() {
+        let mut c = ConfigSpace::default();
+        build(&mut c, &layout(false));
+        let pmc = c.u16(PM_OFFSET + pm::PMC);
+        assert_eq!(pmc & (0b11 << 9), 0, "PMC: no D1, no D2 support");
+        let state = |c: &ConfigSpace| c.u16(PM_OFFSET + pm::PMCSR) & pm::PMCSR_STATE;
+        for d in [pm::D1, pm::D2] {
+            write_power_state(&mut c, d);
+            assert_eq!(state(&c), 0, "D{d} discarded, still D0");
+        }
+        write_power_state(&mut c, 3);
+        assert_eq!(state(&c), 3, "D3hot");
+        write_power_state(&mut c, pm::D2);
+        assert_eq!(state(&c), 3, "D2 discarded, still D3hot");
+        write_power_state(&mut c, 0);
+        assert_eq!(state(&c), 0, "back to D0");
+        assert_ne!(
+            c.u16(PM_OFFSET + pm::PMCSR) & pm::PMCSR_NO_SOFT_RESET,
+            0,
+            "No_Soft_Reset untouched"
+        );
+    }
+
+    #[test]
+    fn a_write_not_covering_power_state_is_left_alone() {
+        let mut c = ConfigSpace::default();
+        build(&mut c, &layout(false));
+        let mut data = [0x02, 0x00];
+        discard_unsupported_power_state(&c, (PM_OFFSET + pm::PMCSR + 1) as u64, &mut data);
+        assert_eq!(data, [0x02, 0x00]);
+        let mut dword = [0xff; 4];
+        discard_unsupported_power_state(&c, PM_OFFSET as u64, &mut dword);
+        assert_eq!(dword, [0xff; 4], "a write ending before PMCSR");
     }
 
     #[test]

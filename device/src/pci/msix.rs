@@ -1,15 +1,18 @@
 //! MSI-X: the device-side vector table, the Pending Bit Array, and delivery
 //! through the eventfds a client registers with SET_IRQS.
 //!
-//! QEMU's vfio-user client emulates the MSI-X table itself (the guest's table
-//! writes never reach the card) and forwards only PBA reads. So the card keeps
-//! its own table for clients that program it through the BAR, and a vector is
-//! masked if *any* of these says so: the table entry's mask bit, the MSI-X
-//! Function Mask bit in config space, or a SET_IRQS ACTION_MASK from the
-//! client. A masked vector that fires sets its pending bit; unmasking delivers
-//! it. The table's mask bits reset to 0 (unmasked), not the PCI spec's 1:
-//! with QEMU nobody ever writes the card's copy, and the guest sees the
-//! spec's reset value in QEMU's copy anyway (docs/registers.md).
+//! With vfio-user a vector is delivered by signalling its eventfd; the
+//! table's address and data words are never used. QEMU's vfio-user client
+//! emulates the MSI-X table itself (the guest's table writes never reach the
+//! card), tells the card about the guest's masks with SET_IRQS MASK/UNMASK
+//! and forwards only PBA reads. So a vector is masked if any of these says
+//! so: the MSI-X Function Mask bit in config space, a SET_IRQS ACTION_MASK
+//! from the client, or the table entry's Mask bit *once the client has
+//! written that entry's Vector Control word* since the last reset. The Mask
+//! bits reset to 1, as the PCI spec says; a client that never programs the
+//! card's table (QEMU) is not held back by them, one that does masks and
+//! unmasks through them. A masked vector that fires sets its pending bit;
+//! unmasking delivers it (docs/registers.md, "MSI-X").
 
 use log::warn;
 
@@ -21,12 +24,22 @@ pub const ENTRY_SIZE: u64 = 16;
 const CTRL_OFFSET: u64 = 12;
 const CTRL_MASKED: u32 = 1;
 
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 struct Entry {
     addr_lo: u32,
     addr_hi: u32,
     data: u32,
     ctrl: u32,
+}
+
+impl Entry {
+    /// An entry after reset: zero, with the vector masked (PCI spec).
+    const RESET: Entry = Entry {
+        addr_lo: 0,
+        addr_hi: 0,
+        data: 0,
+        ctrl: CTRL_MASKED,
+    };
 }
 
 /// What happened to one interrupt.
@@ -55,6 +68,9 @@ pub enum MsixError {
 /// One function's MSI-X state.
 pub struct Msix {
     entries: Vec<Entry>,
+    /// The client has written the entry's Vector Control word since the
+    /// last reset: its Mask bit gates delivery.
+    programmed: Vec<bool>,
     pending: Vec<bool>,
     client_masked: Vec<bool>,
     eventfds: Vec<Option<EventFd>>,
@@ -64,7 +80,8 @@ impl Msix {
     pub fn new(vectors: u16) -> Self {
         let n = usize::from(vectors);
         Msix {
-            entries: vec![Entry::default(); n],
+            entries: vec![Entry::RESET; n],
+            programmed: vec![false; n],
             pending: vec![false; n],
             client_masked: vec![false; n],
             eventfds: (0..n).map(|_| None).collect(),
@@ -89,7 +106,8 @@ impl Msix {
     /// client's connection, not to the function's register state (a vfio
     /// device reset does not tear down the host's interrupt plumbing).
     pub fn reset(&mut self) {
-        self.entries.iter_mut().for_each(|e| *e = Entry::default());
+        self.entries.iter_mut().for_each(|e| *e = Entry::RESET);
+        self.programmed.iter_mut().for_each(|p| *p = false);
         self.pending.iter_mut().for_each(|p| *p = false);
         self.client_masked.iter_mut().for_each(|m| *m = false);
     }
@@ -141,7 +159,8 @@ impl Msix {
     }
 
     /// Writes the table; returns the vectors that became unmasked so the
-    /// caller can deliver their pending interrupts.
+    /// caller can deliver their pending interrupts. Writing an entry's
+    /// Vector Control word makes its Mask bit count for delivery.
     pub fn table_write(&mut self, offset: u64, data: &[u8]) -> Result<Vec<u32>, MsixError> {
         Self::check(offset, data.len())?;
         let mut unmasked = Vec::new();
@@ -157,8 +176,9 @@ impl Msix {
                 4 => e.addr_hi = v,
                 8 => e.data = v,
                 CTRL_OFFSET => {
-                    let was = e.ctrl & CTRL_MASKED != 0;
+                    let was = self.programmed[vector] && e.ctrl & CTRL_MASKED != 0;
                     e.ctrl = v & CTRL_MASKED;
+                    self.programmed[vector] = true;
                     if was && e.ctrl & CTRL_MASKED == 0 {
                         unmasked.push(vector as u32);
                     }
@@ -186,7 +206,8 @@ impl Msix {
     }
 
     fn masked(&self, v: usize, function_masked: bool) -> bool {
-        function_masked || self.entries[v].ctrl & CTRL_MASKED != 0 || self.client_masked[v]
+        let table_masked = self.programmed[v] && self.entries[v].ctrl & CTRL_MASKED != 0;
+        function_masked || table_masked || self.client_masked[v]
     }
 
     /// Raises `vector`. `enabled` and `function_masked` come from the MSI-X
@@ -294,6 +315,55 @@ mod tests {
         assert_eq!(m.deliver_unmasked_pending(true, false), 1);
         assert_eq!(fd.read().unwrap(), 1);
         assert!(!m.is_pending(2));
+    }
+
+    fn ctrl_word(m: &Msix, v: u64) -> u32 {
+        let mut b = [0u8; 4];
+        m.table_read(v * ENTRY_SIZE + CTRL_OFFSET, &mut b).unwrap();
+        u32::from_le_bytes(b)
+    }
+
+    #[test]
+    fn every_table_entry_reads_masked_after_reset() {
+        let mut m = Msix::new(4);
+        assert!((0..4).all(|v| ctrl_word(&m, v) == CTRL_MASKED));
+        m.table_write(ENTRY_SIZE + CTRL_OFFSET, &0u32.to_le_bytes())
+            .unwrap();
+        assert_eq!(ctrl_word(&m, 1), 0);
+        m.reset();
+        assert!((0..4).all(|v| ctrl_word(&m, v) == CTRL_MASKED));
+    }
+
+    #[test]
+    fn reset_mask_bits_do_not_hold_back_set_irqs_delivery() {
+        // QEMU never writes the card's table: its vectors must fire with
+        // the table at its reset value.
+        let mut m = Msix::new(3);
+        let fd = with_fd(&mut m, 2);
+        assert_eq!(ctrl_word(&m, 2), CTRL_MASKED);
+        assert_eq!(m.trigger(2, true, false), Ok(Delivery::Sent));
+        assert_eq!(fd.read().unwrap(), 1);
+        let mut pba = [0u8; 8];
+        m.pba_read(0, &mut pba).unwrap();
+        assert_eq!(pba[0], 0, "nothing pending");
+    }
+
+    #[test]
+    fn a_written_mask_bit_gates_its_vector_until_reset() {
+        let mut m = Msix::new(2);
+        let fd = with_fd(&mut m, 1);
+        m.table_write(ENTRY_SIZE + CTRL_OFFSET, &1u32.to_le_bytes())
+            .unwrap();
+        assert_eq!(m.trigger(1, true, false), Ok(Delivery::Pending));
+        assert!(fd.read().is_err());
+        // Vector 0's entry was not written: its reset Mask bit does not gate.
+        let fd0 = with_fd(&mut m, 0);
+        assert_eq!(m.trigger(0, true, false), Ok(Delivery::Sent));
+        assert_eq!(fd0.read().unwrap(), 1);
+        // A reset forgets the client's table programming (eventfds stay).
+        m.reset();
+        assert_eq!(m.trigger(1, true, false), Ok(Delivery::Sent));
+        assert_eq!(fd.read().unwrap(), 1);
     }
 
     #[test]

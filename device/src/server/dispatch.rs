@@ -1,14 +1,14 @@
 //! From a validated message to the function's answer: one handler per
 //! vfio-user command, each returning the reply payload or an errno.
 
-use log::{error, warn};
 use vfio_bindings::bindings::vfio::{
     vfio_region_info, VFIO_DEVICE_FLAGS_PCI, VFIO_DEVICE_FLAGS_RESET, VFIO_DMA_UNMAP_FLAG_ALL,
     VFIO_IRQ_SET_DATA_BOOL, VFIO_IRQ_SET_DATA_TYPE_MASK, VFIO_PCI_NUM_IRQS, VFIO_PCI_NUM_REGIONS,
 };
 
 use super::connection::{Message, Reply};
-use crate::function::{rate_limited, FnError, Function};
+use crate::clientlog::Cause;
+use crate::function::{FnError, Function};
 use crate::protocol::{
     error_reply, region_info_payload, reply, version_payload, Command, ProtocolError, Request,
     Writer,
@@ -68,15 +68,11 @@ pub fn handle(func: &mut Function, versioned: &mut bool, msg: Message) -> Option
         Ok(_) => None,
         Err(f) => {
             func.count_protocol_error();
-            let n = func.stats().protocol_errors;
-            if rate_limited(n) {
-                warn!(
-                    "{}: command {} refused ({n} so far): {}",
-                    func.name(),
-                    header.command,
-                    f.why
-                );
-            }
+            let command = header.command;
+            func.log(
+                Cause::Refused,
+                format_args!("command {command} refused: {}", f.why),
+            );
             (!no_reply).then(|| error_reply(&header, f.errno).into())
         }
     }
@@ -91,6 +87,11 @@ fn execute(
     req: Request<'_>,
     fds: Vec<std::fs::File>,
 ) -> Result<Answer, Failure> {
+    let takes_fds = matches!(req, Request::DmaMap { .. } | Request::SetIrqs { .. });
+    if !takes_fds && !fds.is_empty() {
+        // Dropping them closes them.
+        return Err(invalid("unexpected file descriptors"));
+    }
     if let Request::GetRegionInfo(info) = req {
         return region_info(func, info);
     }
@@ -125,10 +126,6 @@ fn execute_plain(
     req: Request<'_>,
     mut fds: Vec<std::fs::File>,
 ) -> Result<Vec<u8>, Failure> {
-    let takes_fds = matches!(req, Request::DmaMap { .. } | Request::SetIrqs { .. });
-    if !takes_fds && !fds.is_empty() {
-        return Err(invalid("unexpected file descriptors"));
-    }
     let mut w = Writer::default();
     match req {
         Request::Version { .. } => {
@@ -147,10 +144,8 @@ fn execute_plain(
             if fds.len() > 1 {
                 return Err(invalid("DMA_MAP with more than one descriptor"));
             }
-            if let Err(e) = func.dma_map(address, size, offset, flags, fds.pop()) {
-                error!("{}: {e}", func.name());
-                return Err(e.into());
-            }
+            // A refusal is logged once, rate-limited, by handle().
+            func.dma_map(address, size, offset, flags, fds.pop())?;
         }
         Request::DmaUnmap {
             argsz,
@@ -207,9 +202,11 @@ fn execute_plain(
             w.u64(offset).u32(region).u32(data.len() as u32);
         }
         Request::RegionWriteMulti(writes) => {
-            for wr in writes {
+            for wr in &writes {
                 func.region_write(wr.region, wr.offset, wr.bytes())?;
             }
+            // The reply (if asked for) carries wr_cnt: the writes completed.
+            w.u64(writes.len() as u64);
         }
         Request::DeviceReset => func.reset(),
     }

@@ -24,6 +24,7 @@
 
 mod connection;
 mod dispatch;
+pub mod sockets;
 
 use std::io;
 use std::os::fd::{AsRawFd, RawFd};
@@ -40,8 +41,10 @@ use vmm_sys_util::timerfd::TimerFd;
 
 pub use connection::MAX_TX_BYTES;
 use connection::{Connection, Incoming};
+pub use sockets::SocketAccess;
 
 use crate::card::Card;
+use crate::clientlog::Cause;
 use crate::control::socket::{ControlSocket, Served, MAX_CLIENTS};
 use crate::protocol::error_reply;
 
@@ -139,9 +142,9 @@ impl Client {
                 Incoming::Message(msg) => {
                     if let Some(bytes) = dispatch::handle(func, &mut conn.versioned, msg) {
                         if !conn.queue(bytes) {
-                            error!(
-                                "{}: client stopped reading replies; disconnecting",
-                                func.name()
+                            func.log(
+                                Cause::Dropped,
+                                format_args!("client stopped reading replies; disconnecting"),
                             );
                             return ClientState::Gone;
                         }
@@ -149,9 +152,9 @@ impl Client {
                 }
                 Incoming::BadHeader(header, e) => {
                     func.count_protocol_error();
-                    warn!(
-                        "{}: malformed message header ({e}); disconnecting",
-                        func.name()
+                    func.log(
+                        Cause::Dropped,
+                        format_args!("malformed message header ({e}); disconnecting"),
                     );
                     conn.queue(error_reply(&header, e.errno()));
                     let _ = conn.flush();
@@ -159,19 +162,23 @@ impl Client {
                 }
                 Incoming::WouldBlock => break,
                 Incoming::Closed => {
-                    info!("{}: client disconnected", func.name());
+                    func.log(Cause::Connection, format_args!("client disconnected"));
                     return ClientState::Gone;
                 }
                 Incoming::Fatal(why) => {
                     func.count_protocol_error();
-                    warn!("{}: {why}; disconnecting", func.name());
+                    func.log(Cause::Dropped, format_args!("{why}; disconnecting"));
                     return ClientState::Gone;
                 }
             }
         }
         if let Err(e) = conn.flush() {
-            let name = card.functions().get(index).map_or("?", |f| f.name());
-            info!("{name}: client gone while replying: {e}");
+            if let Some(func) = card.function_mut(index) {
+                func.log(
+                    Cause::Connection,
+                    format_args!("client gone while replying: {e}"),
+                );
+            }
             return ClientState::Gone;
         }
         state
@@ -181,6 +188,8 @@ impl Client {
 pub struct Server {
     poll: Poll,
     card: Card,
+    /// Mode and group of the function sockets.
+    access: SocketAccess,
     /// Every function's socket path, and its listener while it is enabled.
     paths: Vec<PathBuf>,
     listeners: Vec<Option<Listener>>,
@@ -194,11 +203,17 @@ pub struct Server {
 }
 
 impl Server {
-    /// Binds one socket per enabled function in `dir` (created if missing;
-    /// stale sockets from a crashed vnicd are replaced) and the control
-    /// socket at `control` (default: `dir`/control.sock).
-    pub fn new(card: Card, dir: &Path, control: Option<&Path>) -> Result<Self, ServerError> {
-        std::fs::create_dir_all(dir).map_err(|e| ServerError::SocketDir(dir.into(), e))?;
+    /// Binds one socket per enabled function in `dir` (created if missing,
+    /// see [`sockets`]; stale sockets from a crashed vnicd are replaced),
+    /// with `access`'s mode and group, and the control socket at `control`
+    /// (default: `dir`/control.sock), vnicd's user's only.
+    pub fn new(
+        card: Card,
+        dir: &Path,
+        control: Option<&Path>,
+        access: SocketAccess,
+    ) -> Result<Self, ServerError> {
+        sockets::create_dir(dir, &access).map_err(|e| ServerError::SocketDir(dir.into(), e))?;
         let poll = Poll::new().map_err(ServerError::Poll)?;
         let paths: Vec<PathBuf> = card
             .functions()
@@ -206,7 +221,8 @@ impl Server {
             .map(|f| dir.join(format!("{}.sock", f.name())))
             .collect();
         let control_path = control.map_or_else(|| dir.join(CONTROL_SOCKET), Path::to_path_buf);
-        let control = ControlSocket::bind(&control_path, poll.registry(), CONTROL)
+        let control = sockets::bind(&control_path, sockets::CONTROL_SOCKET_MODE, None)
+            .and_then(|l| ControlSocket::listen(l, &control_path, poll.registry(), CONTROL))
             .map_err(|e| ServerError::Control(control_path, e))?;
         let conns = (0..paths.len()).map(|_| None).collect();
         let timer = TimerFd::new().map_err(|e| ServerError::Poll(e.into()))?;
@@ -221,6 +237,7 @@ impl Server {
         let mut server = Server {
             poll,
             card,
+            access,
             listeners: paths.iter().map(|_| None).collect(),
             paths,
             control,
@@ -239,8 +256,8 @@ impl Server {
 
     fn listen(&mut self, i: usize) -> Result<(), ServerError> {
         let path = self.paths[i].clone();
-        let _ = std::fs::remove_file(&path);
-        let socket = UnixListener::bind(&path).map_err(|e| ServerError::Bind(path.clone(), e))?;
+        let socket = sockets::bind(&path, self.access.mode, self.access.group)
+            .map_err(|e| ServerError::Bind(path.clone(), e))?;
         socket
             .set_nonblocking(true)
             .map_err(|e| ServerError::Bind(path.clone(), e))?;
@@ -411,7 +428,11 @@ impl Server {
                 }
             }
             if self.conns[index].is_some() {
-                warn!("{name}: refusing a second client while one is attached");
+                self.log(
+                    index,
+                    Cause::Dropped,
+                    format_args!("refusing a second client while one is attached"),
+                );
                 continue;
             }
             let conn = match Client::new(stream) {
@@ -431,9 +452,16 @@ impl Server {
                 warn!("{name}: cannot watch client: {e}");
                 continue;
             }
-            info!("{name}: client connected");
+            self.log(index, Cause::Connection, format_args!("client connected"));
             self.conns[index] = Some(conn);
             self.card.connect(index);
+        }
+    }
+
+    /// A line about function `index` that its client caused, rate-limited.
+    fn log(&mut self, index: usize, cause: Cause, what: std::fmt::Arguments<'_>) {
+        if let Some(func) = self.card.function_mut(index) {
+            func.log(cause, what);
         }
     }
 

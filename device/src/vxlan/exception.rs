@@ -25,9 +25,9 @@ use super::path::NotSent;
 use super::table::Remote;
 use super::{BadVni, Vni};
 use crate::card::Card;
+use crate::clientlog::rate_limited;
 use crate::control::api::{PuntReason, Vtep, MAX_FRAME_BYTES};
 use crate::datapath::put_frame;
-use crate::function::rate_limited;
 use crate::switch::{Mac, Port};
 
 /// Ethertype of every message: IEEE 802 local experimental 1.
