@@ -629,7 +629,20 @@ impl Line {
     fn call(&mut self, request: &Request) -> Result<Result<Value, String>, AgentError> {
         let mut line = serde_json::to_string(request).expect("requests serialise");
         line.push('\n');
-        self.writer.write_all(line.as_bytes())?;
+        if let Err(e) = self.writer.write_all(line.as_bytes()) {
+            // vnicd may have closed the connection after saying why in an
+            // error answer (no free slot, or displaced by a newcomer): take
+            // that as the answer.
+            let refusal = (self.next().ok().flatten())
+                .and_then(|a| serde_json::from_str::<Response>(&a).ok())
+                .filter(|r| !r.ok);
+            return match refusal {
+                Some(r) => Ok(Err(r
+                    .error
+                    .unwrap_or_else(|| "refused without a reason".into()))),
+                None => Err(e.into()),
+            };
+        }
         let answer = self
             .next()?
             .ok_or_else(|| AgentError::Protocol("no answer within 30 s".into()))?;

@@ -6,6 +6,7 @@ use std::time::Instant;
 
 use crate::capture::Capture;
 use crate::control::api::{Event, DEFAULT_VXLAN_CAPACITY};
+use crate::control::socket::ControlCounters;
 use crate::doorbell::PagePolicy;
 use crate::function::{Function, FunctionKind, FunctionSpec, BARS, EXC_QP, VF_DEVICE_ID};
 use crate::offload::path::Request;
@@ -113,6 +114,8 @@ pub struct CardCounters {
     /// Of the frames switched, those the fast path moved
     /// (docs/datapath.md, "The fast path").
     pub fast_path: u64,
+    /// Control clients closed or refused by the card.
+    pub control: ControlCounters,
 }
 
 /// Frames read from the uplink per turn of the event loop, so that a busy

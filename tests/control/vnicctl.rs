@@ -34,6 +34,25 @@ impl FakeCard {
         }
     }
 
+    /// A control socket that turns its one client away as a full vnicd
+    /// does: one error answer, then it closes without reading.
+    fn turn_away(why: &str) -> FakeCard {
+        let dir = TempDir::new("ctl");
+        let socket = dir.0.join("control.sock");
+        let listener = UnixListener::bind(&socket).expect("bind the fake control socket");
+        let line = format!("{}\n", json!({"ok": false, "error": why}));
+        let thread = std::thread::spawn(move || {
+            let (mut stream, _) = listener.accept().ok()?;
+            let _ = stream.write_all(line.as_bytes());
+            None
+        });
+        FakeCard {
+            _dir: dir,
+            socket,
+            thread: Some(thread),
+        }
+    }
+
     /// The request line vnicctl sent, as JSON (None if it never sent one).
     fn request(&mut self) -> Option<Value> {
         let line = self.thread.take()?.join().expect("fake card thread")?;
@@ -178,6 +197,23 @@ fn a_refused_request_exits_1_with_the_cards_message_on_stderr() {
     assert_eq!(run.code, Some(1), "{run:?}");
     assert_eq!(run.stderr, "vnicctl: vf0: 99 vNICs outside 1..=8\n");
     assert_eq!(run.stdout, "");
+}
+
+#[test]
+fn a_connection_turned_away_exits_1_with_the_cards_reason_not_a_socket_error() {
+    let why = "control socket busy: all 32 clients are subscribers or have requests in \
+               progress; try again later";
+    // The card may close before or after vnicctl's request arrives (a
+    // write error, or a reset after the answer): the reason shows either
+    // way.
+    for _ in 0..5 {
+        let mut card = FakeCard::turn_away(why);
+        let run = vnicctl(&card.socket, &["list"]);
+        assert_eq!(card.request(), None);
+        assert_eq!(run.code, Some(1), "{run:?}");
+        assert_eq!(run.stderr, format!("vnicctl: {why}\n"));
+        assert_eq!(run.stdout, "");
+    }
 }
 
 #[test]

@@ -1,17 +1,19 @@
 //! The control socket of a real vnicd: answers and errors, malformed and
-//! oversized requests, events, VF enable/disable (sockets and clients), a
-//! control client that never reads, and `--config` at start
-//! (docs/management.md).
+//! oversized requests, events, VF enable/disable (sockets and clients),
+//! client slots (idle clients displaced or timed out, newcomers refused),
+//! backpressure on pipelined requests, a control client that never reads,
+//! and `--config` at start (docs/management.md).
 
-use std::io::{Read, Write};
+use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
 use std::os::unix::net::UnixStream;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use serde_json::json;
+use serde_json::{json, Value};
+use vnic::control::socket::MAX_CLIENTS;
 use vnic_tests::ctl::Ctl;
-use vnic_tests::{vnicd_binary, RawClient, TempDir, Vnicd};
+use vnic_tests::{vnicctl_binary, vnicd_binary, wait_for, RawClient, TempDir, Vnicd};
 
 #[test]
 fn requests_get_answers_and_refused_ones_change_nothing() {
@@ -145,15 +147,238 @@ fn disabling_a_vf_removes_its_socket_and_disconnects_its_client() {
     assert_eq!(pf.read_u32(CONFIG_REGION, SRIOV_NUM_VFS) & 0xffff, 3);
 }
 
+fn control_socket(vnicd: &Vnicd) -> PathBuf {
+    vnicd.socket_dir().join("control.sock")
+}
+
+/// What vnicd said on a connection it closed: its one error answer, once
+/// the connection has ended (None while it is open, or if it said nothing).
+fn closed_with(stream: &UnixStream) -> Option<String> {
+    stream.set_nonblocking(true).unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    let ended = loop {
+        match (&*stream).read(&mut buf) {
+            Ok(0) => break true,
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+            Err(e) if e.kind() == ErrorKind::WouldBlock => break false,
+            Err(_) => break true,
+        }
+    };
+    stream.set_nonblocking(false).unwrap();
+    if !ended {
+        return None;
+    }
+    let line = got.split(|&b| b == b'\n').next()?;
+    let answer: Value = serde_json::from_slice(line).ok()?;
+    assert_eq!(answer["ok"], false, "{answer}");
+    answer["error"].as_str().map(str::to_string)
+}
+
+/// Runs `vnicctl --control SOCKET args...`: (exit code, stdout, stderr).
+fn vnicctl(socket: &Path, args: &[&str]) -> (Option<i32>, String, String) {
+    let out = Command::new(vnicctl_binary())
+        .arg("--control")
+        .arg(socket)
+        .args(args)
+        .output()
+        .expect("run vnicctl");
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn forty_idle_connections_do_not_lock_management_out() {
+    let vnicd = Vnicd::start(&["--vfs", "1"]);
+    let socket = control_socket(&vnicd);
+    let idle: Vec<UnixStream> = (0..40)
+        .map(|_| UnixStream::connect(&socket).unwrap())
+        .collect();
+    let (code, stdout, stderr) = vnicctl(&socket, &["list"]);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(stdout.contains("vf0"), "{stdout}");
+    // 32 slots: the 8 oldest idle clients made room for the other 8 idle
+    // ones, one more for vnicctl, whose slot was free again for this one.
+    let mut c = Ctl::connect(&vnicd);
+    assert_eq!(c.card_stat("control_displaced"), 9);
+    assert_eq!(c.card_stat("control_refused"), 0);
+    let told: Vec<Option<String>> = idle.iter().map(closed_with).collect();
+    // The longest idle went first, each told why.
+    for (i, why) in told.iter().enumerate() {
+        match why {
+            Some(e) if i < 9 => assert!(e.contains("make room"), "{e}"),
+            None if i >= 9 => {}
+            _ => panic!("connection {i}: {why:?}"),
+        }
+    }
+    let (code, _, stderr) = vnicctl(&socket, &["list"]);
+    assert_eq!(code, Some(0), "{stderr}");
+}
+
+#[test]
+fn with_every_slot_held_by_subscribers_a_newcomer_is_told_why() {
+    let vnicd = Vnicd::start(&["--vfs", "1"]);
+    let socket = control_socket(&vnicd);
+    let mut subscribers: Vec<Ctl> = (0..MAX_CLIENTS).map(|_| Ctl::subscribe(&vnicd)).collect();
+    let newcomer = UnixStream::connect(&socket).unwrap();
+    newcomer
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(&newcomer).read_line(&mut line).unwrap();
+    let answer: Value = serde_json::from_str(&line).unwrap();
+    assert_eq!(answer["ok"], false, "{answer}");
+    let why = answer["error"].as_str().unwrap();
+    assert!(why.contains("busy") && why.contains("subscribers"), "{why}");
+    assert_eq!((&newcomer).read(&mut [0u8; 16]).unwrap_or(0), 0, "closed");
+
+    let (code, stdout, stderr) = vnicctl(&socket, &["list"]);
+    assert_eq!(code, Some(1), "{stdout}{stderr}");
+    assert!(
+        stderr.starts_with("vnicctl: control socket busy: "),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("reset by peer"), "{stderr}");
+
+    // A subscriber leaves: its slot takes a client, and the others still
+    // get their events.
+    drop(subscribers.pop());
+    let mut refused = 2;
+    let (mut c, stats) = loop {
+        // vnicd may take this newcomer before it sees the hang-up (in the
+        // accept loop that refused vnicctl): then it is refused too.
+        let mut c = Ctl::connect(&vnicd);
+        let _ = c.writer.write_all(b"{\"op\":\"stats\"}\n");
+        let answer = c.line();
+        if answer["ok"] == true {
+            break (c, answer);
+        }
+        assert!(answer["error"].as_str().unwrap().contains("busy"));
+        refused += 1;
+        assert!(refused < 10, "still refused");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(stats["result"]["card"]["control_refused"], refused);
+    c.ok(json!({"op": "set-link", "function": "vf0", "state": "down"}));
+    for s in &mut subscribers {
+        let e = s.next_event("link-changed", Duration::from_secs(10));
+        assert_eq!(e["function"], "vf0");
+    }
+}
+
+#[test]
+fn a_client_that_sends_no_request_is_closed_after_the_timeout_and_quiet_ones_are_not() {
+    let vnicd = Vnicd::start(&["--vfs", "1", "--control-timeout-ms", "1000"]);
+    let socket = control_socket(&vnicd);
+    let start = Instant::now();
+    let silent = UnixStream::connect(&socket).unwrap();
+    let mut partial = UnixStream::connect(&socket).unwrap();
+    partial.write_all(b"{\"op\":").unwrap();
+    let mut talker = Ctl::connect(&vnicd);
+    talker.ok(json!({"op": "list"}));
+    let mut subscriber = Ctl::subscribe(&vnicd);
+    for s in [&silent, &partial] {
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let mut line = String::new();
+        BufReader::new(s).read_line(&mut line).unwrap();
+        let answer: Value = serde_json::from_str(&line).unwrap();
+        let why = answer["error"].as_str().unwrap();
+        assert!(why.contains("no request within 1 s"), "{why}");
+        assert_eq!(s.try_clone().unwrap().read(&mut [0u8; 16]).unwrap_or(0), 0);
+    }
+    let waited = start.elapsed();
+    assert!(waited >= Duration::from_millis(900), "{waited:?}");
+    assert!(waited < Duration::from_secs(5), "{waited:?}");
+    // Past twice the timeout, a client that sent a request and a
+    // subscriber are still served.
+    std::thread::sleep(Duration::from_millis(2200).saturating_sub(start.elapsed()));
+    talker.ok(json!({"op": "set-link", "function": "vf0", "state": "down"}));
+    let e = subscriber.next_event("link-changed", Duration::from_secs(10));
+    assert_eq!(e["up"], false);
+    assert_eq!(talker.card_stat("control_timed_out"), 2);
+}
+
+#[test]
+fn a_client_pipelining_5000_requests_while_reading_gets_every_answer_in_order() {
+    let vnicd = Vnicd::start(&["--vfs", "4"]);
+    let stream = UnixStream::connect(control_socket(&vnicd)).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    let mut w = stream.try_clone().unwrap();
+    // 5000 lists, and after every 100th a request whose (error) answer
+    // carries its number, to check the order.
+    let writer = std::thread::spawn(move || {
+        let mut all = Vec::new();
+        for n in 0..50 {
+            all.extend_from_slice(&b"{\"op\":\"list\"}\n".repeat(100));
+            all.extend_from_slice(
+                format!("{{\"op\":\"show\",\"function\":\"m{n}\"}}\n").as_bytes(),
+            );
+        }
+        w.write_all(&all)
+    });
+    let mut reader = BufReader::new(stream);
+    let mut line = String::new();
+    let mut bytes = 0;
+    for n in 0..50 {
+        for _ in 0..100 {
+            line.clear();
+            bytes += reader.read_line(&mut line).expect("a list answer");
+            assert!(line.starts_with("{\"ok\":true,\"result\":[{"), "{line}");
+            assert!(line.contains("\"name\":\"vf3\""), "{line}");
+        }
+        line.clear();
+        reader.read_line(&mut line).expect("a marker answer");
+        let marker: Value = serde_json::from_str(&line).expect("a JSON answer");
+        let e = marker["error"].as_str().unwrap_or_default();
+        assert!(e.contains(&format!("\"m{n}\"")), "answer {n}: {line}");
+    }
+    writer.join().unwrap().expect("every request written");
+    assert!(
+        bytes > 4 * 1024 * 1024,
+        "more than MAX_PENDING_BYTES: {bytes}"
+    );
+    assert!(!vnicd.log_text().contains("does not read"));
+}
+
+#[test]
+fn a_client_that_shuts_down_its_sending_side_still_gets_every_answer() {
+    let vnicd = Vnicd::start(&["--vfs", "4"]);
+    let mut stream = UnixStream::connect(control_socket(&vnicd)).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    // More answers than the card holds before it stops reading.
+    let requests = b"{\"op\":\"export\"}\n".repeat(300);
+    let mut w = stream.try_clone().unwrap();
+    let writer = std::thread::spawn(move || {
+        w.write_all(&requests)?;
+        w.shutdown(std::net::Shutdown::Write)
+    });
+    let mut answers = Vec::new();
+    stream
+        .read_to_end(&mut answers)
+        .expect("answers, then the end");
+    writer.join().unwrap().expect("requests sent");
+    assert!(answers.len() > 256 * 1024, "{} bytes", answers.len());
+    let lines: Vec<&[u8]> = answers.split(|&b| b == b'\n').collect();
+    assert_eq!(lines.len(), 301, "300 answers and nothing after the last");
+    assert!(lines[..300].iter().all(|l| l.starts_with(b"{\"ok\":true")));
+}
+
 #[test]
 fn a_control_client_that_never_reads_is_dropped_and_stalls_nothing() {
-    let vnicd = Vnicd::start(&["--vfs", "4"]);
-    let hog = UnixStream::connect(vnicd.socket_dir().join("control.sock")).unwrap();
+    let vnicd = Vnicd::start(&["--vfs", "4", "--control-timeout-ms", "2000"]);
+    let hog = UnixStream::connect(control_socket(&vnicd)).unwrap();
     let mut w = hog.try_clone().unwrap();
     // Thousands of exports (several KiB each), answers never read.
     let writer = std::thread::spawn(move || {
         let line = b"{\"op\":\"export\"}\n".repeat(256);
-        for _ in 0..40 {
+        for _ in 0..400 {
             if w.write_all(&line).is_err() {
                 return true;
             }
@@ -169,15 +394,17 @@ fn a_control_client_that_never_reads_is_dropped_and_stalls_nothing() {
         start.elapsed() < Duration::from_secs(5),
         "the card stayed responsive"
     );
-    let cut_off = writer.join().unwrap();
+    wait_for("the hog's disconnection", Duration::from_secs(20), || {
+        c.card_stat("control_not_reading") == 1
+    });
+    assert!(vnicd.log_text().contains("does not read its answers"));
+    assert!(writer.join().unwrap(), "the hog was cut off mid-write");
     let mut sink = Vec::new();
     let mut r = hog;
     r.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     let _ = r.read_to_end(&mut sink);
-    assert!(
-        cut_off || vnicd.log_text().contains("does not read its answers"),
-        "the hog was disconnected"
-    );
+    assert!(sink.len() < 8 * 1024 * 1024, "{} bytes", sink.len());
+    assert_eq!(c.call(json!({"op": "list"}))["ok"], true);
 }
 
 fn write(dir: &Path, name: &str, text: &str) -> std::path::PathBuf {

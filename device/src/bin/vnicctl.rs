@@ -780,9 +780,16 @@ impl Connection {
     fn call(&mut self, request: &Request) -> Result<Value, Failure> {
         let mut line = serde_json::to_string(request).expect("requests serialize");
         line.push('\n');
-        self.writer
-            .write_all(line.as_bytes())
-            .map_err(|e| Failure::Socket(format!("cannot send the request: {e}")))?;
+        if let Err(e) = self.writer.write_all(line.as_bytes()) {
+            // vnicd may have turned the connection away (no free slot) and
+            // said why before closing: that beats "Broken pipe".
+            return Err(
+                match self.read_line().ok().flatten().map(|l| answer_result(&l)) {
+                    Some(Err(refused @ Failure::Refused(_))) => refused,
+                    _ => Failure::Socket(format!("cannot send the request: {e}")),
+                },
+            );
+        }
         let answer = self.read_line()?.ok_or_else(|| {
             Failure::Socket("vnicd closed the connection without answering".into())
         })?;

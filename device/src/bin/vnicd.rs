@@ -80,6 +80,11 @@ struct Args {
     /// pair's slot and the driver rings the register again.
     #[arg(long, value_name = "US", default_value_t = 1000)]
     doorbell_idle_us: u64,
+    /// ms a control client may go without completing its first request,
+    /// or without taking any of its waiting answers, before it is closed
+    /// [default: 30000]. For tests.
+    #[arg(long, value_name = "MS", hide = true)]
+    control_timeout_ms: Option<u64>,
 }
 
 /// Reads and parses a configuration file.
@@ -184,6 +189,9 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    if let Some(ms) = args.control_timeout_ms {
+        server.set_control_timeout(Duration::from_millis(ms));
+    }
     for (name, path) in server.sockets() {
         println!("vnicd: {name} {}", path.display());
     }

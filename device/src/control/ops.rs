@@ -631,7 +631,8 @@ impl Card {
         .into_iter()
         .chain(self.uplink.counters.named())
         .chain(self.vxlan.counters.named())
-        .chain(self.vxlan.exception.named());
+        .chain(self.vxlan.exception.named())
+        .chain(c.control.named());
         let functions = (0..self.functions.len())
             .filter(|f| only.is_none_or(|o| o == *f))
             .map(|f| self.function_stats(f))

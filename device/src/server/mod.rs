@@ -20,7 +20,8 @@
 //! After a client's messages the loop runs the data path (frames whose
 //! doorbells rang, see `datapath.rs`); held-back interrupts are fired from a
 //! timerfd, which has the microsecond resolution moderation needs (a poll
-//! timeout only has milliseconds).
+//! timeout only has milliseconds). The same timer wakes the loop for the
+//! control clients' timeouts (`ControlSocket::next_deadline`).
 
 mod connection;
 mod dispatch;
@@ -58,6 +59,10 @@ const CONTROL: Token = Token(usize::MAX - 3);
 const UPLINK: Token = Token(usize::MAX - 4);
 /// Control client `i` is `CONTROL_CLIENTS + i`.
 const CONTROL_CLIENTS: usize = usize::MAX - 64;
+const _: () = assert!(
+    CONTROL_CLIENTS + MAX_CLIENTS <= UPLINK.0,
+    "control tokens overlap"
+);
 /// The control socket's file name in the socket directory.
 pub const CONTROL_SOCKET: &str = "control.sock";
 /// Messages handled for one client before the loop turns to the others.
@@ -307,6 +312,13 @@ impl Server {
         self.control.path()
     }
 
+    /// How long a control client may go without completing its first
+    /// request, or without taking any of its waiting answers
+    /// (default [`crate::control::socket::CLIENT_TIMEOUT`]).
+    pub fn set_control_timeout(&mut self, timeout: Duration) {
+        self.control.set_timeout(timeout);
+    }
+
     pub fn card(&self) -> &Card {
         &self.card
     }
@@ -327,6 +339,8 @@ impl Server {
                 return Err(ServerError::Poll(e));
             }
             let mut ready: Vec<usize> = std::mem::take(&mut self.backlog);
+            let mut control_ready = self.control.take_again();
+            let mut control_accept = false;
             let mut uplink = self.card.uplink_pending();
             for ev in events.iter() {
                 match ev.token() {
@@ -343,22 +357,25 @@ impl Server {
                         let _ = self.timer.wait();
                         self.timer_due = None;
                     }
-                    CONTROL => {
-                        let registry = self.poll.registry();
-                        self.control
-                            .accept(registry, |i| Token(CONTROL_CLIENTS + i));
-                    }
+                    CONTROL => control_accept = true,
                     Token(t) if (CONTROL_CLIENTS..CONTROL_CLIENTS + MAX_CLIENTS).contains(&t) => {
-                        let registry = self.poll.registry();
-                        let i = t - CONTROL_CLIENTS;
-                        if self.control.serve(i, &mut self.card, registry) == Served::Open {
-                            self.sync_listeners();
-                            self.control.flush(i, self.poll.registry());
-                        }
+                        control_ready.push(t - CONTROL_CLIENTS);
                     }
                     Token(t) if t % 2 == 0 => self.accept(t / 2),
                     Token(t) => ready.push(t / 2),
                 }
+            }
+            // Clients first: what they sent before a newcomer counts when
+            // it looks for an idle client to displace.
+            control_ready.sort_unstable();
+            control_ready.dedup();
+            for i in control_ready {
+                self.serve_control(i);
+            }
+            if control_accept {
+                let registry = self.poll.registry();
+                self.control
+                    .accept(registry, |i| Token(CONTROL_CLIENTS + i), &mut self.card);
             }
             ready.sort_unstable();
             ready.dedup();
@@ -379,17 +396,32 @@ impl Server {
             self.card.run_timers(Instant::now());
             self.card.reap_lost_dma();
             let events = self.card.take_events();
-            self.control.broadcast(&events, self.poll.registry());
+            let registry = self.poll.registry();
+            self.control.broadcast(&events, &mut self.card, registry);
+            self.control
+                .expire(Instant::now(), &mut self.card, registry);
+        }
+    }
+
+    /// Answers control client `i`'s requests, makes the listeners follow
+    /// what they changed, then sends the answers.
+    fn serve_control(&mut self, i: usize) {
+        if self.control.serve(i, &mut self.card, self.poll.registry()) == Served::Open {
+            self.sync_listeners();
+            self.control.flush(i, self.poll.registry());
         }
     }
 
     /// Zero while work is waiting; otherwise no timeout, with the timer
-    /// armed for the next held-back interrupt.
+    /// armed for the next held-back interrupt or control-client timeout.
     fn next_timeout(&mut self) -> Option<Duration> {
-        if !self.backlog.is_empty() || self.card.busy() {
+        if !self.backlog.is_empty() || self.card.busy() || self.control.has_again() {
             return Some(Duration::ZERO);
         }
-        let due = self.card.next_deadline()?;
+        let due = [self.card.next_deadline(), self.control.next_deadline()]
+            .into_iter()
+            .flatten()
+            .min()?;
         let now = Instant::now();
         if due <= now {
             return Some(Duration::ZERO);
