@@ -26,11 +26,12 @@ use std::time::{Duration, Instant};
 use vnic::card::{Card, CardConfig};
 use vnic::dma::{DMA_READ, DMA_WRITE};
 use vnic::function::REGION_BAR0;
+use vnic::model::Mac;
 use vnic::offload::HDR_LEN;
 use vnic::regs::{FnStat, Reg, QP_AREA_BASE};
 use vnic::ring::Features;
 use vnic::state::ServiceType;
-use vnic::switch::{Mac, Port, Switch};
+use vnic::switch::{Port, Switch};
 use vnic::test_utils::{FakeDriver, StateTables};
 
 /// Descriptors per ring, as vnic.ko's default.

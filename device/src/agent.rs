@@ -28,8 +28,8 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::control::api::{Event, Frame, PuntReason, Request, Response, Vtep, VxlanListInfo};
-use crate::switch::Mac;
+use crate::control::api::{Request, Response, VxlanListInfo};
+use crate::model::{Event, Frame, Mac, PuntReason, Vtep};
 use crate::vxlan::wire::{encapsulate, Outer};
 
 pub mod pf;

@@ -5,10 +5,10 @@ use thiserror::Error;
 use std::time::Instant;
 
 use crate::capture::Capture;
-use crate::control::api::{Event, DEFAULT_VXLAN_CAPACITY};
 use crate::control::socket::ControlCounters;
 use crate::doorbell::PagePolicy;
 use crate::function::{Function, FunctionKind, FunctionSpec, BARS, EXC_QP, VF_DEVICE_ID};
+use crate::model::{Event, DEFAULT_VXLAN_CAPACITY};
 use crate::offload::path::Request;
 use crate::offload::HDR_LEN;
 use crate::pci::caps::SriovLayout;

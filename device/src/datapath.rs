@@ -13,13 +13,13 @@ use log::{debug, warn};
 
 use crate::card::{Card, UPLINK_BUDGET};
 use crate::clientlog::Cause;
-use crate::control::api::{Direction, Event};
 use crate::fault::{self, FrameFault};
 use crate::function::{Function, SwitchOp, MISC_VECTORS};
+use crate::model::{Direction, Event, Mac};
 use crate::offload::HDR_LEN;
 use crate::queue::Arrival;
 use crate::regs::FnStat;
-use crate::switch::{strip_tag, Decision, DropReason, Mac, Port, Sender};
+use crate::switch::{strip_tag, Decision, DropReason, Port, Sender};
 use crate::uplink::Incoming;
 use crate::vxlan::wire;
 
@@ -688,9 +688,9 @@ pub(crate) fn put_frame(
 mod tests {
     use super::*;
     use crate::dma::{DMA_READ, DMA_WRITE};
+    use crate::model::Mac;
     use crate::regs::Reg;
     use crate::state::ServiceType;
-    use crate::switch::Mac;
     use crate::test_utils::guest::{card, eth, fn_stat, mac, qp_reg, rd, wr, Vm, BUF, RING};
 
     #[test]
@@ -996,7 +996,7 @@ mod tests {
         assert_eq!(a.drv.read_u64(ctx + 24), 3, "packets in guest memory");
     }
 
-    use crate::control::api::{Direction, LinkState, RatePolicy};
+    use crate::model::{Direction, LinkState, RatePolicy};
     use crate::regs::IrqCause;
     use std::time::Duration;
 

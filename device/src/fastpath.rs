@@ -461,7 +461,7 @@ pub(crate) mod tests {
     use super::*;
     use crate::control::api::StatsInfo;
     use crate::function::FunctionStats;
-    use crate::switch::Mac;
+    use crate::model::Mac;
     use crate::test_utils::guest::{card, eth, fn_stat, mac, qp_reg, rd, wr, Vm, BUF, RING};
     use crate::test_utils::{FAKE_BASE, FAKE_SIZE};
 

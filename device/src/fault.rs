@@ -17,7 +17,7 @@ use log::info;
 use serde::{Deserialize, Serialize};
 
 use crate::clientlog::rate_limited;
-use crate::control::api::Direction;
+use crate::model::Direction;
 
 /// Most frames, completions, interrupts or DMA accesses one request arms.
 pub const MAX_COUNT: u32 = 1_000_000;

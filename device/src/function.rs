@@ -32,10 +32,10 @@ use vfio_bindings::bindings::vfio::{
 use vmm_sys_util::eventfd::EventFd;
 
 use crate::clientlog::{Cause, ClientLog};
-use crate::control::api::LinkState;
 use crate::dma::{DmaError, DmaSpace};
 use crate::doorbell::{self, DoorbellPage, PagePolicy};
 use crate::fault::{Faults, IrqFault};
+use crate::model::{LinkState, Mac, Vlan};
 use crate::pci::caps::{self, exp, msix as msix_cap, CapLayout, SriovLayout};
 use crate::pci::config::{
     command, hdr, status, Bar, BarKind, ConfigError, ConfigSpace, CONFIG_SIZE,
@@ -49,7 +49,6 @@ use crate::regs::{
     QpStat, Reg, RegError, Target, ADMIN_ARGS, BAR0_SIZE,
 };
 use crate::state::Bat;
-use crate::switch::{Mac, Vlan};
 
 /// vfio-pci region index of BAR0 and of the MSI-X BAR.
 pub const REGION_BAR0: u32 = 0;

@@ -22,6 +22,7 @@ pub mod fault;
 pub mod function;
 #[cfg(test)]
 mod layout_check;
+pub mod model;
 pub mod offload;
 pub mod pci;
 pub mod protocol;

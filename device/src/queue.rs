@@ -13,10 +13,10 @@ use bitfield_struct::bitfield;
 use crate::clientlog::{Cause, ClientLog};
 use crate::dma::DmaSpace;
 use crate::fastpath::Backoff;
+use crate::model::Mac;
 use crate::offload::HDR_LEN;
 use crate::ring::{self, Ahead, Desc, Features, QueueError, Ring, RxBytes, RxOutcome, TxFrame};
 use crate::state::{ctx_state, Bat, Context, ServiceType};
-use crate::switch::Mac;
 
 /// Default interrupt moderation interval (QP_ITR reset value), µs.
 pub const DEFAULT_ITR_US: u16 = 20;

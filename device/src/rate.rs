@@ -12,7 +12,7 @@
 
 use std::time::{Duration, Instant};
 
-use crate::control::api::RatePolicy;
+use crate::model::RatePolicy;
 use crate::ring::MAX_FRAME;
 
 /// The smallest burst a policy may have: one maximum frame.

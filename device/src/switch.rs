@@ -12,36 +12,9 @@
 use std::collections::BTreeSet;
 
 use rustc_hash::{FxHashMap, FxHashSet};
-use std::fmt;
 
-/// A MAC address.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct Mac(pub [u8; 6]);
+use crate::model::{Mac, Vlan, MAX_VLAN};
 
-impl Mac {
-    pub const BROADCAST: Mac = Mac([0xff; 6]);
-
-    /// Group bit: broadcast and multicast.
-    pub fn is_multicast(&self) -> bool {
-        self.0[0] & 1 != 0
-    }
-}
-
-impl fmt::Display for Mac {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let m = self.0;
-        write!(
-            f,
-            "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}",
-            m[0], m[1], m[2], m[3], m[4], m[5]
-        )
-    }
-}
-
-/// VLAN ID; 0 = untagged.
-pub type Vlan = u16;
-/// Largest VLAN ID (4095 is reserved by 802.1Q).
-pub const MAX_VLAN: Vlan = 4094;
 /// VLANs one vNIC may join.
 pub const MAX_VLANS_PER_PORT: usize = 64;
 /// 802.1Q tag protocol identifier.

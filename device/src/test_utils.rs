@@ -329,8 +329,8 @@ pub mod guest {
     use crate::card::{Card, CardConfig};
     use crate::dma::{DMA_READ, DMA_WRITE};
     use crate::function::REGION_BAR0;
+    use crate::model::Mac;
     use crate::regs::{FnStat, Reg, QP_AREA_BASE, QP_AREA_SIZE};
-    use crate::switch::Mac;
 
     use super::{FakeDriver, StateTables};
 

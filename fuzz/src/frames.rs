@@ -21,9 +21,9 @@ use std::net::Ipv4Addr;
 use std::time::Instant;
 
 use vnic::card::Card;
-use vnic::control::api::Vtep;
+use vnic::model::{Mac, Vtep};
 use vnic::offload::{self, VirtioNetHdr, HDR_LEN};
-use vnic::switch::{strip_tag, FrameInfo, Mac};
+use vnic::switch::{strip_tag, FrameInfo};
 use vnic::test_utils::guest::{self, Vm};
 use vnic::uplink::Uplink;
 use vnic::vxlan::exception;

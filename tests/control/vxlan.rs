@@ -377,7 +377,7 @@ fn a_tap_uplink_reaches_the_host_kernel_and_its_vxlan_device() {
 
 /// A VxLAN frame to `dst_ip` built by the card's own code.
 fn vxlan_frame(dst_ip: Ipv4Addr, inner: &[u8]) -> Vec<u8> {
-    use vnic::switch::Mac;
+    use vnic::model::Mac;
     use vnic::vxlan::wire::{encapsulate, Outer};
     let outer = Outer {
         dst_mac: Mac([2, 0x76, 0x6e, 0xff, 0, 1]),

@@ -15,8 +15,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use serde_json::json;
-use vnic::control::api::{PuntReason, Vtep};
-use vnic::switch::Mac;
+use vnic::model::{Mac, PuntReason, Vtep};
 use vnic::uplink::{Incoming, Uplink, UplinkSpec};
 use vnic::vxlan::exception::{Header, MsgType};
 use vnic::vxlan::table::Remote;

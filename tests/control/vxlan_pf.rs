@@ -102,7 +102,7 @@ fn request(m: &[u8]) -> Request {
 /// `inner` as the peer VTEP sends it to us (the card's own encapsulation
 /// code builds the outer headers; it is tested on its own elsewhere).
 fn from_peer(inner: &[u8]) -> Vec<u8> {
-    use vnic::switch::Mac;
+    use vnic::model::Mac;
     use vnic::vxlan::wire::{encapsulate, Outer};
     let outer = Outer {
         dst_mac: Mac(VTEP_MAC),

@@ -19,8 +19,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use super::{describe_fdb, describe_neigh, Agent, AgentError};
-use crate::control::api::{Event, Frame, Request, Vtep};
-use crate::switch::Mac;
+use crate::control::api::Request;
+use crate::model::{Event, Frame, Mac, Vtep};
 use crate::vxlan::exception::{self, Header, MsgType, MAX_MESSAGE};
 use crate::vxlan::table::Remote;
 use crate::vxlan::Vni;
@@ -430,7 +430,7 @@ pub fn run_pf(
 mod tests {
     use super::*;
     use crate::agent::{Config, Variant};
-    use crate::control::api::PuntReason;
+    use crate::model::PuntReason;
     use std::net::Ipv4Addr;
 
     const OWN: Mac = Mac([0x02, 0x76, 0x6e, 0x00, 0x00, 0x01]);

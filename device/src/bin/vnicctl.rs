@@ -19,12 +19,11 @@ use clap::{ArgGroup, Args, Parser, Subcommand, ValueEnum};
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
-use vnic::control::api::GuestAddr;
 use vnic::control::api::{
-    self, CaptureInfo, CardFile, Event, FdbEntry, FunctionInfo, QuiesceInfo, RatePolicy, Request,
-    Response, StatsInfo, VctInfo, VnicInfo, VxlanAddInfo, VxlanListInfo,
+    self, CaptureInfo, CardFile, FdbEntry, FunctionInfo, QuiesceInfo, Request, Response, StatsInfo,
+    VctInfo, VnicInfo, VxlanAddInfo, VxlanListInfo,
 };
-use vnic::switch::Mac;
+use vnic::model::{self, Event, GuestAddr, Mac, RatePolicy};
 
 /// How long an ordinary request may wait for its answer. The card answers
 /// between two turns of its data path, so this only bounds a vnicd that has
@@ -260,7 +259,7 @@ enum OnOff {
     Off,
 }
 
-/// The command line's spelling of [`api::Direction`] (clap needs its own
+/// The command line's spelling of [`model::Direction`] (clap needs its own
 /// enum; the wire type stays vnicd's).
 #[derive(Clone, Copy, Debug, ValueEnum)]
 enum DirectionArg {
@@ -314,7 +313,7 @@ enum FaultCommand {
     Status,
 }
 
-/// The command line's spelling of [`api::LinkState`].
+/// The command line's spelling of [`model::LinkState`].
 #[derive(Clone, Copy, Debug, ValueEnum)]
 enum LinkArg {
     Auto,
@@ -322,21 +321,21 @@ enum LinkArg {
     Down,
 }
 
-impl From<DirectionArg> for api::Direction {
+impl From<DirectionArg> for model::Direction {
     fn from(d: DirectionArg) -> Self {
         match d {
-            DirectionArg::Tx => api::Direction::Tx,
-            DirectionArg::Rx => api::Direction::Rx,
+            DirectionArg::Tx => model::Direction::Tx,
+            DirectionArg::Rx => model::Direction::Rx,
         }
     }
 }
 
-impl From<LinkArg> for api::LinkState {
+impl From<LinkArg> for model::LinkState {
     fn from(l: LinkArg) -> Self {
         match l {
-            LinkArg::Auto => api::LinkState::Auto,
-            LinkArg::Up => api::LinkState::Up,
-            LinkArg::Down => api::LinkState::Down,
+            LinkArg::Auto => model::LinkState::Auto,
+            LinkArg::Up => model::LinkState::Up,
+            LinkArg::Down => model::LinkState::Down,
         }
     }
 }
@@ -1623,7 +1622,7 @@ mod tests {
                 tx_error: None,
                 rx_error: Some("bad descriptor".into()),
             }],
-            link: api::LinkState::Auto,
+            link: model::LinkState::Auto,
             link_up: true,
             spoof_check: true,
             trust: false,

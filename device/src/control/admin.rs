@@ -7,12 +7,11 @@ use log::debug;
 
 use crate::card::Card;
 use crate::clientlog::Cause;
-use crate::control::api::{Direction, LinkState, RatePolicy};
 use crate::control::ops::{OpError, OpResult};
 use crate::function::FunctionKind;
+use crate::model::{Direction, LinkState, Mac, RatePolicy};
 use crate::rate::Limiter;
 use crate::regs::{AdminCmd, ADMIN_ARGS};
-use crate::switch::Mac;
 
 /// Admin operations (ADMIN_CMD bits 7:0).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

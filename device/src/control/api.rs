@@ -4,15 +4,15 @@
 //! drift apart.
 
 use std::collections::BTreeMap;
-use std::fmt;
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
-use std::str::FromStr;
 
-use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use serde::{Deserialize, Serialize};
 
 pub use crate::fault::{Fault, FaultInfo};
-use crate::switch::Mac;
+use crate::model::{
+    Direction, Frame, GuestAddr, LinkState, Mac, RatePolicy, VctState, Vtep, DEFAULT_VXLAN_CAPACITY,
+};
 
 /// Longest request line the card reads.
 pub const MAX_REQUEST_BYTES: usize = 1024 * 1024;
@@ -161,94 +161,6 @@ pub enum Request {
     },
 }
 
-/// Largest frame a control message carries: a jumbo inner frame plus the
-/// outer headers VxLAN adds.
-pub const MAX_FRAME_BYTES: usize = 9216 + 64;
-
-/// An Ethernet frame in a control message: lowercase hex in JSON, so a
-/// request stays one line of text.
-#[derive(Clone, Default, PartialEq, Eq)]
-pub struct Frame(pub Vec<u8>);
-
-/// Why a hex frame was refused.
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
-pub enum BadFrame {
-    #[error("frame hex has an odd number of digits")]
-    OddLength,
-    #[error("frame hex has a character that is not a hex digit")]
-    NotHex,
-    #[error("frame of {0} bytes is longer than {MAX_FRAME_BYTES}")]
-    TooLong(usize),
-}
-
-impl Frame {
-    /// Hex digit value, without allocating per digit.
-    fn nibble(c: u8) -> Result<u8, BadFrame> {
-        match c {
-            b'0'..=b'9' => Ok(c - b'0'),
-            b'a'..=b'f' => Ok(c - b'a' + 10),
-            b'A'..=b'F' => Ok(c - b'A' + 10),
-            _ => Err(BadFrame::NotHex),
-        }
-    }
-
-    pub fn to_hex(&self) -> String {
-        const DIGITS: &[u8; 16] = b"0123456789abcdef";
-        let mut s = String::with_capacity(self.0.len() * 2);
-        for &b in &self.0 {
-            s.push(DIGITS[(b >> 4) as usize] as char);
-            s.push(DIGITS[(b & 15) as usize] as char);
-        }
-        s
-    }
-}
-
-impl FromStr for Frame {
-    type Err = BadFrame;
-
-    /// Checks the length before decoding, so a huge string costs nothing.
-    fn from_str(s: &str) -> Result<Self, BadFrame> {
-        let b = s.as_bytes();
-        if b.len() % 2 != 0 {
-            return Err(BadFrame::OddLength);
-        }
-        if b.len() / 2 > MAX_FRAME_BYTES {
-            return Err(BadFrame::TooLong(b.len() / 2));
-        }
-        b.chunks_exact(2)
-            .map(|p| Ok(Frame::nibble(p[0])? << 4 | Frame::nibble(p[1])?))
-            .collect::<Result<Vec<u8>, BadFrame>>()
-            .map(Frame)
-    }
-}
-
-impl fmt::Debug for Frame {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "Frame({})", self.to_hex())
-    }
-}
-
-impl Serialize for Frame {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&self.to_hex())
-    }
-}
-
-impl<'de> Deserialize<'de> for Frame {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
-        s.parse().map_err(serde::de::Error::custom)
-    }
-}
-
-/// The card's VTEP (docs/vxlan.md): outer source MAC and IPv4 address.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Vtep {
-    pub mac: Mac,
-    pub ip: Ipv4Addr,
-}
-
 /// One tunnel in `vxlan-list`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TunnelInfo {
@@ -310,80 +222,6 @@ pub struct VxlanDeliverInfo {
     pub delivered: u32,
 }
 
-/// Why a VxLAN frame from the uplink went to the host.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum PuntReason {
-    /// (VNI, inner source MAC) is not in the MAC table.
-    Unknown,
-    /// It is, but the outer source IP or MAC differ from its tunnel's.
-    Moved,
-}
-
-/// A guest physical address: `"0x3e8a000"` in JSON (a plain number is
-/// accepted too), since BAT addresses are read and compared in hex.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct GuestAddr(pub u64);
-
-/// Why a guest address string was refused.
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
-#[error("bad address {0:?}: want a number, 0x-prefixed for hex")]
-pub struct BadAddr(pub String);
-
-impl FromStr for GuestAddr {
-    type Err = BadAddr;
-
-    fn from_str(s: &str) -> Result<Self, BadAddr> {
-        let t = s.trim();
-        let v = match t.strip_prefix("0x").or_else(|| t.strip_prefix("0X")) {
-            Some(hex) => u64::from_str_radix(hex, 16),
-            None => t.parse(),
-        };
-        v.map(GuestAddr).map_err(|_| BadAddr(s.to_string()))
-    }
-}
-
-impl fmt::Display for GuestAddr {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{:#x}", self.0)
-    }
-}
-
-impl Serialize for GuestAddr {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_str(self)
-    }
-}
-
-impl<'de> Deserialize<'de> for GuestAddr {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        #[derive(Deserialize)]
-        #[serde(untagged)]
-        enum Wire {
-            Number(u64),
-            Text(String),
-        }
-        match Wire::deserialize(d)? {
-            Wire::Number(n) => Ok(GuestAddr(n)),
-            Wire::Text(t) => t.parse().map_err(serde::de::Error::custom),
-        }
-    }
-}
-
-/// What became of a VCT entry given by management.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum VctState {
-    /// Walked: queues whose contexts say RUNNING resumed.
-    Committed,
-    /// Waits for the guest's memory and Bus Master Enable.
-    Pending,
-    /// The BAT was refused (VCT_STATUS); nothing was written.
-    Refused,
-    /// Address 0: the entry is gone.
-    Cleared,
-}
-
 /// The answer to `vct-set`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct VctInfo {
@@ -428,40 +266,6 @@ impl Response {
             error: Some(message.into()),
         }
     }
-}
-
-/// Which way traffic flows, seen from the function.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Direction {
-    /// The function sending (its send queues).
-    Tx,
-    /// Frames switched to the function (its receive queues).
-    Rx,
-}
-
-/// Administrative link state of a function.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum LinkState {
-    /// Follows the card's port (up).
-    #[default]
-    Auto,
-    Up,
-    Down,
-}
-
-/// A rate policy (docs/management.md, "Rate limiting").
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RatePolicy {
-    /// Average rate (CIR), kbit/s.
-    pub avg_kbps: u64,
-    /// Peak rate (PIR), kbit/s; 0: no peak limit.
-    #[serde(default)]
-    pub peak_kbps: u64,
-    /// Burst size (committed bucket depth), bytes.
-    pub burst_bytes: u64,
 }
 
 /// One vNIC in `list`/`show`.
@@ -570,79 +374,6 @@ pub struct CaptureInfo {
     pub frames: u64,
 }
 
-/// Something that happened, sent to subscribers.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "event", rename_all = "kebab-case")]
-pub enum Event {
-    ClientConnected {
-        function: String,
-    },
-    ClientDisconnected {
-        function: String,
-    },
-    VfsChanged {
-        num_vfs: u16,
-    },
-    VnicsChanged {
-        function: String,
-        count: u32,
-    },
-    VnicChanged {
-        function: String,
-        vnic: u16,
-        mac: Mac,
-        vlan: u16,
-    },
-    LinkChanged {
-        function: String,
-        up: bool,
-    },
-    PolicyChanged {
-        function: String,
-    },
-    CaptureStarted {
-        path: PathBuf,
-    },
-    CaptureStopped {
-        path: PathBuf,
-        frames: u64,
-    },
-    Quiesced {
-        function: String,
-    },
-    Resumed {
-        function: String,
-    },
-    VctChanged {
-        function: String,
-        address: GuestAddr,
-        state: VctState,
-    },
-    /// TX of a VxLAN VF missed the tables: the host should resolve the
-    /// destination and answer with the frame (docs/vxlan.md).
-    VxlanMiss {
-        vni: u32,
-        function: String,
-        vnic: u16,
-        frame: Frame,
-    },
-    /// A VxLAN frame from the uplink the tables do not vouch for; `frame`
-    /// is the decapsulated inner frame.
-    VxlanPunt {
-        vni: u32,
-        outer_src_ip: Ipv4Addr,
-        outer_src_mac: Mac,
-        reason: PuntReason,
-        frame: Frame,
-    },
-    /// A MAC entry left a full table.
-    VxlanEvicted {
-        vni: u32,
-        mac: Mac,
-        tunnel: u32,
-    },
-}
-
 /// Card-wide settings in a configuration file.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -655,9 +386,6 @@ pub struct CardSettings {
     #[serde(default = "default_vxlan_capacity")]
     pub vxlan_capacity: u32,
 }
-
-/// `vnicd --vxlan-capacity` when not given (docs/vxlan.md).
-pub const DEFAULT_VXLAN_CAPACITY: u32 = 1024;
 
 fn default_vxlan_capacity() -> u32 {
     DEFAULT_VXLAN_CAPACITY
@@ -763,67 +491,10 @@ mod explicit_null {
     }
 }
 
-/// Why a MAC address string was refused.
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
-#[error("bad MAC address {0:?}: want six hex bytes like 02:76:6e:00:01:00")]
-pub struct BadMac(pub String);
-
-impl FromStr for Mac {
-    type Err = BadMac;
-
-    fn from_str(s: &str) -> Result<Self, BadMac> {
-        let bad = || BadMac(s.to_string());
-        let mut m = [0u8; 6];
-        let mut parts = s.split([':', '-']);
-        for b in &mut m {
-            let p = parts.next().ok_or_else(bad)?;
-            if p.len() != 2 {
-                return Err(bad());
-            }
-            *b = u8::from_str_radix(p, 16).map_err(|_| bad())?;
-        }
-        if parts.next().is_some() {
-            return Err(bad());
-        }
-        Ok(Mac(m))
-    }
-}
-
-impl Serialize for Mac {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_str(self)
-    }
-}
-
-impl<'de> Deserialize<'de> for Mac {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let s = String::deserialize(d)?;
-        s.parse().map_err(serde::de::Error::custom)
-    }
-}
-
-impl fmt::Display for Direction {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Direction::Tx => "tx",
-            Direction::Rx => "rx",
-        })
-    }
-}
-
-impl fmt::Display for LinkState {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            LinkState::Auto => "auto",
-            LinkState::Up => "up",
-            LinkState::Down => "down",
-        })
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::{BadFrame, Event, PuntReason, MAX_FRAME_BYTES};
 
     #[test]
     fn requests_round_trip_through_json() {
@@ -854,22 +525,6 @@ mod tests {
             serde_json::from_str::<Request>(r#"{"op":"fdb-del","mac":"02:00:00:00:00","vlan":0}"#)
                 .unwrap_err();
         assert!(e.to_string().contains("bad MAC"), "{e}");
-    }
-
-    #[test]
-    fn macs_parse_and_print() {
-        let m: Mac = "02:76:6E:00:01:0a".parse().unwrap();
-        assert_eq!(m, Mac([2, 0x76, 0x6e, 0, 1, 10]));
-        assert_eq!(m.to_string(), "02:76:6e:00:01:0a");
-        for bad in [
-            "",
-            "02:76:6e:00:01",
-            "02:76:6e:00:01:0a:00",
-            "0g:00:00:00:00:00",
-            "2:76:6e:0:1:a",
-        ] {
-            assert!(bad.parse::<Mac>().is_err(), "{bad}");
-        }
     }
 
     #[test]

@@ -17,13 +17,12 @@ use std::collections::HashMap;
 use log::error;
 
 use crate::card::Card;
-use crate::control::api::{
-    CardFile, CardSettings, Direction, FdbFile, FunctionFile, GuestAddr, VnicFile,
-};
+use crate::control::api::{CardFile, CardSettings, FdbFile, FunctionFile, VnicFile};
 use crate::control::ops::{OpError, OpResult};
 use crate::control::vxlan::{usable_ip, usable_mac};
+use crate::model::{Direction, GuestAddr, Mac, Vlan, MAX_VLAN};
 use crate::rate::{self, Limiter};
-use crate::switch::{EntryKind, Mac, Port, Vlan, MAX_VLAN};
+use crate::switch::{EntryKind, Port};
 use crate::vxlan::Vni;
 
 fn bad(msg: String) -> OpError {
@@ -460,7 +459,7 @@ fn vf_index(name: &str) -> Option<u16> {
 mod tests {
     use super::*;
     use crate::card::CardConfig;
-    use crate::control::api::{LinkState, RatePolicy};
+    use crate::model::{LinkState, RatePolicy};
 
     fn card() -> Card {
         Card::new(CardConfig::default()).unwrap()

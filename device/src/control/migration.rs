@@ -6,9 +6,10 @@
 //! card stops writing guest memory), the VCT entry on the destination.
 
 use crate::card::Card;
-use crate::control::api::{Event, GuestAddr, QuiesceInfo, VctInfo, VctState};
+use crate::control::api::{QuiesceInfo, VctInfo};
 use crate::control::ops::OpResult;
 use crate::function::VctOutcome;
+use crate::model::{Event, GuestAddr, VctState};
 
 impl Card {
     /// The functions a migration request names: one, or every function.

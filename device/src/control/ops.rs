@@ -13,14 +13,15 @@ use serde_json::Value;
 use crate::capture::{self, Capture, CaptureError, Scope};
 use crate::card::Card;
 use crate::control::api::{
-    CaptureInfo, Direction, Event, FdbEntry, FdbKind, FunctionInfo, FunctionStatsInfo, GuestAddr,
-    LinkState, RatePolicy, Request, StatsInfo, VnicInfo, VnicStats,
+    CaptureInfo, FdbEntry, FdbKind, FunctionInfo, FunctionStatsInfo, Request, StatsInfo, VnicInfo,
+    VnicStats,
 };
 use crate::fault::{Fault, FaultError, FaultInfo};
 use crate::function::qp_counter;
+use crate::model::{Direction, Event, GuestAddr, LinkState, Mac, RatePolicy, Vlan, MAX_VLAN};
 use crate::rate::{self, Limiter, PolicyError};
 use crate::regs::{FnStat, QpStat};
-use crate::switch::{EntryKind, Mac, Port, SwitchError, Vlan, MAX_VLAN};
+use crate::switch::{EntryKind, Port, SwitchError};
 use crate::vxlan::segment::SegmentError;
 use crate::vxlan::{BadVni, Vni};
 

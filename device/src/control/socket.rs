@@ -32,7 +32,8 @@ use mio::{Interest, Registry, Token};
 
 use crate::card::Card;
 use crate::clientlog::rate_limited;
-use crate::control::api::{Event, Request, Response, MAX_REQUEST_BYTES};
+use crate::control::api::{Request, Response, MAX_REQUEST_BYTES};
+use crate::model::Event;
 
 /// Control clients served at once.
 pub const MAX_CLIENTS: usize = 32;

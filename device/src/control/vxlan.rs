@@ -12,11 +12,12 @@ use serde_json::Value;
 
 use crate::card::Card;
 use crate::control::api::{
-    Event, EvictedInfo, Frame, Request, TunnelInfo, Vtep, VxlanAddInfo, VxlanDeliverInfo,
-    VxlanListInfo, VxlanMacInfo, VxlanSendInfo,
+    EvictedInfo, Request, TunnelInfo, VxlanAddInfo, VxlanDeliverInfo, VxlanListInfo, VxlanMacInfo,
+    VxlanSendInfo,
 };
 use crate::control::ops::{json, OpError, OpResult};
-use crate::switch::{Mac, Port, SwitchError, Vlan, MAX_VLAN};
+use crate::model::{Event, Frame, Mac, Vlan, Vtep, MAX_VLAN};
+use crate::switch::{Port, SwitchError};
 use crate::vxlan::table::Remote;
 use crate::vxlan::Vni;
 

@@ -176,9 +176,9 @@ pub(crate) fn check(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::Mac;
     use crate::offload::testing::ref_sum;
     use crate::offload::{HdrFlags, ETHERTYPE_IPV4, IPPROTO_TCP};
-    use crate::switch::Mac;
     use crate::test_utils::guest::{card, fn_stat, mac, qp_reg, rd, Vm};
 
     /// VNET_HDR | CSUM | GSO on a send queue; the same and MULTI_BUF on a

@@ -26,9 +26,9 @@ use super::table::Remote;
 use super::{BadVni, Vni};
 use crate::card::Card;
 use crate::clientlog::rate_limited;
-use crate::control::api::{PuntReason, Vtep, MAX_FRAME_BYTES};
 use crate::datapath::put_frame;
-use crate::switch::{Mac, Port};
+use crate::model::{Mac, PuntReason, Vtep, MAX_FRAME_BYTES};
+use crate::switch::Port;
 
 /// Ethertype of every message: IEEE 802 local experimental 1.
 pub const ETHERTYPE: u16 = 0x88b5;
@@ -452,7 +452,7 @@ impl Card {
 mod tests {
     use super::*;
     use crate::card::CardConfig;
-    use crate::control::api::Event;
+    use crate::model::Event;
     use crate::regs::{FnStat, Reg};
     use crate::test_utils::guest::{card, eth, fn_stat, mac, qp_reg, rd, wr, Vm};
     use crate::uplink::Uplink;

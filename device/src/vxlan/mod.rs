@@ -20,7 +20,7 @@ pub mod wire;
 
 use std::fmt;
 
-use crate::control::api::Vtep;
+use crate::model::Vtep;
 
 pub use exception::ExceptionCounters;
 pub use segment::Segments;

@@ -19,10 +19,10 @@ use super::table::{Check, Remote};
 use super::wire::{self, Decapsulated, Outer};
 use super::Vni;
 use crate::card::Card;
-use crate::control::api::{Event, Frame, PuntReason, Vtep};
 use crate::function::FunctionKind;
+use crate::model::{Event, Frame, Mac, PuntReason, Vtep};
 use crate::regs::FnStat;
-use crate::switch::{FrameInfo, Mac, Port};
+use crate::switch::{FrameInfo, Port};
 
 /// The destination MAC of the frame in `frame` (callers have parsed it).
 fn dst_mac(frame: &[u8]) -> Option<Mac> {

@@ -8,7 +8,8 @@ use std::collections::BTreeSet;
 use rustc_hash::FxHashMap;
 
 use super::Vni;
-use crate::switch::{Decision, DropReason, FrameInfo, Mac, Port};
+use crate::model::Mac;
+use crate::switch::{Decision, DropReason, FrameInfo, Port};
 
 /// Why a vNIC cannot join a segment or take an address there.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]

@@ -12,7 +12,7 @@ use rustc_hash::FxHashMap;
 use std::net::Ipv4Addr;
 
 use super::Vni;
-use crate::switch::Mac;
+use crate::model::Mac;
 
 /// A tunnel's number, `0..capacity`.
 pub type TunnelId = u32;

@@ -9,7 +9,7 @@
 use std::net::Ipv4Addr;
 use std::ops::Range;
 
-use crate::switch::Mac;
+use crate::model::Mac;
 
 /// UDP destination port of VxLAN (IANA).
 pub const VXLAN_PORT: u16 = 4789;
