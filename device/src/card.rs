@@ -5,17 +5,14 @@ use thiserror::Error;
 use std::time::Instant;
 
 use crate::capture::Capture;
-use crate::control::socket::ControlCounters;
+use crate::datapath::{self, CardParts, Datapath, DatapathCounters};
 use crate::doorbell::PagePolicy;
 use crate::function::{Function, FunctionKind, FunctionSpec, BARS, EXC_QP, VF_DEVICE_ID};
-use crate::model::{Event, DEFAULT_VXLAN_CAPACITY};
-use crate::offload::path::Request;
-use crate::offload::HDR_LEN;
+use crate::model::{ControlCounters, Event, DEFAULT_VXLAN_CAPACITY};
 use crate::pci::caps::SriovLayout;
-use crate::ring::{Ahead, MAX_FRAME};
 use crate::switch::{Port, Switch};
 use crate::uplink::Uplink;
-use crate::vxlan::Vxlan;
+use crate::vxlan::{Vni, Vxlan};
 
 /// Most VFs one card offers (MAC addresses and FUNC encode the VF number in
 /// one byte; 128 leaves room for the PF and growth).
@@ -105,70 +102,28 @@ impl CardConfig {
 /// Card-wide counters (`vnicctl stats`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct CardCounters {
-    /// Frames that entered the switch from send queues.
-    pub switched: u64,
-    /// Broadcast and multicast frames flooded.
-    pub flooded: u64,
-    /// Unknown unicast frames (towards the uplink).
-    pub unknown_unicast: u64,
-    /// Of the frames switched, those the fast path moved
-    /// (docs/datapath.md, "The fast path").
-    pub fast_path: u64,
+    /// The data path's: frames switched, flooded, ...
+    pub datapath: DatapathCounters,
     /// Control clients closed or refused by the card.
     pub control: ControlCounters,
 }
-
-/// Frames read from the uplink per turn of the event loop, so that a busy
-/// wire cannot starve the vfio-user clients; the loop comes back for the
-/// rest without blocking.
-pub const UPLINK_BUDGET: usize = 256;
 
 /// The functions of the card, PF first, and the switch between them.
 pub struct Card {
     config: CardConfig,
     pub(crate) functions: Vec<Function>,
     pub(crate) switch: Switch,
-    /// The frame being switched.
-    pub(crate) scratch: Vec<u8>,
-    /// The frame being delivered without its tag (port VLAN).
-    pub(crate) egress: Vec<u8>,
-    /// Whether the fast path (`crate::fastpath`) may take frames; tests
-    /// turn it off to compare it with the general path.
-    pub(crate) fast_path: bool,
-    /// Send descriptors read ahead for the queue being served.
-    pub(crate) tx_ahead: Ahead,
-    /// The offload header read with the frame in `scratch`.
-    pub(crate) tx_header: [u8; HDR_LEN],
-    /// What the frame in `scratch` asks of the card (a checksum,
-    /// segmentation), while it is being switched; None for other frames.
-    pub(crate) offload: Option<Request>,
-    /// Segments (or the checksummed frame) made for destinations that
-    /// cannot take the frame in `scratch` as it is, reused.
-    pub(crate) resolved: Vec<Vec<u8>>,
-    /// Where segmentation builds each segment.
-    pub(crate) segment_buf: Vec<u8>,
-    /// Functions waiting for TX tokens, and until when.
-    pub(crate) held: Vec<(usize, Instant)>,
     pub(crate) capture: Option<Capture>,
     pub(crate) counters: CardCounters,
     /// Events for control-socket subscribers, oldest first.
     pub(crate) events: Vec<Event>,
     /// SR-IOV NumVFs: VFs 0..num_vfs are enabled.
     pub(crate) num_vfs: u16,
-    /// Functions with send queues still to serve.
-    pub(crate) pending_tx: Vec<usize>,
-    /// Functions whose queue contexts changed in this turn.
-    pub(crate) touched: Vec<usize>,
     /// The physical port.
     pub(crate) uplink: Uplink,
-    /// Frames may still wait on the uplink (the last turn used its whole
-    /// budget).
-    pub(crate) uplink_more: bool,
     pub(crate) vxlan: Vxlan,
-    /// Functions whose doorbell page the card polls.
-    pub(crate) page_fns: Vec<usize>,
-    /// When the next poll of their pages is due.
-    pub(crate) page_due: Option<Instant>,
+    /// Switches the frames (crate::datapath).
+    pub(crate) datapath: Datapath,
     /// DMA mappings lost to truncation, process-wide, when the card last
     /// looked (crate::dma::guard::lost_total).
     dma_lost_seen: u64,
@@ -202,26 +157,13 @@ impl Card {
         Ok(Card {
             functions,
             switch,
-            scratch: Vec::with_capacity(MAX_FRAME),
-            egress: Vec::with_capacity(MAX_FRAME),
-            fast_path: true,
-            tx_ahead: Ahead::default(),
-            tx_header: [0; HDR_LEN],
-            offload: None,
-            resolved: Vec::new(),
-            segment_buf: Vec::new(),
-            held: Vec::new(),
             capture: None,
             counters: CardCounters::default(),
             events: Vec::new(),
             num_vfs: config.vfs,
-            pending_tx: Vec::new(),
-            touched: Vec::new(),
             uplink: Uplink::none(),
-            uplink_more: false,
             vxlan: Vxlan::new(config.vxlan_capacity as usize),
-            page_fns: Vec::new(),
-            page_due: None,
+            datapath: Datapath::default(),
             dma_lost_seen: crate::dma::guard::lost_total(),
             config,
         })
@@ -244,6 +186,99 @@ impl Card {
         for f in &mut self.functions {
             f.note_lost_dma();
         }
+    }
+
+    /// The card's parts the data path works on, lent to `datapath` for
+    /// one call.
+    pub(crate) fn with_datapath<R>(
+        &mut self,
+        run: impl FnOnce(&mut Datapath, CardParts) -> R,
+    ) -> R {
+        let parts = CardParts {
+            functions: &mut self.functions,
+            switch: &mut self.switch,
+            vxlan: &mut self.vxlan,
+            uplink: &mut self.uplink,
+            capture: &mut self.capture,
+            counters: &mut self.counters.datapath,
+            events: &mut self.events,
+        };
+        run(&mut self.datapath, parts)
+    }
+
+    /// Carries out what a function's client asked for in its last messages:
+    /// switch changes, then switching its waiting frames.
+    pub fn after_io(&mut self, f: usize) {
+        self.with_datapath(|d, parts| d.after_io(parts, f));
+    }
+
+    /// Carries out the switch changes function `f`'s guest asked for (or
+    /// its reset did), without switching frames.
+    pub(crate) fn apply_switch_ops(&mut self, f: usize) {
+        self.with_datapath(|d, parts| d.apply_switch_ops(parts, f));
+    }
+
+    /// Puts function `f` on the data path's list if its send doorbells
+    /// rang, unless its TX policy holds it back.
+    pub(crate) fn queue_tx(&mut self, f: usize) {
+        self.with_datapath(|d, parts| d.queue_tx(parts, f));
+    }
+
+    /// Polls the doorbell pages being watched (crate::doorbell).
+    pub fn poll_doorbells(&mut self, now: Instant) {
+        self.with_datapath(|d, parts| d.poll_doorbells(parts, now));
+    }
+
+    /// Whether frames are waiting for another turn.
+    pub fn busy(&self) -> bool {
+        self.datapath.busy()
+    }
+
+    /// Whether frames may still wait on the uplink.
+    pub fn uplink_pending(&self) -> bool {
+        self.datapath.uplink_pending()
+    }
+
+    /// Serves every function with rung send doorbells, once, within budget.
+    pub fn run_pending(&mut self) {
+        self.with_datapath(|d, parts| d.run_pending(parts));
+    }
+
+    /// Switches what waits on the uplink, within budget.
+    pub fn run_uplink(&mut self) {
+        self.with_datapath(|d, parts| d.run_uplink(parts));
+    }
+
+    /// The earliest moment a held-back interrupt is due, or a function
+    /// held by its TX policy may send again.
+    pub fn next_deadline(&self) -> Option<Instant> {
+        self.datapath.next_deadline(&self.functions)
+    }
+
+    /// Fires the interrupts whose moderation interval has passed and lets
+    /// functions whose TX tokens refilled send again.
+    pub fn run_timers(&mut self, now: Instant) {
+        self.with_datapath(|d, parts| d.run_timers(parts, now));
+    }
+
+    /// `vxlan-send`: a frame that missed, returned by the host.
+    pub fn vxlan_send(&mut self, vni: Vni, frame: &[u8]) -> bool {
+        self.with_datapath(|d, parts| d.vxlan_send(parts, vni, frame))
+    }
+
+    /// `vxlan-deliver`: a punted frame, returned by the host.
+    pub fn vxlan_deliver(&mut self, vni: Vni, frame: &[u8]) -> u32 {
+        self.with_datapath(|d, parts| d.vxlan_deliver(parts, vni, frame))
+    }
+
+    /// `uplink-send`: a frame the host built whole, out of the uplink.
+    pub fn uplink_send(&mut self, frame: &[u8]) {
+        self.with_datapath(|d, parts| d.uplink_send(parts, frame));
+    }
+
+    /// The PF's exception queue pair, if requests go to it now.
+    pub fn exception_port(&self) -> Option<Port> {
+        datapath::exception_port(&self.functions)
     }
 
     /// Events produced since the last call.
@@ -290,8 +325,7 @@ impl Card {
                 self.events.push(Event::ClientDisconnected { function });
             }
         }
-        self.pending_tx.retain(|&f| f != index);
-        self.held.retain(|&(f, _)| f != index);
+        self.datapath.forget(index);
         self.after_io(index);
     }
 

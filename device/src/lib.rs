@@ -17,7 +17,6 @@ pub mod control;
 pub mod datapath;
 pub mod dma;
 pub mod doorbell;
-mod fastpath;
 pub mod fault;
 pub mod function;
 #[cfg(test)]

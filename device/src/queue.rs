@@ -12,10 +12,11 @@ use bitfield_struct::bitfield;
 
 use crate::clientlog::{Cause, ClientLog};
 use crate::dma::DmaSpace;
-use crate::fastpath::Backoff;
 use crate::model::Mac;
 use crate::offload::HDR_LEN;
-use crate::ring::{self, Ahead, Desc, Features, QueueError, Ring, RxBytes, RxOutcome, TxFrame};
+use crate::ring::{
+    self, Ahead, Desc, Features, QueueError, Ring, RxBytes, RxOutcome, TxFrame, MAX_BURST,
+};
 use crate::state::{ctx_state, Bat, Context, ServiceType};
 
 /// Default interrupt moderation interval (QP_ITR reset value), µs.
@@ -979,6 +980,49 @@ impl QueuePair {
             d.fire = self.irq.event(now);
         }
         Ok(d)
+    }
+}
+
+/// When the fast path (`crate::datapath`) tries a send queue again after
+/// declining a frame: it sits out as many frames as it declined tries in
+/// a row (doubling, up to a burst), so traffic it never takes (to the
+/// uplink, floods) pays for a try about once per [`MAX_BURST`] frames
+/// rather than once per frame.
+/// Kept per queue pair: each turn of the event loop starts with a try
+/// (the receiver may have posted buffers since), without starting the
+/// doubling over.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Backoff {
+    /// Frames still to leave to the general path.
+    wait: usize,
+    /// The next wait after a decline.
+    next: usize,
+}
+
+impl Backoff {
+    /// A new turn: try at the next frame.
+    pub fn new_turn(&mut self) {
+        self.wait = 0;
+    }
+
+    /// Whether to try the fast path for the next frame.
+    pub fn due(&self) -> bool {
+        self.wait == 0
+    }
+
+    /// A try took `frames` frames (0: it declined the first).
+    pub fn tried(&mut self, frames: usize) {
+        if frames > 0 {
+            self.next = 0;
+        } else {
+            self.next = (self.next * 2).clamp(1, MAX_BURST);
+            self.wait = self.next;
+        }
+    }
+
+    /// The general path switched a frame.
+    pub fn general(&mut self) {
+        self.wait = self.wait.saturating_sub(1);
     }
 }
 

@@ -317,6 +317,11 @@ pub struct AdminCmd {
     pub vf: u16,
 }
 
+/// FEATURES: the queue offloads the card offers, all of them (VNET_HDR,
+/// CSUM, GSO, MULTI_BUF: bits 0-3 of a queue context's `features`,
+/// `crate::ring::Features`).
+pub const FEATURES_OFFERED: u16 = 0b1111;
+
 /// Function statistics: 64-bit read-only counters from this offset, in
 /// [`FnStat`] order.
 pub const FN_STATS_BASE: u64 = 0x100;
@@ -724,7 +729,7 @@ impl Bar0 {
             Reg::IrqCause => self.irq_cause.into_bits(),
             Reg::NumVfs => self.num_vfs,
             Reg::ExcQp => self.id.exc_qp,
-            Reg::Features => crate::ring::Features::OFFERED.into_bits().into(),
+            Reg::Features => FEATURES_OFFERED.into(),
             // The function answers from its doorbell slots
             // (crate::doorbell::DoorbellPage::register).
             Reg::DbPage => 0,

@@ -54,12 +54,9 @@ pub struct Features {
 }
 
 impl Features {
-    /// Everything the card offers: the FEATURES register.
-    pub const OFFERED: Features = Features::new()
-        .with_vnet_hdr(true)
-        .with_csum(true)
-        .with_gso(true)
-        .with_multi_buf(true);
+    /// Everything the card offers: the FEATURES register
+    /// ([`crate::regs::FEATURES_OFFERED`]).
+    pub const OFFERED: Features = Features::from_bits(crate::regs::FEATURES_OFFERED);
 
     /// Whether a queue may use these: known bits that follow the
     /// dependencies (CSUM needs VNET_HDR, GSO needs CSUM, a receive queue
@@ -807,6 +804,16 @@ mod tests {
         let base = drv.ring(size);
         let ring = Ring::new(drv.dma(), base, size, 0, 0).unwrap();
         (base, ring)
+    }
+
+    #[test]
+    fn the_features_register_offers_every_feature_bit() {
+        let all = Features::new()
+            .with_vnet_hdr(true)
+            .with_csum(true)
+            .with_gso(true)
+            .with_multi_buf(true);
+        assert_eq!(Features::OFFERED, all);
     }
 
     #[test]

@@ -19,11 +19,11 @@ use log::error;
 use crate::card::Card;
 use crate::control::api::{CardFile, CardSettings, FdbFile, FunctionFile, VnicFile};
 use crate::control::ops::{OpError, OpResult};
-use crate::control::vxlan::{usable_ip, usable_mac};
 use crate::model::{Direction, GuestAddr, Mac, Vlan, MAX_VLAN};
 use crate::rate::{self, Limiter};
 use crate::switch::{EntryKind, Port};
 use crate::vxlan::Vni;
+use crate::vxlan::{usable_ip, usable_mac};
 
 fn bad(msg: String) -> OpError {
     OpError::Config(msg)

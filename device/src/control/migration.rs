@@ -27,7 +27,7 @@ impl Card {
         for f in targets {
             let contexts_written = self.functions[f].quiesce();
             let name = self.functions[f].name().to_string();
-            self.pending_tx.retain(|&p| p != f);
+            self.datapath.unqueue(f);
             self.events.push(Event::Quiesced {
                 function: name.clone(),
             });

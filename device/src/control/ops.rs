@@ -94,6 +94,15 @@ impl OpError {
 
 pub type OpResult<T> = Result<T, OpError>;
 
+impl From<crate::vxlan::BadEntry> for OpError {
+    fn from(e: crate::vxlan::BadEntry) -> Self {
+        match e {
+            crate::vxlan::BadEntry::Mac(mac) => OpError::BadMac(mac),
+            ip @ crate::vxlan::BadEntry::Ip(_) => OpError::Vxlan(ip.to_string()),
+        }
+    }
+}
+
 pub(crate) fn json<T: serde::Serialize>(v: T) -> Value {
     serde_json::to_value(v).expect("API types serialise")
 }
@@ -435,8 +444,9 @@ impl Card {
         for q in old..count {
             self.add_port(f, q as u16)?;
         }
-        self.pending_tx
-            .retain(|&p| p != f || self.functions[f].any_kicked());
+        if !self.functions[f].any_kicked() {
+            self.datapath.unqueue(f);
+        }
         self.events.push(Event::VnicsChanged {
             function: self.name(f),
             count,
@@ -536,7 +546,7 @@ impl Card {
         }
         if direction == Direction::Tx && policy.is_none() {
             // Nothing holds the function back any more.
-            self.held.retain(|&(h, _)| h != f);
+            self.datapath.release(f);
             self.queue_tx(f);
         }
         info!("{}: {direction} rate policy {policy:?}", self.name(f));
@@ -593,7 +603,7 @@ impl Card {
             Fault::Remove {} if removed => return Err(OpError::Fault(name, FaultError::Removed)),
             Fault::Remove {} => {
                 self.functions[f].remove();
-                self.pending_tx.retain(|&p| p != f);
+                self.datapath.unqueue(f);
             }
             Fault::Reinsert {} if !removed => {
                 return Err(OpError::Fault(name, FaultError::NotRemoved))
@@ -620,10 +630,10 @@ impl Card {
     pub fn stats(&self, only: Option<usize>) -> StatsInfo {
         let c = self.counters;
         let card = [
-            ("frames_switched", c.switched),
-            ("flooded", c.flooded),
-            ("unknown_unicast", c.unknown_unicast),
-            ("fast_path", c.fast_path),
+            ("frames_switched", c.datapath.switched),
+            ("flooded", c.datapath.flooded),
+            ("unknown_unicast", c.datapath.unknown_unicast),
+            ("fast_path", c.datapath.fast_path),
             ("fdb_entries", self.switch.len() as u64),
             ("num_vfs", u64::from(self.num_vfs)),
             ("vxlan_macs", self.vxlan.tables.len() as u64),

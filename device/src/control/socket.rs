@@ -51,34 +51,6 @@ pub const CLIENT_TIMEOUT: Duration = Duration::from_secs(30);
 /// each), so a client that writes without pause cannot hold the loop.
 const READS_PER_TURN: usize = 16;
 
-/// Control clients the card closed or turned away, by reason (card-wide
-/// `stats`).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct ControlCounters {
-    /// Newcomers refused: every slot held by a subscriber or a client with
-    /// work in progress.
-    pub refused: u64,
-    /// Idle clients closed to make room for a newcomer.
-    pub displaced: u64,
-    /// Clients closed for completing no request within the timeout.
-    pub timed_out: u64,
-    /// Clients closed for not reading: answers or events waiting untaken
-    /// for the timeout, or more than [`MAX_PENDING_BYTES`] of events.
-    pub not_reading: u64,
-}
-
-impl ControlCounters {
-    /// Name and value of each, as `stats` shows them.
-    pub fn named(&self) -> [(&'static str, u64); 4] {
-        [
-            ("control_refused", self.refused),
-            ("control_displaced", self.displaced),
-            ("control_timed_out", self.timed_out),
-            ("control_not_reading", self.not_reading),
-        ]
-    }
-}
-
 /// One control client: its socket and its session.
 struct Client {
     stream: UnixStream,

@@ -5,8 +5,6 @@
 //! As everywhere in management, each operation checks everything first and
 //! only then changes the card.
 
-use std::net::Ipv4Addr;
-
 use log::info;
 use serde_json::Value;
 
@@ -18,11 +16,9 @@ use crate::control::api::{
 use crate::control::ops::{json, OpError, OpResult};
 use crate::model::{Event, Frame, Mac, Vlan, Vtep, MAX_VLAN};
 use crate::switch::{Port, SwitchError};
+use crate::vxlan::exception::MIN_FRAME;
 use crate::vxlan::table::Remote;
-use crate::vxlan::Vni;
-
-/// Shortest frame the host may hand the card: an Ethernet header.
-const MIN_FRAME: usize = 14;
+use crate::vxlan::{usable_ip, usable_mac, Vni};
 
 fn short_frame(frame: &Frame) -> OpResult<()> {
     if frame.0.len() < MIN_FRAME {
@@ -30,23 +26,6 @@ fn short_frame(frame: &Frame) -> OpResult<()> {
             "a frame of {} bytes is shorter than an Ethernet header ({MIN_FRAME})",
             frame.0.len()
         )));
-    }
-    Ok(())
-}
-
-/// An address a VTEP can have or send to: unicast, not 0.0.0.0.
-pub(crate) fn usable_ip(ip: Ipv4Addr) -> OpResult<()> {
-    if ip.is_unspecified() || ip.is_broadcast() || ip.is_multicast() {
-        return Err(OpError::Vxlan(format!(
-            "{ip} is not a unicast IPv4 address"
-        )));
-    }
-    Ok(())
-}
-
-pub(crate) fn usable_mac(mac: Mac) -> OpResult<()> {
-    if mac.is_multicast() || mac == Mac::default() {
-        return Err(OpError::BadMac(mac));
     }
     Ok(())
 }
@@ -299,19 +278,9 @@ impl Card {
     /// Installs (vni, mac) → `remote`; entries evicted to make room are
     /// counted, announced (`vxlan-evicted`) and listed in the answer.
     pub fn vxlan_add(&mut self, vni: Vni, mac: Mac, remote: Remote) -> OpResult<VxlanAddInfo> {
-        if mac == Mac::default() {
-            return Err(OpError::BadMac(mac));
-        }
-        usable_mac(remote.mac)?;
-        usable_ip(remote.ip)?;
-        let installed = self.vxlan.tables.install(vni, mac, remote);
+        let installed = self.vxlan.add(vni, mac, remote)?;
         let mut evicted = Vec::new();
         for e in installed.evicted {
-            self.vxlan.counters.evictions += 1;
-            info!(
-                "VxLAN VNI {} {} (tunnel {}) evicted",
-                e.vni, e.mac, e.tunnel
-            );
             self.events.push(Event::VxlanEvicted {
                 vni: e.vni.get(),
                 mac: e.mac,

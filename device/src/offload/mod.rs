@@ -1,8 +1,9 @@
 //! Checksum offload and TSO/GSO done in software: what the card must do
 //! for a frame a driver sent with offload requests when the frame goes
 //! somewhere that cannot take them (the uplink, or a receiving vNIC that
-//! did not negotiate offloads). Pure functions on byte slices; [`path`]
-//! is where the data path uses them (see docs/datapath.md, "Offloads").
+//! did not negotiate offloads). Pure functions on byte slices; [`request`]
+//! says what a sent frame's header asks of the card, and
+//! `crate::datapath` acts on it (see docs/datapath.md, "Offloads").
 //!
 //! The per-frame offload header is Linux's `struct virtio_net_hdr`
 //! (include/uapi/linux/virtio_net.h, virtio 1.0 little-endian layout), not
@@ -23,7 +24,7 @@ use thiserror::Error;
 
 use crate::checksum;
 
-pub mod path;
+pub mod request;
 
 /// Size of `struct virtio_net_hdr` (without `num_buffers`).
 pub const HDR_LEN: usize = 10;
@@ -31,12 +32,12 @@ pub const HDR_LEN: usize = 10;
 const ETH_LEN: usize = 14;
 const VLAN_TAG_LEN: usize = 4;
 const ETHERTYPE_VLAN: u16 = 0x8100;
-const ETHERTYPE_IPV4: u16 = 0x0800;
+pub(crate) const ETHERTYPE_IPV4: u16 = 0x0800;
 const ETHERTYPE_IPV6: u16 = 0x86dd;
 const IPV4_MIN_LEN: usize = 20;
 const IPV6_LEN: usize = 40;
 const TCP_MIN_LEN: usize = 20;
-const IPPROTO_TCP: u8 = 6;
+pub(crate) const IPPROTO_TCP: u8 = 6;
 /// More Fragments and the fragment offset: a fragment cannot be segmented.
 const FRAGMENT_MASK: u16 = 0x3fff;
 /// Where the checksum is in a TCP header: the only `csum_offset` a TSO
@@ -532,7 +533,7 @@ pub fn resolve(
     Ok(1)
 }
 
-/// Checks for the tests of this module and of [`path`].
+/// Checks for the tests of this module and of the data path's offloads.
 #[cfg(test)]
 pub(crate) mod testing {
     /// The ones'-complement sum of the pieces one after the other, folded

@@ -1,26 +1,29 @@
 //! VxLAN offload (docs/vxlan.md, SPEC section 5): the per-VF attribute, the
-//! VTEP, the VNI segments, the tables and the card's TX and RX paths for
-//! VxLAN VFs.
+//! VTEP, the VNI segments and the tables. Pure state and formats: what the
+//! card does with frames through them is the data path's
+//! (`crate::datapath`).
 //!
 //! - `wire`: the outer headers, built and parsed;
 //! - `table`: (VNI, MAC) → tunnel → remote, with usage counters and
 //!   eviction;
 //! - `segment`: the vNICs of VxLAN VFs, switched by (VNI, MAC) apart from
 //!   the VLAN switch;
-//! - `path`: what the card does with a VxLAN VF's frame and with a VxLAN
-//!   frame from the uplink;
-//! - `exception`: the PF's exception queue pair, where a PF driver serves
-//!   the card's requests (the messages, and the card's side of them).
+//! - `exception`: the messages of the PF's exception queue pair, where a
+//!   PF driver serves the card's requests.
 
 pub mod exception;
-pub mod path;
 pub mod segment;
 pub mod table;
 pub mod wire;
 
 use std::fmt;
+use std::net::Ipv4Addr;
 
-use crate::model::Vtep;
+use log::info;
+
+use crate::model::{Mac, Vtep};
+
+use table::{Installed, Remote};
 
 pub use exception::ExceptionCounters;
 pub use segment::Segments;
@@ -108,10 +111,6 @@ pub struct Vxlan {
     pub exception: ExceptionCounters,
     /// IPv4 identification of the next outer header.
     ident: u16,
-    /// The outer frame being built.
-    outer: Vec<u8>,
-    /// The request being written to the exception queue pair.
-    message: Vec<u8>,
 }
 
 impl Vxlan {
@@ -124,17 +123,78 @@ impl Vxlan {
             counters: VxlanCounters::default(),
             exception: ExceptionCounters::default(),
             ident: 0,
-            outer: Vec::new(),
-            message: Vec::new(),
         }
     }
 
     /// The next IPv4 identification (wraps).
-    fn next_ident(&mut self) -> u16 {
+    pub fn next_ident(&mut self) -> u16 {
         let id = self.ident;
         self.ident = self.ident.wrapping_add(1);
         id
     }
+
+    /// Whether function `f` is a VxLAN VF: its vNICs are in a VNI
+    /// segment, not in the VLAN switch (docs/vxlan.md). The one place the
+    /// card asks.
+    pub fn is_vxlan_vf(&self, f: usize) -> bool {
+        self.segments.vni_of(f).is_some()
+    }
+
+    /// Installs (vni, mac) → a tunnel to `remote` (`vxlan-add`, an `ADD`
+    /// message): the inner MAC must be set, the remote a unicast MAC and
+    /// IPv4 address. Entries evicted to make room are counted and logged,
+    /// and returned for the caller to announce.
+    pub fn add(&mut self, vni: Vni, mac: Mac, remote: Remote) -> Result<Installed, BadEntry> {
+        if mac == Mac::default() {
+            return Err(BadEntry::Mac(mac));
+        }
+        usable_mac(remote.mac)?;
+        usable_ip(remote.ip)?;
+        let installed = self.tables.install(vni, mac, remote);
+        for e in &installed.evicted {
+            self.counters.evictions += 1;
+            info!(
+                "VxLAN VNI {} {} (tunnel {}) evicted",
+                e.vni, e.mac, e.tunnel
+            );
+        }
+        Ok(installed)
+    }
+}
+
+/// Why a VxLAN entry or VTEP was refused.
+#[derive(Clone, Debug, thiserror::Error, PartialEq, Eq)]
+pub enum BadEntry {
+    #[error("{0} is not a usable unicast MAC address")]
+    Mac(Mac),
+    #[error("{0} is not a unicast IPv4 address")]
+    Ip(Ipv4Addr),
+}
+
+/// A MAC a tunnel or the VTEP may use: unicast and set.
+pub fn usable_mac(mac: Mac) -> Result<(), BadEntry> {
+    if mac.is_multicast() || mac == Mac::default() {
+        return Err(BadEntry::Mac(mac));
+    }
+    Ok(())
+}
+
+/// An IPv4 address a tunnel or the VTEP may use: unicast.
+pub fn usable_ip(ip: Ipv4Addr) -> Result<(), BadEntry> {
+    if ip.is_unspecified() || ip.is_broadcast() || ip.is_multicast() {
+        return Err(BadEntry::Ip(ip));
+    }
+    Ok(())
+}
+
+/// Why a frame the host returned (`vxlan-send`, a `SEND` message) did
+/// not leave.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NotSent {
+    /// No VTEP is set (`vxlan_no_vtep`).
+    NoVtep,
+    /// It missed again (`vxlan_send_misses`).
+    Miss,
 }
 
 #[cfg(test)]

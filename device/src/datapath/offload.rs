@@ -1,68 +1,39 @@
 //! Offloads on the card's data path (docs/datapath.md, "Offloads"): the
-//! header of a sent frame is checked against what its queue negotiated,
-//! and a frame that asks for a checksum or segmentation either reaches a
-//! receiver that takes it as it is, or is resolved in software first.
+//! header of a sent frame is checked against what its queue negotiated
+//! (`crate::offload::request`), and a frame that asks for a checksum or
+//! segmentation either reaches a receiver that takes it as it is, or is
+//! resolved in software first.
 
 use log::warn;
 
-use crate::card::Card;
+use super::{Frame, Switching};
 use crate::clientlog::rate_limited;
+use crate::offload::request::{check, takes, Refusal, Request};
+use crate::offload::resolve;
 use crate::regs::FnStat;
-use crate::ring::{Features, MAX_FRAME};
+use crate::ring::Features;
 use crate::switch::{Decision, Port};
 
-use super::{resolve, GsoType, OffloadError, VirtioNetHdr, HDR_LEN};
-
-/// Why the card refused a sent frame's offload header.
-#[derive(Debug, thiserror::Error)]
-pub(crate) enum Refusal {
-    #[error(transparent)]
-    Header(#[from] OffloadError),
-    #[error("checksum request on a send queue without CSUM")]
-    CsumNotNegotiated,
-    #[error("GSO request on a send queue without GSO")]
-    GsoNotNegotiated,
-    #[error("{0}-byte frame without GSO (at most {MAX_FRAME})")]
-    TooLong(usize),
-}
-
-/// What a sent frame's header asks of the card, once accepted.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) struct Request {
-    pub hdr: VirtioNetHdr,
-    pub gso: bool,
-}
-
-impl Request {
-    /// The request after an 802.1Q tag went in (`by` = 4) or out (-4).
-    pub fn moved(self, by: i16) -> Self {
-        Request {
-            hdr: self.hdr.moved(by),
-            ..self
-        }
-    }
-}
-
-impl Card {
-    /// Reads the offload header `header` of the `len`-byte frame in
-    /// `scratch`, sent by `from` on a send queue with `features`, into
-    /// [`Card::offload`] (None when it asks for nothing). A refused header
+impl Switching<'_> {
+    /// Reads the offload header that came with `frame` (`len` bytes), sent
+    /// by `from` on a send queue with `features`, into its
+    /// [`Frame::offload`] (None when it asks for nothing). A refused header
     /// is logged and counted (`OFFLOAD_DROPS`), and the frame is to be
     /// dropped: returns false.
-    pub(crate) fn take_offload(
+    pub(super) fn take_offload(
         &mut self,
         from: Port,
         features: Features,
-        header: &[u8; HDR_LEN],
+        frame: &mut Frame,
         len: usize,
     ) -> bool {
-        self.offload = None;
+        frame.offload = None;
         if !features.vnet_hdr() {
             return true;
         }
-        match check(features, header, len) {
+        match check(features, &frame.header, len) {
             Ok(request) => {
-                self.offload = request;
+                frame.offload = request;
                 true
             }
             Err(e) => {
@@ -74,7 +45,7 @@ impl Card {
 
     /// Whether vNIC `port`'s receive queue takes the frame with `request`
     /// as it is.
-    pub(crate) fn takes_offload(&self, port: Port, request: &Request) -> bool {
+    pub(super) fn takes_offload(&self, port: Port, request: &Request) -> bool {
         let Some(qp) = self
             .functions
             .get(port.function)
@@ -85,30 +56,32 @@ impl Card {
         takes(qp.rx.features(), request)
     }
 
-    /// Carries out `decision` for the frame in `scratch` after resolving
-    /// its offload `request` in software (segments, or a completed
-    /// checksum): for destinations that cannot take the frame as it is.
-    /// Returns whether the frame was dropped.
-    pub(crate) fn route_resolved(
+    /// Carries out `decision` for `frame` after resolving its offload
+    /// `request` in software (segments, or a completed checksum): for
+    /// destinations that cannot take the frame as it is. Each piece is
+    /// then routed as a frame of its own. Returns whether the frame was
+    /// dropped.
+    pub(super) fn route_resolved(
         &mut self,
         from: Port,
         decision: Decision,
         request: Request,
+        frame: &mut Frame,
         now: std::time::Instant,
     ) -> bool {
-        self.offload = None;
-        let mut frames = std::mem::take(&mut self.resolved);
+        frame.offload = None;
+        let mut pieces = std::mem::take(&mut frame.resolved);
         let mut n = 0;
         let result = resolve(
-            &mut self.scratch,
+            &mut frame.bytes,
             &request.hdr,
-            &mut self.segment_buf,
+            &mut frame.segment_buf,
             |piece| {
-                if frames.len() == n {
-                    frames.push(Vec::new());
+                if pieces.len() == n {
+                    pieces.push(Vec::new());
                 }
-                frames[n].clear();
-                frames[n].extend_from_slice(piece);
+                pieces[n].clear();
+                pieces[n].extend_from_slice(piece);
                 n += 1;
             },
         );
@@ -117,17 +90,17 @@ impl Card {
             Ok(count) if request.gso => counters.add(FnStat::SwSegments, count as u64),
             Ok(_) => counters.add(FnStat::SwCsum, 1),
             Err(e) => {
-                self.resolved = frames;
+                frame.resolved = pieces;
                 self.take_refusal(from, Refusal::Header(e));
                 return true;
             }
         }
-        for frame in frames.iter_mut().take(n) {
-            std::mem::swap(&mut self.scratch, frame);
-            self.route(from, decision.clone(), now);
-            std::mem::swap(&mut self.scratch, frame);
+        for piece in pieces.iter_mut().take(n) {
+            std::mem::swap(&mut frame.bytes, piece);
+            self.route(from, decision.clone(), frame, now);
+            std::mem::swap(&mut frame.bytes, piece);
         }
-        self.resolved = frames;
+        frame.resolved = pieces;
         false
     }
 
@@ -141,44 +114,13 @@ impl Card {
     }
 }
 
-/// Whether a receive queue with `features` takes a frame with `request`
-/// as it is (a checksum still to complete, a GSO frame unsegmented).
-pub(crate) fn takes(features: Features, request: &Request) -> bool {
-    (!request.hdr.flags.needs_csum() || features.csum()) && (!request.gso || features.gso())
-}
-
-/// Checks a sent frame's header against its queue's features: what it
-/// asks of the card (None: nothing), or why the card refuses it.
-pub(crate) fn check(
-    features: Features,
-    header: &[u8; HDR_LEN],
-    len: usize,
-) -> Result<Option<Request>, Refusal> {
-    // The header of most frames: no request, nothing to check but the
-    // length (what parsing it would find, without the parsing).
-    if *header == [0; HDR_LEN] && len <= MAX_FRAME {
-        return Ok(None);
-    }
-    let hdr = VirtioNetHdr::parse(header, len)?;
-    let gso = hdr.gso_type != GsoType::None;
-    if hdr.flags.needs_csum() && !features.csum() {
-        return Err(Refusal::CsumNotNegotiated);
-    }
-    if gso && !features.gso() {
-        return Err(Refusal::GsoNotNegotiated);
-    }
-    if !gso && len > MAX_FRAME {
-        return Err(Refusal::TooLong(len));
-    }
-    Ok(hdr.requests().then_some(Request { hdr, gso }))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::model::Mac;
     use crate::offload::testing::ref_sum;
-    use crate::offload::{HdrFlags, ETHERTYPE_IPV4, IPPROTO_TCP};
+    use crate::offload::{GsoType, HdrFlags, VirtioNetHdr, ETHERTYPE_IPV4, HDR_LEN, IPPROTO_TCP};
+    use crate::ring::MAX_FRAME;
     use crate::test_utils::guest::{card, fn_stat, mac, qp_reg, rd, Vm};
 
     /// VNET_HDR | CSUM | GSO on a send queue; the same and MULTI_BUF on a
@@ -394,7 +336,7 @@ mod tests {
     /// path; both paths leave the same.
     #[test]
     fn the_fast_path_passes_requests_the_receiver_takes_and_leaves_the_rest() {
-        use crate::fastpath::tests::{rearm, same_as_general_path};
+        use crate::datapath::fast::tests::{rearm, same_as_general_path};
         let moved = same_as_general_path(|c, a, b| {
             // A0 sends with every offload, A1 with the header only; B0
             // takes every offload, B1 the header only, A1 nothing.

@@ -4,8 +4,7 @@
 //! `vxlan-miss` request; a VxLAN frame from the uplink is decapsulated and
 //! delivered if the tables vouch for its source, or punted to the host.
 //!
-//! Everything here works on the card's `scratch` frame, as the rest of the
-//! data path does: the sender's frame on TX, the inner frame on RX.
+//! The frame is the sender's on TX and the inner frame on RX.
 //!
 //! Requests go to the PF's exception queue pair while its receive queue
 //! runs, else to control subscribers as events (`super::exception`).
@@ -14,47 +13,37 @@ use std::time::Instant;
 
 use log::debug;
 
-use super::exception::Header;
-use super::table::{Check, Remote};
-use super::wire::{self, Decapsulated, Outer};
-use super::Vni;
-use crate::card::Card;
+use super::{rx_running, Frame, Switching};
 use crate::function::FunctionKind;
-use crate::model::{Event, Frame, Mac, PuntReason, Vtep};
+use crate::model::{Event, Frame as HexFrame, Mac, PuntReason, Vtep};
 use crate::regs::FnStat;
 use crate::switch::{FrameInfo, Port};
+use crate::vxlan::exception::{self, Header};
+use crate::vxlan::table::{Check, Remote};
+use crate::vxlan::wire::{self, Decapsulated, Outer};
+use crate::vxlan::{NotSent, Vni};
 
 /// The destination MAC of the frame in `frame` (callers have parsed it).
 fn dst_mac(frame: &[u8]) -> Option<Mac> {
     FrameInfo::parse(frame).map(|i| i.dst)
 }
 
-/// Why a frame the host returned (`vxlan-send`, a `SEND` message) did
-/// not leave.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum NotSent {
-    /// No VTEP is set (`vxlan_no_vtep`).
-    NoVtep,
-    /// It missed again (`vxlan_send_misses`).
-    Miss,
-}
-
-impl Card {
-    /// Sends the frame in `scratch`, from vNIC `from` of a VF of segment
-    /// `vni`, to the VNI's remote side: encapsulated through the tunnel its
-    /// (VNI, destination MAC) entry names, or, on a miss, as a request to
-    /// the host.
-    pub(crate) fn vxlan_out(&mut self, from: Port, vni: Vni, now: Instant) {
+impl Switching<'_> {
+    /// Sends `frame`, from vNIC `from` of a VF of segment `vni`, to the
+    /// VNI's remote side: encapsulated through the tunnel its (VNI,
+    /// destination MAC) entry names, or, on a miss, as a request to the
+    /// host.
+    pub(super) fn vxlan_out(&mut self, from: Port, vni: Vni, frame: &mut Frame, now: Instant) {
         let Some(vtep) = self.vxlan.vtep else {
             self.vxlan.counters.no_vtep += 1;
             return;
         };
-        let Some(dst) = dst_mac(&self.scratch) else {
+        let Some(dst) = dst_mac(&frame.bytes) else {
             return;
         };
         match self.vxlan.tables.use_entry(vni, dst) {
             Some(remote) => {
-                self.send_encapsulated(vtep, vni, remote);
+                self.send_encapsulated(vtep, vni, remote, frame);
                 self.functions[from.function]
                     .lanes()
                     .counters
@@ -67,23 +56,23 @@ impl Card {
                 let vf = match self.functions[from.function].kind() {
                     FunctionKind::Vf(n) => n,
                     // Never: the PF's attribute is VLAN.
-                    FunctionKind::Pf => super::exception::NO_FUNCTION,
+                    FunctionKind::Pf => exception::NO_FUNCTION,
                 };
-                if self.request_to_pf(&Header::miss(vni, vf, from.qp, vtep), now) {
+                if self.request_to_pf(&Header::miss(vni, vf, from.qp, vtep), frame, now) {
                     return;
                 }
                 self.events.push(Event::VxlanMiss {
                     vni: vni.get(),
                     function,
                     vnic: from.qp,
-                    frame: Frame(self.scratch.clone()),
+                    frame: HexFrame(frame.bytes.clone()),
                 });
             }
         }
     }
 
-    /// Encapsulates `scratch` for `remote` and sends it out of the uplink.
-    fn send_encapsulated(&mut self, vtep: Vtep, vni: Vni, remote: Remote) {
+    /// Encapsulates `frame` for `remote` and sends it out of the uplink.
+    fn send_encapsulated(&mut self, vtep: Vtep, vni: Vni, remote: Remote, frame: &mut Frame) {
         let outer = Outer {
             dst_mac: remote.mac,
             src_mac: vtep.mac,
@@ -92,58 +81,32 @@ impl Card {
             ident: self.vxlan.next_ident(),
             vni: vni.get(),
         };
-        wire::encapsulate(&outer, &self.scratch, &mut self.vxlan.outer);
-        self.uplink.send(&self.vxlan.outer, self.capture.as_mut());
+        wire::encapsulate(&outer, &frame.bytes, &mut frame.outer);
+        self.uplink.send(&frame.outer, self.capture.as_mut());
         self.vxlan.counters.encapsulated += 1;
     }
 
-    /// `vxlan-send`: the host returns a frame that missed; the card looks
-    /// it up again. A second miss is dropped and counted, without a new
-    /// request. Returns whether the frame was sent.
-    pub fn vxlan_send(&mut self, vni: Vni, frame: &[u8]) -> bool {
-        self.scratch.clear();
-        self.scratch.extend_from_slice(frame);
-        let sent = self.send_returned(vni).is_ok();
-        self.finish_turn();
-        sent
-    }
-
-    /// A missed frame the host returned, in `scratch`, looked up again
-    /// and encapsulated (`vxlan-send`, a `SEND` message).
-    pub(crate) fn send_returned(&mut self, vni: Vni) -> Result<(), NotSent> {
+    /// A missed frame the host returned, looked up again and encapsulated
+    /// (`vxlan-send`, a `SEND` message).
+    pub(super) fn send_returned(&mut self, vni: Vni, frame: &mut Frame) -> Result<(), NotSent> {
         let Some(vtep) = self.vxlan.vtep else {
             self.vxlan.counters.no_vtep += 1;
             return Err(NotSent::NoVtep);
         };
-        let remote = dst_mac(&self.scratch).and_then(|dst| self.vxlan.tables.use_entry(vni, dst));
+        let remote = dst_mac(&frame.bytes).and_then(|dst| self.vxlan.tables.use_entry(vni, dst));
         let Some(remote) = remote else {
             self.vxlan.counters.send_misses += 1;
             return Err(NotSent::Miss);
         };
-        self.send_encapsulated(vtep, vni, remote);
+        self.send_encapsulated(vtep, vni, remote, frame);
         Ok(())
     }
 
-    /// `vxlan-deliver`: the host returns a punted (inner) frame, delivered
-    /// to the local vNICs of `vni`. Returns to how many.
-    pub fn vxlan_deliver(&mut self, vni: Vni, frame: &[u8]) -> u32 {
-        self.scratch.clear();
-        self.scratch.extend_from_slice(frame);
-        let n = self.deliver_in_segment(vni, Instant::now());
-        self.finish_turn();
-        n
-    }
-
-    /// `uplink-send`: a frame the host built whole, out of the uplink.
-    pub fn uplink_send(&mut self, frame: &[u8]) {
-        self.uplink.send(frame, self.capture.as_mut());
-        self.finish_turn();
-    }
-
-    /// A VxLAN frame for our VTEP arrived in `scratch` (`d` says where its
+    /// A VxLAN frame for our VTEP arrived in `frame` (`d` says where its
     /// parts are): delivered if the tables know its inner source at the
-    /// tunnel it came through, else punted to the host.
-    pub(crate) fn vxlan_in(&mut self, d: Decapsulated, now: Instant) {
+    /// tunnel it came through, else punted to the host. `frame` is left
+    /// holding the inner frame.
+    pub(super) fn vxlan_in(&mut self, d: Decapsulated, frame: &mut Frame, now: Instant) {
         let vni = match Vni::new(d.vni) {
             Ok(v) if self.vxlan.segments.has_vni(v) => v,
             _ => {
@@ -152,9 +115,9 @@ impl Card {
             }
         };
         let len = d.inner.len();
-        self.scratch.copy_within(d.inner, 0);
-        self.scratch.truncate(len);
-        let Some(info) = FrameInfo::parse(&self.scratch) else {
+        frame.bytes.copy_within(d.inner, 0);
+        frame.bytes.truncate(len);
+        let Some(info) = FrameInfo::parse(&frame.bytes) else {
             self.uplink.counters.rx_dropped += 1;
             return;
         };
@@ -165,7 +128,7 @@ impl Card {
         let reason = match self.vxlan.tables.check_source(vni, info.src, from) {
             Check::Known => {
                 self.vxlan.counters.decapsulated += 1;
-                self.deliver_in_segment(vni, now);
+                self.deliver_in_segment(vni, frame, now);
                 return;
             }
             Check::Unknown => PuntReason::Unknown,
@@ -176,7 +139,7 @@ impl Card {
             "VNI {vni} {} from {}: punted ({reason:?})",
             info.src, from.ip
         );
-        if self.request_to_pf(&Header::punt(vni, from, reason), now) {
+        if self.request_to_pf(&Header::punt(vni, from, reason), frame, now) {
             return;
         }
         self.events.push(Event::VxlanPunt {
@@ -184,24 +147,24 @@ impl Card {
             outer_src_ip: from.ip,
             outer_src_mac: from.mac,
             reason,
-            frame: Frame(self.scratch.clone()),
+            frame: HexFrame(frame.bytes.clone()),
         });
     }
 
-    /// Delivers the inner frame in `scratch` to the local vNICs of `vni`
-    /// by its destination MAC: all of them (whose receive queue runs) for
+    /// Delivers the inner frame `frame` to the local vNICs of `vni` by its
+    /// destination MAC: all of them (whose receive queue runs) for
     /// broadcast and multicast, the owner for unicast; unknown unicast is
     /// dropped and counted. Returns to how many vNICs it went.
-    pub(crate) fn deliver_in_segment(&mut self, vni: Vni, now: Instant) -> u32 {
-        let Some(dst) = dst_mac(&self.scratch) else {
+    pub(super) fn deliver_in_segment(&mut self, vni: Vni, frame: &mut Frame, now: Instant) -> u32 {
+        let Some(dst) = dst_mac(&frame.bytes) else {
             self.uplink.counters.rx_dropped += 1;
             return 0;
         };
         if dst.is_multicast() {
             let mut n = 0;
             for port in self.vxlan.segments.members(vni) {
-                if self.rx_running(port) {
-                    self.deliver(port, now);
+                if rx_running(self.functions, port) {
+                    self.deliver(port, frame, now);
                     n += 1;
                 }
             }
@@ -209,7 +172,7 @@ impl Card {
         }
         match self.vxlan.segments.lookup(vni, dst) {
             Some(port) => {
-                self.deliver(port, now);
+                self.deliver(port, frame, now);
                 1
             }
             None => {
@@ -226,6 +189,7 @@ mod tests {
 
     use super::*;
     use crate::capture::Scope;
+    use crate::card::Card;
     use crate::control::api::Request;
     use crate::test_utils::guest::{card, eth, fn_stat, mac, Vm};
     use crate::uplink::Uplink;
@@ -304,7 +268,7 @@ mod tests {
                 vni: VNI,
                 function: "vf0".into(),
                 vnic: 0,
-                frame: Frame(f.clone()),
+                frame: HexFrame(f.clone()),
             }]
         );
         assert_eq!(c.vxlan.counters.requests, 1);
@@ -438,7 +402,7 @@ mod tests {
                 outer_src_ip: PEER_IP,
                 outer_src_mac: PEER_MAC,
                 reason: PuntReason::Unknown,
-                frame: Frame(inner.clone()),
+                frame: HexFrame(inner.clone()),
             }]
         );
         // The host learns and returns the frame.

@@ -24,11 +24,10 @@
 
 use std::time::Instant;
 
-use crate::card::Card;
-use crate::datapath::Turn;
+use super::{Switching, Turn};
 use crate::dma::{DmaSpace, DmaWindow, GuestBytes};
 use crate::function::{Function, Lanes, MISC_VECTORS};
-use crate::offload::path::{check, takes, Request};
+use crate::offload::request::{check, takes, Request};
 use crate::offload::HDR_LEN;
 use crate::regs::FnStat;
 use crate::ring::{Desc, Features, Ring, RxStatus, Slots, MAX_BURST};
@@ -55,49 +54,7 @@ struct Moved {
     gso: u64,
 }
 
-/// When the fast path tries a send queue again after declining a frame:
-/// it sits out as many frames as it declined tries in a row (doubling, up
-/// to a burst), so traffic it never takes (to the uplink, floods) pays for
-/// a try about once per [`MAX_BURST`] frames rather than once per frame.
-/// Kept per queue pair: each turn of the event loop starts with a try
-/// (the receiver may have posted buffers since), without starting the
-/// doubling over.
-#[derive(Clone, Copy, Debug, Default)]
-pub(crate) struct Backoff {
-    /// Frames still to leave to the general path.
-    wait: usize,
-    /// The next wait after a decline.
-    next: usize,
-}
-
-impl Backoff {
-    /// A new turn: try at the next frame.
-    pub fn new_turn(&mut self) {
-        self.wait = 0;
-    }
-
-    /// Whether to try the fast path for the next frame.
-    pub fn due(&self) -> bool {
-        self.wait == 0
-    }
-
-    /// A try took `frames` frames (0: it declined the first).
-    pub fn tried(&mut self, frames: usize) {
-        if frames > 0 {
-            self.next = 0;
-        } else {
-            self.next = (self.next * 2).clamp(1, MAX_BURST);
-            self.wait = self.next;
-        }
-    }
-
-    /// The general path switched a frame.
-    pub fn general(&mut self) {
-        self.wait = self.wait.saturating_sub(1);
-    }
-}
-
-impl Card {
+impl Switching<'_> {
     /// Whether the fast path may take frames of the vNIC whose turn it is
     /// at all: nothing about the sender needs the general path (its link is
     /// up, no TX rate policy, no capture of its frames, no VxLAN segment,
@@ -135,7 +92,7 @@ impl Card {
     }
 
     /// Switches a burst of at most `budget` frames from the head of the
-    /// send queue whose turn it is (a sender [`Card::fast_sender`]
+    /// send queue whose turn it is (a sender [`Switching::fast_sender`]
     /// accepted), all to the destination of the first: as many as take
     /// the fast path, possibly none.
     pub(crate) fn fast_burst(&mut self, turn: &Turn, budget: usize, now: Instant) -> Burst {
@@ -190,7 +147,7 @@ impl Card {
     /// general path would.
     fn fast_copy(&mut self, src: usize, descs: &[Desc], plan: &Plan, now: Instant) -> Moved {
         let to = plan.to;
-        let Some((lanes, src_dma)) = lanes_and_source(&mut self.functions, to.function, src) else {
+        let Some((lanes, src_dma)) = lanes_and_source(self.functions, to.function, src) else {
             return Moved::default();
         };
         let (moved, fire) = copy_burst(src_dma, lanes, descs, plan, now);
@@ -459,9 +416,11 @@ fn copy_frame<const OFFLOAD: bool>(
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
+    use crate::card::Card;
     use crate::control::api::StatsInfo;
     use crate::function::FunctionStats;
     use crate::model::Mac;
+    use crate::queue::Backoff;
     use crate::test_utils::guest::{card, eth, fn_stat, mac, qp_reg, rd, wr, Vm, BUF, RING};
     use crate::test_utils::{FAKE_BASE, FAKE_SIZE};
 
@@ -509,14 +468,14 @@ pub(crate) mod tests {
     pub(crate) fn same_as_general_path(scenario: impl Fn(&mut Card, &mut Vm, &mut Vm)) -> u64 {
         let run = |fast: bool| {
             let mut c = card();
-            c.fast_path = fast;
+            c.datapath.set_fast_path(fast);
             let mut a = Vm::attach(&mut c, 1, 8);
             let mut b = Vm::attach(&mut c, 2, 8);
             for (f, q) in [(1, 0), (1, 1), (2, 0), (2, 1)] {
                 wr(&mut c, f, qp_reg(q, 0x1c), 0);
             }
             scenario(&mut c, &mut a, &mut b);
-            (outcome(&mut c, &[&a, &b]), c.counters.fast_path)
+            (outcome(&mut c, &[&a, &b]), c.counters.datapath.fast_path)
         };
         let ((fast, moved), (general, none)) = (run(true), run(false));
         assert_eq!(none, 0);
@@ -610,8 +569,8 @@ pub(crate) mod tests {
             .collect();
         a.send(&mut c, 0, &frames);
         assert_eq!(b.received(1), frames);
-        assert_eq!(c.counters.fast_path, 6);
-        assert_eq!(c.counters.switched, 6);
+        assert_eq!(c.counters.datapath.fast_path, 6);
+        assert_eq!(c.counters.datapath.switched, 6);
         let bytes: u64 = frames.iter().map(|f| f.len() as u64).sum();
         assert_eq!(fn_stat(&c, 1, FnStat::TxBytes), bytes);
         assert_eq!(fn_stat(&c, 2, FnStat::RxBytes), bytes);
@@ -631,8 +590,8 @@ pub(crate) mod tests {
         a.send(&mut c, 0, &frames);
         // Two frames fast, the broadcast flooded (into the third buffer),
         // one fast into the fourth, the rest wait in the packet buffer.
-        assert_eq!(c.counters.fast_path, 3);
-        assert_eq!(c.counters.flooded, 1);
+        assert_eq!(c.counters.datapath.fast_path, 3);
+        assert_eq!(c.counters.datapath.flooded, 1);
         assert_eq!(b.received(0), frames[..4]);
         assert_eq!(b.received(1), frames[2..3]);
         // New buffers: the packet buffer drains first, in order, and while
@@ -641,7 +600,7 @@ pub(crate) mod tests {
         a.send(&mut c, 0, &frames[..2]);
         let want = [&frames[..], &frames[..2]].concat();
         assert_eq!(b.received(0), want);
-        assert_eq!(c.counters.fast_path, 5);
+        assert_eq!(c.counters.datapath.fast_path, 5);
     }
 
     #[test]
@@ -657,7 +616,7 @@ pub(crate) mod tests {
         a.drv.put_tx(tx, t, 0xdead_0000, 100, true);
         wr(&mut c, 1, qp_reg(0, 0x10), u32::from(t + 1));
         assert_eq!(b.received(0).len(), 3);
-        assert_eq!(c.counters.fast_path, 3);
+        assert_eq!(c.counters.datapath.fast_path, 3);
         let status = rd(&mut c, 1, qp_reg(0, 0x0c));
         assert_eq!((status & 1, (status >> 8) & 0xff), (0, 2), "TX DMA error");
         assert_eq!(a.drv.status(tx, 3) >> 8, 2, "the descriptor is marked");
@@ -671,7 +630,7 @@ pub(crate) mod tests {
         let to_b1: Vec<Vec<u8>> = (0..9).map(|i| eth(b1, a1, None, 64 + i)).collect();
         a.send(&mut c, 1, &to_b1);
         assert_eq!(b.received(1), to_b1[..8]);
-        assert_eq!(c.counters.fast_path, 11);
+        assert_eq!(c.counters.datapath.fast_path, 11);
         let status = rd(&mut c, 2, qp_reg(1, 0x0c));
         assert_eq!(
             (status & 2, (status >> 16) & 0xff),

@@ -6,25 +6,341 @@
 //! doorbells: each send queue gets at most [`TX_BUDGET`] frames per turn so
 //! that one busy queue cannot hold up the protocol; the loop comes back for
 //! the rest without blocking.
+//!
+//! [`Datapath`] owns what the data path keeps between calls: the buffers of
+//! the frame being switched ([`Frame`]) and the turn lists (functions with
+//! send work, functions held by their TX policy, contexts to write back,
+//! doorbell pages to poll). It works on the card's functions, switch, VxLAN
+//! tables, uplink and capture, which the card lends it for each call
+//! ([`CardParts`]). Inside, the frame is an argument of every step that
+//! reads it, from the send queue to the receive queues or the uplink:
+//!
+//! - this module: the general path (one frame at a time, every rule), the
+//!   uplink's frames, timers and doorbell pages;
+//! - [`fast`]: bursts between two vNICs that need none of the general
+//!   path's rules;
+//! - [`offload`]: frames whose offload header asks for a checksum or
+//!   segmentation the receiver cannot do itself;
+//! - [`vxlan`]: frames of VxLAN VFs out through the tunnels, VxLAN frames
+//!   from the uplink in;
+//! - [`exception`]: the PF's exception queue pair, which carries the host's
+//!   side of VxLAN as messages.
+
+mod exception;
+mod fast;
+mod offload;
+mod vxlan;
 
 use std::time::Instant;
 
 use log::{debug, warn};
 
-use crate::card::{Card, UPLINK_BUDGET};
+use crate::capture::Capture;
 use crate::clientlog::Cause;
 use crate::fault::{self, FrameFault};
 use crate::function::{Function, SwitchOp, MISC_VECTORS};
 use crate::model::{Direction, Event, Mac};
+use crate::offload::request::Request;
 use crate::offload::HDR_LEN;
 use crate::queue::Arrival;
 use crate::regs::FnStat;
-use crate::switch::{strip_tag, Decision, DropReason, Port, Sender};
-use crate::uplink::Incoming;
-use crate::vxlan::wire;
+use crate::ring::{Ahead, MAX_FRAME};
+use crate::switch::{strip_tag, Decision, DropReason, Port, Sender, Switch};
+use crate::uplink::{Incoming, Uplink};
+use crate::vxlan::{wire, Vni, Vxlan};
 
 /// Frames one send queue may switch per turn of the event loop.
 pub const TX_BUDGET: usize = 256;
+
+/// Frames read from the uplink per turn of the event loop, so that a busy
+/// wire cannot starve the vfio-user clients; the loop comes back for the
+/// rest without blocking.
+pub const UPLINK_BUDGET: usize = 256;
+
+/// The data path's card-wide counters (`vnicctl stats`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DatapathCounters {
+    /// Frames that entered the switch from send queues.
+    pub switched: u64,
+    /// Broadcast and multicast frames flooded.
+    pub flooded: u64,
+    /// Unknown unicast frames (towards the uplink).
+    pub unknown_unicast: u64,
+    /// Of the frames switched, those the fast path moved
+    /// (docs/datapath.md, "The fast path").
+    pub fast_path: u64,
+}
+
+/// What the data path works on, lent by the card for one call: its
+/// functions (PF first), the switch, the VxLAN state, the uplink, the
+/// capture, the counters and the events for management.
+pub struct CardParts<'a> {
+    pub functions: &'a mut [Function],
+    pub switch: &'a mut Switch,
+    pub vxlan: &'a mut Vxlan,
+    pub uplink: &'a mut Uplink,
+    pub capture: &'a mut Option<Capture>,
+    pub counters: &'a mut DatapathCounters,
+    pub events: &'a mut Vec<Event>,
+}
+
+/// The frame being switched, and the buffers the data path reuses for it
+/// from frame to frame.
+#[derive(Default)]
+pub(crate) struct Frame {
+    /// Its bytes (Ethernet header first).
+    pub bytes: Vec<u8>,
+    /// The offload header read with it from its send queue.
+    pub header: [u8; HDR_LEN],
+    /// What its offload header asks of the card (a checksum,
+    /// segmentation), while it is being switched; None for other frames.
+    pub offload: Option<Request>,
+    /// It, without its tag, for a port with a port VLAN.
+    egress: Vec<u8>,
+    /// Segments (or it checksummed) for destinations that cannot take it
+    /// as it is.
+    resolved: Vec<Vec<u8>>,
+    /// Where segmentation builds each segment.
+    segment_buf: Vec<u8>,
+    /// It encapsulated, for the uplink (VxLAN).
+    outer: Vec<u8>,
+    /// A request to the PF's exception queue pair that carries it.
+    message: Vec<u8>,
+}
+
+impl Frame {
+    /// A frame of `bytes` (a host's, or one from the uplink) with nothing
+    /// asked of the card.
+    fn load(&mut self, bytes: &[u8]) {
+        self.bytes.clear();
+        self.bytes.extend_from_slice(bytes);
+        self.offload = None;
+    }
+}
+
+/// The data path's state between turns of the event loop.
+#[derive(Default)]
+struct Turns {
+    /// Functions with send queues still to serve.
+    pending_tx: Vec<usize>,
+    /// Functions whose queue contexts changed in this turn.
+    touched: Vec<usize>,
+    /// Functions waiting for TX tokens, and until when.
+    held: Vec<(usize, Instant)>,
+    /// Functions whose doorbell page the card polls.
+    page_fns: Vec<usize>,
+    /// When the next poll of their pages is due.
+    page_due: Option<Instant>,
+    /// Frames may still wait on the uplink (the last turn used its whole
+    /// budget).
+    uplink_more: bool,
+    /// Send descriptors read ahead for the queue being served.
+    ahead: Ahead,
+}
+
+impl Turns {
+    /// Whether function `f` waits for its TX policy's tokens.
+    fn is_held(&self, f: usize) -> bool {
+        self.held.iter().any(|&(h, _)| h == f)
+    }
+}
+
+/// The card's data path (see the module's documentation).
+pub struct Datapath {
+    frame: Frame,
+    turns: Turns,
+    /// Whether the fast path ([`fast`]) may take frames; tests turn it off
+    /// to compare it with the general path.
+    fast_path: bool,
+}
+
+impl Default for Datapath {
+    fn default() -> Self {
+        Datapath {
+            frame: Frame {
+                bytes: Vec::with_capacity(MAX_FRAME),
+                egress: Vec::with_capacity(MAX_FRAME),
+                ..Frame::default()
+            },
+            turns: Turns::default(),
+            fast_path: true,
+        }
+    }
+}
+
+impl Datapath {
+    /// Turns the fast path on or off (tests compare it with the general
+    /// path).
+    pub fn set_fast_path(&mut self, on: bool) {
+        self.fast_path = on;
+    }
+
+    /// A turn of switching on the card's `parts`.
+    fn switching<'a>(&'a mut self, parts: CardParts<'a>) -> (Switching<'a>, &'a mut Frame) {
+        let CardParts {
+            functions,
+            switch,
+            vxlan,
+            uplink,
+            capture,
+            counters,
+            events,
+        } = parts;
+        let run = Switching {
+            functions,
+            switch,
+            vxlan,
+            uplink,
+            capture,
+            counters,
+            events,
+            turns: &mut self.turns,
+            fast_path: self.fast_path,
+        };
+        (run, &mut self.frame)
+    }
+
+    /// Carries out what a function's client asked for in its last messages:
+    /// switch changes, then switching its waiting frames.
+    pub fn after_io(&mut self, parts: CardParts, f: usize) {
+        let (mut run, frame) = self.switching(parts);
+        run.apply_switch_ops(f);
+        run.watch_pages(f);
+        run.queue_tx(f);
+        run.run_pending(frame);
+    }
+
+    /// Carries out the switch changes function `f`'s guest asked for (or
+    /// its reset did), without switching frames.
+    pub fn apply_switch_ops(&mut self, parts: CardParts, f: usize) {
+        self.switching(parts).0.apply_switch_ops(f);
+    }
+
+    /// Puts function `f` on the list of functions to serve if its send
+    /// doorbells rang, unless its TX policy holds it back for now.
+    pub fn queue_tx(&mut self, parts: CardParts, f: usize) {
+        self.switching(parts).0.queue_tx(f);
+    }
+
+    /// Function `f` sends nothing more for now (quiesced, disabled, its
+    /// client gone): off the list of functions to serve, and no longer
+    /// held by its TX policy.
+    pub fn forget(&mut self, f: usize) {
+        self.turns.pending_tx.retain(|&p| p != f);
+        self.turns.held.retain(|&(h, _)| h != f);
+    }
+
+    /// Function `f` is off the list of functions to serve (quiesced,
+    /// removed, or left without kicked queues); it stays held by its TX
+    /// policy if it was.
+    pub fn unqueue(&mut self, f: usize) {
+        self.turns.pending_tx.retain(|&p| p != f);
+    }
+
+    /// Function `f`'s TX policy changed: it no longer waits for the old
+    /// one's tokens.
+    pub fn release(&mut self, f: usize) {
+        self.turns.held.retain(|&(h, _)| h != f);
+    }
+
+    /// Polls the doorbell pages being watched (crate::doorbell): on every
+    /// turn of the loop while any is, and at least every poll interval
+    /// (the loop's timer); never when none is, so an idle card sleeps.
+    pub fn poll_doorbells(&mut self, parts: CardParts, now: Instant) {
+        self.switching(parts).0.poll_doorbells(now);
+    }
+
+    /// Whether frames are waiting for another turn.
+    pub fn busy(&self) -> bool {
+        !self.turns.pending_tx.is_empty() || self.turns.uplink_more
+    }
+
+    /// Whether frames may still wait on the uplink.
+    pub fn uplink_pending(&self) -> bool {
+        self.turns.uplink_more
+    }
+
+    /// Serves every function with rung send doorbells, once, within budget.
+    pub fn run_pending(&mut self, parts: CardParts) {
+        let (mut run, frame) = self.switching(parts);
+        run.run_pending(frame);
+    }
+
+    /// Reads up to [`UPLINK_BUDGET`] frames from the uplink and switches
+    /// them; if the budget ran out, [`Datapath::busy`] says so and the
+    /// event loop comes back without blocking.
+    pub fn run_uplink(&mut self, parts: CardParts) {
+        let (mut run, frame) = self.switching(parts);
+        run.run_uplink(frame);
+    }
+
+    /// The earliest moment a held-back interrupt is due, or a function
+    /// held by its TX policy may send again.
+    pub fn next_deadline(&self, functions: &[Function]) -> Option<Instant> {
+        let irqs = functions
+            .iter()
+            .flat_map(|f| f.all_queue_pairs())
+            .filter_map(|qp| qp.irq.deadline);
+        let delayed = functions.iter().filter_map(|f| f.faults().deadline());
+        irqs.chain(delayed)
+            .chain(self.turns.held.iter().map(|&(_, t)| t))
+            .chain(self.turns.page_due)
+            .min()
+    }
+
+    /// Fires the interrupts whose moderation interval has passed and lets
+    /// functions whose TX tokens refilled send again.
+    pub fn run_timers(&mut self, parts: CardParts, now: Instant) {
+        self.switching(parts).0.run_timers(now);
+    }
+
+    /// `vxlan-send`: the host returns a frame that missed; the card looks
+    /// it up again. A second miss is dropped and counted, without a new
+    /// request. Returns whether the frame was sent.
+    pub fn vxlan_send(&mut self, parts: CardParts, vni: Vni, bytes: &[u8]) -> bool {
+        let (mut run, frame) = self.switching(parts);
+        frame.load(bytes);
+        let sent = run.send_returned(vni, frame).is_ok();
+        run.finish_turn();
+        sent
+    }
+
+    /// `vxlan-deliver`: the host returns a punted (inner) frame, delivered
+    /// to the local vNICs of `vni`. Returns to how many.
+    pub fn vxlan_deliver(&mut self, parts: CardParts, vni: Vni, bytes: &[u8]) -> u32 {
+        let (mut run, frame) = self.switching(parts);
+        frame.load(bytes);
+        let n = run.deliver_in_segment(vni, frame, Instant::now());
+        run.finish_turn();
+        n
+    }
+
+    /// `uplink-send`: a frame the host built whole, out of the uplink.
+    pub fn uplink_send(&mut self, parts: CardParts, bytes: &[u8]) {
+        let (mut run, _) = self.switching(parts);
+        run.uplink.send(bytes, run.capture.as_mut());
+        run.finish_turn();
+    }
+}
+
+/// The PF's exception queue pair, if requests go to it now: its receive
+/// queue runs (enabled, no error) and the PF's link is up.
+pub fn exception_port(functions: &[Function]) -> Option<Port> {
+    let qp = functions.first()?.exception_index()?;
+    let port = Port { function: 0, qp };
+    rx_running(functions, port).then_some(port)
+}
+
+/// Whether queue pair `port` (a vNIC, or the PF's exception queue
+/// pair) can receive now: its receive queue runs and its function's
+/// link is up.
+fn rx_running(functions: &[Function], port: Port) -> bool {
+    functions
+        .get(port.function)
+        .filter(|f| f.link_up() && !f.faults().removed())
+        .and_then(|f| f.all_queue_pairs().get(port.qp as usize))
+        .is_some_and(|qp| qp.rx.running())
+}
 
 /// What the card needs to know of a send queue for one turn, looked up
 /// once: nothing on the data path changes it meanwhile (switch and VxLAN
@@ -50,38 +366,41 @@ enum Step {
     Held,
 }
 
-impl Card {
-    /// Carries out what a function's client asked for in its last messages:
-    /// switch changes, then switching its waiting frames.
-    pub fn after_io(&mut self, f: usize) {
-        self.apply_switch_ops(f);
-        self.watch_pages(f);
-        self.queue_tx(f);
-        self.run_pending();
-    }
+/// A call of the data path at work: the card's parts it borrowed and its
+/// own turn state. The frame being switched is not here: every step that
+/// reads it takes it as an argument.
+struct Switching<'a> {
+    functions: &'a mut [Function],
+    switch: &'a mut Switch,
+    vxlan: &'a mut Vxlan,
+    uplink: &'a mut Uplink,
+    capture: &'a mut Option<Capture>,
+    counters: &'a mut DatapathCounters,
+    events: &'a mut Vec<Event>,
+    turns: &'a mut Turns,
+    fast_path: bool,
+}
 
+impl Switching<'_> {
     /// Starts polling function `f`'s doorbell page if a kick asked for it.
     fn watch_pages(&mut self, f: usize) {
         let Some(func) = self.functions.get(f) else {
             return;
         };
-        if func.doorbells_watched() && !self.page_fns.contains(&f) {
-            self.page_fns.push(f);
+        if func.doorbells_watched() && !self.turns.page_fns.contains(&f) {
+            self.turns.page_fns.push(f);
             let due = Instant::now() + func.doorbell_page().interval();
-            self.page_due = Some(self.page_due.map_or(due, |d| d.min(due)));
+            self.turns.page_due = Some(self.turns.page_due.map_or(due, |d| d.min(due)));
         }
     }
 
-    /// Polls the doorbell pages being watched (crate::doorbell): on every
-    /// turn of the loop while any is, and at least every poll interval
-    /// (the loop's timer); never when none is, so an idle card sleeps.
-    pub fn poll_doorbells(&mut self, now: Instant) {
-        if self.page_fns.is_empty() {
-            self.page_due = None;
+    fn poll_doorbells(&mut self, now: Instant) {
+        if self.turns.page_fns.is_empty() {
+            self.turns.page_due = None;
             return;
         }
         let mut interval = None;
-        for f in std::mem::take(&mut self.page_fns) {
+        for f in std::mem::take(&mut self.turns.page_fns) {
             let Some(func) = self.functions.get_mut(f) else {
                 continue;
             };
@@ -90,54 +409,36 @@ impl Card {
             self.apply_switch_ops(f);
             self.queue_tx(f);
             if watched {
-                self.page_fns.push(f);
+                self.turns.page_fns.push(f);
                 interval = interval.min(poll).or(poll);
             }
         }
-        self.page_due = interval.map(|i| now + i);
+        self.turns.page_due = interval.map(|i| now + i);
     }
 
-    /// Puts function `f` on the list of functions to serve if its send
-    /// doorbells rang, unless its TX policy holds it back for now.
-    pub(crate) fn queue_tx(&mut self, f: usize) {
+    fn queue_tx(&mut self, f: usize) {
         if self.functions.get(f).is_some_and(|func| func.any_kicked())
-            && !self.pending_tx.contains(&f)
-            && !self.is_held(f)
+            && !self.turns.pending_tx.contains(&f)
+            && !self.turns.is_held(f)
         {
-            self.pending_tx.push(f);
+            self.turns.pending_tx.push(f);
         }
     }
 
-    /// Whether function `f` waits for its TX policy's tokens.
-    fn is_held(&self, f: usize) -> bool {
-        self.held.iter().any(|&(h, _)| h == f)
-    }
-
-    /// Whether frames are waiting for another turn.
-    pub fn busy(&self) -> bool {
-        !self.pending_tx.is_empty() || self.uplink_more
-    }
-
-    /// Whether frames may still wait on the uplink.
-    pub fn uplink_pending(&self) -> bool {
-        self.uplink_more
-    }
-
-    /// Serves every function with rung send doorbells, once, within budget.
-    pub fn run_pending(&mut self) {
+    fn run_pending(&mut self, frame: &mut Frame) {
         let now = Instant::now();
-        for f in std::mem::take(&mut self.pending_tx) {
+        for f in std::mem::take(&mut self.turns.pending_tx) {
             if self.functions[f].faults().removed() {
                 // Surprise removal: the card takes nothing from its rings.
                 continue;
             }
             for q in self.tx_order(f) {
-                if !self.transmit(f, q, now) {
+                if !self.transmit(f, q, frame, now) {
                     break;
                 }
             }
-            if self.functions[f].any_kicked() && !self.is_held(f) {
-                self.pending_tx.push(f);
+            if self.functions[f].any_kicked() && !self.turns.is_held(f) {
+                self.turns.pending_tx.push(f);
             }
         }
         self.finish_turn();
@@ -145,11 +446,11 @@ impl Card {
 
     /// Ends a batch of frames: the capture's buffer goes to its file and
     /// the contexts that changed are written back, once.
-    pub(crate) fn finish_turn(&mut self) {
-        if let Some(c) = &mut self.capture {
+    fn finish_turn(&mut self) {
+        if let Some(c) = self.capture {
             c.flush();
         }
-        for f in std::mem::take(&mut self.touched) {
+        for f in std::mem::take(&mut self.turns.touched) {
             let lanes = self.functions[f].lanes();
             for qp in lanes.qps.iter_mut() {
                 qp.sync(lanes.dma);
@@ -157,9 +458,7 @@ impl Card {
         }
     }
 
-    /// Carries out the switch changes function `f`'s guest asked for (or
-    /// its reset did).
-    pub(crate) fn apply_switch_ops(&mut self, f: usize) {
+    fn apply_switch_ops(&mut self, f: usize) {
         let Some(func) = self.functions.get_mut(f) else {
             return;
         };
@@ -240,7 +539,7 @@ impl Card {
     /// `f`: bursts on the fast path where it takes them, the others one by
     /// one. Returns false if the function's TX policy ran out of tokens
     /// (the function is then held until they refill).
-    fn transmit(&mut self, f: usize, q: u16, now: Instant) -> bool {
+    fn transmit(&mut self, f: usize, q: u16, frame: &mut Frame, now: Instant) -> bool {
         let from = Port { function: f, qp: q };
         let turn = Turn {
             from,
@@ -249,7 +548,7 @@ impl Card {
             vxlan: self.vxlan.segments.vni_of(f).is_some(),
         };
         let fast = !turn.exception && self.fast_sender(&turn);
-        self.tx_ahead.clear();
+        self.turns.ahead.clear();
         let mut backoff = self.functions[f].lanes().qps[q as usize].fast_backoff;
         backoff.new_turn();
         let (mut fire, mut allowed, mut left) = (false, true, TX_BUDGET);
@@ -266,7 +565,7 @@ impl Card {
                     continue;
                 }
             }
-            match self.transmit_one(&turn, now) {
+            match self.transmit_one(&turn, frame, now) {
                 Step::Sent { fire: irq } => fire |= irq,
                 Step::Stop => break,
                 Step::Held => {
@@ -285,34 +584,34 @@ impl Card {
         allowed
     }
 
-    /// Switches the next frame of the send queue whose turn it is on the
-    /// general path.
-    fn transmit_one(&mut self, turn: &Turn, now: Instant) -> Step {
+    /// Takes the next frame of the send queue whose turn it is into
+    /// `frame` and switches it on the general path.
+    fn transmit_one(&mut self, turn: &Turn, frame: &mut Frame, now: Instant) -> Step {
         let (from, exception) = (turn.from, turn.exception);
         let (f, q) = (from.function, from.qp);
         let lanes = self.functions[f].lanes();
         if !exception {
             if let Some(until) = lanes.faults.completion_hold(lanes.name, now) {
-                self.held.push((f, until));
+                self.turns.held.push((f, until));
                 return Step::Held;
             }
         }
         if let Some(wait) = lanes.policy.tx_rate.as_mut().and_then(|l| l.wait(now)) {
             lanes.counters.add(FnStat::TxShaped, 1);
-            self.held.push((f, now + wait));
+            self.turns.held.push((f, now + wait));
             return Step::Held;
         }
         let link_up = lanes.link_up;
         let qp = &mut lanes.qps[q as usize];
         let features = qp.tx.features();
-        let frame = match qp.tx_next(
+        let sent = match qp.tx_next(
             lanes.name,
             lanes.dma,
-            &mut self.tx_header,
-            &mut self.scratch,
-            &mut self.tx_ahead,
+            &mut frame.header,
+            &mut frame.bytes,
+            &mut self.turns.ahead,
         ) {
-            Ok(Some(frame)) => frame,
+            Ok(Some(sent)) => sent,
             Ok(None) => {
                 qp.tx_kicked = false;
                 return Step::Stop;
@@ -334,24 +633,23 @@ impl Card {
             lanes.faults.frame(lanes.name, Direction::Tx)
         };
         if let Some(l) = lanes.policy.tx_rate.as_mut() {
-            l.take(frame.len);
+            l.take(sent.len);
         }
         if frame_fault == FrameFault::Corrupt {
-            fault::corrupt(&mut self.scratch);
+            fault::corrupt(&mut frame.bytes);
         }
-        let header = self.tx_header;
         let dropped = if frame_fault == FrameFault::Drop {
             // Lost on the wire: the sender sees a frame sent.
             false
         } else if link_up && exception {
-            self.exception_from_pf(from, now)
+            self.exception_from_pf(from, frame, now)
         } else if !link_up {
             lanes.counters.add(FnStat::LinkDrops, 1);
             true
-        } else if self.take_offload(from, features, &header, frame.len) {
-            let gso = self.offload.is_some_and(|r| r.gso);
-            let dropped = self.switch_frame(turn, now);
-            self.offload = None;
+        } else if self.take_offload(from, features, frame, sent.len) {
+            let gso = frame.offload.is_some_and(|r| r.gso);
+            let dropped = self.switch_frame(turn, frame, now);
+            frame.offload = None;
             if gso && !dropped {
                 self.functions[f].lanes().counters.add(FnStat::TxGso, 1);
             }
@@ -362,12 +660,12 @@ impl Card {
         let lanes = self.functions[f].lanes();
         let qp = &mut lanes.qps[q as usize];
         if !exception && lanes.faults.drop_completion(lanes.name) {
-            qp.tx_lost(frame);
+            qp.tx_lost(sent);
             lanes.counters.add(FnStat::TxPackets, 1);
-            lanes.counters.add(FnStat::TxBytes, frame.len as u64);
+            lanes.counters.add(FnStat::TxBytes, sent.len as u64);
             return Step::Sent { fire: false };
         }
-        let fire = match qp.tx_done(lanes.name, lanes.dma, frame, dropped, now) {
+        let fire = match qp.tx_done(lanes.name, lanes.dma, sent, dropped, now) {
             Ok(irq) => irq,
             Err(_) => {
                 lanes.counters.add(FnStat::QueueErrors, 1);
@@ -378,82 +676,79 @@ impl Card {
             lanes.counters.add(FnStat::TxDrops, 1);
         } else {
             lanes.counters.add(FnStat::TxPackets, 1);
-            lanes.counters.add(FnStat::TxBytes, frame.len as u64);
+            lanes.counters.add(FnStat::TxBytes, sent.len as u64);
         }
         Step::Sent { fire }
     }
 
-    /// Captures the frame in `scratch`, lets it into the switch (or the
-    /// VNI segment of a VxLAN VF) and carries out the forwarding decision.
-    /// Returns whether it was dropped.
-    fn switch_frame(&mut self, turn: &Turn, now: Instant) -> bool {
+    /// Captures `frame`, lets it into the switch (or the VNI segment of a
+    /// VxLAN VF) and carries out the forwarding decision. Returns whether
+    /// it was dropped.
+    fn switch_frame(&mut self, turn: &Turn, frame: &mut Frame, now: Instant) -> bool {
         let (from, sender) = (turn.from, &turn.sender);
         if let Some(c) = self.capture.as_mut().filter(|c| c.wants(from.function)) {
-            c.record(&self.scratch);
+            c.record(&frame.bytes);
         }
         self.counters.switched += 1;
         let decision = if turn.vxlan {
             self.vxlan
                 .segments
-                .forward(from, &self.scratch, sender.spoof_check)
+                .forward(from, &frame.bytes, sender.spoof_check)
         } else {
-            match self.switch.ingress_as(sender, &mut self.scratch) {
+            match self.switch.ingress_as(sender, &mut frame.bytes) {
                 Ok(()) => {
                     if sender.pvid != 0 {
                         // The port VLAN tag went in behind the addresses.
-                        self.offload = self.offload.map(|r| r.moved(4));
+                        frame.offload = frame.offload.map(|r| r.moved(4));
                     }
-                    self.switch.forward_as(sender, &self.scratch)
+                    self.switch.forward_as(sender, &frame.bytes)
                 }
                 Err(reason) => Decision::Drop(reason),
             }
         };
-        self.route(from, decision, now)
+        self.route(from, decision, frame, now)
     }
 
-    /// Sends the frame in `scratch` from vNIC `from` beyond the card:
-    /// through the VxLAN tables for a VxLAN VF, else out of the uplink as
-    /// it is (tagged with its VLAN, as switched).
-    fn beyond(&mut self, from: Port, now: Instant) {
+    /// Sends `frame` from vNIC `from` beyond the card: through the VxLAN
+    /// tables for a VxLAN VF, else out of the uplink as it is (tagged with
+    /// its VLAN, as switched).
+    fn beyond(&mut self, from: Port, frame: &mut Frame, now: Instant) {
         if let Some(vni) = self.vxlan.segments.vni_of(from.function) {
-            self.vxlan_out(from, vni, now);
+            self.vxlan_out(from, vni, frame, now);
             return;
         }
-        self.uplink.send(&self.scratch, self.capture.as_mut());
+        self.uplink.send(&frame.bytes, self.capture.as_mut());
         self.functions[from.function]
             .lanes()
             .counters
             .add(FnStat::ToUplink, 1);
     }
 
-    /// Carries out a forwarding decision for the frame in `scratch` sent by
-    /// vNIC `from`. Returns whether the frame was dropped.
-    pub(crate) fn route(&mut self, from: Port, decision: Decision, now: Instant) -> bool {
-        if let Some(request) = self.offload {
+    /// Carries out a forwarding decision for `frame`, sent by vNIC `from`.
+    /// Returns whether the frame was dropped.
+    fn route(&mut self, from: Port, decision: Decision, frame: &mut Frame, now: Instant) -> bool {
+        if let Some(request) = frame.offload {
             match decision {
                 Decision::Drop(_) => {}
                 Decision::Unicast(port) if self.takes_offload(port, &request) => {}
-                _ => return self.route_resolved(from, decision, request, now),
+                _ => return self.route_resolved(from, decision, request, frame, now),
             }
         }
         let f = from.function;
-        let counters = |card: &mut Card, stat| card.functions[f].lanes().counters.add(stat, 1);
         match decision {
             Decision::Drop(reason) => {
                 debug!("{}: frame dropped: {reason:?}", self.functions[f].name());
-                counters(
-                    self,
-                    match reason {
-                        DropReason::Spoofed => FnStat::SpoofDrops,
-                        DropReason::VlanNotJoined => FnStat::VlanDrops,
-                        DropReason::Malformed => FnStat::MalformedDrops,
-                        DropReason::Hairpin => FnStat::HairpinDrops,
-                    },
-                );
+                let stat = match reason {
+                    DropReason::Spoofed => FnStat::SpoofDrops,
+                    DropReason::VlanNotJoined => FnStat::VlanDrops,
+                    DropReason::Malformed => FnStat::MalformedDrops,
+                    DropReason::Hairpin => FnStat::HairpinDrops,
+                };
+                self.functions[f].lanes().counters.add(stat, 1);
                 true
             }
             Decision::Unicast(port) => {
-                self.deliver(port, now);
+                self.deliver(port, frame, now);
                 false
             }
             Decision::Flood(ports) => {
@@ -462,30 +757,30 @@ impl Card {
                 // not a drop.
                 self.counters.flooded += 1;
                 for port in ports {
-                    if self.rx_running(port) {
-                        self.deliver(port, now);
+                    if rx_running(self.functions, port) {
+                        self.deliver(port, frame, now);
                     }
                 }
-                self.beyond(from, now);
+                self.beyond(from, frame, now);
                 false
             }
             Decision::Uplink => {
                 self.counters.unknown_unicast += 1;
-                self.beyond(from, now);
+                self.beyond(from, frame, now);
                 false
             }
         }
     }
 
-    /// Reads up to [`UPLINK_BUDGET`] frames from the uplink and switches
-    /// them; if the budget ran out, [`Card::busy`] says so and the event
-    /// loop comes back without blocking.
-    pub fn run_uplink(&mut self) {
+    fn run_uplink(&mut self, frame: &mut Frame) {
         let now = Instant::now();
-        self.uplink_more = false;
+        self.turns.uplink_more = false;
         for n in 1..=UPLINK_BUDGET {
-            match self.uplink.recv(&mut self.scratch) {
-                Ok(Incoming::Frame) => self.switch_uplink_frame(now),
+            match self.uplink.recv(&mut frame.bytes) {
+                Ok(Incoming::Frame) => {
+                    frame.offload = None;
+                    self.switch_uplink_frame(frame, now);
+                }
                 Ok(Incoming::Skipped) => {}
                 Ok(Incoming::Empty) => break,
                 Err(e) => {
@@ -493,36 +788,36 @@ impl Card {
                     break;
                 }
             }
-            self.uplink_more = n == UPLINK_BUDGET;
+            self.turns.uplink_more = n == UPLINK_BUDGET;
         }
         self.finish_turn();
     }
 
-    /// A frame from the uplink, in `scratch`: VxLAN for our VTEP goes to
-    /// the VxLAN path; anything else is switched from the uplink port
-    /// (no spoof check; floods reach every vNIC of its VLAN; unknown
-    /// unicast is dropped, never sent back out).
-    fn switch_uplink_frame(&mut self, now: Instant) {
+    /// A frame from the uplink: VxLAN for our VTEP goes to the VxLAN path;
+    /// anything else is switched from the uplink port (no spoof check;
+    /// floods reach every vNIC of its VLAN; unknown unicast is dropped,
+    /// never sent back out).
+    fn switch_uplink_frame(&mut self, frame: &mut Frame, now: Instant) {
         if let Some(c) = self.capture.as_mut().filter(|c| c.wants_uplink_rx()) {
-            c.record(&self.scratch);
+            c.record(&frame.bytes);
         }
         let vxlan = self
             .vxlan
             .vtep
-            .and_then(|vtep| wire::decapsulate(&self.scratch, vtep.ip));
+            .and_then(|vtep| wire::decapsulate(&frame.bytes, vtep.ip));
         if let Some(d) = vxlan {
-            self.vxlan_in(d, now);
+            self.vxlan_in(d, frame, now);
             return;
         }
-        match self.switch.forward_from_uplink(&self.scratch) {
+        match self.switch.forward_from_uplink(&frame.bytes) {
             Decision::Unicast(port) => {
-                self.deliver(port, now);
+                self.deliver(port, frame, now);
             }
             Decision::Flood(ports) => {
                 self.counters.flooded += 1;
                 for port in ports {
-                    if self.rx_running(port) {
-                        self.deliver(port, now);
+                    if rx_running(self.functions, port) {
+                        self.deliver(port, frame, now);
                     }
                 }
             }
@@ -532,71 +827,43 @@ impl Card {
 
     /// Notes that function `f`'s contexts changed: written back at the end
     /// of the turn, once.
-    pub(crate) fn touch(&mut self, f: usize) {
-        if !self.touched.contains(&f) {
-            self.touched.push(f);
+    fn touch(&mut self, f: usize) {
+        if !self.turns.touched.contains(&f) {
+            self.turns.touched.push(f);
         }
     }
 
-    /// Whether queue pair `port` (a vNIC, or the PF's exception queue
-    /// pair) can receive now: its receive queue runs and its function's
-    /// link is up.
-    pub(crate) fn rx_running(&self, port: Port) -> bool {
-        self.functions
-            .get(port.function)
-            .filter(|f| f.link_up() && !f.faults().removed())
-            .and_then(|f| f.all_queue_pairs().get(port.qp as usize))
-            .is_some_and(|qp| qp.rx.running())
-    }
-
-    /// Copies the frame in `scratch` into the next receive buffer of `port`
-    /// (without its tag if the port has a port VLAN), if the port's link is
-    /// up and its function's RX policy lets it in. Returns whether the
-    /// receive queue took it (into a buffer or its packet buffer).
-    pub(crate) fn deliver(&mut self, port: Port, now: Instant) -> bool {
-        let mut offload = self.offload;
-        let frame = if self.switch.pvid(port) != 0 {
-            strip_tag(&self.scratch, &mut self.egress);
-            if self.egress.len() < self.scratch.len() {
+    /// Copies `frame` into the next receive buffer of `port` (without its
+    /// tag if the port has a port VLAN), if the port's link is up and its
+    /// function's RX policy lets it in. Returns whether the receive queue
+    /// took it (into a buffer or its packet buffer).
+    fn deliver(&mut self, port: Port, frame: &mut Frame, now: Instant) -> bool {
+        let mut offload = frame.offload;
+        let bytes = if self.switch.pvid(port) != 0 {
+            strip_tag(&frame.bytes, &mut frame.egress);
+            if frame.egress.len() < frame.bytes.len() {
                 offload = offload.map(|r| r.moved(-4));
             }
-            &self.egress
+            &frame.egress
         } else {
-            &self.scratch
+            &frame.bytes
         };
         let header = offload.map(|r| r.hdr.to_bytes());
         let Some(func) = self.functions.get_mut(port.function) else {
             return false;
         };
-        let taken = put_frame(func, port.qp, header.as_ref(), frame, now);
+        let taken = put_frame(func, port.qp, header.as_ref(), bytes, now);
         self.touch(port.function);
         taken
     }
 
-    /// The earliest moment a held-back interrupt is due, or a function
-    /// held by its TX policy may send again.
-    pub fn next_deadline(&self) -> Option<Instant> {
-        let irqs = self
-            .functions
-            .iter()
-            .flat_map(|f| f.all_queue_pairs())
-            .filter_map(|qp| qp.irq.deadline);
-        let delayed = self.functions.iter().filter_map(|f| f.faults().deadline());
-        irqs.chain(delayed)
-            .chain(self.held.iter().map(|&(_, t)| t))
-            .chain(self.page_due)
-            .min()
-    }
-
-    /// Fires the interrupts whose moderation interval has passed and lets
-    /// functions whose TX tokens refilled send again.
-    pub fn run_timers(&mut self, now: Instant) {
-        let (due, held): (Vec<_>, Vec<_>) = self.held.drain(..).partition(|&(_, t)| t <= now);
-        self.held = held;
+    fn run_timers(&mut self, now: Instant) {
+        let (due, held): (Vec<_>, Vec<_>) = self.turns.held.drain(..).partition(|&(_, t)| t <= now);
+        self.turns.held = held;
         for (f, _) in due {
             self.queue_tx(f);
         }
-        for func in &mut self.functions {
+        for func in self.functions.iter_mut() {
             func.send_delayed_irqs(now);
             let due: Vec<u16> = func
                 .lanes()
@@ -617,7 +884,7 @@ impl Card {
 /// (moderated) interrupt; `header` is its offload header, for a queue that
 /// takes offloads. Returns whether the queue took the frame (into a
 /// buffer or its packet buffer).
-pub(crate) fn put_frame(
+fn put_frame(
     func: &mut Function,
     q: u16,
     header: Option<&[u8; HDR_LEN]>,
@@ -687,6 +954,7 @@ pub(crate) fn put_frame(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::card::Card;
     use crate::dma::{DMA_READ, DMA_WRITE};
     use crate::model::Mac;
     use crate::regs::Reg;
