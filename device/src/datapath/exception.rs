@@ -13,7 +13,7 @@ use std::time::Instant;
 
 use log::{debug, warn};
 
-use super::{exception_port, put_frame, Frame, Switching};
+use super::{exception_port, Frame, Switching};
 use crate::clientlog::rate_limited;
 use crate::model::Event;
 use crate::switch::Port;
@@ -37,7 +37,7 @@ impl Switching<'_> {
         };
         let mac = self.functions[0].all_queue_pairs()[usize::from(port.qp)].mac;
         header.write(mac, mac, &frame.bytes, &mut frame.message);
-        let taken = put_frame(&mut self.functions[0], port.qp, None, &frame.message, now);
+        let taken = self.functions[0].receive(port.qp, None, &frame.message, now);
         self.touch(0);
         let c = &mut self.vxlan.exception;
         if taken {

@@ -26,10 +26,9 @@ use std::time::Instant;
 
 use super::{Switching, Turn};
 use crate::dma::{DmaSpace, DmaWindow, GuestBytes};
-use crate::function::{Function, Lanes, MISC_VECTORS};
+use crate::function::Function;
 use crate::offload::request::{check, takes, Request};
 use crate::offload::HDR_LEN;
-use crate::regs::FnStat;
 use crate::ring::{Desc, Features, Ring, RxStatus, Slots, MAX_BURST};
 use crate::switch::{Decision, FrameInfo, Port, DECISION_BYTES};
 
@@ -147,13 +146,21 @@ impl Switching<'_> {
     /// general path would.
     fn fast_copy(&mut self, src: usize, descs: &[Desc], plan: &Plan, now: Instant) -> Moved {
         let to = plan.to;
-        let Some((lanes, src_dma)) = lanes_and_source(self.functions, to.function, src) else {
-            return Moved::default();
+        let moved = if to.function == src {
+            self.functions.get_mut(src).and_then(|f| {
+                f.fast_receive(to.qp, now, |dst, slots, ring| {
+                    copy_burst(dst, dst, slots, ring, descs, plan)
+                })
+            })
+        } else {
+            receiver_and_sender(self.functions, to.function, src).and_then(|(dst, sender)| {
+                let src_dma = sender.dma();
+                dst.fast_receive(to.qp, now, |dst, slots, ring| {
+                    copy_burst(src_dma, dst, slots, ring, descs, plan)
+                })
+            })
         };
-        let (moved, fire) = copy_burst(src_dma, lanes, descs, plan, now);
-        if fire {
-            self.functions[to.function].raise_irq(MISC_VECTORS + u32::from(to.qp));
-        }
+        let moved = moved.unwrap_or_default();
         if moved.frames > 0 {
             self.touch(to.function);
         }
@@ -167,28 +174,18 @@ impl Switching<'_> {
         let frames = done.len();
         self.counters.switched += frames as u64;
         self.counters.fast_path += frames as u64;
-        let lanes = self.functions[from.function].lanes();
-        let qp = &mut lanes.qps[usize::from(from.qp)];
-        match qp.tx_burst_done(lanes.name, lanes.dma, done, moved.bytes, now) {
-            Ok(fire) => {
-                lanes.counters.add(FnStat::TxPackets, frames as u64);
-                lanes.counters.add(FnStat::TxBytes, moved.bytes);
-                lanes.counters.add(FnStat::TxGso, moved.gso);
-                Burst {
-                    frames,
-                    fire,
-                    failed: false,
-                }
-            }
-            Err(_) => {
-                qp.tx_kicked = false;
-                lanes.counters.add(FnStat::QueueErrors, 1);
-                Burst {
-                    frames,
-                    fire: false,
-                    failed: true,
-                }
-            }
+        let func = &mut self.functions[from.function];
+        match func.tx_burst_complete(from.qp, done, moved.bytes, moved.gso, now) {
+            Some(fire) => Burst {
+                frames,
+                fire,
+                failed: false,
+            },
+            None => Burst {
+                frames,
+                fire: false,
+                failed: true,
+            },
         }
     }
 }
@@ -274,53 +271,38 @@ fn frame_head(frame: &GuestBytes) -> ([u8; DECISION_BYTES], usize) {
     (head, n)
 }
 
-/// The lanes of function `dst`, to deliver into, and the guest memory of
-/// function `src`, to copy from: borrowed together, whether they are one
-/// function (a frame between two vNICs of a VF) or two.
-fn lanes_and_source(
+/// Function `dst`, to deliver into, and function `src`, to copy from
+/// (two different functions), borrowed together.
+fn receiver_and_sender(
     functions: &mut [Function],
     dst: usize,
     src: usize,
-) -> Option<(Lanes<'_>, &DmaSpace)> {
-    if dst == src {
-        let lanes = functions.get_mut(dst)?.lanes();
-        let dma = lanes.dma;
-        return Some((lanes, dma));
-    }
+) -> Option<(&mut Function, &Function)> {
     let split = dst.max(src);
-    if split >= functions.len() {
+    if dst == src || split >= functions.len() {
         return None;
     }
     let (low, high) = functions.split_at_mut(split);
-    let (d, s) = if dst < src {
+    Some(if dst < src {
         (&mut low[dst], &high[0])
     } else {
         (&mut high[0], &low[src])
-    };
-    Some((d.lanes(), s.dma()))
+    })
 }
 
-/// Copies the frames of `descs` from `src` into the receive queue of
-/// `plan` (in `dst`), one posted buffer each, from the first while each
-/// takes the fast path ([`copy_frame`]), and counts them as delivered.
-/// Returns what it moved and whether to fire the queue pair's vector.
+/// Copies the frames of `descs` from `src` into the posted buffers of the
+/// receive ring `ring` (memory `dst`, through `slots`), one buffer each,
+/// from the first while each takes the fast path ([`copy_frame`]).
+/// Returns what it moved, with its frames and bytes (for the receiving
+/// function's completion and counters).
 fn copy_burst(
     src: &DmaSpace,
-    dst: Lanes,
+    dst: &DmaSpace,
+    slots: &Slots,
+    ring: &mut Ring,
     descs: &[Desc],
     plan: &Plan,
-    now: Instant,
-) -> (Moved, bool) {
-    let none = (Moved::default(), false);
-    let Some(qp) = dst.qps.get_mut(usize::from(plan.to.qp)) else {
-        return none;
-    };
-    let Some((mut ring, _)) = qp.fast_rx() else {
-        return none;
-    };
-    let Some(slots) = ring.slots(dst.dma) else {
-        return none;
-    };
+) -> (Moved, usize, u64) {
     let mut posted = [Desc::default(); MAX_BURST];
     let k = slots.read_pending(&mut posted[..descs.len()]);
     let pairs = descs.iter().zip(&posted[..k]);
@@ -328,14 +310,11 @@ fn copy_burst(
     // Queues with offload headers in their own loop: the header work left
     // in the loop of plain frames cost them 15-25 % (measured).
     let moved = if plan.tx.vnet_hdr() || plan.rx.vnet_hdr() {
-        copy_frames::<true>(&mut src, dst.dma, &slots, &mut ring, pairs, plan)
+        copy_frames::<true>(&mut src, dst, slots, ring, pairs, plan)
     } else {
-        copy_frames::<false>(&mut src, dst.dma, &slots, &mut ring, pairs, plan)
+        copy_frames::<false>(&mut src, dst, slots, ring, pairs, plan)
     };
-    let fire = qp.rx_burst_done(ring.head, moved.frames, moved.bytes, now);
-    dst.counters.add(FnStat::RxPackets, moved.frames as u64);
-    dst.counters.add(FnStat::RxBytes, moved.bytes);
-    (moved, fire)
+    (moved, moved.frames, moved.bytes)
 }
 
 /// Copies the frames of the send and receive descriptor pairs `pairs`
@@ -415,12 +394,12 @@ fn copy_frame<const OFFLOAD: bool>(
 
 #[cfg(test)]
 pub(crate) mod tests {
-    use super::*;
     use crate::card::Card;
     use crate::control::api::StatsInfo;
     use crate::function::FunctionStats;
     use crate::model::Mac;
     use crate::queue::Backoff;
+    use crate::regs::FnStat;
     use crate::test_utils::guest::{card, eth, fn_stat, mac, qp_reg, rd, wr, Vm, BUF, RING};
     use crate::test_utils::{FAKE_BASE, FAKE_SIZE};
 

@@ -37,12 +37,11 @@ use log::{debug, warn};
 
 use crate::capture::Capture;
 use crate::clientlog::Cause;
-use crate::fault::{self, FrameFault};
+use crate::fault::FrameFault;
 use crate::function::{Function, SwitchOp, MISC_VECTORS};
-use crate::model::{Direction, Event, Mac};
+use crate::model::{Event, Mac};
 use crate::offload::request::Request;
 use crate::offload::HDR_LEN;
-use crate::queue::Arrival;
 use crate::regs::FnStat;
 use crate::ring::{Ahead, MAX_FRAME};
 use crate::switch::{strip_tag, Decision, DropReason, Port, Sender, Switch};
@@ -451,10 +450,7 @@ impl Switching<'_> {
             c.flush();
         }
         for f in std::mem::take(&mut self.turns.touched) {
-            let lanes = self.functions[f].lanes();
-            for qp in lanes.qps.iter_mut() {
-                qp.sync(lanes.dma);
-            }
+            self.functions[f].sync_contexts();
         }
     }
 
@@ -549,7 +545,7 @@ impl Switching<'_> {
         };
         let fast = !turn.exception && self.fast_sender(&turn);
         self.turns.ahead.clear();
-        let mut backoff = self.functions[f].lanes().qps[q as usize].fast_backoff;
+        let mut backoff = self.functions[f].fast_backoff(q);
         backoff.new_turn();
         let (mut fire, mut allowed, mut left) = (false, true, TX_BUDGET);
         while left > 0 {
@@ -576,7 +572,7 @@ impl Switching<'_> {
             backoff.general();
             left -= 1;
         }
-        self.functions[f].lanes().qps[q as usize].fast_backoff = backoff;
+        self.functions[f].set_fast_backoff(q, backoff);
         self.touch(f);
         if fire {
             self.functions[f].raise_irq(MISC_VECTORS + q as u32);
@@ -589,96 +585,45 @@ impl Switching<'_> {
     fn transmit_one(&mut self, turn: &Turn, frame: &mut Frame, now: Instant) -> Step {
         let (from, exception) = (turn.from, turn.exception);
         let (f, q) = (from.function, from.qp);
-        let lanes = self.functions[f].lanes();
-        if !exception {
-            if let Some(until) = lanes.faults.completion_hold(lanes.name, now) {
-                self.turns.held.push((f, until));
-                return Step::Held;
-            }
-        }
-        if let Some(wait) = lanes.policy.tx_rate.as_mut().and_then(|l| l.wait(now)) {
-            lanes.counters.add(FnStat::TxShaped, 1);
-            self.turns.held.push((f, now + wait));
+        let func = &mut self.functions[f];
+        if let Some(until) = func.tx_wait(exception, now) {
+            self.turns.held.push((f, until));
             return Step::Held;
         }
-        let link_up = lanes.link_up;
-        let qp = &mut lanes.qps[q as usize];
-        let features = qp.tx.features();
-        let sent = match qp.tx_next(
-            lanes.name,
-            lanes.dma,
+        let link_up = func.link_up();
+        let Some(taken) = func.tx_take(
+            q,
+            exception,
             &mut frame.header,
             &mut frame.bytes,
             &mut self.turns.ahead,
-        ) {
-            Ok(Some(sent)) => sent,
-            Ok(None) => {
-                qp.tx_kicked = false;
-                return Step::Stop;
-            }
-            Err(_) => {
-                qp.tx_kicked = false;
-                lanes.counters.add(FnStat::QueueErrors, 1);
-                return Step::Stop;
-            }
-        };
-        if !exception && lanes.faults.fail_dma(lanes.name, Direction::Tx) {
-            qp.fail_injected(lanes.name, lanes.dma, true);
-            lanes.counters.add(FnStat::QueueErrors, 1);
+        ) else {
             return Step::Stop;
-        }
-        let frame_fault = if exception {
-            FrameFault::Pass
-        } else {
-            lanes.faults.frame(lanes.name, Direction::Tx)
         };
-        if let Some(l) = lanes.policy.tx_rate.as_mut() {
-            l.take(sent.len);
-        }
-        if frame_fault == FrameFault::Corrupt {
-            fault::corrupt(&mut frame.bytes);
-        }
-        let dropped = if frame_fault == FrameFault::Drop {
+        let len = taken.sent.len;
+        let dropped = if taken.fault == FrameFault::Drop {
             // Lost on the wire: the sender sees a frame sent.
             false
         } else if link_up && exception {
             self.exception_from_pf(from, frame, now)
         } else if !link_up {
-            lanes.counters.add(FnStat::LinkDrops, 1);
+            self.functions[f].count(FnStat::LinkDrops, 1);
             true
-        } else if self.take_offload(from, features, frame, sent.len) {
+        } else if self.take_offload(from, taken.features, frame, len) {
             let gso = frame.offload.is_some_and(|r| r.gso);
             let dropped = self.switch_frame(turn, frame, now);
             frame.offload = None;
             if gso && !dropped {
-                self.functions[f].lanes().counters.add(FnStat::TxGso, 1);
+                self.functions[f].count(FnStat::TxGso, 1);
             }
             dropped
         } else {
             true
         };
-        let lanes = self.functions[f].lanes();
-        let qp = &mut lanes.qps[q as usize];
-        if !exception && lanes.faults.drop_completion(lanes.name) {
-            qp.tx_lost(sent);
-            lanes.counters.add(FnStat::TxPackets, 1);
-            lanes.counters.add(FnStat::TxBytes, sent.len as u64);
-            return Step::Sent { fire: false };
+        match self.functions[f].tx_complete(q, exception, taken.sent, dropped, now) {
+            Some(fire) => Step::Sent { fire },
+            None => Step::Stop,
         }
-        let fire = match qp.tx_done(lanes.name, lanes.dma, sent, dropped, now) {
-            Ok(irq) => irq,
-            Err(_) => {
-                lanes.counters.add(FnStat::QueueErrors, 1);
-                return Step::Stop;
-            }
-        };
-        if dropped {
-            lanes.counters.add(FnStat::TxDrops, 1);
-        } else {
-            lanes.counters.add(FnStat::TxPackets, 1);
-            lanes.counters.add(FnStat::TxBytes, sent.len as u64);
-        }
-        Step::Sent { fire }
     }
 
     /// Captures `frame`, lets it into the switch (or the VNI segment of a
@@ -718,10 +663,7 @@ impl Switching<'_> {
             return;
         }
         self.uplink.send(&frame.bytes, self.capture.as_mut());
-        self.functions[from.function]
-            .lanes()
-            .counters
-            .add(FnStat::ToUplink, 1);
+        self.functions[from.function].count(FnStat::ToUplink, 1);
     }
 
     /// Carries out a forwarding decision for `frame`, sent by vNIC `from`.
@@ -744,7 +686,7 @@ impl Switching<'_> {
                     DropReason::Malformed => FnStat::MalformedDrops,
                     DropReason::Hairpin => FnStat::HairpinDrops,
                 };
-                self.functions[f].lanes().counters.add(stat, 1);
+                self.functions[f].count(stat, 1);
                 true
             }
             Decision::Unicast(port) => {
@@ -852,7 +794,7 @@ impl Switching<'_> {
         let Some(func) = self.functions.get_mut(port.function) else {
             return false;
         };
-        let taken = put_frame(func, port.qp, header.as_ref(), bytes, now);
+        let taken = func.receive(port.qp, header.as_ref(), bytes, now);
         self.touch(port.function);
         taken
     }
@@ -864,91 +806,9 @@ impl Switching<'_> {
             self.queue_tx(f);
         }
         for func in self.functions.iter_mut() {
-            func.send_delayed_irqs(now);
-            let due: Vec<u16> = func
-                .lanes()
-                .qps
-                .iter_mut()
-                .filter(|qp| qp.irq.deadline.is_some_and(|d| d <= now))
-                .filter_map(|qp| qp.irq.poll(now).then_some(qp.index))
-                .collect();
-            for q in due {
-                func.raise_irq(MISC_VECTORS + q as u32);
-            }
+            func.run_timers(now);
         }
     }
-}
-
-/// Offers `frame` to receive queue `q` of `func`, if the function's link
-/// is up and its RX policy lets it in, with counters and the queue pair's
-/// (moderated) interrupt; `header` is its offload header, for a queue that
-/// takes offloads. Returns whether the queue took the frame (into a
-/// buffer or its packet buffer).
-fn put_frame(
-    func: &mut Function,
-    q: u16,
-    header: Option<&[u8; HDR_LEN]>,
-    frame: &[u8],
-    now: Instant,
-) -> bool {
-    let lanes = func.lanes();
-    if lanes.faults.removed() {
-        lanes.faults.count_removed_drop();
-        return false;
-    }
-    if !lanes.link_up {
-        lanes.counters.add(FnStat::LinkDrops, 1);
-        return false;
-    }
-    if let Some(l) = lanes.policy.rx_rate.as_mut() {
-        if !l.admit(frame.len(), now) {
-            lanes.counters.add(FnStat::RxRateDrops, 1);
-            return false;
-        }
-    }
-    let Some(qp) = lanes.qps.get_mut(q as usize) else {
-        return false;
-    };
-    let mut corrupted = Vec::new();
-    let mut frame = frame;
-    if qp.rx.running() {
-        if lanes.faults.fail_dma(lanes.name, Direction::Rx) {
-            qp.fail_injected(lanes.name, lanes.dma, false);
-            lanes.counters.add(FnStat::RxDrops, 1);
-            lanes.counters.add(FnStat::QueueErrors, 1);
-            return false;
-        }
-        match lanes.faults.frame(lanes.name, Direction::Rx) {
-            FrameFault::Pass => {}
-            FrameFault::Drop => return false,
-            FrameFault::Corrupt => {
-                corrupted.extend_from_slice(frame);
-                fault::corrupt(&mut corrupted);
-                frame = &corrupted;
-            }
-        }
-    }
-    let (taken, fire) = match qp.rx_put(lanes.name, lanes.dma, header, frame, now) {
-        Ok(Arrival::Delivered { fire }) => {
-            lanes.counters.add(FnStat::RxPackets, 1);
-            lanes.counters.add(FnStat::RxBytes, frame.len() as u64);
-            (true, fire)
-        }
-        Ok(Arrival::Buffered) => (true, false),
-        Ok(Arrival::Dropped) => {
-            lanes.counters.add(FnStat::RxDrops, 1);
-            (false, false)
-        }
-        Err(_) => {
-            lanes.counters.add(FnStat::RxDrops, 1);
-            lanes.counters.add(FnStat::QueueErrors, 1);
-            (false, false)
-        }
-    };
-    if fire {
-        func.raise_irq(MISC_VECTORS + q as u32);
-    }
-    taken
 }
 
 #[cfg(test)]

@@ -85,10 +85,10 @@ impl Switching<'_> {
                 n += 1;
             },
         );
-        let counters = &mut self.functions[from.function].lanes().counters;
+        let func = &mut self.functions[from.function];
         match result {
-            Ok(count) if request.gso => counters.add(FnStat::SwSegments, count as u64),
-            Ok(_) => counters.add(FnStat::SwCsum, 1),
+            Ok(count) if request.gso => func.count(FnStat::SwSegments, count as u64),
+            Ok(_) => func.count(FnStat::SwCsum, 1),
             Err(e) => {
                 frame.resolved = pieces;
                 self.take_refusal(from, Refusal::Header(e));
@@ -106,10 +106,10 @@ impl Switching<'_> {
 
     /// Counts (`OFFLOAD_DROPS`) and logs a refused frame.
     fn take_refusal(&mut self, from: Port, e: Refusal) {
-        let func = self.functions[from.function].lanes();
-        func.counters.add(FnStat::OffloadDrops, 1);
-        if rate_limited(func.counters.get(FnStat::OffloadDrops)) {
-            warn!("{}: vNIC {} frame dropped: {e}", func.name, from.qp);
+        let func = &mut self.functions[from.function];
+        func.count(FnStat::OffloadDrops, 1);
+        if rate_limited(func.counters().get(FnStat::OffloadDrops)) {
+            warn!("{}: vNIC {} frame dropped: {e}", func.name(), from.qp);
         }
     }
 }

@@ -44,10 +44,7 @@ impl Switching<'_> {
         match self.vxlan.tables.use_entry(vni, dst) {
             Some(remote) => {
                 self.send_encapsulated(vtep, vni, remote, frame);
-                self.functions[from.function]
-                    .lanes()
-                    .counters
-                    .add(FnStat::ToUplink, 1);
+                self.functions[from.function].count(FnStat::ToUplink, 1);
             }
             None => {
                 self.vxlan.counters.requests += 1;

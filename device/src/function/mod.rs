@@ -15,6 +15,10 @@
 //! 7  CONFIG 4 KiB   PCIe configuration space
 //! ```
 
+mod traffic;
+
+pub use traffic::Taken;
+
 use std::fs::File;
 use std::os::fd::{FromRawFd, IntoRawFd};
 
@@ -245,17 +249,6 @@ pub struct Policy {
     /// The send queue to serve first next turn (round-robin under a TX
     /// policy, so vNICs share the budget).
     pub tx_next: usize,
-}
-
-/// The parts of a function the data path works on, borrowed together.
-pub struct Lanes<'a> {
-    pub name: &'a str,
-    pub dma: &'a DmaSpace,
-    pub qps: &'a mut [QueuePair],
-    pub counters: &'a mut FnCounters,
-    pub policy: &'a mut Policy,
-    pub link_up: bool,
-    pub faults: &'a mut Faults,
 }
 
 /// A receive doorbell with `tail`, counting what it moved out of the packet
@@ -691,19 +684,6 @@ impl Function {
     pub fn reinsert(&mut self) {
         self.faults.set_removed(&self.name, false);
         self.reset();
-    }
-
-    /// Borrows what the data path needs, all at once.
-    pub fn lanes(&mut self) -> Lanes<'_> {
-        Lanes {
-            name: &self.name,
-            dma: &self.dma,
-            qps: &mut self.qps,
-            counters: &mut self.counters,
-            policy: &mut self.policy,
-            link_up: self.bar0.link_up(),
-            faults: &mut self.faults,
-        }
     }
 
     /// Switch changes requested since the last call.
