@@ -558,6 +558,12 @@ int vnic_qp_irq_request(struct vnic_port *port);
 void vnic_qp_irq_free(struct vnic_port *port);
 int vnic_napi_poll(struct napi_struct *napi, int budget);
 
+/* vnic_qp.c: queue-pair register helpers, calling nothing else */
+const char *vnic_qerr_name(u32 code);
+void vnic_log_qp_status(struct vnic_port *port, const char *what,
+			u32 status);
+void vnic_write_itr(struct vnic_port *port);
+
 /* vnic_state.c */
 int vnic_state_init(struct vnic_priv *priv);
 void vnic_state_exit(struct vnic_priv *priv);
@@ -574,9 +580,6 @@ void vnic_netdevs_destroy(struct vnic_priv *priv);
 void vnic_netdevs_config_changed(struct vnic_priv *priv);
 void vnic_netdevs_link_changed(struct vnic_priv *priv);
 int vnic_port_restart(struct vnic_port *port);
-const char *vnic_qerr_name(u32 code);
-void vnic_log_qp_status(struct vnic_port *port, const char *what,
-			u32 status);
 
 /* vnic_tx.c */
 int vnic_tx_ring_alloc(struct vnic_port *port);
@@ -626,6 +629,5 @@ void vnic_recovery_resumed(struct vnic_priv *priv);
 
 /* vnic_ethtool.c */
 void vnic_set_ethtool_ops(struct net_device *netdev);
-void vnic_write_itr(struct vnic_port *port);
 
 #endif /* _VNIC_H_ */

@@ -302,23 +302,6 @@ static int vnic_get_coalesce(struct net_device *netdev,
 	return 0;
 }
 
-/**
- * vnic_write_itr - tell the card how to moderate the port's interrupt
- * @port: the port
- *
- * A 1.0 card ignores ADAPTIVE and uses the interval; a 1.1 card adapts it.
- * A card older than 1.3 ignores TX_USECS (the driver keeps it 0 there).
- */
-void vnic_write_itr(struct vnic_port *port)
-{
-	u32 v = FIELD_PREP(VNIC_QP_ITR_USECS, port->itr) |
-		FIELD_PREP(VNIC_QP_ITR_TX_USECS, port->tx_itr);
-
-	if (port->itr_adaptive)
-		v |= VNIC_QP_ITR_ADAPTIVE;
-	vnic_qp_wr32(port, VNIC_QP_ITR, v);
-}
-
 static int vnic_set_coalesce(struct net_device *netdev,
 			     struct ethtool_coalesce *ec,
 			     struct kernel_ethtool_coalesce *kec,

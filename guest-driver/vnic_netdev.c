@@ -48,63 +48,6 @@ module_param(tx_usecs, uint, 0444);
 MODULE_PARM_DESC(tx_usecs,
 		 "Initial ethtool -C tx-usecs of every vNIC, 0..32767 (default: 200)");
 
-/**
- * vnic_qerr_name - name of a queue error code
- * @code: VNIC_QERR_*
- *
- * Return: a short name for logs.
- */
-const char *vnic_qerr_name(u32 code)
-{
-	switch (code) {
-	case VNIC_QERR_NONE:
-		return "none";
-	case VNIC_QERR_RING:
-		return "ring";
-	case VNIC_QERR_DMA:
-		return "dma";
-	case VNIC_QERR_LENGTH:
-		return "length";
-	case VNIC_QERR_INDEX:
-		return "index";
-	case VNIC_QERR_CHAIN:
-		return "chain";
-	case VNIC_QERR_CONTEXT:
-		return "context";
-	case VNIC_QERR_FEATURES:
-		return "features";
-	default:
-		return "unknown";
-	}
-}
-
-/**
- * vnic_log_qp_status - log a queue pair's QP_STATUS, decoded
- * @port: the port
- * @what: what went wrong
- * @status: QP_STATUS as read
- */
-void vnic_log_qp_status(struct vnic_port *port, const char *what, u32 status)
-{
-	u32 tx_code = FIELD_GET(VNIC_QP_STATUS_TX_CODE, status);
-	u32 rx_code = FIELD_GET(VNIC_QP_STATUS_RX_CODE, status);
-
-	if (status == ~0U) {
-		netdev_err(port->netdev, "%s: QP_STATUS reads all-ones: the card does not answer for queue pair %u\n",
-			   what, port->q);
-		return;
-	}
-	netdev_err(port->netdev,
-		   "%s: QP_STATUS 0x%08x: send %s%s (error %u, %s), receive %s%s (error %u, %s)\n",
-		   what, status,
-		   status & VNIC_QP_STATUS_TX_RUNNING ? "running" : "stopped",
-		   status & VNIC_QP_STATUS_TX_ERROR ? ", failed" : "",
-		   tx_code, vnic_qerr_name(tx_code),
-		   status & VNIC_QP_STATUS_RX_RUNNING ? "running" : "stopped",
-		   status & VNIC_QP_STATUS_RX_ERROR ? ", failed" : "",
-		   rx_code, vnic_qerr_name(rx_code));
-}
-
 /*
  * Wait until QP_STATUS shows both queues in the state QP_CTRL asked for.
  * The card normally has by the time the read returns, since the read follows

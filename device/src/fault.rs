@@ -649,6 +649,7 @@ mod card_tests {
     use super::*;
     use crate::card::Card;
     use crate::regs::{FnStat, Reg, ID_MAGIC};
+    use crate::state::ServiceType;
     use crate::test_utils::guest::{card, eth, fn_stat, mac, qp_reg, rd, wr, Vm};
 
     fn inject(c: &mut Card, f: usize, fault: Fault) {
@@ -753,6 +754,35 @@ mod card_tests {
         );
         assert_eq!(counters(&c, 1).completions_dropped, 1);
         assert_eq!(fn_stat(&c, 1, FnStat::TxPackets), 2);
+    }
+
+    // The send context's counters are loaded from guest memory, which may
+    // hold anything: a lost completion counts its frame as sent, and that
+    // count wraps like every other (adding to u64::MAX panicked in a debug
+    // build).
+    #[test]
+    fn a_dropped_completion_wraps_send_counters_loaded_at_their_maximum() {
+        const CTX_PACKETS: u64 = 24;
+        const CTX_BYTES: u64 = 32;
+        let mut c = card();
+        let mut a = Vm::attach(&mut c, 1, 8);
+        let b = Vm::attach(&mut c, 2, 8);
+        let at = a.tables.context(ServiceType::SendQueue, 0);
+        wr(&mut c, 1, qp_reg(0, 0x08), 0);
+        a.drv.write_u64(at + CTX_PACKETS, u64::MAX);
+        a.drv.write_u64(at + CTX_BYTES, u64::MAX);
+        wr(&mut c, 1, qp_reg(0, 0x08), 3);
+        assert_eq!(rd(&mut c, 1, qp_reg(0, 0x0c)) & 3, 3, "running again");
+        inject(&mut c, 1, Fault::DropCompletions { count: 1 });
+        let f = frames(&c, 1);
+        a.send(&mut c, 0, &f);
+        assert_eq!(b.received(0), f, "switched");
+        assert_eq!(a.drv.status(a.rings[0].0, 0), 0, "completion lost");
+        assert_eq!(counters(&c, 1).completions_dropped, 1);
+        wr(&mut c, 1, qp_reg(0, 0x08), 0);
+        assert_eq!(a.drv.read_u64(at + CTX_PACKETS), 0, "wrapped");
+        let len = f[0].len() as u64;
+        assert_eq!(a.drv.read_u64(at + CTX_BYTES), len - 1, "wrapped");
     }
 
     #[test]

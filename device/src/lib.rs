@@ -32,6 +32,7 @@ pub mod ring;
 pub mod server;
 pub mod state;
 pub mod switch;
+#[cfg(any(test, feature = "test-utils"))]
 pub mod test_utils;
 pub mod uplink;
 pub mod vxlan;

@@ -10,10 +10,15 @@
 //! structs of `<linux/vfio.h>` (through `vfio-bindings`), as described in
 //! QEMU's `docs/interop/vfio-user.rst`.
 
+use std::mem::offset_of;
+
 use bitfield_struct::bitfield;
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
-use vfio_bindings::bindings::vfio::{vfio_irq_info, vfio_irq_set, vfio_region_info};
+use vfio_bindings::bindings::vfio::{
+    vfio_device_info, vfio_info_cap_header, vfio_iommu_type1_dma_map, vfio_iommu_type1_dma_unmap,
+    vfio_irq_info, vfio_irq_set, vfio_region_info,
+};
 
 const _: () = assert!(
     cfg!(target_endian = "little"),
@@ -43,7 +48,49 @@ pub const VERSION_MINOR: u16 = 0;
 pub const WRITE_MULTI_MAX: u64 = 200;
 /// Data bytes in one REGION_WRITE_MULTI entry (`VFIO_USER_MULTI_DATA`).
 pub const WRITE_MULTI_DATA: usize = 8;
-const WRITE_MULTI_ENTRY: usize = 24;
+
+// Payload sizes. Most commands carry the `<linux/vfio.h>` struct of the
+// matching ioctl after the header, so their sizes come from `vfio-bindings`;
+// the assertions below pin them, as they are part of the wire format.
+
+/// DMA_MAP: laid out as `vfio_iommu_type1_dma_map` (argsz, flags, then the
+/// file offset where the kernel has `vaddr`, address, size).
+const DMA_MAP_SIZE: usize = size_of::<vfio_iommu_type1_dma_map>();
+/// DMA_UNMAP, request and reply: `vfio_iommu_type1_dma_unmap` up to its
+/// dirty bitmap, which vnicd does not offer.
+pub const DMA_UNMAP_SIZE: usize = offset_of!(vfio_iommu_type1_dma_unmap, data);
+/// DEVICE_GET_INFO: `vfio_device_info` up to `cap_offset` (vfio-user's
+/// carries no capability chain).
+pub const DEVICE_INFO_SIZE: usize = offset_of!(vfio_device_info, cap_offset);
+/// DEVICE_GET_REGION_INFO: `vfio_region_info`; region capabilities start
+/// after it.
+pub const REGION_INFO_SIZE: u32 = size_of::<vfio_region_info>() as u32;
+/// DEVICE_GET_IRQ_INFO: `vfio_irq_info`.
+pub const IRQ_INFO_SIZE: usize = size_of::<vfio_irq_info>();
+/// DEVICE_SET_IRQS: `vfio_irq_set` up to its `data` (a bool array, if any;
+/// eventfds travel as file descriptors).
+pub const IRQ_SET_SIZE: usize = offset_of!(vfio_irq_set, data);
+/// The header of each region capability.
+const CAP_HEADER_SIZE: usize = size_of::<vfio_info_cap_header>();
+/// REGION_READ and REGION_WRITE, before the data: vfio-user's own
+/// `vfio_user_region_access` header (offset u64, region u32, count u32).
+const REGION_ACCESS_SIZE: usize = 16;
+/// REGION_WRITE_MULTI: its write count (u64), then the entries, each a
+/// region access header and `WRITE_MULTI_DATA` bytes of data.
+const WRITE_MULTI_COUNT: usize = size_of::<u64>();
+const WRITE_MULTI_ENTRY: usize = REGION_ACCESS_SIZE + WRITE_MULTI_DATA;
+
+const _: () = assert!(DMA_MAP_SIZE == 32 && DMA_UNMAP_SIZE == 24, "DMA_MAP/UNMAP");
+const _: () = assert!(DEVICE_INFO_SIZE == 16, "DEVICE_GET_INFO");
+const _: () = assert!(
+    REGION_INFO_SIZE == 32 && CAP_HEADER_SIZE == 8,
+    "REGION_INFO"
+);
+const _: () = assert!(
+    IRQ_INFO_SIZE == 16 && IRQ_SET_SIZE == 20,
+    "IRQ_INFO/SET_IRQS"
+);
+const _: () = assert!(WRITE_MULTI_ENTRY == 24, "REGION_WRITE_MULTI entry");
 
 /// Message type, in the low four bits of the header flags.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -366,7 +413,7 @@ impl<'a> Request<'a> {
         match cmd {
             Command::Version => Self::parse_version(&mut r, len),
             Command::DmaMap => {
-                let need = 32;
+                let need = DMA_MAP_SIZE;
                 let (argsz, flags, offset, address, size) =
                     (|| Some((r.u32()?, r.u32()?, r.u64()?, r.u64()?, r.u64()?)))()
                         .ok_or_else(|| short(cmd, len, need))?;
@@ -381,7 +428,7 @@ impl<'a> Request<'a> {
                 })
             }
             Command::DmaUnmap => {
-                let need = 24;
+                let need = DMA_UNMAP_SIZE;
                 let (argsz, flags, address, size) =
                     (|| Some((r.u32()?, r.u32()?, r.u64()?, r.u64()?)))()
                         .ok_or_else(|| short(cmd, len, need))?;
@@ -397,7 +444,7 @@ impl<'a> Request<'a> {
             }
             Command::DeviceGetInfo => {
                 let argsz = r.u32().ok_or_else(|| short(cmd, len, 4))?;
-                if argsz < 16 {
+                if argsz < DEVICE_INFO_SIZE as u32 {
                     return Err(ProtocolError::ArgSz { cmd, argsz });
                 }
                 Ok(Request::DeviceGetInfo { argsz })
@@ -413,8 +460,8 @@ impl<'a> Request<'a> {
                         offset: r.u64()?,
                     })
                 })()
-                .ok_or_else(|| short(cmd, len, 32))?;
-                if info.argsz < 32 {
+                .ok_or_else(|| short(cmd, len, REGION_INFO_SIZE as usize))?;
+                if info.argsz < REGION_INFO_SIZE {
                     return Err(ProtocolError::ArgSz {
                         cmd,
                         argsz: info.argsz,
@@ -431,8 +478,8 @@ impl<'a> Request<'a> {
                         count: r.u32()?,
                     })
                 })()
-                .ok_or_else(|| short(cmd, len, 16))?;
-                if info.argsz < 16 {
+                .ok_or_else(|| short(cmd, len, IRQ_INFO_SIZE))?;
+                if info.argsz < IRQ_INFO_SIZE as u32 {
                     return Err(ProtocolError::ArgSz {
                         cmd,
                         argsz: info.argsz,
@@ -451,8 +498,8 @@ impl<'a> Request<'a> {
                         ..Default::default()
                     })
                 })()
-                .ok_or_else(|| short(cmd, len, 20))?;
-                if set.argsz < 20 {
+                .ok_or_else(|| short(cmd, len, IRQ_SET_SIZE))?;
+                if set.argsz < IRQ_SET_SIZE as u32 {
                     return Err(ProtocolError::ArgSz {
                         cmd,
                         argsz: set.argsz,
@@ -465,7 +512,7 @@ impl<'a> Request<'a> {
             }
             Command::RegionRead => {
                 let (offset, region, count) = (|| Some((r.u64()?, r.u32()?, r.u32()?)))()
-                    .ok_or_else(|| short(cmd, len, 16))?;
+                    .ok_or_else(|| short(cmd, len, REGION_ACCESS_SIZE))?;
                 if count > MAX_DATA_XFER {
                     return Err(ProtocolError::TooLarge(count.into()));
                 }
@@ -477,7 +524,7 @@ impl<'a> Request<'a> {
             }
             Command::RegionWrite => {
                 let (offset, region, count) = (|| Some((r.u64()?, r.u32()?, r.u32()?)))()
-                    .ok_or_else(|| short(cmd, len, 16))?;
+                    .ok_or_else(|| short(cmd, len, REGION_ACCESS_SIZE))?;
                 let data = r.rest();
                 if count as usize != data.len() {
                     return Err(ProtocolError::CountMismatch {
@@ -524,13 +571,13 @@ impl<'a> Request<'a> {
 
     fn parse_write_multi(r: &mut Reader<'a>, len: usize) -> Result<Request<'a>, ProtocolError> {
         let cmd = Command::RegionWriteMulti;
-        let count = r.u64().ok_or_else(|| short(cmd, len, 8))?;
+        let count = r.u64().ok_or_else(|| short(cmd, len, WRITE_MULTI_COUNT))?;
         if count == 0 || count > WRITE_MULTI_MAX {
             return Err(ProtocolError::Invalid(
                 "REGION_WRITE_MULTI count outside 1..=200",
             ));
         }
-        let need = 8 + count as usize * WRITE_MULTI_ENTRY;
+        let need = WRITE_MULTI_COUNT + count as usize * WRITE_MULTI_ENTRY;
         if len < need {
             return Err(short(cmd, len, need));
         }
@@ -609,7 +656,7 @@ impl Writer {
     }
 }
 
-/// Encodes a `vfio_region_info` (32 bytes).
+/// Encodes a `vfio_region_info` ([`REGION_INFO_SIZE`] bytes).
 pub fn encode_region_info(info: &vfio_region_info, w: &mut Writer) {
     w.u32(info.argsz)
         .u32(info.flags)
@@ -619,10 +666,7 @@ pub fn encode_region_info(info: &vfio_region_info, w: &mut Writer) {
         .u64(info.offset);
 }
 
-/// Size of `vfio_region_info`; region capabilities start after it.
-pub const REGION_INFO_SIZE: u32 = 32;
-
-/// One region capability: id, version and the bytes after its 8-byte
+/// One region capability: id, version and the bytes after its
 /// `vfio_info_cap_header`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RegionCap {
@@ -637,7 +681,7 @@ pub struct RegionCap {
 pub fn encode_region_caps(caps: &[RegionCap]) -> Vec<u8> {
     let mut w = Writer::default();
     for (i, cap) in caps.iter().enumerate() {
-        let end = REGION_INFO_SIZE as usize + w.0.len() + 8 + cap.body.len();
+        let end = REGION_INFO_SIZE as usize + w.0.len() + CAP_HEADER_SIZE + cap.body.len();
         let next = if i + 1 < caps.len() { end as u32 } else { 0 };
         w.u16(cap.id).u16(cap.version).u32(next).bytes(&cap.body);
     }

@@ -769,9 +769,7 @@ impl QueuePair {
     pub fn tx_lost(&mut self, frame: TxFrame) {
         if let Some(ring) = self.tx.ring.as_mut() {
             ring::tx_skip(ring, frame);
-            let c = &mut self.tx.ctx;
-            c.packets += 1;
-            c.bytes += frame.len as u64;
+            self.tx.ctx.count(1, frame.len as u64);
             self.tx.dirty = true;
         }
     }

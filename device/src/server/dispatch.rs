@@ -11,7 +11,7 @@ use crate::clientlog::Cause;
 use crate::function::{FnError, Function};
 use crate::protocol::{
     error_reply, region_info_payload, reply, version_payload, Command, ProtocolError, Request,
-    Writer,
+    Writer, DEVICE_INFO_SIZE, DMA_UNMAP_SIZE, IRQ_INFO_SIZE, IRQ_SET_SIZE,
 };
 
 /// Why a request failed: an errno for the client plus a log message.
@@ -163,10 +163,13 @@ fn execute_plain(
                 return Err(invalid("DMA_UNMAP_ALL with an address range"));
             }
             func.dma_unmap(address, size, all)?;
-            w.u32(argsz.min(24)).u32(flags).u64(address).u64(size);
+            w.u32(argsz.min(DMA_UNMAP_SIZE as u32))
+                .u32(flags)
+                .u64(address)
+                .u64(size);
         }
         Request::DeviceGetInfo { .. } => {
-            w.u32(16)
+            w.u32(DEVICE_INFO_SIZE as u32)
                 .u32(VFIO_DEVICE_FLAGS_PCI | VFIO_DEVICE_FLAGS_RESET)
                 .u32(VFIO_PCI_NUM_REGIONS)
                 .u32(VFIO_PCI_NUM_IRQS);
@@ -174,11 +177,14 @@ fn execute_plain(
         Request::GetRegionInfo(_) => unreachable!("answered by region_info"),
         Request::GetIrqInfo(info) => {
             let (flags, count) = func.irq_info(info.index)?;
-            w.u32(16).u32(flags).u32(info.index).u32(count);
+            w.u32(IRQ_INFO_SIZE as u32)
+                .u32(flags)
+                .u32(info.index)
+                .u32(count);
         }
         Request::SetIrqs { set, data } => {
             if set.flags & VFIO_IRQ_SET_DATA_TYPE_MASK == VFIO_IRQ_SET_DATA_BOOL
-                && (set.argsz as usize) < 20 + set.count as usize
+                && (set.argsz as usize) < IRQ_SET_SIZE + set.count as usize
             {
                 return Err(invalid("SET_IRQS argsz too small for the bool array"));
             }
