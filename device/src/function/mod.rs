@@ -15,6 +15,11 @@
 //! 7  CONFIG 4 KiB   PCIe configuration space
 //! ```
 
+mod config;
+
+use config::build_config;
+mod irq;
+mod registers;
 mod traffic;
 
 pub use traffic::Taken;
@@ -251,37 +256,6 @@ pub struct Policy {
     pub tx_next: usize,
 }
 
-/// A receive doorbell with `tail`, counting what it moved out of the packet
-/// buffer. Returns whether to fire the queue pair's vector.
-fn rx_doorbell(
-    counters: &mut FnCounters,
-    qp: &mut QueuePair,
-    name: &str,
-    dma: &DmaSpace,
-    tail: u32,
-    now: std::time::Instant,
-) -> bool {
-    let d = qp.rx_doorbell(name, dma, tail, now);
-    counters.add(FnStat::RxPackets, d.packets);
-    counters.add(FnStat::RxBytes, d.bytes);
-    counters.add(FnStat::RxDrops, d.drops);
-    d.fire
-}
-
-/// Whether the send and receive queue of `qp` are in the error state.
-fn queues_in_error(qp: &QueuePair) -> [bool; 2] {
-    let s = qp.status();
-    [s.tx_error(), s.rx_error()]
-}
-
-fn fire_if(fire: bool) -> QpEffect {
-    if fire {
-        QpEffect::Interrupt
-    } else {
-        QpEffect::None
-    }
-}
-
 pub struct Function {
     spec: FunctionSpec,
     name: String,
@@ -431,68 +405,8 @@ impl Function {
         &self.bar0
     }
 
-    /// The committed VCT entry (BAT address), 0 if none.
-    pub fn vct(&self) -> u64 {
-        self.bar0.vct()
-    }
-
-    /// A VCT entry from management that waits to be committed.
-    pub fn pending_vct(&self) -> Option<u64> {
-        self.pending_vct
-    }
-
-    /// VCT_STATUS: why the last entry was refused, 0 if it was not.
-    pub fn vct_status(&self) -> u32 {
-        self.bar0.read_reg(Reg::VctStatus)
-    }
-
     pub fn quiesced(&self) -> bool {
         self.quiesced
-    }
-
-    /// Management gives the function a VCT entry (`vnicctl vct set`, a
-    /// configuration file). It is committed at once if the guest can be
-    /// read (memory mapped, Bus Master Enable set), else when it can: at
-    /// -incoming or -loadvm QEMU maps guest memory before loading it, and
-    /// only the guest's driver, running again, sets Bus Master Enable.
-    pub fn set_vct(&mut self, address: u64) -> VctOutcome {
-        if address == 0 {
-            self.pending_vct = None;
-            self.commit_vct(0);
-            self.bar0.set_vct(0);
-            return VctOutcome::Cleared;
-        }
-        self.pending_vct = Some(address);
-        self.try_pending_vct().unwrap_or(VctOutcome::Pending)
-    }
-
-    /// Whether the card may read and write the guest's memory now.
-    fn may_dma(&self) -> bool {
-        !self.dma.is_empty() && self.config.u16(hdr::COMMAND) & command::BUS_MASTER != 0
-    }
-
-    /// Commits management's pending VCT entry if the guest can be read;
-    /// a successful walk tells the driver through IRQ_CAUSE.RESUMED.
-    fn try_pending_vct(&mut self) -> Option<VctOutcome> {
-        let address = self.pending_vct.filter(|_| self.may_dma())?;
-        self.pending_vct = None;
-        self.bar0.set_vct(address);
-        self.commit_vct(address);
-        let status = self.vct_status();
-        if status != 0 {
-            return Some(VctOutcome::Refused(status));
-        }
-        let running = self
-            .qps
-            .iter()
-            .filter(|qp| qp.tx.running() || qp.rx.running())
-            .count();
-        info!(
-            "{}: VCT entry {address:#x} from management committed, {running} queue pairs resumed",
-            self.name
-        );
-        self.notify(IrqCause::new().with_resumed(true));
-        Some(VctOutcome::Committed)
     }
 
     /// Quiesce (docs/migration.md): every queue stops at a frame boundary
@@ -543,12 +457,6 @@ impl Function {
                 qp.pause(&self.dma);
             }
         }
-    }
-
-    /// Sets IRQ_CAUSE bits and fires the misc vector.
-    pub fn notify(&mut self, cause: IrqCause) {
-        self.bar0.raise_cause(cause);
-        self.raise_irq(0);
     }
 
     /// Changes N. Queue pairs beyond the new count are written back to
@@ -894,333 +802,6 @@ impl Function {
         Ok(())
     }
 
-    /// A socket access inside the doorbell page (a client that does not
-    /// map it, or a test): it reads and writes the page's memory.
-    fn page_access(&self, offset: u64, len: usize) -> bool {
-        self.doorbell.has_bar_page() && doorbell::in_page(offset, len)
-    }
-
-    fn page_read(&mut self, offset: u64, buf: &mut [u8]) {
-        if !regs::dword_or_qword(offset, buf.len()) {
-            self.bad_mmio("doorbell page: not an aligned dword or qword");
-            buf.fill(0xff);
-            return;
-        }
-        for (i, chunk) in buf.chunks_mut(4).enumerate() {
-            let rel = offset - doorbell::PAGE_OFFSET + 4 * i as u64;
-            chunk.copy_from_slice(&self.doorbell.read_dword(rel).to_le_bytes());
-        }
-    }
-
-    fn page_write(&mut self, offset: u64, data: &[u8]) {
-        let page = &self.doorbell;
-        let ok = regs::dword_or_qword(offset, data.len())
-            && data.chunks(4).enumerate().all(|(i, chunk)| {
-                let rel = offset - doorbell::PAGE_OFFSET + 4 * i as u64;
-                let v = u32::from_le_bytes(chunk.try_into().expect("dword chunks"));
-                page.write_dword(rel, v)
-            });
-        if !ok {
-            self.bad_mmio("doorbell page: bad write");
-        }
-    }
-
-    /// Whether the doorbells go through a page (the driver enabled one): a
-    /// doorbell register write is then a kick.
-    fn page_mode(&self) -> bool {
-        self.doorbell.enabled()
-    }
-
-    /// Whether the page in use can still be reached; a guest page that
-    /// cannot (unmapped since) is turned off, logged and flagged in
-    /// DB_PAGE.REFUSED: doorbells are register writes from then on.
-    fn page_reachable(&mut self) -> bool {
-        if self.doorbell.reachable(&self.dma) {
-            return true;
-        }
-        if let Some(address) = self.doorbell.guest_page() {
-            self.log(
-                Cause::GuestError,
-                format_args!(
-                    "doorbell page {address:#x} no longer reachable: doorbells are register writes"
-                ),
-            );
-            self.doorbell.lost();
-        }
-        false
-    }
-
-    /// A doorbell register (QP_TX_TAIL, QP_RX_TAIL, QP_IRQ) rang while the
-    /// driver uses the page: the page holds the values (the register's is
-    /// ignored, so a kick overtaken by a later store into the page cannot
-    /// move a tail back); poll the slot from now on, then take what it has.
-    fn page_kick(&mut self, q: usize, now: std::time::Instant) {
-        self.doorbell.watch(&self.dma, q, now);
-        self.take_page(q);
-    }
-
-    /// Applies the doorbells in queue pair `q`'s slot as the register
-    /// writes they stand for (same checks, same effects). Returns whether
-    /// there were any.
-    fn take_page(&mut self, q: usize) -> bool {
-        let change = self.doorbell.take(&self.dma, q);
-        if q >= self.qps.len() {
-            return false;
-        }
-        if let Some(v) = change.tx_tail {
-            self.qp_write(q, QpReg::TxTail, v);
-        }
-        if let Some(v) = change.rx_tail {
-            self.qp_write(q, QpReg::RxTail, v);
-        }
-        if change.rearm {
-            self.qp_write(q, QpReg::Irq, QpIrq::new().with_rearm(true).into_bits());
-        }
-        change.any()
-    }
-
-    /// One poll of the doorbell page: every watched slot is taken; a slot
-    /// quiet for the idle window is no longer watched (after one last look,
-    /// see crate::doorbell). Returns whether any slot is still watched.
-    pub fn poll_doorbells(&mut self, now: std::time::Instant) -> bool {
-        if !self.page_mode() || !self.page_reachable() {
-            return false;
-        }
-        let watched: Vec<usize> = self.doorbell.watched().collect();
-        let mut found = false;
-        for q in watched {
-            let busy =
-                self.take_page(q) || (self.doorbell.quiet(&self.dma, q, now) && self.take_page(q));
-            if busy {
-                self.doorbell.watch(&self.dma, q, now);
-                found = true;
-            }
-        }
-        if !found {
-            self.doorbell.slow_down();
-        }
-        self.doorbell.watched().next().is_some()
-    }
-
-    /// Whether the card polls any of this function's doorbell slots.
-    pub fn doorbells_watched(&self) -> bool {
-        self.doorbell.enabled() && self.doorbell.watched().next().is_some()
-    }
-
-    /// The queue pair's tails as they are now (for a slot starting afresh).
-    fn tails(qps: &[QueuePair], q: usize) -> (u32, u32) {
-        qps.get(q).map_or((0, 0), |qp| {
-            (u32::from(qp.tx.tail()), u32::from(qp.rx.tail()))
-        })
-    }
-
-    fn qp_index(&self, qp: u16, offset: u64) -> Result<usize, RegError> {
-        // Areas of queue pairs that are not enabled hold no registers.
-        (usize::from(qp) < self.qps.len())
-            .then_some(usize::from(qp))
-            .ok_or(RegError::NoRegister(offset))
-    }
-
-    fn bar0_dword(&self, offset: u64) -> Result<u32, RegError> {
-        let target = regs::decode(offset).ok_or(RegError::NoRegister(offset))?;
-        Ok(match target {
-            Target::Reg(spec) if spec.reg == Reg::DbPage => self.doorbell.register().into_bits(),
-            Target::Reg(spec) => self.bar0.read_reg(spec.reg),
-            Target::FnStat { stat, high } => dword_of(self.counters.get(stat), high),
-            Target::Qp { qp, reg } => {
-                let qp = &self.qps[self.qp_index(qp, offset)?];
-                qp_register(qp, reg.reg)
-            }
-            Target::QpStat { qp, stat, high } => {
-                let qp = &self.qps[self.qp_index(qp, offset)?];
-                dword_of(qp_counter(qp, stat), high)
-            }
-        })
-    }
-
-    fn bar0_read(&self, offset: u64, buf: &mut [u8]) -> Result<(), RegError> {
-        Bar0::check(offset, buf.len())?;
-        for (i, chunk) in buf.chunks_mut(4).enumerate() {
-            let v = self.bar0_dword(offset + 4 * i as u64)?;
-            chunk.copy_from_slice(&v.to_le_bytes());
-        }
-        Ok(())
-    }
-
-    fn bar0_write(&mut self, offset: u64, data: &[u8]) -> Result<(), RegError> {
-        Bar0::check(offset, data.len())?;
-        for (i, chunk) in data.chunks(4).enumerate() {
-            let off = offset + 4 * i as u64;
-            let v = u32::from_le_bytes(chunk.try_into().expect("dword chunks"));
-            match regs::decode(off).ok_or(RegError::NoRegister(off))? {
-                Target::Reg(spec) => {
-                    let effect = self.bar0.write_reg(spec, v)?;
-                    self.apply(effect);
-                }
-                Target::Qp { qp, reg } => {
-                    let q = self.qp_index(qp, off)?;
-                    if reg.access == Access::ReadOnly {
-                        return Err(RegError::ReadOnly(off));
-                    }
-                    // Not a port of the switch: no MAC to change, no VLAN
-                    // to join.
-                    if self.spec.exception_qp == Some(qp)
-                        && matches!(reg.reg, QpReg::MacLo | QpReg::MacHi | QpReg::Vlan)
-                    {
-                        return Err(RegError::ExceptionQp(off));
-                    }
-                    if matches!(reg.reg, QpReg::MacLo | QpReg::MacHi) && !self.policy.trust {
-                        return Err(RegError::Untrusted(off));
-                    }
-                    let doorbell = matches!(reg.reg, QpReg::TxTail | QpReg::RxTail | QpReg::Irq);
-                    if doorbell && self.page_mode() && self.page_reachable() {
-                        self.page_kick(q, std::time::Instant::now());
-                        continue;
-                    }
-                    self.qp_write(q, reg.reg, v);
-                    if reg.reg == QpReg::Ctrl {
-                        let tails = Self::tails(&self.qps, q);
-                        self.doorbell.restart(&self.dma, q, tails);
-                    }
-                }
-                Target::FnStat { .. } | Target::QpStat { .. } => {
-                    return Err(RegError::ReadOnly(off));
-                }
-            }
-        }
-        Ok(())
-    }
-
-    /// A queue-pair register write. Whatever the register, a queue it puts
-    /// into the error state (QP_CTRL loading a bad context, a doorbell
-    /// beyond the ring, a receive doorbell whose waiting frames meet a bad
-    /// buffer) counts in QUEUE_ERRORS: the queues' error states before and
-    /// after tell. Not the contexts' error counters: a start loads them
-    /// from guest memory, where they may hold anything (found by the
-    /// `rings` fuzz target, docs/fuzzing.md).
-    fn qp_write(&mut self, q: usize, reg: QpReg, v: u32) {
-        let before = queues_in_error(&self.qps[q]);
-        self.qp_write_inner(q, reg, v);
-        let failed = queues_in_error(&self.qps[q])
-            .into_iter()
-            .zip(before)
-            .filter(|&(now, was)| now && !was)
-            .count();
-        self.counters.add(FnStat::QueueErrors, failed as u64);
-    }
-
-    fn qp_write_inner(&mut self, q: usize, reg: QpReg, v: u32) {
-        let (name, dma, bat) = (&self.name, &self.dma, self.bat.as_ref());
-        let qp = &mut self.qps[q];
-        let effect = match reg {
-            QpReg::Ctrl => {
-                qp.set_ctrl(name, dma, bat, QpCtrl::from_bits(v));
-                QpEffect::None
-            }
-            QpReg::TxTail => qp.tx_doorbell(name, dma, v),
-            QpReg::RxTail => {
-                let now = std::time::Instant::now();
-                fire_if(rx_doorbell(&mut self.counters, qp, name, dma, v, now))
-            }
-            QpReg::Irq => {
-                // The receive doorbell a 1.1 driver's rearm carries goes
-                // first: the rearm then covers what it delivered.
-                let irq = QpIrq::from_bits(v);
-                let now = std::time::Instant::now();
-                let tail = u32::from(irq.tail());
-                let drained =
-                    irq.rx_tail() && rx_doorbell(&mut self.counters, qp, name, dma, tail, now);
-                let rearmed = irq.rearm() && qp.irq.rearm(now);
-                fire_if(drained || rearmed)
-            }
-            QpReg::Itr => {
-                qp.irq.set_itr(crate::queue::QpItr::from_bits(v));
-                QpEffect::None
-            }
-            QpReg::Vlan => QpEffect::Vlan(QpVlan::from_bits(v)),
-            QpReg::MacLo => {
-                qp.staged_mac_lo = Some(v);
-                QpEffect::None
-            }
-            QpReg::MacHi => {
-                let lo = qp.staged_mac_lo.take().unwrap_or_else(|| {
-                    u32::from_le_bytes(qp.mac.0[..4].try_into().expect("4 bytes"))
-                });
-                let (l, h) = (lo.to_le_bytes(), v.to_le_bytes());
-                let mac = Mac([l[0], l[1], l[2], l[3], h[0], h[1]]);
-                self.switch_ops.push(SwitchOp::SetMac { qp: q as u16, mac });
-                QpEffect::None
-            }
-            _ => QpEffect::None,
-        };
-        match effect {
-            QpEffect::Interrupt => {
-                self.raise_irq(MISC_VECTORS + q as u32);
-            }
-            QpEffect::Vlan(v) => {
-                let (qp, vlan) = (q as u16, v.vid());
-                self.switch_ops.push(if v.leave() {
-                    SwitchOp::Leave { qp, vlan }
-                } else {
-                    SwitchOp::Join { qp, vlan }
-                });
-            }
-            QpEffect::None | QpEffect::Kick => {}
-        }
-    }
-
-    /// VCT_HI was written: flush what the old BAT described, then find the
-    /// new BAT and resume every queue its contexts say was running.
-    fn commit_vct(&mut self, address: u64) {
-        for qp in &mut self.qps {
-            qp.flush(&self.dma);
-        }
-        self.bat = None;
-        self.bar0.set_vct_status(0);
-        self.doorbell.forget_guest_page();
-        if address == 0 {
-            self.log(Cause::Setup, format_args!("VCT entry cleared"));
-            return;
-        }
-        match Bat::read(&self.dma, address) {
-            Ok(bat) => {
-                self.log(Cause::Setup, format_args!("VCT entry {address:#x}"));
-                for qp in &mut self.qps {
-                    qp.resume(&self.name, &self.dma, &bat);
-                }
-                self.bat = Some(bat);
-                if bat.doorbells != 0 {
-                    self.use_guest_page(bat.doorbells);
-                }
-            }
-            Err(e) => {
-                self.log(
-                    Cause::GuestError,
-                    format_args!("VCT entry {address:#x} refused: {e}"),
-                );
-                self.bar0.set_vct_status(e.vct_code());
-            }
-        }
-        self.keep_quiesced();
-    }
-
-    /// The BAT names a doorbell page in guest memory: the slots are there
-    /// from now on, if the card may write it (else DB_PAGE.REFUSED, a log
-    /// line, and register doorbells).
-    fn use_guest_page(&mut self, address: u64) {
-        let qps = &self.qps;
-        match self
-            .doorbell
-            .use_guest_page(&self.dma, address, |q| Self::tails(qps, q))
-        {
-            Ok(()) => self.log(Cause::Setup, format_args!("doorbell page at {address:#x}")),
-            Err(e) => self.log(
-                Cause::GuestError,
-                format_args!("{e}: doorbells are register writes"),
-            ),
-        };
-    }
-
     /// Counts and logs the DMA mappings whose memory the client truncated
     /// since the last call; the card refuses them from then on, so the
     /// queues that use them fail (docs/protocol.md, "Memory a client
@@ -1235,288 +816,6 @@ impl Function {
                      card: the card no longer uses it, and the queues that do fail"
                 ),
             );
-        }
-    }
-
-    fn bad_mmio(&mut self, what: &str) {
-        self.bar0.count_bad_access();
-        self.stats.bad_mmio += 1;
-        self.log(Cause::BadAccess, format_args!("bad MMIO access: {what}"));
-    }
-
-    fn msix_bar_read(&self, offset: u64, buf: &mut [u8]) -> Result<(), MsixError> {
-        if offset < MSIX_PBA_OFFSET {
-            self.msix.table_read(offset - MSIX_TABLE_OFFSET, buf)
-        } else {
-            let rel = offset - MSIX_PBA_OFFSET;
-            if rel + buf.len() as u64 > self.msix.pba_size() {
-                return Err(MsixError::Unaligned {
-                    offset,
-                    len: buf.len(),
-                });
-            }
-            self.msix.pba_read(rel, buf)
-        }
-    }
-
-    fn msix_bar_write(&mut self, offset: u64, data: &[u8]) -> Result<(), MsixError> {
-        if offset >= MSIX_PBA_OFFSET {
-            // The PBA is read-only.
-            return Err(MsixError::Unaligned {
-                offset,
-                len: data.len(),
-            });
-        }
-        let unmasked = self.msix.table_write(offset - MSIX_TABLE_OFFSET, data)?;
-        if !unmasked.is_empty() {
-            self.deliver_pending();
-        }
-        Ok(())
-    }
-
-    fn msix_control(&self) -> (bool, bool) {
-        let ctl = self.config.u16(caps::MSIX_OFFSET + msix_cap::CONTROL);
-        (
-            ctl & msix_cap::CONTROL_ENABLE != 0,
-            ctl & msix_cap::CONTROL_FUNCTION_MASK != 0,
-        )
-    }
-
-    fn deliver_pending(&mut self) {
-        let (enabled, fmask) = self.msix_control();
-        let n = self.msix.deliver_unmasked_pending(enabled, fmask);
-        self.stats.irqs_sent += n as u64;
-    }
-
-    /// Raises MSI-X `vector`, honouring injected faults (a dropped or
-    /// delayed message, a removed function), enable and masks.
-    pub fn raise_irq(&mut self, vector: u32) -> Delivery {
-        match self
-            .faults
-            .irq(&self.name, vector, std::time::Instant::now())
-        {
-            IrqFault::Send => self.send_irq(vector),
-            IrqFault::Drop => Delivery::Dropped,
-            IrqFault::Held => Delivery::Pending,
-        }
-    }
-
-    /// Sends the interrupts a `delay-irqs` fault held whose time has come.
-    pub fn send_delayed_irqs(&mut self, now: std::time::Instant) {
-        for vector in self.faults.due_irqs(now) {
-            if !self.faults.removed() {
-                self.send_irq(vector);
-            }
-        }
-    }
-
-    /// Sends MSI-X `vector`, honouring enable and masks.
-    fn send_irq(&mut self, vector: u32) -> Delivery {
-        let (enabled, fmask) = self.msix_control();
-        let d = match self.msix.trigger(vector, enabled, fmask) {
-            Ok(d) => d,
-            Err(e) => {
-                self.bad_mmio(&e.to_string());
-                return Delivery::Dropped;
-            }
-        };
-        match d {
-            Delivery::Sent => self.stats.irqs_sent += 1,
-            Delivery::Pending => self.stats.irqs_pending += 1,
-            Delivery::Dropped => self.stats.irqs_dropped += 1,
-        }
-        debug!("{}: vector {vector}: {d:?}", self.name);
-        d
-    }
-
-    fn apply(&mut self, effect: Effect) {
-        match effect {
-            Effect::None => {}
-            Effect::Reset => {
-                self.log(Cause::Reset, format_args!("reset through CTRL.RESET"));
-                self.reset();
-            }
-            Effect::RaiseIrq(vector) => {
-                self.bar0.count_test_irq();
-                self.raise_irq(vector);
-            }
-            Effect::VctCommit(address) => self.commit_vct(address),
-            Effect::DbPage(on) => {
-                let qps = &self.qps;
-                let was = self.doorbell.enabled();
-                self.doorbell.set_bar_enabled(on, |q| Self::tails(qps, q));
-                if self.doorbell.enabled() != was {
-                    let state = if was { "off" } else { "on" };
-                    self.log(Cause::Setup, format_args!("doorbell page {state}"));
-                }
-            }
-            Effect::Admin(cmd) => {
-                if self.spec.kind == FunctionKind::Pf {
-                    self.admin = Some(cmd);
-                } else {
-                    debug!("{}: admin command on a VF refused", self.name);
-                    self.bar0.admin_done(libc::EPERM as u32, None);
-                }
-            }
-        }
-    }
-
-    fn config_write(&mut self, offset: u64, data: &[u8]) -> Result<(), FnError> {
-        let mut data = data.to_vec();
-        caps::discard_unsupported_power_state(&self.config, offset, &mut data);
-        self.config.write(offset, &data)?;
-        // Initiate FLR is bit 15 of Device Control: write-only, never stored.
-        let flr_byte = (caps::PCIE_OFFSET + exp::DEVCTL + 1) as u64;
-        let flr = flr_byte
-            .checked_sub(offset)
-            .and_then(|i| data.get(i as usize))
-            .is_some_and(|b| b & (exp::DEVCTL_FLR >> 8) as u8 != 0);
-        if flr {
-            self.log(Cause::Reset, format_args!("function level reset"));
-            self.reset();
-            return Ok(());
-        }
-        let msix_ctl = (caps::MSIX_OFFSET + msix_cap::CONTROL) as u64;
-        if offset < msix_ctl + 2 && msix_ctl < offset + data.len() as u64 {
-            self.deliver_pending();
-        }
-        self.try_pending_vct();
-        Ok(())
-    }
-
-    /// SET_IRQS, with the vfio semantics: exactly one action (mask, unmask,
-    /// trigger) and one data type (none, bool array, eventfds).
-    pub fn set_irqs(
-        &mut self,
-        flags: u32,
-        index: u32,
-        start: u32,
-        count: u32,
-        data: &[u8],
-        fds: Vec<File>,
-    ) -> Result<(), FnError> {
-        let action = flags & VFIO_IRQ_SET_ACTION_TYPE_MASK;
-        let dtype = flags & VFIO_IRQ_SET_DATA_TYPE_MASK;
-        if flags & !(VFIO_IRQ_SET_ACTION_TYPE_MASK | VFIO_IRQ_SET_DATA_TYPE_MASK) != 0 {
-            return Err(FnError::SetIrqs("unknown flags"));
-        }
-        if action.count_ones() != 1 || dtype.count_ones() != 1 {
-            return Err(FnError::SetIrqs(
-                "need exactly one action and one data type",
-            ));
-        }
-        let max = self.irq_count(index)?;
-        if dtype != VFIO_IRQ_SET_DATA_EVENTFD && !fds.is_empty() {
-            return Err(FnError::SetIrqs("file descriptors without DATA_EVENTFD"));
-        }
-        // DATA_NONE + TRIGGER with count 0 disables the whole index.
-        if count == 0 {
-            if action == VFIO_IRQ_SET_ACTION_TRIGGER && dtype == VFIO_IRQ_SET_DATA_NONE {
-                self.disable_irq_index(index);
-                return Ok(());
-            }
-            return Err(FnError::SetIrqs(
-                "count 0 is only valid to disable an index",
-            ));
-        }
-        if start.checked_add(count).is_none_or(|end| end > max) {
-            return Err(FnError::IrqRange {
-                index,
-                start,
-                count,
-                max,
-            });
-        }
-        let selected: Vec<bool> = match dtype {
-            VFIO_IRQ_SET_DATA_BOOL => {
-                let b = data
-                    .get(..count as usize)
-                    .ok_or(FnError::SetIrqs("short bool array"))?;
-                b.iter().map(|&x| x != 0).collect()
-            }
-            _ => vec![true; count as usize],
-        };
-        match (action, dtype) {
-            (VFIO_IRQ_SET_ACTION_TRIGGER, VFIO_IRQ_SET_DATA_EVENTFD) => {
-                self.set_eventfds(index, start, count, fds)
-            }
-            (VFIO_IRQ_SET_ACTION_TRIGGER, _) => {
-                self.trigger_irqs(index, start, &selected);
-                Ok(())
-            }
-            (_, VFIO_IRQ_SET_DATA_EVENTFD) => Err(FnError::SetIrqs("mask/unmask take no eventfd")),
-            (VFIO_IRQ_SET_ACTION_MASK | VFIO_IRQ_SET_ACTION_UNMASK, _)
-                if index == VFIO_PCI_MSIX_IRQ_INDEX =>
-            {
-                let mask = action == VFIO_IRQ_SET_ACTION_MASK;
-                for (i, _) in selected.iter().enumerate().filter(|(_, s)| **s) {
-                    self.msix
-                        .set_client_mask(start + i as u32, &[mask])
-                        .map_err(|_| FnError::SetIrqs("vector out of range"))?;
-                }
-                if !mask {
-                    self.deliver_pending();
-                }
-                Ok(())
-            }
-            _ => Err(FnError::SetIrqs("index is not maskable")),
-        }
-    }
-
-    fn disable_irq_index(&mut self, index: u32) {
-        match index {
-            VFIO_PCI_MSIX_IRQ_INDEX => self.msix.clear_eventfds(),
-            VFIO_PCI_ERR_IRQ_INDEX => self.err_fd = None,
-            VFIO_PCI_REQ_IRQ_INDEX => self.req_fd = None,
-            _ => {}
-        }
-    }
-
-    fn set_eventfds(
-        &mut self,
-        index: u32,
-        start: u32,
-        count: u32,
-        fds: Vec<File>,
-    ) -> Result<(), FnError> {
-        if !fds.is_empty() && fds.len() != count as usize {
-            return Err(FnError::SetIrqs("number of eventfds differs from count"));
-        }
-        let mut fds: Vec<Option<EventFd>> = if fds.is_empty() {
-            // QEMU sends no descriptors to de-assign a range (all -1).
-            (0..count).map(|_| None).collect()
-        } else {
-            fds.into_iter()
-                .map(into_eventfd)
-                .collect::<Result<_, _>>()?
-        };
-        match index {
-            VFIO_PCI_MSIX_IRQ_INDEX => {
-                for (i, fd) in fds.drain(..).enumerate() {
-                    self.msix
-                        .set_eventfd(start + i as u32, fd)
-                        .map_err(|_| FnError::SetIrqs("vector out of range"))?;
-                }
-                self.deliver_pending();
-            }
-            VFIO_PCI_ERR_IRQ_INDEX => self.err_fd = fds.pop().flatten(),
-            VFIO_PCI_REQ_IRQ_INDEX => self.req_fd = fds.pop().flatten(),
-            _ => return Err(FnError::SetIrqs("index has no interrupts")),
-        }
-        Ok(())
-    }
-
-    fn trigger_irqs(&mut self, index: u32, start: u32, selected: &[bool]) {
-        for (i, _) in selected.iter().enumerate().filter(|(_, s)| **s) {
-            let n = start + i as u32;
-            match index {
-                VFIO_PCI_MSIX_IRQ_INDEX => {
-                    self.raise_irq(n);
-                }
-                VFIO_PCI_ERR_IRQ_INDEX => signal(&self.err_fd),
-                VFIO_PCI_REQ_IRQ_INDEX => signal(&self.req_fd),
-                _ => {}
-            }
         }
     }
 
@@ -1607,21 +906,6 @@ fn sparse_mmap_cap(areas: &[(u64, u64)]) -> RegionCap {
     }
 }
 
-/// Value of a queue-pair register.
-fn qp_register(qp: &QueuePair, reg: QpReg) -> u32 {
-    let mac = qp.mac.0;
-    match reg {
-        QpReg::MacLo => u32::from_le_bytes([mac[0], mac[1], mac[2], mac[3]]),
-        QpReg::MacHi => u32::from_le_bytes([mac[4], mac[5], 0, 0]),
-        QpReg::Ctrl => qp.ctrl().into_bits(),
-        QpReg::Status => qp.status().into_bits(),
-        QpReg::Itr => qp.irq.itr().into_bits(),
-        QpReg::TxHead => qp.tx.head() as u32,
-        QpReg::RxHead => qp.rx.head() as u32,
-        QpReg::TxTail | QpReg::RxTail | QpReg::Irq | QpReg::Vlan => 0,
-    }
-}
-
 /// Value of a queue counter: the cached context's.
 pub(crate) fn qp_counter(qp: &QueuePair, stat: QpStat) -> u64 {
     let (tx, rx) = (qp.tx.context(), qp.rx.context());
@@ -1635,66 +919,6 @@ pub(crate) fn qp_counter(qp: &QueuePair, stat: QpStat) -> u64 {
         QpStat::RxDrops => rx.drops,
         QpStat::RxErrors => rx.errors,
     }
-}
-
-fn signal(fd: &Option<EventFd>) {
-    if let Some(fd) = fd {
-        if let Err(e) = fd.write(1) {
-            warn!("eventfd write failed: {e}");
-        }
-    }
-}
-
-/// Accepts only real eventfds: anything else (a regular file, a pipe) would
-/// have the card write into it.
-fn into_eventfd(file: File) -> Result<Option<EventFd>, FnError> {
-    use std::os::fd::AsRawFd;
-    let link = std::fs::read_link(format!("/proc/self/fd/{}", file.as_raw_fd()));
-    if !link.is_ok_and(|l| l.to_string_lossy() == "anon_inode:[eventfd]") {
-        return Err(FnError::SetIrqs("descriptor is not an eventfd"));
-    }
-    // SAFETY: the descriptor is an eventfd we own; ownership moves from the
-    // File into the EventFd.
-    Ok(Some(unsafe { EventFd::from_raw_fd(file.into_raw_fd()) }))
-}
-
-/// Builds a function's configuration space.
-fn build_config(spec: &FunctionSpec, vectors: u16) -> ConfigSpace {
-    let mut c = ConfigSpace::default();
-    let device = match spec.kind {
-        FunctionKind::Pf => PF_DEVICE_ID,
-        FunctionKind::Vf(_) => VF_DEVICE_ID,
-    };
-    c.set_u16(hdr::VENDOR_ID, VENDOR_ID);
-    c.set_u16(hdr::DEVICE_ID, device);
-    c.set_u16(hdr::COMMAND, 0);
-    c.set_wmask_u16(hdr::COMMAND, command::WRITABLE);
-    c.set_u16(hdr::STATUS, status::CAP_LIST);
-    c.set_w1c_u16(hdr::STATUS, status::RW1C);
-    c.set_u8(hdr::REVISION, REVISION);
-    c.set_ro(hdr::CLASS_PROG, &CLASS_ETHERNET.to_le_bytes()[..3]);
-    c.set_rw(hdr::CACHE_LINE, &[0], &[0xff]);
-    c.set_u8(hdr::HEADER_TYPE, 0);
-    for bar in BARS {
-        c.add_bar(bar);
-    }
-    c.set_u16(hdr::SUBSYS_VENDOR, VENDOR_ID);
-    c.set_u16(hdr::SUBSYS_ID, SUBSYS_ID);
-    c.set_rw(hdr::INT_LINE, &[0], &[0xff]);
-    c.set_u8(hdr::INT_PIN, 0);
-    caps::build(
-        &mut c,
-        &CapLayout {
-            msix_vectors: vectors,
-            msix_bar: REGION_MSIX as u8,
-            msix_table_offset: MSIX_TABLE_OFFSET as u32,
-            msix_pba_offset: MSIX_PBA_OFFSET as u32,
-            sriov: spec.sriov.clone(),
-            ari_next_function: spec.ari_next,
-            serial: spec.serial,
-        },
-    );
-    c
 }
 
 #[cfg(test)]
@@ -1799,6 +1023,28 @@ mod tests {
         assert!(f.region_read(9, 0, &mut b).is_err());
         assert!(f.region_read(REGION_CONFIG, u64::MAX, &mut b).is_err());
         assert!(f.region_write(REGION_MSIX, MSIX_BAR_SIZE, &b).is_err());
+    }
+
+    #[test]
+    fn bar0_takes_aligned_dwords_and_qwords_only() {
+        let mut f = vf();
+        let mut q = [0; 8];
+        f.region_read(REGION_BAR0, Reg::MacLo as u64, &mut q)
+            .unwrap();
+        assert_eq!(
+            q,
+            [0x02, 0x76, 0x6e, 0x00, 0x01, 0x00, 0, 0],
+            "MAC_LO, MAC_HI"
+        );
+        for (offset, len) in [(0, 2), (2, 4), (0, 3), (4, 8)] {
+            let mut b = vec![0; len];
+            f.region_read(REGION_BAR0, offset, &mut b).unwrap();
+            assert!(b.iter().all(|&x| x == 0xff), "{offset:#x}+{len}: {b:x?}");
+        }
+        assert_eq!(f.stats().bad_mmio, 4);
+        f.region_write(REGION_BAR0, 0xfffc, &[0; 4]).unwrap();
+        assert_eq!(f.stats().bad_mmio, 5, "no register at 0xfffc");
+        assert_eq!(bar0_u32(&mut f, Reg::BadAccess), 5);
     }
 
     #[test]
