@@ -111,19 +111,19 @@ pub struct CardCounters {
 /// The functions of the card, PF first, and the switch between them.
 pub struct Card {
     config: CardConfig,
-    pub(crate) functions: Vec<Function>,
-    pub(crate) switch: Switch,
-    pub(crate) capture: Option<Capture>,
-    pub(crate) counters: CardCounters,
+    functions: Vec<Function>,
+    switch: Switch,
+    capture: Option<Capture>,
+    counters: CardCounters,
     /// Events for control-socket subscribers, oldest first.
-    pub(crate) events: Vec<Event>,
+    events: Vec<Event>,
     /// SR-IOV NumVFs: VFs 0..num_vfs are enabled.
-    pub(crate) num_vfs: u16,
+    num_vfs: u16,
     /// The physical port.
-    pub(crate) uplink: Uplink,
-    pub(crate) vxlan: Vxlan,
+    uplink: Uplink,
+    vxlan: Vxlan,
     /// Switches the frames (crate::datapath).
-    pub(crate) datapath: Datapath,
+    datapath: Datapath,
     /// DMA mappings lost to truncation, process-wide, when the card last
     /// looked (crate::dma::guard::lost_total).
     dma_lost_seen: u64,
@@ -308,11 +308,61 @@ impl Card {
         &self.uplink
     }
 
-    /// The physical port, for out-of-crate drivers of an in-memory uplink
-    /// ([`Uplink::memory`]) to inject and collect frames.
-    #[cfg(any(test, feature = "test-utils"))]
+    /// The physical port (management's `uplink` requests; out-of-crate
+    /// drivers of an in-memory uplink, [`Uplink::memory`], inject and
+    /// collect frames through it).
     pub fn uplink_mut(&mut self) -> &mut Uplink {
         &mut self.uplink
+    }
+
+    pub fn switch_mut(&mut self) -> &mut Switch {
+        &mut self.switch
+    }
+
+    pub fn vxlan(&self) -> &Vxlan {
+        &self.vxlan
+    }
+
+    pub fn vxlan_mut(&mut self) -> &mut Vxlan {
+        &mut self.vxlan
+    }
+
+    pub fn capture(&self) -> Option<&Capture> {
+        self.capture.as_ref()
+    }
+
+    pub fn capture_mut(&mut self) -> &mut Option<Capture> {
+        &mut self.capture
+    }
+
+    pub fn counters(&self) -> &CardCounters {
+        &self.counters
+    }
+
+    pub fn counters_mut(&mut self) -> &mut CardCounters {
+        &mut self.counters
+    }
+
+    /// Queues an event for management's subscribers.
+    pub fn push_event(&mut self, event: Event) {
+        self.events.push(event);
+    }
+
+    /// SR-IOV NumVFs: VFs 0..num_vfs are enabled.
+    pub fn num_vfs(&self) -> u16 {
+        self.num_vfs
+    }
+
+    /// Records NumVFs (management enabling or disabling VFs does the
+    /// rest: crate::control).
+    pub(crate) fn record_num_vfs(&mut self, n: u16) {
+        self.num_vfs = n;
+    }
+
+    /// The data path, for management's changes between turns (functions
+    /// it must forget or release).
+    pub(crate) fn datapath_mut(&mut self) -> &mut Datapath {
+        &mut self.datapath
     }
 
     /// A function's client went away: flush its queues to guest memory and
@@ -383,6 +433,10 @@ impl Card {
 
     pub fn functions(&self) -> &[Function] {
         &self.functions
+    }
+
+    pub fn functions_mut(&mut self) -> &mut [Function] {
+        &mut self.functions
     }
 
     pub fn function_mut(&mut self, index: usize) -> Option<&mut Function> {

@@ -774,7 +774,7 @@ mod card_tests {
 
     /// The driver's store into the page (no message in a real guest).
     fn store(c: &mut Card, f: usize, q: u16, word: Word, v: u32) {
-        c.functions[f]
+        c.functions_mut()[f]
             .region_write(REGION_BAR0, slot(q, word), &v.to_le_bytes())
             .unwrap();
     }
@@ -902,7 +902,7 @@ mod card_tests {
         let mut b = Vm::attach(&mut c, 2, 0);
         enable(&mut c, 2);
         let irqs = |c: &Card| {
-            let s = c.functions[2].stats();
+            let s = c.functions()[2].stats();
             s.irqs_sent + s.irqs_pending + s.irqs_dropped
         };
         // B posts 4 buffers: tail into the page, then the kick.
@@ -927,7 +927,7 @@ mod card_tests {
     #[test]
     fn reset_turns_the_page_off_and_registers_count_again() {
         let (mut c, _a, b) = one_frame_through_the_page();
-        c.functions[1].reset();
+        c.functions_mut()[1].reset();
         c.after_io(1);
         assert_eq!(rd(&mut c, 1, Reg::DbPage as u64), 2, "PRESENT, not ENABLE");
         assert_eq!(rd(&mut c, 1, slot(0, Word::TxTail)), 0, "zeroed");
@@ -949,7 +949,7 @@ mod card_tests {
         wr(&mut c, 1, qp_reg(0, TX), 0);
         assert!(watched(&mut c, 1, 0));
         assert!(!watched(&mut c, 2, 0));
-        let (f1, f2) = (&c.functions[1], &c.functions[2]);
+        let (f1, f2) = (&c.functions()[1], &c.functions()[2]);
         let (p1, p2) = (
             f1.doorbell_page().file().unwrap(),
             f2.doorbell_page().file().unwrap(),
@@ -965,7 +965,7 @@ mod card_tests {
         wr(&mut c, 1, Reg::DbPage as u64, 1);
         assert_eq!(rd(&mut c, 1, Reg::DbPage as u64), 0);
         assert_eq!(rd(&mut c, 1, slot(0, Word::Watch)), u32::MAX, "bad access");
-        let f = &c.functions[1];
+        let f = &c.functions()[1];
         assert!(f.region_fd(REGION_BAR0).is_none());
         assert!(f.region_caps(REGION_BAR0).is_empty());
         let (flags, _) = f.region_info(REGION_BAR0).unwrap();
@@ -978,7 +978,7 @@ mod card_tests {
     #[test]
     fn bar0_offers_the_page_as_its_one_sparse_mmap_area() {
         let c = card();
-        let f = &c.functions[1];
+        let f = &c.functions()[1];
         let (flags, size) = f.region_info(REGION_BAR0).unwrap();
         assert_eq!(size, BAR0_SIZE);
         assert_ne!(
@@ -1009,7 +1009,7 @@ mod card_tests {
     #[test]
     fn bad_page_accesses_are_counted_not_fatal() {
         let mut c = card();
-        let f = &mut c.functions[1];
+        let f = &mut c.functions_mut()[1];
         let mut b = [0u8; 2];
         f.region_read(REGION_BAR0, PAGE_OFFSET + 1, &mut b).unwrap();
         assert_eq!(b, [0xff; 2]);
@@ -1159,14 +1159,14 @@ mod guest_page_tests {
         send(&mut c, &mut a, page, &[fr]);
         assert!(c.next_deadline().is_some(), "polling");
         let (base, size, _) = a.drv.memory();
-        c.functions[1].dma_unmap(base, size, false).unwrap();
+        c.functions_mut()[1].dma_unmap(base, size, false).unwrap();
         c.poll_doorbells(Instant::now());
         let r = db_page(&mut c, 1);
         assert!(!r.enable() && r.refused(), "{r:?}");
         c.poll_doorbells(Instant::now());
         assert_eq!(c.next_deadline(), None, "nothing polled");
         wr(&mut c, 1, qp_reg(0, TX), 5);
-        assert_eq!(c.functions[2].counters().get(FnStat::RxPackets), 1);
+        assert_eq!(c.functions()[2].counters().get(FnStat::RxPackets), 1);
     }
 
     #[test]
@@ -1178,7 +1178,7 @@ mod guest_page_tests {
         assert!(!send(&mut c, &mut a, page, &[fr]), "watched");
         // The VM stops; management quiesces: the stored tail reaches the
         // context in guest memory, the frame stays for the next card.
-        c.functions[1].quiesce();
+        c.functions_mut()[1].quiesce();
         let ctx = a.tables.context(ServiceType::SendQueue, 0);
         assert_eq!(a.drv.read_u16(ctx + CTX_TAIL), a.tx_tail[0]);
         assert_eq!(b.received(0).len(), 1);
@@ -1189,7 +1189,7 @@ mod guest_page_tests {
         let rdwr = crate::dma::DMA_READ | crate::dma::DMA_WRITE;
         for vm in [&a, &b] {
             let (base, size, file) = vm.drv.memory();
-            let f = &mut c2.functions[vm.f];
+            let f = &mut c2.functions_mut()[vm.f];
             f.dma_map(base, size, 0, rdwr, Some(file)).unwrap();
             f.region_write(REGION_CONFIG, 4, &[6, 0]).unwrap();
             assert_eq!(f.set_vct(vm.tables.bat), VctOutcome::Committed);
@@ -1208,7 +1208,7 @@ mod guest_page_tests {
         let fr = frame(&c, 60);
         send(&mut c, &mut a, page, &[fr]);
         assert!(watched(&a, page));
-        c.functions[1].reset();
+        c.functions_mut()[1].reset();
         c.after_io(1);
         assert_eq!(db_page(&mut c, 1).into_bits(), 0);
         assert!(watched(&a, page), "not written after the reset");

@@ -663,7 +663,7 @@ mod card_tests {
     }
 
     fn counters(c: &Card, f: usize) -> FaultCounters {
-        c.functions[f].faults().counters()
+        c.functions()[f].faults().counters()
     }
 
     /// Lets held frames and interrupts go after `us` microseconds.
@@ -809,7 +809,7 @@ mod card_tests {
         let _b = Vm::attach(&mut c, 2, 8);
         // MSI-X is off in the fake guest: an interrupt that reaches MSI-X
         // is counted in irqs_dropped, one the fault took is not.
-        let reached = |c: &Card| c.functions[2].stats().irqs_dropped;
+        let reached = |c: &Card| c.functions()[2].stats().irqs_dropped;
         inject(&mut c, 2, Fault::DropIrqs { count: 1 });
         let before = reached(&c);
         let f = frames(&c, 1);
@@ -890,7 +890,7 @@ mod card_tests {
         inject(&mut c, 2, Fault::Reinsert {});
         assert_eq!(rd(&mut c, 2, Reg::Id as u64), ID_MAGIC);
         assert_eq!(rd(&mut c, 2, Reg::Scratch as u64), 0, "the write was lost");
-        assert_eq!(c.functions[2].vct(), 0, "reset: set it up again");
+        assert_eq!(c.functions()[2].vct(), 0, "reset: set it up again");
         assert!(c.fault_inject(2, Fault::Reinsert {}).is_err());
     }
 }

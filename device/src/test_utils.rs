@@ -349,7 +349,7 @@ pub mod guest {
     }
 
     pub fn wr(card: &mut Card, f: usize, off: u64, v: u32) {
-        card.functions[f]
+        card.functions_mut()[f]
             .region_write(REGION_BAR0, off, &v.to_le_bytes())
             .unwrap();
         card.after_io(f);
@@ -357,7 +357,7 @@ pub mod guest {
 
     pub fn rd(card: &mut Card, f: usize, off: u64) -> u32 {
         let mut b = [0; 4];
-        card.functions[f]
+        card.functions_mut()[f]
             .region_read(REGION_BAR0, off, &mut b)
             .unwrap();
         u32::from_le_bytes(b)
@@ -368,7 +368,7 @@ pub mod guest {
     }
 
     pub fn fn_stat(card: &Card, f: usize, s: FnStat) -> u64 {
-        card.functions[f].counters().get(s)
+        card.functions()[f].counters().get(s)
     }
 
     impl Vm {
@@ -384,11 +384,11 @@ pub mod guest {
         /// [`FakeDriver::with_unsealed_memory`]).
         pub fn attach_with(card: &mut Card, f: usize, posted: u16, mut drv: FakeDriver) -> Vm {
             let (base, size, file) = drv.memory();
-            card.functions[f]
+            card.functions_mut()[f]
                 .dma_map(base, size, 0, DMA_READ | DMA_WRITE, Some(file))
                 .unwrap();
-            let nqp = card.functions[f].queue_pairs().len() as u16;
-            let services = card.functions[f].qp_max();
+            let nqp = card.functions()[f].queue_pairs().len() as u16;
+            let services = card.functions()[f].qp_max();
             let tables = StateTables::build(&mut drv, 1, 64, services);
             let mut rings = Vec::new();
             for q in 0..nqp {
@@ -478,7 +478,7 @@ pub mod guest {
     }
 
     pub fn mac(card: &Card, f: usize, q: u16) -> Mac {
-        card.functions[f].queue_pairs()[q as usize].mac
+        card.functions()[f].queue_pairs()[q as usize].mac
     }
 
     pub fn eth(dst: Mac, src: Mac, vlan: Option<u16>, len: usize) -> Vec<u8> {

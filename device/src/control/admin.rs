@@ -74,19 +74,19 @@ impl Card {
     /// the result arguments hold the outcome before the client's next
     /// message is read.
     pub fn run_admin(&mut self, pf: usize) {
-        let Some((cmd, args)) = self.functions[pf].take_admin() else {
+        let Some((cmd, args)) = self.functions_mut()[pf].take_admin() else {
             return;
         };
         let (status, results) = match self.admin(cmd, &args) {
             Ok(r) => (0, r),
             Err(e) => {
                 let what = format_args!("admin command {cmd:?} refused: {e}");
-                self.functions[pf].log(Cause::Refused, what);
+                self.functions_mut()[pf].log(Cause::Refused, what);
                 (e.errno() as u32, None)
             }
         };
         debug!("pf: admin command {cmd:?}: status {status}");
-        self.functions[pf].admin_done(status, results);
+        self.functions_mut()[pf].admin_done(status, results);
     }
 
     fn admin(
@@ -134,15 +134,15 @@ impl Card {
     /// A VF-wide port VLAN: every vNIC of the VF, including those N does not
     /// enable now (so they get it when N grows).
     fn set_vf_vlan(&mut self, f: usize, vlan: u16) -> OpResult<()> {
-        let n = self.functions[f].queue_pairs().len() as u16;
+        let n = self.functions()[f].queue_pairs().len() as u16;
         for q in 0..n {
-            let mac = self.functions[f].policy().vnics[q as usize].mac;
+            let mac = self.functions()[f].policy().vnics[q as usize].mac;
             self.check_address(f, q, mac, vlan)?;
         }
         for q in 0..n {
             self.set_vnic(f, q, None, Some(vlan))?;
         }
-        let p = self.functions[f].policy_mut();
+        let p = self.functions_mut()[f].policy_mut();
         for cfg in p.vnics.iter_mut().skip(n as usize) {
             cfg.vlan = vlan;
         }
@@ -151,7 +151,7 @@ impl Card {
 
     /// GET_CONFIG results (docs/management.md).
     fn vf_config(&self, f: usize) -> [u32; ADMIN_ARGS] {
-        let func = &self.functions[f];
+        let func = &self.functions()[f];
         let p = func.policy();
         let mac = p.vnics[0].mac.0;
         let max_rate = p
@@ -163,7 +163,7 @@ impl Card {
             LinkState::Up => LINK_ENABLE,
             LinkState::Down => LINK_DISABLE,
         };
-        let flags = u32::from(self.switch.spoof_check(f)) | u32::from(p.trust) << 1 | link << 2;
+        let flags = u32::from(self.switch().spoof_check(f)) | u32::from(p.trust) << 1 | link << 2;
         [
             u32::from_le_bytes([mac[0], mac[1], mac[2], mac[3]]),
             u32::from_le_bytes([mac[4], mac[5], 0, 0]),

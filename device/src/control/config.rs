@@ -44,7 +44,7 @@ impl Card {
     /// Everything management set, in the configuration file schema.
     pub fn export(&self) -> CardFile {
         let functions = self
-            .functions
+            .functions()
             .iter()
             .enumerate()
             .map(|(f, func)| {
@@ -60,7 +60,7 @@ impl Card {
                 FunctionFile {
                     name: func.name().to_string(),
                     vnics: Some(vnics),
-                    spoof_check: Some(self.switch.spoof_check(f)),
+                    spoof_check: Some(self.switch().spoof_check(f)),
                     trust: Some(p.trust),
                     link: Some(p.link),
                     tx_rate: Some(p.tx_rate.as_ref().map(Limiter::policy)),
@@ -71,28 +71,28 @@ impl Card {
                         .map(GuestAddr),
                     // VFs state their attribute (null: VLAN); the PF has
                     // none to state.
-                    vni: (f != 0).then(|| self.vxlan.segments.vni_of(f).map(Vni::get)),
+                    vni: (f != 0).then(|| self.vxlan().segments.vni_of(f).map(Vni::get)),
                 }
             })
             .collect();
         let fdb = self
-            .switch
+            .switch()
             .entries()
             .into_iter()
             .filter(|(_, _, e)| e.kind == EntryKind::Static)
             .map(|(mac, vlan, e)| FdbFile {
                 mac,
                 vlan,
-                function: self.functions[e.port.function].name().to_string(),
+                function: self.functions()[e.port.function].name().to_string(),
                 vnic: e.port.qp,
             })
             .collect();
         CardFile {
             card: Some(self.settings()),
-            num_vfs: Some(self.num_vfs),
+            num_vfs: Some(self.num_vfs()),
             functions,
             fdb: Some(fdb),
-            vtep: self.vxlan.vtep,
+            vtep: self.vxlan().vtep,
         }
     }
 
@@ -114,7 +114,7 @@ impl Card {
                 )));
             }
         }
-        let num_vfs = file.num_vfs.unwrap_or(self.num_vfs);
+        let num_vfs = file.num_vfs.unwrap_or(self.num_vfs());
         if num_vfs > self.config().vfs {
             return Err(OpError::TooManyVfs(num_vfs, self.config().vfs));
         }
@@ -140,11 +140,11 @@ impl Card {
             usable_ip(v.ip)?;
         }
         let mut owners: HashMap<Vni, usize> = HashMap::new();
-        for f in 0..self.functions.len() {
+        for f in 0..self.functions().len() {
             let listed = plan.iter().position(|&p| p == f);
             let vni = match listed.and_then(|i| file.functions[i].vni) {
                 Some(v) => v.map(Vni::new).transpose()?,
-                None => self.vxlan.segments.vni_of(f),
+                None => self.vxlan().segments.vni_of(f),
             };
             let Some(vni) = vni else { continue };
             if f == 0 {
@@ -153,8 +153,8 @@ impl Card {
             if let Some(other) = owners.insert(vni, f) {
                 return Err(bad(format!(
                     "VNI {vni} is given to {} and {}",
-                    self.functions[other].name(),
-                    self.functions[f].name()
+                    self.functions()[other].name(),
+                    self.functions()[f].name()
                 )));
             }
         }
@@ -166,7 +166,7 @@ impl Card {
     fn release_vnis(&mut self, file: &CardFile, plan: &[usize]) -> OpResult<()> {
         for (ff, &f) in file.functions.iter().zip(plan) {
             let Some(want) = ff.vni else { continue };
-            let now = self.vxlan.segments.vni_of(f);
+            let now = self.vxlan_mut().segments.vni_of(f);
             if now.is_some() && now.map(Vni::get) != want {
                 self.set_attr(f, None, None)?;
             }
@@ -179,7 +179,7 @@ impl Card {
             let max = if f == 0 {
                 1
             } else {
-                self.functions[f].qp_max()
+                self.functions()[f].qp_max()
             };
             if !(1..=max).contains(&(v.len() as u32)) {
                 return Err(OpError::VnicCount {
@@ -213,7 +213,7 @@ impl Card {
         num_vfs: u16,
     ) -> Vec<(Mac, Vlan, Port)> {
         let mut out = Vec::new();
-        for (f, func) in self.functions.iter().enumerate() {
+        for (f, func) in self.functions().iter().enumerate() {
             if f > usize::from(num_vfs) {
                 continue;
             }
@@ -251,7 +251,7 @@ impl Card {
             }
             // Free now, apart from the vNIC itself, vNICs the file moves
             // elsewhere (swaps are fine) and statics the file replaces.
-            let now = self.switch.entries_for(mac, vlan);
+            let now = self.switch().entries_for(mac, vlan);
             if let Some(e) = now.filter(|e| {
                 e.port != port
                     && !(e.kind != EntryKind::Static && moving.contains(&e.port))
@@ -259,7 +259,7 @@ impl Card {
             }) {
                 return Err(bad(format!(
                     "{mac} VLAN {vlan} belongs to {} vNIC {}",
-                    self.functions[e.port.function].name(),
+                    self.functions()[e.port.function].name(),
                     e.port.qp
                 )));
             }
@@ -294,10 +294,10 @@ impl Card {
         self.final_addresses(file, plan, num_vfs)
             .into_iter()
             .filter(|&(mac, vlan, port)| {
-                let func = &self.functions[port.function];
+                let func = &self.functions()[port.function];
                 let cur = func.policy().vnics[port.qp as usize];
                 usize::from(port.qp) < func.queue_pairs().len()
-                    && self.switch.has_port(port)
+                    && self.switch().has_port(port)
                     && (cur.mac, cur.vlan) != (mac, vlan)
             })
             .map(|(_, _, port)| port)
@@ -308,14 +308,14 @@ impl Card {
         // vNICs that change address let go of it first, so that addresses
         // can move between them in one file; they take their new ones back
         // at the end.
-        let moving = self.moving_ports(file, plan, file.num_vfs.unwrap_or(self.num_vfs));
+        let moving = self.moving_ports(file, plan, file.num_vfs.unwrap_or(self.num_vfs()));
         for &port in &moving {
-            self.switch.release(port);
+            self.switch_mut().release(port);
         }
         let result = self.run_steps(file, plan);
         for port in moving {
-            if let Err(e) = self.switch.reclaim(port) {
-                let name = self.functions[port.function].name();
+            if let Err(e) = self.switch_mut().reclaim(port) {
+                let name = self.functions()[port.function].name();
                 error!("{name}: vNIC {} lost its address: {e}", port.qp);
             }
         }
@@ -324,9 +324,9 @@ impl Card {
 
     fn run_steps(&mut self, file: &CardFile, plan: &[usize]) -> OpResult<()> {
         if file.fdb.is_some() {
-            for (mac, vlan, e) in self.switch.entries() {
+            for (mac, vlan, e) in self.switch().entries() {
                 if e.kind == EntryKind::Static {
-                    let _ = self.switch.remove_static(mac, vlan);
+                    let _ = self.switch_mut().remove_static(mac, vlan);
                 }
             }
         }
@@ -334,7 +334,7 @@ impl Card {
             self.set_vtep(v)?;
         }
         self.release_vnis(file, plan)?;
-        if let Some(n) = file.num_vfs.filter(|&n| n != self.num_vfs) {
+        if let Some(n) = file.num_vfs.filter(|&n| n != self.num_vfs()) {
             self.set_num_vfs(n)?;
         }
         for (ff, &f) in file.functions.iter().zip(plan) {
@@ -349,11 +349,11 @@ impl Card {
 
     fn run_function(&mut self, f: usize, ff: &FunctionFile) -> OpResult<()> {
         if let Some(v) = &ff.vnics {
-            if f != 0 && v.len() != self.functions[f].queue_pairs().len() {
+            if f != 0 && v.len() != self.functions()[f].queue_pairs().len() {
                 self.set_vnics(f, v.len() as u32)?;
             }
             for (q, vn) in v.iter().enumerate() {
-                let cur = self.functions[f].policy().vnics[q];
+                let cur = self.functions()[f].policy().vnics[q];
                 let mac = vn.mac.unwrap_or(cur.mac);
                 if (mac, vn.vlan) != (cur.mac, cur.vlan) {
                     self.set_vnic(f, q as u16, Some(mac), Some(vn.vlan))?;
@@ -361,12 +361,12 @@ impl Card {
             }
         }
         if let Some(on) = ff.spoof_check {
-            if on != self.switch.spoof_check(f) {
+            if on != self.switch_mut().spoof_check(f) {
                 self.set_spoof_check(f, on);
             }
         }
         if let Some(on) = ff.trust {
-            if on != self.functions[f].policy().trust {
+            if on != self.functions()[f].policy().trust {
                 self.set_trust(f, on);
             }
         }
@@ -382,7 +382,7 @@ impl Card {
         if let Some(a) = ff.vct {
             // The entry the function already has (an export applied back)
             // is not walked again.
-            let func = &self.functions[f];
+            let func = &self.functions_mut()[f];
             let unchanged = match a.0 {
                 0 => func.vct() == 0 && func.pending_vct().is_none(),
                 _ => a.0 == func.vct() || Some(a.0) == func.pending_vct(),
@@ -393,7 +393,7 @@ impl Card {
         }
         if let Some(want) = ff.vni {
             let vni = want.map(Vni::new).transpose()?;
-            if vni != self.vxlan.segments.vni_of(f) {
+            if vni != self.vxlan_mut().segments.vni_of(f) {
                 self.set_attr(f, vni, None)?;
             }
         }
@@ -505,35 +505,41 @@ mod tests {
         assert_eq!(exported.functions[0].vct, None, "pf has none");
         let mut b = card();
         b.apply(&file(&text)).unwrap();
-        assert_eq!(b.functions[1].pending_vct(), Some(0x3e8a000));
+        assert_eq!(b.functions()[1].pending_vct(), Some(0x3e8a000));
         assert_eq!(b.export(), exported);
         // Applied again, the same entry is not set again.
         b.apply(&file(&text)).unwrap();
-        assert_eq!(b.functions[1].pending_vct(), Some(0x3e8a000));
+        assert_eq!(b.functions()[1].pending_vct(), Some(0x3e8a000));
         b.apply(&file(r#"{"functions":[{"name":"vf0","vct":0}]}"#))
             .unwrap();
-        assert_eq!(b.functions[1].pending_vct(), None);
+        assert_eq!(b.functions()[1].pending_vct(), None);
     }
 
     #[test]
     fn a_file_may_swap_addresses_between_vnics() {
         let mut c = card();
         let (m0, m1) = (
-            c.functions[1].policy().vnics[0].mac,
-            c.functions[2].policy().vnics[0].mac,
+            c.functions()[1].policy().vnics[0].mac,
+            c.functions()[2].policy().vnics[0].mac,
         );
-        c.switch.join(Port { function: 2, qp: 0 }, 30).unwrap();
+        c.switch_mut()
+            .join(Port { function: 2, qp: 0 }, 30)
+            .unwrap();
         c.apply(&file(&format!(
             r#"{{"functions":[{{"name":"vf0","vnics":[{{"mac":"{m1}"}},{{}}]}},
                 {{"name":"vf1","vnics":[{{"mac":"{m0}"}},{{}}]}}]}}"#
         )))
         .unwrap();
         let p = |function| Port { function, qp: 0 };
-        assert_eq!(c.switch.lookup(m1, 0), Some(p(1)));
-        assert_eq!(c.switch.lookup(m0, 0), Some(p(2)));
-        assert_eq!(c.switch.lookup(m0, 30), Some(p(2)), "the join moved along");
-        assert_eq!(c.switch.lookup(m1, 30), None);
-        assert_eq!(c.functions[1].queue_pairs()[0].mac, m1);
+        assert_eq!(c.switch().lookup(m1, 0), Some(p(1)));
+        assert_eq!(c.switch().lookup(m0, 0), Some(p(2)));
+        assert_eq!(
+            c.switch().lookup(m0, 30),
+            Some(p(2)),
+            "the join moved along"
+        );
+        assert_eq!(c.switch().lookup(m1, 30), None);
+        assert_eq!(c.functions()[1].queue_pairs()[0].mac, m1);
     }
 
     #[test]
@@ -548,13 +554,13 @@ mod tests {
         f.remap(&[("vf0".into(), "vf2".into())]).unwrap();
         let mut b = card();
         b.apply(&f).unwrap();
-        assert_eq!(b.functions[3].pending_vct(), Some(0x5000));
-        assert_eq!(b.functions[3].policy().vnics[0].vlan, 7);
+        assert_eq!(b.functions()[3].pending_vct(), Some(0x5000));
+        assert_eq!(b.functions()[3].policy().vnics[0].vlan, 7);
         assert_eq!(
-            b.functions[3].queue_pairs()[0].mac,
+            b.functions()[3].queue_pairs()[0].mac,
             "02:00:00:00:00:10".parse().unwrap()
         );
-        assert_eq!(b.functions[1].pending_vct(), None, "vf2 had none");
+        assert_eq!(b.functions()[1].pending_vct(), None, "vf2 had none");
         let statics: Vec<_> = b
             .fdb_list()
             .into_iter()
@@ -581,13 +587,13 @@ mod tests {
                 "tx_rate":{"avg_kbps":20000,"burst_bytes":65536}}]}"#,
         ))
         .unwrap();
-        assert_eq!(c.functions[2].queue_pairs().len(), 3);
-        assert_eq!(c.functions[2].policy().vnics[2].vlan, 5);
-        assert!(c.functions[2].policy().tx_rate.is_some());
-        assert_eq!(c.functions[1].queue_pairs().len(), 2, "vf0 untouched");
+        assert_eq!(c.functions()[2].queue_pairs().len(), 3);
+        assert_eq!(c.functions()[2].policy().vnics[2].vlan, 5);
+        assert!(c.functions()[2].policy().tx_rate.is_some());
+        assert_eq!(c.functions()[1].queue_pairs().len(), 2, "vf0 untouched");
         c.apply(&file(r#"{"functions":[{"name":"vf1","tx_rate":null}]}"#))
             .unwrap();
-        assert!(c.functions[2].policy().tx_rate.is_none());
+        assert!(c.functions()[2].policy().tx_rate.is_none());
     }
 
     #[test]

@@ -16,7 +16,7 @@ impl Card {
     fn targets(&self, function: Option<&str>) -> OpResult<Vec<usize>> {
         match function {
             Some(name) => Ok(vec![self.function_index(name)?]),
-            None => Ok((0..self.functions.len()).collect()),
+            None => Ok((0..self.functions().len()).collect()),
         }
     }
 
@@ -25,10 +25,10 @@ impl Card {
         let targets = self.targets(function)?;
         let mut done = Vec::new();
         for f in targets {
-            let contexts_written = self.functions[f].quiesce();
-            let name = self.functions[f].name().to_string();
-            self.datapath.unqueue(f);
-            self.events.push(Event::Quiesced {
+            let contexts_written = self.functions_mut()[f].quiesce();
+            let name = self.functions()[f].name().to_string();
+            self.datapath_mut().unqueue(f);
+            self.push_event(Event::Quiesced {
                 function: name.clone(),
             });
             done.push(QuiesceInfo {
@@ -45,13 +45,13 @@ impl Card {
         let targets = self.targets(function)?;
         let mut resumed = Vec::new();
         for f in targets {
-            if !self.functions[f].quiesced() {
+            if !self.functions()[f].quiesced() {
                 continue;
             }
-            self.functions[f].unquiesce();
+            self.functions_mut()[f].unquiesce();
             self.queue_tx(f);
-            let name = self.functions[f].name().to_string();
-            self.events.push(Event::Resumed {
+            let name = self.functions()[f].name().to_string();
+            self.push_event(Event::Resumed {
                 function: name.clone(),
             });
             resumed.push(name);
@@ -62,19 +62,19 @@ impl Card {
 
     /// Gives function `f` the VCT entry `address` (0 clears it).
     pub fn vct_set(&mut self, f: usize, address: GuestAddr) -> VctInfo {
-        let outcome = self.functions[f].set_vct(address.0);
+        let outcome = self.functions_mut()[f].set_vct(address.0);
         let state = match outcome {
             VctOutcome::Committed => VctState::Committed,
             VctOutcome::Pending => VctState::Pending,
             VctOutcome::Refused(_) => VctState::Refused,
             VctOutcome::Cleared => VctState::Cleared,
         };
-        let function = self.functions[f].name().to_string();
+        let function = self.functions()[f].name().to_string();
         if state == VctState::Committed {
             self.queue_tx(f);
             self.run_pending();
         }
-        self.events.push(Event::VctChanged {
+        self.push_event(Event::VctChanged {
             function: function.clone(),
             address,
             state,
@@ -83,7 +83,7 @@ impl Card {
             function,
             address,
             state,
-            vct_status: self.functions[f].vct_status(),
+            vct_status: self.functions()[f].vct_status(),
         }
     }
 }
@@ -102,7 +102,7 @@ mod tests {
     /// The guest driver's `pci_set_master` (or `pci_restore_state`).
     fn bus_master(c: &mut Card, f: usize) {
         let v = command::MEMORY | command::BUS_MASTER;
-        c.functions[f]
+        c.functions_mut()[f]
             .region_write(REGION_CONFIG, hdr::COMMAND as u64, &v.to_le_bytes())
             .unwrap();
         c.after_io(f);
@@ -111,7 +111,7 @@ mod tests {
     /// QEMU mapping the guest's RAM into a function of `c`.
     fn map(c: &mut Card, f: usize, vm: &Vm) {
         let (base, size, file) = vm.drv.memory();
-        c.functions[f]
+        c.functions_mut()[f]
             .dma_map(base, size, 0, DMA_READ | DMA_WRITE, Some(file))
             .unwrap();
         c.after_io(f);
@@ -141,7 +141,7 @@ mod tests {
     /// indices its rings are at.
     fn in_card(c: &Card, f: usize) -> Vec<Context> {
         let mut out = Vec::new();
-        for qp in c.functions[f].queue_pairs() {
+        for qp in c.functions()[f].queue_pairs() {
             for q in [&qp.tx, &qp.rx] {
                 out.push(Context {
                     head: q.head(),
@@ -175,7 +175,7 @@ mod tests {
         assert_eq!(after[3].tail, a.rx_tail[1], "the posted tail is there");
         assert_eq!(after[0].packets, 3);
         assert!(after.iter().all(|x| x.state & ctx_state::RUNNING != 0));
-        assert!(c.functions[1].quiesced());
+        assert!(c.functions()[1].quiesced());
 
         // Quiesced: nothing sent to it lands in its buffers, nothing it
         // sends leaves; its doorbell only moves the send context's tail.
@@ -203,7 +203,7 @@ mod tests {
         assert_eq!(resumed, vec!["vf0".to_string()]);
         assert_eq!(a.received(0).len(), 2, "what waited was delivered");
         assert_eq!(b.received(0).len(), 5, "what was posted was sent");
-        assert!(!c.functions[1].quiesced());
+        assert!(!c.functions()[1].quiesced());
         assert_eq!(c.resume(None).unwrap(), Vec::<String>::new());
     }
 
@@ -229,15 +229,15 @@ mod tests {
         let bat = GuestAddr(a.tables.bat);
         assert_eq!(d.vct_set(3, bat).state, VctState::Pending, "no memory yet");
         map(&mut d, 3, &a);
-        assert_eq!(d.functions[3].pending_vct(), Some(bat.0), "no bus master");
-        d.functions[3].reset(); // QEMU resets devices as it starts
-        assert_eq!(d.functions[3].pending_vct(), Some(bat.0), "kept");
+        assert_eq!(d.functions()[3].pending_vct(), Some(bat.0), "no bus master");
+        d.functions_mut()[3].reset(); // QEMU resets devices as it starts
+        assert_eq!(d.functions()[3].pending_vct(), Some(bat.0), "kept");
         let untouched = image(&a);
         bus_master(&mut d, 3);
-        assert_eq!(d.functions[3].pending_vct(), None);
-        assert_eq!(d.functions[3].vct(), bat.0);
+        assert_eq!(d.functions()[3].pending_vct(), None);
+        assert_eq!(d.functions()[3].vct(), bat.0);
         assert_eq!(in_card(&d, 3), saved, "indices and counters reproduced");
-        for qp in d.functions[3].queue_pairs() {
+        for qp in d.functions()[3].queue_pairs() {
             assert!(qp.tx.running() && qp.rx.running());
         }
         let cause = IrqCause::from_bits(rd(&mut d, 3, Reg::IrqCause as u64));
@@ -250,11 +250,11 @@ mod tests {
         let to_peer = eth(mac(&d, 1, 0), mac(&d, 3, 0), None, 100);
         a.send(&mut d, 0, &vec![to_peer; 5]);
         assert_eq!(peer.received(0).len(), 5);
-        let tx = d.functions[3].queue_pairs()[0].tx.context();
+        let tx = d.functions()[3].queue_pairs()[0].tx.context();
         assert_eq!(tx.packets, saved[0].packets + 5);
         let to_a = eth(mac(&d, 3, 1), mac(&d, 1, 0), None, 100);
         peer.send(&mut d, 0, &[to_a]);
-        let rx = d.functions[3].queue_pairs()[1].rx.context();
+        let rx = d.functions()[3].queue_pairs()[1].rx.context();
         assert_eq!(rx.packets, saved[3].packets + 1);
     }
 
@@ -272,7 +272,7 @@ mod tests {
         let info = d.vct_set(1, GuestAddr(a.rings[0].0 + 0x10000));
         assert_eq!(info.state, VctState::Refused);
         assert_ne!(info.vct_status, 0);
-        assert!(d.functions[1]
+        assert!(d.functions()[1]
             .queue_pairs()
             .iter()
             .all(|qp| !qp.tx.running() && !qp.rx.running()));
@@ -282,14 +282,14 @@ mod tests {
         // 0 clears entry and pending state alike.
         d.vct_set(2, GuestAddr(0x1000));
         assert_eq!(d.vct_set(2, GuestAddr(0)).state, VctState::Cleared);
-        assert_eq!(d.functions[2].pending_vct(), None);
+        assert_eq!(d.functions()[2].pending_vct(), None);
     }
 
     #[test]
     fn a_driver_written_vct_entry_commits_at_once_and_raises_no_cause() {
         let mut c = card();
         let a = Vm::attach(&mut c, 1, 8);
-        assert_eq!(c.functions[1].vct(), a.tables.bat);
+        assert_eq!(c.functions()[1].vct(), a.tables.bat);
         let cause = IrqCause::from_bits(rd(&mut c, 1, Reg::IrqCause as u64));
         assert!(!cause.resumed());
         // Management's entry waits for bus mastering (which Vm::attach,
@@ -299,9 +299,9 @@ mod tests {
             VctState::Pending
         );
         bus_master(&mut c, 1);
-        assert_eq!(c.functions[1].vct(), a.tables.bat);
+        assert_eq!(c.functions()[1].vct(), a.tables.bat);
         let cause = IrqCause::from_bits(rd(&mut c, 1, Reg::IrqCause as u64));
         assert!(cause.resumed());
-        assert!(c.functions[1].queue_pairs()[0].tx.running());
+        assert!(c.functions()[1].queue_pairs()[0].tx.running());
     }
 }

@@ -156,7 +156,7 @@ impl Card {
                 done
             }
             Request::FdbDel { mac, vlan } => {
-                self.switch
+                self.switch_mut()
                     .remove_static(mac, vlan)
                     .map_err(|e| OpError::Switch("fdb".into(), e))?;
                 done
@@ -221,7 +221,7 @@ impl Card {
             Request::FaultClear { function } => {
                 let f = self.enabled_index(&function)?;
                 let name = self.name(f);
-                self.functions[f].faults_mut().clear(&name);
+                self.functions_mut()[f].faults_mut().clear(&name);
                 json(self.fault_info(f))
             }
             Request::FaultStatus { function } => {
@@ -233,7 +233,7 @@ impl Card {
 
     /// The index of the function called `name`.
     pub fn function_index(&self, name: &str) -> OpResult<usize> {
-        self.functions
+        self.functions()
             .iter()
             .position(|f| f.name() == name)
             .ok_or_else(|| OpError::NoFunction(name.into(), self.config().vfs.saturating_sub(1)))
@@ -242,18 +242,18 @@ impl Card {
     /// Like [`Card::function_index`], but refuses a disabled VF.
     pub fn enabled_index(&self, name: &str) -> OpResult<usize> {
         let f = self.function_index(name)?;
-        if !self.functions[f].policy().enabled {
-            return Err(OpError::Disabled(name.into(), self.num_vfs));
+        if !self.functions()[f].policy().enabled {
+            return Err(OpError::Disabled(name.into(), self.num_vfs()));
         }
         Ok(f)
     }
 
     fn name(&self, f: usize) -> String {
-        self.functions[f].name().to_string()
+        self.functions()[f].name().to_string()
     }
 
     fn check_vnic(&self, f: usize, vnic: u16) -> OpResult<()> {
-        let count = self.functions[f].queue_pairs().len() as u32;
+        let count = self.functions()[f].queue_pairs().len() as u32;
         if u32::from(vnic) >= count {
             return Err(OpError::NoVnic {
                 name: self.name(f),
@@ -265,13 +265,13 @@ impl Card {
     }
 
     pub fn list(&self) -> Vec<FunctionInfo> {
-        (0..self.functions.len())
+        (0..self.functions().len())
             .map(|f| self.function_info(f))
             .collect()
     }
 
     pub fn function_info(&self, f: usize) -> FunctionInfo {
-        let func = &self.functions[f];
+        let func = &self.functions()[f];
         let p = func.policy();
         let vnics = func
             .queue_pairs()
@@ -285,7 +285,7 @@ impl Card {
                     vnic: qp.index,
                     mac: qp.mac,
                     vlan: p.vnics[qp.index as usize].vlan,
-                    joined: self.switch.joined(port),
+                    joined: self.switch().joined(port),
                     tx_running: qp.tx.running(),
                     rx_running: qp.rx.running(),
                     tx_error: qp.tx.error().map(|e| e.to_string()),
@@ -301,7 +301,7 @@ impl Card {
             vnics,
             link: p.link,
             link_up: func.link_up(),
-            spoof_check: self.switch.spoof_check(f),
+            spoof_check: self.switch().spoof_check(f),
             trust: p.trust,
             tx_rate: p.tx_rate.as_ref().map(Limiter::policy),
             rx_rate: p.rx_rate.as_ref().map(Limiter::policy),
@@ -309,7 +309,7 @@ impl Card {
             vct_status: func.vct_status(),
             vct_pending: func.pending_vct().map(GuestAddr),
             quiesced: func.quiesced(),
-            vni: self.vxlan.segments.vni_of(f).map(Vni::get),
+            vni: self.vxlan().segments.vni_of(f).map(Vni::get),
         }
     }
 
@@ -324,14 +324,14 @@ impl Card {
             return Err(OpError::BadVlan(vlan));
         }
         let port = Port { function: f, qp: q };
-        if let Some(vni) = self.vxlan.segments.vni_of(f) {
+        if let Some(vni) = self.vxlan().segments.vni_of(f) {
             return self
-                .vxlan
+                .vxlan()
                 .segments
                 .check(vni, port, mac)
                 .map_err(|e| OpError::Segment(self.name(f), e));
         }
-        if self.switch.lookup(mac, vlan).is_some_and(|p| p != port) {
+        if self.switch().lookup(mac, vlan).is_some_and(|p| p != port) {
             return Err(OpError::Switch(
                 self.name(f),
                 SwitchError::Taken { mac, vlan },
@@ -343,29 +343,29 @@ impl Card {
     /// Puts vNIC `q` of function `f` on the switch with its configuration
     /// (into its VNI segment, for a VF whose attribute is VxLAN).
     pub(crate) fn add_port(&mut self, f: usize, q: u16) -> OpResult<()> {
-        let cfg = self.functions[f].policy().vnics[q as usize];
+        let cfg = self.functions()[f].policy().vnics[q as usize];
         let port = Port { function: f, qp: q };
         let name = self.name(f);
-        if let Some(vni) = self.vxlan.segments.vni_of(f) {
+        if let Some(vni) = self.vxlan_mut().segments.vni_of(f) {
             return self
-                .vxlan
+                .vxlan_mut()
                 .segments
                 .add_port(vni, port, cfg.mac)
                 .map_err(|e| OpError::Segment(name, e));
         }
-        self.switch
+        self.switch_mut()
             .add_port(port, cfg.mac)
-            .and_then(|()| self.switch.set_pvid(port, cfg.vlan))
+            .and_then(|()| self.switch_mut().set_pvid(port, cfg.vlan))
             .map_err(|e| {
-                self.switch.remove_port(port);
+                self.switch_mut().remove_port(port);
                 OpError::Switch(name, e)
             })
     }
 
     /// Takes a vNIC off the switch or out of its VNI segment.
     pub(crate) fn remove_port(&mut self, port: Port) {
-        self.switch.remove_port(port);
-        self.vxlan.segments.remove_port(port);
+        self.switch_mut().remove_port(port);
+        self.vxlan_mut().segments.remove_port(port);
     }
 
     /// SR-IOV NumVFs: VFs `0..count` enabled, the rest disabled. The
@@ -378,12 +378,17 @@ impl Card {
         // VFs being enabled must get their addresses back.
         let mut claimed = Vec::new();
         for f in 1..=usize::from(count) {
-            if self.functions[f].policy().enabled {
+            if self.functions()[f].policy().enabled {
                 continue;
             }
-            for qp in self.functions[f].queue_pairs() {
-                let cfg = self.functions[f].policy().vnics[qp.index as usize];
-                self.check_address(f, qp.index, cfg.mac, cfg.vlan)?;
+            let vnics: Vec<u16> = self.functions()[f]
+                .queue_pairs()
+                .iter()
+                .map(|qp| qp.index)
+                .collect();
+            for vnic in vnics {
+                let cfg = self.functions()[f].policy().vnics[usize::from(vnic)];
+                self.check_address(f, vnic, cfg.mac, cfg.vlan)?;
                 if claimed.contains(&(cfg.mac, cfg.vlan)) {
                     let e = SwitchError::Taken {
                         mac: cfg.mac,
@@ -394,13 +399,13 @@ impl Card {
                 claimed.push((cfg.mac, cfg.vlan));
             }
         }
-        for f in 1..self.functions.len() {
+        for f in 1..self.functions().len() {
             let enable = f <= usize::from(count);
-            if self.functions[f].policy().enabled == enable {
+            if self.functions()[f].policy().enabled == enable {
                 continue;
             }
-            self.functions[f].policy_mut().enabled = enable;
-            let nqp = self.functions[f].queue_pairs().len() as u16;
+            self.functions_mut()[f].policy_mut().enabled = enable;
+            let nqp = self.functions()[f].queue_pairs().len() as u16;
             for q in 0..nqp {
                 if enable {
                     self.add_port(f, q)?;
@@ -414,9 +419,9 @@ impl Card {
                 if enable { "enabled" } else { "disabled" }
             );
         }
-        self.num_vfs = count;
-        self.functions[0].set_num_vfs(count);
-        self.events.push(Event::VfsChanged { num_vfs: count });
+        self.record_num_vfs(count);
+        self.functions_mut()[0].set_num_vfs(count);
+        self.push_event(Event::VfsChanged { num_vfs: count });
         Ok(())
     }
 
@@ -425,7 +430,7 @@ impl Card {
         if f == 0 {
             return Err(OpError::PfVnics);
         }
-        let max = self.functions[f].qp_max();
+        let max = self.functions()[f].qp_max();
         if !(1..=max).contains(&count) {
             return Err(OpError::VnicCount {
                 name: self.name(f),
@@ -433,21 +438,21 @@ impl Card {
                 max,
             });
         }
-        let old = self.functions[f].queue_pairs().len() as u32;
+        let old = self.functions()[f].queue_pairs().len() as u32;
         for q in old..count {
-            let cfg = self.functions[f].policy().vnics[q as usize];
+            let cfg = self.functions()[f].policy().vnics[q as usize];
             self.check_address(f, q as u16, cfg.mac, cfg.vlan)?;
         }
-        for q in self.functions[f].set_qp_num(count) {
+        for q in self.functions_mut()[f].set_qp_num(count) {
             self.remove_port(Port { function: f, qp: q });
         }
         for q in old..count {
             self.add_port(f, q as u16)?;
         }
-        if !self.functions[f].any_kicked() {
-            self.datapath.unqueue(f);
+        if !self.functions()[f].any_kicked() {
+            self.datapath_mut().unqueue(f);
         }
-        self.events.push(Event::VnicsChanged {
+        self.push_event(Event::VnicsChanged {
             function: self.name(f),
             count,
         });
@@ -463,35 +468,35 @@ impl Card {
         vlan: Option<Vlan>,
     ) -> OpResult<()> {
         self.check_vnic(f, q)?;
-        let cur = self.functions[f].policy().vnics[q as usize];
+        let cur = self.functions()[f].policy().vnics[q as usize];
         let (mac, vlan) = (mac.unwrap_or(cur.mac), vlan.unwrap_or(cur.vlan));
         self.check_address(f, q, mac, vlan)?;
         let port = Port { function: f, qp: q };
         let name = self.name(f);
-        if self.vxlan.segments.vni_of(f).is_some() {
+        if self.vxlan_mut().segments.vni_of(f).is_some() {
             return self.set_vxlan_vnic(f, q, mac, vlan);
         }
         if vlan == cur.vlan && mac != cur.mac {
             // The VLANs the guest joined move with the MAC: all must be free.
-            self.switch
+            self.switch_mut()
                 .check_mac(port, mac)
                 .map_err(|e| OpError::Switch(name.clone(), e))?;
         }
         if vlan != cur.vlan {
             // Leaves the joined VLANs, so the MAC below has only its home.
-            self.switch
+            self.switch_mut()
                 .set_pvid(port, vlan)
                 .map_err(|e| OpError::Switch(name.clone(), e))?;
-            self.functions[f].policy_mut().vnics[q as usize].vlan = vlan;
+            self.functions_mut()[f].policy_mut().vnics[q as usize].vlan = vlan;
         }
         if mac != cur.mac {
-            self.switch
+            self.switch_mut()
                 .set_mac(port, mac)
                 .map_err(|e| OpError::Switch(name.clone(), e))?;
-            self.functions[f].set_vnic_mac(q, mac);
+            self.functions_mut()[f].set_vnic_mac(q, mac);
         }
         info!("{name}: vNIC {q} MAC {mac} VLAN {vlan}");
-        self.events.push(Event::VnicChanged {
+        self.push_event(Event::VnicChanged {
             function: name,
             vnic: q,
             mac,
@@ -506,13 +511,13 @@ impl Card {
             return Err(OpError::BadVlan(vlan));
         }
         let port = Port { function: f, qp: q };
-        self.switch
+        self.switch_mut()
             .add_static(mac, vlan, port)
             .map_err(|e| OpError::Switch("fdb".into(), e))
     }
 
     pub fn fdb_list(&self) -> Vec<FdbEntry> {
-        self.switch
+        self.switch()
             .entries()
             .into_iter()
             .map(|(mac, vlan, e)| FdbEntry {
@@ -539,49 +544,49 @@ impl Card {
             rate::validate(p).map_err(|e| OpError::Policy(self.name(f), direction, e))?;
         }
         let limiter = policy.map(|p| Limiter::new(p, Instant::now()));
-        let pol = self.functions[f].policy_mut();
+        let pol = self.functions_mut()[f].policy_mut();
         match direction {
             Direction::Tx => pol.tx_rate = limiter,
             Direction::Rx => pol.rx_rate = limiter,
         }
         if direction == Direction::Tx && policy.is_none() {
             // Nothing holds the function back any more.
-            self.datapath.release(f);
+            self.datapath_mut().release(f);
             self.queue_tx(f);
         }
         info!("{}: {direction} rate policy {policy:?}", self.name(f));
-        self.events.push(Event::PolicyChanged {
+        self.push_event(Event::PolicyChanged {
             function: self.name(f),
         });
         Ok(())
     }
 
     pub fn set_spoof_check(&mut self, f: usize, on: bool) {
-        self.switch.set_spoof_check(f, on);
+        self.switch_mut().set_spoof_check(f, on);
         info!(
             "{}: spoof check {}",
             self.name(f),
             if on { "on" } else { "off" }
         );
-        self.events.push(Event::PolicyChanged {
+        self.push_event(Event::PolicyChanged {
             function: self.name(f),
         });
     }
 
     pub fn set_trust(&mut self, f: usize, on: bool) {
-        self.functions[f].policy_mut().trust = on;
+        self.functions_mut()[f].policy_mut().trust = on;
         info!("{}: trust {}", self.name(f), if on { "on" } else { "off" });
-        self.events.push(Event::PolicyChanged {
+        self.push_event(Event::PolicyChanged {
             function: self.name(f),
         });
     }
 
     pub fn set_link(&mut self, f: usize, state: LinkState) {
-        let was = self.functions[f].link_up();
-        self.functions[f].set_link(state);
-        let up = self.functions[f].link_up();
+        let was = self.functions()[f].link_up();
+        self.functions_mut()[f].set_link(state);
+        let up = self.functions()[f].link_up();
         if up != was {
-            self.events.push(Event::LinkChanged {
+            self.push_event(Event::LinkChanged {
                 function: self.name(f),
                 up,
             });
@@ -596,30 +601,30 @@ impl Card {
         fault
             .validate()
             .map_err(|e| OpError::Fault(name.clone(), e))?;
-        let removed = self.functions[f].faults().removed();
+        let removed = self.functions()[f].faults().removed();
         match fault {
             Fault::LinkDown {} => self.set_link(f, LinkState::Down),
             Fault::LinkUp {} => self.set_link(f, LinkState::Auto),
             Fault::Remove {} if removed => return Err(OpError::Fault(name, FaultError::Removed)),
             Fault::Remove {} => {
-                self.functions[f].remove();
-                self.datapath.unqueue(f);
+                self.functions_mut()[f].remove();
+                self.datapath_mut().unqueue(f);
             }
             Fault::Reinsert {} if !removed => {
                 return Err(OpError::Fault(name, FaultError::NotRemoved))
             }
             Fault::Reinsert {} => {
-                self.functions[f].reinsert();
+                self.functions_mut()[f].reinsert();
                 self.apply_switch_ops(f);
             }
-            _ => self.functions[f].faults_mut().arm(&name, fault),
+            _ => self.functions_mut()[f].faults_mut().arm(&name, fault),
         }
         Ok(self.fault_info(f))
     }
 
     /// What is armed on function `f` and what was injected so far.
     pub fn fault_info(&self, f: usize) -> FaultInfo {
-        let faults = self.functions[f].faults();
+        let faults = self.functions()[f].faults();
         FaultInfo {
             function: self.name(f),
             armed: faults.armed(),
@@ -628,23 +633,23 @@ impl Card {
     }
 
     pub fn stats(&self, only: Option<usize>) -> StatsInfo {
-        let c = self.counters;
+        let c = *self.counters();
         let card = [
             ("frames_switched", c.datapath.switched),
             ("flooded", c.datapath.flooded),
             ("unknown_unicast", c.datapath.unknown_unicast),
             ("fast_path", c.datapath.fast_path),
-            ("fdb_entries", self.switch.len() as u64),
-            ("num_vfs", u64::from(self.num_vfs)),
-            ("vxlan_macs", self.vxlan.tables.len() as u64),
-            ("vxlan_tunnels", self.vxlan.tables.tunnel_count() as u64),
+            ("fdb_entries", self.switch().len() as u64),
+            ("num_vfs", u64::from(self.num_vfs())),
+            ("vxlan_macs", self.vxlan().tables.len() as u64),
+            ("vxlan_tunnels", self.vxlan().tables.tunnel_count() as u64),
         ]
         .into_iter()
-        .chain(self.uplink.counters.named())
-        .chain(self.vxlan.counters.named())
-        .chain(self.vxlan.exception.named())
+        .chain(self.uplink().counters.named())
+        .chain(self.vxlan().counters.named())
+        .chain(self.vxlan().exception.named())
         .chain(c.control.named());
-        let functions = (0..self.functions.len())
+        let functions = (0..self.functions().len())
             .filter(|f| only.is_none_or(|o| o == *f))
             .map(|f| self.function_stats(f))
             .collect();
@@ -656,7 +661,7 @@ impl Card {
     }
 
     fn function_stats(&self, f: usize) -> FunctionStatsInfo {
-        let func = &self.functions[f];
+        let func = &self.functions()[f];
         let c = func.counters();
         let s = func.stats();
         let mut counters: std::collections::BTreeMap<String, u64> = FnStat::ALL
@@ -695,7 +700,7 @@ impl Card {
     }
 
     fn capture_info(&self) -> Option<CaptureInfo> {
-        self.capture.as_ref().map(|c| CaptureInfo {
+        self.capture().map(|c| CaptureInfo {
             path: c.path().to_path_buf(),
             function: match c.scope() {
                 Scope::All => None,
@@ -707,23 +712,23 @@ impl Card {
     }
 
     pub fn capture_start(&mut self, path: PathBuf, scope: Scope) -> OpResult<()> {
-        if let Some(c) = &self.capture {
+        if let Some(c) = self.capture() {
             return Err(OpError::CaptureRunning(c.path().to_path_buf()));
         }
-        self.capture = Some(Capture::start(&path, scope)?);
+        *self.capture_mut() = Some(Capture::start(&path, scope)?);
         info!("capture into {} started", path.display());
-        self.events.push(Event::CaptureStarted { path });
+        self.push_event(Event::CaptureStarted { path });
         Ok(())
     }
 
     pub fn capture_stop(&mut self) -> OpResult<CaptureInfo> {
         let info = self.capture_info().ok_or(OpError::NoCapture)?;
-        let frames = self.capture.take().map_or(0, Capture::stop);
+        let frames = self.capture_mut().take().map_or(0, Capture::stop);
         info!(
             "capture into {} stopped: {frames} frames",
             info.path.display()
         );
-        self.events.push(Event::CaptureStopped {
+        self.push_event(Event::CaptureStopped {
             path: info.path.clone(),
             frames,
         });
@@ -754,7 +759,7 @@ mod tests {
     }
 
     fn cause(card: &Card, f: usize) -> IrqCause {
-        IrqCause::from_bits(card.functions[f].bar0().read_reg(Reg::IrqCause))
+        IrqCause::from_bits(card.functions()[f].bar0().read_reg(Reg::IrqCause))
     }
 
     #[test]
@@ -778,15 +783,15 @@ mod tests {
     fn set_vnics_grows_and_shrinks_with_a_config_interrupt() {
         let mut c = card();
         req(&mut c, r#"{"op":"set-vnics","function":"vf0","count":3}"#).unwrap();
-        assert_eq!(c.functions[1].queue_pairs().len(), 3);
-        assert_eq!(c.functions[1].bar0().read_reg(Reg::QpNum), 3);
+        assert_eq!(c.functions()[1].queue_pairs().len(), 3);
+        assert_eq!(c.functions()[1].bar0().read_reg(Reg::QpNum), 3);
         assert!(cause(&c, 1).config());
         let new = mac("02:76:6e:00:01:02");
-        assert_eq!(c.switch.lookup(new, 0), Some(Port { function: 1, qp: 2 }));
+        assert_eq!(c.switch().lookup(new, 0), Some(Port { function: 1, qp: 2 }));
         req(&mut c, r#"{"op":"set-vnics","function":"vf0","count":1}"#).unwrap();
-        assert_eq!(c.functions[1].queue_pairs().len(), 1);
+        assert_eq!(c.functions()[1].queue_pairs().len(), 1);
         assert_eq!(
-            c.switch.lookup(new, 0),
+            c.switch().lookup(new, 0),
             None,
             "removed vNICs leave the switch"
         );
@@ -820,7 +825,7 @@ mod tests {
             err(&mut c, r#"{"op":"set-vnics","function":"vf0","count":3}"#)
                 .contains("already belongs")
         );
-        assert_eq!(c.functions[1].queue_pairs().len(), 2, "unchanged");
+        assert_eq!(c.functions()[1].queue_pairs().len(), 2, "unchanged");
         assert!(!cause(&c, 1).config());
     }
 
@@ -833,13 +838,13 @@ mod tests {
         )
         .unwrap();
         let p = Port { function: 2, qp: 0 };
-        assert_eq!(c.switch.lookup(mac("02:00:00:00:00:42"), 7), Some(p));
-        assert_eq!(c.switch.pvid(p), 7);
+        assert_eq!(c.switch().lookup(mac("02:00:00:00:00:42"), 7), Some(p));
+        assert_eq!(c.switch().pvid(p), 7);
         assert_eq!(
-            c.functions[2].queue_pairs()[0].mac,
+            c.functions()[2].queue_pairs()[0].mac,
             mac("02:00:00:00:00:42")
         );
-        assert_eq!(c.functions[2].bar0().read_reg(Reg::MacHi), 0x4200);
+        assert_eq!(c.functions()[2].bar0().read_reg(Reg::MacHi), 0x4200);
         assert!(cause(&c, 2).config());
         for (bad, why) in [
             (r#""mac":"01:00:5e:00:00:01""#, "not a usable unicast"),
@@ -855,7 +860,7 @@ mod tests {
             r#"{"op":"set-vnic","function":"vf1","vnic":2,"vlan":1}"#
         )
         .contains("no vNIC 2"));
-        assert_eq!(c.switch.pvid(p), 7, "unchanged");
+        assert_eq!(c.switch().pvid(p), 7, "unchanged");
     }
 
     #[test]
@@ -912,7 +917,7 @@ mod tests {
             r#"{"op":"set-rate","function":"vf0","direction":"rx","policy":{"avg_kbps":1000,"peak_kbps":2000,"burst_bytes":20000}}"#,
         )
         .unwrap();
-        let p = c.functions[1].policy().rx_rate.as_ref().unwrap().policy();
+        let p = c.functions()[1].policy().rx_rate.as_ref().unwrap().policy();
         assert_eq!(
             (p.avg_kbps, p.peak_kbps, p.burst_bytes),
             (1000, 2000, 20000)
@@ -932,13 +937,13 @@ mod tests {
                 format!(r#"{{"op":"set-rate","function":"vf0","direction":"tx","policy":{bad}}}"#);
             assert!(err(&mut c, &r).contains(why), "{bad}");
         }
-        assert!(c.functions[1].policy().tx_rate.is_none(), "unchanged");
+        assert!(c.functions()[1].policy().tx_rate.is_none(), "unchanged");
         req(
             &mut c,
             r#"{"op":"set-rate","function":"vf0","direction":"rx","policy":null}"#,
         )
         .unwrap();
-        assert!(c.functions[1].policy().rx_rate.is_none());
+        assert!(c.functions()[1].policy().rx_rate.is_none());
     }
 
     #[test]
@@ -949,23 +954,23 @@ mod tests {
             r#"{"op":"set-spoof-check","function":"vf1","on":false}"#,
         )
         .unwrap();
-        assert!(!c.switch.spoof_check(2));
+        assert!(!c.switch().spoof_check(2));
         req(&mut c, r#"{"op":"set-trust","function":"vf1","on":true}"#).unwrap();
-        assert!(c.functions[2].policy().trust);
+        assert!(c.functions()[2].policy().trust);
         req(
             &mut c,
             r#"{"op":"set-link","function":"vf1","state":"down"}"#,
         )
         .unwrap();
-        assert!(!c.functions[2].link_up());
+        assert!(!c.functions()[2].link_up());
         assert!(cause(&c, 2).link());
-        assert_eq!(c.functions[2].bar0().read_reg(Reg::Status) & 1, 0);
+        assert_eq!(c.functions()[2].bar0().read_reg(Reg::Status) & 1, 0);
         req(
             &mut c,
             r#"{"op":"set-link","function":"vf1","state":"auto"}"#,
         )
         .unwrap();
-        assert!(c.functions[2].link_up());
+        assert!(c.functions()[2].link_up());
         assert!(serde_json::from_str::<Request>(
             r#"{"op":"set-link","function":"vf1","state":"sideways"}"#
         )
@@ -981,11 +986,11 @@ mod tests {
     fn num_vfs_disables_and_reenables_vfs_in_the_sriov_capability() {
         let mut c = card();
         req(&mut c, r#"{"op":"set-num-vfs","count":1}"#).unwrap();
-        assert!(c.functions[1].policy().enabled);
-        assert!(!c.functions[2].policy().enabled);
-        assert_eq!(c.switch.lookup(mac("02:76:6e:00:02:00"), 0), None);
-        assert_eq!(c.functions[0].bar0().read_reg(Reg::NumVfs), 1);
-        let cfg = c.functions[0].config();
+        assert!(c.functions()[1].policy().enabled);
+        assert!(!c.functions()[2].policy().enabled);
+        assert_eq!(c.switch().lookup(mac("02:76:6e:00:02:00"), 0), None);
+        assert_eq!(c.functions()[0].bar0().read_reg(Reg::NumVfs), 1);
+        let cfg = c.functions()[0].config();
         let (_, o) = crate::pci::caps::walk_ext(cfg.bytes())
             .into_iter()
             .find(|(id, _)| *id == crate::pci::caps::EXT_CAP_ID_SRIOV)
@@ -996,14 +1001,14 @@ mod tests {
         );
         assert!(err(&mut c, r#"{"op":"set-num-vfs","count":5}"#).contains("TotalVFs 4"));
         req(&mut c, r#"{"op":"set-num-vfs","count":0}"#).unwrap();
-        let cfg = c.functions[0].config();
+        let cfg = c.functions()[0].config();
         assert_eq!(
             cfg.u16(o + crate::pci::caps::sriov::CTRL) & crate::pci::caps::sriov::CTRL_VFE,
             0
         );
         req(&mut c, r#"{"op":"set-num-vfs","count":4}"#).unwrap();
         assert_eq!(
-            c.switch.lookup(mac("02:76:6e:00:02:00"), 0),
+            c.switch().lookup(mac("02:76:6e:00:02:00"), 0),
             Some(Port { function: 2, qp: 0 })
         );
     }
@@ -1054,7 +1059,7 @@ mod tests {
             r#"{"op":"fault-inject","function":"vf0","fault":{"type":"link-down"}}"#,
         )
         .unwrap();
-        assert!(!c.functions[1].link_up() && cause(&c, 1).link());
+        assert!(!c.functions()[1].link_up() && cause(&c, 1).link());
         for (bad, why) in [
             (
                 r#""vf0","fault":{"type":"drop-irqs","count":0}"#,

@@ -158,7 +158,7 @@ impl ControlSocket {
                 continue;
             };
             if self.clients[i].is_some() {
-                let c = &mut card.counters.control;
+                let c = &mut card.counters_mut().control;
                 c.displaced += 1;
                 if rate_limited(c.displaced) {
                     warn!(
@@ -297,7 +297,7 @@ impl ControlSocket {
                 continue;
             }
             if c.stalled.is_none() {
-                let counters = &mut card.counters.control;
+                let counters = &mut card.counters_mut().control;
                 counters.timed_out += 1;
                 if rate_limited(counters.timed_out) {
                     info!(
@@ -345,7 +345,7 @@ impl Drop for ControlSocket {
 
 /// Tells a newcomer no slot is free, and closes it.
 fn refuse(stream: UnixStream, card: &mut Card) {
-    let c = &mut card.counters.control;
+    let c = &mut card.counters_mut().control;
     c.refused += 1;
     if rate_limited(c.refused) {
         warn!(
@@ -365,7 +365,7 @@ fn refuse(stream: UnixStream, card: &mut Card) {
 
 /// Counts and logs (rate-limited) a client dropped for not reading.
 fn not_reading(card: &mut Card, what: &str) {
-    let c = &mut card.counters.control;
+    let c = &mut card.counters_mut().control;
     c.not_reading += 1;
     if rate_limited(c.not_reading) {
         warn!(

@@ -95,17 +95,17 @@ impl Card {
         usable_mac(vtep.mac)?;
         usable_ip(vtep.ip)?;
         info!("VTEP {} {}", vtep.mac, vtep.ip);
-        self.vxlan.vtep = Some(vtep);
+        self.vxlan_mut().vtep = Some(vtep);
         Ok(())
     }
 
     /// The vNICs function `f` has on the switch or in a segment now (none
     /// while it is disabled).
     fn live_ports(&self, f: usize) -> Vec<Port> {
-        if !self.functions[f].policy().enabled {
+        if !self.functions()[f].policy().enabled {
             return Vec::new();
         }
-        self.functions[f]
+        self.functions()[f]
             .queue_pairs()
             .iter()
             .map(|qp| Port {
@@ -130,30 +130,33 @@ impl Card {
     }
 
     fn attr_vxlan(&mut self, f: usize, vni: Vni) -> OpResult<()> {
-        if let Some(other) = self.vxlan.segments.function_with(vni) {
+        if let Some(other) = self.vxlan_mut().segments.function_with(vni) {
             if other == f {
                 return Ok(());
             }
-            return Err(OpError::VniTaken(vni, self.functions[other].name().into()));
+            return Err(OpError::VniTaken(
+                vni,
+                self.functions()[other].name().into(),
+            ));
         }
         let ports = self.live_ports(f);
         for &port in &ports {
-            let mac = self.functions[f].policy().vnics[port.qp as usize].mac;
-            self.vxlan
+            let mac = self.functions()[f].policy().vnics[port.qp as usize].mac;
+            self.vxlan_mut()
                 .segments
                 .check(vni, port, mac)
-                .map_err(|e| OpError::Segment(self.functions[f].name().into(), e))?;
+                .map_err(|e| OpError::Segment(self.functions()[f].name().into(), e))?;
         }
         for &port in &ports {
             self.remove_port(port);
         }
-        self.vxlan.segments.set_attr(f, Some(vni));
+        self.vxlan_mut().segments.set_attr(f, Some(vni));
         for port in ports {
             self.add_port(f, port.qp)?;
         }
-        info!("{}: attribute VxLAN, VNI {vni}", self.functions[f].name());
-        self.events.push(Event::PolicyChanged {
-            function: self.functions[f].name().into(),
+        info!("{}: attribute VxLAN, VNI {vni}", self.functions()[f].name());
+        self.push_event(Event::PolicyChanged {
+            function: self.functions()[f].name().into(),
         });
         Ok(())
     }
@@ -162,16 +165,16 @@ impl Card {
         if let Some(v) = vlan.filter(|&v| v > MAX_VLAN) {
             return Err(OpError::BadVlan(v));
         }
-        let nqp = self.functions[f].queue_pairs().len() as u16;
-        if self.vxlan.segments.vni_of(f).is_none() {
+        let nqp = self.functions()[f].queue_pairs().len() as u16;
+        if self.vxlan_mut().segments.vni_of(f).is_none() {
             // Already VLAN: only the port VLANs may change.
             if let Some(v) = vlan {
-                if self.functions[f].policy().enabled {
+                if self.functions()[f].policy().enabled {
                     for q in 0..nqp {
                         self.set_vnic(f, q, None, Some(v))?;
                     }
                 } else {
-                    for cfg in &mut self.functions[f].policy_mut().vnics {
+                    for cfg in &mut self.functions_mut()[f].policy_mut().vnics {
                         cfg.vlan = v;
                     }
                 }
@@ -180,30 +183,30 @@ impl Card {
         }
         let ports = self.live_ports(f);
         for &port in &ports {
-            let cfg = self.functions[f].policy().vnics[port.qp as usize];
+            let cfg = self.functions()[f].policy().vnics[port.qp as usize];
             let v = vlan.unwrap_or(cfg.vlan);
-            if self.switch.lookup(cfg.mac, v).is_some() {
+            if self.switch().lookup(cfg.mac, v).is_some() {
                 let e = SwitchError::Taken {
                     mac: cfg.mac,
                     vlan: v,
                 };
-                return Err(OpError::Switch(self.functions[f].name().into(), e));
+                return Err(OpError::Switch(self.functions()[f].name().into(), e));
             }
         }
         if let Some(v) = vlan {
-            for cfg in &mut self.functions[f].policy_mut().vnics {
+            for cfg in &mut self.functions_mut()[f].policy_mut().vnics {
                 cfg.vlan = v;
             }
         }
         for &port in &ports {
             self.remove_port(port);
         }
-        self.vxlan.segments.set_attr(f, None);
-        let name = self.functions[f].name().to_string();
+        self.vxlan_mut().segments.set_attr(f, None);
+        let name = self.functions()[f].name().to_string();
         for port in ports {
             self.add_port(f, port.qp)?;
-            let cfg = self.functions[f].policy().vnics[port.qp as usize];
-            self.events.push(Event::VnicChanged {
+            let cfg = self.functions()[f].policy().vnics[port.qp as usize];
+            self.push_event(Event::VnicChanged {
                 function: name.clone(),
                 vnic: port.qp,
                 mac: cfg.mac,
@@ -211,7 +214,7 @@ impl Card {
             });
         }
         info!("{name}: attribute VLAN");
-        self.events.push(Event::PolicyChanged { function: name });
+        self.push_event(Event::PolicyChanged { function: name });
         Ok(())
     }
 
@@ -225,20 +228,20 @@ impl Card {
         vlan: Vlan,
     ) -> OpResult<()> {
         let port = Port { function: f, qp: q };
-        let name = self.functions[f].name().to_string();
-        let cur = self.functions[f].policy().vnics[q as usize];
+        let name = self.functions()[f].name().to_string();
+        let cur = self.functions()[f].policy().vnics[q as usize];
         if mac != cur.mac {
-            if self.vxlan.segments.has_port(port) {
-                self.vxlan
+            if self.vxlan_mut().segments.has_port(port) {
+                self.vxlan_mut()
                     .segments
                     .set_mac(port, mac)
                     .map_err(|e| OpError::Segment(name.clone(), e))?;
             }
-            self.functions[f].set_vnic_mac(q, mac);
+            self.functions_mut()[f].set_vnic_mac(q, mac);
         }
-        self.functions[f].policy_mut().vnics[q as usize].vlan = vlan;
+        self.functions_mut()[f].policy_mut().vnics[q as usize].vlan = vlan;
         info!("{name}: vNIC {q} MAC {mac} (VxLAN; port VLAN {vlan} kept for VLAN)");
-        self.events.push(Event::VnicChanged {
+        self.push_event(Event::VnicChanged {
             function: name,
             vnic: q,
             mac,
@@ -248,9 +251,9 @@ impl Card {
     }
 
     pub fn vxlan_list(&self) -> VxlanListInfo {
-        let t = &self.vxlan.tables;
+        let t = &self.vxlan().tables;
         VxlanListInfo {
-            vtep: self.vxlan.vtep,
+            vtep: self.vxlan().vtep,
             capacity: t.capacity() as u32,
             tunnels: t
                 .tunnels()
@@ -278,10 +281,10 @@ impl Card {
     /// Installs (vni, mac) → `remote`; entries evicted to make room are
     /// counted, announced (`vxlan-evicted`) and listed in the answer.
     pub fn vxlan_add(&mut self, vni: Vni, mac: Mac, remote: Remote) -> OpResult<VxlanAddInfo> {
-        let installed = self.vxlan.add(vni, mac, remote)?;
+        let installed = self.vxlan_mut().add(vni, mac, remote)?;
         let mut evicted = Vec::new();
         for e in installed.evicted {
-            self.events.push(Event::VxlanEvicted {
+            self.push_event(Event::VxlanEvicted {
                 vni: e.vni.get(),
                 mac: e.mac,
                 tunnel: e.tunnel,
@@ -299,7 +302,7 @@ impl Card {
     }
 
     pub fn vxlan_del(&mut self, vni: Vni, mac: Mac) -> OpResult<()> {
-        self.vxlan
+        self.vxlan_mut()
             .tables
             .remove(vni, mac)
             .map(|_| ())

@@ -261,7 +261,7 @@ mod tests {
         })
         .unwrap();
         assert_eq!(rd(&mut one, 0, Reg::ExcQp as u64), 0);
-        assert_eq!(one.functions[0].all_queue_pairs().len(), 1);
+        assert_eq!(one.functions()[0].all_queue_pairs().len(), 1);
         assert_eq!(rd(&mut one, 0, qp_reg(1, 0x0c)), u32::MAX, "no area");
     }
 
@@ -273,7 +273,7 @@ mod tests {
         let lo = rd(&mut c, 0, qp_reg(1, 0x00));
         let hi = rd(&mut c, 0, qp_reg(1, 0x04));
         assert_eq!((lo, hi), (0x006e_7602, 0x0000_0100));
-        assert_eq!(c.switch.lookup(EXC_MAC, 0), None);
+        assert_eq!(c.switch().lookup(EXC_MAC, 0), None);
         assert!(c.fdb_list().iter().all(|e| e.mac != EXC_MAC));
         assert_eq!(c.function_info(0).vnics.len(), 1);
         assert_eq!(c.stats(Some(0)).functions[0].vnics.len(), 1);
@@ -291,7 +291,7 @@ mod tests {
         let to_exc = eth(EXC_MAC, mac(&c, 2, 0), None, 60);
         b.send(&mut c, 0, &[to_exc]);
         assert!(pf.received(1).is_empty());
-        assert_eq!(c.uplink.take_sent().len(), 2);
+        assert_eq!(c.uplink_mut().take_sent().len(), 2);
         // QP_VLAN and QP_MAC writes to it are bad accesses, even trusted.
         c.set_trust(0, true);
         let bad = rd(&mut c, 0, Reg::BadAccess as u64);
@@ -299,7 +299,7 @@ mod tests {
             wr(&mut c, 0, qp_reg(1, rel), 10);
         }
         assert_eq!(rd(&mut c, 0, Reg::BadAccess as u64), bad + 3);
-        assert!(c.switch.lookup(EXC_MAC, 10).is_none());
+        assert!(c.switch().lookup(EXC_MAC, 10).is_none());
         assert_eq!(rd(&mut c, 0, qp_reg(1, 0x00)), lo);
         // Queue pair 2 of the PF is still no queue pair.
         assert_eq!(rd(&mut c, 0, qp_reg(2, 0x0c)), u32::MAX);
@@ -318,8 +318,8 @@ mod tests {
         assert_eq!(h, Header::miss(vni(), 0, 1, VTEP));
         assert_eq!(&got[0][frame], &f[..]);
         assert_eq!(&got[0][..12], &[EXC_MAC.0, EXC_MAC.0].concat()[..]);
-        assert_eq!(c.vxlan.counters.requests, 1);
-        assert_eq!(c.vxlan.exception.to_pf, 1);
+        assert_eq!(c.vxlan().counters.requests, 1);
+        assert_eq!(c.vxlan().exception.to_pf, 1);
         assert_eq!(fn_stat(&c, 0, FnStat::RxPackets), 1, "counted as a frame");
         assert_eq!(
             a.drv.status(a.rings[1].0, 0),
@@ -328,31 +328,31 @@ mod tests {
         );
         // A punt too.
         let inner = eth(mac(&c, 1, 0), FAR, None, 80);
-        c.uplink.inject(from_peer(&inner));
+        c.uplink_mut().inject(from_peer(&inner));
         c.run_uplink();
         let got = pf.received(1);
         assert_eq!(got.len(), 2);
         let (h, frame) = Header::parse(&got[1]).unwrap();
         assert_eq!(h, Header::punt(vni(), PEER, PuntReason::Unknown));
         assert_eq!(&got[1][frame], &inner[..]);
-        assert_eq!(c.vxlan.counters.punts, 1);
+        assert_eq!(c.vxlan().counters.punts, 1);
         assert!(requests(&mut c).is_empty());
         // RX stopped (TX still running): events again, counted as before.
         wr(&mut c, 0, qp_reg(1, 0x08), 1);
         assert_eq!(c.exception_port(), None);
         a.send(&mut c, 1, std::slice::from_ref(&f));
-        c.uplink.inject(from_peer(&inner));
+        c.uplink_mut().inject(from_peer(&inner));
         c.run_uplink();
         assert_eq!(requests(&mut c).len(), 2);
         assert_eq!(pf.received(1).len(), 2);
-        assert_eq!(c.vxlan.counters.requests, 2);
-        assert_eq!(c.vxlan.counters.punts, 2);
-        assert_eq!(c.vxlan.exception.to_pf, 2);
+        assert_eq!(c.vxlan().counters.requests, 2);
+        assert_eq!(c.vxlan().counters.punts, 2);
+        assert_eq!(c.vxlan().exception.to_pf, 2);
         // Running again: the queue again.
         wr(&mut c, 0, qp_reg(1, 0x08), 3);
         a.send(&mut c, 1, std::slice::from_ref(&f));
         assert!(requests(&mut c).is_empty());
-        assert_eq!(c.vxlan.exception.to_pf, 3);
+        assert_eq!(c.vxlan().exception.to_pf, 3);
     }
 
     #[test]
@@ -366,16 +366,16 @@ mod tests {
         let send = message(Header::answer(MsgType::Send, h.vni), &miss[range]);
         pf.send(&mut c, 1, &[add, send]);
         assert_eq!(exc_status(&pf, 2), vec![1, 1], "DONE, not DROPPED");
-        let sent = c.uplink.take_sent();
+        let sent = c.uplink_mut().take_sent();
         assert_eq!(sent.len(), 1);
         let d = wire::decapsulate(&sent[0], PEER.ip).expect("VxLAN for the peer");
         assert_eq!(d.vni, VNI);
         assert_eq!(&sent[0][d.inner], &f[..]);
-        assert_eq!(c.vxlan.exception.from_pf, 2);
-        assert_eq!(c.vxlan.tables.macs()[0].uses, 1);
+        assert_eq!(c.vxlan().exception.from_pf, 2);
+        assert_eq!(c.vxlan().tables.macs()[0].uses, 1);
         assert_eq!(fn_stat(&c, 0, FnStat::TxPackets), 2);
         a.send(&mut c, 0, std::slice::from_ref(&f));
-        assert_eq!(c.uplink.take_sent().len(), 1);
+        assert_eq!(c.uplink_mut().take_sent().len(), 1);
         assert_eq!(pf.received(1).len(), 1, "no second request");
     }
 
@@ -383,7 +383,7 @@ mod tests {
     fn deliver_reaches_the_vnis_vnic_and_uplink_leaves_as_is() {
         let (mut c, mut pf, a, b) = exc_card();
         let inner = eth(mac(&c, 1, 1), FAR, None, 120);
-        c.uplink.inject(from_peer(&inner));
+        c.uplink_mut().inject(from_peer(&inner));
         c.run_uplink();
         let punt = pf.received(1).remove(0);
         let (h, range) = Header::parse(&punt).unwrap();
@@ -408,7 +408,7 @@ mod tests {
         assert_eq!(a.received(1), vec![inner.clone()]);
         assert!(b.received(0).is_empty() && b.received(1).is_empty());
         // From now on the card vouches for FAR itself.
-        c.uplink.inject(from_peer(&inner));
+        c.uplink_mut().inject(from_peer(&inner));
         c.run_uplink();
         assert_eq!(a.received(1).len(), 2);
         assert_eq!(pf.received(1).len(), 1);
@@ -419,8 +419,8 @@ mod tests {
             1,
             &[message(Header::answer(MsgType::Uplink, 0), &outer)],
         );
-        assert_eq!(c.uplink.take_sent(), vec![outer]);
-        assert_eq!(c.vxlan.exception.from_pf, 3);
+        assert_eq!(c.uplink_mut().take_sent(), vec![outer]);
+        assert_eq!(c.vxlan().exception.from_pf, 3);
         assert_eq!(exc_status(&pf, 1), vec![1]);
     }
 
@@ -432,7 +432,7 @@ mod tests {
         assert_eq!(m.len(), MAX_MESSAGE);
         pf.send(&mut c, 1, &[m]);
         assert_eq!(exc_status(&pf, 1), vec![1]);
-        assert_eq!(c.uplink.take_sent(), vec![longest]);
+        assert_eq!(c.uplink_mut().take_sent(), vec![longest]);
         // One byte more is a LENGTH error of the send queue, as a frame
         // over 9216 bytes is on any other.
         let mut m = message(Header::answer(MsgType::Uplink, 0), &[0x5a; MAX_FRAME_BYTES]);
@@ -544,14 +544,14 @@ mod tests {
             assert_eq!(exception_message(&mut c, m).as_ref(), Err(why));
         }
         // Without a VTEP, SEND is refused too.
-        let vtep = c.vxlan.vtep.take();
+        let vtep = c.vxlan_mut().vtep.take();
         assert_eq!(exception_message(&mut c, &good), Err(Refusal::NoVtep));
-        c.vxlan.vtep = vtep;
-        assert!(c.vxlan.tables.macs().is_empty(), "nothing installed");
+        c.vxlan_mut().vtep = vtep;
+        assert!(c.vxlan().tables.macs().is_empty(), "nothing installed");
         // The same through the send queue: every descriptor DONE|DROPPED,
         // counted once each; nothing left the card.
         let n = cases.len() as u16;
-        let before = c.vxlan.exception.refused;
+        let before = c.vxlan().exception.refused;
         let ring: Vec<Vec<u8>> = cases
             .into_iter()
             .map(|(m, _)| m)
@@ -563,17 +563,17 @@ mod tests {
             .collect();
         pf.send(&mut c, 1, &ring);
         assert_eq!(exc_status(&pf, n), vec![0b11; n as usize]);
-        assert_eq!(c.vxlan.exception.refused - before, n as u64);
+        assert_eq!(c.vxlan().exception.refused - before, n as u64);
         assert_eq!(fn_stat(&c, 0, FnStat::TxDrops), n as u64);
-        assert_eq!(c.vxlan.exception.from_pf, 0);
-        assert!(c.uplink.take_sent().is_empty());
-        assert_eq!(c.vxlan.tables.macs().len(), 0);
+        assert_eq!(c.vxlan().exception.from_pf, 0);
+        assert!(c.uplink_mut().take_sent().is_empty());
+        assert_eq!(c.vxlan().tables.macs().len(), 0);
         // A valid message still works afterwards.
         let add = message(Header::add(VNI, FAR, PEER), &[]);
         pf.send(&mut c, 1, &[add, good]);
         assert_eq!(exc_status(&pf, 2), vec![1, 1]);
-        assert_eq!(c.uplink.take_sent().len(), 1);
-        assert_eq!(c.vxlan.exception.from_pf, 2);
+        assert_eq!(c.uplink_mut().take_sent().len(), 1);
+        assert_eq!(c.vxlan().exception.from_pf, 2);
     }
 
     #[test]
@@ -588,12 +588,12 @@ mod tests {
         tagged.splice(12..12, [0x81, 0x00, 0x00, 0x05]);
         pf.send(&mut c, 1, &[ipv6, lldp, tagged]);
         assert_eq!(exc_status(&pf, 3), vec![0b11; 3]);
-        assert_eq!(c.vxlan.exception.ignored, 3);
-        assert_eq!(c.vxlan.exception.refused, 0);
+        assert_eq!(c.vxlan().exception.ignored, 3);
+        assert_eq!(c.vxlan().exception.refused, 0);
         assert_eq!(c.stats(None).card["exception_ignored"], 3);
-        assert!(c.uplink.take_sent().is_empty(), "never switched");
-        assert!(c.vxlan.tables.macs().is_empty());
-        assert_eq!(c.counters.datapath.switched, 0);
+        assert!(c.uplink_mut().take_sent().is_empty(), "never switched");
+        assert!(c.vxlan().tables.macs().is_empty());
+        assert_eq!(c.counters().datapath.switched, 0);
     }
 
     #[test]
@@ -614,10 +614,10 @@ mod tests {
         }
         let per_buffer = (crate::queue::RX_BUFFER_BYTES / (f.len() + FRAME_OFFSET)) as u64;
         assert!(per_buffer < SENT);
-        let ex = c.vxlan.exception;
+        let ex = c.vxlan().exception;
         assert_eq!(ex.to_pf, per_buffer);
         assert_eq!(ex.lost, SENT - per_buffer);
-        assert_eq!(c.vxlan.counters.requests, SENT);
+        assert_eq!(c.vxlan().counters.requests, SENT);
         assert_eq!(fn_stat(&c, 0, FnStat::RxDrops), SENT - per_buffer);
         assert_eq!(rd(&mut c, 0, qp_reg(1, 0x60)), (SENT - per_buffer) as u32);
         assert!(requests(&mut c).is_empty(), "one host: lost, not an event");
@@ -638,13 +638,16 @@ mod tests {
         let f = eth(FAR, mac(&c, 1, 0), None, 100);
         a.send(&mut c, 0, std::slice::from_ref(&f));
         assert!(pf.received(1).is_empty(), "nothing written while quiesced");
-        assert_eq!(c.vxlan.exception.to_pf, 1, "held in the packet buffer");
+        assert_eq!(c.vxlan().exception.to_pf, 1, "held in the packet buffer");
         let msg = message(Header::add(VNI, FAR, PEER), &[]);
         pf.send(&mut c, 1, std::slice::from_ref(&msg));
-        assert!(c.vxlan.tables.macs().is_empty(), "not taken while quiesced");
+        assert!(
+            c.vxlan().tables.macs().is_empty(),
+            "not taken while quiesced"
+        );
         c.resume(Some("pf")).unwrap();
         assert_eq!(pf.received(1).len(), 1);
-        assert_eq!(c.vxlan.tables.macs().len(), 1);
+        assert_eq!(c.vxlan().tables.macs().len(), 1);
         // A reset of the PF stops it: requests are events again.
         wr(&mut c, 0, Reg::Ctrl as u64, 1);
         assert_eq!(c.exception_port(), None);

@@ -433,7 +433,7 @@ pub(crate) mod tests {
             .collect();
         Outcome {
             stats,
-            functions: c.functions.iter().map(|f| f.stats()).collect(),
+            functions: c.functions().iter().map(|f| f.stats()).collect(),
             memory,
             status,
         }
@@ -447,14 +447,14 @@ pub(crate) mod tests {
     pub(crate) fn same_as_general_path(scenario: impl Fn(&mut Card, &mut Vm, &mut Vm)) -> u64 {
         let run = |fast: bool| {
             let mut c = card();
-            c.datapath.set_fast_path(fast);
+            c.datapath_mut().set_fast_path(fast);
             let mut a = Vm::attach(&mut c, 1, 8);
             let mut b = Vm::attach(&mut c, 2, 8);
             for (f, q) in [(1, 0), (1, 1), (2, 0), (2, 1)] {
                 wr(&mut c, f, qp_reg(q, 0x1c), 0);
             }
             scenario(&mut c, &mut a, &mut b);
-            (outcome(&mut c, &[&a, &b]), c.counters.datapath.fast_path)
+            (outcome(&mut c, &[&a, &b]), c.counters().datapath.fast_path)
         };
         let ((fast, moved), (general, none)) = (run(true), run(false));
         assert_eq!(none, 0);
@@ -548,8 +548,8 @@ pub(crate) mod tests {
             .collect();
         a.send(&mut c, 0, &frames);
         assert_eq!(b.received(1), frames);
-        assert_eq!(c.counters.datapath.fast_path, 6);
-        assert_eq!(c.counters.datapath.switched, 6);
+        assert_eq!(c.counters().datapath.fast_path, 6);
+        assert_eq!(c.counters().datapath.switched, 6);
         let bytes: u64 = frames.iter().map(|f| f.len() as u64).sum();
         assert_eq!(fn_stat(&c, 1, FnStat::TxBytes), bytes);
         assert_eq!(fn_stat(&c, 2, FnStat::RxBytes), bytes);
@@ -569,8 +569,8 @@ pub(crate) mod tests {
         a.send(&mut c, 0, &frames);
         // Two frames fast, the broadcast flooded (into the third buffer),
         // one fast into the fourth, the rest wait in the packet buffer.
-        assert_eq!(c.counters.datapath.fast_path, 3);
-        assert_eq!(c.counters.datapath.flooded, 1);
+        assert_eq!(c.counters().datapath.fast_path, 3);
+        assert_eq!(c.counters().datapath.flooded, 1);
         assert_eq!(b.received(0), frames[..4]);
         assert_eq!(b.received(1), frames[2..3]);
         // New buffers: the packet buffer drains first, in order, and while
@@ -579,7 +579,7 @@ pub(crate) mod tests {
         a.send(&mut c, 0, &frames[..2]);
         let want = [&frames[..], &frames[..2]].concat();
         assert_eq!(b.received(0), want);
-        assert_eq!(c.counters.datapath.fast_path, 5);
+        assert_eq!(c.counters().datapath.fast_path, 5);
     }
 
     #[test]
@@ -595,7 +595,7 @@ pub(crate) mod tests {
         a.drv.put_tx(tx, t, 0xdead_0000, 100, true);
         wr(&mut c, 1, qp_reg(0, 0x10), u32::from(t + 1));
         assert_eq!(b.received(0).len(), 3);
-        assert_eq!(c.counters.datapath.fast_path, 3);
+        assert_eq!(c.counters().datapath.fast_path, 3);
         let status = rd(&mut c, 1, qp_reg(0, 0x0c));
         assert_eq!((status & 1, (status >> 8) & 0xff), (0, 2), "TX DMA error");
         assert_eq!(a.drv.status(tx, 3) >> 8, 2, "the descriptor is marked");
@@ -609,7 +609,7 @@ pub(crate) mod tests {
         let to_b1: Vec<Vec<u8>> = (0..9).map(|i| eth(b1, a1, None, 64 + i)).collect();
         a.send(&mut c, 1, &to_b1);
         assert_eq!(b.received(1), to_b1[..8]);
-        assert_eq!(c.counters.datapath.fast_path, 11);
+        assert_eq!(c.counters().datapath.fast_path, 11);
         let status = rd(&mut c, 2, qp_reg(1, 0x0c));
         assert_eq!(
             (status & 2, (status >> 16) & 0xff),

@@ -970,7 +970,7 @@ mod tests {
         let sa = mac(&c, 1, 0);
         a.send(&mut c, 0, &[eth(far, sa, None, 80)]);
         a.send(&mut c, 0, &[eth(Mac::BROADCAST, sa, None, 80)]);
-        let sent = c.uplink.take_sent();
+        let sent = c.uplink_mut().take_sent();
         assert_eq!(
             sent,
             vec![
@@ -983,8 +983,8 @@ mod tests {
         let f = eth(mac(&c, 2, 0), mac(&c, 1, 1), None, 60);
         a.send(&mut c, 1, std::slice::from_ref(&f));
         assert_eq!(b.received(0), vec![f]);
-        assert!(c.uplink.take_sent().is_empty());
-        assert_eq!(c.uplink.counters.tx_frames, 2);
+        assert!(c.uplink_mut().take_sent().is_empty());
+        assert_eq!(c.uplink().counters.tx_frames, 2);
         assert_eq!(fn_stat(&c, 1, FnStat::ToUplink), 2);
     }
 
@@ -997,20 +997,22 @@ mod tests {
         c.set_vnic(1, 0, None, Some(10)).unwrap();
         let far = Mac([2, 1, 2, 3, 4, 5]);
         // Tagged for VLAN 10: to the access port, untagged there.
-        c.uplink.inject(eth(mac(&c, 1, 0), far, Some(10), 84));
+        let tagged = eth(mac(&c, 1, 0), far, Some(10), 84);
+        c.uplink_mut().inject(tagged);
         // Untagged broadcast: every untagged vNIC, not the VLAN 10 one.
-        c.uplink.inject(eth(Mac::BROADCAST, far, None, 60));
+        c.uplink_mut().inject(eth(Mac::BROADCAST, far, None, 60));
         // Unknown unicast, a runt.
-        c.uplink.inject(eth(Mac([2, 9, 9, 9, 9, 9]), far, None, 60));
-        c.uplink.inject(vec![1, 2, 3]);
+        c.uplink_mut()
+            .inject(eth(Mac([2, 9, 9, 9, 9, 9]), far, None, 60));
+        c.uplink_mut().inject(vec![1, 2, 3]);
         c.run_uplink();
         assert_eq!(a.received(0), vec![eth(mac(&c, 1, 0), far, None, 80)]);
         assert_eq!(a.received(1).len(), 1);
         assert_eq!(b.received(0).len(), 1);
         assert_eq!(b.received(1).len(), 1);
-        assert_eq!(c.uplink.counters.rx_frames, 4);
-        assert_eq!(c.uplink.counters.rx_dropped, 2);
-        assert!(c.uplink.take_sent().is_empty(), "never sent back out");
+        assert_eq!(c.uplink().counters.rx_frames, 4);
+        assert_eq!(c.uplink().counters.rx_dropped, 2);
+        assert!(c.uplink_mut().take_sent().is_empty(), "never sent back out");
         assert!(!c.busy());
     }
 
@@ -1107,7 +1109,7 @@ mod tests {
         // only the BAT address, restores them onto another VF (vf1).
         let mut c2 = card();
         let (base, size, file) = a.drv.memory();
-        c2.functions[2]
+        c2.functions_mut()[2]
             .dma_map(base, size, 0, DMA_READ | DMA_WRITE, Some(file))
             .unwrap();
         let bat = a.tables.bat;
@@ -1291,7 +1293,7 @@ mod tests {
         wr(&mut c, 1, qp_reg(1, 0x04), hi);
         assert_eq!(mac(&c, 1, 1), new);
         assert_eq!(rd(&mut c, 1, qp_reg(1, 0x04)), hi);
-        assert_eq!(c.switch.lookup(new, 0), Some(Port { function: 1, qp: 1 }));
+        assert_eq!(c.switch().lookup(new, 0), Some(Port { function: 1, qp: 1 }));
         // A MAC another vNIC owns is refused; the vNIC keeps its own.
         let taken = mac(&c, 2, 0).0;
         wr(
@@ -1321,7 +1323,7 @@ mod tests {
         c.set_vnic(1, 0, None, Some(10)).unwrap();
         let before = (
             c.export(),
-            c.switch.pvid(Port { function: 1, qp: 0 }),
+            c.switch().pvid(Port { function: 1, qp: 0 }),
             mac(&c, 1, 0),
         );
         for trusted in [false, true] {
@@ -1339,12 +1341,12 @@ mod tests {
             c.set_trust(1, false);
             // Joining VLAN 20 behind port VLAN 10: refused.
             wr(&mut c, 1, qp_reg(0, 0x20), 20);
-            assert!(c.switch.joined(Port { function: 1, qp: 0 }).is_empty());
+            assert!(c.switch().joined(Port { function: 1, qp: 0 }).is_empty());
         }
         assert_eq!(
             (
                 c.export(),
-                c.switch.pvid(Port { function: 1, qp: 0 }),
+                c.switch().pvid(Port { function: 1, qp: 0 }),
                 mac(&c, 1, 0)
             ),
             before
@@ -1377,20 +1379,20 @@ mod tests {
         assert_eq!(admin(&mut c, 1, 1, &[lo, hi]), 0, "SET_MAC vf1");
         assert_eq!(mac(&c, 2, 0), Mac(m));
         assert_eq!(admin(&mut c, 2, 1, &[10, 0x8100]), 0, "SET_VLAN");
-        assert_eq!(c.switch.pvid(Port { function: 2, qp: 1 }), 10);
+        assert_eq!(c.switch().pvid(Port { function: 2, qp: 1 }), 10);
         assert_eq!(
             admin(&mut c, 2, 1, &[10, 0x88a8]),
             libc::EPROTONOSUPPORT as u32
         );
         assert_eq!(admin(&mut c, 3, 1, &[0, 20]), 0, "SET_RATE max 20");
-        let p = c.functions[2].policy().tx_rate.as_ref().unwrap().policy();
+        let p = c.functions()[2].policy().tx_rate.as_ref().unwrap().policy();
         assert_eq!((p.avg_kbps, p.peak_kbps), (20_000, 20_000));
         assert_eq!(admin(&mut c, 3, 1, &[5, 20]), libc::EOPNOTSUPP as u32);
         assert_eq!(admin(&mut c, 4, 1, &[0]), 0, "SET_SPOOFCHK off");
-        assert!(!c.switch.spoof_check(2));
+        assert!(!c.switch().spoof_check(2));
         assert_eq!(admin(&mut c, 5, 1, &[1]), 0, "SET_TRUST on");
         assert_eq!(admin(&mut c, 6, 1, &[2]), 0, "SET_LINK disable");
-        assert!(!c.functions[2].link_up());
+        assert!(!c.functions()[2].link_up());
         assert_eq!(admin(&mut c, 7, 1, &[]), 0, "GET_CONFIG");
         let got: Vec<u32> = (0..6)
             .map(|i| rd(&mut c, 0, Reg::AdminArg0 as u64 + 4 * i))

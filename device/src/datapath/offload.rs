@@ -255,7 +255,7 @@ mod tests {
         let far = Mac([2, 1, 2, 3, 4, 5]);
         let (frame, l4) = tcp4(far, mac(&c, 1, 0), None, 3000);
         a.send(&mut c, 0, &[with_header(&request(l4, true), &frame)]);
-        let sent = c.uplink.take_sent();
+        let sent = c.uplink_mut().take_sent();
         assert_eq!(sent.len(), 3);
         assert!(sent.iter().all(|s| checksums_ok(s, 14)));
         assert_eq!(fn_stat(&c, 1, FnStat::ToUplink), 3);

@@ -258,7 +258,10 @@ mod tests {
         let (mut c, mut a, _b) = vxlan_card();
         let f = eth(FAR, mac(&c, 1, 0), Some(5), 100);
         a.send(&mut c, 0, std::slice::from_ref(&f));
-        assert!(c.uplink.take_sent().is_empty(), "nothing leaves on a miss");
+        assert!(
+            c.uplink_mut().take_sent().is_empty(),
+            "nothing leaves on a miss"
+        );
         assert_eq!(
             misses(&mut c),
             vec![Event::VxlanMiss {
@@ -268,11 +271,11 @@ mod tests {
                 frame: HexFrame(f.clone()),
             }]
         );
-        assert_eq!(c.vxlan.counters.requests, 1);
+        assert_eq!(c.vxlan().counters.requests, 1);
         // The host installs the entry and returns the frame (variant A).
         install(&mut c, FAR);
         assert!(c.vxlan_send(vni(), &f));
-        let sent = c.uplink.take_sent();
+        let sent = c.uplink_mut().take_sent();
         assert_eq!(sent.len(), 1);
         let d = wire::decapsulate(&sent[0], PEER_IP).expect("VxLAN for the peer");
         assert_eq!(d.vni, VNI);
@@ -280,10 +283,10 @@ mod tests {
         assert_eq!(&sent[0][..12], &[PEER_MAC.0, VTEP_MAC.0].concat()[..]);
         // Later frames need no host.
         a.send(&mut c, 0, &[f.clone(), f.clone()]);
-        assert_eq!(c.uplink.take_sent().len(), 2);
+        assert_eq!(c.uplink_mut().take_sent().len(), 2);
         assert!(misses(&mut c).is_empty());
-        assert_eq!(c.vxlan.tables.macs()[0].uses, 3);
-        assert_eq!(c.vxlan.counters.encapsulated, 3);
+        assert_eq!(c.vxlan().tables.macs()[0].uses, 3);
+        assert_eq!(c.vxlan().counters.encapsulated, 3);
         assert_eq!(fn_stat(&c, 1, FnStat::ToUplink), 2);
         assert_eq!(fn_stat(&c, 1, FnStat::TxDrops), 0);
     }
@@ -293,10 +296,10 @@ mod tests {
         let (mut c, _a, _b) = vxlan_card();
         let f = eth(FAR, mac(&c, 1, 0), None, 60);
         assert!(!c.vxlan_send(vni(), &f));
-        assert_eq!(c.vxlan.counters.send_misses, 1);
-        assert_eq!(c.vxlan.counters.requests, 0);
+        assert_eq!(c.vxlan().counters.send_misses, 1);
+        assert_eq!(c.vxlan().counters.requests, 0);
         assert!(c.take_events().is_empty());
-        assert!(c.uplink.take_sent().is_empty());
+        assert!(c.uplink_mut().take_sent().is_empty());
     }
 
     #[test]
@@ -306,7 +309,7 @@ mod tests {
         let f = eth(a1, a0, None, 80);
         a.send(&mut c, 0, std::slice::from_ref(&f));
         assert_eq!(a.received(1), vec![f.clone()], "local, never encapsulated");
-        assert!(c.uplink.take_sent().is_empty());
+        assert!(c.uplink_mut().take_sent().is_empty());
         assert!(misses(&mut c).is_empty());
         // A broadcast reaches the local vNIC and asks for the remote side.
         let bc = eth(Mac::BROADCAST, a0, None, 80);
@@ -316,7 +319,11 @@ mod tests {
         install(&mut c, Mac::BROADCAST);
         a.send(&mut c, 0, std::slice::from_ref(&bc));
         assert_eq!(a.received(1).len(), 3);
-        assert_eq!(c.uplink.take_sent().len(), 1, "flooded to the remote VTEP");
+        assert_eq!(
+            c.uplink_mut().take_sent().len(),
+            1,
+            "flooded to the remote VTEP"
+        );
     }
 
     #[test]
@@ -327,15 +334,15 @@ mod tests {
         b.send(&mut c, 0, std::slice::from_ref(&bc));
         assert!(a.received(0).is_empty() && a.received(1).is_empty());
         assert_eq!(b.received(1), vec![bc.clone()]);
-        let sent = c.uplink.take_sent();
+        let sent = c.uplink_mut().take_sent();
         assert_eq!(sent, vec![bc], "VLAN floods go out as they are");
         // A VLAN VF's frame to a MAC the VxLAN tables know is never
         // encapsulated.
         install(&mut c, FAR);
         let f = eth(FAR, mac(&c, 2, 0), None, 80);
         b.send(&mut c, 0, std::slice::from_ref(&f));
-        assert_eq!(c.uplink.take_sent(), vec![f]);
-        assert_eq!(c.vxlan.counters.encapsulated, 0);
+        assert_eq!(c.uplink_mut().take_sent(), vec![f]);
+        assert_eq!(c.vxlan().counters.encapsulated, 0);
         // And the VxLAN VF's broadcast does not reach the VLAN VF.
         let bc = eth(Mac::BROADCAST, mac(&c, 1, 0), None, 80);
         a.send(&mut c, 0, &[bc]);
@@ -377,7 +384,7 @@ mod tests {
         // known source, are not delivered to it.
         install(&mut c, FAR);
         let inner = eth(b0, FAR, None, 90);
-        c.uplink.inject(from_peer(VNI, &inner, PEER_IP, true));
+        c.uplink_mut().inject(from_peer(VNI, &inner, PEER_IP, true));
         c.run_uplink();
         assert!(b.received(0).is_empty());
         assert_eq!(b.received(1).len(), 1, "only its own VNI's broadcast");
@@ -389,7 +396,7 @@ mod tests {
         let (mut c, a, _b) = vxlan_card();
         let a0 = mac(&c, 1, 0);
         let inner = eth(a0, FAR, Some(9), 90);
-        c.uplink.inject(from_peer(VNI, &inner, PEER_IP, true));
+        c.uplink_mut().inject(from_peer(VNI, &inner, PEER_IP, true));
         c.run_uplink();
         assert!(a.received(0).is_empty(), "nothing until the host says so");
         assert_eq!(
@@ -407,14 +414,15 @@ mod tests {
         assert_eq!(c.vxlan_deliver(vni(), &inner), 1);
         assert_eq!(a.received(0), vec![inner.clone()]);
         // From now on the card delivers by itself.
-        c.uplink.inject(from_peer(VNI, &inner, PEER_IP, true));
+        c.uplink_mut().inject(from_peer(VNI, &inner, PEER_IP, true));
         c.run_uplink();
         assert_eq!(a.received(0).len(), 2);
-        assert_eq!(c.vxlan.counters.decapsulated, 1);
-        assert_eq!(c.vxlan.tables.macs()[0].uses, 1);
+        assert_eq!(c.vxlan().counters.decapsulated, 1);
+        assert_eq!(c.vxlan().tables.macs()[0].uses, 1);
         // The same MAC behind another VTEP has moved: punted.
         let elsewhere = Ipv4Addr::new(10, 1, 0, 3);
-        c.uplink.inject(from_peer(VNI, &inner, elsewhere, true));
+        c.uplink_mut()
+            .inject(from_peer(VNI, &inner, elsewhere, true));
         c.run_uplink();
         let e = misses(&mut c);
         assert!(
@@ -422,7 +430,7 @@ mod tests {
             "{e:?}"
         );
         assert_eq!(a.received(0).len(), 2);
-        assert_eq!(c.vxlan.counters.punts, 2);
+        assert_eq!(c.vxlan().counters.punts, 2);
     }
 
     #[test]
@@ -431,25 +439,30 @@ mod tests {
         install(&mut c, FAR);
         let a0 = mac(&c, 1, 0);
         let inner = eth(a0, FAR, None, 90);
-        c.uplink.inject(from_peer(VNI + 1, &inner, PEER_IP, true));
+        c.uplink_mut()
+            .inject(from_peer(VNI + 1, &inner, PEER_IP, true));
         c.run_uplink();
-        assert_eq!(c.vxlan.counters.unknown_vni, 1);
+        assert_eq!(c.vxlan().counters.unknown_vni, 1);
         // UDP to port 4790 is not VxLAN: switched as any frame, and the
         // VTEP's MAC is nobody's here.
-        c.uplink.inject(from_peer(VNI, &inner, PEER_IP, false));
+        c.uplink_mut()
+            .inject(from_peer(VNI, &inner, PEER_IP, false));
         c.run_uplink();
-        assert_eq!(c.uplink.counters.rx_dropped, 1);
-        assert_eq!(c.vxlan.counters.decapsulated, 0);
-        assert_eq!(c.vxlan.counters.punts, 0);
+        assert_eq!(c.uplink().counters.rx_dropped, 1);
+        assert_eq!(c.vxlan().counters.decapsulated, 0);
+        assert_eq!(c.vxlan().counters.punts, 0);
         // Known source, unknown inner destination.
         let stray = eth(Mac([2, 0, 0, 0, 0, 0x42]), FAR, None, 90);
-        c.uplink.inject(from_peer(VNI, &stray, PEER_IP, true));
+        c.uplink_mut().inject(from_peer(VNI, &stray, PEER_IP, true));
         c.run_uplink();
-        assert_eq!(c.vxlan.counters.decapsulated, 1);
-        assert_eq!(c.uplink.counters.rx_dropped, 2);
+        assert_eq!(c.vxlan().counters.decapsulated, 1);
+        assert_eq!(c.uplink().counters.rx_dropped, 2);
         assert!(a.received(0).is_empty() && b.received(0).is_empty());
-        assert_eq!(c.uplink.counters.rx_frames, 3);
-        assert!(c.uplink.take_sent().is_empty(), "nothing goes back out");
+        assert_eq!(c.uplink().counters.rx_frames, 3);
+        assert!(
+            c.uplink_mut().take_sent().is_empty(),
+            "nothing goes back out"
+        );
     }
 
     #[test]
@@ -460,9 +473,9 @@ mod tests {
         let mut a = Vm::attach(&mut c, 1, 8);
         let f = eth(FAR, mac(&c, 1, 0), None, 60);
         a.send(&mut c, 0, &[f]);
-        assert_eq!(c.vxlan.counters.no_vtep, 1);
-        assert_eq!(c.vxlan.counters.requests, 0);
-        assert!(c.uplink.take_sent().is_empty());
+        assert_eq!(c.vxlan().counters.no_vtep, 1);
+        assert_eq!(c.vxlan().counters.requests, 0);
+        assert!(c.uplink_mut().take_sent().is_empty());
     }
 
     #[test]
@@ -473,12 +486,12 @@ mod tests {
         let inner = eth(mac(&c, 1, 0), FAR, None, 200);
         let good = from_peer(VNI, &inner, PEER_IP, true);
         for n in 0..good.len() {
-            c.uplink.inject(good[..n].to_vec());
+            c.uplink_mut().inject(good[..n].to_vec());
         }
         for at in 0..good.len() {
             let mut f = good.clone();
             f[at] ^= 0xff;
-            c.uplink.inject(f);
+            c.uplink_mut().inject(f);
         }
         // More than one turn's budget: the card says it has more to do.
         c.run_uplink();
@@ -487,7 +500,7 @@ mod tests {
             c.run_uplink();
         }
         assert_eq!(
-            c.uplink.counters.rx_frames,
+            c.uplink().counters.rx_frames,
             2 * good.len() as u64,
             "every frame read"
         );
@@ -507,10 +520,10 @@ mod tests {
         let out = eth(FAR, mac(&c, 1, 0), None, 70);
         a.send(&mut c, 0, std::slice::from_ref(&out));
         let incoming = from_peer(VNI, &eth(mac(&c, 1, 0), FAR, None, 70), PEER_IP, true);
-        c.uplink.inject(incoming.clone());
+        c.uplink_mut().inject(incoming.clone());
         c.run_uplink();
         assert_eq!(c.capture_stop().unwrap().frames, 2);
-        let sent = c.uplink.take_sent();
+        let sent = c.uplink_mut().take_sent();
         let mut r = pcap_file::pcap::PcapReader::new(std::fs::File::open(&path).unwrap()).unwrap();
         let frames: Vec<Vec<u8>> =
             std::iter::from_fn(|| r.next_packet().map(|p| p.unwrap().data.to_vec())).collect();
@@ -529,8 +542,8 @@ mod tests {
         let p = Port { function: 1, qp: 0 };
         let m = mac(&c, 1, 0);
         req(&mut c, r#"{"op":"set-attr","function":"vf0","vni":100}"#).unwrap();
-        assert_eq!(c.switch.lookup(m, 0), None, "off the VLAN switch");
-        assert_eq!(c.vxlan.segments.lookup(vni(), m), Some(p));
+        assert_eq!(c.switch().lookup(m, 0), None, "off the VLAN switch");
+        assert_eq!(c.vxlan().segments.lookup(vni(), m), Some(p));
         assert_eq!(c.function_info(1).vni, Some(100));
         for (bad, why) in [
             (r#""function":"vf1","vni":100"#, "already vf0's"),
@@ -550,24 +563,27 @@ mod tests {
         req(&mut c, r#"{"op":"set-attr","function":"vf0","vni":100}"#).unwrap();
         // More vNICs join the segment; a MAC change moves there.
         req(&mut c, r#"{"op":"set-vnics","function":"vf0","count":3}"#).unwrap();
-        assert_eq!(c.vxlan.segments.members(vni()).len(), 3);
+        assert_eq!(c.vxlan().segments.members(vni()).len(), 3);
         req(
             &mut c,
             r#"{"op":"set-vnic","function":"vf0","vnic":2,"mac":"02:00:00:00:00:33","vlan":7}"#,
         )
         .unwrap();
         let new = Mac([2, 0, 0, 0, 0, 0x33]);
-        assert!(c.vxlan.segments.lookup(vni(), new).is_some());
-        assert_eq!(c.switch.lookup(new, 7), None);
+        assert!(c.vxlan().segments.lookup(vni(), new).is_some());
+        assert_eq!(c.switch().lookup(new, 7), None);
         // Back to VLAN with a port VLAN for every vNIC.
         req(
             &mut c,
             r#"{"op":"set-attr","function":"vf0","vni":null,"vlan":12}"#,
         )
         .unwrap();
-        assert_eq!(c.switch.lookup(m, 12), Some(p));
-        assert_eq!(c.switch.lookup(new, 12), Some(Port { function: 1, qp: 2 }));
-        assert!(!c.vxlan.segments.has_vni(vni()));
+        assert_eq!(c.switch().lookup(m, 12), Some(p));
+        assert_eq!(
+            c.switch().lookup(new, 12),
+            Some(Port { function: 1, qp: 2 })
+        );
+        assert!(!c.vxlan().segments.has_vni(vni()));
         assert_eq!(c.function_info(1).vni, None);
         // VLAN -> VLAN with an ID sets the port VLANs only.
         req(
@@ -575,7 +591,7 @@ mod tests {
             r#"{"op":"set-attr","function":"vf0","vni":null,"vlan":0}"#,
         )
         .unwrap();
-        assert_eq!(c.switch.lookup(m, 0), Some(p));
+        assert_eq!(c.switch().lookup(m, 0), Some(p));
     }
 
     #[test]
@@ -583,16 +599,16 @@ mod tests {
         let mut c = card();
         c.set_num_vfs(1).unwrap();
         c.set_attr(2, Some(vni()), None).unwrap();
-        assert!(!c.vxlan.segments.has_vni(vni()));
+        assert!(!c.vxlan().segments.has_vni(vni()));
         c.set_num_vfs(4).unwrap();
         let m = mac(&c, 2, 1);
         assert_eq!(
-            c.vxlan.segments.lookup(vni(), m),
+            c.vxlan().segments.lookup(vni(), m),
             Some(Port { function: 2, qp: 1 })
         );
-        assert_eq!(c.switch.lookup(m, 0), None);
+        assert_eq!(c.switch().lookup(m, 0), None);
         c.set_num_vfs(1).unwrap();
-        assert!(!c.vxlan.segments.has_vni(vni()), "disabled VFs leave it");
+        assert!(!c.vxlan().segments.has_vni(vni()), "disabled VFs leave it");
     }
 
     #[test]
@@ -607,7 +623,7 @@ mod tests {
         .unwrap();
         let e = req(&mut c, r#"{"op":"set-attr","function":"vf0","vni":null}"#).unwrap_err();
         assert!(e.contains("already belongs"), "{e}");
-        assert_eq!(c.vxlan.segments.vni_of(1), Some(vni()), "unchanged");
+        assert_eq!(c.vxlan().segments.vni_of(1), Some(vni()), "unchanged");
     }
 
     #[test]
@@ -635,7 +651,9 @@ mod tests {
             serde_json::json!({"tunnel": 0, "evicted": []})
         );
         assert_eq!(add(&mut c, 2, 1).unwrap()["tunnel"], 0, "shared");
-        c.vxlan.tables.use_entry(vni5(), Mac([2, 0, 0, 0, 0, 1]));
+        c.vxlan_mut()
+            .tables
+            .use_entry(vni5(), Mac([2, 0, 0, 0, 0, 1]));
         let r = add(&mut c, 3, 2).unwrap();
         assert_eq!(
             r,
@@ -733,15 +751,15 @@ mod tests {
         // A fresh card takes it all.
         let mut d = card();
         d.apply(&file).unwrap();
-        assert_eq!(d.vxlan.vtep, c.vxlan.vtep);
-        assert_eq!(d.vxlan.segments.vni_of(2), Some(vni()));
+        assert_eq!(d.vxlan().vtep, c.vxlan().vtep);
+        assert_eq!(d.vxlan().segments.vni_of(2), Some(vni()));
         // Swapped between VFs in one file (a remap), it still applies.
         let mut swapped = file.clone();
         swapped.functions[1].vni = Some(Some(VNI));
         swapped.functions[2].vni = Some(None);
         d.apply(&swapped).unwrap();
-        assert_eq!(d.vxlan.segments.vni_of(1), Some(vni()));
-        assert_eq!(d.vxlan.segments.vni_of(2), None);
+        assert_eq!(d.vxlan().segments.vni_of(1), Some(vni()));
+        assert_eq!(d.vxlan().segments.vni_of(2), None);
         // Two VFs with one VNI, or the PF with one, are refused whole.
         let mut twice = file.clone();
         twice.functions[1].vni = Some(Some(VNI));
