@@ -8,7 +8,7 @@ use crate::capture::Capture;
 use crate::datapath::{self, CardParts, Datapath, DatapathCounters};
 use crate::doorbell::PagePolicy;
 use crate::function::{Function, FunctionKind, FunctionSpec, BARS, EXC_QP, VF_DEVICE_ID};
-use crate::model::{ControlCounters, Event, DEFAULT_VXLAN_CAPACITY};
+use crate::model::{ControlCounters, Event, Mac, DEFAULT_VXLAN_CAPACITY};
 use crate::pci::caps::SriovLayout;
 use crate::switch::{Port, Switch};
 use crate::uplink::Uplink;
@@ -279,6 +279,15 @@ impl Card {
     /// The PF's exception queue pair, if requests go to it now.
     pub fn exception_port(&self) -> Option<Port> {
         datapath::exception_port(&self.functions)
+    }
+
+    /// vNIC `port`'s MAC becomes `mac` ([`datapath::move_vnic_mac`]).
+    pub fn move_vnic_mac(&mut self, port: Port, mac: Mac) -> Result<(), datapath::MacMoveError> {
+        let func = self
+            .functions
+            .get_mut(port.function)
+            .expect("management checked the function");
+        datapath::move_vnic_mac(&mut self.switch, &mut self.vxlan, func, port, mac)
     }
 
     /// Events produced since the last call.

@@ -94,6 +94,16 @@ impl OpError {
 
 pub type OpResult<T> = Result<T, OpError>;
 
+impl OpError {
+    /// A vNIC's MAC that could not move, for function `name`.
+    pub(crate) fn mac_move(name: String, e: crate::datapath::MacMoveError) -> OpError {
+        match e {
+            crate::datapath::MacMoveError::Switch(e) => OpError::Switch(name, e),
+            crate::datapath::MacMoveError::Segment(e) => OpError::Segment(name, e),
+        }
+    }
+}
+
 impl From<crate::vxlan::BadEntry> for OpError {
     fn from(e: crate::vxlan::BadEntry) -> Self {
         match e {
@@ -473,7 +483,7 @@ impl Card {
         self.check_address(f, q, mac, vlan)?;
         let port = Port { function: f, qp: q };
         let name = self.name(f);
-        if self.vxlan_mut().segments.vni_of(f).is_some() {
+        if self.vxlan().is_vxlan_vf(f) {
             return self.set_vxlan_vnic(f, q, mac, vlan);
         }
         if vlan == cur.vlan && mac != cur.mac {
@@ -490,10 +500,8 @@ impl Card {
             self.functions_mut()[f].policy_mut().vnics[q as usize].vlan = vlan;
         }
         if mac != cur.mac {
-            self.switch_mut()
-                .set_mac(port, mac)
-                .map_err(|e| OpError::Switch(name.clone(), e))?;
-            self.functions_mut()[f].set_vnic_mac(q, mac);
+            self.move_vnic_mac(port, mac)
+                .map_err(|e| OpError::mac_move(name.clone(), e))?;
         }
         info!("{name}: vNIC {q} MAC {mac} VLAN {vlan}");
         self.push_event(Event::VnicChanged {

@@ -166,7 +166,7 @@ impl Card {
             return Err(OpError::BadVlan(v));
         }
         let nqp = self.functions()[f].queue_pairs().len() as u16;
-        if self.vxlan_mut().segments.vni_of(f).is_none() {
+        if !self.vxlan().is_vxlan_vf(f) {
             // Already VLAN: only the port VLANs may change.
             if let Some(v) = vlan {
                 if self.functions()[f].policy().enabled {
@@ -231,13 +231,8 @@ impl Card {
         let name = self.functions()[f].name().to_string();
         let cur = self.functions()[f].policy().vnics[q as usize];
         if mac != cur.mac {
-            if self.vxlan_mut().segments.has_port(port) {
-                self.vxlan_mut()
-                    .segments
-                    .set_mac(port, mac)
-                    .map_err(|e| OpError::Segment(name.clone(), e))?;
-            }
-            self.functions_mut()[f].set_vnic_mac(q, mac);
+            self.move_vnic_mac(port, mac)
+                .map_err(|e| OpError::mac_move(name.clone(), e))?;
         }
         self.functions_mut()[f].policy_mut().vnics[q as usize].vlan = vlan;
         info!("{name}: vNIC {q} MAC {mac} (VxLAN; port VLAN {vlan} kept for VLAN)");

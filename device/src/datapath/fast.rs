@@ -67,13 +67,7 @@ impl Switching<'_> {
             .capture
             .as_ref()
             .is_some_and(|c| c.wants(from.function));
-        self.fast_path
-            && func.link_up()
-            && !func.faults().tx_active()
-            && func.policy().tx_rate.is_none()
-            && !captured
-            && !turn.vxlan
-            && turn.sender.pvid == 0
+        self.fast_path && func.tx_plain() && !captured && !turn.vxlan && turn.sender.pvid == 0
     }
 
     /// The offload features of vNIC `to`'s receive queue, if the fast
@@ -82,10 +76,7 @@ impl Switching<'_> {
     /// ([`crate::queue::QueuePair::fast_rx`]).
     fn fast_receiver(&self, to: Port) -> Option<Features> {
         let func = self.functions.get(to.function)?;
-        let ok = func.link_up()
-            && !func.faults().rx_active()
-            && func.policy().rx_rate.is_none()
-            && self.switch.pvid(to) == 0;
+        let ok = func.rx_plain() && self.switch.pvid(to) == 0;
         let qp = func.all_queue_pairs().get(usize::from(to.qp))?;
         qp.fast_rx().filter(|_| ok).map(|(_, features)| features)
     }

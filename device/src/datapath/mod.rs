@@ -44,8 +44,9 @@ use crate::offload::request::Request;
 use crate::offload::HDR_LEN;
 use crate::regs::FnStat;
 use crate::ring::{Ahead, MAX_FRAME};
-use crate::switch::{strip_tag, Decision, DropReason, Port, Sender, Switch};
+use crate::switch::{strip_tag, Decision, DropReason, Port, Sender, Switch, SwitchError};
 use crate::uplink::{Incoming, Uplink};
+use crate::vxlan::segment::SegmentError;
 use crate::vxlan::{wire, Vni, Vxlan};
 
 /// Frames one send queue may switch per turn of the event loop.
@@ -322,6 +323,37 @@ impl Datapath {
     }
 }
 
+/// Why a vNIC's MAC could not move.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum MacMoveError {
+    #[error(transparent)]
+    Switch(#[from] SwitchError),
+    #[error(transparent)]
+    Segment(#[from] SegmentError),
+}
+
+/// vNIC `port`'s MAC becomes `mac` (a trusted VF's driver, or
+/// management): its forwarding entries move with it, in the switch or, for
+/// a VxLAN VF, in its VNI segment, and its function `func` records it. The
+/// one place a vNIC's MAC changes; the caller announces it.
+pub fn move_vnic_mac(
+    switch: &mut Switch,
+    vxlan: &mut Vxlan,
+    func: &mut Function,
+    port: Port,
+    mac: Mac,
+) -> Result<(), MacMoveError> {
+    if vxlan.is_vxlan_vf(port.function) {
+        if vxlan.segments.has_port(port) {
+            vxlan.segments.set_mac(port, mac)?;
+        }
+    } else {
+        switch.set_mac(port, mac)?;
+    }
+    func.set_vnic_mac(port.qp, mac);
+    Ok(())
+}
+
 /// The PF's exception queue pair, if requests go to it now: its receive
 /// queue runs (enabled, no error) and the PF's link is up.
 pub fn exception_port(functions: &[Function]) -> Option<Port> {
@@ -462,7 +494,7 @@ impl Switching<'_> {
         let nqp = func.queue_pairs().len() as u16;
         // In a VNI segment the guest's VLANs are its own business: its tags
         // travel inside the VxLAN payload, so joins change nothing.
-        let vxlan = self.vxlan.segments.vni_of(f).is_some();
+        let vxlan = self.vxlan.is_vxlan_vf(f);
         for op in ops {
             let result = match op {
                 SwitchOp::Join { .. } | SwitchOp::Leave { .. } | SwitchOp::LeaveAll if vxlan => {
@@ -492,25 +524,17 @@ impl Switching<'_> {
         }
     }
 
-    /// A trusted VF's driver writes vNIC `qp`'s MAC: its entries (in the
-    /// switch, or in its VNI segment) move with it.
+    /// A trusted VF's driver writes vNIC `qp`'s MAC: its entries move
+    /// with it ([`move_vnic_mac`]), and management hears of it.
     fn guest_set_mac(&mut self, f: usize, qp: u16, mac: Mac) -> Result<(), String> {
         let port = Port { function: f, qp };
-        if self.vxlan.segments.vni_of(f).is_some() {
-            self.vxlan
-                .segments
-                .set_mac(port, mac)
-                .map_err(|e| e.to_string())?;
-        } else {
-            self.switch.set_mac(port, mac).map_err(|e| e.to_string())?;
-        }
-        let name = self.functions[f].name().to_string();
+        let func = &mut self.functions[f];
+        move_vnic_mac(self.switch, self.vxlan, func, port, mac).map_err(|e| e.to_string())?;
         let what = format_args!("the trusted VF set vNIC {qp}'s MAC to {mac}");
-        self.functions[f].log(Cause::Setup, what);
-        self.functions[f].set_vnic_mac(qp, mac);
-        let vlan = self.functions[f].policy().vnics[qp as usize].vlan;
+        func.log(Cause::Setup, what);
+        let vlan = func.policy().vnics[usize::from(qp)].vlan;
         self.events.push(Event::VnicChanged {
-            function: name,
+            function: func.name().to_string(),
             vnic: qp,
             mac,
             vlan,
@@ -541,7 +565,7 @@ impl Switching<'_> {
             from,
             exception: self.functions[f].exception_index() == Some(q),
             sender: self.switch.sender(from),
-            vxlan: self.vxlan.segments.vni_of(f).is_some(),
+            vxlan: self.vxlan.is_vxlan_vf(f),
         };
         let fast = !turn.exception && self.fast_sender(&turn);
         self.turns.ahead.clear();

@@ -56,6 +56,21 @@ impl Function {
         }
     }
 
+    /// Whether [`Function::tx_take`] and [`Function::tx_complete`] would
+    /// leave a frame as it is: the link is up, no fault is armed on the
+    /// send side and no TX policy meters it. Only then may the fast path
+    /// move its frames without them.
+    pub fn tx_plain(&self) -> bool {
+        self.link_up() && !self.faults.tx_active() && self.policy.tx_rate.is_none()
+    }
+
+    /// Whether [`Function::receive`] would take a frame as it is: the link
+    /// is up, no fault is armed on the receive side and no RX policy
+    /// meters it. Only then may the fast path deliver without it.
+    pub fn rx_plain(&self) -> bool {
+        self.link_up() && !self.faults.rx_active() && self.policy.rx_rate.is_none()
+    }
+
     /// Whether the function's send queues must wait before their next
     /// frame, and until when: an injected completion hold (not for the
     /// exception queue pair), or the TX policy out of tokens (counted in
