@@ -441,7 +441,8 @@ enum vnic_fn_state {
  * @misc_irq_name: name of the misc IRQ in /proc/interrupts
  * @misc_irqs: interrupts received on the misc vector
  * @irq_test_done: completed by the misc handler
- * @event_task: reads IRQ_CAUSE and acts on it, scheduled by the misc handler
+ * @event_task: reads IRQ_CAUSE and acts on it (vnic_events.c), scheduled by
+ *	the misc handler
  * @events_on: the misc handler may schedule @event_task
  * @sw_causes: IRQ_CAUSE bits the driver raised itself for @event_task
  * @link_up: STATUS.LINK_UP as the last LINK cause found it
@@ -551,8 +552,6 @@ static inline bool vnic_card_answers(struct vnic_priv *priv)
 int vnic_irq_init(struct vnic_priv *priv);
 void vnic_irq_exit(struct vnic_priv *priv);
 int vnic_irq_self_test(struct vnic_priv *priv);
-void vnic_events_start(struct vnic_priv *priv);
-void vnic_events_stop(struct vnic_priv *priv);
 void vnic_events_kick(struct vnic_priv *priv, u32 cause);
 int vnic_qp_irq_request(struct vnic_port *port);
 void vnic_qp_irq_free(struct vnic_port *port);
@@ -573,6 +572,11 @@ struct vnic_queue_ctx *vnic_state_ctx(struct vnic_priv *priv, u32 type,
 void vnic_state_ctx_reset(struct vnic_priv *priv, struct vnic_queue_ctx *ctx,
 			  dma_addr_t ring, u32 size, u16 features);
 void vnic_state_ctx_stopped(struct vnic_queue_ctx *ctx);
+
+/* vnic_events.c */
+void vnic_events_init(struct vnic_priv *priv);
+void vnic_events_start(struct vnic_priv *priv);
+void vnic_events_stop(struct vnic_priv *priv);
 
 /* vnic_netdev.c */
 int vnic_netdevs_create(struct vnic_priv *priv);
