@@ -583,6 +583,10 @@ int vnic_netdevs_create(struct vnic_priv *priv);
 void vnic_netdevs_destroy(struct vnic_priv *priv);
 void vnic_netdevs_config_changed(struct vnic_priv *priv);
 void vnic_netdevs_link_changed(struct vnic_priv *priv);
+
+/* vnic_port.c */
+int vnic_port_start(struct vnic_port *port);
+void vnic_port_stop(struct vnic_port *port);
 int vnic_port_restart(struct vnic_port *port);
 
 /* vnic_tx.c */
