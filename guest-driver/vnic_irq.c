@@ -44,7 +44,8 @@ static irqreturn_t vnic_misc_irq(int irq, void *data)
  * @priv: driver state
  * @cause: IRQ_CAUSE bits
  *
- * Nothing happens once vnic_events_stop() has run.
+ * Like the misc handler, it queues the work only while events are on
+ * (vnic_events.c): nothing happens once they are stopped.
  */
 void vnic_events_kick(struct vnic_priv *priv, u32 cause)
 {
