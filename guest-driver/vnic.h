@@ -10,6 +10,33 @@
  * (struct vnic_state, vnic_state.c). That is why a function whose PCI
  * configuration QEMU lost (loadvm, migration) can be restored in place, with
  * the same netdevs, rings and counters (vnic_recovery.c).
+ *
+ * The .c files are layered: each calls the non-static functions of lower
+ * layers only, so no two files call each other, directly or round a circle.
+ * From the top (vnic_<name>.c, declared at the end of this file in this
+ * order):
+ *
+ *   main                 probe and remove, the PCI driver, module entry
+ *   events               the misc vector's work: IRQ_CAUSE to netdev and
+ *                        recovery
+ *   netdev  recovery     the netdevs and their ndo_*; the watchdog that
+ *                        restores a function's lost configuration
+ *   ethtool health       ethtool_ops; the watchdog's queue checks
+ *   port    irq          starting and stopping a port's queues; MSI-X
+ *                        vectors, interrupt handlers and NAPI
+ *   tx  rx  state        the send and receive rings; contexts, BAT and VCT
+ *                        in guest memory
+ *   doorbell qp adminq   doorbells; queue-pair register helpers; the PF's
+ *                        admin mailbox (ndo_set_vf_*)
+ *
+ * The event work sits above the netdev and recovery code it runs;
+ * vnic_events_kick(), which only queues it (as the misc handler does),
+ * lives in vnic_irq.c, below the recovery that kicks it. ethtool -G and the
+ * netdevs both restart a port through vnic_port.c, and only the netdevs call
+ * into ethtool (to install its operations). A lower file that queues a work
+ * item of an upper one does not call it: the misc handler and
+ * vnic_events_kick() queue the event work, the health checks the netdevs'
+ * reset task.
  */
 #ifndef _VNIC_H_
 #define _VNIC_H_
@@ -441,7 +468,8 @@ enum vnic_fn_state {
  * @misc_irq_name: name of the misc IRQ in /proc/interrupts
  * @misc_irqs: interrupts received on the misc vector
  * @irq_test_done: completed by the misc handler
- * @event_task: reads IRQ_CAUSE and acts on it, scheduled by the misc handler
+ * @event_task: reads IRQ_CAUSE and acts on it (vnic_events.c), scheduled by
+ *	the misc handler
  * @events_on: the misc handler may schedule @event_task
  * @sw_causes: IRQ_CAUSE bits the driver raised itself for @event_task
  * @link_up: STATUS.LINK_UP as the last LINK cause found it
@@ -547,39 +575,42 @@ static inline bool vnic_card_answers(struct vnic_priv *priv)
 	return vnic_rd32(priv, VNIC_REG_ID) == VNIC_ID_MAGIC;
 }
 
-/* vnic_irq.c */
-int vnic_irq_init(struct vnic_priv *priv);
-void vnic_irq_exit(struct vnic_priv *priv);
-int vnic_irq_self_test(struct vnic_priv *priv);
+/* vnic_events.c */
+void vnic_events_init(struct vnic_priv *priv);
 void vnic_events_start(struct vnic_priv *priv);
 void vnic_events_stop(struct vnic_priv *priv);
-void vnic_events_kick(struct vnic_priv *priv, u32 cause);
-int vnic_qp_irq_request(struct vnic_port *port);
-void vnic_qp_irq_free(struct vnic_port *port);
-int vnic_napi_poll(struct napi_struct *napi, int budget);
-
-/* vnic_qp.c: queue-pair register helpers, calling nothing else */
-const char *vnic_qerr_name(u32 code);
-void vnic_log_qp_status(struct vnic_port *port, const char *what,
-			u32 status);
-void vnic_write_itr(struct vnic_port *port);
-
-/* vnic_state.c */
-int vnic_state_init(struct vnic_priv *priv);
-void vnic_state_exit(struct vnic_priv *priv);
-int vnic_state_write_vct(struct vnic_priv *priv);
-struct vnic_queue_ctx *vnic_state_ctx(struct vnic_priv *priv, u32 type,
-				      u32 q);
-void vnic_state_ctx_reset(struct vnic_priv *priv, struct vnic_queue_ctx *ctx,
-			  dma_addr_t ring, u32 size, u16 features);
-void vnic_state_ctx_stopped(struct vnic_queue_ctx *ctx);
 
 /* vnic_netdev.c */
 int vnic_netdevs_create(struct vnic_priv *priv);
 void vnic_netdevs_destroy(struct vnic_priv *priv);
 void vnic_netdevs_config_changed(struct vnic_priv *priv);
 void vnic_netdevs_link_changed(struct vnic_priv *priv);
+
+/* vnic_recovery.c */
+int vnic_recovery_init(struct vnic_priv *priv);
+void vnic_recovery_start(struct vnic_priv *priv);
+void vnic_recovery_stop(struct vnic_priv *priv);
+void vnic_recovery_resumed(struct vnic_priv *priv);
+
+/* vnic_ethtool.c */
+void vnic_set_ethtool_ops(struct net_device *netdev);
+
+/* vnic_health.c */
+void vnic_health_check(struct vnic_priv *priv);
+
+/* vnic_port.c */
+int vnic_port_start(struct vnic_port *port);
+void vnic_port_stop(struct vnic_port *port);
 int vnic_port_restart(struct vnic_port *port);
+
+/* vnic_irq.c */
+int vnic_irq_init(struct vnic_priv *priv);
+void vnic_irq_exit(struct vnic_priv *priv);
+int vnic_irq_self_test(struct vnic_priv *priv);
+void vnic_events_kick(struct vnic_priv *priv, u32 cause);
+int vnic_qp_irq_request(struct vnic_port *port);
+void vnic_qp_irq_free(struct vnic_port *port);
+int vnic_napi_poll(struct napi_struct *napi, int budget);
 
 /* vnic_tx.c */
 int vnic_tx_ring_alloc(struct vnic_port *port);
@@ -599,12 +630,28 @@ int vnic_rx_clean(struct vnic_port *port, int budget);
 void vnic_rx_post(struct vnic_port *port, bool rearm);
 u32 vnic_rx_ring_min(const struct vnic_port *port);
 
+/* vnic_state.c */
+int vnic_state_init(struct vnic_priv *priv);
+void vnic_state_exit(struct vnic_priv *priv);
+int vnic_state_write_vct(struct vnic_priv *priv);
+struct vnic_queue_ctx *vnic_state_ctx(struct vnic_priv *priv, u32 type,
+				      u32 q);
+void vnic_state_ctx_reset(struct vnic_priv *priv, struct vnic_queue_ctx *ctx,
+			  dma_addr_t ring, u32 size, u16 features);
+void vnic_state_ctx_stopped(struct vnic_queue_ctx *ctx);
+
 /* vnic_doorbell.c */
 bool vnic_db_guest_wanted(struct vnic_priv *priv);
 void vnic_db_enable(struct vnic_priv *priv);
 void vnic_db_port_init(struct vnic_port *port);
 void vnic_db_tx(struct vnic_port *port, u32 tail);
 bool vnic_db_rx(struct vnic_port *port, bool post, u32 tail, bool rearm);
+
+/* vnic_qp.c: queue-pair register helpers, calling nothing else */
+const char *vnic_qerr_name(u32 code);
+void vnic_log_qp_status(struct vnic_port *port, const char *what,
+			u32 status);
+void vnic_write_itr(struct vnic_port *port);
 
 /* vnic_adminq.c: ndo_set_vf_* and ndo_get_vf_config of the PF */
 int vnic_set_vf_mac(struct net_device *netdev, int vf, u8 *mac);
@@ -617,17 +664,5 @@ int vnic_set_vf_trust(struct net_device *netdev, int vf, bool setting);
 int vnic_set_vf_link_state(struct net_device *netdev, int vf, int link_state);
 int vnic_get_vf_config(struct net_device *netdev, int vf,
 		       struct ifla_vf_info *ivi);
-
-/* vnic_health.c */
-void vnic_health_check(struct vnic_priv *priv);
-
-/* vnic_recovery.c */
-int vnic_recovery_init(struct vnic_priv *priv);
-void vnic_recovery_start(struct vnic_priv *priv);
-void vnic_recovery_stop(struct vnic_priv *priv);
-void vnic_recovery_resumed(struct vnic_priv *priv);
-
-/* vnic_ethtool.c */
-void vnic_set_ethtool_ops(struct net_device *netdev);
 
 #endif /* _VNIC_H_ */

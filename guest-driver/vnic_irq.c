@@ -5,17 +5,12 @@
  * The card has no INTx and no MSI: MSI-X only. Vector 0 is the misc/admin
  * vector; vector q + 1 belongs to queue pair q.
  *
- * The misc vector carries the test interrupt and card events. IRQ_CAUSE says
- * which events: reading and clearing it, and acting on it, takes MMIO (slow
- * over vfio-user) and RTNL, so the handler leaves all of it to a work item.
- * The work reads the current state rather than trusting the cause alone, so
- * an event that arrives while it runs (and fires the vector again) is never
- * lost. The driver queues causes of its own to the same work (the check
- * after a recovery), which keeps every netdev change in one place.
- *
- * A function whose configuration was lost (QEMU loadvm) reads all-ones, or
- * nothing useful, until the watchdog restores it: an all-ones IRQ_CAUSE is
- * no cause at all, and the netdev changes wait for the function to run.
+ * The misc vector carries the test interrupt and card events. Its handler
+ * only counts the interrupt, completes the test and, once events are on,
+ * queues the event work (vnic_events.c), which reads IRQ_CAUSE and acts on
+ * it; vnic_events_kick() queues the same work for causes the driver raises
+ * itself. This file queues the work but calls none of what it runs (netdev
+ * and recovery code), so the recovery may kick it.
  *
  * A queue pair's vector masks itself in the card when it fires, so the hard
  * IRQ handler has nothing to mask: it only schedules NAPI. The poll cleans
@@ -44,89 +39,19 @@ static irqreturn_t vnic_misc_irq(int irq, void *data)
 	return IRQ_HANDLED;
 }
 
-#define VNIC_IRQ_CAUSE_KNOWN	(VNIC_IRQ_CAUSE_CONFIG | VNIC_IRQ_CAUSE_LINK | \
-				 VNIC_IRQ_CAUSE_RESUMED)
-
-/* The card's causes, cleared, and the driver's own */
-static u32 vnic_event_causes(struct vnic_priv *priv)
-{
-	u32 cause;
-
-	cause = vnic_rd32(priv, VNIC_REG_IRQ_CAUSE);
-	/*
-	 * All-ones: a card without IRQ_CAUSE (the read is a bad access), one
-	 * that is gone, or one whose BAR is not decoded. Not "every cause":
-	 * there is nothing to act on.
-	 */
-	if (cause == ~0U)
-		cause = 0;
-	/* RW1C: clear what was read before acting, so nothing new is lost */
-	if (cause)
-		vnic_wr32(priv, VNIC_REG_IRQ_CAUSE, cause);
-	if (cause & ~VNIC_IRQ_CAUSE_KNOWN)
-		pci_dbg(priv->pdev, "IRQ_CAUSE 0x%08x: unknown causes ignored\n",
-			cause);
-
-	return cause | atomic_xchg(&priv->sw_causes, 0);
-}
-
-static void vnic_event_task(struct work_struct *work)
-{
-	struct vnic_priv *priv = container_of(work, struct vnic_priv,
-					      event_task);
-	u32 cause;
-
-	cause = vnic_event_causes(priv);
-	/* First, so that a CONFIG raised with it finds the function running */
-	if (cause & VNIC_IRQ_CAUSE_RESUMED)
-		vnic_recovery_resumed(priv);
-	if (cause & VNIC_IRQ_CAUSE_CONFIG)
-		vnic_netdevs_config_changed(priv);
-	if (cause & VNIC_IRQ_CAUSE_LINK)
-		vnic_netdevs_link_changed(priv);
-}
-
-/**
- * vnic_events_start - act on card events from now on
- * @priv: driver state, netdevs created
- *
- * A cause the card raised before (while probe read the configuration) is
- * still latched in IRQ_CAUSE: look at it once now.
- */
-void vnic_events_start(struct vnic_priv *priv)
-{
-	WRITE_ONCE(priv->events_on, true);
-	schedule_work(&priv->event_task);
-}
-
 /**
  * vnic_events_kick - have the event work act on causes the driver raises
  * @priv: driver state
  * @cause: IRQ_CAUSE bits
  *
- * Nothing happens once vnic_events_stop() has run.
+ * Like the misc handler, it queues the work only while events are on
+ * (vnic_events.c): nothing happens once they are stopped.
  */
 void vnic_events_kick(struct vnic_priv *priv, u32 cause)
 {
 	atomic_or(cause, &priv->sw_causes);
 	if (READ_ONCE(priv->events_on))
 		schedule_work(&priv->event_task);
-}
-
-/**
- * vnic_events_stop - stop acting on card events; undo vnic_events_start()
- * @priv: driver state
- *
- * On return the event work is neither queued nor running, and the misc
- * handler no longer queues it.
- */
-void vnic_events_stop(struct vnic_priv *priv)
-{
-	WRITE_ONCE(priv->events_on, false);
-	/* A handler that still saw events_on has queued the work by now */
-	if (priv->misc_irq)
-		synchronize_irq(priv->misc_irq);
-	cancel_work_sync(&priv->event_task);
 }
 
 /**
@@ -169,7 +94,6 @@ int vnic_irq_init(struct vnic_priv *priv)
 		pci_info(pdev, "using %d of %u MSI-X vectors\n", nvecs,
 			 priv->num_vectors);
 
-	INIT_WORK(&priv->event_task, vnic_event_task);
 	snprintf(priv->misc_irq_name, sizeof(priv->misc_irq_name),
 		 VNIC_DRV_NAME "-misc@%s", pci_name(pdev));
 

@@ -183,6 +183,7 @@ static int vnic_probe(struct pci_dev *pdev, const struct pci_device_id *id)
 	atomic_set(&priv->misc_irqs, 0);
 	atomic_set(&priv->sw_causes, 0);
 	init_completion(&priv->irq_test_done);
+	vnic_events_init(priv);
 	mutex_init(&priv->admin_lock);
 	pci_set_drvdata(pdev, priv);
 

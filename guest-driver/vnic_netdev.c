@@ -17,19 +17,14 @@
  * vector q + 1, recovery) but not a vNIC: no ARP, no MAC or VLAN writes (the
  * card refuses them), and an MTU that fits the card's longest message.
  *
- * Starting a port allocates its rings, writes ring base, size and offload
- * features into the queue pair's two contexts in guest memory and enables
- * both queues with QP_CTRL; the card loads the contexts through the VCT.
- * Stopping disables the queues (the card writes the contexts back and
- * forgets them) before any buffer is freed. Everything that starts or stops
- * a port runs under RTNL.
+ * Opening and closing a netdev starts and stops its port (vnic_port.c); a
+ * new MTU and the reset task (transmit timeout, queue error) restart it.
  *
  * With a card that offers the offloads (FEATURES), a vNIC's netdev has
  * checksum offload, scatter-gather and TSO, and its queues exchange a
  * struct virtio_net_hdr with every frame (vnic_port_init_offloads()).
  */
 #include <linux/bitfield.h>
-#include <linux/delay.h>
 #include <linux/etherdevice.h>
 #include <linux/if_vlan.h>
 #include <linux/netdevice.h>
@@ -47,182 +42,6 @@ static unsigned int tx_usecs = 200;
 module_param(tx_usecs, uint, 0444);
 MODULE_PARM_DESC(tx_usecs,
 		 "Initial ethtool -C tx-usecs of every vNIC, 0..32767 (default: 200)");
-
-/*
- * Wait until QP_STATUS shows both queues in the state QP_CTRL asked for.
- * The card normally has by the time the read returns, since the read follows
- * the write on the same channel; the loop tolerates a card that is slower.
- */
-static int vnic_qp_wait(struct vnic_port *port, bool running, u32 *status)
-{
-	const u32 both = VNIC_QP_STATUS_TX_RUNNING | VNIC_QP_STATUS_RX_RUNNING;
-	const u32 errs = VNIC_QP_STATUS_TX_ERROR | VNIC_QP_STATUS_RX_ERROR;
-	unsigned long timeout = jiffies +
-				msecs_to_jiffies(VNIC_QP_CTRL_TIMEOUT_MS);
-
-	for (;;) {
-		*status = vnic_qp_rd32(port, VNIC_QP_STATUS);
-		if (*status == ~0U)
-			return -ENODEV;
-		if (running && (*status & errs))
-			return -EIO;
-		if ((*status & both) == (running ? both : 0))
-			return 0;
-		if (time_after(jiffies, timeout))
-			return -ETIMEDOUT;
-		usleep_range(1000, 2000);
-	}
-}
-
-static int vnic_qp_enable(struct vnic_port *port)
-{
-	u32 status;
-	int err;
-
-	vnic_qp_wr32(port, VNIC_QP_CTRL,
-		     VNIC_QP_CTRL_TX_ENABLE | VNIC_QP_CTRL_RX_ENABLE);
-	err = vnic_qp_wait(port, true, &status);
-	if (err) {
-		vnic_log_qp_status(port, "cannot start the queues", status);
-		vnic_qp_wr32(port, VNIC_QP_CTRL, 0);
-		vnic_qp_rd32(port, VNIC_QP_STATUS);
-	}
-	return err;
-}
-
-static void vnic_qp_disable(struct vnic_port *port)
-{
-	u32 status;
-	int err;
-
-	vnic_qp_wr32(port, VNIC_QP_CTRL, 0);
-	/*
-	 * The card must have stopped before the rings are freed. A card that
-	 * does not answer cannot DMA either; one that still says running is
-	 * logged, and the rings are freed regardless.
-	 */
-	err = vnic_qp_wait(port, false, &status);
-	if (err && err != -ENODEV)
-		vnic_log_qp_status(port, "queues still running after disable",
-				   status);
-}
-
-/* Allocate the rings, start the card's queues, start the netdev queue. */
-static int vnic_port_start(struct vnic_port *port)
-{
-	struct vnic_priv *priv = port->priv;
-	struct net_device *netdev = port->netdev;
-	int err;
-
-	if (port->up)
-		return 0;
-
-	/* Until the watchdog restored it (vnic_recovery.c) */
-	if (priv->fn_state != VNIC_FN_RUNNING) {
-		netdev_err(netdev, "the function lost its PCI configuration and is not restored: cannot start the queues\n");
-		return -ENODEV;
-	}
-
-	if (!priv->state.vct_ok) {
-		/* The card rejected (or ignored) the BAT at probe: retry */
-		err = vnic_state_write_vct(priv);
-		if (err) {
-			netdev_err(netdev, "the card has no usable VCT entry, cannot start the queues\n");
-			return err;
-		}
-	}
-
-	err = vnic_tx_ring_alloc(port);
-	if (err)
-		goto err_out;
-	err = vnic_rx_ring_alloc(port);
-	if (err)
-		goto err_free_tx;
-
-	vnic_state_ctx_reset(priv, port->sq_ctx, port->tx.dma, port->tx.size,
-			     port->sq_features);
-	vnic_state_ctx_reset(priv, port->rq_ctx, port->rx.dma, port->rx.size,
-			     port->rq_features);
-
-	napi_enable(&port->napi);
-	vnic_write_itr(port);
-
-	err = vnic_qp_enable(port);
-	if (err)
-		goto err_napi_disable;
-
-	vnic_rx_post_all(port);
-	/* A vector that fired while the port was down stays masked: rearm */
-	if (!vnic_db_rx(port, false, 0, true))
-		vnic_qp_wr32(port, VNIC_QP_IRQ, VNIC_QP_IRQ_REARM);
-
-	port->up = true;
-	if (vnic_rd32(priv, VNIC_REG_STATUS) & VNIC_STATUS_LINK_UP)
-		netif_carrier_on(netdev);
-	else
-		netif_carrier_off(netdev);
-	/* Wake, not start: after a restart the qdisc may hold frames */
-	netif_wake_queue(netdev);
-	return 0;
-
-err_napi_disable:
-	napi_disable(&port->napi);
-	vnic_rx_ring_free(port);
-err_free_tx:
-	vnic_tx_ring_free(port);
-err_out:
-	netdev_err(netdev, "cannot start queue pair %u: %d\n", port->q, err);
-	return err;
-}
-
-/* Stop the netdev queue and the card's queues, then free the rings. */
-static void vnic_port_stop(struct vnic_port *port)
-{
-	struct net_device *netdev = port->netdev;
-
-	if (!port->up)
-		return;
-	port->up = false;
-
-	netif_carrier_off(netdev);
-	/* NAPI first, so that it cannot wake the queue stopped below */
-	napi_disable(&port->napi);
-	netif_tx_disable(netdev);
-	/*
-	 * A queue pair the card removed was stopped and written back by the
-	 * card itself, and its registers no longer answer.
-	 */
-	if (!port->gone)
-		vnic_qp_disable(port);
-	/*
-	 * A card that never loaded the contexts (the function waits for its
-	 * VCT entry after a restore) wrote nothing back: no context may say
-	 * RUNNING once its ring is freed, or a VCT entry written later would
-	 * resume it.
-	 */
-	vnic_state_ctx_stopped(port->sq_ctx);
-	vnic_state_ctx_stopped(port->rq_ctx);
-
-	vnic_tx_ring_free(port);
-	vnic_rx_ring_free(port);
-}
-
-/**
- * vnic_port_restart - stop and start a port whose netdev is running
- * @port: the port; RTNL held
- *
- * Used when the MTU or the ring sizes change, and to recover a queue.
- *
- * Return: 0 or the negative errno of the start.
- */
-int vnic_port_restart(struct vnic_port *port)
-{
-	ASSERT_RTNL();
-	if (!netif_running(port->netdev))
-		return 0;
-	vnic_port_stop(port);
-	return vnic_port_start(port);
-}
 
 static int vnic_open(struct net_device *netdev)
 {

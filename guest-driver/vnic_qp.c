@@ -4,7 +4,7 @@
  *
  * Decoding QP_STATUS for the logs and writing QP_ITR are needed wherever a
  * queue pair is started, checked or restored: when a port starts or stops
- * (vnic_netdev.c), when a send descriptor reports an error (vnic_tx.c), by
+ * (vnic_port.c), when a send descriptor reports an error (vnic_tx.c), by
  * the watchdog's health checks (vnic_health.c), after a recovery
  * (vnic_recovery.c) and by ethtool -C (vnic_ethtool.c). They decode or
  * write a queue pair's registers and call nothing else of the driver, so
