@@ -215,7 +215,7 @@ impl ProtocolError {
 
 /// A decoded message header.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Header {
+pub struct MessageHeader {
     pub id: u16,
     pub command: u16,
     pub size: u32,
@@ -223,12 +223,12 @@ pub struct Header {
     pub error: u32,
 }
 
-impl Header {
-    /// Decodes a header without judging it; see [`Header::validate`].
-    pub fn decode(b: &[u8; HEADER_SIZE]) -> Header {
+impl MessageHeader {
+    /// Decodes a header without judging it; see [`MessageHeader::validate`].
+    pub fn decode(b: &[u8; HEADER_SIZE]) -> MessageHeader {
         let mut r = Reader::new(b);
         // The reader cannot run short on a fixed 16-byte array.
-        Header {
+        MessageHeader {
             id: r.u16().unwrap_or_default(),
             command: r.u16().unwrap_or_default(),
             size: r.u32().unwrap_or_default(),
@@ -358,7 +358,7 @@ impl MultiWrite {
 
 /// A validated request. Borrowed data points into the message body.
 #[derive(Debug)]
-pub enum Request<'a> {
+pub enum Decoded<'a> {
     Version {
         major: u16,
         minor: u16,
@@ -403,11 +403,11 @@ fn short(cmd: Command, len: usize, need: usize) -> ProtocolError {
     ProtocolError::Short { cmd, len, need }
 }
 
-impl<'a> Request<'a> {
+impl<'a> Decoded<'a> {
     /// Decodes and validates the body of a command whose header passed
-    /// [`Header::validate`]. Only the fixed fields are checked here; whether a
+    /// [`MessageHeader::validate`]. Only the fixed fields are checked here; whether a
     /// region, IRQ index or address exists is the function's business.
-    pub fn parse(cmd: Command, body: &'a [u8]) -> Result<Request<'a>, ProtocolError> {
+    pub fn parse(cmd: Command, body: &'a [u8]) -> Result<Decoded<'a>, ProtocolError> {
         let mut r = Reader::new(body);
         let len = body.len();
         match cmd {
@@ -420,7 +420,7 @@ impl<'a> Request<'a> {
                 if argsz < need as u32 {
                     return Err(ProtocolError::ArgSz { cmd, argsz });
                 }
-                Ok(Request::DmaMap {
+                Ok(Decoded::DmaMap {
                     flags,
                     offset,
                     address,
@@ -435,7 +435,7 @@ impl<'a> Request<'a> {
                 if argsz < need as u32 {
                     return Err(ProtocolError::ArgSz { cmd, argsz });
                 }
-                Ok(Request::DmaUnmap {
+                Ok(Decoded::DmaUnmap {
                     argsz,
                     flags,
                     address,
@@ -447,7 +447,7 @@ impl<'a> Request<'a> {
                 if argsz < DEVICE_INFO_SIZE as u32 {
                     return Err(ProtocolError::ArgSz { cmd, argsz });
                 }
-                Ok(Request::DeviceGetInfo { argsz })
+                Ok(Decoded::DeviceGetInfo { argsz })
             }
             Command::DeviceGetRegionInfo => {
                 let info = (|| {
@@ -467,7 +467,7 @@ impl<'a> Request<'a> {
                         argsz: info.argsz,
                     });
                 }
-                Ok(Request::GetRegionInfo(info))
+                Ok(Decoded::GetRegionInfo(info))
             }
             Command::DeviceGetIrqInfo => {
                 let info = (|| {
@@ -485,7 +485,7 @@ impl<'a> Request<'a> {
                         argsz: info.argsz,
                     });
                 }
-                Ok(Request::GetIrqInfo(info))
+                Ok(Decoded::GetIrqInfo(info))
             }
             Command::DeviceSetIrqs => {
                 let set = (|| {
@@ -505,7 +505,7 @@ impl<'a> Request<'a> {
                         argsz: set.argsz,
                     });
                 }
-                Ok(Request::SetIrqs {
+                Ok(Decoded::SetIrqs {
                     set,
                     data: r.rest(),
                 })
@@ -516,7 +516,7 @@ impl<'a> Request<'a> {
                 if count > MAX_DATA_XFER {
                     return Err(ProtocolError::TooLarge(count.into()));
                 }
-                Ok(Request::RegionRead {
+                Ok(Decoded::RegionRead {
                     offset,
                     region,
                     count,
@@ -532,19 +532,19 @@ impl<'a> Request<'a> {
                         len: data.len(),
                     });
                 }
-                Ok(Request::RegionWrite {
+                Ok(Decoded::RegionWrite {
                     offset,
                     region,
                     data,
                 })
             }
             Command::RegionWriteMulti => Self::parse_write_multi(&mut r, len),
-            Command::DeviceReset => Ok(Request::DeviceReset),
+            Command::DeviceReset => Ok(Decoded::DeviceReset),
             other => Err(ProtocolError::Unsupported(other)),
         }
     }
 
-    fn parse_version(r: &mut Reader<'a>, len: usize) -> Result<Request<'a>, ProtocolError> {
+    fn parse_version(r: &mut Reader<'a>, len: usize) -> Result<Decoded<'a>, ProtocolError> {
         let cmd = Command::Version;
         let (major, minor) = (|| Some((r.u16()?, r.u16()?)))().ok_or_else(|| short(cmd, len, 4))?;
         if major != VERSION_MAJOR {
@@ -566,10 +566,10 @@ impl<'a> Request<'a> {
                 .map_err(|e| ProtocolError::Capabilities(format!("not UTF-8: {e}")))?;
             serde_json::from_str(text).map_err(|e| ProtocolError::Capabilities(e.to_string()))?
         };
-        Ok(Request::Version { major, minor, caps })
+        Ok(Decoded::Version { major, minor, caps })
     }
 
-    fn parse_write_multi(r: &mut Reader<'a>, len: usize) -> Result<Request<'a>, ProtocolError> {
+    fn parse_write_multi(r: &mut Reader<'a>, len: usize) -> Result<Decoded<'a>, ProtocolError> {
         let cmd = Command::RegionWriteMulti;
         let count = r.u64().ok_or_else(|| short(cmd, len, WRITE_MULTI_COUNT))?;
         if count == 0 || count > WRITE_MULTI_MAX {
@@ -598,14 +598,14 @@ impl<'a> Request<'a> {
                 data,
             });
         }
-        Ok(Request::RegionWriteMulti(writes))
+        Ok(Decoded::RegionWriteMulti(writes))
     }
 }
 
 /// Builds a reply to `req` carrying `payload`.
-pub fn reply(req: &Header, payload: &[u8]) -> Vec<u8> {
+pub fn reply(req: &MessageHeader, payload: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(HEADER_SIZE + payload.len());
-    Header {
+    MessageHeader {
         id: req.id,
         command: req.command,
         size: (HEADER_SIZE + payload.len()) as u32,
@@ -618,9 +618,9 @@ pub fn reply(req: &Header, payload: &[u8]) -> Vec<u8> {
 }
 
 /// Builds an error reply to `req` carrying a positive errno.
-pub fn error_reply(req: &Header, errno: i32) -> Vec<u8> {
+pub fn error_reply(req: &MessageHeader, errno: i32) -> Vec<u8> {
     let mut out = Vec::with_capacity(HEADER_SIZE);
-    Header {
+    MessageHeader {
         id: req.id,
         command: req.command,
         size: HEADER_SIZE as u32,
@@ -733,7 +733,7 @@ mod tests {
 
     fn hdr(cmd: u16, size: u32, flags: u32) -> [u8; 16] {
         let mut v = Vec::new();
-        Header {
+        MessageHeader {
             id: 7,
             command: cmd,
             size,
@@ -746,7 +746,7 @@ mod tests {
 
     #[test]
     fn header_roundtrips_and_validates() {
-        let h = Header::decode(&hdr(9, 32, 0x10));
+        let h = MessageHeader::decode(&hdr(9, 32, 0x10));
         assert_eq!(h.id, 7);
         assert_eq!(h.command, 9);
         assert!(h.flags.no_reply());
@@ -757,16 +757,16 @@ mod tests {
     #[test]
     fn header_rejects_sizes_below_header_and_above_cap() {
         assert_eq!(
-            Header::decode(&hdr(1, 15, 0)).validate(),
+            MessageHeader::decode(&hdr(1, 15, 0)).validate(),
             Err(ProtocolError::BadSize(15))
         );
         let big = MAX_MSG_SIZE + 1;
         assert_eq!(
-            Header::decode(&hdr(1, big, 0)).validate(),
+            MessageHeader::decode(&hdr(1, big, 0)).validate(),
             Err(ProtocolError::BadSize(big))
         );
         assert_eq!(
-            Header::decode(&hdr(1, u32::MAX, 0)).validate(),
+            MessageHeader::decode(&hdr(1, u32::MAX, 0)).validate(),
             Err(ProtocolError::BadSize(u32::MAX))
         );
     }
@@ -774,11 +774,11 @@ mod tests {
     #[test]
     fn header_rejects_replies_and_unknown_types() {
         assert_eq!(
-            Header::decode(&hdr(1, 16, 1)).validate(),
+            MessageHeader::decode(&hdr(1, 16, 1)).validate(),
             Err(ProtocolError::NotACommand(1))
         );
         assert_eq!(
-            Header::decode(&hdr(1, 16, 7)).validate(),
+            MessageHeader::decode(&hdr(1, 16, 7)).validate(),
             Err(ProtocolError::NotACommand(7))
         );
     }
@@ -799,7 +799,7 @@ mod tests {
         let mut body = vec![0, 0, 0, 0];
         body.extend_from_slice(json);
         body.push(0);
-        let Request::Version { caps, .. } = Request::parse(Command::Version, &body).unwrap() else {
+        let Decoded::Version { caps, .. } = Decoded::parse(Command::Version, &body).unwrap() else {
             panic!("not a version")
         };
         assert_eq!(caps.capabilities.unwrap().max_msg_fds, Some(16));
@@ -810,21 +810,21 @@ mod tests {
         let mut body = vec![0, 0, 0, 0];
         body.extend_from_slice(b"{}");
         assert!(matches!(
-            Request::parse(Command::Version, &body),
+            Decoded::parse(Command::Version, &body),
             Err(ProtocolError::Capabilities(_))
         ));
         let body = [0, 0, 0, 0, b'{', 0];
         assert!(matches!(
-            Request::parse(Command::Version, &body),
+            Decoded::parse(Command::Version, &body),
             Err(ProtocolError::Capabilities(_))
         ));
         let body = [1, 0, 0, 0];
         assert_eq!(
-            Request::parse(Command::Version, &body).unwrap_err(),
+            Decoded::parse(Command::Version, &body).unwrap_err(),
             ProtocolError::Version(1, 0)
         );
         assert!(matches!(
-            Request::parse(Command::Version, &[0]),
+            Decoded::parse(Command::Version, &[0]),
             Err(ProtocolError::Short { .. })
         ));
     }
@@ -839,7 +839,7 @@ mod tests {
             let mut body = vec![0, 0, 0, 0];
             body.extend_from_slice(json);
             body.push(0);
-            let e = Request::parse(Command::Version, &body).unwrap_err();
+            let e = Decoded::parse(Command::Version, &body).unwrap_err();
             assert!(
                 matches!(&e, ProtocolError::Capabilities(why) if why.contains("UTF-8")),
                 "{e}"
@@ -849,7 +849,7 @@ mod tests {
         body.extend_from_slice("{\"x\":\"caf\u{e9}\"}".as_bytes());
         body.push(0);
         assert!(
-            Request::parse(Command::Version, &body).is_ok(),
+            Decoded::parse(Command::Version, &body).is_ok(),
             "UTF-8 is fine"
         );
     }
@@ -868,7 +868,7 @@ mod tests {
         let mut w = Writer::default();
         w.u64(0).u32(0).u32(8).bytes(&[1, 2, 3, 4]);
         assert_eq!(
-            Request::parse(Command::RegionWrite, &w.0).unwrap_err(),
+            Decoded::parse(Command::RegionWrite, &w.0).unwrap_err(),
             ProtocolError::CountMismatch { count: 8, len: 4 }
         );
     }
@@ -877,7 +877,7 @@ mod tests {
     fn region_read_over_transfer_cap_is_e2big() {
         let mut w = Writer::default();
         w.u64(0).u32(0).u32(MAX_DATA_XFER + 1);
-        let e = Request::parse(Command::RegionRead, &w.0).unwrap_err();
+        let e = Decoded::parse(Command::RegionRead, &w.0).unwrap_err();
         assert_eq!(e.errno(), libc::E2BIG);
     }
 
@@ -894,7 +894,7 @@ mod tests {
             Command::RegionWrite,
             Command::RegionWriteMulti,
         ] {
-            assert!(Request::parse(cmd, &[1, 2, 3]).is_err(), "{cmd:?}");
+            assert!(Decoded::parse(cmd, &[1, 2, 3]).is_err(), "{cmd:?}");
         }
     }
 
@@ -905,8 +905,8 @@ mod tests {
         for i in 0..2u64 {
             w.u64(i * 4).u32(0).u32(4).bytes(&[i as u8; 8]);
         }
-        let Request::RegionWriteMulti(ws) =
-            Request::parse(Command::RegionWriteMulti, &w.0).unwrap()
+        let Decoded::RegionWriteMulti(ws) =
+            Decoded::parse(Command::RegionWriteMulti, &w.0).unwrap()
         else {
             panic!()
         };
@@ -915,10 +915,10 @@ mod tests {
 
         let mut w = Writer::default();
         w.u64(201);
-        assert!(Request::parse(Command::RegionWriteMulti, &w.0).is_err());
+        assert!(Decoded::parse(Command::RegionWriteMulti, &w.0).is_err());
         let mut w = Writer::default();
         w.u64(1).u64(0).u32(0).u32(9).bytes(&[0; 8]);
-        assert!(Request::parse(Command::RegionWriteMulti, &w.0).is_err());
+        assert!(Decoded::parse(Command::RegionWriteMulti, &w.0).is_err());
     }
 
     #[test]
@@ -991,16 +991,16 @@ mod tests {
 
     #[test]
     fn unsupported_commands_get_enotsup() {
-        let e = Request::parse(Command::DmaRead, &[]).unwrap_err();
+        let e = Decoded::parse(Command::DmaRead, &[]).unwrap_err();
         assert_eq!(e, ProtocolError::Unsupported(Command::DmaRead));
         assert_eq!(e.errno(), libc::ENOTSUP);
     }
 
     #[test]
     fn error_reply_sets_flags_and_errno() {
-        let req = Header::decode(&hdr(5, 48, 0));
+        let req = MessageHeader::decode(&hdr(5, 48, 0));
         let r = error_reply(&req, libc::EINVAL);
-        let h = Header::decode(r[..16].try_into().unwrap());
+        let h = MessageHeader::decode(r[..16].try_into().unwrap());
         assert!(h.flags.error());
         assert_eq!(h.flags.msg_type(), MsgType::Reply as u8);
         assert_eq!(h.error, libc::EINVAL as u32);

@@ -10,7 +10,7 @@
 //! Ethernet/VLAN ([`FrameInfo::parse`], [`strip_tag`]), VxLAN
 //! ([`wire::decapsulate`]), the offload header ([`VirtioNetHdr::parse`],
 //! [`offload::parse_tcp`]) and the exception messages
-//! ([`exception::Header::parse`]).
+//! ([`exception::ExceptionHeader::parse`]).
 //!
 //! Invariants: nothing panics; parsed ranges lie inside the frame;
 //! re-encoding what a parser accepted parses back to the same thing
@@ -173,12 +173,12 @@ pub fn check_parsers(frame: &[u8]) {
     check_vxlan(frame);
     check_offload_header(frame);
     let _ = offload::parse_tcp(frame);
-    if let Ok((h, range)) = exception::Header::parse(frame) {
+    if let Ok((h, range)) = exception::ExceptionHeader::parse(frame) {
         let inner = frame.get(range.clone()).expect("frame range inside");
         let (dst, src) = (Mac([0xff; 6]), VTEP_MAC);
         let mut again = Vec::new();
         h.write(dst, src, inner, &mut again);
-        let (h2, r2) = exception::Header::parse(&again).expect("re-encoded message");
+        let (h2, r2) = exception::ExceptionHeader::parse(&again).expect("re-encoded message");
         assert_eq!((h2, &again[r2]), (h, inner));
     }
 }
@@ -256,7 +256,7 @@ pub fn seeds() -> Vec<Seed> {
     let mut offloaded = csum.to_bytes().to_vec();
     offloaded.extend(udp_frame(REMOTE_MAC, vf1_offload));
     let mut exc = Vec::new();
-    exception::Header::add(
+    exception::ExceptionHeader::add(
         VNI,
         INNER_MAC,
         Remote {

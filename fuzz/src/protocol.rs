@@ -32,7 +32,7 @@ use vmm_sys_util::sock_ctrl_msg::ScmSocket;
 use vnic::card::{Card, CardConfig};
 use vnic::function::{REGION_BAR0, REGION_CONFIG, REGION_MSIX};
 use vnic::protocol::{
-    Command, Header, HeaderFlags, MsgType, VersionCaps, HEADER_SIZE, MAX_MSG_SIZE,
+    Command, HeaderFlags, MessageHeader, MsgType, VersionCaps, HEADER_SIZE, MAX_MSG_SIZE,
 };
 use vnic::regs::{Reg, QP_AREA_BASE};
 use vnic::server::{Client, ClientState};
@@ -150,7 +150,7 @@ impl Replies {
         self.pending.extend_from_slice(bytes);
         while self.pending.len() >= HEADER_SIZE {
             let raw: [u8; HEADER_SIZE] = self.pending[..HEADER_SIZE].try_into().unwrap();
-            let h = Header::decode(&raw);
+            let h = MessageHeader::decode(&raw);
             assert_eq!(h.flags.msg_type(), MsgType::Reply as u8, "{h:?}");
             let size = h.size as usize;
             assert!(
@@ -291,7 +291,7 @@ fn check_after(card: &Card, index: usize, before: &[Vec<u8>]) {
 /// Encodes one command message.
 pub fn message(id: u16, cmd: Command, no_reply: bool, body: &[u8]) -> Vec<u8> {
     let mut out = Vec::new();
-    Header {
+    MessageHeader {
         id,
         command: cmd as u16,
         size: (HEADER_SIZE + body.len()) as u32,

@@ -16,8 +16,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 use vnic::model::{Mac, PuntReason, Vtep};
-use vnic::uplink::{Incoming, Uplink, UplinkSpec};
-use vnic::vxlan::exception::{Header, MsgType};
+use vnic::uplink::{RecvOutcome, Uplink, UplinkSpec};
+use vnic::vxlan::exception::{ExceptionHeader, MsgType};
 use vnic::vxlan::table::Remote;
 use vnic::vxlan::Vni;
 use vnic_tests::ctl::Ctl;
@@ -204,7 +204,7 @@ fn ip(args: &[&str]) {
 
 /// Writes a message of the card to the TAP, as if on the exception
 /// queue pair.
-fn put(tap: &mut Uplink, h: Header, frame: &[u8]) {
+fn put(tap: &mut Uplink, h: ExceptionHeader, frame: &[u8]) {
     let mut m = Vec::new();
     h.write(EXC_MAC, EXC_MAC, frame, &mut m);
     tap.send(&m, None);
@@ -212,17 +212,17 @@ fn put(tap: &mut Uplink, h: Header, frame: &[u8]) {
 
 /// The next message the agent wrote to the TAP, within `WAIT`: its header
 /// and frame.
-fn next_message(tap: &mut Uplink) -> (Header, Vec<u8>) {
+fn next_message(tap: &mut Uplink) -> (ExceptionHeader, Vec<u8>) {
     let deadline = Instant::now() + WAIT;
     let mut f = Vec::new();
     loop {
         match tap.recv(&mut f).expect("read the TAP") {
-            Incoming::Frame if f.len() >= 14 && f[12..14] == [0x88, 0xb5] => {
-                let (h, frame) = Header::parse(&f).expect("a well-formed message");
+            RecvOutcome::Frame if f.len() >= 14 && f[12..14] == [0x88, 0xb5] => {
+                let (h, frame) = ExceptionHeader::parse(&f).expect("a well-formed message");
                 return (h, f[frame].to_vec());
             }
-            Incoming::Frame | Incoming::Skipped => continue,
-            Incoming::Empty => {}
+            RecvOutcome::Frame | RecvOutcome::Skipped => continue,
+            RecvOutcome::Empty => {}
         }
         assert!(Instant::now() < deadline, "no message from the agent");
         std::thread::sleep(Duration::from_millis(10));
@@ -280,33 +280,36 @@ fn a_pf_netdev_agent_answers_messages_and_exits_3_when_the_netdev_goes() {
     };
     let guest = Mac(mac(0, 1, 0));
     let hello = frame([0xff; 6], guest.0, 1, 60);
-    put(&mut tap, Header::miss(vni, 0, 0, vtep), &hello);
+    put(&mut tap, ExceptionHeader::miss(vni, 0, 0, vtep), &hello);
     assert_eq!(
         next_message(&mut tap),
-        (Header::add(VNI, Mac::BROADCAST, behind_tap), vec![])
+        (
+            ExceptionHeader::add(VNI, Mac::BROADCAST, behind_tap),
+            vec![]
+        )
     );
     assert_eq!(
         next_message(&mut tap),
-        (Header::answer(MsgType::Send, VNI), hello.clone())
+        (ExceptionHeader::answer(MsgType::Send, VNI), hello.clone())
     );
 
     // PUNT: an answer from a peer behind 10.1.0.2.
     let peer = Mac([0x02, 0xbb, 0, 0, 0, 0x02]);
     let answer = frame(guest.0, peer.0, 2, 100);
-    let punt = Header::punt(vni, behind_tap, PuntReason::Unknown);
+    let punt = ExceptionHeader::punt(vni, behind_tap, PuntReason::Unknown);
     put(&mut tap, punt, &answer);
     assert_eq!(
         next_message(&mut tap),
-        (Header::add(VNI, peer, behind_tap), vec![])
+        (ExceptionHeader::add(VNI, peer, behind_tap), vec![])
     );
     assert_eq!(
         next_message(&mut tap),
-        (Header::answer(MsgType::Deliver, VNI), answer)
+        (ExceptionHeader::answer(MsgType::Deliver, VNI), answer)
     );
 
     // A message of another version is no request.
     let mut bad = Vec::new();
-    Header::miss(vni, 0, 0, vtep).write(EXC_MAC, EXC_MAC, &hello, &mut bad);
+    ExceptionHeader::miss(vni, 0, 0, vtep).write(EXC_MAC, EXC_MAC, &hello, &mut bad);
     bad[14] = 9;
     tap.send(&bad, None);
     wait_for("the agent logged the bad message", WAIT, || {

@@ -1,7 +1,7 @@
 //! The agent over the PF's exception queue pair (docs/vxlan.md, "The
 //! exception queue on the PF"): `vnicctl vxlan-agent --pf-netdev NAME` in
 //! the guest that has the PF. The card writes its requests to that queue
-//! pair as 0x88B5 messages (the card's own [`Header`]) and takes the
+//! pair as 0x88B5 messages (the card's own [`ExceptionHeader`]) and takes the
 //! answers from it; vnic.ko makes it a netdev, so the agent needs only an
 //! `AF_PACKET` socket bound to it for that ethertype.
 //!
@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 use super::{describe_fdb, describe_neigh, Agent, AgentError};
 use crate::control::api::Request;
 use crate::model::{Event, Frame, Mac, Vtep};
-use crate::vxlan::exception::{self, Header, MsgType, MAX_MESSAGE};
+use crate::vxlan::exception::{self, ExceptionHeader, MsgType, MAX_MESSAGE};
 use crate::vxlan::table::Remote;
 use crate::vxlan::Vni;
 
@@ -33,7 +33,7 @@ const PRESENCE_POLL: Duration = Duration::from_secs(1);
 /// A request read from one of the card's messages: the event the control
 /// socket would have given, and the VTEP a `MISS` names.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Incoming {
+pub struct CardRequest {
     pub event: Event,
     /// `MISS`: the card's VTEP (`None` when the card has none).
     pub vtep: Option<Vtep>,
@@ -42,8 +42,8 @@ pub struct Incoming {
 /// The request in a message from the card; `Ok(None)` for a PF → card
 /// type (an answer of ours seen again), which is not one; `Err` for a
 /// frame that is not a well-formed request.
-pub fn incoming(msg: &[u8]) -> Result<Option<Incoming>, String> {
-    let (h, frame) = Header::parse(msg).map_err(|e| e.to_string())?;
+pub fn incoming(msg: &[u8]) -> Result<Option<CardRequest>, String> {
+    let (h, frame) = ExceptionHeader::parse(msg).map_err(|e| e.to_string())?;
     let frame = Frame(msg[frame].to_vec());
     let incoming = match h.ty {
         MsgType::Miss => {
@@ -51,7 +51,7 @@ pub fn incoming(msg: &[u8]) -> Result<Option<Incoming>, String> {
                 mac: h.mac,
                 ip: h.ip,
             });
-            Incoming {
+            CardRequest {
                 event: Event::VxlanMiss {
                     vni: h.vni,
                     function: format!("vf{}", h.function),
@@ -66,7 +66,7 @@ pub fn incoming(msg: &[u8]) -> Result<Option<Incoming>, String> {
             let reason = h
                 .reason
                 .ok_or_else(|| format!("Punt with reason {}", msg[42]))?;
-            Incoming {
+            CardRequest {
                 event: Event::VxlanPunt {
                     vni: h.vni,
                     outer_src_ip: h.ip,
@@ -95,14 +95,19 @@ pub fn outgoing(request: &Request, vni: u32, own: Mac) -> Result<Vec<u8>, String
             remote_ip: ip,
             remote_mac: mac,
         } => (
-            Header::add(*vni, *inner, Remote { ip: *ip, mac: *mac }),
+            ExceptionHeader::add(*vni, *inner, Remote { ip: *ip, mac: *mac }),
             &[][..],
         ),
-        Request::VxlanSend { vni, frame } => (Header::answer(MsgType::Send, *vni), &frame.0[..]),
-        Request::VxlanDeliver { vni, frame } => {
-            (Header::answer(MsgType::Deliver, *vni), &frame.0[..])
+        Request::VxlanSend { vni, frame } => {
+            (ExceptionHeader::answer(MsgType::Send, *vni), &frame.0[..])
         }
-        Request::UplinkSend { frame } => (Header::answer(MsgType::Uplink, vni), &frame.0[..]),
+        Request::VxlanDeliver { vni, frame } => (
+            ExceptionHeader::answer(MsgType::Deliver, *vni),
+            &frame.0[..],
+        ),
+        Request::UplinkSend { frame } => {
+            (ExceptionHeader::answer(MsgType::Uplink, vni), &frame.0[..])
+        }
         _ => return Err("no message for this request".into()),
     };
     if exception::FRAME_OFFSET + frame.len() > MAX_MESSAGE {
@@ -463,7 +468,7 @@ mod tests {
         Vni::new(100).unwrap()
     }
 
-    fn message(h: Header, frame: &[u8]) -> Vec<u8> {
+    fn message(h: ExceptionHeader, frame: &[u8]) -> Vec<u8> {
         let mut m = Vec::new();
         h.write(OWN, OWN, frame, &mut m);
         m
@@ -471,7 +476,7 @@ mod tests {
 
     /// A `MISS` as the card writes it: VF 0's queue pair 0, VNI 100.
     fn miss(inner: &[u8]) -> Vec<u8> {
-        message(Header::miss(vni(), 0, 0, VTEP), inner)
+        message(ExceptionHeader::miss(vni(), 0, 0, VTEP), inner)
     }
 
     /// A `PUNT` of a frame from 10.1.0.2 behind the TAP.
@@ -480,13 +485,13 @@ mod tests {
             ip: NS_IP,
             mac: TAP,
         };
-        message(Header::punt(vni(), from, reason), inner)
+        message(ExceptionHeader::punt(vni(), from, reason), inner)
     }
 
     /// The header and the frame of a message the agent wrote.
-    fn parsed(m: &Result<Vec<u8>, String>) -> (Header, Vec<u8>) {
+    fn parsed(m: &Result<Vec<u8>, String>) -> (ExceptionHeader, Vec<u8>) {
         let m = m.as_ref().expect("a message");
-        let (h, frame) = Header::parse(m).expect("a well-formed message");
+        let (h, frame) = ExceptionHeader::parse(m).expect("a well-formed message");
         (h, m[frame].to_vec())
     }
 
@@ -509,7 +514,7 @@ mod tests {
             mac: Mac::default(),
             ip: Ipv4Addr::UNSPECIFIED,
         };
-        let i = incoming(&message(Header::miss(vni(), 2, 1, none), &inner))
+        let i = incoming(&message(ExceptionHeader::miss(vni(), 2, 1, none), &inner))
             .unwrap()
             .unwrap();
         assert!(
@@ -541,7 +546,7 @@ mod tests {
 
     #[test]
     fn answers_seen_again_and_bad_messages_are_not_requests() {
-        let send = message(Header::answer(MsgType::Send, 100), &[0; 14]);
+        let send = message(ExceptionHeader::answer(MsgType::Send, 100), &[0; 14]);
         assert_eq!(incoming(&send), Ok(None));
         assert!(incoming(&send[..40]).is_err());
         let mut m = miss(&frame(Mac::BROADCAST, GUEST));
@@ -583,7 +588,7 @@ mod tests {
         assert_eq!(add[..], want);
         assert_eq!(
             parsed(&h.writes[1].1),
-            (Header::answer(MsgType::Send, 100), inner)
+            (ExceptionHeader::answer(MsgType::Send, 100), inner)
         );
         assert!(matches!(h.writes[1].0, Request::VxlanSend { vni: 100, .. }));
 
@@ -636,11 +641,11 @@ mod tests {
         };
         assert_eq!(
             parsed(&h.writes[0].1),
-            (Header::add(100, PEER, remote), vec![])
+            (ExceptionHeader::add(100, PEER, remote), vec![])
         );
         assert_eq!(
             parsed(&h.writes[1].1),
-            (Header::answer(MsgType::Deliver, 100), inner)
+            (ExceptionHeader::answer(MsgType::Deliver, 100), inner)
         );
         for (r, _) in &h.writes {
             assert_eq!(a.written(r, Ok(())), None);

@@ -407,7 +407,7 @@ fn run(cli: &Cli, out: &mut dyn Write) -> Result<(), Failure> {
         return run_agent(Transport::Control(&socket), fdb, neigh, *variant, out);
     }
     let request = build_request(&cli.command)?;
-    let mut conn = Connection::open(&socket)?;
+    let mut conn = ControlConnection::open(&socket)?;
     let result = conn.call(&request)?;
     if let Command::Events = cli.command {
         return print_events(&mut conn, cli.json, out);
@@ -752,13 +752,13 @@ fn parse_scaled(
 // ------------------------------------------------------------ socket
 
 /// One connection to the control socket.
-struct Connection {
+struct ControlConnection {
     reader: BufReader<UnixStream>,
     writer: UnixStream,
 }
 
-impl Connection {
-    fn open(path: &Path) -> Result<Connection, Failure> {
+impl ControlConnection {
+    fn open(path: &Path) -> Result<ControlConnection, Failure> {
         let stream = UnixStream::connect(path)
             .map_err(|e| Failure::Socket(format!("cannot connect to {}: {e}", path.display())))?;
         let io_error = |e: io::Error| Failure::Socket(format!("control socket: {e}"));
@@ -769,7 +769,7 @@ impl Connection {
             .set_write_timeout(Some(ANSWER_TIMEOUT))
             .map_err(io_error)?;
         let writer = stream.try_clone().map_err(io_error)?;
-        Ok(Connection {
+        Ok(ControlConnection {
             reader: BufReader::new(stream),
             writer,
         })
@@ -834,7 +834,11 @@ fn answer_result(line: &str) -> Result<Value, Failure> {
 
 /// After the `subscribe` answer: each event line as it comes, until EOF.
 /// The wait is unbounded: events come when something happens.
-fn print_events(conn: &mut Connection, json: bool, out: &mut dyn Write) -> Result<(), Failure> {
+fn print_events(
+    conn: &mut ControlConnection,
+    json: bool,
+    out: &mut dyn Write,
+) -> Result<(), Failure> {
     conn.reader
         .get_ref()
         .set_read_timeout(None)

@@ -17,7 +17,7 @@ use super::{exception_port, Frame, Switching};
 use crate::clientlog::rate_limited;
 use crate::model::Event;
 use crate::switch::Port;
-use crate::vxlan::exception::{Header, MsgType, Refusal, MIN_FRAME};
+use crate::vxlan::exception::{ExceptionHeader, MsgType, Refusal, MIN_FRAME};
 use crate::vxlan::table::Remote;
 use crate::vxlan::Vni;
 
@@ -28,7 +28,7 @@ impl Switching<'_> {
     /// the request is then the caller's control-socket event.
     pub(super) fn request_to_pf(
         &mut self,
-        header: &Header,
+        header: &ExceptionHeader,
         frame: &mut Frame,
         now: Instant,
     ) -> bool {
@@ -99,7 +99,7 @@ impl Switching<'_> {
     /// with the same checks; a refused one changes nothing. `frame` is
     /// left holding the frame the message carried.
     fn exception_message(&mut self, frame: &mut Frame, now: Instant) -> Result<MsgType, Refusal> {
-        let (h, carried) = Header::parse(&frame.bytes)?;
+        let (h, carried) = ExceptionHeader::parse(&frame.bytes)?;
         match h.ty {
             MsgType::Miss | MsgType::Punt => return Err(Refusal::Direction(h.ty)),
             MsgType::Add => {
@@ -220,7 +220,7 @@ mod tests {
             .collect()
     }
 
-    fn message(h: Header, frame: &[u8]) -> Vec<u8> {
+    fn message(h: ExceptionHeader, frame: &[u8]) -> Vec<u8> {
         let mut out = Vec::new();
         h.write(EXC_MAC, Mac([2, 0x76, 0x6e, 0, 0, 0x77]), frame, &mut out);
         out
@@ -314,8 +314,8 @@ mod tests {
         let got = pf.received(1);
         assert_eq!(got.len(), 1);
         // The MISS carries the VTEP, the VF and vNIC, and the frame.
-        let (h, frame) = Header::parse(&got[0]).unwrap();
-        assert_eq!(h, Header::miss(vni(), 0, 1, VTEP));
+        let (h, frame) = ExceptionHeader::parse(&got[0]).unwrap();
+        assert_eq!(h, ExceptionHeader::miss(vni(), 0, 1, VTEP));
         assert_eq!(&got[0][frame], &f[..]);
         assert_eq!(&got[0][..12], &[EXC_MAC.0, EXC_MAC.0].concat()[..]);
         assert_eq!(c.vxlan().counters.requests, 1);
@@ -332,8 +332,8 @@ mod tests {
         c.run_uplink();
         let got = pf.received(1);
         assert_eq!(got.len(), 2);
-        let (h, frame) = Header::parse(&got[1]).unwrap();
-        assert_eq!(h, Header::punt(vni(), PEER, PuntReason::Unknown));
+        let (h, frame) = ExceptionHeader::parse(&got[1]).unwrap();
+        assert_eq!(h, ExceptionHeader::punt(vni(), PEER, PuntReason::Unknown));
         assert_eq!(&got[1][frame], &inner[..]);
         assert_eq!(c.vxlan().counters.punts, 1);
         assert!(requests(&mut c).is_empty());
@@ -361,9 +361,9 @@ mod tests {
         let f = eth(FAR, mac(&c, 1, 0), None, 300);
         a.send(&mut c, 0, std::slice::from_ref(&f));
         let miss = pf.received(1).remove(0);
-        let (h, range) = Header::parse(&miss).unwrap();
-        let add = message(Header::add(h.vni, FAR, PEER), &[]);
-        let send = message(Header::answer(MsgType::Send, h.vni), &miss[range]);
+        let (h, range) = ExceptionHeader::parse(&miss).unwrap();
+        let add = message(ExceptionHeader::add(h.vni, FAR, PEER), &[]);
+        let send = message(ExceptionHeader::answer(MsgType::Send, h.vni), &miss[range]);
         pf.send(&mut c, 1, &[add, send]);
         assert_eq!(exc_status(&pf, 2), vec![1, 1], "DONE, not DROPPED");
         let sent = c.uplink_mut().take_sent();
@@ -386,11 +386,11 @@ mod tests {
         c.uplink_mut().inject(from_peer(&inner));
         c.run_uplink();
         let punt = pf.received(1).remove(0);
-        let (h, range) = Header::parse(&punt).unwrap();
+        let (h, range) = ExceptionHeader::parse(&punt).unwrap();
         assert_eq!(h.ty, MsgType::Punt);
         assert!(a.received(1).is_empty(), "nothing before the host answers");
         let add = message(
-            Header::add(
+            ExceptionHeader::add(
                 h.vni,
                 FAR,
                 Remote {
@@ -400,7 +400,10 @@ mod tests {
             ),
             &[],
         );
-        let deliver = message(Header::answer(MsgType::Deliver, h.vni), &punt[range]);
+        let deliver = message(
+            ExceptionHeader::answer(MsgType::Deliver, h.vni),
+            &punt[range],
+        );
         // Padded to 60 bytes and more, as a driver may.
         let mut deliver_padded = deliver.clone();
         deliver_padded.extend_from_slice(&[0; 30]);
@@ -417,7 +420,7 @@ mod tests {
         pf.send(
             &mut c,
             1,
-            &[message(Header::answer(MsgType::Uplink, 0), &outer)],
+            &[message(ExceptionHeader::answer(MsgType::Uplink, 0), &outer)],
         );
         assert_eq!(c.uplink_mut().take_sent(), vec![outer]);
         assert_eq!(c.vxlan().exception.from_pf, 3);
@@ -428,14 +431,17 @@ mod tests {
     fn a_message_carries_frames_as_long_as_the_control_socket_takes() {
         let (mut c, mut pf, _a, _b) = exc_card();
         let longest = vec![0x5a; MAX_FRAME_BYTES];
-        let m = message(Header::answer(MsgType::Uplink, 0), &longest);
+        let m = message(ExceptionHeader::answer(MsgType::Uplink, 0), &longest);
         assert_eq!(m.len(), MAX_MESSAGE);
         pf.send(&mut c, 1, &[m]);
         assert_eq!(exc_status(&pf, 1), vec![1]);
         assert_eq!(c.uplink_mut().take_sent(), vec![longest]);
         // One byte more is a LENGTH error of the send queue, as a frame
         // over 9216 bytes is on any other.
-        let mut m = message(Header::answer(MsgType::Uplink, 0), &[0x5a; MAX_FRAME_BYTES]);
+        let mut m = message(
+            ExceptionHeader::answer(MsgType::Uplink, 0),
+            &[0x5a; MAX_FRAME_BYTES],
+        );
         m.push(0);
         pf.send(&mut c, 1, &[m]);
         assert_eq!((rd(&mut c, 0, qp_reg(1, 0x0c)) >> 8) & 0xff, 3);
@@ -445,14 +451,15 @@ mod tests {
     fn every_refusal_is_dropped_counted_and_changes_nothing() {
         let (mut c, mut pf, _a, _b) = exc_card();
         let frame = eth(FAR, mac(&c, 1, 0), None, 60);
-        let good = message(Header::answer(MsgType::Send, VNI), &frame);
+        let good = message(ExceptionHeader::answer(MsgType::Send, VNI), &frame);
         let with = |f: &dyn Fn(&mut Vec<u8>)| {
             let mut m = good.clone();
             f(&mut m);
             m
         };
-        let add =
-            |vni: u32, inner: Mac, remote: Remote| message(Header::add(vni, inner, remote), &[]);
+        let add = |vni: u32, inner: Mac, remote: Remote| {
+            message(ExceptionHeader::add(vni, inner, remote), &[])
+        };
         let zero = Mac::default();
         let cases: Vec<(Vec<u8>, Refusal)> = vec![
             (good[..45].to_vec(), Refusal::Short(45)),
@@ -476,7 +483,7 @@ mod tests {
             (with(&|m| m[18..22].fill(0)), Refusal::Vni(BadVni(0))),
             (with(&|m| m[18] = 1), Refusal::Vni(BadVni(0x0100_0064))),
             (
-                message(Header::answer(MsgType::Deliver, 0), &frame),
+                message(ExceptionHeader::answer(MsgType::Deliver, 0), &frame),
                 Refusal::Vni(BadVni(0)),
             ),
             (add(0, FAR, PEER), Refusal::Vni(BadVni(0))),
@@ -526,15 +533,15 @@ mod tests {
                 Refusal::Add(BadEntry::Ip(Ipv4Addr::UNSPECIFIED)),
             ),
             (
-                message(Header::answer(MsgType::Send, VNI), &frame[..13]),
+                message(ExceptionHeader::answer(MsgType::Send, VNI), &frame[..13]),
                 Refusal::ShortFrame(13),
             ),
             (
-                message(Header::answer(MsgType::Deliver, VNI), &[]),
+                message(ExceptionHeader::answer(MsgType::Deliver, VNI), &[]),
                 Refusal::ShortFrame(0),
             ),
             (
-                message(Header::answer(MsgType::Uplink, VNI), &frame[..10]),
+                message(ExceptionHeader::answer(MsgType::Uplink, VNI), &frame[..10]),
                 Refusal::ShortFrame(10),
             ),
             (good.clone(), Refusal::SendMiss),
@@ -569,7 +576,7 @@ mod tests {
         assert!(c.uplink_mut().take_sent().is_empty());
         assert_eq!(c.vxlan().tables.macs().len(), 0);
         // A valid message still works afterwards.
-        let add = message(Header::add(VNI, FAR, PEER), &[]);
+        let add = message(ExceptionHeader::add(VNI, FAR, PEER), &[]);
         pf.send(&mut c, 1, &[add, good]);
         assert_eq!(exc_status(&pf, 2), vec![1, 1]);
         assert_eq!(c.uplink_mut().take_sent().len(), 1);
@@ -584,7 +591,7 @@ mod tests {
         let mut lldp = eth(Mac([1, 0x80, 0xc2, 0, 0, 0xe]), EXC_MAC, None, 60);
         lldp[12..14].copy_from_slice(&[0x88, 0xcc]);
         // A tagged message is not a message either.
-        let mut tagged = message(Header::add(VNI, FAR, PEER), &[]);
+        let mut tagged = message(ExceptionHeader::add(VNI, FAR, PEER), &[]);
         tagged.splice(12..12, [0x81, 0x00, 0x00, 0x05]);
         pf.send(&mut c, 1, &[ipv6, lldp, tagged]);
         assert_eq!(exc_status(&pf, 3), vec![0b11; 3]);
@@ -627,7 +634,7 @@ mod tests {
         assert_eq!(got.len(), 63);
         assert!(got
             .iter()
-            .all(|m| Header::parse(m).unwrap().0.ty == MsgType::Miss));
+            .all(|m| ExceptionHeader::parse(m).unwrap().0.ty == MsgType::Miss));
     }
 
     #[test]
@@ -639,7 +646,7 @@ mod tests {
         a.send(&mut c, 0, std::slice::from_ref(&f));
         assert!(pf.received(1).is_empty(), "nothing written while quiesced");
         assert_eq!(c.vxlan().exception.to_pf, 1, "held in the packet buffer");
-        let msg = message(Header::add(VNI, FAR, PEER), &[]);
+        let msg = message(ExceptionHeader::add(VNI, FAR, PEER), &[]);
         pf.send(&mut c, 1, std::slice::from_ref(&msg));
         assert!(
             c.vxlan().tables.macs().is_empty(),

@@ -24,10 +24,10 @@
 
 use std::time::Instant;
 
-use super::{Switching, Turn};
+use super::{SendingQueue, Switching};
 use crate::dma::{DmaSpace, DmaWindow, GuestBytes};
 use crate::function::Function;
-use crate::offload::request::{check, takes, Request};
+use crate::offload::request::{check, takes, OffloadRequest};
 use crate::offload::HDR_LEN;
 use crate::ring::{Desc, Features, Ring, RxStatus, Slots, MAX_BURST};
 use crate::switch::{Decision, FrameInfo, Port, DECISION_BYTES};
@@ -58,7 +58,7 @@ impl Switching<'_> {
     /// at all: nothing about the sender needs the general path (its link is
     /// up, no TX rate policy, no capture of its frames, no VxLAN segment,
     /// no port VLAN). Its send queue is checked with each burst.
-    pub(crate) fn fast_sender(&self, turn: &Turn) -> bool {
+    pub(crate) fn fast_sender(&self, turn: &SendingQueue) -> bool {
         let from = turn.from;
         let Some(func) = self.functions.get(from.function) else {
             return false;
@@ -85,7 +85,7 @@ impl Switching<'_> {
     /// send queue whose turn it is (a sender [`Switching::fast_sender`]
     /// accepted), all to the destination of the first: as many as take
     /// the fast path, possibly none.
-    pub(crate) fn fast_burst(&mut self, turn: &Turn, budget: usize, now: Instant) -> Burst {
+    pub(crate) fn fast_burst(&mut self, turn: &SendingQueue, budget: usize, now: Instant) -> Burst {
         let from = turn.from;
         let mut descs = [Desc::default(); MAX_BURST];
         let descs = &mut descs[..budget.min(MAX_BURST)];
@@ -104,7 +104,7 @@ impl Switching<'_> {
     /// `descs` (one read; the first alone before, so that a try the fast
     /// path declines costs little). Returns how many were read and the
     /// burst's plan.
-    fn fast_start(&self, turn: &Turn, descs: &mut [Desc]) -> Option<(usize, Plan)> {
+    fn fast_start(&self, turn: &SendingQueue, descs: &mut [Desc]) -> Option<(usize, Plan)> {
         let from = turn.from;
         let func = self.functions.get(from.function)?;
         let (ring, tx) = func
@@ -213,7 +213,7 @@ impl Plan {
 /// addressing.
 struct Sent<'a> {
     frame: GuestBytes<'a>,
-    request: Option<Request>,
+    request: Option<OffloadRequest>,
     info: FrameInfo,
 }
 

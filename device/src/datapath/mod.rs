@@ -40,12 +40,12 @@ use crate::clientlog::Cause;
 use crate::fault::FrameFault;
 use crate::function::{Function, SwitchOp, MISC_VECTORS};
 use crate::model::{Event, Mac};
-use crate::offload::request::Request;
+use crate::offload::request::OffloadRequest;
 use crate::offload::HDR_LEN;
 use crate::regs::FnStat;
 use crate::ring::{Ahead, MAX_FRAME};
 use crate::switch::{strip_tag, Decision, DropReason, Port, Sender, Switch, SwitchError};
-use crate::uplink::{Incoming, Uplink};
+use crate::uplink::{RecvOutcome, Uplink};
 use crate::vxlan::segment::SegmentError;
 use crate::vxlan::{wire, Vni, Vxlan};
 
@@ -94,7 +94,7 @@ pub(crate) struct Frame {
     pub header: [u8; HDR_LEN],
     /// What its offload header asks of the card (a checksum,
     /// segmentation), while it is being switched; None for other frames.
-    pub offload: Option<Request>,
+    pub offload: Option<OffloadRequest>,
     /// It, without its tag, for a port with a port VLAN.
     egress: Vec<u8>,
     /// Segments (or it checksummed) for destinations that cannot take it
@@ -376,7 +376,7 @@ fn rx_running(functions: &[Function], port: Port) -> bool {
 /// What the card needs to know of a send queue for one turn, looked up
 /// once: nothing on the data path changes it meanwhile (switch and VxLAN
 /// changes are carried out between turns).
-pub(crate) struct Turn {
+pub(crate) struct SendingQueue {
     pub from: Port,
     /// The PF's exception queue pair: it sends messages to the card, not
     /// frames to the switch.
@@ -561,7 +561,7 @@ impl Switching<'_> {
     /// (the function is then held until they refill).
     fn transmit(&mut self, f: usize, q: u16, frame: &mut Frame, now: Instant) -> bool {
         let from = Port { function: f, qp: q };
-        let turn = Turn {
+        let turn = SendingQueue {
             from,
             exception: self.functions[f].exception_index() == Some(q),
             sender: self.switch.sender(from),
@@ -606,7 +606,7 @@ impl Switching<'_> {
 
     /// Takes the next frame of the send queue whose turn it is into
     /// `frame` and switches it on the general path.
-    fn transmit_one(&mut self, turn: &Turn, frame: &mut Frame, now: Instant) -> Step {
+    fn transmit_one(&mut self, turn: &SendingQueue, frame: &mut Frame, now: Instant) -> Step {
         let (from, exception) = (turn.from, turn.exception);
         let (f, q) = (from.function, from.qp);
         let func = &mut self.functions[f];
@@ -653,7 +653,7 @@ impl Switching<'_> {
     /// Captures `frame`, lets it into the switch (or the VNI segment of a
     /// VxLAN VF) and carries out the forwarding decision. Returns whether
     /// it was dropped.
-    fn switch_frame(&mut self, turn: &Turn, frame: &mut Frame, now: Instant) -> bool {
+    fn switch_frame(&mut self, turn: &SendingQueue, frame: &mut Frame, now: Instant) -> bool {
         let (from, sender) = (turn.from, &turn.sender);
         if let Some(c) = self.capture.as_mut().filter(|c| c.wants(from.function)) {
             c.record(&frame.bytes);
@@ -743,12 +743,12 @@ impl Switching<'_> {
         self.turns.uplink_more = false;
         for n in 1..=UPLINK_BUDGET {
             match self.uplink.recv(&mut frame.bytes) {
-                Ok(Incoming::Frame) => {
+                Ok(RecvOutcome::Frame) => {
                     frame.offload = None;
                     self.switch_uplink_frame(frame, now);
                 }
-                Ok(Incoming::Skipped) => {}
-                Ok(Incoming::Empty) => break,
+                Ok(RecvOutcome::Skipped) => {}
+                Ok(RecvOutcome::Empty) => break,
                 Err(e) => {
                     warn!("uplink {}: {e}", self.uplink.spec());
                     break;

@@ -8,7 +8,7 @@ use log::warn;
 
 use super::{Frame, Switching};
 use crate::clientlog::rate_limited;
-use crate::offload::request::{check, takes, Refusal, Request};
+use crate::offload::request::{check, takes, OffloadRequest, Refusal};
 use crate::offload::resolve;
 use crate::regs::FnStat;
 use crate::ring::Features;
@@ -45,7 +45,7 @@ impl Switching<'_> {
 
     /// Whether vNIC `port`'s receive queue takes the frame with `request`
     /// as it is.
-    pub(super) fn takes_offload(&self, port: Port, request: &Request) -> bool {
+    pub(super) fn takes_offload(&self, port: Port, request: &OffloadRequest) -> bool {
         let Some(qp) = self
             .functions
             .get(port.function)
@@ -65,7 +65,7 @@ impl Switching<'_> {
         &mut self,
         from: Port,
         decision: Decision,
-        request: Request,
+        request: OffloadRequest,
         frame: &mut Frame,
         now: std::time::Instant,
     ) -> bool {

@@ -18,7 +18,7 @@ use crate::function::FunctionKind;
 use crate::model::{Event, Frame as HexFrame, Mac, PuntReason, Vtep};
 use crate::regs::FnStat;
 use crate::switch::{FrameInfo, Port};
-use crate::vxlan::exception::{self, Header};
+use crate::vxlan::exception::{self, ExceptionHeader};
 use crate::vxlan::table::{Check, Remote};
 use crate::vxlan::wire::{self, Decapsulated, Outer};
 use crate::vxlan::{NotSent, Vni};
@@ -55,7 +55,7 @@ impl Switching<'_> {
                     // Never: the PF's attribute is VLAN.
                     FunctionKind::Pf => exception::NO_FUNCTION,
                 };
-                if self.request_to_pf(&Header::miss(vni, vf, from.qp, vtep), frame, now) {
+                if self.request_to_pf(&ExceptionHeader::miss(vni, vf, from.qp, vtep), frame, now) {
                     return;
                 }
                 self.events.push(Event::VxlanMiss {
@@ -136,7 +136,7 @@ impl Switching<'_> {
             "VNI {vni} {} from {}: punted ({reason:?})",
             info.src, from.ip
         );
-        if self.request_to_pf(&Header::punt(vni, from, reason), frame, now) {
+        if self.request_to_pf(&ExceptionHeader::punt(vni, from, reason), frame, now) {
             return;
         }
         self.events.push(Event::VxlanPunt {

@@ -22,15 +22,15 @@ pub(crate) enum Refusal {
 
 /// What a sent frame's header asks of the card, once accepted.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) struct Request {
+pub(crate) struct OffloadRequest {
     pub hdr: VirtioNetHdr,
     pub gso: bool,
 }
 
-impl Request {
+impl OffloadRequest {
     /// The request after an 802.1Q tag went in (`by` = 4) or out (-4).
     pub fn moved(self, by: i16) -> Self {
-        Request {
+        OffloadRequest {
             hdr: self.hdr.moved(by),
             ..self
         }
@@ -39,7 +39,7 @@ impl Request {
 
 /// Whether a receive queue with `features` takes a frame with `request`
 /// as it is (a checksum still to complete, a GSO frame unsegmented).
-pub(crate) fn takes(features: Features, request: &Request) -> bool {
+pub(crate) fn takes(features: Features, request: &OffloadRequest) -> bool {
     (!request.hdr.flags.needs_csum() || features.csum()) && (!request.gso || features.gso())
 }
 
@@ -49,7 +49,7 @@ pub(crate) fn check(
     features: Features,
     header: &[u8; HDR_LEN],
     len: usize,
-) -> Result<Option<Request>, Refusal> {
+) -> Result<Option<OffloadRequest>, Refusal> {
     // The header of most frames: no request, nothing to check but the
     // length (what parsing it would find, without the parsing).
     if *header == [0; HDR_LEN] && len <= MAX_FRAME {
@@ -66,5 +66,5 @@ pub(crate) fn check(
     if !gso && len > MAX_FRAME {
         return Err(Refusal::TooLong(len));
     }
-    Ok(hdr.requests().then_some(Request { hdr, gso }))
+    Ok(hdr.requests().then_some(OffloadRequest { hdr, gso }))
 }

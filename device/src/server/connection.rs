@@ -15,7 +15,7 @@ use std::os::unix::net::UnixStream;
 use libc::{c_void, iovec};
 use vmm_sys_util::sock_ctrl_msg::ScmSocket;
 
-use crate::protocol::{Header, ProtocolError, HEADER_SIZE, MAX_MSG_FDS};
+use crate::protocol::{MessageHeader, ProtocolError, HEADER_SIZE, MAX_MSG_FDS};
 
 /// Replies queued for a client that does not read them; past this the
 /// client is disconnected rather than letting vnicd's memory grow.
@@ -23,7 +23,7 @@ pub const MAX_TX_BYTES: usize = 8 << 20;
 
 /// A complete message off the wire.
 pub struct Message {
-    pub header: Header,
+    pub header: MessageHeader,
     pub body: Vec<u8>,
     pub fds: Vec<File>,
 }
@@ -43,11 +43,11 @@ impl From<Vec<u8>> for Reply {
 }
 
 /// Result of trying to read one message.
-pub enum Incoming {
+pub enum ReadOutcome {
     Message(Message),
     /// A header that cannot be trusted: reply with this error, then drop the
     /// client (the stream cannot be resynchronised).
-    BadHeader(Header, ProtocolError),
+    BadHeader(MessageHeader, ProtocolError),
     WouldBlock,
     Closed,
     Fatal(String),
@@ -57,7 +57,7 @@ pub enum Incoming {
 struct Rx {
     hdr: [u8; HEADER_SIZE],
     hdr_len: usize,
-    header: Option<Header>,
+    header: Option<MessageHeader>,
     body: Vec<u8>,
     body_len: usize,
     fds: Vec<File>,
@@ -111,7 +111,7 @@ impl Connection {
     }
 
     /// Reads until one whole message is in, or the socket would block.
-    pub fn read_message(&mut self) -> Incoming {
+    pub fn read_message(&mut self) -> ReadOutcome {
         loop {
             let res = if self.rx.header.is_none() {
                 let mut hdr = self.rx.hdr;
@@ -128,33 +128,33 @@ impl Connection {
             };
             let (n, in_header) = match res {
                 Ok(v) => v,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Incoming::WouldBlock,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return ReadOutcome::WouldBlock,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) if e.raw_os_error() == Some(libc::ENOBUFS) => {
-                    return Incoming::Fatal(format!("more than {MAX_MSG_FDS} file descriptors"))
+                    return ReadOutcome::Fatal(format!("more than {MAX_MSG_FDS} file descriptors"))
                 }
-                Err(e) => return Incoming::Fatal(e.to_string()),
+                Err(e) => return ReadOutcome::Fatal(e.to_string()),
             };
             if n == 0 {
                 let mid = self.rx.hdr_len > 0 || self.rx.header.is_some();
                 return if mid {
-                    Incoming::Fatal("client closed the socket in the middle of a message".into())
+                    ReadOutcome::Fatal("client closed the socket in the middle of a message".into())
                 } else {
-                    Incoming::Closed
+                    ReadOutcome::Closed
                 };
             }
             if self.rx.fds.len() > MAX_MSG_FDS {
-                return Incoming::Fatal(format!("more than {MAX_MSG_FDS} file descriptors"));
+                return ReadOutcome::Fatal(format!("more than {MAX_MSG_FDS} file descriptors"));
             }
             if in_header {
                 self.rx.hdr_len += n;
                 if self.rx.hdr_len < HEADER_SIZE {
                     continue;
                 }
-                let header = Header::decode(&self.rx.hdr);
+                let header = MessageHeader::decode(&self.rx.hdr);
                 if let Err(e) = header.validate() {
                     self.rx = Rx::default();
-                    return Incoming::BadHeader(header, e);
+                    return ReadOutcome::BadHeader(header, e);
                 }
                 self.rx.header = Some(header);
                 self.rx.body = vec![0; header.body_len()];
@@ -165,7 +165,7 @@ impl Connection {
             if let Some(header) = self.rx.header {
                 if self.rx.body_len == header.body_len() {
                     let rx = std::mem::take(&mut self.rx);
-                    return Incoming::Message(Message {
+                    return ReadOutcome::Message(Message {
                         header,
                         body: rx.body,
                         fds: rx.fds,

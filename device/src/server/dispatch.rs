@@ -10,7 +10,7 @@ use super::connection::{Message, Reply};
 use crate::clientlog::Cause;
 use crate::function::{FnError, Function};
 use crate::protocol::{
-    error_reply, region_info_payload, reply, version_payload, Command, ProtocolError, Request,
+    error_reply, region_info_payload, reply, version_payload, Command, Decoded, ProtocolError,
     Writer, DEVICE_INFO_SIZE, DMA_UNMAP_SIZE, IRQ_INFO_SIZE, IRQ_SET_SIZE,
 };
 
@@ -57,7 +57,7 @@ pub fn handle(func: &mut Function, versioned: &mut bool, msg: Message) -> Option
             if !*versioned && cmd != Command::Version {
                 return Err(invalid("VERSION must be negotiated first"));
             }
-            let req = Request::parse(cmd, &msg.body)?;
+            let req = Decoded::parse(cmd, &msg.body)?;
             execute(func, versioned, req, msg.fds)
         });
     match result {
@@ -84,15 +84,15 @@ type Answer = (Vec<u8>, Option<std::fs::File>);
 fn execute(
     func: &mut Function,
     versioned: &mut bool,
-    req: Request<'_>,
+    req: Decoded<'_>,
     fds: Vec<std::fs::File>,
 ) -> Result<Answer, Failure> {
-    let takes_fds = matches!(req, Request::DmaMap { .. } | Request::SetIrqs { .. });
+    let takes_fds = matches!(req, Decoded::DmaMap { .. } | Decoded::SetIrqs { .. });
     if !takes_fds && !fds.is_empty() {
         // Dropping them closes them.
         return Err(invalid("unexpected file descriptors"));
     }
-    if let Request::GetRegionInfo(info) = req {
+    if let Decoded::GetRegionInfo(info) = req {
         return region_info(func, info);
     }
     execute_plain(func, versioned, req, fds).map(|payload| (payload, None))
@@ -123,19 +123,19 @@ fn region_info(func: &Function, info: vfio_region_info) -> Result<Answer, Failur
 fn execute_plain(
     func: &mut Function,
     versioned: &mut bool,
-    req: Request<'_>,
+    req: Decoded<'_>,
     mut fds: Vec<std::fs::File>,
 ) -> Result<Vec<u8>, Failure> {
     let mut w = Writer::default();
     match req {
-        Request::Version { .. } => {
+        Decoded::Version { .. } => {
             if *versioned {
                 return Err(invalid("VERSION sent twice"));
             }
             *versioned = true;
             return Ok(version_payload());
         }
-        Request::DmaMap {
+        Decoded::DmaMap {
             flags,
             offset,
             address,
@@ -147,7 +147,7 @@ fn execute_plain(
             // A refusal is logged once, rate-limited, by handle().
             func.dma_map(address, size, offset, flags, fds.pop())?;
         }
-        Request::DmaUnmap {
+        Decoded::DmaUnmap {
             argsz,
             flags,
             address,
@@ -168,21 +168,21 @@ fn execute_plain(
                 .u64(address)
                 .u64(size);
         }
-        Request::DeviceGetInfo { .. } => {
+        Decoded::DeviceGetInfo { .. } => {
             w.u32(DEVICE_INFO_SIZE as u32)
                 .u32(VFIO_DEVICE_FLAGS_PCI | VFIO_DEVICE_FLAGS_RESET)
                 .u32(VFIO_PCI_NUM_REGIONS)
                 .u32(VFIO_PCI_NUM_IRQS);
         }
-        Request::GetRegionInfo(_) => unreachable!("answered by region_info"),
-        Request::GetIrqInfo(info) => {
+        Decoded::GetRegionInfo(_) => unreachable!("answered by region_info"),
+        Decoded::GetIrqInfo(info) => {
             let (flags, count) = func.irq_info(info.index)?;
             w.u32(IRQ_INFO_SIZE as u32)
                 .u32(flags)
                 .u32(info.index)
                 .u32(count);
         }
-        Request::SetIrqs { set, data } => {
+        Decoded::SetIrqs { set, data } => {
             if set.flags & VFIO_IRQ_SET_DATA_TYPE_MASK == VFIO_IRQ_SET_DATA_BOOL
                 && (set.argsz as usize) < IRQ_SET_SIZE + set.count as usize
             {
@@ -190,7 +190,7 @@ fn execute_plain(
             }
             func.set_irqs(set.flags, set.index, set.start, set.count, data, fds)?;
         }
-        Request::RegionRead {
+        Decoded::RegionRead {
             offset,
             region,
             count,
@@ -199,7 +199,7 @@ fn execute_plain(
             func.region_read(region, offset, &mut buf)?;
             w.u64(offset).u32(region).u32(count).bytes(&buf);
         }
-        Request::RegionWrite {
+        Decoded::RegionWrite {
             offset,
             region,
             data,
@@ -207,14 +207,14 @@ fn execute_plain(
             func.region_write(region, offset, data)?;
             w.u64(offset).u32(region).u32(data.len() as u32);
         }
-        Request::RegionWriteMulti(writes) => {
+        Decoded::RegionWriteMulti(writes) => {
             for wr in &writes {
                 func.region_write(wr.region, wr.offset, wr.bytes())?;
             }
             // The reply (if asked for) carries wr_cnt: the writes completed.
             w.u64(writes.len() as u64);
         }
-        Request::DeviceReset => func.reset(),
+        Decoded::DeviceReset => func.reset(),
     }
     Ok(w.0)
 }

@@ -41,7 +41,7 @@ use thiserror::Error;
 use vmm_sys_util::timerfd::TimerFd;
 
 pub use connection::MAX_TX_BYTES;
-use connection::{Connection, Incoming};
+use connection::{Connection, ReadOutcome};
 pub use sockets::SocketAccess;
 
 use crate::card::Card;
@@ -144,7 +144,7 @@ impl Client {
                 break;
             }
             match conn.read_message() {
-                Incoming::Message(msg) => {
+                ReadOutcome::Message(msg) => {
                     if let Some(bytes) = dispatch::handle(func, &mut conn.versioned, msg) {
                         if !conn.queue(bytes) {
                             func.log(
@@ -155,7 +155,7 @@ impl Client {
                         }
                     }
                 }
-                Incoming::BadHeader(header, e) => {
+                ReadOutcome::BadHeader(header, e) => {
                     func.count_protocol_error();
                     func.log(
                         Cause::Dropped,
@@ -165,12 +165,12 @@ impl Client {
                     let _ = conn.flush();
                     return ClientState::Gone;
                 }
-                Incoming::WouldBlock => break,
-                Incoming::Closed => {
+                ReadOutcome::WouldBlock => break,
+                ReadOutcome::Closed => {
                     func.log(Cause::Connection, format_args!("client disconnected"));
                     return ClientState::Gone;
                 }
-                Incoming::Fatal(why) => {
+                ReadOutcome::Fatal(why) => {
                     func.count_protocol_error();
                     func.log(Cause::Dropped, format_args!("{why}; disconnecting"));
                     return ClientState::Gone;

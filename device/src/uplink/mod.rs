@@ -157,7 +157,7 @@ enum Received {
 
 /// What [`Uplink::recv`] got.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Incoming {
+pub enum RecvOutcome {
     /// A frame, now in the caller's buffer.
     Frame,
     /// Something that was not a frame for the card (counted if it came from
@@ -268,7 +268,7 @@ impl Uplink {
     /// Reads one thing from the port: a frame goes into `out` (replacing
     /// its contents). The caller bounds how many it reads per turn,
     /// skipped ones included.
-    pub fn recv(&mut self, out: &mut Vec<u8>) -> io::Result<Incoming> {
+    pub fn recv(&mut self, out: &mut Vec<u8>) -> io::Result<RecvOutcome> {
         let got = match &mut self.backend {
             Backend::None => Received::Empty,
             Backend::Tap(t) => t.recv(&mut self.buf)?,
@@ -284,18 +284,18 @@ impl Uplink {
             },
         };
         Ok(match got {
-            Received::Empty => Incoming::Empty,
-            Received::Transient => Incoming::Skipped,
+            Received::Empty => RecvOutcome::Empty,
+            Received::Transient => RecvOutcome::Skipped,
             Received::Stranger => {
                 self.counters.rx_dropped += 1;
-                Incoming::Skipped
+                RecvOutcome::Skipped
             }
             Received::Frame(n) => {
                 out.clear();
                 out.extend_from_slice(&self.buf[..n]);
                 self.counters.rx_frames += 1;
                 self.counters.rx_bytes += n as u64;
-                Incoming::Frame
+                RecvOutcome::Frame
             }
         })
     }
@@ -378,7 +378,7 @@ mod tests {
         assert_eq!(u.counters.tx_frames, 1);
         assert_eq!(u.counters.tx_bytes, 60);
         let mut out = Vec::new();
-        assert_eq!(u.recv(&mut out).unwrap(), Incoming::Empty);
+        assert_eq!(u.recv(&mut out).unwrap(), RecvOutcome::Empty);
     }
 
     #[test]
@@ -405,7 +405,7 @@ mod tests {
         let mut out = Vec::new();
         let mut got = false;
         for _ in 0..100 {
-            if b.recv(&mut out).unwrap() == Incoming::Frame {
+            if b.recv(&mut out).unwrap() == RecvOutcome::Frame {
                 got = true;
                 break;
             }
@@ -418,8 +418,8 @@ mod tests {
         let stranger = std::net::UdpSocket::bind(a_addr).unwrap();
         stranger.send_to(&frame, pb).unwrap();
         std::thread::sleep(std::time::Duration::from_millis(20));
-        assert_eq!(b.recv(&mut out).unwrap(), Incoming::Skipped);
-        assert_eq!(b.recv(&mut out).unwrap(), Incoming::Empty);
+        assert_eq!(b.recv(&mut out).unwrap(), RecvOutcome::Skipped);
+        assert_eq!(b.recv(&mut out).unwrap(), RecvOutcome::Empty);
         assert_eq!(b.counters.rx_dropped, 1);
     }
 }

@@ -3,7 +3,7 @@
 //! a queue pair of the PF, the exception queue pair, instead of a host
 //! agent on the control socket.
 //!
-//! Here: [`Header`], the 32-byte message header after an Ethernet header
+//! Here: [`ExceptionHeader`], the 32-byte message header after an Ethernet header
 //! of ethertype [`ETHERTYPE`], built and parsed (all fields in network
 //! byte order), and the exception queue pair's counters. The card's side
 //! (requests written into the exception queue pair's receive queue, the
@@ -156,7 +156,7 @@ impl From<NotSent> for Refusal {
 /// A message header (offsets 14..46 of the frame). `len` is not kept: it
 /// is the length of the frame the message carries.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Header {
+pub struct ExceptionHeader {
     pub ty: MsgType,
     /// The VNI field as it is on the wire (bits 31:24 should be 0).
     pub vni: u32,
@@ -176,9 +176,9 @@ pub struct Header {
     pub reason: Option<PuntReason>,
 }
 
-impl Header {
-    fn new(ty: MsgType, vni: u32) -> Header {
-        Header {
+impl ExceptionHeader {
+    fn new(ty: MsgType, vni: u32) -> ExceptionHeader {
+        ExceptionHeader {
             ty,
             vni,
             function: NO_FUNCTION,
@@ -191,39 +191,39 @@ impl Header {
     }
 
     /// `MISS` of vNIC `vnic` of VF `vf` in segment `vni`.
-    pub fn miss(vni: Vni, vf: u16, vnic: u16, vtep: Vtep) -> Header {
-        Header {
+    pub fn miss(vni: Vni, vf: u16, vnic: u16, vtep: Vtep) -> ExceptionHeader {
+        ExceptionHeader {
             function: vf,
             vnic,
             ip: vtep.ip,
             mac: vtep.mac,
-            ..Header::new(MsgType::Miss, vni.get())
+            ..ExceptionHeader::new(MsgType::Miss, vni.get())
         }
     }
 
     /// `PUNT` of a frame of segment `vni` that came from `from`.
-    pub fn punt(vni: Vni, from: Remote, reason: PuntReason) -> Header {
-        Header {
+    pub fn punt(vni: Vni, from: Remote, reason: PuntReason) -> ExceptionHeader {
+        ExceptionHeader {
             ip: from.ip,
             mac: from.mac,
             reason: Some(reason),
-            ..Header::new(MsgType::Punt, vni.get())
+            ..ExceptionHeader::new(MsgType::Punt, vni.get())
         }
     }
 
     /// `ADD` of (`vni`, `inner_mac`) → `remote`.
-    pub fn add(vni: u32, inner_mac: Mac, remote: Remote) -> Header {
-        Header {
+    pub fn add(vni: u32, inner_mac: Mac, remote: Remote) -> ExceptionHeader {
+        ExceptionHeader {
             ip: remote.ip,
             mac: remote.mac,
             inner_mac,
-            ..Header::new(MsgType::Add, vni)
+            ..ExceptionHeader::new(MsgType::Add, vni)
         }
     }
 
     /// `SEND`, `DELIVER` or `UPLINK` (whose VNI the card ignores).
-    pub fn answer(ty: MsgType, vni: u32) -> Header {
-        Header::new(ty, vni)
+    pub fn answer(ty: MsgType, vni: u32) -> ExceptionHeader {
+        ExceptionHeader::new(ty, vni)
     }
 
     /// Writes the whole message into `out` (cleared first): Ethernet
@@ -252,7 +252,7 @@ impl Header {
 
     /// Parses a message: its header and where its frame is. Bytes after
     /// the frame are padding. The VNI is not checked here.
-    pub fn parse(msg: &[u8]) -> Result<(Header, Range<usize>), Refusal> {
+    pub fn parse(msg: &[u8]) -> Result<(ExceptionHeader, Range<usize>), Refusal> {
         let ethertype = ethertype(msg);
         if ethertype != Some(ETHERTYPE) {
             return Err(Refusal::Ethertype(ethertype.unwrap_or(0)));
@@ -271,7 +271,7 @@ impl Header {
         if usize::from(len) > room {
             return Err(Refusal::Length { len, room });
         }
-        let header = Header {
+        let header = ExceptionHeader {
             ty,
             vni: u32::from_be_bytes(msg[at::VNI..at::VNI + 4].try_into().expect("4 bytes")),
             function: u16_at(at::FUNCTION),
@@ -346,7 +346,7 @@ mod tests {
     #[test]
     fn a_miss_header_is_built_and_parsed_byte_for_byte() {
         let frame: Vec<u8> = (0..14).map(|i| 0xa0 + i).collect();
-        let h = Header::miss(Vni::new(0x12_3456).unwrap(), 3, 0x0102, VTEP);
+        let h = ExceptionHeader::miss(Vni::new(0x12_3456).unwrap(), 3, 0x0102, VTEP);
         let mut out = Vec::new();
         h.write(EXC_MAC, EXC_MAC, &frame, &mut out);
         #[rustfmt::skip]
@@ -369,13 +369,13 @@ mod tests {
         ]
         .concat();
         assert_eq!(out, expected);
-        assert_eq!(Header::parse(&out), Ok((h, 46..60)));
+        assert_eq!(ExceptionHeader::parse(&out), Ok((h, 46..60)));
     }
 
     #[test]
     fn punt_and_add_headers_are_built_and_parsed_byte_for_byte() {
         let mut out = Vec::new();
-        let punt = Header::punt(vni(), PEER, PuntReason::Moved);
+        let punt = ExceptionHeader::punt(vni(), PEER, PuntReason::Moved);
         punt.write(EXC_MAC, EXC_MAC, &[0x55; 20], &mut out);
         #[rustfmt::skip]
         let header: [u8; 32] = [
@@ -388,9 +388,9 @@ mod tests {
             0x02, 0, 0, 0,                // reason moved, reserved
         ];
         assert_eq!(&out[14..46], &header);
-        assert_eq!(Header::parse(&out), Ok((punt, 46..66)));
+        assert_eq!(ExceptionHeader::parse(&out), Ok((punt, 46..66)));
 
-        let add = Header::add(VNI, FAR, PEER);
+        let add = ExceptionHeader::add(VNI, FAR, PEER);
         let (dst, src) = (Mac([0xff; 6]), Mac([2, 0, 0, 0, 0, 9]));
         add.write(dst, src, &[], &mut out);
         #[rustfmt::skip]
@@ -409,7 +409,7 @@ mod tests {
         assert_eq!(out, expected);
         // Padding after the frame is not part of it.
         out.resize(60, 0);
-        assert_eq!(Header::parse(&out), Ok((add, 46..46)));
+        assert_eq!(ExceptionHeader::parse(&out), Ok((add, 46..46)));
         for t in MsgType::ALL {
             assert_eq!(MsgType::from_code(t.code()), Some(t));
         }
