@@ -116,6 +116,7 @@ impl ClientLog {
     }
 
     /// Lines of `cause` asked for so far, written or not.
+    #[cfg(test)]
     pub fn count(&self, cause: Cause) -> u64 {
         self.counts[cause as usize]
     }

@@ -9,24 +9,24 @@
 //! through the card's VxLAN offload ([`vxlan`]).
 
 pub mod agent;
-pub mod capture;
+pub(crate) mod capture;
 pub mod card;
-pub mod checksum;
-pub mod clientlog;
+pub(crate) mod checksum;
+pub(crate) mod clientlog;
 pub mod control;
-pub mod datapath;
+pub(crate) mod datapath;
 pub mod dma;
 pub mod doorbell;
-pub mod fault;
+pub(crate) mod fault;
 pub mod function;
 #[cfg(test)]
 mod layout_check;
 pub mod model;
 pub mod offload;
-pub mod pci;
+pub(crate) mod pci;
 pub mod protocol;
-pub mod queue;
-pub mod rate;
+pub(crate) mod queue;
+pub(crate) mod rate;
 pub mod regs;
 pub mod ring;
 pub mod server;

@@ -171,6 +171,7 @@ impl Default for Datapath {
 impl Datapath {
     /// Turns the fast path on or off (tests compare it with the general
     /// path).
+    #[cfg(test)]
     pub fn set_fast_path(&mut self, on: bool) {
         self.fast_path = on;
     }

@@ -57,11 +57,8 @@ pub mod exp {
     pub const LNKCTL: usize = 16;
     pub const LNKSTA: usize = 18;
     pub const DEVCAP2: usize = 0x24;
-    pub const DEVCTL2: usize = 0x28;
     pub const LNKCAP2: usize = 0x2c;
-    pub const LNKCTL2: usize = 0x30;
     pub const LNKSTA2: usize = 0x32;
-    pub const SIZE: usize = 0x3c;
     /// Version 2, device/port type 0 = PCI Express endpoint.
     pub const FLAGS_V2_ENDPOINT: u16 = 0x0002;
     /// Max payload 256 B, role-based error reporting, FLR capable.
@@ -88,7 +85,6 @@ pub mod exp {
 pub mod sriov {
     pub const CAP: usize = 0x04;
     pub const CTRL: usize = 0x08;
-    pub const STATUS: usize = 0x0a;
     pub const INITIAL_VFS: usize = 0x0c;
     pub const TOTAL_VFS: usize = 0x0e;
     pub const NUM_VFS: usize = 0x10;
@@ -277,6 +273,7 @@ fn build_sriov(c: &mut ConfigSpace, o: usize, s: &SriovLayout) {
 
 /// Walks the standard capability list; returns (id, offset) pairs. Bounded by
 /// the number of possible positions so a corrupted list cannot loop.
+#[cfg(test)]
 pub fn walk_std(bytes: &[u8]) -> Vec<(u8, usize)> {
     let mut out = Vec::new();
     let mut ptr = usize::from(bytes[hdr::CAP_PTR]) & !3;

@@ -61,8 +61,6 @@ pub enum MsixError {
     Unaligned { offset: u64, len: usize },
     #[error("vector {0} beyond table")]
     NoSuchVector(u32),
-    #[error("MSI-X BAR access of {len} bytes at {offset:#x} hits neither table nor PBA, or writes the PBA")]
-    Outside { offset: u64, len: usize },
 }
 
 /// One function's MSI-X state.
@@ -92,11 +90,6 @@ impl Msix {
         self.entries.len() as u32
     }
 
-    /// Bytes of the table.
-    pub fn table_size(&self) -> u64 {
-        self.entries.len() as u64 * ENTRY_SIZE
-    }
-
     /// Bytes of the PBA (whole qwords).
     pub fn pba_size(&self) -> u64 {
         (self.entries.len() as u64).div_ceil(64) * 8
@@ -124,10 +117,6 @@ impl Msix {
             .ok_or(MsixError::NoSuchVector(vector))?;
         *slot = fd;
         Ok(())
-    }
-
-    pub fn has_eventfd(&self, vector: u32) -> bool {
-        matches!(self.eventfds.get(vector as usize), Some(Some(_)))
     }
 
     fn check(offset: u64, len: usize) -> Result<(), MsixError> {
@@ -201,6 +190,7 @@ impl Msix {
         Ok(())
     }
 
+    #[cfg(test)]
     pub fn is_pending(&self, vector: u32) -> bool {
         self.pending.get(vector as usize).copied().unwrap_or(false)
     }
