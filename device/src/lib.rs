@@ -20,6 +20,8 @@ pub mod doorbell;
 pub(crate) mod fault;
 pub mod function;
 #[cfg(test)]
+mod layering_check;
+#[cfg(test)]
 mod layout_check;
 pub mod model;
 pub mod offload;

@@ -801,7 +801,7 @@ impl QueuePair {
     }
 
     /// The send ring and its offload features, if the fast path
-    /// (`crate::fastpath`) may take frames from it: running, not paused,
+    /// (`crate::datapath`, fast.rs) may take frames from it: running, not paused,
     /// not the PF's exception queue.
     pub fn fast_tx(&self) -> Option<(Ring, Features)> {
         let ok = !self.tx.exception && !self.paused;

@@ -299,7 +299,7 @@ impl Ring {
 }
 
 /// A running ring's descriptors, found in guest memory once for a burst of
-/// frames on the fast path (`crate::fastpath`): one lookup, then plain
+/// frames on the fast path (`crate::datapath`, fast.rs): one lookup, then plain
 /// loads and stores, instead of a lookup per descriptor access. The range
 /// is the one [`Ring::new`] checked (mapped, writable).
 pub struct Slots<'a> {

@@ -222,7 +222,7 @@ impl<'a> Sent<'a> {
     /// header first, on a queue with `VNET_HDR` in `tx`), if the fast path
     /// takes it: one buffer, of a length the general path takes, inside
     /// one mapping, behind a header the card accepts (as
-    /// [`crate::offload::path::check`] does on the general path).
+    /// [`crate::offload::request::check`] does on the general path).
     /// `OFFLOAD`: the queue may have offload headers (else it has none).
     fn read<const OFFLOAD: bool>(
         src: &mut DmaWindow<'a>,
