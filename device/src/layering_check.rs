@@ -244,7 +244,7 @@ fn import_graph() -> BTreeMap<String, BTreeSet<String>> {
 }
 
 fn outside(module: &str) -> bool {
-    module.is_empty() || OUTSIDE.iter().any(|o| module == *o)
+    module.is_empty() || OUTSIDE.contains(&module)
 }
 
 #[test]
