@@ -317,6 +317,7 @@ impl Faults {
 
     /// Whether anything armed concerns the frames the function sends, so
     /// the fast path must leave them to the general path.
+    #[inline]
     pub fn tx_active(&self) -> bool {
         let a = &self.armed;
         a.removed
@@ -328,6 +329,7 @@ impl Faults {
     }
 
     /// Whether anything armed concerns the frames the function receives.
+    #[inline]
     pub fn rx_active(&self) -> bool {
         let a = &self.armed;
         a.removed || a.drop_frames.rx > 0 || a.corrupt_frames.rx > 0 || a.fail_dma.rx > 0

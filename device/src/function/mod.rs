@@ -510,6 +510,7 @@ impl Function {
         }
     }
 
+    #[inline]
     pub fn link_up(&self) -> bool {
         self.bar0.link_up()
     }

@@ -30,6 +30,7 @@ pub struct Taken {
 
 impl Function {
     /// Counts `n` on the function counter `stat`.
+    #[inline]
     pub fn count(&mut self, stat: FnStat, n: u64) {
         self.counters.add(stat, n);
     }
@@ -60,6 +61,7 @@ impl Function {
     /// leave a frame as it is: the link is up, no fault is armed on the
     /// send side and no TX policy meters it. Only then may the fast path
     /// move its frames without them.
+    #[inline]
     pub fn tx_plain(&self) -> bool {
         self.link_up() && !self.faults.tx_active() && self.policy.tx_rate.is_none()
     }
@@ -67,6 +69,7 @@ impl Function {
     /// Whether [`Function::receive`] would take a frame as it is: the link
     /// is up, no fault is armed on the receive side and no RX policy
     /// meters it. Only then may the fast path deliver without it.
+    #[inline]
     pub fn rx_plain(&self) -> bool {
         self.link_up() && !self.faults.rx_active() && self.policy.rx_rate.is_none()
     }
@@ -75,8 +78,9 @@ impl Function {
     /// frame, and until when: an injected completion hold (not for the
     /// exception queue pair), or the TX policy out of tokens (counted in
     /// TX_SHAPED).
+    #[inline]
     pub fn tx_wait(&mut self, exception: bool, now: Instant) -> Option<Instant> {
-        if !exception {
+        if !exception && self.faults.tx_active() {
             if let Some(until) = self.faults.completion_hold(&self.name, now) {
                 return Some(until);
             }
@@ -92,6 +96,7 @@ impl Function {
     /// injected fault does to it. None when the queue has nothing, or
     /// failed (the queue's kick is then cleared; a failure is counted in
     /// QUEUE_ERRORS).
+    #[inline]
     pub fn tx_take(
         &mut self,
         q: u16,
@@ -114,15 +119,17 @@ impl Function {
                 return None;
             }
         };
-        if !exception && self.faults.fail_dma(&self.name, Direction::Tx) {
+        // Faults armed on the send side (rarely): each check, in order.
+        let faulty = !exception && self.faults.tx_active();
+        if faulty && self.faults.fail_dma(&self.name, Direction::Tx) {
             qp.fail_injected(&self.name, &self.dma, true);
             self.counters.add(FnStat::QueueErrors, 1);
             return None;
         }
-        let fault = if exception {
-            FrameFault::Pass
-        } else {
+        let fault = if faulty {
             self.faults.frame(&self.name, Direction::Tx)
+        } else {
+            FrameFault::Pass
         };
         if let Some(l) = self.policy.tx_rate.as_mut() {
             l.take(sent.len);
@@ -142,6 +149,7 @@ impl Function {
     /// pair's vector, or None if writing the completion failed (counted
     /// in QUEUE_ERRORS). An injected lost completion leaves the
     /// descriptor as it was.
+    #[inline]
     pub fn tx_complete(
         &mut self,
         q: u16,
@@ -151,7 +159,8 @@ impl Function {
         now: Instant,
     ) -> Option<bool> {
         let qp = self.qps.get_mut(usize::from(q))?;
-        if !exception && self.faults.drop_completion(&self.name) {
+        let faulty = !exception && self.faults.tx_active();
+        if faulty && self.faults.drop_completion(&self.name) {
             qp.tx_lost(sent);
             self.counters.add(FnStat::TxPackets, 1);
             self.counters.add(FnStat::TxBytes, sent.len as u64);
@@ -230,7 +239,7 @@ impl Function {
         };
         let mut corrupted = Vec::new();
         let mut frame = frame;
-        if qp.rx.running() {
+        if qp.rx.running() && self.faults.rx_active() {
             if self.faults.fail_dma(&self.name, Direction::Rx) {
                 qp.fail_injected(&self.name, &self.dma, false);
                 self.counters.add(FnStat::RxDrops, 1);

@@ -136,6 +136,7 @@ impl Vxlan {
     /// Whether function `f` is a VxLAN VF: its vNICs are in a VNI
     /// segment, not in the VLAN switch (docs/vxlan.md). The one place the
     /// card asks.
+    #[inline]
     pub fn is_vxlan_vf(&self, f: usize) -> bool {
         self.segments.vni_of(f).is_some()
     }
