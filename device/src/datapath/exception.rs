@@ -147,7 +147,7 @@ mod tests {
 
     use super::*;
     use crate::card::{Card, CardConfig};
-    use crate::model::{Mac, PuntReason, Vtep, MAX_FRAME_BYTES};
+    use crate::model::{Mac, PuntReason, MAX_FRAME_BYTES};
     use crate::regs::{FnStat, Reg};
     use crate::vxlan::exception::{FRAME_OFFSET, MAX_MESSAGE};
     use crate::vxlan::{BadEntry, BadVni};
@@ -164,23 +164,7 @@ mod tests {
     use crate::uplink::Uplink;
     use crate::vxlan::wire::{self, Outer};
 
-    const VNI: u32 = 100;
-    const VTEP: Vtep = Vtep {
-        mac: Mac([2, 0x76, 0x6e, 0xff, 0, 1]),
-        ip: Ipv4Addr::new(10, 1, 0, 1),
-    };
-    const PEER: Remote = Remote {
-        ip: Ipv4Addr::new(10, 1, 0, 2),
-        mac: Mac([2, 0x76, 0x6e, 0xff, 0, 2]),
-    };
-    /// A vNIC behind the peer VTEP.
-    const FAR: Mac = Mac([2, 0x76, 0x6e, 0x01, 0x01, 0x00]);
-    /// The PF's exception queue pair's MAC on card 0.
-    const EXC_MAC: Mac = Mac([2, 0x76, 0x6e, 0, 0, 1]);
-
-    fn vni() -> Vni {
-        Vni::new(VNI).unwrap()
-    }
+    use crate::vxlan::exception::tests::{vni, EXC_MAC, FAR, PEER, VNI, VTEP};
 
     #[test]
     fn the_card_names_its_counters() {

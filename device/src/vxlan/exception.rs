@@ -322,24 +322,26 @@ impl ExceptionCounters {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    const VNI: u32 = 100;
-    const VTEP: Vtep = Vtep {
+    /// The VNI, VTEPs and MACs of these tests and of the data path's
+    /// (crate::datapath's exception tests).
+    pub(crate) const VNI: u32 = 100;
+    pub(crate) const VTEP: Vtep = Vtep {
         mac: Mac([2, 0x76, 0x6e, 0xff, 0, 1]),
         ip: Ipv4Addr::new(10, 1, 0, 1),
     };
-    const PEER: Remote = Remote {
+    pub(crate) const PEER: Remote = Remote {
         ip: Ipv4Addr::new(10, 1, 0, 2),
         mac: Mac([2, 0x76, 0x6e, 0xff, 0, 2]),
     };
     /// A vNIC behind the peer VTEP.
-    const FAR: Mac = Mac([2, 0x76, 0x6e, 0x01, 0x01, 0x00]);
+    pub(crate) const FAR: Mac = Mac([2, 0x76, 0x6e, 0x01, 0x01, 0x00]);
     /// The PF's exception queue pair's MAC on card 0.
-    const EXC_MAC: Mac = Mac([2, 0x76, 0x6e, 0, 0, 1]);
+    pub(crate) const EXC_MAC: Mac = Mac([2, 0x76, 0x6e, 0, 0, 1]);
 
-    fn vni() -> Vni {
+    pub(crate) fn vni() -> Vni {
         Vni::new(VNI).unwrap()
     }
 
