@@ -27,7 +27,8 @@
  *   tx  rx  state        the send and receive rings; contexts, BAT and VCT
  *                        in guest memory
  *   doorbell qp adminq   doorbells; queue-pair register helpers; the PF's
- *                        admin mailbox (ndo_set_vf_*)
+ *   filter               admin mailbox (ndo_set_vf_*); address filtering
+ *                        (ndo_set_rx_mode)
  *
  * The event work sits above the netdev and recovery code it runs;
  * vnic_events_kick(), which only queues it (as the misc handler does),
@@ -329,6 +330,35 @@ struct vnic_xmit_stats {
 };
 
 /**
+ * struct vnic_filter - a port's receive filter (vnic_filter.c)
+ * @lock: guards @mode, @count and @addrs, the snapshot ndo_set_rx_mode
+ *	takes in atomic context
+ * @mode: VNIC_RX_MODE_PROMISC and VNIC_RX_MODE_ALLMULTI of the snapshot
+ * @count: addresses in @addrs
+ * @addrs: the unicast, then the multicast addresses of the snapshot
+ * @work: hands the snapshot to the card
+ * @mutex: serialises @list and the registers between @work and the
+ *	recovery
+ * @list: the list in guest memory the card reads; not allocated on a card
+ *	older than 1.5 and for the exception queue pair
+ * @rx_mode: the QP_RX_MODE value that goes with @list
+ * @status: QP_ADDR_STATUS after the last hand-over
+ * @written: QP_RX_MODE was written since the port was created
+ */
+struct vnic_filter {
+	spinlock_t lock;	/* the snapshot */
+	u32 mode;
+	u32 count;
+	u8 addrs[VNIC_FILTER_MAX_ADDRS][ETH_ALEN];
+	struct work_struct work;
+	struct mutex mutex;	/* the list and the registers */
+	struct vnic_dma_chunk list;
+	u32 rx_mode;
+	u32 status;
+	bool written;
+};
+
+/**
  * struct vnic_port - one queue pair, one vNIC, one netdev (netdev_priv)
  * @priv: the PCI function
  * @netdev: the netdev
@@ -356,9 +386,8 @@ struct vnic_xmit_stats {
  *	adaptive-rx on; off by default, docs/performance.md step G2)
  * @tx_itr: how long a send completion may wait for the interrupt, us
  *	(QP_ITR.TX_USECS, ethtool -C tx-usecs; 0 on a card older than 1.3)
- * @card_mac: the MAC the card last reported for the queue pair (QP_MAC);
- *	the netdev's address differs from it when set in software only
- * @mac_refused_logged: the card refused a MAC write and it was logged
+ * @card_mac: the MAC the card last reported for the queue pair (QP_MAC),
+ *	the netdev's address
  * @sq_ctx: send-queue context in guest memory
  * @rq_ctx: receive-queue context in guest memory
  * @tx: send queue
@@ -375,6 +404,7 @@ struct vnic_xmit_stats {
  * @wd_pending: the watchdog saw completed work not yet reaped
  * @active_vlans: VLANs joined through QP_VLAN
  * @nr_vlans: bits set in @active_vlans
+ * @filter: the addresses and modes handed to the card (vnic_filter.c)
  * @reset_task: restarts the rings after a transmit timeout
  */
 struct vnic_port {
@@ -402,7 +432,6 @@ struct vnic_port {
 	bool itr_adaptive;
 	u32 tx_itr;
 	u8 card_mac[ETH_ALEN];
-	bool mac_refused_logged;
 
 	struct vnic_queue_ctx *sq_ctx;
 	struct vnic_queue_ctx *rq_ctx;
@@ -422,6 +451,7 @@ struct vnic_port {
 	DECLARE_BITMAP(active_vlans, VLAN_N_VID);
 	unsigned int nr_vlans;
 
+	struct vnic_filter filter;
 	struct work_struct reset_task;
 };
 
@@ -560,6 +590,12 @@ static inline u64 vnic_qp_rd64(struct vnic_port *port, u32 reg)
 	return ioread64_lo_hi(port->qp_regs + reg);
 }
 
+/* Does the card take receive filters and report QP_ADDR_STATUS (1.5)? */
+static inline bool vnic_has_rx_filter(struct vnic_priv *priv)
+{
+	return VNIC_VERSION_MINOR(priv->version) >= VNIC_VERSION_MINOR_RX_FILTER;
+}
+
 /* Does the card take QP_ITR.TX_USECS (interface 1.3)? */
 static inline bool vnic_has_tx_itr(struct vnic_priv *priv)
 {
@@ -664,5 +700,11 @@ int vnic_set_vf_trust(struct net_device *netdev, int vf, bool setting);
 int vnic_set_vf_link_state(struct net_device *netdev, int vf, int link_state);
 int vnic_get_vf_config(struct net_device *netdev, int vf,
 		       struct ifla_vf_info *ivi);
+
+/* vnic_filter.c: ndo_set_rx_mode and the list the card reads */
+int vnic_filter_init(struct vnic_port *port);
+void vnic_filter_free(struct vnic_port *port);
+void vnic_set_rx_mode(struct net_device *netdev);
+void vnic_filter_rewrite(struct vnic_port *port);
 
 #endif /* _VNIC_H_ */

@@ -79,6 +79,10 @@ static const struct vnic_reg_stat vnic_fn_stats[] = {
 	{ "fn_sw_segments",	VNIC_REG_FN_SW_SEGMENTS,
 	  VNIC_VERSION_MINOR_OFFLOADS },
 	{ "fn_sw_csum",		VNIC_REG_FN_SW_CSUM, VNIC_VERSION_MINOR_OFFLOADS },
+	{ "fn_addr_refused",	VNIC_REG_FN_ADDR_REFUSED,
+	  VNIC_VERSION_MINOR_RX_FILTER },
+	{ "fn_promisc_refused",	VNIC_REG_FN_PROMISC_REFUSED,
+	  VNIC_VERSION_MINOR_RX_FILTER },
 };
 
 /* The driver's counters, in the order vnic_get_sw_stats() fills them */

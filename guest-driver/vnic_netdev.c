@@ -187,42 +187,65 @@ static void vnic_port_card_mac(struct vnic_port *port, u8 *mac)
 }
 
 /*
- * ndo_set_mac_address. The card takes a new MAC from a trusted VF (written
- * LO first, HI commits) and keeps its own for an untrusted one; either way
- * the netdev gets the new address, as before the card knew about trust. An
- * address the card keeps filtering on another MAC receives only floods, and
- * with spoof check on its frames are dropped.
+ * Ask the card to make @addr the queue pair's MAC (written LO first, HI
+ * commits). It takes it from the PF and a trusted VF, if no other vNIC has
+ * it; else it keeps the old one and, from interface 1.5, says why in
+ * QP_ADDR_STATUS. Return: 0, -EPERM (VF not trusted, as iavf and ixgbevf
+ * answer when their PF refuses), -EADDRNOTAVAIL (another vNIC's address) or
+ * -EIO (the card does not answer).
+ */
+static int vnic_port_write_mac(struct vnic_port *port, const u8 *addr)
+{
+	struct net_device *netdev = port->netdev;
+	struct vnic_priv *priv = port->priv;
+	u32 status = 0;
+	u8 mac[ETH_ALEN];
+
+	vnic_qp_wr32(port, VNIC_QP_MAC_LO, get_unaligned_le32(&addr[0]));
+	vnic_qp_wr32(port, VNIC_QP_MAC_HI, get_unaligned_le16(&addr[4]));
+	vnic_port_card_mac(port, mac);
+	if (ether_addr_equal(mac, addr)) {
+		ether_addr_copy(port->card_mac, mac);
+		netdev_info(netdev, "card took the MAC %pM for queue pair %u\n",
+			    mac, port->q);
+		return 0;
+	}
+	if (!vnic_card_answers(priv))
+		return -EIO;
+	if (vnic_has_rx_filter(priv))
+		status = vnic_qp_rd32(port, VNIC_QP_ADDR_STATUS);
+	if (status & VNIC_ADDR_ST_MAC_TAKEN) {
+		netdev_err(netdev, "card refused the MAC %pM: another vNIC has it; keeping %pM\n",
+			   addr, port->card_mac);
+		return -EADDRNOTAVAIL;
+	}
+	netdev_err(netdev, "card refused the MAC %pM: VF not trusted (ip link set <pf> vf %u trust on); keeping %pM\n",
+		   addr, priv->vf_index, port->card_mac);
+	return -EPERM;
+}
+
+/*
+ * ndo_set_mac_address: the netdev takes the address only if the card does,
+ * as on SR-IOV VFs whose PF refuses it; a refusal leaves the old address
+ * and the traffic as they were.
  */
 static int vnic_set_mac_address(struct net_device *netdev, void *p)
 {
 	struct vnic_port *port = netdev_priv(netdev);
 	struct sockaddr *sa = p;
 	const u8 *addr = sa->sa_data;
-	u8 mac[ETH_ALEN];
 	int err;
 
 	err = eth_prepare_mac_addr_change(netdev, p);
 	if (err)
 		return err;
-
-	if (!ether_addr_equal(addr, port->card_mac) && !port->gone) {
-		vnic_qp_wr32(port, VNIC_QP_MAC_LO, get_unaligned_le32(&addr[0]));
-		vnic_qp_wr32(port, VNIC_QP_MAC_HI, get_unaligned_le16(&addr[4]));
-		vnic_port_card_mac(port, mac);
-		if (ether_addr_equal(mac, addr)) {
-			ether_addr_copy(port->card_mac, mac);
-			netdev_info(netdev, "card took the MAC %pM for queue pair %u\n",
-				    mac, port->q);
-		} else if (!port->mac_refused_logged) {
-			port->mac_refused_logged = true;
-			netdev_info(netdev, "card keeps the MAC %pM of queue pair %u (VF not trusted, or the address is taken); %pM is set in software only\n",
-				    port->card_mac, port->q, addr);
-		} else {
-			netdev_dbg(netdev, "card keeps the MAC %pM; %pM is set in software only\n",
-				   port->card_mac, addr);
-		}
+	if (!ether_addr_equal(addr, port->card_mac)) {
+		if (READ_ONCE(port->gone))
+			return -ENODEV;
+		err = vnic_port_write_mac(port, addr);
+		if (err)
+			return err;
 	}
-
 	eth_commit_mac_addr_change(netdev, p);
 	return 0;
 }
@@ -234,6 +257,7 @@ static const struct net_device_ops vnic_netdev_ops = {
 	.ndo_features_check = vnic_features_check,
 	.ndo_get_stats64 = vnic_get_stats64,
 	.ndo_set_mac_address = vnic_set_mac_address,
+	.ndo_set_rx_mode = vnic_set_rx_mode,
 	.ndo_validate_addr = eth_validate_addr,
 	.ndo_change_mtu = vnic_change_mtu,
 	.ndo_vlan_rx_add_vid = vnic_vlan_rx_add_vid,
@@ -264,6 +288,7 @@ static const struct net_device_ops vnic_pf_netdev_ops = {
 	.ndo_features_check = vnic_features_check,
 	.ndo_get_stats64 = vnic_get_stats64,
 	.ndo_set_mac_address = vnic_set_mac_address,
+	.ndo_set_rx_mode = vnic_set_rx_mode,
 	.ndo_validate_addr = eth_validate_addr,
 	.ndo_change_mtu = vnic_change_mtu,
 	.ndo_vlan_rx_add_vid = vnic_vlan_rx_add_vid,
@@ -294,8 +319,7 @@ static void vnic_port_read_mac(struct vnic_port *port)
 
 /*
  * Take over a MAC the card changed (management set the vNIC's MAC), as a VF
- * driver does when its PF sets the VF's MAC; RTNL held. A MAC the user set
- * in software only stays as long as the card's MAC does not change.
+ * driver does when its PF sets the VF's MAC; RTNL held.
  */
 static void vnic_port_sync_mac(struct vnic_port *port)
 {
@@ -434,6 +458,9 @@ static struct vnic_port *vnic_port_create(struct vnic_priv *priv, u32 q)
 	}
 	vnic_port_init_offloads(port);
 	vnic_port_read_mac(port);
+	err = vnic_filter_init(port);
+	if (err)
+		goto err_filter_free;
 
 	netif_napi_add(netdev, &port->napi, vnic_napi_poll);
 
@@ -460,6 +487,8 @@ err_irq_free:
 	vnic_qp_irq_free(port);
 err_napi_del:
 	netif_napi_del(&port->napi);
+err_filter_free:
+	vnic_filter_free(port);
 err_free_netdev:
 	free_netdev(netdev);
 	return ERR_PTR(err);
@@ -519,6 +548,7 @@ static void vnic_ports_free(struct vnic_priv *priv, u32 n)
 		priv->ports[q] = NULL;
 		/* Closed now, so the watchdog cannot queue the task again */
 		cancel_work_sync(&port->reset_task);
+		vnic_filter_free(port);
 		vnic_qp_irq_free(port);
 		netif_napi_del(&port->napi);
 		free_netdev(port->netdev);

@@ -24,10 +24,10 @@
  *  3. check ID, read FUNC (a different VF index is logged);
  *  4. recovery=2: rewrite the VCT entry with the same BAT: the card reloads
  *     every context and resumes the queues that were running;
- *  5. rewrite what the card keeps per queue pair: QP_ITR and the QP_VLAN
- *     joins of every netdev; for every netdev that is up, ring QP_TX_TAIL
- *     and QP_RX_TAIL with the tails the driver last posted and write
- *     QP_IRQ REARM;
+ *  5. rewrite what the card keeps per queue pair: QP_ITR, the QP_VLAN
+ *     joins and the address filter of every netdev; for every netdev that
+ *     is up, ring QP_TX_TAIL and QP_RX_TAIL with the tails the driver last
+ *     posted and write QP_IRQ REARM;
  *  6. carrier from STATUS.LINK_UP, attach the netdevs, schedule NAPI to
  *     reap what the card completed while interrupts were off, and queue
  *     the configuration check of IRQ_CAUSE.CONFIG to the event work.
@@ -200,6 +200,8 @@ static void vnic_port_rewrite(struct vnic_port *port)
 	for_each_set_bit(vid, port->active_vlans, VLAN_N_VID)
 		vnic_qp_wr32(port, VNIC_QP_VLAN,
 			     FIELD_PREP(VNIC_QP_VLAN_VID, vid));
+	/* And so are the extra addresses, groups and modes */
+	vnic_filter_rewrite(port);
 	if (!port->up)
 		return;
 

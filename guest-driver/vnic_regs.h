@@ -52,6 +52,8 @@
 #define   VNIC_VERSION_MINOR_TX_USECS	3
 /* First minor version that takes a doorbell page in guest memory */
 #define   VNIC_VERSION_MINOR_GUEST_DB	4
+/* First minor version with address filtering (QP_RX_MODE, QP_ADDR_STATUS) */
+#define   VNIC_VERSION_MINOR_RX_FILTER	5
 
 /* 0x008 FUNC (RO): which function this is */
 #define VNIC_REG_FUNC			0x008
@@ -238,6 +240,9 @@
 #define VNIC_REG_FN_TX_GSO		0x180	/* GSO frames sent */
 #define VNIC_REG_FN_SW_SEGMENTS		0x188	/* segments the card cut */
 #define VNIC_REG_FN_SW_CSUM		0x190	/* checksums it completed */
+/* From VERSION 1.5 on (VNIC_VERSION_MINOR_RX_FILTER): */
+#define VNIC_REG_FN_ADDR_REFUSED	0x198	/* extra addresses refused */
+#define VNIC_REG_FN_PROMISC_REFUSED	0x1a0	/* promiscuous mode refused */
 
 /*
  * Queue-pair areas: queue pair q (0 <= q < QP_NUM) has 128 bytes at
@@ -250,9 +255,11 @@
 					 VNIC_QP_AREA_STRIDE * (q) + (reg))
 
 /*
- * +0x00 QP_MAC_LO, +0x04 QP_MAC_HI: this vNIC's MAC, as MAC_LO/HI. A trusted
- * VF may write them (LO first: writing HI commits); the card refuses an
- * untrusted VF's writes (BAD_ACCESS) and keeps its MAC.
+ * +0x00 QP_MAC_LO, +0x04 QP_MAC_HI: this vNIC's MAC, as MAC_LO/HI. The PF
+ * and a trusted VF may write them (LO first: writing HI commits); the card
+ * refuses an untrusted VF's writes (BAD_ACCESS, and from interface 1.5
+ * QP_ADDR_STATUS.MAC_UNTRUSTED) and an address another vNIC has
+ * (QP_ADDR_STATUS.MAC_TAKEN), and keeps its MAC.
  */
 #define VNIC_QP_MAC_LO			0x00
 #define VNIC_QP_MAC_HI			0x04
@@ -318,6 +325,40 @@
 /* +0x24 QP_TX_HEAD (RO), +0x28 QP_RX_HEAD (RO): the card's heads (debug) */
 #define VNIC_QP_TX_HEAD			0x24
 #define VNIC_QP_RX_HEAD			0x28
+
+/*
+ * Address filtering (interface 1.5, docs/datapath.md): what the vNIC
+ * receives besides frames to its own MAC and broadcasts.
+ *
+ * +0x70 QP_FILTER_LO (RW), +0x74 QP_FILTER_HI (RW): guest address of the
+ * filter list, COUNT entries of 8 bytes: a MAC (unicast: an extra address
+ * the vNIC receives and may send from; multicast: a group it joined) and
+ * two bytes of 0. +0x78 QP_RX_MODE (RW): writing it hands the list and the
+ * flags to the card, which reads the list at once; a vNIC that never wrote
+ * it receives every multicast frame. +0x2C QP_ADDR_STATUS (RO): what the
+ * card granted of the last QP_RX_MODE, and why it refused the last QP_MAC
+ * write. Promiscuous mode and extra unicast addresses beyond the VF's
+ * limit need the VF to be trusted; the PF always is.
+ */
+#define VNIC_QP_ADDR_STATUS		0x2c
+#define   VNIC_ADDR_ST_PROMISC		BIT(0)	/* promiscuous granted */
+#define   VNIC_ADDR_ST_ALLMULTI		BIT(1)	/* all-multicast granted */
+#define   VNIC_ADDR_ST_PROMISC_REFUSED	BIT(2)	/* VF not trusted */
+#define   VNIC_ADDR_ST_OVER_LIMIT	BIT(3)	/* addresses beyond the limit */
+#define   VNIC_ADDR_ST_TAKEN		BIT(4)	/* another vNIC's addresses */
+#define   VNIC_ADDR_ST_LIST_ERROR	BIT(5)	/* list unreadable, too long */
+#define   VNIC_ADDR_ST_MAC_UNTRUSTED	BIT(8)	/* QP_MAC refused: untrusted */
+#define   VNIC_ADDR_ST_MAC_TAKEN	BIT(9)	/* QP_MAC refused: taken */
+#define   VNIC_ADDR_ST_UNICAST		GENMASK(31, 16)	/* extra in effect */
+#define VNIC_QP_FILTER_LO		0x70
+#define VNIC_QP_FILTER_HI		0x74
+#define VNIC_QP_RX_MODE			0x78
+#define   VNIC_RX_MODE_PROMISC		BIT(0)
+#define   VNIC_RX_MODE_ALLMULTI		BIT(1)
+#define   VNIC_RX_MODE_COUNT		GENMASK(31, 16)
+/* Most entries of one list */
+#define VNIC_FILTER_MAX_ADDRS		256
+#define VNIC_FILTER_ENTRY_LEN		8
 
 /*
  * Queue counters (RO, 64 bits, low dword first): the contexts' counters,

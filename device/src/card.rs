@@ -8,7 +8,7 @@ use crate::capture::Capture;
 use crate::datapath::{self, CardParts, Datapath, DatapathCounters};
 use crate::doorbell::PagePolicy;
 use crate::function::{Function, FunctionKind, FunctionSpec, BARS, EXC_QP, VF_DEVICE_ID};
-use crate::model::{ControlCounters, Event, Mac, DEFAULT_VXLAN_CAPACITY};
+use crate::model::{ControlCounters, Event, Mac, DEFAULT_VF_MAX_ADDRS, DEFAULT_VXLAN_CAPACITY};
 use crate::pci::caps::SriovLayout;
 use crate::switch::{Port, Switch};
 use crate::uplink::Uplink;
@@ -44,6 +44,9 @@ pub struct CardConfig {
     /// How the card polls doorbell pages, in BAR0 or in guest memory
     /// (`--doorbell-poll-us`, `--doorbell-idle-us`).
     pub doorbell_policy: PagePolicy,
+    /// Extra unicast addresses an untrusted VF may have over all its
+    /// vNICs (`--vf-max-addrs`; docs/datapath.md, "Address filtering").
+    pub vf_max_addrs: u32,
 }
 
 impl Default for CardConfig {
@@ -56,6 +59,7 @@ impl Default for CardConfig {
             vxlan_capacity: DEFAULT_VXLAN_CAPACITY,
             doorbell_page: false,
             doorbell_policy: PagePolicy::default(),
+            vf_max_addrs: DEFAULT_VF_MAX_ADDRS,
         }
     }
 }
@@ -138,6 +142,7 @@ impl Card {
         }
         for f in &mut functions {
             f.configure_doorbells(config.doorbell_policy, config.doorbell_page);
+            f.policy_mut().max_addrs = config.vf_max_addrs;
         }
         let mut switch = Switch::default();
         for (function, f) in functions.iter().enumerate() {
@@ -288,6 +293,18 @@ impl Card {
             .get_mut(port.function)
             .expect("management checked the function");
         datapath::move_vnic_mac(&mut self.switch, &mut self.vxlan, func, port, mac)
+    }
+
+    /// Applies vNIC `port`'s receive filter again
+    /// ([`datapath::apply_filter`]): its function's trust changed, or the
+    /// vNIC came back onto the switch.
+    pub fn reapply_filter(&mut self, port: Port) {
+        let Some(func) = self.functions.get_mut(port.function) else {
+            return;
+        };
+        if let Err(e) = datapath::apply_filter(&mut self.switch, &mut self.vxlan, func, port) {
+            log::warn!("{}: vNIC {} receive filter: {e}", func.name(), port.qp);
+        }
     }
 
     /// Events produced since the last call.

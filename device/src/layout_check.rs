@@ -273,7 +273,8 @@ fn register_twin(name: &str) -> Option<Twin> {
         "VNIC_VERSION_MINOR_OFFLOADS"
         | "VNIC_VERSION_MINOR_DB_PAGE"
         | "VNIC_VERSION_MINOR_TX_USECS"
-        | "VNIC_VERSION_MINOR_GUEST_DB" => NotChecked(VERSION),
+        | "VNIC_VERSION_MINOR_GUEST_DB"
+        | "VNIC_VERSION_MINOR_RX_FILTER" => NotChecked(VERSION),
         "VNIC_REG_FUNC" => reg(Reg::Func),
         "VNIC_REG_QP_MAX" => reg(Reg::QpMax),
         "VNIC_REG_QP_NUM" => reg(Reg::QpNum),
@@ -355,6 +356,8 @@ fn register_twin(name: &str) -> Option<Twin> {
         "VNIC_REG_FN_TX_GSO" => fn_stat(FnStat::TxGso),
         "VNIC_REG_FN_SW_SEGMENTS" => fn_stat(FnStat::SwSegments),
         "VNIC_REG_FN_SW_CSUM" => fn_stat(FnStat::SwCsum),
+        "VNIC_REG_FN_ADDR_REFUSED" => fn_stat(FnStat::AddrRefused),
+        "VNIC_REG_FN_PROMISC_REFUSED" => fn_stat(FnStat::PromiscRefused),
         "VNIC_QP_AREA_BASE" => Card(QP_AREA_BASE),
         "VNIC_QP_AREA_STRIDE" => Card(QP_AREA_SIZE),
         "VNIC_QP_REG" => Formula(
@@ -378,6 +381,12 @@ fn register_twin(name: &str) -> Option<Twin> {
         "VNIC_QP_MAX_VLANS" => NotChecked("a limit (switch::MAX_VLANS_PER_PORT)"),
         "VNIC_QP_TX_HEAD" => qp(QpReg::TxHead),
         "VNIC_QP_RX_HEAD" => qp(QpReg::RxHead),
+        "VNIC_QP_ADDR_STATUS" => qp(QpReg::AddrStatus),
+        "VNIC_QP_FILTER_LO" => qp(QpReg::FilterLo),
+        "VNIC_QP_FILTER_HI" => qp(QpReg::FilterHi),
+        "VNIC_QP_RX_MODE" => qp(QpReg::RxMode),
+        "VNIC_FILTER_MAX_ADDRS" => Card(crate::model::MAX_FILTER_ADDRS as u64),
+        "VNIC_FILTER_ENTRY_LEN" => Card(crate::queue::FILTER_ENTRY_BYTES as u64),
         "VNIC_QP_TX_PACKETS" => qp_stat(QpStat::TxPackets),
         "VNIC_QP_TX_BYTES" => qp_stat(QpStat::TxBytes),
         "VNIC_QP_TX_DROPS" => qp_stat(QpStat::TxDrops),

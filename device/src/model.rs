@@ -45,6 +45,29 @@ pub const MAX_VLAN: Vlan = 4094;
 /// outer headers VxLAN adds.
 pub const MAX_FRAME_BYTES: usize = 9216 + 64;
 
+/// Addresses one vNIC's receive filter list holds at most (QP_RX_MODE's
+/// COUNT): unicast and multicast together.
+pub const MAX_FILTER_ADDRS: usize = 256;
+/// Extra unicast addresses an untrusted VF may have, over all its vNICs,
+/// unless the card was configured otherwise (Intel's ice driver allows
+/// untrusted VFs 16 filters besides their own address and broadcast).
+pub const DEFAULT_VF_MAX_ADDRS: u32 = 16;
+
+/// What a vNIC's driver asked the card to receive besides frames to its
+/// own MAC and broadcasts (QP_RX_MODE, docs/datapath.md "Address
+/// filtering"). The card decides how much of it to grant.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RxFilter {
+    /// Every frame of the vNIC's VLANs (only for a trusted function).
+    pub promisc: bool,
+    /// Every multicast frame.
+    pub allmulti: bool,
+    /// Extra unicast addresses (a macvlan's, a second MAC).
+    pub unicast: Vec<Mac>,
+    /// Multicast groups the vNIC joined.
+    pub multicast: Vec<Mac>,
+}
+
 /// An Ethernet frame in a control message: lowercase hex in JSON, so a
 /// request stays one line of text.
 #[derive(Clone, Default, PartialEq, Eq)]

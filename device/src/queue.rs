@@ -12,7 +12,7 @@ use bitfield_struct::bitfield;
 
 use crate::clientlog::{Cause, ClientLog};
 use crate::dma::DmaSpace;
-use crate::model::Mac;
+use crate::model::{Mac, RxFilter};
 use crate::offload::HDR_LEN;
 use crate::ring::{
     self, Ahead, Desc, Features, QueueError, Ring, RxBytes, RxOutcome, TxFrame, MAX_BURST,
@@ -61,6 +61,51 @@ pub struct QpVlan {
     __: u32,
     pub leave: bool,
 }
+
+/// QP_RX_MODE (interface 1.5): writing it hands the card the vNIC's
+/// receive filter, COUNT 8-byte entries at QP_FILTER_HI:LO.
+#[bitfield(u32)]
+#[derive(PartialEq, Eq)]
+pub struct QpRxMode {
+    pub promisc: bool,
+    pub allmulti: bool,
+    #[bits(14)]
+    __: u16,
+    pub count: u16,
+}
+
+/// QP_ADDR_STATUS (interface 1.5): what the card made of the last
+/// QP_RX_MODE and of the last QP_MAC write.
+#[bitfield(u32)]
+#[derive(PartialEq, Eq)]
+pub struct AddrStatus {
+    /// Promiscuous mode granted.
+    pub promisc: bool,
+    /// All-multicast granted.
+    pub allmulti: bool,
+    /// Promiscuous mode refused: the VF is not trusted.
+    pub promisc_refused: bool,
+    /// Unicast addresses refused: beyond the VF's limit.
+    pub over_limit: bool,
+    /// Unicast addresses refused: another vNIC's.
+    pub taken: bool,
+    /// The list was unreadable or too long: nothing changed.
+    pub list_error: bool,
+    #[bits(2)]
+    __: u8,
+    /// The last QP_MAC write was refused: the VF is not trusted.
+    pub mac_untrusted: bool,
+    /// The last QP_MAC write was refused: another vNIC has the address.
+    pub mac_taken: bool,
+    #[bits(6)]
+    __: u8,
+    /// Extra unicast addresses in effect.
+    pub unicast: u16,
+}
+
+/// One entry of a receive filter list in guest memory: a MAC address and
+/// two reserved bytes.
+pub const FILTER_ENTRY_BYTES: usize = 8;
 
 /// One queue (send or receive) of a queue pair.
 #[derive(Debug)]
@@ -441,6 +486,13 @@ pub struct QueuePair {
     pub tx_kicked: bool,
     /// QP_MAC_LO written by a trusted VF, waiting for QP_MAC_HI.
     pub staged_mac_lo: Option<u32>,
+    /// QP_FILTER_LO, QP_FILTER_HI: the guest address of the filter list.
+    pub filter_lo: u32,
+    pub filter_hi: u32,
+    /// The receive filter the driver last handed over, None if it never did.
+    pub rx_filter: Option<RxFilter>,
+    /// QP_ADDR_STATUS.
+    pub addr_status: AddrStatus,
     /// Frames waiting for receive buffers, oldest first.
     rx_backlog: VecDeque<Vec<u8>>,
     rx_backlog_bytes: usize,
@@ -489,9 +541,20 @@ pub enum QpEffect {
     /// Fire the queue pair's vector.
     Interrupt,
     Vlan(QpVlan),
+    /// QP_RX_MODE was written: take the filter list.
+    RxMode(QpRxMode),
 }
 
 impl QueuePair {
+    /// Back to no receive filter (a reset): QP_FILTER, QP_RX_MODE and
+    /// QP_ADDR_STATUS read 0 again.
+    pub fn forget_filter(&mut self) {
+        self.filter_lo = 0;
+        self.filter_hi = 0;
+        self.rx_filter = None;
+        self.addr_status = AddrStatus::new();
+    }
+
     pub fn new(index: u16, mac: Mac) -> Self {
         QueuePair {
             index,
@@ -502,6 +565,10 @@ impl QueuePair {
             irq: Moderation::new(),
             tx_kicked: false,
             staged_mac_lo: None,
+            filter_lo: 0,
+            filter_hi: 0,
+            rx_filter: None,
+            addr_status: AddrStatus::new(),
             rx_backlog: VecDeque::new(),
             rx_backlog_bytes: 0,
             paused: false,

@@ -14,7 +14,7 @@ pub const BAR0_SIZE: u64 = 64 * 1024;
 /// "VNIC" in ASCII, read from ID.
 pub const ID_MAGIC: u32 = 0x564e_4943;
 pub const VERSION_MAJOR: u16 = 1;
-pub const VERSION_MINOR: u16 = 4;
+pub const VERSION_MINOR: u16 = 5;
 
 /// Register offsets.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -348,10 +348,12 @@ pub enum FnStat {
     TxGso,
     SwSegments,
     SwCsum,
+    AddrRefused,
+    PromiscRefused,
 }
 
 impl FnStat {
-    pub const ALL: [FnStat; 19] = [
+    pub const ALL: [FnStat; 21] = [
         FnStat::TxPackets,
         FnStat::TxBytes,
         FnStat::RxPackets,
@@ -371,6 +373,8 @@ impl FnStat {
         FnStat::TxGso,
         FnStat::SwSegments,
         FnStat::SwCsum,
+        FnStat::AddrRefused,
+        FnStat::PromiscRefused,
     ];
 
     /// Name in statistics (`vnicctl stats`, docs/registers.md).
@@ -395,6 +399,8 @@ impl FnStat {
             FnStat::TxGso => "tx_gso",
             FnStat::SwSegments => "sw_segments",
             FnStat::SwCsum => "sw_csum",
+            FnStat::AddrRefused => "addr_refused",
+            FnStat::PromiscRefused => "promisc_refused",
         }
     }
 }
@@ -418,6 +424,10 @@ pub enum QpReg {
     Vlan = 0x20,
     TxHead = 0x24,
     RxHead = 0x28,
+    AddrStatus = 0x2c,
+    FilterLo = 0x70,
+    FilterHi = 0x74,
+    RxMode = 0x78,
 }
 
 /// One row of the queue-pair register table.
@@ -446,11 +456,18 @@ pub const QP_REGISTERS: &[QpRegSpec] = &[
     qp_reg(QpReg::Vlan, "QP_VLAN", Access::WriteOnly),
     qp_reg(QpReg::TxHead, "QP_TX_HEAD", Access::ReadOnly),
     qp_reg(QpReg::RxHead, "QP_RX_HEAD", Access::ReadOnly),
+    // Interface 1.5: address filtering (docs/datapath.md).
+    qp_reg(QpReg::AddrStatus, "QP_ADDR_STATUS", Access::ReadOnly),
+    qp_reg(QpReg::FilterLo, "QP_FILTER_LO", Access::ReadWrite),
+    qp_reg(QpReg::FilterHi, "QP_FILTER_HI", Access::ReadWrite),
+    qp_reg(QpReg::RxMode, "QP_RX_MODE", Access::ReadWrite),
 ];
 
 /// Queue statistics: 64-bit read-only counters from this offset inside a
 /// queue-pair area, in [`QpStat`] order.
 pub const QP_STATS_BASE: u64 = 0x30;
+/// The end of the queue statistics; registers again after it.
+pub const QP_STATS_END: u64 = QP_STATS_BASE + 8 * QpStat::ALL.len() as u64;
 
 /// Per-queue counters: the send and receive contexts' counters.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -518,7 +535,7 @@ pub fn decode(offset: u64) -> Option<Target> {
     }
     let qp = u16::try_from((offset - QP_AREA_BASE) / QP_AREA_SIZE).ok()?;
     let rel = (offset - QP_AREA_BASE) % QP_AREA_SIZE;
-    if rel >= QP_STATS_BASE {
+    if (QP_STATS_BASE..QP_STATS_END).contains(&rel) {
         let (stat, high) = counter(&QpStat::ALL, rel - QP_STATS_BASE)?;
         return Some(Target::QpStat { qp, stat, high });
     }
@@ -825,7 +842,7 @@ mod tests {
     fn identification_registers_read_back() {
         let mut b = bar();
         assert_eq!(r(&b, Reg::Id), ID_MAGIC);
-        assert_eq!(r(&b, Reg::Version), 0x0001_0004);
+        assert_eq!(r(&b, Reg::Version), 0x0001_0005);
         assert_eq!(r(&b, Reg::Features), 0xf, "every offload");
         assert_eq!(r(&b, Reg::Func), 0x8000_0003);
         assert_eq!(r(&b, Reg::QpMax), 8);
@@ -893,7 +910,7 @@ mod tests {
                 high: false
             })
         ));
-        assert!(decode(0x198).is_none(), "past the last function counter");
+        assert!(decode(0x1a8).is_none(), "past the last function counter");
         let Some(Target::Qp { qp, reg }) = decode(0x1000 + 3 * 0x80 + 0x10) else {
             panic!("queue pair 3 TX_TAIL");
         };
@@ -906,8 +923,19 @@ mod tests {
                 high: true
             })
         ));
-        assert!(decode(0x1000 + 0x2c).is_none(), "reserved");
-        assert!(decode(0x1000 + 0x70).is_none(), "reserved");
+        // Interface 1.5's registers around the queue counters.
+        for (rel, want) in [
+            (0x2c, QpReg::AddrStatus),
+            (0x70, QpReg::FilterLo),
+            (0x74, QpReg::FilterHi),
+            (0x78, QpReg::RxMode),
+        ] {
+            let Some(Target::Qp { qp: 1, reg }) = decode(0x1000 + 0x80 + rel) else {
+                panic!("queue pair 1 register at {rel:#x}");
+            };
+            assert_eq!(reg.reg, want);
+        }
+        assert!(decode(0x1000 + 0x7c).is_none(), "no register at +0x7c");
         assert!(decode(0x800).is_none());
     }
 

@@ -466,6 +466,31 @@ pub mod guest {
             rd(card, self.f, qp_reg(q, 0x0c))
         }
 
+        /// Hands vNIC `q`'s receive filter to the card as vnic.ko does (a
+        /// list in guest memory, QP_FILTER_LO/HI, then QP_RX_MODE) and
+        /// returns QP_ADDR_STATUS.
+        pub fn set_filter(
+            &mut self,
+            card: &mut Card,
+            q: u16,
+            promisc: bool,
+            allmulti: bool,
+            addrs: &[Mac],
+        ) -> u32 {
+            let list = self.drv.alloc(8 * addrs.len().max(1) as u64, 8);
+            for (i, m) in addrs.iter().enumerate() {
+                let mut entry = [0u8; 8];
+                entry[..6].copy_from_slice(&m.0);
+                self.drv
+                    .write_u64(list + 8 * i as u64, u64::from_le_bytes(entry));
+            }
+            wr(card, self.f, qp_reg(q, 0x70), list as u32);
+            wr(card, self.f, qp_reg(q, 0x74), (list >> 32) as u32);
+            let mode = u32::from(promisc) | u32::from(allmulti) << 1 | (addrs.len() as u32) << 16;
+            wr(card, self.f, qp_reg(q, 0x78), mode);
+            rd(card, self.f, qp_reg(q, 0x2c))
+        }
+
         /// Frames received so far on queue `q`, joined across buffers.
         pub fn received_chained(&self, q: u16) -> Vec<Vec<u8>> {
             self.drv.received_chained(self.rings[q as usize].1, RING)

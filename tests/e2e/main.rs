@@ -227,6 +227,33 @@ fn pf_sets_vf_mac_rate_and_link_and_rates_hold_their_policies() {
     show_and_check(&out, &MGMT_LINES);
 }
 
+/// Address filtering (tests/e2e/addresses.sh): a macvlan on an untrusted
+/// VF answers (3/3) without the vNIC going promiscuous; 17 extra addresses
+/// on that VF leave 16 in effect, the rest counted in fn_addr_refused and
+/// explained in dmesg and by vnicctl show; a vNIC receives a multicast
+/// group only once it joined it; an untrusted VF's MAC change fails with
+/// EPERM and keeps the old MAC and traffic, a trusted VF's change to
+/// another vNIC's MAC fails with EADDRNOTAVAIL and to a free one works; a
+/// bridge with a veth behind it answers 0/3 untrusted (promiscuous mode
+/// refused and counted, frames spoof-dropped) and 3/3 with the VF trusted
+/// and spoof check off.
+#[test]
+fn addresses_macvlan_limit_multicast_mac_change_and_bridge_on_vfs() {
+    let out = run_scenario_with_host("addresses");
+    show_and_check(
+        &out,
+        &[
+            "E2E-",
+            "host: addresses:",
+            "host: vNIC",
+            "round-trip",
+            "packets transmitted",
+            "card refused",
+            "promiscuity",
+        ],
+    );
+}
+
 /// Console lines worth showing from the migration scenarios.
 const MIGRATE_LINES: [&str; 11] = [
     "E2E-",

@@ -171,3 +171,42 @@ fn a_client_truncating_its_memory_mid_traffic_leaves_the_others_switching() {
     assert_eq!(a.read(0x148), 0, "A's QUEUE_ERRORS");
     assert_eq!(b.read(0x148), 0, "B's QUEUE_ERRORS");
 }
+
+/// Posted writes that change the switch (a MAC, a receive filter) take
+/// effect before the next message of the same client, so a driver that
+/// reads QP_MAC or QP_ADDR_STATUS right behind its writes, as vnic.ko does
+/// when the guest changes an address, sees what became of them.
+#[test]
+fn posted_address_writes_take_effect_before_the_next_read() {
+    let mut vnicd = Vnicd::start(&["--vfs", "2"]);
+    let mut pf = Guest::attach(&vnicd, "pf", 1);
+    // The PF may change its MAC without trust.
+    let new = [2u8, 0x11, 0x22, 0x33, 0x44, 0x55];
+    pf.posted(
+        qp(0, 0x00),
+        u32::from_le_bytes(new[..4].try_into().unwrap()),
+    );
+    pf.posted(qp(0, 0x04), u32::from(new[4]) | u32::from(new[5]) << 8);
+    assert_eq!(
+        pf.read(qp(0, 0x00)),
+        u32::from_le_bytes(new[..4].try_into().unwrap())
+    );
+    // Another vNIC's MAC: refused, and QP_ADDR_STATUS.MAC_TAKEN says so.
+    let taken = mac(1, 0);
+    pf.posted(
+        qp(0, 0x00),
+        u32::from_le_bytes(taken[..4].try_into().unwrap()),
+    );
+    pf.posted(qp(0, 0x04), u32::from(taken[4]) | u32::from(taken[5]) << 8);
+    assert_eq!(pf.read(qp(0, 0x2c)), 1 << 9, "MAC_TAKEN");
+    // A receive filter with one extra address, read back at once.
+    let list = pf.drv.alloc(8, 8);
+    let mut entry = [0u8; 8];
+    entry[..6].copy_from_slice(&[2, 0, 0, 0, 0xee, 1]);
+    pf.drv.write_u64(list, u64::from_le_bytes(entry));
+    pf.posted(qp(0, 0x70), list as u32);
+    pf.posted(qp(0, 0x74), (list >> 32) as u32);
+    pf.posted(qp(0, 0x78), 1 << 16);
+    assert_eq!(pf.read(qp(0, 0x2c)) >> 16, 1, "one extra address in effect");
+    assert!(vnicd.alive());
+}

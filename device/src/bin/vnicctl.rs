@@ -20,8 +20,8 @@ use serde::de::DeserializeOwned;
 use serde_json::Value;
 
 use vnic::control::api::{
-    self, CaptureInfo, CardFile, FdbEntry, FunctionInfo, QuiesceInfo, Request, Response, StatsInfo,
-    VctInfo, VnicInfo, VxlanAddInfo, VxlanListInfo,
+    self, CaptureInfo, CardFile, FdbEntry, FilterInfo, FunctionInfo, QuiesceInfo, Request,
+    Response, StatsInfo, VctInfo, VnicInfo, VxlanAddInfo, VxlanListInfo,
 };
 use vnic::model::{self, Event, GuestAddr, Mac, RatePolicy};
 
@@ -1166,6 +1166,7 @@ fn show_text(f: &FunctionInfo) -> String {
         ("link", link_text(f)),
         ("spoof check", on_off(f.spoof_check)),
         ("trust", on_off(f.trust)),
+        ("addresses", addresses_text(f)),
         ("tx rate", rate_text(&f.tx_rate)),
         ("rx rate", rate_text(&f.rx_rate)),
         ("vct", vct_text(f)),
@@ -1176,7 +1177,46 @@ fn show_text(f: &FunctionInfo) -> String {
     for (name, value) in fields {
         s += &format!("{:<13}{value}\n", format!("{name}:"));
     }
-    s + "\n" + &vnic_table(std::slice::from_ref(f))
+    s += "\n";
+    s += &vnic_table(std::slice::from_ref(f));
+    for v in &f.vnics {
+        if let Some(filter) = &v.filter {
+            s += &format!("vNIC {} filter: {}\n", v.vnic, filter_text(filter));
+        }
+    }
+    s
+}
+
+/// Extra unicast addresses in use, and the limit if it applies.
+fn addresses_text(f: &FunctionInfo) -> String {
+    if f.trust || f.name == "pf" {
+        format!("{} extra (no limit: trusted)", f.addresses)
+    } else {
+        format!("{} extra of {} (untrusted)", f.addresses, f.max_addrs)
+    }
+}
+
+/// A vNIC's receive filter in one line.
+fn filter_text(filter: &FilterInfo) -> String {
+    let mut s = format!(
+        "promisc {}, allmulti {}",
+        on_off(filter.promisc),
+        on_off(filter.allmulti)
+    );
+    let macs = |list: &[Mac]| {
+        let v: Vec<String> = list.iter().map(Mac::to_string).collect();
+        if v.is_empty() {
+            "-".to_string()
+        } else {
+            v.join(" ")
+        }
+    };
+    s += &format!(
+        "; unicast {}; multicast {}",
+        macs(&filter.unicast),
+        macs(&filter.multicast)
+    );
+    s
 }
 
 /// The VCT entry, with a pending one and a refusal code if any.
@@ -1625,11 +1665,19 @@ mod tests {
                 rx_running: false,
                 tx_error: None,
                 rx_error: Some("bad descriptor".into()),
+                filter: Some(FilterInfo {
+                    promisc: false,
+                    allmulti: true,
+                    unicast: vec!["02:00:00:00:00:09".parse().unwrap()],
+                    multicast: vec![],
+                }),
             }],
             link: model::LinkState::Auto,
             link_up: true,
             spoof_check: true,
             trust: false,
+            addresses: 1,
+            max_addrs: 16,
             tx_rate: Some(RatePolicy {
                 avg_kbps: 20_000,
                 peak_kbps: 0,
@@ -1682,6 +1730,16 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("quiesced:    yes"), "{text}");
+        assert!(
+            text.contains("addresses:   1 extra of 16 (untrusted)"),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "vNIC 0 filter: promisc off, allmulti on; unicast 02:00:00:00:00:09; multicast -"
+            ),
+            "{text}"
+        );
         std::fs::remove_dir_all(dir).unwrap();
     }
 

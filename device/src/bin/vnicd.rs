@@ -66,6 +66,12 @@ struct Args {
     /// configuration file's].
     #[arg(long, value_name = "N")]
     vxlan_capacity: Option<u32>,
+    /// Extra unicast addresses (a macvlan's, a second MAC) an untrusted
+    /// VF's driver may add over all its vNICs; trusted VFs and the PF have
+    /// no limit but the card's 256 per vNIC [default: 16, or the
+    /// configuration file's].
+    #[arg(long, value_name = "N")]
+    vf_max_addrs: Option<u32>,
     /// Give every function a doorbell page in BAR0: its last page, mmapped
     /// by QEMU, where a driver stores its doorbells without a message
     /// (docs/registers.md, "Doorbell pages"). QEMU then sends every other
@@ -142,6 +148,10 @@ fn main() -> ExitCode {
             .vxlan_capacity
             .or(settings.map(|s| s.vxlan_capacity))
             .unwrap_or(defaults.vxlan_capacity),
+        vf_max_addrs: args
+            .vf_max_addrs
+            .or(settings.map(|s| s.vf_max_addrs))
+            .unwrap_or(defaults.vf_max_addrs),
         doorbell_page: args.doorbell_page,
         doorbell_policy: PagePolicy {
             poll: Duration::from_micros(args.doorbell_poll_us.max(1)),

@@ -11,7 +11,8 @@ use serde::{Deserialize, Serialize};
 
 pub use crate::fault::{Fault, FaultInfo};
 use crate::model::{
-    Direction, Frame, GuestAddr, LinkState, Mac, RatePolicy, VctState, Vtep, DEFAULT_VXLAN_CAPACITY,
+    Direction, Frame, GuestAddr, LinkState, Mac, RatePolicy, VctState, Vtep, DEFAULT_VF_MAX_ADDRS,
+    DEFAULT_VXLAN_CAPACITY,
 };
 
 /// Longest request line the card reads.
@@ -283,6 +284,23 @@ pub struct VnicInfo {
     pub tx_error: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rx_error: Option<String>,
+    /// What the card grants of the receive filter the guest's driver
+    /// asked for (QP_RX_MODE); none: it never asked, and the vNIC gets
+    /// every multicast frame.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub filter: Option<FilterInfo>,
+}
+
+/// A vNIC's receive filter as the card applies it (docs/datapath.md,
+/// "Address filtering").
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FilterInfo {
+    pub promisc: bool,
+    pub allmulti: bool,
+    /// Extra unicast addresses it receives and may send from.
+    pub unicast: Vec<Mac>,
+    /// Multicast groups it joined.
+    pub multicast: Vec<Mac>,
 }
 
 /// One function in `list`/`show`.
@@ -300,6 +318,12 @@ pub struct FunctionInfo {
     pub link_up: bool,
     pub spoof_check: bool,
     pub trust: bool,
+    /// Extra unicast addresses its vNICs have together.
+    #[serde(default)]
+    pub addresses: u32,
+    /// How many it may have unless trusted (`vnicd --vf-max-addrs`).
+    #[serde(default)]
+    pub max_addrs: u32,
     pub tx_rate: Option<RatePolicy>,
     pub rx_rate: Option<RatePolicy>,
     /// The VCT entry (BAT address), 0 if none.
@@ -385,10 +409,17 @@ pub struct CardSettings {
     /// VxLAN tunnel IDs (and MAC entries) the card holds.
     #[serde(default = "default_vxlan_capacity")]
     pub vxlan_capacity: u32,
+    /// Extra unicast addresses an untrusted VF may have.
+    #[serde(default = "default_vf_max_addrs")]
+    pub vf_max_addrs: u32,
 }
 
 fn default_vxlan_capacity() -> u32 {
     DEFAULT_VXLAN_CAPACITY
+}
+
+fn default_vf_max_addrs() -> u32 {
+    DEFAULT_VF_MAX_ADDRS
 }
 
 /// A vNIC in a configuration file.

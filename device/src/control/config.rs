@@ -38,6 +38,7 @@ impl Card {
             queue_pairs: c.queue_pairs,
             card_id: c.card_id,
             vxlan_capacity: c.vxlan_capacity,
+            vf_max_addrs: c.vf_max_addrs,
         }
     }
 

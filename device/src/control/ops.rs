@@ -13,8 +13,8 @@ use serde_json::Value;
 use crate::capture::{self, Capture, CaptureError, Scope};
 use crate::card::Card;
 use crate::control::api::{
-    CaptureInfo, FdbEntry, FdbKind, FunctionInfo, FunctionStatsInfo, Request, StatsInfo, VnicInfo,
-    VnicStats,
+    CaptureInfo, FdbEntry, FdbKind, FilterInfo, FunctionInfo, FunctionStatsInfo, Request,
+    StatsInfo, VnicInfo, VnicStats,
 };
 use crate::fault::{Fault, FaultError, FaultInfo};
 use crate::function::qp_counter;
@@ -280,6 +280,20 @@ impl Card {
             .collect()
     }
 
+    /// vNIC `port`'s receive filter, from the switch or its VNI segment.
+    fn filter_info(&self, port: Port) -> Option<FilterInfo> {
+        let view = self
+            .switch()
+            .filter(port)
+            .or_else(|| self.vxlan().segments.filter(port))?;
+        Some(FilterInfo {
+            promisc: view.promisc,
+            allmulti: view.allmulti,
+            unicast: view.unicast,
+            multicast: view.multicast,
+        })
+    }
+
     pub fn function_info(&self, f: usize) -> FunctionInfo {
         let func = &self.functions()[f];
         let p = func.policy();
@@ -300,6 +314,7 @@ impl Card {
                     rx_running: qp.rx.running(),
                     tx_error: qp.tx.error().map(|e| e.to_string()),
                     rx_error: qp.rx.error().map(|e| e.to_string()),
+                    filter: self.filter_info(port),
                 }
             })
             .collect();
@@ -313,6 +328,9 @@ impl Card {
             link_up: func.link_up(),
             spoof_check: self.switch().spoof_check(f),
             trust: p.trust,
+            addresses: (self.switch().extra_addresses(f) + self.vxlan().segments.extra_addresses(f))
+                as u32,
+            max_addrs: p.max_addrs,
             tx_rate: p.tx_rate.as_ref().map(Limiter::policy),
             rx_rate: p.rx_rate.as_ref().map(Limiter::policy),
             vct: func.vct(),
@@ -357,19 +375,22 @@ impl Card {
         let port = Port { function: f, qp: q };
         let name = self.name(f);
         if let Some(vni) = self.vxlan_mut().segments.vni_of(f) {
-            return self
-                .vxlan_mut()
+            self.vxlan_mut()
                 .segments
                 .add_port(vni, port, cfg.mac)
-                .map_err(|e| OpError::Segment(name, e));
+                .map_err(|e| OpError::Segment(name, e))?;
+        } else {
+            self.switch_mut()
+                .add_port(port, cfg.mac)
+                .and_then(|()| self.switch_mut().set_pvid(port, cfg.vlan))
+                .map_err(|e| {
+                    self.switch_mut().remove_port(port);
+                    OpError::Switch(name, e)
+                })?;
         }
-        self.switch_mut()
-            .add_port(port, cfg.mac)
-            .and_then(|()| self.switch_mut().set_pvid(port, cfg.vlan))
-            .map_err(|e| {
-                self.switch_mut().remove_port(port);
-                OpError::Switch(name, e)
-            })
+        // Its driver's receive filter comes along.
+        self.reapply_filter(port);
+        Ok(())
     }
 
     /// Takes a vNIC off the switch or out of its VNI segment.
@@ -584,6 +605,10 @@ impl Card {
     pub fn set_trust(&mut self, f: usize, on: bool) {
         self.functions_mut()[f].policy_mut().trust = on;
         info!("{}: trust {}", self.name(f), if on { "on" } else { "off" });
+        // What its vNICs may receive changes with it.
+        for qp in 0..self.functions()[f].queue_pairs().len() as u16 {
+            self.reapply_filter(Port { function: f, qp });
+        }
         self.push_event(Event::PolicyChanged {
             function: self.name(f),
         });

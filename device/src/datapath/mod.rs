@@ -28,8 +28,11 @@
 
 mod exception;
 mod fast;
+mod filter;
 mod offload;
 mod vxlan;
+
+pub use filter::apply_filter;
 
 use std::time::Instant;
 
@@ -511,12 +514,26 @@ impl Switching<'_> {
                     .map_err(|e| e.to_string()),
                 SwitchOp::Join { .. } => Ok(()),
                 SwitchOp::LeaveAll => {
+                    self.switch.clear_filters(f);
+                    self.vxlan.segments.clear_filters(f);
                     for qp in 0..nqp {
                         self.switch.leave_all(Port { function: f, qp });
                     }
                     Ok(())
                 }
-                SwitchOp::SetMac { qp, mac } => self.guest_set_mac(f, qp, mac),
+                SwitchOp::SetMac { qp, mac } => {
+                    let result = self.guest_set_mac(f, qp, mac);
+                    if result.is_err() {
+                        self.functions[f].mac_taken(qp);
+                    }
+                    result
+                }
+                SwitchOp::Filter { qp } => apply_filter(
+                    self.switch,
+                    self.vxlan,
+                    &mut self.functions[f],
+                    Port { function: f, qp },
+                ),
             };
             if let Err(e) = result {
                 let what = format_args!("{op:?} refused: {e}");
@@ -719,15 +736,8 @@ impl Switching<'_> {
                 false
             }
             Decision::Flood(ports) => {
-                // A flood reaches the vNICs that are up; one whose receive
-                // queue is stopped is like a switch port with its link down,
-                // not a drop.
                 self.counters.flooded += 1;
-                for port in ports {
-                    if rx_running(self.functions, port) {
-                        self.deliver(port, frame, now);
-                    }
-                }
+                self.copies(&ports, frame, now);
                 self.beyond(from, frame, now);
                 false
             }
@@ -735,6 +745,23 @@ impl Switching<'_> {
                 self.counters.unknown_unicast += 1;
                 self.beyond(from, frame, now);
                 false
+            }
+            Decision::Unknown(ports) => {
+                self.counters.unknown_unicast += 1;
+                self.copies(&ports, frame, now);
+                self.beyond(from, frame, now);
+                false
+            }
+        }
+    }
+
+    /// A copy of `frame` to each of `ports` that is up: one whose receive
+    /// queue is stopped is like a switch port with its link down, not a
+    /// drop.
+    fn copies(&mut self, ports: &[Port], frame: &mut Frame, now: Instant) {
+        for &port in ports {
+            if rx_running(self.functions, port) {
+                self.deliver(port, frame, now);
             }
         }
     }
@@ -782,12 +809,9 @@ impl Switching<'_> {
             }
             Decision::Flood(ports) => {
                 self.counters.flooded += 1;
-                for port in ports {
-                    if rx_running(self.functions, port) {
-                        self.deliver(port, frame, now);
-                    }
-                }
+                self.copies(&ports, frame, now);
             }
+            Decision::Unknown(ports) => self.copies(&ports, frame, now),
             Decision::Drop(_) | Decision::Uplink => self.uplink.counters.rx_dropped += 1,
         }
     }

@@ -149,34 +149,34 @@ impl Switching<'_> {
     }
 
     /// Delivers the inner frame `frame` to the local vNICs of `vni` by its
-    /// destination MAC: all of them (whose receive queue runs) for
-    /// broadcast and multicast, the owner for unicast; unknown unicast is
-    /// dropped and counted. Returns to how many vNICs it went.
+    /// destination MAC: those that receive the group (whose receive queue
+    /// runs) for broadcast and multicast, the owner (own or extra address)
+    /// for unicast; unknown unicast goes to the segment's promiscuous vNICs,
+    /// or is dropped and counted. Returns to how many vNICs it went.
     pub(super) fn deliver_in_segment(&mut self, vni: Vni, frame: &mut Frame, now: Instant) -> u32 {
         let Some(dst) = dst_mac(&frame.bytes) else {
             self.uplink.counters.rx_dropped += 1;
             return 0;
         };
-        if dst.is_multicast() {
-            let mut n = 0;
-            for port in self.vxlan.segments.members(vni) {
-                if rx_running(self.functions, port) {
-                    self.deliver(port, frame, now);
-                    n += 1;
-                }
-            }
-            return n;
+        let receivers = if dst.is_multicast() {
+            self.vxlan.segments.receivers(vni, dst)
+        } else if let Some(port) = self.vxlan.segments.lookup(vni, dst) {
+            self.deliver(port, frame, now);
+            return 1;
+        } else {
+            self.vxlan.segments.promiscuous(vni)
+        };
+        if receivers.is_empty() && !dst.is_multicast() {
+            self.uplink.counters.rx_dropped += 1;
         }
-        match self.vxlan.segments.lookup(vni, dst) {
-            Some(port) => {
+        let mut n = 0;
+        for port in receivers {
+            if rx_running(self.functions, port) {
                 self.deliver(port, frame, now);
-                1
-            }
-            None => {
-                self.uplink.counters.rx_dropped += 1;
-                0
+                n += 1;
             }
         }
+        n
     }
 }
 

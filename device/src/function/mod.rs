@@ -44,20 +44,21 @@ use crate::clientlog::{Cause, ClientLog};
 use crate::dma::{DmaError, DmaSpace};
 use crate::doorbell::{self, DoorbellPage, PagePolicy};
 use crate::fault::{Faults, IrqFault};
-use crate::model::{LinkState, Mac, Vlan};
+use crate::model::{LinkState, Mac, RxFilter, Vlan, MAX_FILTER_ADDRS};
 use crate::pci::caps::{self, exp, msix as msix_cap, CapLayout, SriovLayout};
 use crate::pci::config::{
     command, hdr, status, Bar, BarKind, ConfigError, ConfigSpace, CONFIG_SIZE,
 };
 use crate::pci::msix::{Delivery, Msix, MsixError};
 use crate::protocol::RegionCap;
-use crate::queue::{QpCtrl, QpEffect, QpIrq, QpVlan, QueuePair};
+use crate::queue::{QpCtrl, QpEffect, QpIrq, QpRxMode, QpVlan, QueuePair, FILTER_ENTRY_BYTES};
 use crate::rate::Limiter;
 use crate::regs::{
     self, dword_of, Access, AdminCmd, Bar0, Effect, FnStat, FuncReg, Identity, IrqCause, QpReg,
     QpStat, Reg, RegError, Target, ADMIN_ARGS, BAR0_SIZE,
 };
 use crate::state::Bat;
+use crate::switch::Grant;
 
 /// vfio-pci region index of BAR0 and of the MSI-X BAR.
 pub const REGION_BAR0: u32 = 0;
@@ -226,6 +227,10 @@ pub enum SwitchOp {
         qp: u16,
         mac: Mac,
     },
+    /// The driver handed over vNIC `qp`'s receive filter (QP_RX_MODE).
+    Filter {
+        qp: u16,
+    },
 }
 
 /// What management decided for one of the X possible vNICs of a function;
@@ -246,6 +251,9 @@ pub struct Policy {
     /// A vfio-user client is connected.
     pub attached: bool,
     pub trust: bool,
+    /// Extra unicast addresses the function's vNICs may have together
+    /// unless it is trusted (docs/datapath.md, "Address filtering").
+    pub max_addrs: u32,
     pub link: LinkState,
     pub tx_rate: Option<Limiter>,
     pub rx_rate: Option<Limiter>,
@@ -352,6 +360,7 @@ impl Function {
                 enabled: true,
                 attached: false,
                 trust: false,
+                max_addrs: crate::model::DEFAULT_VF_MAX_ADDRS,
                 link: LinkState::Auto,
                 tx_rate: None,
                 rx_rate: None,
@@ -595,9 +604,68 @@ impl Function {
         self.reset();
     }
 
+    /// Whether the guest asked for switch changes not carried out yet.
+    pub fn switch_ops_pending(&self) -> bool {
+        !self.switch_ops.is_empty()
+    }
+
     /// Switch changes requested since the last call.
     pub fn take_switch_ops(&mut self) -> Vec<SwitchOp> {
         std::mem::take(&mut self.switch_ops)
+    }
+
+    /// The receive filter vNIC `qp`'s driver last handed over.
+    pub fn rx_filter(&self, qp: u16) -> Option<&RxFilter> {
+        self.qps.get(usize::from(qp))?.rx_filter.as_ref()
+    }
+
+    /// Records what the card granted of vNIC `qp`'s receive filter in
+    /// QP_ADDR_STATUS, counts what it refused and says why, once in a
+    /// while.
+    pub fn filter_granted(&mut self, qp: u16, grant: &Grant) {
+        let trusted = self.spec.kind == FunctionKind::Pf || self.policy.trust;
+        let max = self.policy.max_addrs;
+        let Some(queue_pair) = self.qps.get_mut(usize::from(qp)) else {
+            return;
+        };
+        let status = &mut queue_pair.addr_status;
+        status.set_promisc(grant.promisc);
+        status.set_allmulti(grant.allmulti);
+        status.set_promisc_refused(grant.promisc_refused);
+        status.set_over_limit(grant.over_limit > 0);
+        status.set_taken(grant.taken > 0);
+        status.set_unicast(grant.unicast.min(usize::from(u16::MAX)) as u16);
+        let asked = queue_pair.rx_filter.as_ref().map_or(0, |f| f.unicast.len());
+        if grant.refused() > 0 {
+            self.counters
+                .add(FnStat::AddrRefused, grant.refused() as u64);
+            let why = if grant.over_limit > 0 && !trusted {
+                format!("an untrusted VF has at most {max} extra addresses (vnicctl trust)")
+            } else {
+                "another vNIC has them, or they are no station addresses".to_string()
+            };
+            let what = format_args!(
+                "vNIC {qp}: {} of {asked} extra unicast addresses refused: {why}",
+                grant.refused()
+            );
+            self.log(Cause::GuestError, what);
+        }
+        if grant.promisc_refused {
+            self.counters.add(FnStat::PromiscRefused, 1);
+            let what = format_args!(
+                "vNIC {qp}: promiscuous mode refused: the VF is not trusted (vnicctl trust); \
+                 it receives its own addresses only"
+            );
+            self.log(Cause::GuestError, what);
+        }
+    }
+
+    /// The card refused the MAC vNIC `qp`'s driver wrote: another vNIC
+    /// has it (QP_ADDR_STATUS.MAC_TAKEN).
+    pub fn mac_taken(&mut self, qp: u16) {
+        if let Some(q) = self.qps.get_mut(usize::from(qp)) {
+            q.addr_status.set_mac_taken(true);
+        }
     }
 
     /// Whether any send doorbell rang since its queue was last served.
@@ -867,6 +935,9 @@ impl Function {
         self.quiesced = false;
         self.bat = None;
         self.counters = FnCounters::default();
+        for qp in &mut self.qps {
+            qp.forget_filter();
+        }
         self.switch_ops.push(SwitchOp::LeaveAll);
         self.config = self.pristine.clone();
         self.bar0.reset();

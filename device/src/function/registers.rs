@@ -237,12 +237,26 @@ impl Function {
                     }
                     // Not a port of the switch: no MAC to change, no VLAN
                     // to join.
-                    if self.spec.exception_qp == Some(qp)
-                        && matches!(reg.reg, QpReg::MacLo | QpReg::MacHi | QpReg::Vlan)
-                    {
+                    let addressing = matches!(
+                        reg.reg,
+                        QpReg::MacLo
+                            | QpReg::MacHi
+                            | QpReg::Vlan
+                            | QpReg::FilterLo
+                            | QpReg::FilterHi
+                            | QpReg::RxMode
+                    );
+                    if self.spec.exception_qp == Some(qp) && addressing {
                         return Err(RegError::ExceptionQp(off));
                     }
-                    if matches!(reg.reg, QpReg::MacLo | QpReg::MacHi) && !self.policy.trust {
+                    // The PF owns the switch; a VF needs management's trust.
+                    let may_set_mac = self.spec.kind == FunctionKind::Pf || self.policy.trust;
+                    if matches!(reg.reg, QpReg::MacLo | QpReg::MacHi) && !may_set_mac {
+                        if reg.reg == QpReg::MacHi {
+                            let status = &mut self.qps[q].addr_status;
+                            status.set_mac_taken(false);
+                            status.set_mac_untrusted(true);
+                        }
                         return Err(RegError::Untrusted(off));
                     }
                     let doorbell = matches!(reg.reg, QpReg::TxTail | QpReg::RxTail | QpReg::Irq);
@@ -315,7 +329,18 @@ impl Function {
                 qp.staged_mac_lo = Some(v);
                 QpEffect::None
             }
+            QpReg::FilterLo => {
+                qp.filter_lo = v;
+                QpEffect::None
+            }
+            QpReg::FilterHi => {
+                qp.filter_hi = v;
+                QpEffect::None
+            }
+            QpReg::RxMode => QpEffect::RxMode(QpRxMode::from_bits(v)),
             QpReg::MacHi => {
+                qp.addr_status.set_mac_untrusted(false);
+                qp.addr_status.set_mac_taken(false);
                 let lo = qp.staged_mac_lo.take().unwrap_or_else(|| {
                     u32::from_le_bytes(qp.mac.0[..4].try_into().expect("4 bytes"))
                 });
@@ -338,8 +363,52 @@ impl Function {
                     SwitchOp::Join { qp, vlan }
                 });
             }
+            QpEffect::RxMode(mode) => self.take_rx_filter(q, mode),
             QpEffect::None | QpEffect::Kick => {}
         }
+    }
+
+    /// QP_RX_MODE was written: reads the filter list from guest memory
+    /// and asks the card to apply it ([`SwitchOp::Filter`]). A list that
+    /// is too long or cannot be read changes nothing and sets
+    /// QP_ADDR_STATUS.LIST_ERROR.
+    fn take_rx_filter(&mut self, q: usize, mode: QpRxMode) {
+        let qp = &self.qps[q];
+        let address = u64::from(qp.filter_hi) << 32 | u64::from(qp.filter_lo);
+        let count = usize::from(mode.count());
+        let mut list = vec![0u8; count * FILTER_ENTRY_BYTES];
+        let read = if count > MAX_FILTER_ADDRS {
+            Err(format!("{count} entries, more than {MAX_FILTER_ADDRS}"))
+        } else if count == 0 {
+            Ok(())
+        } else {
+            self.dma
+                .read(address, &mut list)
+                .map_err(|e| format!("list of {count} entries at {address:#x}: {e}"))
+        };
+        if let Err(why) = read {
+            self.qps[q].addr_status.set_list_error(true);
+            let what = format_args!("vNIC {q}: receive filter refused: {why}");
+            self.log(Cause::GuestError, what);
+            return;
+        }
+        let mut filter = RxFilter {
+            promisc: mode.promisc(),
+            allmulti: mode.allmulti(),
+            ..RxFilter::default()
+        };
+        for entry in list.chunks(FILTER_ENTRY_BYTES) {
+            let mac = Mac(entry[..6].try_into().expect("6 bytes"));
+            if mac.is_multicast() {
+                filter.multicast.push(mac);
+            } else {
+                filter.unicast.push(mac);
+            }
+        }
+        let qp = &mut self.qps[q];
+        qp.addr_status.set_list_error(false);
+        qp.rx_filter = Some(filter);
+        self.switch_ops.push(SwitchOp::Filter { qp: q as u16 });
     }
 
     /// VCT_HI was written: flush what the old BAT described, then find the
@@ -475,6 +544,17 @@ pub(super) fn qp_register(qp: &QueuePair, reg: QpReg) -> u32 {
         QpReg::Itr => qp.irq.itr().into_bits(),
         QpReg::TxHead => qp.tx.head() as u32,
         QpReg::RxHead => qp.rx.head() as u32,
+        QpReg::AddrStatus => qp.addr_status.into_bits(),
+        QpReg::FilterLo => qp.filter_lo,
+        QpReg::FilterHi => qp.filter_hi,
+        QpReg::RxMode => qp.rx_filter.as_ref().map_or(0, |f| {
+            let count = f.unicast.len() + f.multicast.len();
+            QpRxMode::new()
+                .with_promisc(f.promisc)
+                .with_allmulti(f.allmulti)
+                .with_count(count as u16)
+                .into_bits()
+        }),
         QpReg::TxTail | QpReg::RxTail | QpReg::Irq | QpReg::Vlan => 0,
     }
 }

@@ -139,6 +139,13 @@ impl Client {
                 card.run_admin(index);
                 continue;
             }
+            // Switch changes a message asked for (a MAC, a VLAN, a receive
+            // filter) take effect before the next message, which may read
+            // what became of them.
+            if func.switch_ops_pending() {
+                card.apply_switch_ops(index);
+                continue;
+            }
             if n >= MESSAGES_PER_TURN {
                 state = ClientState::Busy;
                 break;

@@ -8,8 +8,10 @@ use std::collections::BTreeSet;
 use rustc_hash::FxHashMap;
 
 use super::Vni;
-use crate::model::Mac;
-use crate::switch::{Decision, DropReason, FrameInfo, Port};
+use crate::model::{Mac, RxFilter};
+use crate::switch::{
+    AddrFilters, Allowance, Decision, DropReason, FilterView, FrameInfo, Grant, Port,
+};
 
 /// Why a vNIC cannot join a segment or take an address there.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -20,6 +22,8 @@ pub enum SegmentError {
     Multicast(Mac),
     #[error("the vNIC is in no VNI segment")]
     NoPort,
+    #[error("{mac} is an extra address of vNIC {} of function {}", port.qp, port.function)]
+    Extra { mac: Mac, port: Port },
 }
 
 #[derive(Debug, Default)]
@@ -30,6 +34,8 @@ pub struct Segments {
     ports: FxHashMap<Port, (Vni, Mac)>,
     table: FxHashMap<(Vni, Mac), Port>,
     members: FxHashMap<Vni, BTreeSet<Port>>,
+    /// What the vNICs receive besides their own addresses.
+    filters: AddrFilters,
 }
 
 impl Segments {
@@ -69,8 +75,62 @@ impl Segments {
             .unwrap_or_default()
     }
 
+    /// The local vNIC that has `mac` in segment `vni`: as its own address,
+    /// or as an extra one its driver asked for.
     pub fn lookup(&self, vni: Vni, mac: Mac) -> Option<Port> {
-        self.table.get(&(vni, mac)).copied()
+        self.table.get(&(vni, mac)).copied().or_else(|| {
+            self.filters
+                .owner(mac)
+                .filter(|p| self.ports.get(p).is_some_and(|(v, _)| *v == vni))
+        })
+    }
+
+    /// The vNICs of segment `vni` that receive a frame to group address
+    /// `dst`.
+    pub fn receivers(&self, vni: Vni, dst: Mac) -> Vec<Port> {
+        let mut ports = self.members(vni);
+        ports.retain(|&p| self.filters.wants_multicast(p, dst));
+        ports
+    }
+
+    /// The vNICs of segment `vni` in promiscuous mode.
+    pub fn promiscuous(&self, vni: Vni) -> Vec<Port> {
+        if !self.filters.any_promiscuous() {
+            return Vec::new();
+        }
+        self.filters
+            .promiscuous()
+            .filter(|p| self.ports.get(p).is_some_and(|(v, _)| *v == vni))
+            .collect()
+    }
+
+    /// Gives `port` what the card grants of its driver's `request`
+    /// (docs/datapath.md, "Address filtering").
+    pub fn set_filter(
+        &mut self,
+        port: Port,
+        request: &RxFilter,
+        allow: Allowance,
+    ) -> Result<Grant, SegmentError> {
+        let (vni, _) = *self.ports.get(&port).ok_or(SegmentError::NoPort)?;
+        let table = &self.table;
+        let owner = |mac: Mac| table.get(&(vni, mac)).copied();
+        Ok(self.filters.set(port, request, allow, owner))
+    }
+
+    /// Forgets the filters of function `f`'s vNICs.
+    pub fn clear_filters(&mut self, f: usize) {
+        self.filters.remove_function(f);
+    }
+
+    /// `port`'s filter, if its driver asked for one.
+    pub fn filter(&self, port: Port) -> Option<FilterView> {
+        self.filters.view(port)
+    }
+
+    /// Extra unicast addresses function `f` has over all its vNICs.
+    pub fn extra_addresses(&self, f: usize) -> usize {
+        self.filters.unicast_of_function(f)
     }
 
     /// Whether `port` could have `mac` in segment `vni`.
@@ -78,10 +138,13 @@ impl Segments {
         if mac.is_multicast() {
             return Err(SegmentError::Multicast(mac));
         }
-        if self.lookup(vni, mac).is_some_and(|p| p != port) {
+        if self.table.get(&(vni, mac)).is_some_and(|p| *p != port) {
             return Err(SegmentError::Taken { mac, vni });
         }
-        Ok(())
+        match self.filters.owner(mac) {
+            Some(owner) if owner != port => Err(SegmentError::Extra { mac, port: owner }),
+            _ => Ok(()),
+        }
     }
 
     /// Puts `port` into segment `vni` with `mac` (moving it if it was in
@@ -99,6 +162,7 @@ impl Segments {
         let Some((vni, mac)) = self.ports.remove(&port) else {
             return;
         };
+        self.filters.remove(port);
         self.table.remove(&(vni, mac));
         if let Some(m) = self.members.get_mut(&vni) {
             m.remove(&port);
@@ -110,8 +174,13 @@ impl Segments {
 
     /// Gives `port` a new MAC in its segment.
     pub fn set_mac(&mut self, port: Port, mac: Mac) -> Result<(), SegmentError> {
-        let (vni, _) = *self.ports.get(&port).ok_or(SegmentError::NoPort)?;
-        self.add_port(vni, port, mac)
+        let (vni, old) = *self.ports.get(&port).ok_or(SegmentError::NoPort)?;
+        self.check(vni, port, mac)?;
+        // In place: the vNIC keeps its membership and its filter.
+        self.table.remove(&(vni, old));
+        self.table.insert((vni, mac), port);
+        self.ports.insert(port, (vni, mac));
+        Ok(())
     }
 
     /// Decides what happens to `frame` from `from` in its segment:
@@ -126,18 +195,26 @@ impl Segments {
         let Some(&(vni, own)) = self.ports.get(&from) else {
             return Decision::Drop(DropReason::VlanNotJoined);
         };
-        if spoof_check && own != info.src {
+        if spoof_check && own != info.src && !self.filters.owns(from, info.src) {
             return Decision::Drop(DropReason::Spoofed);
         }
         if info.dst.is_multicast() {
-            let mut ports = self.members(vni);
+            let mut ports = self.receivers(vni, info.dst);
             ports.retain(|&p| p != from);
             return Decision::Flood(ports);
         }
         match self.lookup(vni, info.dst) {
             Some(p) if p == from => Decision::Drop(DropReason::Hairpin),
             Some(p) => Decision::Unicast(p),
-            None => Decision::Uplink,
+            None => {
+                let mut ports = self.promiscuous(vni);
+                ports.retain(|&p| p != from);
+                if ports.is_empty() {
+                    Decision::Uplink
+                } else {
+                    Decision::Unknown(ports)
+                }
+            }
         }
     }
 }

@@ -13,7 +13,11 @@ use std::collections::BTreeSet;
 
 use rustc_hash::{FxHashMap, FxHashSet};
 
-use crate::model::{Mac, Vlan, MAX_VLAN};
+use crate::model::{Mac, RxFilter, Vlan, MAX_VLAN};
+
+mod filter;
+
+pub use filter::{AddrFilters, Allowance, FilterView, Grant};
 
 /// VLANs one vNIC may join.
 pub const MAX_VLANS_PER_PORT: usize = 64;
@@ -103,6 +107,9 @@ pub enum Decision {
     Flood(Vec<Port>),
     /// Unknown unicast: towards the uplink.
     Uplink,
+    /// Unknown unicast that vNICs in promiscuous mode also receive: these
+    /// ports (never the sender), and the uplink.
+    Unknown(Vec<Port>),
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -123,6 +130,8 @@ pub enum SwitchError {
     NoEntry { mac: Mac, vlan: Vlan },
     #[error("{mac} VLAN {vlan} is a vNIC's own address; change the vNIC instead")]
     NotStatic { mac: Mac, vlan: Vlan },
+    #[error("{mac} is an extra address of vNIC {} of function {}", port.qp, port.function)]
+    Extra { mac: Mac, port: Port },
 }
 
 /// Who made a forwarding entry.
@@ -168,6 +177,8 @@ pub struct Switch {
     ports: FxHashMap<Port, PortInfo>,
     /// Functions whose spoof check management turned off.
     spoof_off: FxHashSet<usize>,
+    /// What the vNICs receive besides their own addresses.
+    filters: AddrFilters,
 }
 
 impl Switch {
@@ -208,6 +219,7 @@ impl Switch {
         if self.ports.remove(&port).is_none() {
             return;
         }
+        self.filters.remove(port);
         self.table.retain(|_, e| e.port != port);
         for set in self.members.values_mut() {
             set.remove(&port);
@@ -258,7 +270,15 @@ impl Switch {
                 return Err(SwitchError::Taken { mac, vlan });
             }
         }
-        Ok(())
+        self.check_extra(mac, Some(port))
+    }
+
+    /// Refuses `mac` if it is an extra address of a vNIC other than `port`.
+    fn check_extra(&self, mac: Mac, port: Option<Port>) -> Result<(), SwitchError> {
+        match self.filters.owner(mac) {
+            Some(owner) if Some(owner) != port => Err(SwitchError::Extra { mac, port: owner }),
+            _ => Ok(()),
+        }
     }
 
     /// Gives `port` a new MAC: its entries move with it.
@@ -393,6 +413,7 @@ impl Switch {
         if self.table.contains_key(&(mac, vlan)) {
             return Err(SwitchError::Taken { mac, vlan });
         }
+        self.check_extra(mac, Some(port))?;
         let kind = EntryKind::Static;
         self.table.insert((mac, vlan), Entry { port, kind });
         Ok(())
@@ -432,6 +453,44 @@ impl Switch {
 
     pub fn lookup(&self, mac: Mac, vlan: Vlan) -> Option<Port> {
         self.table.get(&(mac, vlan)).map(|e| e.port)
+    }
+
+    /// Gives `port` what the card grants of its driver's `request`
+    /// (docs/datapath.md, "Address filtering"). An extra unicast address
+    /// must be no other vNIC's in any of the port's VLANs.
+    pub fn set_filter(
+        &mut self,
+        port: Port,
+        request: &RxFilter,
+        allow: Allowance,
+    ) -> Result<Grant, SwitchError> {
+        let info = self.ports.get(&port).ok_or(SwitchError::NoPort)?;
+        let vlans: Vec<Vlan> = std::iter::once(info.home())
+            .chain(info.vlans.iter().copied())
+            .collect();
+        let table = &self.table;
+        let owner = |mac: Mac| {
+            let mut found = vlans.iter().filter_map(|v| table.get(&(mac, *v)));
+            let first = found.next().map(|e| e.port);
+            // Another vNIC's entry in any of the VLANs wins over our own.
+            found.map(|e| e.port).find(|p| *p != port).or(first)
+        };
+        Ok(self.filters.set(port, request, allow, owner))
+    }
+
+    /// Forgets the filters of function `f`'s vNICs (its driver reset it).
+    pub fn clear_filters(&mut self, f: usize) {
+        self.filters.remove_function(f);
+    }
+
+    /// `port`'s filter, if its driver asked for one.
+    pub fn filter(&self, port: Port) -> Option<FilterView> {
+        self.filters.view(port)
+    }
+
+    /// Extra unicast addresses function `f` has over all its vNICs.
+    pub fn extra_addresses(&self, f: usize) -> usize {
+        self.filters.unicast_of_function(f)
     }
 
     /// Spoof check of function `f` (on unless management turned it off).
@@ -514,7 +573,7 @@ impl Switch {
             return Decision::Drop(DropReason::Malformed);
         };
         if s.spoof_check {
-            if s.mac != Some(info.src) {
+            if s.mac != Some(info.src) && !self.filters.owns(from, info.src) {
                 return Decision::Drop(DropReason::Spoofed);
             }
             if !self.sender_belongs(s, info.vlan) {
@@ -522,39 +581,74 @@ impl Switch {
             }
         }
         if info.dst.is_multicast() {
-            let ports = self
-                .members
-                .get(&info.vlan)
-                .map(|s| s.iter().copied().filter(|p| *p != from).collect())
-                .unwrap_or_default();
-            return Decision::Flood(ports);
+            return Decision::Flood(self.flood_ports(Some(from), &info));
         }
         match self.lookup(info.dst, info.vlan) {
             Some(p) if p == from => Decision::Drop(DropReason::Hairpin),
             Some(p) => Decision::Unicast(p),
-            None => Decision::Uplink,
+            None => self.unknown(Some(from), &info),
         }
     }
 
+    /// The vNICs of the frame's VLAN that receive its group address,
+    /// without the sender.
+    fn flood_ports(&self, from: Option<Port>, info: &FrameInfo) -> Vec<Port> {
+        self.members
+            .get(&info.vlan)
+            .map(|s| {
+                s.iter()
+                    .copied()
+                    .filter(|p| Some(*p) != from && self.filters.wants_multicast(*p, info.dst))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// A unicast destination the table does not know: a vNIC's extra
+    /// address in the frame's VLAN, else the uplink (and the vNICs of the
+    /// VLAN in promiscuous mode).
+    fn unknown(&self, from: Option<Port>, info: &FrameInfo) -> Decision {
+        let vlan = info.vlan;
+        if let Some(p) = self
+            .filters
+            .owner(info.dst)
+            .filter(|p| self.belongs(*p, vlan))
+        {
+            return if Some(p) == from {
+                Decision::Drop(DropReason::Hairpin)
+            } else {
+                Decision::Unicast(p)
+            };
+        }
+        if self.filters.any_promiscuous() {
+            let ports: Vec<Port> = self
+                .filters
+                .promiscuous()
+                .filter(|p| Some(*p) != from && self.belongs(*p, vlan))
+                .collect();
+            if !ports.is_empty() {
+                return Decision::Unknown(ports);
+            }
+        }
+        Decision::Uplink
+    }
+
     /// Decides what happens to a frame from the uplink port: no spoof
-    /// check (the outside has every address), a flood reaches every vNIC
-    /// of the frame's VLAN, and unknown unicast is [`Decision::Uplink`],
-    /// which the caller drops: it never goes back out.
+    /// check (the outside has every address), a flood reaches the vNICs of
+    /// the frame's VLAN that receive its group, and unknown unicast reaches
+    /// the promiscuous vNICs of the VLAN ([`Decision::Unknown`]) or is
+    /// [`Decision::Uplink`], which the caller drops: it never goes back
+    /// out.
     pub fn forward_from_uplink(&self, frame: &[u8]) -> Decision {
         let Some(info) = FrameInfo::parse(frame) else {
             return Decision::Drop(DropReason::Malformed);
         };
         if info.dst.is_multicast() {
-            let ports = self
-                .members
-                .get(&info.vlan)
-                .map(|s| s.iter().copied().collect())
-                .unwrap_or_default();
-            return Decision::Flood(ports);
+            return Decision::Flood(self.flood_ports(None, &info));
         }
         match self.lookup(info.dst, info.vlan) {
             Some(p) => Decision::Unicast(p),
-            None => Decision::Uplink,
+            None => self.unknown(None, &info),
         }
     }
 }
