@@ -69,7 +69,7 @@ static u32 vnic_read_features(struct vnic_priv *priv)
 static int vnic_read_config(struct vnic_priv *priv)
 {
 	struct pci_dev *pdev = priv->pdev;
-	u32 func, mac_lo, mac_hi;
+	u32 func, mac_lo, mac_hi, status;
 	bool id_is_vf;
 
 	priv->version = vnic_rd32(priv, VNIC_REG_VERSION);
@@ -101,7 +101,16 @@ static int vnic_read_config(struct vnic_priv *priv)
 			priv->exc_qp = 0;
 	}
 	priv->num_vectors = vnic_rd32(priv, VNIC_REG_NUM_VECTORS);
-	priv->link_up = vnic_rd32(priv, VNIC_REG_STATUS) & VNIC_STATUS_LINK_UP;
+	status = vnic_rd32(priv, VNIC_REG_STATUS);
+	priv->link_up = status & VNIC_STATUS_LINK_UP;
+	/*
+	 * Nothing would work: every queue lives in guest memory. Say why
+	 * here, in one line, rather than fail at ip link set up.
+	 */
+	if (status & VNIC_STATUS_MEM_UNSHARED) {
+		pci_err(pdev, "the card cannot reach guest memory: QEMU's RAM is not shared; run QEMU with -object memory-backend-memfd,id=mem,size=<RAM>,share=on -machine memory-backend=mem\n");
+		return -EIO;
+	}
 
 	/* One vector per queue pair plus the misc vector must fit MSI-X */
 	if (priv->qp_max < 1 || priv->qp_max > VNIC_MAX_VECTORS - 1) {

@@ -69,6 +69,11 @@
 /* 0x014 STATUS (RO) */
 #define VNIC_REG_STATUS			0x014
 #define   VNIC_STATUS_LINK_UP		BIT(0)
+/*
+ * Interface 1.5: QEMU offered the guest's RAM without a file descriptor (not
+ * shared): the card refused it and cannot reach the guest's memory
+ */
+#define   VNIC_STATUS_MEM_UNSHARED	BIT(1)
 
 /* 0x018 CTRL (RW) */
 #define VNIC_REG_CTRL			0x018

@@ -43,6 +43,9 @@
 #                       --socket-dir (needed to share one card between
 #                       guests), or none at all with --attach=""
 #   --mem MIB           guest RAM (default 1024)
+#   --unshared-memory   plain guest RAM (no shared memory backend), as a
+#                       QEMU started without share=on: the card cannot
+#                       reach it (tests)
 #   --smp N             guest CPUs (default 2)
 #   --append ARGS       extra kernel command line
 #   --qemu-arg ARG      extra QEMU argument (repeatable)
@@ -134,6 +137,7 @@ VNICD=$ROOT/target/debug/vnicd
 SOCKDIR=
 NO_VNICD=0
 MEM=1024
+SHARE=on
 SMP=2
 APPEND=
 QUIET=0
@@ -179,6 +183,7 @@ while (($#)); do
 	--socket-dir) need_arg "$@"; SOCKDIR=$2; shift ;;
 	--no-vnicd) NO_VNICD=1 ;;
 	--mem) need_arg "$@"; MEM=$2; shift ;;
+	--unshared-memory) SHARE=off ;;
 	--smp) need_arg "$@"; SMP=$2; shift ;;
 	--append) need_arg "$@"; APPEND=$2; shift ;;
 	--qemu-arg) need_arg "$@"; QEMU_EXTRA+=("$2"); shift ;;
@@ -542,10 +547,13 @@ cat "$BASE_INITRD" "$WORK/extra.cpio.gz" >"$WORK/initrd"
 
 # KVM is deliberately not used: guests hang under it on these machines.
 # shellcheck disable=SC2054 # commas belong to QEMU's option syntax
-ARGS=(-accel tcg -machine q35 -cpu max -m "$MEM" -smp "$SMP"
-	-object "memory-backend-memfd,id=mem,size=${MEM}M,share=on"
-	-numa node,memdev=mem
-	-nographic -nodefaults -no-reboot
+ARGS=(-accel tcg -machine q35 -cpu max -m "$MEM" -smp "$SMP")
+if [[ $SHARE == on ]]; then
+	# shellcheck disable=SC2054 # commas belong to QEMU's option syntax
+	ARGS+=(-object "memory-backend-memfd,id=mem,size=${MEM}M,share=on"
+		-numa node,memdev=mem)
+fi
+ARGS+=(-nographic -nodefaults -no-reboot
 	-kernel "$KERNEL" -initrd "$WORK/initrd"
 	-append "console=ttyS0 panic=-1 $APPEND")
 if [[ -n $HOST_CHANNEL ]]; then

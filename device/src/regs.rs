@@ -278,7 +278,10 @@ pub struct FuncReg {
 #[bitfield(u32)]
 pub struct StatusReg {
     pub link_up: bool,
-    #[bits(31)]
+    /// The client offered the guest's memory without a descriptor (QEMU
+    /// without `share=on`): the card cannot reach it (interface 1.5).
+    pub mem_unshared: bool,
+    #[bits(30)]
     __: u32,
 }
 

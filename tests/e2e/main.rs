@@ -254,6 +254,38 @@ fn addresses_macvlan_limit_multicast_mac_change_and_bridge_on_vfs() {
     );
 }
 
+/// QEMU without shared guest memory (tests/e2e/unshared-memory.sh): the
+/// card refuses the first range of each client's RAM with the reason (one
+/// error line per function in QEMU's log, one refusal naming share=on per
+/// function in vnicd's), takes the rest as out of reach and sets
+/// STATUS.MEM_UNSHARED; vnic.ko fails each probe with one line naming
+/// QEMU's option, and vnicctl show says the memory is not shared.
+#[test]
+fn qemu_without_shared_memory_is_explained_once_per_function() {
+    let out = run_scenario_with_host("unshared-memory");
+    for line in out.lines_with(&["E2E-", "vnic 0000", "host: attached"]) {
+        println!("guest: {}", line.trim_end());
+    }
+    let qemu = std::fs::read_to_string(out.logs.join("console.qemu.log")).unwrap_or_default();
+    let vnicd = std::fs::read_to_string(out.logs.join("console.vnicd.log")).unwrap_or_default();
+    let errors: Vec<&str> = qemu.lines().filter(|l| l.contains("error reply")).collect();
+    let refusals = vnicd.lines().filter(|l| l.contains("share=on")).count();
+    println!("QEMU's log: {} error lines", errors.len());
+    for l in &errors {
+        println!("  {l}");
+    }
+    println!("vnicd's log: {refusals} refusals naming share=on");
+    // Checked before assert_success, which removes the logs on success.
+    assert!(
+        errors.len() <= 2 && refusals == 2,
+        "one refusal per function expected: {} errors in QEMU's log, {refusals} in vnicd's; \
+         logs kept in {}",
+        errors.len(),
+        out.logs.display()
+    );
+    out.assert_success();
+}
+
 /// Console lines worth showing from the migration scenarios.
 const MIGRATE_LINES: [&str; 11] = [
     "E2E-",

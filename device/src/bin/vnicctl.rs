@@ -1161,7 +1161,7 @@ fn show_text(f: &FunctionInfo) -> String {
     let fields = [
         ("function", f.name.clone()),
         ("enabled", yes_no(f.enabled)),
-        ("attached", yes_no(f.attached)),
+        ("attached", attached_text(f)),
         ("vnics", format!("{} of {}", f.vnics.len(), f.max_vnics)),
         ("link", link_text(f)),
         ("spoof check", on_off(f.spoof_check)),
@@ -1185,6 +1185,18 @@ fn show_text(f: &FunctionInfo) -> String {
         }
     }
     s
+}
+
+/// Whether a client is attached, and whether the card can reach its
+/// guest's memory.
+fn attached_text(f: &FunctionInfo) -> String {
+    if f.memory_unshared {
+        "yes, but its guest memory is not shared: the card cannot reach it \
+         (QEMU needs -object memory-backend-memfd,...,share=on)"
+            .into()
+    } else {
+        yes_no(f.attached)
+    }
 }
 
 /// Extra unicast addresses in use, and the limit if it applies.
@@ -1655,6 +1667,7 @@ mod tests {
             name: name.into(),
             enabled: true,
             attached: false,
+            memory_unshared: false,
             max_vnics: 8,
             vnics: vec![VnicInfo {
                 vnic: 0,

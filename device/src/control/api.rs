@@ -311,6 +311,10 @@ pub struct FunctionInfo {
     pub enabled: bool,
     /// A vfio-user client is connected.
     pub attached: bool,
+    /// Its client offered the guest's memory without a descriptor (QEMU
+    /// without `share=on`): the card cannot reach it.
+    #[serde(default)]
+    pub memory_unshared: bool,
     /// X.
     pub max_vnics: u32,
     pub vnics: Vec<VnicInfo>,

@@ -322,6 +322,7 @@ impl Card {
             name: func.name().to_string(),
             enabled: p.enabled,
             attached: p.attached,
+            memory_unshared: func.memory_unshared(),
             max_vnics: func.qp_max(),
             vnics,
             link: p.link,

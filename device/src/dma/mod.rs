@@ -277,6 +277,9 @@ impl<'a> DmaWindow<'a> {
 pub struct DmaSpace {
     maps: Vec<Mapping>,
     mem: Option<GuestMemoryMmap>,
+    /// The client offered writable memory without a descriptor (QEMU
+    /// without `share=on`): the card cannot reach the guest's memory.
+    unshared: bool,
 }
 
 fn aligned(v: u64) -> bool {
@@ -351,7 +354,12 @@ impl DmaSpace {
         }
         let writable = flags & DMA_WRITE != 0;
         let Some(file) = file else {
-            if writable {
+            // Unshared guest memory is refused once per client, with the
+            // reason; its other ranges are then taken as known but out of
+            // reach (as ROMs are), so that the client hears it once, not
+            // once per range of its memory.
+            if writable && !self.unshared {
+                self.unshared = true;
                 return Err(DmaError::NoFd { address, size });
             }
             self.maps.push(Mapping {
@@ -440,6 +448,13 @@ impl DmaSpace {
     pub fn clear(&mut self) {
         self.maps.clear();
         self.mem = None;
+        self.unshared = false;
+    }
+
+    /// Whether the client offered writable memory without a descriptor
+    /// (refused, STATUS.MEM_UNSHARED): the card cannot reach the guest.
+    pub fn unshared(&self) -> bool {
+        self.unshared
     }
 
     fn rebuild(&mut self) {
@@ -799,11 +814,22 @@ mod tests {
     }
 
     #[test]
-    fn writable_map_without_fd_explains_shared_memory() {
-        let e = DmaSpace::default()
-            .map(0, 0x1000, 0, DMA_READ | DMA_WRITE, None)
-            .unwrap_err();
+    fn writable_map_without_fd_explains_shared_memory_once() {
+        let mut d = DmaSpace::default();
+        let e = d.map(0, 0x1000, 0, DMA_READ | DMA_WRITE, None).unwrap_err();
         assert!(e.to_string().contains("share=on"), "{e}");
+        assert!(d.unshared());
+        // The next ranges are known but out of reach.
+        d.map(0x1000, 0x1000, 0, DMA_READ | DMA_WRITE, None)
+            .unwrap();
+        let mut b = [0u8; 4];
+        assert!(matches!(
+            d.read(0x1000, &mut b),
+            Err(DmaError::OutOfRange { .. })
+        ));
+        assert_eq!(d.unmap(0x1000, 0x1000, false).unwrap(), 1);
+        d.clear();
+        assert!(!d.unshared());
     }
 
     #[test]

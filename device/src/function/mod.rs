@@ -55,7 +55,7 @@ use crate::queue::{QpCtrl, QpEffect, QpIrq, QpRxMode, QpVlan, QueuePair, FILTER_
 use crate::rate::Limiter;
 use crate::regs::{
     self, dword_of, Access, AdminCmd, Bar0, Effect, FnStat, FuncReg, Identity, IrqCause, QpReg,
-    QpStat, Reg, RegError, Target, ADMIN_ARGS, BAR0_SIZE,
+    QpStat, Reg, RegError, StatusReg, Target, ADMIN_ARGS, BAR0_SIZE,
 };
 use crate::state::Bat;
 use crate::switch::Grant;
@@ -604,6 +604,12 @@ impl Function {
         self.reset();
     }
 
+    /// Whether the client offered the guest's memory without a descriptor
+    /// (STATUS.MEM_UNSHARED).
+    pub fn memory_unshared(&self) -> bool {
+        self.dma.unshared()
+    }
+
     /// Whether the guest asked for switch changes not carried out yet.
     pub fn switch_ops_pending(&self) -> bool {
         !self.switch_ops.is_empty()
@@ -897,7 +903,7 @@ impl Function {
         flags: u32,
         file: Option<File>,
     ) -> Result<(), FnError> {
-        let rom = file.is_none();
+        let rom = file.is_none() && flags & crate::dma::DMA_WRITE == 0;
         self.dma.map(address, size, offset, flags, file)?;
         debug!("{}: DMA map {address:#x}+{size:#x}", self.name);
         if rom {

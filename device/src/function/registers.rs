@@ -198,6 +198,11 @@ impl Function {
         let target = regs::decode(offset).ok_or(RegError::NoRegister(offset))?;
         Ok(match target {
             Target::Reg(spec) if spec.reg == Reg::DbPage => self.doorbell.register().into_bits(),
+            Target::Reg(spec) if spec.reg == Reg::Status => {
+                StatusReg::from_bits(self.bar0.read_reg(Reg::Status))
+                    .with_mem_unshared(self.dma.unshared())
+                    .into_bits()
+            }
             Target::Reg(spec) => self.bar0.read_reg(spec.reg),
             Target::FnStat { stat, high } => dword_of(self.counters.get(stat), high),
             Target::Qp { qp, reg } => {
