@@ -49,6 +49,19 @@
 #   --smp N             guest CPUs (default 2)
 #   --append ARGS       extra kernel command line
 #   --qemu-arg ARG      extra QEMU argument (repeatable)
+#   --qemu PATH         the QEMU to run (default $VNIC_QEMU, else
+#                       qemu/.cache/bin/qemu-system-x86_64, the one setup.sh
+#                       installs), e.g. a build with the vfio-user unplug fix
+#                       (docs/guest-environment.md, "Hotplug")
+#   --root-ports N      N empty PCIe root ports (pcie-root-port, ids rp1 ..
+#                       rpN) for functions hot-added with QMP device_add
+#                       (bus rpK); they follow the --attach functions, whose
+#                       PCI addresses stay as without them. --migrate does not
+#                       carry hot-added functions over. QEMU 11.1.3 aborts on
+#                       device_del of any vfio-user-pci function with MSI-X
+#                       (docs/guest-environment.md, "Hotplug")
+#   --qmp PATH          QMP (QEMU's JSON monitor) on a UNIX socket at PATH,
+#                       e.g. for device_add; the socket is removed at the end
 #   --quiet             do not copy the console to stdout (scenario mode)
 #   --host-channel PATH a second serial port, the guest's /dev/ttyS1, joined
 #                       to the FIFOs PATH.in (host -> guest) and PATH.out
@@ -148,6 +161,9 @@ ENVS=()
 QEMU_EXTRA=()
 VNICD_ARGS=()
 MONITOR=
+QMP=
+QEMU_BIN=${VNIC_QEMU:-}
+ROOT_PORTS=0
 STATE_DISK=
 LOADVM=
 INCOMING=
@@ -190,6 +206,9 @@ while (($#)); do
 	--quiet) QUIET=1 ;;
 	--host-channel) need_arg "$@"; HOST_CHANNEL=$2; shift ;;
 	--monitor) need_arg "$@"; MONITOR=$2; shift ;;
+	--qmp) need_arg "$@"; QMP=$2; shift ;;
+	--qemu) need_arg "$@"; QEMU_BIN=$2; shift ;;
+	--root-ports) need_arg "$@"; ROOT_PORTS=$2; shift ;;
 	--state-disk) need_arg "$@"; STATE_DISK=$2; shift ;;
 	--loadvm) need_arg "$@"; LOADVM=$2; shift ;;
 	--incoming) need_arg "$@"; INCOMING=$2; shift ;;
@@ -210,6 +229,10 @@ isnum() { [[ $1 =~ ^[0-9]+$ ]]; }
 isnum "$VFS" || die "--vfs: not a number: $VFS"
 if ! isnum "$MEM" || ((MEM < 128)); then die "--mem: at least 128 (MiB)"; fi
 if ! isnum "$SMP" || ((SMP < 1)); then die "--smp: not a CPU count: $SMP"; fi
+# Root ports take a bus number each, and q35's root bus has 32 slots.
+if ! isnum "$ROOT_PORTS" || ((ROOT_PORTS > 16)); then
+	die "--root-ports: a count from 0 to 16, not '$ROOT_PORTS'"
+fi
 if [[ -z $TIMEOUT ]]; then
 	[[ -n $SCENARIO ]] && TIMEOUT=300 || TIMEOUT=0
 fi
@@ -254,7 +277,10 @@ fi
 KNAME=$(kernel_name "$KERNEL_NAME") ||
 	die "--kernel: unknown kernel '$KERNEL_NAME' (${VNIC_KERNELS[*]} or default)"
 KDIR=$(kernel_dir "$CACHE" "$KNAME")
-QEMU=$CACHE/bin/qemu-system-x86_64
+QEMU=${QEMU_BIN:-$CACHE/bin/qemu-system-x86_64}
+if [[ -n $QEMU_BIN ]]; then
+	[[ -x $QEMU_BIN ]] || die "--qemu (or VNIC_QEMU): $QEMU_BIN is not an executable" 3
+fi
 KERNEL=$KDIR/vmlinuz
 BASE_INITRD=$KDIR/initramfs.cpio.gz
 KO=$KDIR/vnic.ko
@@ -324,6 +350,13 @@ if [[ -n $MONITOR ]]; then
 	MONITOR=$(abspath "$MONITOR")
 	[[ ! -e $MONITOR || -S $MONITOR ]] ||
 		die "--monitor: $MONITOR exists and is not a socket"
+fi
+if [[ -n $QMP ]]; then
+	[[ -d $(dirname "$QMP") ]] ||
+		die "--qmp $QMP: no directory $(dirname "$QMP")"
+	QMP=$(abspath "$QMP")
+	[[ ! -e $QMP || -S $QMP ]] || die "--qmp: $QMP exists and is not a socket"
+	((${#QMP} < 108)) || die "--qmp: $QMP is too long for a UNIX socket"
 fi
 VNICCTL=$(dirname "$VNICD")/vnicctl
 if [[ -n $MIGRATE$LOADVM$INCOMING ]]; then
@@ -402,6 +435,8 @@ cleanup() {
 		((left == 0)) || say "vnicd left $left socket(s) in $SOCKDIR"
 	fi
 	rm -rf --one-file-system "$WORK"
+	# QEMU removes its QMP socket when it exits, but not when it aborts.
+	[[ -z $QMP || ! -S $QMP ]] || rm -f "$QMP"
 	rm -f "${FIFOS_MADE[@]+"${FIFOS_MADE[@]}"}"
 	exit "$rc"
 }
@@ -583,6 +618,12 @@ fi
 ARGS+=(-chardev "socket,id=hmp,path=${MONITOR//,/,,},server=on,wait=off"
 	-object monitor-hmp,id=hmp-monitor,chardev=hmp)
 say "monitor: $MONITOR (HMP)"
+if [[ -n $QMP ]]; then
+	# shellcheck disable=SC2054
+	ARGS+=(-chardev "socket,id=qmp,path=${QMP//,/,,},server=on,wait=off"
+		-object monitor-qmp,id=qmp-monitor,chardev=qmp)
+	say "QMP: $QMP"
+fi
 
 # start_qemu RESTORE FUNCTION...: starts QEMU (QEMU_PID) with the
 # vfio-user-pci devices of FUNCTION... in that order (which fixes their PCI
@@ -591,10 +632,14 @@ say "monitor: $MONITOR (HMP)"
 # appended to LOG (emptied at the start), and copied from there to stdout
 # unless --quiet.
 start_qemu() {
-	local restore=$1 fn args=()
+	local restore=$1 fn i args=()
 	shift
 	for fn in "$@"; do
 		args+=(-device "{\"driver\":\"vfio-user-pci\",\"socket\":{\"type\":\"unix\",\"path\":\"$SOCKDIR/$fn.sock\"}}")
+	done
+	# After the functions, so that their PCI addresses do not move.
+	for ((i = 1; i <= ROOT_PORTS; i++)); do
+		args+=(-device "pcie-root-port,id=rp$i,chassis=$i")
 	done
 	case $restore in
 	"") ;;

@@ -224,3 +224,165 @@ fn netns_ping_runs_only_in_namespaces_the_test_allowed() {
     );
     assert!(log.contains("not one this test made"), "{log}");
 }
+
+/// A stand-in for QEMU's QMP socket: answers every command with an empty
+/// return (or, for a device named "pf", QEMU's duplicate-ID error), sends
+/// DEVICE_DELETED after device_del, and records the commands it got.
+fn fake_qmp(socket: &Path) -> std::sync::Arc<std::sync::Mutex<Vec<serde_json::Value>>> {
+    use std::io::BufRead;
+    let listener = std::os::unix::net::UnixListener::bind(socket).expect("bind QMP");
+    let got = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let seen = got.clone();
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut conn) = conn else { return };
+            let greeting = r#"{"QMP": {"version": {}, "capabilities": ["oob"]}}"#;
+            let _ = writeln!(conn, "{greeting}");
+            let reader = std::io::BufReader::new(conn.try_clone().expect("dup"));
+            for line in reader.lines() {
+                let Ok(line) = line else { break };
+                let cmd: serde_json::Value = serde_json::from_str(&line).expect("JSON command");
+                let name = cmd["execute"].as_str().unwrap_or_default().to_string();
+                let id = cmd["arguments"]["id"].clone();
+                if name != "qmp_capabilities" {
+                    seen.lock().unwrap().push(cmd);
+                }
+                if id == "pf" {
+                    let e = r#"{"error": {"class": "GenericError", "desc": "Duplicate device ID 'pf'"}}"#;
+                    let _ = writeln!(conn, "{e}");
+                    continue;
+                }
+                let _ = writeln!(conn, r#"{{"return": {{}}}}"#);
+                if name == "device_del" {
+                    let ev = serde_json::json!({"event": "DEVICE_DELETED", "data": {"device": id}});
+                    let _ = writeln!(conn, "{ev}");
+                }
+            }
+        }
+    });
+    got
+}
+
+#[test]
+fn qmp_requests_are_checked_and_device_del_needs_the_tests_permission() {
+    use vnic_tests::e2e::QmpAccess;
+    let dir = TempDir::new("hc");
+    let base = dir.0.join("host");
+    let log = dir.0.join("host.log");
+    let functions = dir.0.join("card");
+    std::fs::create_dir(&functions).unwrap();
+    // The card's sockets: only their existence matters here.
+    let _vf1 = std::os::unix::net::UnixListener::bind(functions.join("vf1.sock")).unwrap();
+    let _pf = std::os::unix::net::UnixListener::bind(functions.join("pf.sock")).unwrap();
+    std::fs::write(functions.join("vf2.sock"), "not a socket").unwrap();
+    let socket = dir.0.join("qmp.sock");
+    let got = fake_qmp(&socket);
+    let access = |unplug| QmpAccess {
+        socket: socket.clone(),
+        functions: functions.clone(),
+        unplug,
+    };
+    let control = dir.0.join("control.sock");
+    let channel = HostChannel::serve_with(&base, &control, &log, &[], Some(access(false)));
+    let mut guest = Guest::open(&base);
+
+    guest.send("HOST-RUN qmp device_add vf1 rp1\n");
+    let answer = guest.answer();
+    assert_eq!(
+        answer.last().map(String::as_str),
+        Some("HOST-END 0"),
+        "{answer:?}"
+    );
+    assert!(
+        answer[0].starts_with("HOST-OUT device_add vf1 rp1: done in "),
+        "{answer:?}"
+    );
+    let sent = got.lock().unwrap()[0].clone();
+    assert_eq!(
+        sent,
+        serde_json::json!({"execute": "device_add", "arguments": {
+            "driver": "vfio-user-pci", "id": "vf1", "bus": "rp1",
+            "socket": {"type": "unix", "path": functions.join("vf1.sock")}}})
+    );
+
+    // QEMU's own refusal comes back with status 1.
+    guest.send("HOST-RUN qmp device_add pf rp2\n");
+    let answer = guest.answer();
+    assert_eq!(
+        answer.last().map(String::as_str),
+        Some("HOST-END 1"),
+        "{answer:?}"
+    );
+    assert!(
+        answer[0].contains("QEMU refused: Duplicate device ID 'pf'"),
+        "{answer:?}"
+    );
+
+    // Refused here, never sent to QEMU.
+    for bad in [
+        "qmp device_del vf1",
+        "qmp device_add vf3 rp1",
+        "qmp device_add vf2 rp1",
+        "qmp device_add vf1 rp0",
+        "qmp device_add vf1 rp17",
+        "qmp device_add vf1 rp01",
+        "qmp device_add vf1 pcie.0",
+        "qmp device_add ../vf1 rp1",
+        "qmp device_add vf1x rp1",
+        "qmp device_add vf1 rp1 extra",
+        "qmp device_add vf1",
+        "qmp quit",
+        "qmp",
+    ] {
+        guest.send(&format!("HOST-RUN {bad}\n"));
+        let answer = guest.answer();
+        assert_eq!(
+            answer.last().map(String::as_str),
+            Some("HOST-END 127"),
+            "{bad}: {answer:?}"
+        );
+    }
+    assert_eq!(
+        got.lock().unwrap().len(),
+        2,
+        "a refused request reached QEMU"
+    );
+    drop(channel);
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        text.contains("device_del vf1 refused: QEMU 11.1.3 aborts"),
+        "{text}"
+    );
+
+    // With the test's permission, device_del runs and waits for the event.
+    let channel = HostChannel::serve_with(&base, &control, &log, &[], Some(access(true)));
+    let mut guest = Guest::open(&base);
+    guest.send("HOST-RUN qmp device_del vf1\n");
+    let answer = guest.answer();
+    assert_eq!(
+        answer.last().map(String::as_str),
+        Some("HOST-END 0"),
+        "{answer:?}"
+    );
+    assert!(
+        answer[0].starts_with("HOST-OUT device_del vf1: DEVICE_DELETED after "),
+        "{answer:?}"
+    );
+    assert_eq!(
+        got.lock().unwrap()[2]["arguments"],
+        serde_json::json!({"id": "vf1"})
+    );
+    drop(channel);
+
+    // Without QMP access nothing is served.
+    let channel = HostChannel::serve(&base, &control, &log);
+    let mut guest = Guest::open(&base);
+    guest.send("HOST-RUN qmp device_add vf1 rp1\n");
+    let answer = guest.answer();
+    assert_eq!(
+        answer.last().map(String::as_str),
+        Some("HOST-END 127"),
+        "{answer:?}"
+    );
+    drop(channel);
+}

@@ -179,9 +179,10 @@ summary() {
 
 # The host channel: /dev/ttyS1, joined by qemu/run-guest.sh --host-channel to
 # a server on the host (vnic_tests::e2e::run_scenario_with_host). One request
-# line "HOST-RUN vnicctl ARG ..." or "HOST-RUN netns-ping NS IP COUNT" (words
-# separated by single spaces); the answer is one "HOST-OUT <line>" per line of
-# the command's output (stdout and stderr), then "HOST-END <rc>".
+# line "HOST-RUN vnicctl ARG ...", "HOST-RUN netns-ping NS IP COUNT" or
+# "HOST-RUN qmp device_add|device_del ..." (words separated by single spaces);
+# the answer is one "HOST-OUT <line>" per line of the command's output (stdout
+# and stderr), then "HOST-END <rc>".
 HOST_TIMEOUT=${HOST_TIMEOUT:-60}
 HOST_FD=
 HOST_OUT=
@@ -212,13 +213,24 @@ host_open() {
 # host netns-ping NS IP COUNT: the host pings IP COUNT times from network
 # namespace NS, if the test made NS and allowed it (127 otherwise);
 # output and status as above.
+# host qmp device_add FUNCTION ROOT-PORT: the host hot-adds FUNCTION of this
+# guest's card (pf, vf1, ...) to this guest's QEMU, on root port ROOT-PORT
+# (rp1 ... of the launcher's --root-ports); answers once QEMU has added it.
+# host qmp device_del FUNCTION: the host removes it and answers once QEMU
+# reports DEVICE_DELETED; refused (127) unless the test allowed it
+# (VNIC_HOTUNPLUG=1 in /etc/vnic-run.env): QEMU 11.1.3 aborts on it
+# (docs/guest-environment.md, "Hotplug"). Served by
+# vnic_tests::e2e::run_scenario_with_hotplug; 1 if QEMU refused.
 host() {
 	local IFS=' ' a line rc='' end left
 	HOST_OUT=
-	if [[ ${1:-} != vnicctl && ${1:-} != netns-ping ]]; then
-		echo "host: only 'host vnicctl ARG...' and 'host netns-ping NS IP COUNT' are served, not '$*'"
+	case ${1:-} in
+	vnicctl | netns-ping | qmp) ;;
+	*)
+		echo "host: only 'host vnicctl ARG...', 'host netns-ping NS IP COUNT' and 'host qmp ...' are served, not '$*'"
 		return 2
-	fi
+		;;
+	esac
 	for a in "$@"; do
 		if [[ -z $a || $a == *[[:space:]]* ]]; then
 			echo "host: arguments must be words without blanks: '$a'"

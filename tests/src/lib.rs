@@ -849,14 +849,14 @@ pub mod e2e {
     /// ends only the processes it started; a watchdog here ends the
     /// launcher itself (by PID) if it outlives its own timeout.
     pub fn run_scenario(name: &str) -> Outcome {
-        run_one(name, false, None)
+        run_one(name, Host::None, None)
     }
 
     /// [`run_scenario`] on guest kernel `kernel` (the launcher's `--kernel`:
     /// 6.1, 6.12, latest) instead of the default one; the logs go to
     /// target/e2e-logs/<name>-<kernel>.
     pub fn run_scenario_on_kernel(name: &str, kernel: &str) -> Outcome {
-        run_one(name, false, Some(kernel))
+        run_one(name, Host::None, Some(kernel))
     }
 
     /// [`run_scenario`] with the guest's host channel served: the launcher
@@ -866,10 +866,38 @@ pub mod e2e {
     /// until the launcher has ended. Its log is `host.log` there (and
     /// [`Outcome::host`]).
     pub fn run_scenario_with_host(name: &str) -> Outcome {
-        run_one(name, true, None)
+        run_one(name, Host::Vnicctl, None)
     }
 
-    fn run_one(name: &str, with_host: bool, kernel: Option<&str>) -> Outcome {
+    /// [`run_scenario_with_host`] where the guest may also hot-add
+    /// functions of its card to itself: the launcher gets `--qmp` (a
+    /// socket in a directory of ours) and the host channel serves `host
+    /// qmp device_add FUNCTION ROOT-PORT` ([`QmpAccess`]); the scenario's
+    /// header gives the root ports (`--root-ports`). `host qmp device_del
+    /// FUNCTION` runs only if [`hotunplug_allowed`] (the guest's
+    /// /etc/vnic-run.env says `VNIC_HOTUNPLUG=1` then, else 0): QEMU
+    /// 11.1.3 aborts on it (docs/guest-environment.md, "Hotplug").
+    pub fn run_scenario_with_hotplug(name: &str) -> Outcome {
+        run_one(name, Host::Hotplug, None)
+    }
+
+    /// True if `VNIC_HOTUNPLUG=1`: whoever runs the tests says that their
+    /// QEMU (`VNIC_QEMU`, the launcher's `--qemu`) survives `device_del`
+    /// of a vfio-user-pci function with MSI-X, which QEMU 11.1.3 does not
+    /// (docs/guest-environment.md, "Hotplug").
+    pub fn hotunplug_allowed() -> bool {
+        std::env::var("VNIC_HOTUNPLUG").is_ok_and(|v| v == "1")
+    }
+
+    /// What a single-guest run serves on the guest's host channel.
+    #[derive(Clone, Copy, PartialEq)]
+    enum Host {
+        None,
+        Vnicctl,
+        Hotplug,
+    }
+
+    fn run_one(name: &str, served: Host, kernel: Option<&str>) -> Outcome {
         require_setup(kernel);
         let script = scenario_path(name);
         let opts = header_options(&script);
@@ -890,7 +918,10 @@ pub mod e2e {
         // A short directory of our own: socket paths are limited to 108
         // bytes, and the control socket's path must be known here.
         let sockets = TempDir::new("s");
-        let host = with_host.then(|| {
+        // QEMU's QMP socket, apart from vnicd's sockets (whose directory
+        // the launcher checks for leftovers).
+        let qmp_dir = TempDir::new("q");
+        let host = (served != Host::None).then(|| {
             let channel = logs.join("host");
             harness.extend([
                 "--host-channel".into(),
@@ -899,7 +930,22 @@ pub mod e2e {
                 sockets.0.clone().into(),
             ]);
             let control = sockets.0.join("control.sock");
-            HostChannel::serve(&channel, &control, &logs.join("host.log"))
+            let qmp = (served == Host::Hotplug).then(|| {
+                let socket = qmp_dir.0.join("qmp.sock");
+                let unplug = hotunplug_allowed();
+                harness.extend([
+                    "--qmp".into(),
+                    socket.clone().into(),
+                    "--env".into(),
+                    format!("VNIC_HOTUNPLUG={}", u8::from(unplug)).into(),
+                ]);
+                QmpAccess {
+                    socket,
+                    functions: sockets.0.clone(),
+                    unplug,
+                }
+            });
+            HostChannel::serve_with(&channel, &control, &logs.join("host.log"), &[], qmp)
         });
         let harness: Vec<&std::ffi::OsStr> = harness.iter().map(OsString::as_os_str).collect();
         let mut launcher = Launcher::start(&script, &harness, &opts, &logs.join("run.log"));
@@ -1506,6 +1552,9 @@ pub mod e2e {
     /// waits longer (60 s), so it always gets an answer.
     pub const HOST_COMMAND_TIMEOUT: Duration = Duration::from_secs(30);
 
+    /// How long a guest's `qmp ...` may take, DEVICE_DELETED included.
+    pub const HOST_QMP_TIMEOUT: Duration = Duration::from_secs(20);
+
     /// Longest request line; a guest that writes more without a newline
     /// has its bytes dropped (and logged) rather than held without bound.
     const HOST_MAX_LINE: usize = 64 * 1024;
@@ -1528,7 +1577,9 @@ pub mod e2e {
     /// exit status; 124 on timeout, 127 for a request it cannot run).
     /// `HOST-RUN netns-ping NS IP COUNT` pings from a network namespace the
     /// test made and allowed ([`HostChannel::serve_with_namespaces`]);
-    /// nothing else runs. Other lines are logged and ignored. Each command, its status and
+    /// `HOST-RUN qmp device_add FUNCTION ROOT-PORT` and `qmp device_del
+    /// FUNCTION` act on the guest's own QEMU where the test allowed it
+    /// ([`HostChannel::serve_with`], [`QmpAccess`]); nothing else runs. Other lines are logged and ignored. Each command, its status and
     /// output go to the log. `@LOGDIR@` in an argument stands for the
     /// directory of the log (e.g. where a capture file goes, for the test to
     /// read after the run).
@@ -1563,6 +1614,20 @@ pub mod e2e {
             log: &Path,
             namespaces: &[String],
         ) -> HostChannel {
+            Self::serve_with(base, control, log, namespaces, None)
+        }
+
+        /// [`HostChannel::serve_with_namespaces`] that also runs `qmp
+        /// device_add FUNCTION ROOT-PORT` and (if `qmp.unplug`) `qmp
+        /// device_del FUNCTION` on the guest's own QEMU, when `qmp` is
+        /// given ([`QmpAccess`]); without it they are refused (127).
+        pub fn serve_with(
+            base: &Path,
+            control: &Path,
+            log: &Path,
+            namespaces: &[String],
+            qmp: Option<QmpAccess>,
+        ) -> HostChannel {
             let mut made = Vec::new();
             let from_guest = open_fifo(&fifo_path(base, "out"), &mut made);
             let to_guest = open_fifo(&fifo_path(base, "in"), &mut made);
@@ -1576,6 +1641,7 @@ pub mod e2e {
                 log: File::create(log).expect("create host channel log"),
                 started: Instant::now(),
                 namespaces: namespaces.to_vec(),
+                qmp,
             };
             let stop = Arc::new(AtomicBool::new(false));
             let flag = stop.clone();
@@ -1596,6 +1662,180 @@ pub mod e2e {
             }
             for f in &self.made {
                 let _ = std::fs::remove_file(f);
+            }
+        }
+    }
+
+    /// What a guest may do to its own QEMU over its host channel (`host qmp
+    /// ...`, [`HostChannel::serve_with`]).
+    #[derive(Clone, Debug)]
+    pub struct QmpAccess {
+        /// QEMU's QMP socket (the launcher's `--qmp`).
+        pub socket: PathBuf,
+        /// The card's socket directory: `device_add FUNCTION` attaches
+        /// FUNCTION.sock from there, and nothing else.
+        pub functions: PathBuf,
+        /// Whether `device_del` may run: QEMU 11.1.3 aborts on it
+        /// ([`hotunplug_allowed`]).
+        pub unplug: bool,
+    }
+
+    /// Why a QMP exchange failed.
+    #[derive(Debug)]
+    pub enum QmpError {
+        /// Connecting, reading or writing failed (QEMU gone: EOF).
+        Io(std::io::Error),
+        /// QEMU answered with an error (its `desc`).
+        Refused(String),
+        /// No answer or event in time, or the caller stopped waiting.
+        Timeout(String),
+        /// Something that is not QMP.
+        Protocol(String),
+    }
+
+    impl std::fmt::Display for QmpError {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            match self {
+                QmpError::Io(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
+                    write!(f, "QEMU closed its QMP socket (has it exited?)")
+                }
+                QmpError::Io(e) => write!(f, "QMP socket: {e}"),
+                QmpError::Refused(d) => write!(f, "QEMU refused: {d}"),
+                QmpError::Timeout(w) => write!(f, "{w}"),
+                QmpError::Protocol(w) => write!(f, "not QMP: {w}"),
+            }
+        }
+    }
+
+    /// A minimal QMP client (QEMU's JSON monitor, one JSON object a line):
+    /// capabilities negotiated on connect, commands, and events kept until
+    /// asked for. Every wait is bounded by a deadline and, if given, a stop
+    /// flag.
+    pub struct Qmp<'a> {
+        stream: BufReader<UnixStream>,
+        pending: Vec<u8>,
+        events: Vec<serde_json::Value>,
+        stop: Option<&'a AtomicBool>,
+    }
+
+    impl<'a> Qmp<'a> {
+        /// Connects to `socket`, reads QEMU's greeting and leaves
+        /// negotiation mode (`qmp_capabilities`).
+        pub fn connect(
+            socket: &Path,
+            deadline: Instant,
+            stop: Option<&'a AtomicBool>,
+        ) -> Result<Qmp<'a>, QmpError> {
+            let stream = UnixStream::connect(socket).map_err(QmpError::Io)?;
+            stream
+                .set_read_timeout(Some(Duration::from_millis(100)))
+                .map_err(QmpError::Io)?;
+            let mut q = Qmp {
+                stream: BufReader::new(stream),
+                pending: Vec::new(),
+                events: Vec::new(),
+                stop,
+            };
+            let greeting = q.next(deadline)?;
+            if greeting.get("QMP").is_none() {
+                return Err(QmpError::Protocol(format!("greeting {greeting}")));
+            }
+            q.execute("qmp_capabilities", serde_json::json!({}), deadline)?;
+            Ok(q)
+        }
+
+        /// Runs `command` with `arguments`; its `return` value, or QEMU's
+        /// error. Events that come first are kept for [`Qmp::wait_event`].
+        pub fn execute(
+            &mut self,
+            command: &str,
+            arguments: serde_json::Value,
+            deadline: Instant,
+        ) -> Result<serde_json::Value, QmpError> {
+            let mut line = serde_json::json!({ "execute": command, "arguments": arguments })
+                .to_string()
+                .into_bytes();
+            line.push(b'\n');
+            self.stream
+                .get_mut()
+                .write_all(&line)
+                .map_err(QmpError::Io)?;
+            loop {
+                let mut msg = self.next(deadline)?;
+                if let Some(r) = msg.get_mut("return") {
+                    return Ok(r.take());
+                }
+                if let Some(e) = msg.get("error") {
+                    let desc = e["desc"].as_str().unwrap_or("(no description)");
+                    return Err(QmpError::Refused(desc.to_string()));
+                }
+                if msg.get("event").is_some() {
+                    self.events.push(msg);
+                } else {
+                    return Err(QmpError::Protocol(msg.to_string()));
+                }
+            }
+        }
+
+        /// Waits for event `name` whose `data` satisfies `matches` (kept
+        /// ones first); its data.
+        pub fn wait_event(
+            &mut self,
+            name: &str,
+            deadline: Instant,
+            matches: impl Fn(&serde_json::Value) -> bool,
+        ) -> Result<serde_json::Value, QmpError> {
+            let wanted = |m: &serde_json::Value| m["event"] == name && matches(&m["data"]);
+            if let Some(i) = self.events.iter().position(wanted) {
+                return Ok(self.events.remove(i)["data"].take());
+            }
+            loop {
+                let mut msg = self.next(deadline).map_err(|e| match e {
+                    QmpError::Timeout(_) => QmpError::Timeout(format!("no {name} event in time")),
+                    e => e,
+                })?;
+                if wanted(&msg) {
+                    return Ok(msg["data"].take());
+                }
+                if msg.get("event").is_some() {
+                    self.events.push(msg);
+                }
+            }
+        }
+
+        /// The next message, by `deadline`.
+        fn next(&mut self, deadline: Instant) -> Result<serde_json::Value, QmpError> {
+            loop {
+                if let Some(end) = self.pending.iter().position(|&b| b == b'\n') {
+                    let line: Vec<u8> = self.pending.drain(..=end).collect();
+                    return serde_json::from_slice(&line).map_err(|e| {
+                        QmpError::Protocol(format!("{e}: {}", String::from_utf8_lossy(&line)))
+                    });
+                }
+                if self.stop.is_some_and(|s| s.load(Ordering::Relaxed)) {
+                    return Err(QmpError::Timeout("stopped: the guest is gone".into()));
+                }
+                if Instant::now() > deadline {
+                    return Err(QmpError::Timeout("QEMU did not answer in time".into()));
+                }
+                match self.stream.read_until(b'\n', &mut self.pending) {
+                    Ok(0) => {
+                        return Err(QmpError::Io(std::io::ErrorKind::UnexpectedEof.into()));
+                    }
+                    Ok(_) => {}
+                    Err(e)
+                        if matches!(
+                            e.kind(),
+                            std::io::ErrorKind::WouldBlock
+                                | std::io::ErrorKind::TimedOut
+                                | std::io::ErrorKind::Interrupted
+                        ) => {}
+                    Err(e) => return Err(QmpError::Io(e)),
+                }
+                // Bounded line: a QMP answer here is short.
+                if self.pending.len() > HOST_MAX_LINE {
+                    return Err(QmpError::Protocol("a line over 64 KiB".into()));
+                }
             }
         }
     }
@@ -1647,6 +1887,8 @@ pub mod e2e {
         started: Instant,
         /// Namespaces `netns-ping` may run in.
         namespaces: Vec<String>,
+        /// The guest's QEMU, for `qmp ...`, if the test allowed it.
+        qmp: Option<QmpAccess>,
     }
 
     impl HostServer {
@@ -1708,9 +1950,10 @@ pub mod e2e {
             let (output, rc) = match words.split_first() {
                 Some((&"vnicctl", args)) => self.run_vnicctl(args, stop),
                 Some((&"netns-ping", args)) => self.netns_ping(args, stop),
+                Some((&"qmp", args)) => self.qmp(args, stop),
                 _ => (
                     vec![format!(
-                        "host: only vnicctl and netns-ping may run, not {request:?}"
+                        "host: only vnicctl, netns-ping and qmp may run, not {request:?}"
                     )],
                     127,
                 ),
@@ -1759,6 +2002,97 @@ pub mod e2e {
                 .arg((count + 5).to_string())
                 .arg(ip.to_string());
             self.run_bounded(cmd, "ping", stop)
+        }
+
+        /// `qmp device_add FUNCTION ROOT-PORT` or `qmp device_del FUNCTION`
+        /// on the guest's QEMU ([`QmpAccess`]): FUNCTION is `pf` or `vfN`
+        /// with a socket in the card's socket directory (the device's QOM
+        /// id is FUNCTION too), ROOT-PORT one of the launcher's `rpK`.
+        /// `device_add` answers when QEMU has added the device (the guest
+        /// sees it some time later); `device_del` when QEMU reports
+        /// DEVICE_DELETED (the guest has let the function go). Status 0,
+        /// 1 if QEMU refused or went away, 124 past [`HOST_QMP_TIMEOUT`],
+        /// 127 for a request refused here.
+        fn qmp(&mut self, args: &[&str], stop: &AtomicBool) -> (Vec<String>, i32) {
+            let refuse = |why: String| (vec![format!("host: qmp: {why}")], 127);
+            let Some(access) = self.qmp.clone() else {
+                return refuse("this test gives the guest no QMP access".into());
+            };
+            let function_ok = |f: &str| {
+                f == "pf"
+                    || f.strip_prefix("vf").is_some_and(|n| {
+                        (1..=3).contains(&n.len()) && n.bytes().all(|b| b.is_ascii_digit())
+                    })
+            };
+            let (command, arguments, deleted) = match args {
+                ["device_add", function, bus] => {
+                    if !function_ok(function) {
+                        return refuse(format!("{function:?} is not a function (pf, vfN)"));
+                    }
+                    let root_port = bus.strip_prefix("rp").is_some_and(|n| {
+                        matches!(n.parse::<u32>(), Ok(1..=16)) && !n.starts_with('0')
+                    });
+                    if !root_port {
+                        return refuse(format!(
+                            "{bus:?} is not a root port of the launcher (rp1 .. rp16)"
+                        ));
+                    }
+                    let socket = access.functions.join(format!("{function}.sock"));
+                    let is_socket = std::fs::metadata(&socket)
+                        .is_ok_and(|m| std::os::unix::fs::FileTypeExt::is_socket(&m.file_type()));
+                    if !is_socket {
+                        return refuse(format!("the card has no socket {}", socket.display()));
+                    }
+                    let arguments = serde_json::json!({
+                        "driver": "vfio-user-pci",
+                        "id": function,
+                        "bus": bus,
+                        "socket": {"type": "unix", "path": socket},
+                    });
+                    ("device_add", arguments, None)
+                }
+                ["device_del", function] => {
+                    if !function_ok(function) {
+                        return refuse(format!("{function:?} is not a function (pf, vfN)"));
+                    }
+                    if !access.unplug {
+                        return refuse(format!(
+                            "device_del {function} refused: QEMU 11.1.3 aborts on device_del of a \
+                             vfio-user-pci function with MSI-X (docs/guest-environment.md, \
+                             \"Hotplug\"); VNIC_HOTUNPLUG=1 allows it for a QEMU with the fix"
+                        ));
+                    }
+                    let arguments = serde_json::json!({ "id": function });
+                    ("device_del", arguments, Some(function.to_string()))
+                }
+                _ => {
+                    return refuse(
+                        "want 'device_add FUNCTION ROOT-PORT' or 'device_del FUNCTION'".into(),
+                    )
+                }
+            };
+            let t0 = Instant::now();
+            let deadline = t0 + HOST_QMP_TIMEOUT;
+            let what = format!("{command} {}", args[1..].join(" "));
+            let result = Qmp::connect(&access.socket, deadline, Some(stop)).and_then(|mut q| {
+                q.execute(command, arguments, deadline)?;
+                if let Some(id) = deleted {
+                    q.wait_event("DEVICE_DELETED", deadline, |data| data["device"] == id)?;
+                    return Ok(format!(
+                        "{what}: DEVICE_DELETED after {:.2} s",
+                        t0.elapsed().as_secs_f64()
+                    ));
+                }
+                Ok(format!(
+                    "{what}: done in {:.2} s",
+                    t0.elapsed().as_secs_f64()
+                ))
+            });
+            match result {
+                Ok(line) => (vec![line], 0),
+                Err(QmpError::Timeout(why)) => (vec![format!("host: qmp: {what}: {why}")], 124),
+                Err(e) => (vec![format!("host: qmp: {what}: {e}")], 1),
+            }
         }
 
         /// Runs `cmd` (stdout and stderr as one stream) for at most
