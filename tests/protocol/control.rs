@@ -536,3 +536,116 @@ fn bad_socket_modes_and_groups_are_usage_errors() {
         assert!(!dir.0.join("sock").exists(), "{bad:?}: nothing created");
     }
 }
+
+/// A process this test spawned, killed (by its PID) and reaped on drop.
+struct Spawned(std::process::Child);
+
+impl Drop for Spawned {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Runs vnicd on socket directory `sockets` with `args`, expecting it to
+/// stop by itself within 10 s: (exit code, what it logged).
+fn vnicd_refused(sockets: &Path, args: &[&str]) -> (Option<i32>, String) {
+    let log = sockets.with_extension("refused.log");
+    let mut child = Spawned(
+        Command::new(vnicd_binary())
+            .arg("--socket-dir")
+            .arg(sockets)
+            .args(args)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap(),
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        if let Some(status) = child.0.try_wait().unwrap() {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "vnicd kept running");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    (status.code(), std::fs::read_to_string(&log).unwrap())
+}
+
+/// Starts vnicd on socket directory `sockets` and waits for its ready line.
+fn vnicd_serving(sockets: &Path, args: &[&str]) -> Spawned {
+    let mut child = Spawned(
+        Command::new(vnicd_binary())
+            .arg("--socket-dir")
+            .arg(sockets)
+            .args(args)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let stdout = BufReader::new(child.0.stdout.take().unwrap());
+    let ready = stdout
+        .lines()
+        .map_while(Result::ok)
+        .any(|l| l.starts_with("vnicd: ready"));
+    assert!(ready, "vnicd on {} did not get ready", sockets.display());
+    child
+}
+
+#[test]
+fn a_second_vnicd_on_a_served_directory_refuses_and_the_first_stays_reachable() {
+    let vnicd = Vnicd::start(&["--vfs", "1"]);
+    let dir = vnicd.socket_dir();
+    let (code, log) = vnicd_refused(&dir, &["--vfs", "1"]);
+    assert_eq!(code, Some(1), "{log}");
+    assert!(
+        log.contains("is served by another vnicd")
+            && log.contains(&format!("(pid {})", vnicd.pid())),
+        "{log}"
+    );
+    // Its sockets are still the first vnicd's: nothing unlinked or rebound.
+    for f in ["pf", "vf0"] {
+        RawClient::negotiated(&vnicd.socket(f));
+    }
+    let mut c = Ctl::connect(&vnicd);
+    assert_eq!(c.ok(json!({"op": "list"})).as_array().unwrap().len(), 2);
+}
+
+#[test]
+fn stale_sockets_are_replaced_and_one_another_process_listens_on_is_refused() {
+    use std::os::unix::net::UnixListener;
+    // A vnicd killed outright leaves its sockets behind, with nobody
+    // listening: the next one on the directory replaces them.
+    let mut crashed = Vnicd::start(&["--vfs", "1"]);
+    let dir = crashed.socket_dir();
+    // SAFETY: kill(2) on the PID of the vnicd this test started and has
+    // not reaped.
+    unsafe { libc::kill(crashed.pid() as i32, libc::SIGKILL) };
+    wait_for("vnicd killed", Duration::from_secs(10), || {
+        crashed.exited().is_some()
+    });
+    assert!(dir.join("pf.sock").exists() && dir.join("control.sock").exists());
+    let _next = vnicd_serving(&dir, &["--vfs", "1"]);
+    RawClient::negotiated(&dir.join("vf0.sock"));
+    let mut c = UnixStream::connect(dir.join("control.sock")).unwrap();
+    c.write_all(b"{\"op\":\"list\"}\n").unwrap();
+    let mut answer = String::new();
+    BufReader::new(&c).read_line(&mut answer).unwrap();
+    assert!(answer.contains("\"ok\":true"), "{answer}");
+
+    // Something else listening on a socket path: refused, and left alone.
+    let other = TempDir::new("inuse");
+    let sockets = other.0.join("sock");
+    std::fs::create_dir(&sockets).unwrap();
+    let taken = UnixListener::bind(sockets.join("vf0.sock")).unwrap();
+    let (code, log) = vnicd_refused(&sockets, &["--vfs", "1"]);
+    assert_eq!(code, Some(1), "{log}");
+    assert!(
+        log.contains("vf0.sock") && log.contains("another process is listening on it"),
+        "{log}"
+    );
+    let _client = UnixStream::connect(sockets.join("vf0.sock")).unwrap();
+    assert!(taken.accept().is_ok(), "the other process keeps its socket");
+    assert!(!sockets.join("pf.sock").exists(), "vnicd removed what it bound");
+}

@@ -80,6 +80,14 @@ fn conn_token(index: usize) -> Token {
 pub enum ServerError {
     #[error("cannot create socket directory {0}: {1}")]
     SocketDir(PathBuf, io::Error),
+    #[error(
+        "socket directory {0} is served by another vnicd{pid}; stop it first, or use another \
+         --socket-dir",
+        pid = .1.map(|p| format!(" (pid {p})")).unwrap_or_default()
+    )]
+    Locked(PathBuf, Option<u32>),
+    #[error("cannot lock socket directory {0}: {1}")]
+    Lock(PathBuf, io::Error),
     #[error("cannot listen on {0}: {1}")]
     Bind(PathBuf, io::Error),
     #[error("event loop: {0}")]
@@ -200,6 +208,9 @@ impl Client {
 pub struct Server {
     poll: Poll,
     card: Card,
+    /// The socket directory's lock ([`sockets::LOCK_FILE`]), held while
+    /// the server lives.
+    _lock: std::fs::File,
     /// Mode and group of the function sockets.
     access: SocketAccess,
     /// Every function's socket path, and its listener while it is enabled.
@@ -215,9 +226,10 @@ pub struct Server {
 }
 
 impl Server {
-    /// Binds one socket per enabled function in `dir` (created if missing,
-    /// see [`sockets`]; stale sockets from a crashed vnicd are replaced),
-    /// with `access`'s mode and group, and the control socket at `control`
+    /// Locks `dir` (created if missing, see [`sockets`]) against other
+    /// vnicds, then binds one socket per enabled function in it (stale
+    /// sockets from a crashed vnicd are replaced, live ones refused) with
+    /// `access`'s mode and group, and the control socket at `control`
     /// (default: `dir`/control.sock), vnicd's user's only.
     pub fn new(
         card: Card,
@@ -226,6 +238,10 @@ impl Server {
         access: SocketAccess,
     ) -> Result<Self, ServerError> {
         sockets::create_dir(dir, &access).map_err(|e| ServerError::SocketDir(dir.into(), e))?;
+        let lock = sockets::lock_dir(dir).map_err(|e| match e {
+            sockets::LockError::Held(pid) => ServerError::Locked(dir.into(), pid),
+            sockets::LockError::Io(e) => ServerError::Lock(dir.into(), e),
+        })?;
         let poll = Poll::new().map_err(ServerError::Poll)?;
         let paths: Vec<PathBuf> = card
             .functions()
@@ -249,6 +265,7 @@ impl Server {
         let mut server = Server {
             poll,
             card,
+            _lock: lock,
             access,
             listeners: paths.iter().map(|_| None).collect(),
             paths,
