@@ -647,5 +647,66 @@ fn stale_sockets_are_replaced_and_one_another_process_listens_on_is_refused() {
     );
     let _client = UnixStream::connect(sockets.join("vf0.sock")).unwrap();
     assert!(taken.accept().is_ok(), "the other process keeps its socket");
-    assert!(!sockets.join("pf.sock").exists(), "vnicd removed what it bound");
+    assert!(
+        !sockets.join("pf.sock").exists(),
+        "vnicd removed what it bound"
+    );
+}
+
+#[test]
+fn a_vfio_user_client_at_the_control_socket_gets_an_error_reply_and_a_log_line() {
+    let vnicd = Vnicd::start(&["--vfs", "1"]);
+    let mut qemu = RawClient::connect(&control_socket(&vnicd));
+    let mut body = vec![0, 0, 0, 0];
+    body.extend_from_slice(br#"{"capabilities":{"max_msg_fds":8}}"#);
+    body.push(0);
+    let r = qemu.call(vnic_tests::VERSION, 0, &body, &[]);
+    assert!(r.is_error(), "{r:?}");
+    // QEMU prints it as "version reply: Protocol wrong type for socket".
+    assert_eq!(r.error, libc::EPROTOTYPE as u32);
+    let mut rest = Vec::new();
+    assert_eq!(
+        qemu.stream.read_to_end(&mut rest).unwrap(),
+        0,
+        "then closed"
+    );
+    wait_for("the log line", Duration::from_secs(5), || {
+        vnicd
+            .log_text()
+            .contains("control socket: a client sent a vfio-user message")
+    });
+    // Text that is no JSON is still a bad request on a usable connection.
+    let mut c = Ctl::connect(&vnicd);
+    c.send_raw(b"this is not json\n");
+    assert!(c.line()["error"].as_str().unwrap().contains("bad request"));
+    assert_eq!(c.call(json!({"op": "list"}))["ok"], true);
+}
+
+#[test]
+fn vnicctl_at_a_function_socket_says_so_and_vnicctl_gives_up_after_its_timeout() {
+    let vnicd = Vnicd::start(&["--vfs", "1"]);
+    let started = Instant::now();
+    let (code, stdout, stderr) = vnicctl(&vnicd.socket("pf"), &["list"]);
+    assert_eq!(code, Some(1), "{stdout}{stderr}");
+    assert!(
+        stderr.starts_with("vnicctl: pf.sock is the vfio-user socket of function pf"),
+        "{stderr}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "answered at once"
+    );
+    // A socket that never answers: vnicctl's --timeout, a clear message,
+    // exit status 3.
+    let dir = TempDir::new("silent");
+    let silent = std::os::unix::net::UnixListener::bind(dir.0.join("silent.sock")).unwrap();
+    let started = Instant::now();
+    let (code, _, stderr) = vnicctl(&dir.0.join("silent.sock"), &["--timeout", "0.5", "list"]);
+    assert_eq!(code, Some(3), "{stderr}");
+    assert!(
+        stderr.contains("no answer from") && stderr.contains("within 0.5 s"),
+        "{stderr}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(5));
+    drop(silent);
 }
