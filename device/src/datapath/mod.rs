@@ -1447,7 +1447,18 @@ mod tests {
             .map(|i| rd(&mut c, 0, Reg::AdminArg0 as u64 + 4 * i))
             .collect();
         assert_eq!(got, vec![lo, hi, 10, 20, 0, 0b10 | 2 << 2]);
-        assert_eq!(admin(&mut c, 1, 9, &[lo, hi]), libc::ENODEV as u32);
+        assert_eq!(
+            admin(&mut c, 1, 9, &[lo, hi]),
+            libc::ENODEV as u32,
+            "a VF beyond TotalVFs"
+        );
+        c.set_num_vfs(2).unwrap();
+        assert_eq!(
+            admin(&mut c, 4, 3, &[1]),
+            libc::ENODEV as u32,
+            "a VF that is disabled"
+        );
+        assert_eq!(admin(&mut c, 4, 1, &[1]), 0, "VF1 still there");
         assert_eq!(admin(&mut c, 99, 1, &[]), libc::EOPNOTSUPP as u32);
         // Back to untagged, where VF0's vNIC 0 owns its MAC.
         assert_eq!(admin(&mut c, 2, 1, &[0, 0x8100]), 0);
