@@ -274,7 +274,8 @@ fn register_twin(name: &str) -> Option<Twin> {
         | "VNIC_VERSION_MINOR_DB_PAGE"
         | "VNIC_VERSION_MINOR_TX_USECS"
         | "VNIC_VERSION_MINOR_GUEST_DB"
-        | "VNIC_VERSION_MINOR_RX_FILTER" => NotChecked(VERSION),
+        | "VNIC_VERSION_MINOR_RX_FILTER"
+        | "VNIC_VERSION_MINOR_LINK_SPEED" => NotChecked(VERSION),
         "VNIC_REG_FUNC" => reg(Reg::Func),
         "VNIC_REG_QP_MAX" => reg(Reg::QpMax),
         "VNIC_REG_QP_NUM" => reg(Reg::QpNum),
@@ -287,6 +288,7 @@ fn register_twin(name: &str) -> Option<Twin> {
         "VNIC_REG_IRQ_TEST_COUNT" => reg(Reg::IrqTestCount),
         "VNIC_REG_NUM_VECTORS" => reg(Reg::NumVectors),
         "VNIC_REG_BAD_ACCESS" => reg(Reg::BadAccess),
+        "VNIC_REG_LINK_SPEED" => reg(Reg::LinkSpeed),
         "VNIC_REG_VCT_LO" => reg(Reg::VctLo),
         "VNIC_REG_VCT_HI" => reg(Reg::VctHi),
         "VNIC_REG_VCT_STATUS" => reg(Reg::VctStatus),
