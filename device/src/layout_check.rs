@@ -37,6 +37,7 @@ fn rust_layout(strukt: &str, field: &str) -> Option<usize> {
         ("vnic_queue_ctx", "error") => offset_of!(QueueContext, error),
         ("vnic_queue_ctx", "reserved0") => offset_of!(QueueContext, reserved0),
         ("vnic_queue_ctx", "features") => offset_of!(QueueContext, features),
+        ("vnic_queue_ctx", "max_frame") => offset_of!(QueueContext, max_frame),
         ("vnic_queue_ctx", "reserved2") => offset_of!(QueueContext, reserved2),
         ("vnic_queue_ctx", "packets") => offset_of!(QueueContext, packets),
         ("vnic_queue_ctx", "bytes") => offset_of!(QueueContext, bytes),
