@@ -96,6 +96,13 @@
 				      VNIC_RX_BUF_ALIGN)
 
 /*
+ * The longest frame a vNIC's receive queue takes (its context's max_frame):
+ * MTU + Ethernet header + one tag. The card drops and counts longer ones,
+ * as a NIC whose receive limit follows the MTU does.
+ */
+#define VNIC_RX_MAX_FRAME(mtu)	((mtu) + ETH_HLEN + VLAN_HLEN)
+
+/*
  * Received frames up to this long (after the per-frame header) are copied
  * into a new skb and their pages stay in the ring: cheaper than a page per
  * small packet.
@@ -673,7 +680,8 @@ int vnic_state_write_vct(struct vnic_priv *priv);
 struct vnic_queue_ctx *vnic_state_ctx(struct vnic_priv *priv, u32 type,
 				      u32 q);
 void vnic_state_ctx_reset(struct vnic_priv *priv, struct vnic_queue_ctx *ctx,
-			  dma_addr_t ring, u32 size, u16 features);
+			  dma_addr_t ring, u32 size, u16 features,
+			  u16 max_frame);
 void vnic_state_ctx_stopped(struct vnic_queue_ctx *ctx);
 
 /* vnic_doorbell.c */

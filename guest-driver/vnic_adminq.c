@@ -45,7 +45,10 @@ static const char *vnic_admin_op_name(u32 op)
 	}
 }
 
-/* Is @vf a VF the card has enabled? */
+/*
+ * Is @vf a VF the card has enabled? A VF that does not exist is -ENODEV, as
+ * the card answers for one (docs/management.md), not -EINVAL.
+ */
 static int vnic_admin_check_vf(struct vnic_priv *priv, int vf)
 {
 	u32 num_vfs;
@@ -57,7 +60,7 @@ static int vnic_admin_check_vf(struct vnic_priv *priv, int vf)
 	if (num_vfs == ~0U)
 		return -EOPNOTSUPP;
 	if (vf < 0 || (u32)vf >= num_vfs || vf > FIELD_MAX(VNIC_ADMIN_CMD_VF))
-		return -EINVAL;
+		return -ENODEV;
 	return 0;
 }
 
@@ -71,7 +74,7 @@ static int vnic_admin_check_vf(struct vnic_priv *priv, int vf)
  * @res: results read from ADMIN_ARG0 on when the command succeeded
  * @nres: number of @res
  *
- * Return: 0, the negative errno the card returned, or -EOPNOTSUPP / -EINVAL
+ * Return: 0, the negative errno the card returned, or -EOPNOTSUPP / -ENODEV
  * / -EIO when the card has no mailbox, @vf does not exist, or the status is
  * not an errno.
  */

@@ -151,6 +151,9 @@ static_assert(offsetof(struct vnic_rx_desc, reserved) == 14);
  * @error: VNIC_QERR_* code, 0 = none; card
  * @reserved0: 0
  * @features: VNIC_FEAT_* the queue uses, read when it starts; driver
+ * @max_frame: receive queue: longest frame it takes (MTU + Ethernet header +
+ *	one VLAN tag), longer ones the card drops and counts; 0 = no limit but
+ *	the buffers'. Send queue: 0. Read when it starts; driver
  * @reserved2: 0
  * @packets: frames sent (SQ) or received (RQ); card
  * @bytes: bytes of those frames; card
@@ -159,8 +162,9 @@ static_assert(offsetof(struct vnic_rx_desc, reserved) == 14);
  * @reserved1: 0
  *
  * It sits at the start of an A-byte slot of a context block; the driver
- * writes @ring, @size and @features with everything else zero before it
- * enables the queue, the card keeps the rest up to date while the queue runs.
+ * writes @ring, @size, @features and @max_frame with everything else zero
+ * before it enables the queue, the card keeps the rest up to date while the
+ * queue runs.
  */
 struct vnic_queue_ctx {
 	__le64 ring;
@@ -171,7 +175,8 @@ struct vnic_queue_ctx {
 	u8 error;
 	u8 reserved0;
 	__le16 features;
-	__le32 reserved2;
+	__le16 max_frame;
+	__le16 reserved2;
 	__le64 packets;
 	__le64 bytes;
 	__le64 drops;
@@ -190,6 +195,8 @@ static_assert(offsetof(struct vnic_queue_ctx, head) == 12);
 static_assert(offsetof(struct vnic_queue_ctx, tail) == 14);
 static_assert(offsetof(struct vnic_queue_ctx, error) == 16);
 static_assert(offsetof(struct vnic_queue_ctx, features) == 18);
+static_assert(offsetof(struct vnic_queue_ctx, max_frame) == 20);
+static_assert(offsetof(struct vnic_queue_ctx, reserved2) == 22);
 static_assert(offsetof(struct vnic_queue_ctx, packets) == 24);
 static_assert(offsetof(struct vnic_queue_ctx, bytes) == 32);
 static_assert(offsetof(struct vnic_queue_ctx, drops) == 40);

@@ -2,6 +2,7 @@
 /*
  * vnic - ethtool operations.
  *
+ * ethtool DEV shows the card's nominal speed (LINK_SPEED), full duplex.
  * A netdev is one queue pair, so -l reports one combined channel. -S shows
  * the card's counters of this queue pair (its contexts' counters, read from
  * the queue pair's area in BAR0), the function-wide counters the switch
@@ -124,6 +125,35 @@ static void vnic_get_drvinfo(struct net_device *netdev,
 	snprintf(info->fw_version, sizeof(info->fw_version), "%u.%u",
 		 VNIC_VERSION_MAJOR(priv->version),
 		 VNIC_VERSION_MINOR(priv->version));
+}
+
+/*
+ * Speed and duplex: LINK_SPEED (interface 1.6), the port's nominal speed or
+ * the function's TX rate limit if that is lower, always full duplex. Unknown
+ * while the carrier is off, on an older card, or when the card does not
+ * answer (0 or all-ones). No autonegotiation and no port type: the port is
+ * emulated.
+ */
+static int vnic_get_link_ksettings(struct net_device *netdev,
+				   struct ethtool_link_ksettings *cmd)
+{
+	struct vnic_port *port = netdev_priv(netdev);
+	struct vnic_priv *priv = port->priv;
+	u32 speed;
+
+	cmd->base.autoneg = AUTONEG_DISABLE;
+	cmd->base.port = PORT_OTHER;
+	cmd->base.speed = SPEED_UNKNOWN;
+	cmd->base.duplex = DUPLEX_UNKNOWN;
+	if (!netif_carrier_ok(netdev) ||
+	    VNIC_VERSION_MINOR(priv->version) < VNIC_VERSION_MINOR_LINK_SPEED)
+		return 0;
+	speed = vnic_rd32(priv, VNIC_REG_LINK_SPEED);
+	if (!speed || speed > INT_MAX)
+		return 0;
+	cmd->base.speed = speed;
+	cmd->base.duplex = DUPLEX_FULL;
+	return 0;
 }
 
 static int vnic_get_sset_count(struct net_device *netdev, int sset)
@@ -338,6 +368,7 @@ static const struct ethtool_ops vnic_ethtool_ops = {
 				     ETHTOOL_COALESCE_TX_USECS,
 	.get_drvinfo = vnic_get_drvinfo,
 	.get_link = ethtool_op_get_link,
+	.get_link_ksettings = vnic_get_link_ksettings,
 	.get_sset_count = vnic_get_sset_count,
 	.get_strings = vnic_get_strings,
 	.get_ethtool_stats = vnic_get_ethtool_stats,

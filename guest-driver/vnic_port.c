@@ -118,9 +118,11 @@ int vnic_port_start(struct vnic_port *port)
 		goto err_free_tx;
 
 	vnic_state_ctx_reset(priv, port->sq_ctx, port->tx.dma, port->tx.size,
-			     port->sq_features);
+			     port->sq_features, 0);
+	/* The exception queue pair's messages are no frames of an MTU */
 	vnic_state_ctx_reset(priv, port->rq_ctx, port->rx.dma, port->rx.size,
-			     port->rq_features);
+			     port->rq_features,
+			     port->exc ? 0 : VNIC_RX_MAX_FRAME(netdev->mtu));
 
 	napi_enable(&port->napi);
 	vnic_write_itr(port);

@@ -54,6 +54,8 @@
 #define   VNIC_VERSION_MINOR_GUEST_DB	4
 /* First minor version with address filtering (QP_RX_MODE, QP_ADDR_STATUS) */
 #define   VNIC_VERSION_MINOR_RX_FILTER	5
+/* First minor version with LINK_SPEED */
+#define   VNIC_VERSION_MINOR_LINK_SPEED	6
 
 /* 0x008 FUNC (RO): which function this is */
 #define VNIC_REG_FUNC			0x008
@@ -100,6 +102,12 @@
 
 /* 0x034 BAD_ACCESS (RO): count of rejected MMIO accesses */
 #define VNIC_REG_BAD_ACCESS		0x034
+
+/*
+ * 0x038 LINK_SPEED (RO, interface 1.6): nominal speed in Mb/s, the port's or
+ * the function's TX rate limit if lower; full duplex
+ */
+#define VNIC_REG_LINK_SPEED		0x038
 
 /*
  * 0x040 VCT_LO (RW), 0x044 VCT_HI (RW): this function's VCT entry, the guest

@@ -329,19 +329,24 @@ struct vnic_queue_ctx *vnic_state_ctx(struct vnic_priv *priv, u32 type,
  * @ring: bus address of the descriptor ring
  * @size: ring entries
  * @features: VNIC_FEAT_* offloads the queue uses (0: none)
+ * @max_frame: a receive queue's longest frame (0: no limit; 0 for a send
+ *	queue)
  *
- * Everything but the ring base, size and features is zero: the queue starts
- * with head and tail 0 and fresh counters. QP_CTRL (an iowrite32) orders
- * these writes before the card reads the context. The features stay in the
- * context, so a queue resumed from it (migration) keeps them.
+ * Everything but the ring base, size, features and max_frame is zero: the
+ * queue starts with head and tail 0 and fresh counters. QP_CTRL (an
+ * iowrite32) orders these writes before the card reads the context. The
+ * features and max_frame stay in the context, so a queue resumed from it
+ * (migration) keeps them.
  */
 void vnic_state_ctx_reset(struct vnic_priv *priv, struct vnic_queue_ctx *ctx,
-			  dma_addr_t ring, u32 size, u16 features)
+			  dma_addr_t ring, u32 size, u16 features,
+			  u16 max_frame)
 {
 	memset(ctx, 0, priv->state.ctx_size);
 	ctx->ring = cpu_to_le64(ring);
 	ctx->size = cpu_to_le16(size);
 	ctx->features = cpu_to_le16(features);
+	ctx->max_frame = cpu_to_le16(max_frame);
 }
 
 /**

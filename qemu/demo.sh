@@ -6,6 +6,12 @@
 # traffic through the card's switch (qemu/demo-guest.sh). The guest powers
 # off at the end.
 #
+# The terminal shows the scenario's part of the guest console: from the
+# guest's /init on ("VNIC-INIT: ..."), with the kernel's messages that come
+# meanwhile (vnic.ko probing), up to "VNIC-SCENARIO-EXIT <status>". The
+# whole console, the kernel's boot log included, stays in the log file the
+# demo names (vnicd's log next to it), and so do the launcher's messages.
+#
 # Usage: qemu/demo.sh [--shell] [--kernel NAME]
 #   --shell         boot the same guest interactively instead (insmod
 #                   /lib/modules/vnic.ko yourself; Ctrl-a x quits QEMU)
@@ -33,5 +39,20 @@ cargo build --quiet -p vnic-device --bin vnicd
 if ((SHELL_MODE)); then
 	exec qemu/run-guest.sh --kernel "$KERNEL" --vfs 2 --attach pf,vf0,vf1
 fi
-exec qemu/run-guest.sh --kernel "$KERNEL" --vfs 2 --attach pf,vf0,vf1 --timeout 300 \
-	--scenario qemu/demo-guest.sh
+LOG=$(mktemp -d "${TMPDIR:-/tmp}/vnic-demo.XXXXXX")/console.log
+: >"$LOG"
+echo "demo: booting the guest; its whole console (the kernel's boot log too) goes to $LOG"
+qemu/run-guest.sh --kernel "$KERNEL" --vfs 2 --attach pf,vf0,vf1 --timeout 300 \
+	--quiet --log "$LOG" --scenario qemu/demo-guest.sh &
+RUN=$!
+# The scenario's lines as they come: from /init on, up to its exit line
+# (console lines end in CR LF). tail ends with the launcher.
+tail -n +1 -F --pid="$RUN" "$LOG" 2>/dev/null |
+	sed -u 's/\r$//' |
+	awk '/^VNIC-INIT:/ { on = 1 } on { print; fflush() } /^VNIC-SCENARIO-EXIT/ { exit }' &
+SHOW=$!
+RC=0
+wait "$RUN" || RC=$?
+wait "$SHOW" 2>/dev/null || true
+echo "demo: the guest's whole console: $LOG"
+exit "$RC"

@@ -23,6 +23,10 @@ pub const MAX_QUEUE_PAIRS: u32 = 256;
 /// Most VxLAN tunnel IDs (and MAC entries): the tables are hash maps, and
 /// an install into a full table scans for the least-used entry.
 pub const MAX_VXLAN_CAPACITY: u32 = 1 << 20;
+/// The port's nominal speed unless `--link-speed` says otherwise, Mb/s.
+pub const DEFAULT_LINK_SPEED: u32 = 10_000;
+/// The fastest nominal speed, Mb/s (800 Gb/s; ethtool's field is 32 bits).
+pub const MAX_LINK_SPEED: u32 = 800_000;
 
 /// Card-wide settings (vnicd's command line).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -47,6 +51,9 @@ pub struct CardConfig {
     /// Extra unicast addresses an untrusted VF may have over all its
     /// vNICs (`--vf-max-addrs`; docs/datapath.md, "Address filtering").
     pub vf_max_addrs: u32,
+    /// The port's nominal speed in Mb/s, every function's LINK_SPEED
+    /// unless its TX rate policy is lower (`--link-speed`).
+    pub link_speed: u32,
 }
 
 impl Default for CardConfig {
@@ -60,6 +67,7 @@ impl Default for CardConfig {
             doorbell_page: false,
             doorbell_policy: PagePolicy::default(),
             vf_max_addrs: DEFAULT_VF_MAX_ADDRS,
+            link_speed: DEFAULT_LINK_SPEED,
         }
     }
 }
@@ -74,6 +82,8 @@ pub enum CardError {
     VnicsPerVf { n: u32, x: u32 },
     #[error("--vxlan-capacity {0} outside 1..={MAX_VXLAN_CAPACITY}")]
     VxlanCapacity(u32),
+    #[error("--link-speed {0} outside 1..={MAX_LINK_SPEED} (Mb/s)")]
+    LinkSpeed(u32),
 }
 
 impl CardConfig {
@@ -92,6 +102,9 @@ impl CardConfig {
         }
         if !(1..=MAX_VXLAN_CAPACITY).contains(&self.vxlan_capacity) {
             return Err(CardError::VxlanCapacity(self.vxlan_capacity));
+        }
+        if !(1..=MAX_LINK_SPEED).contains(&self.link_speed) {
+            return Err(CardError::LinkSpeed(self.link_speed));
         }
         Ok(())
     }
@@ -421,6 +434,7 @@ impl Card {
                 .collect(),
             serial: Self::serial(config, kind),
             ari_next: if config.vfs > 0 { 1 } else { 0 },
+            link_speed: config.link_speed,
             sriov: Some(SriovLayout {
                 total_vfs: config.vfs,
                 num_vfs: config.vfs,
@@ -450,6 +464,7 @@ impl Card {
             ari_next: if last { 0 } else { (kind.number() + 1) as u8 },
             sriov: None,
             exception_qp: None,
+            link_speed: config.link_speed,
         }
     }
 

@@ -37,6 +37,7 @@ fn rust_layout(strukt: &str, field: &str) -> Option<usize> {
         ("vnic_queue_ctx", "error") => offset_of!(QueueContext, error),
         ("vnic_queue_ctx", "reserved0") => offset_of!(QueueContext, reserved0),
         ("vnic_queue_ctx", "features") => offset_of!(QueueContext, features),
+        ("vnic_queue_ctx", "max_frame") => offset_of!(QueueContext, max_frame),
         ("vnic_queue_ctx", "reserved2") => offset_of!(QueueContext, reserved2),
         ("vnic_queue_ctx", "packets") => offset_of!(QueueContext, packets),
         ("vnic_queue_ctx", "bytes") => offset_of!(QueueContext, bytes),
@@ -274,7 +275,8 @@ fn register_twin(name: &str) -> Option<Twin> {
         | "VNIC_VERSION_MINOR_DB_PAGE"
         | "VNIC_VERSION_MINOR_TX_USECS"
         | "VNIC_VERSION_MINOR_GUEST_DB"
-        | "VNIC_VERSION_MINOR_RX_FILTER" => NotChecked(VERSION),
+        | "VNIC_VERSION_MINOR_RX_FILTER"
+        | "VNIC_VERSION_MINOR_LINK_SPEED" => NotChecked(VERSION),
         "VNIC_REG_FUNC" => reg(Reg::Func),
         "VNIC_REG_QP_MAX" => reg(Reg::QpMax),
         "VNIC_REG_QP_NUM" => reg(Reg::QpNum),
@@ -287,6 +289,7 @@ fn register_twin(name: &str) -> Option<Twin> {
         "VNIC_REG_IRQ_TEST_COUNT" => reg(Reg::IrqTestCount),
         "VNIC_REG_NUM_VECTORS" => reg(Reg::NumVectors),
         "VNIC_REG_BAD_ACCESS" => reg(Reg::BadAccess),
+        "VNIC_REG_LINK_SPEED" => reg(Reg::LinkSpeed),
         "VNIC_REG_VCT_LO" => reg(Reg::VctLo),
         "VNIC_REG_VCT_HI" => reg(Reg::VctHi),
         "VNIC_REG_VCT_STATUS" => reg(Reg::VctStatus),

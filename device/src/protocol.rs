@@ -617,6 +617,35 @@ pub fn reply(req: &MessageHeader, payload: &[u8]) -> Vec<u8> {
     out
 }
 
+/// Whether the first bytes of a connection start a vfio-user message: its
+/// command field (bytes 2–3) names a vfio-user command. None until 4 bytes
+/// are in. Every command number is below 0x20, so the field's high byte is
+/// 0: JSON or any other text never has it.
+pub fn starts_vfio_user(first: &[u8]) -> Option<bool> {
+    let b = first.get(..4)?;
+    Some(Command::try_from(u16::from_le_bytes([b[2], b[3]])).is_ok())
+}
+
+/// Whether the first bytes of a connection to a vfio-user socket are a
+/// JSON object instead (a control client, such as vnicctl, at the wrong
+/// socket): they start with `{` and bytes 2–3 are no vfio-user command.
+/// None while that cannot be told yet (a `{` and fewer than 4 bytes).
+pub fn starts_json(first: &[u8]) -> Option<bool> {
+    match first.first()? {
+        b'{' => starts_vfio_user(first).map(|v| !v),
+        _ => Some(false),
+    }
+}
+
+/// The error reply to a message whose first `first.len()` bytes (at least
+/// 4: its ID and command) are all that was read of it.
+pub fn error_reply_to_start(first: &[u8], errno: i32) -> Vec<u8> {
+    let mut hdr = [0u8; HEADER_SIZE];
+    let n = first.len().min(HEADER_SIZE);
+    hdr[..n].copy_from_slice(&first[..n]);
+    error_reply(&MessageHeader::decode(&hdr), errno)
+}
+
 /// Builds an error reply to `req` carrying a positive errno.
 pub fn error_reply(req: &MessageHeader, errno: i32) -> Vec<u8> {
     let mut out = Vec::with_capacity(HEADER_SIZE);
@@ -730,6 +759,36 @@ pub fn version_payload() -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn json_and_vfio_user_are_told_apart_by_their_first_four_bytes() {
+        let mut version = Vec::new();
+        MessageHeader {
+            id: 0x7b, // '{'
+            command: Command::Version as u16,
+            size: 32,
+            flags: HeaderFlags::new(),
+            error: 0,
+        }
+        .encode(&mut version);
+        assert_eq!(starts_vfio_user(&version), Some(true));
+        assert_eq!(
+            starts_json(&version),
+            Some(false),
+            "an ID of 0x7b is no JSON"
+        );
+        let line = b"{\"op\":\"list\"}\n";
+        assert_eq!(starts_vfio_user(line), Some(false));
+        assert_eq!(starts_json(line), Some(true));
+        assert_eq!(starts_json(b"{\""), None, "not yet");
+        assert_eq!(starts_vfio_user(b"this is not json\n"), Some(false));
+        assert_eq!(starts_json(b"\x01\x00\x01\x00"), Some(false));
+        let reply = error_reply_to_start(&version[..4], libc::EBUSY);
+        let h = MessageHeader::decode(reply[..HEADER_SIZE].try_into().unwrap());
+        assert_eq!((h.id, h.command, h.size), (0x7b, 1, 16));
+        assert!(h.flags.error());
+        assert_eq!(h.error, libc::EBUSY as u32);
+    }
 
     fn hdr(cmd: u16, size: u32, flags: u32) -> [u8; 16] {
         let mut v = Vec::new();

@@ -122,6 +122,9 @@ pub struct Queue {
     dirty: bool,
     /// Offloads the running queue uses (from its context).
     features: Features,
+    /// A receive queue's longest frame (from its context's `max_frame`);
+    /// 0: no limit but the buffers'. 0 on a send queue.
+    max_frame: u16,
     /// Only these features may be asked for (the PF's exception queue
     /// pair allows fewer).
     exception: bool,
@@ -137,6 +140,7 @@ impl Queue {
             error: None,
             dirty: false,
             features: Features::new(),
+            max_frame: 0,
             exception: false,
         }
     }
@@ -183,6 +187,13 @@ impl Queue {
         }
         self.ring = Some(Ring::new(dma, c.ring, c.size, c.head, c.tail)?);
         self.features = features;
+        // The PF's exception queue pair carries messages, not frames of a
+        // netdev with an MTU.
+        self.max_frame = if receive && !self.exception {
+            c.max_frame
+        } else {
+            0
+        };
         self.ctx.state = ctx_state::RUNNING;
         self.ctx.error = 0;
         self.store(dma);
@@ -878,6 +889,11 @@ impl QueuePair {
     /// The receive ring and its offload features, if the fast path may
     /// write frames into it: running, not paused, nothing waiting in the
     /// packet buffer (frames keep their order).
+    /// The receive queue's `max_frame` (0: no limit but the buffers').
+    pub fn rx_max_frame(&self) -> u16 {
+        self.rx.max_frame
+    }
+
     pub fn fast_rx(&self) -> Option<(Ring, Features)> {
         let ok = self.rx_backlog.is_empty() && !self.paused;
         self.rx.ring.filter(|_| ok).map(|r| (r, self.rx.features))
@@ -945,6 +961,13 @@ impl QueuePair {
             self.rx.ctx.count_drops(1);
             return Ok(Arrival::Dropped);
         };
+        if self.rx.max_frame != 0 && wire_len(header, frame) > usize::from(self.rx.max_frame) {
+            // Longer than the receiver's MTU: dropped, as a NIC whose
+            // receive limit is set from the MTU drops it.
+            self.rx.ctx.count_drops(1);
+            self.rx.dirty = true;
+            return Ok(Arrival::Dropped);
+        }
         let features = self.rx.features;
         let header: &[u8] = match (features.vnet_hdr(), header) {
             (false, _) => &[],
@@ -1047,6 +1070,25 @@ impl QueuePair {
         Ok(d)
     }
 }
+
+/// The longest frame on the wire that `frame` stands for: itself, or for
+/// a GSO frame handed over unsegmented (its `header` asks for
+/// segmentation) its headers and one `gso_size` of payload, the segments
+/// it would be on a wire. A GSO frame whose headers do not parse counts
+/// whole.
+pub fn wire_len(header: Option<&[u8; HDR_LEN]>, frame: &[u8]) -> usize {
+    let Some(h) = header.filter(|h| h[1] & !GSO_ECN != 0) else {
+        return frame.len();
+    };
+    let gso_size = usize::from(u16::from_le_bytes([h[4], h[5]]));
+    match crate::offload::parse_tcp(frame) {
+        Ok(t) => frame.len().min(t.payload + gso_size),
+        Err(_) => frame.len(),
+    }
+}
+
+/// The ECN bit of a `virtio_net_hdr`'s `gso_type`.
+const GSO_ECN: u8 = 0x80;
 
 /// When the fast path (`crate::datapath`) tries a send queue again after
 /// declining a frame: it sits out as many frames as it declined tries in

@@ -14,7 +14,7 @@ pub const BAR0_SIZE: u64 = 64 * 1024;
 /// "VNIC" in ASCII, read from ID.
 pub const ID_MAGIC: u32 = 0x564e_4943;
 pub const VERSION_MAJOR: u16 = 1;
-pub const VERSION_MINOR: u16 = 5;
+pub const VERSION_MINOR: u16 = 6;
 
 /// Register offsets.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -34,6 +34,7 @@ pub enum Reg {
     IrqTestCount = 0x02c,
     NumVectors = 0x030,
     BadAccess = 0x034,
+    LinkSpeed = 0x038,
     VctLo = 0x040,
     VctHi = 0x044,
     VctStatus = 0x048,
@@ -142,6 +143,11 @@ pub const REGISTERS: &[RegSpec] = &[
     RegSpec {
         reg: Reg::BadAccess,
         name: "BAD_ACCESS",
+        access: Access::ReadOnly,
+    },
+    RegSpec {
+        reg: Reg::LinkSpeed,
+        name: "LINK_SPEED",
         access: Access::ReadOnly,
     },
     RegSpec {
@@ -603,6 +609,10 @@ pub struct Identity {
     /// EXC_QP: index of the PF's exception queue pair, 0 if none
     /// (docs/vxlan.md).
     pub exc_qp: u32,
+    /// The port's nominal speed in Mb/s (`vnicd --link-speed`), what
+    /// LINK_SPEED reads unless the function's TX rate policy is slower
+    /// (the function answers that, `Function::link_speed`).
+    pub link_speed: u32,
 }
 
 /// BAR0 state of one function.
@@ -743,6 +753,7 @@ impl Bar0 {
             Reg::IrqTestCount => self.irq_test_count,
             Reg::NumVectors => self.id.vectors,
             Reg::BadAccess => self.bad_access,
+            Reg::LinkSpeed => self.id.link_speed,
             Reg::VctLo => self.vct_lo,
             Reg::VctHi => self.vct_hi,
             Reg::VctStatus => self.vct_status,
@@ -828,6 +839,7 @@ mod tests {
             mac: [0x02, 0x76, 0x6e, 0x00, 0x04, 0x00],
             vectors: 9,
             exc_qp: 0,
+            link_speed: 10_000,
         })
     }
 
@@ -845,7 +857,8 @@ mod tests {
     fn identification_registers_read_back() {
         let mut b = bar();
         assert_eq!(r(&b, Reg::Id), ID_MAGIC);
-        assert_eq!(r(&b, Reg::Version), 0x0001_0005);
+        assert_eq!(r(&b, Reg::Version), 0x0001_0006);
+        assert_eq!(r(&b, Reg::LinkSpeed), 10_000, "the port's nominal speed");
         assert_eq!(r(&b, Reg::Features), 0xf, "every offload");
         assert_eq!(r(&b, Reg::Func), 0x8000_0003);
         assert_eq!(r(&b, Reg::QpMax), 8);

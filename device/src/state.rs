@@ -295,7 +295,11 @@ pub struct QueueContext {
     pub reserved0: u8,
     /// Driver-written [`crate::ring::Features`].
     pub features: Le16,
-    pub reserved2: [u8; 4],
+    /// Driver-written, receive queues: the longest frame the queue takes,
+    /// 0 for no limit but the buffers' (docs/datapath.md, "Frames longer
+    /// than the receiver's MTU").
+    pub max_frame: Le16,
+    pub reserved2: [u8; 2],
     pub packets: Le64,
     pub bytes: Le64,
     pub drops: Le64,
@@ -322,6 +326,8 @@ pub struct Context {
     pub error: u8,
     /// The driver's [`crate::ring::Features`] bits, kept as written.
     pub features: u16,
+    /// The driver's `max_frame`, kept as written.
+    pub max_frame: u16,
     pub packets: u64,
     pub bytes: u64,
     pub drops: u64,
@@ -338,6 +344,7 @@ impl From<QueueContext> for Context {
             tail: w.tail.to_native(),
             error: w.error,
             features: w.features.to_native(),
+            max_frame: w.max_frame.to_native(),
             packets: w.packets.to_native(),
             bytes: w.bytes.to_native(),
             drops: w.drops.to_native(),
@@ -356,6 +363,7 @@ impl From<Context> for QueueContext {
             tail: c.tail.into(),
             error: c.error,
             features: c.features.into(),
+            max_frame: c.max_frame.into(),
             packets: c.packets.into(),
             bytes: c.bytes.into(),
             drops: c.drops.into(),
@@ -528,6 +536,7 @@ mod tests {
             head: 7,
             tail: 9,
             features: 0x7,
+            max_frame: 1518,
             error: 0,
             packets: 1 << 40,
             bytes: 5,
@@ -539,6 +548,7 @@ mod tests {
         // Byte layout as documented: size at 8, head at 12, packets at 24.
         assert_eq!(drv.read_u16(at + 8), 256);
         assert_eq!(drv.read_u16(at + 12), 7);
+        assert_eq!(drv.read_u16(at + 20), 1518, "max_frame at 20");
         assert_eq!(drv.read_u64(at + 24), 1 << 40);
     }
 }

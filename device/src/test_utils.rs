@@ -491,6 +491,19 @@ pub mod guest {
             rd(card, self.f, qp_reg(q, 0x2c))
         }
 
+        /// Restarts queue pair `q` with `max_frame` in its receive
+        /// context (docs/datapath.md, "Frames longer than the receiver's
+        /// MTU"); posted buffers stay posted. Returns QP_STATUS.
+        pub fn set_max_frame(&mut self, card: &mut Card, q: u16, max_frame: u16) -> u32 {
+            wr(card, self.f, qp_reg(q, 0x08), 0);
+            let rx = self
+                .tables
+                .context(crate::state::ServiceType::ReceiveQueue, q);
+            self.drv.write_u16(rx + 20, max_frame);
+            wr(card, self.f, qp_reg(q, 0x08), 3);
+            rd(card, self.f, qp_reg(q, 0x0c))
+        }
+
         /// Frames received so far on queue `q`, joined across buffers.
         pub fn received_chained(&self, q: u16) -> Vec<Vec<u8>> {
             self.drv.received_chained(self.rings[q as usize].1, RING)

@@ -157,7 +157,7 @@ for s in $SLOTS; do
 	expect "$s kernel driver in use: vnic" 'Kernel driver in use: vnic' \
 		"$info"
 	expect "$s identity logged" \
-		'vnic [PV]F[0-9]* v1\.5, [0-9]+ queue pairs max, [0-9]+ enabled, MAC [0-9a-f:]{17}' \
+		'vnic [PV]F[0-9]* v1\.6, [0-9]+ queue pairs max, [0-9]+ enabled, MAC [0-9a-f:]{17}' \
 		"$mine"
 	expect "$s test interrupt logged" 'test interrupt received' "$mine"
 	n=$(irq_count "vnic-misc@$s")

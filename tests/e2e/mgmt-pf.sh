@@ -8,7 +8,10 @@
 # the admin mailbox, the card. Checks:
 #   - `vf 1 mac` changes what VF1's vNIC 0 reports (the driver takes the MAC
 #     over on the card's configuration-change interrupt) and traffic follows;
-#     an unknown VF and a MAC another vNIC owns are refused;
+#     an unknown VF (ENODEV, "No such device") and a MAC another vNIC owns
+#     are refused;
+#   - ethtool shows the port's 10000Mb/s full duplex, and 20Mb/s on VF1's
+#     netdevs under `vf 1 max_tx_rate 20`;
 #   - `vf 1 max_tx_rate 20`: iperf3 from VF1 vNIC 0 within +-15 % of
 #     20 Mbit/s; VF1's two vNICs at once together within the same budget;
 #     `max_tx_rate 0` lifts it; the legacy `rate` form works;
@@ -115,9 +118,11 @@ else
 	fail "the host's vnicctl show vf1 reports $NEW_MAC"
 fi
 if out=$(ip link set "$PF" vf 7 mac 02:00:00:00:77:07 2>&1); then
-	fail "vf 7 (no such VF) refused: accepted"
+	fail "vf 7 (no such VF) refused with ENODEV: accepted"
+elif [[ $out == *"No such device"* ]]; then
+	ok "vf 7 (no such VF) refused with ENODEV: $out"
 else
-	ok "vf 7 (no such VF) refused: $out"
+	fail "vf 7 (no such VF) refused with ENODEV: $out"
 fi
 if out=$(ip link set "$PF" vf 1 mac $MAC_A 2>&1); then
 	fail "a MAC VF0 owns refused for VF1: accepted"
@@ -144,7 +149,19 @@ servers() {
 }
 servers || abort "iperf3 servers" "$(cat /tmp/s1.log /tmp/s2.log)"
 
+# speed NS DEV: "<Speed> <Duplex>" as ethtool DEV shows them.
+speed() {
+	ip netns exec "$1" ethtool "$2" 2>&1 |
+		awk '$1 == "Speed:" { s = $2 } $1 == "Duplex:" { d = $2 }
+			END { print s, d }'
+}
+
 step "VF1 without a policy"
+if [[ $(speed b "$B") == "10000Mb/s Full" ]]; then
+	ok "ethtool $B: the port's 10000Mb/s, full duplex"
+else
+	fail "ethtool $B: the port's 10000Mb/s, full duplex: $(speed b "$B")"
+fi
 iperf_to 5201 b 3 /tmp/free.log
 FREE=$(received_rate /tmp/free.log)
 echo "RATE unlimited $FREE"
@@ -154,6 +171,11 @@ if out=$(ip link set "$PF" vf 1 min_tx_rate 0 max_tx_rate $POLICY 2>&1); then
 	ok "max_tx_rate $POLICY accepted"
 else
 	fail "max_tx_rate $POLICY: $out"
+fi
+if [[ $(speed b "$B") == "${POLICY}Mb/s Full" && $(speed c "$D") == "${POLICY}Mb/s Full" ]]; then
+	ok "ethtool on VF1's netdevs: ${POLICY}Mb/s, full duplex"
+else
+	fail "ethtool on VF1's netdevs: ${POLICY}Mb/s: $(speed b "$B"), $(speed c "$D")"
 fi
 iperf_to 5201 b $IPERF_SECONDS /tmp/one.log
 sed 's/^/  [iperf3 b] /' /tmp/one.log | grep -E 'sender|receiver'

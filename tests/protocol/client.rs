@@ -137,10 +137,20 @@ fn bar_size_probe_and_read_only_fields() {
 
 #[test]
 fn bar0_registers_identify_function_and_scratch_works() {
-    let vnicd = Vnicd::start(&["--vfs", "2", "--queue-pairs", "6", "--vnics-per-vf", "3"]);
+    let vnicd = Vnicd::start(&[
+        "--vfs",
+        "2",
+        "--queue-pairs",
+        "6",
+        "--vnics-per-vf",
+        "3",
+        "--link-speed",
+        "25000",
+    ]);
     let mut c = Client::new(&vnicd.socket("vf1")).unwrap();
     assert_eq!(bar0_u32(&mut c, 0x00), 0x564e_4943);
-    assert_eq!(bar0_u32(&mut c, 0x04), 0x0001_0005, "interface 1.5");
+    assert_eq!(bar0_u32(&mut c, 0x04), 0x0001_0006, "interface 1.6");
+    assert_eq!(bar0_u32(&mut c, 0x38), 25_000, "LINK_SPEED: --link-speed");
     assert_eq!(bar0_u32(&mut c, 0x58), 0xf, "FEATURES: every offload");
     assert_eq!(bar0_u32(&mut c, 0x08), 0x8000_0001, "VF 1");
     assert_eq!(bar0_u32(&mut c, 0x0c), 6);

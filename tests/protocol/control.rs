@@ -536,3 +536,177 @@ fn bad_socket_modes_and_groups_are_usage_errors() {
         assert!(!dir.0.join("sock").exists(), "{bad:?}: nothing created");
     }
 }
+
+/// A process this test spawned, killed (by its PID) and reaped on drop.
+struct Spawned(std::process::Child);
+
+impl Drop for Spawned {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Runs vnicd on socket directory `sockets` with `args`, expecting it to
+/// stop by itself within 10 s: (exit code, what it logged).
+fn vnicd_refused(sockets: &Path, args: &[&str]) -> (Option<i32>, String) {
+    let log = sockets.with_extension("refused.log");
+    let mut child = Spawned(
+        Command::new(vnicd_binary())
+            .arg("--socket-dir")
+            .arg(sockets)
+            .args(args)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap(),
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        if let Some(status) = child.0.try_wait().unwrap() {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "vnicd kept running");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    (status.code(), std::fs::read_to_string(&log).unwrap())
+}
+
+/// Starts vnicd on socket directory `sockets` and waits for its ready line.
+fn vnicd_serving(sockets: &Path, args: &[&str]) -> Spawned {
+    let mut child = Spawned(
+        Command::new(vnicd_binary())
+            .arg("--socket-dir")
+            .arg(sockets)
+            .args(args)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let stdout = BufReader::new(child.0.stdout.take().unwrap());
+    let ready = stdout
+        .lines()
+        .map_while(Result::ok)
+        .any(|l| l.starts_with("vnicd: ready"));
+    assert!(ready, "vnicd on {} did not get ready", sockets.display());
+    child
+}
+
+#[test]
+fn a_second_vnicd_on_a_served_directory_refuses_and_the_first_stays_reachable() {
+    let vnicd = Vnicd::start(&["--vfs", "1"]);
+    let dir = vnicd.socket_dir();
+    let (code, log) = vnicd_refused(&dir, &["--vfs", "1"]);
+    assert_eq!(code, Some(1), "{log}");
+    assert!(
+        log.contains("is served by another vnicd")
+            && log.contains(&format!("(pid {})", vnicd.pid())),
+        "{log}"
+    );
+    // Its sockets are still the first vnicd's: nothing unlinked or rebound.
+    for f in ["pf", "vf0"] {
+        RawClient::negotiated(&vnicd.socket(f));
+    }
+    let mut c = Ctl::connect(&vnicd);
+    assert_eq!(c.ok(json!({"op": "list"})).as_array().unwrap().len(), 2);
+}
+
+#[test]
+fn stale_sockets_are_replaced_and_one_another_process_listens_on_is_refused() {
+    use std::os::unix::net::UnixListener;
+    // A vnicd killed outright leaves its sockets behind, with nobody
+    // listening: the next one on the directory replaces them.
+    let mut crashed = Vnicd::start(&["--vfs", "1"]);
+    let dir = crashed.socket_dir();
+    // SAFETY: kill(2) on the PID of the vnicd this test started and has
+    // not reaped.
+    unsafe { libc::kill(crashed.pid() as i32, libc::SIGKILL) };
+    wait_for("vnicd killed", Duration::from_secs(10), || {
+        crashed.exited().is_some()
+    });
+    assert!(dir.join("pf.sock").exists() && dir.join("control.sock").exists());
+    let _next = vnicd_serving(&dir, &["--vfs", "1"]);
+    RawClient::negotiated(&dir.join("vf0.sock"));
+    let mut c = UnixStream::connect(dir.join("control.sock")).unwrap();
+    c.write_all(b"{\"op\":\"list\"}\n").unwrap();
+    let mut answer = String::new();
+    BufReader::new(&c).read_line(&mut answer).unwrap();
+    assert!(answer.contains("\"ok\":true"), "{answer}");
+
+    // Something else listening on a socket path: refused, and left alone.
+    let other = TempDir::new("inuse");
+    let sockets = other.0.join("sock");
+    std::fs::create_dir(&sockets).unwrap();
+    let taken = UnixListener::bind(sockets.join("vf0.sock")).unwrap();
+    let (code, log) = vnicd_refused(&sockets, &["--vfs", "1"]);
+    assert_eq!(code, Some(1), "{log}");
+    assert!(
+        log.contains("vf0.sock") && log.contains("another process is listening on it"),
+        "{log}"
+    );
+    let _client = UnixStream::connect(sockets.join("vf0.sock")).unwrap();
+    assert!(taken.accept().is_ok(), "the other process keeps its socket");
+    assert!(
+        !sockets.join("pf.sock").exists(),
+        "vnicd removed what it bound"
+    );
+}
+
+#[test]
+fn a_vfio_user_client_at_the_control_socket_gets_an_error_reply_and_a_log_line() {
+    let vnicd = Vnicd::start(&["--vfs", "1"]);
+    let mut qemu = RawClient::connect(&control_socket(&vnicd));
+    let mut body = vec![0, 0, 0, 0];
+    body.extend_from_slice(br#"{"capabilities":{"max_msg_fds":8}}"#);
+    body.push(0);
+    let r = qemu.call(vnic_tests::VERSION, 0, &body, &[]);
+    assert!(r.is_error(), "{r:?}");
+    // QEMU prints it as "version reply: Protocol wrong type for socket".
+    assert_eq!(r.error, libc::EPROTOTYPE as u32);
+    let mut rest = Vec::new();
+    assert_eq!(
+        qemu.stream.read_to_end(&mut rest).unwrap(),
+        0,
+        "then closed"
+    );
+    wait_for("the log line", Duration::from_secs(5), || {
+        vnicd
+            .log_text()
+            .contains("control socket: a client sent a vfio-user message")
+    });
+    // Text that is no JSON is still a bad request on a usable connection.
+    let mut c = Ctl::connect(&vnicd);
+    c.send_raw(b"this is not json\n");
+    assert!(c.line()["error"].as_str().unwrap().contains("bad request"));
+    assert_eq!(c.call(json!({"op": "list"}))["ok"], true);
+}
+
+#[test]
+fn vnicctl_at_a_function_socket_says_so_and_vnicctl_gives_up_after_its_timeout() {
+    let vnicd = Vnicd::start(&["--vfs", "1"]);
+    let started = Instant::now();
+    let (code, stdout, stderr) = vnicctl(&vnicd.socket("pf"), &["list"]);
+    assert_eq!(code, Some(1), "{stdout}{stderr}");
+    assert!(
+        stderr.starts_with("vnicctl: pf.sock is the vfio-user socket of function pf"),
+        "{stderr}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "answered at once"
+    );
+    // A socket that never answers: vnicctl's --timeout, a clear message,
+    // exit status 3.
+    let dir = TempDir::new("silent");
+    let silent = std::os::unix::net::UnixListener::bind(dir.0.join("silent.sock")).unwrap();
+    let started = Instant::now();
+    let (code, _, stderr) = vnicctl(&dir.0.join("silent.sock"), &["--timeout", "0.5", "list"]);
+    assert_eq!(code, Some(3), "{stderr}");
+    assert!(
+        stderr.contains("no answer from") && stderr.contains("within 0.5 s"),
+        "{stderr}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(5));
+    drop(silent);
+}

@@ -180,12 +180,30 @@ fn disconnect_mid_message_leaves_function_usable() {
     healthy(&mut vnicd, "vf0");
 }
 
+/// A VERSION message as QEMU sends it.
+fn version_body() -> Vec<u8> {
+    let mut body = vec![0, 0, 0, 0];
+    body.extend_from_slice(br#"{"capabilities":{"max_msg_fds":8}}"#);
+    body.push(0);
+    body
+}
+
 #[test]
 fn second_client_on_a_busy_function_is_turned_away() {
     let mut vnicd = Vnicd::start(&[]);
     let mut first = RawClient::negotiated(&vnicd.socket("vf0"));
+    // A second QEMU: its VERSION gets EBUSY ("version reply: Device or
+    // resource busy"), then the connection closes.
     let mut second = RawClient::connect(&vnicd.socket("vf0"));
+    let r = second.call(VERSION, 0, &version_body(), &[]);
+    assert!(r.is_error(), "{r:?}");
+    assert_eq!((r.command, r.error), (VERSION, libc::EBUSY as u32));
     assert!(disconnected(&mut second));
+    assert!(
+        vnicd.log_text().contains("vf0: refusing a second client"),
+        "{}",
+        vnicd.log_text()
+    );
     assert_eq!(first.read_u32(0, 0), 0x564e_4943);
     drop(first);
     wait_for("vf0 free", Duration::from_secs(5), || {
@@ -462,4 +480,49 @@ fn a_client_truncating_its_dma_memory_costs_only_its_own_function() {
     );
     assert!(!r.is_error(), "DMA_MAP again: {r:?}");
     assert!(vnicd.alive());
+}
+
+/// The answer line a JSON client got before the card closed it.
+fn json_answer(c: &mut RawClient) -> serde_json::Value {
+    let mut text = String::new();
+    c.stream
+        .read_to_string(&mut text)
+        .expect("answer, then EOF");
+    serde_json::from_str(text.trim_end()).unwrap_or_else(|e| panic!("{e}: {text:?}"))
+}
+
+#[test]
+fn a_json_client_at_a_function_socket_is_told_it_is_not_the_control_socket() {
+    let mut vnicd = Vnicd::start(&["--vfs", "1"]);
+    // As the function's client...
+    let mut json = RawClient::connect(&vnicd.socket("vf0"));
+    json.send_bytes(b"{\"op\":\"list\"}\n").unwrap();
+    let a = json_answer(&mut json);
+    assert_eq!(a["ok"], false);
+    let why = a["error"].as_str().unwrap();
+    assert!(
+        why.contains("vf0.sock is the vfio-user socket of function vf0")
+            && why.contains("not vnicd's control socket"),
+        "{why}"
+    );
+    wait_for("the log line", Duration::from_secs(5), || {
+        vnicd
+            .log_text()
+            .contains("vf0: a client sent JSON, not vfio-user")
+    });
+    // ... and turned away while QEMU has it.
+    let mut qemu = RawClient::negotiated(&vnicd.socket("pf"));
+    let mut json = RawClient::connect(&vnicd.socket("pf"));
+    json.send_bytes(b"{\"op\":\"list\"}\n").unwrap();
+    let a = json_answer(&mut json);
+    assert!(a["error"]
+        .as_str()
+        .unwrap()
+        .contains("pf.sock is the vfio-user socket"));
+    assert_eq!(
+        qemu.read_u32(0, 0),
+        0x564e_4943,
+        "the attached client is served"
+    );
+    healthy(&mut vnicd, "vf0");
 }

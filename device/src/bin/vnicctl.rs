@@ -25,10 +25,12 @@ use vnic::control::api::{
 };
 use vnic::model::{self, Event, GuestAddr, Mac, RatePolicy};
 
-/// How long an ordinary request may wait for its answer. The card answers
-/// between two turns of its data path, so this only bounds a vnicd that has
-/// stopped serving; `events` waits without a bound once subscribed.
-const ANSWER_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long connecting, and then an ordinary request's answer, may take
+/// unless `--timeout` says otherwise. The card answers between two turns of
+/// its data path, so this only bounds a vnicd that has stopped serving, or
+/// a socket that is not vnicd's control socket; `events` waits without a
+/// bound once subscribed.
+const DEFAULT_TIMEOUT_SECS: f64 = 10.0;
 
 /// Longest answer line read: an export or stats of a big card is far
 /// smaller, and a broken peer must not make vnicctl grow without bound.
@@ -53,6 +55,11 @@ struct Cli {
     /// Print the card's answer (its `result`) as JSON instead of text.
     #[arg(long, global = true)]
     json: bool,
+    /// Seconds to wait for the connection, and then for the answer,
+    /// before giving up (exit status 3).
+    #[arg(long, global = true, value_name = "SECONDS", default_value_t = DEFAULT_TIMEOUT_SECS,
+          value_parser = parse_timeout)]
+    timeout: f64,
     #[command(subcommand)]
     command: Command,
 }
@@ -407,7 +414,7 @@ fn run(cli: &Cli, out: &mut dyn Write) -> Result<(), Failure> {
         return run_agent(Transport::Control(&socket), fdb, neigh, *variant, out);
     }
     let request = build_request(&cli.command)?;
-    let mut conn = ControlConnection::open(&socket)?;
+    let mut conn = ControlConnection::open(&socket, Duration::from_secs_f64(cli.timeout))?;
     let result = conn.call(&request)?;
     if let Command::Events = cli.command {
         return print_events(&mut conn, cli.json, out);
@@ -755,23 +762,63 @@ fn parse_scaled(
 struct ControlConnection {
     reader: BufReader<UnixStream>,
     writer: UnixStream,
+    /// The socket, for messages.
+    path: PathBuf,
+    /// How long an answer may take.
+    timeout: Duration,
+}
+
+/// Connects to the UNIX socket at `path`, giving up after `timeout`. A
+/// connect only waits when the listener's backlog is full (a vnicd that is
+/// stopped, not serving); the attempt then goes on in a thread of its own,
+/// which ends with the process.
+fn connect_within(path: &Path, timeout: Duration) -> Result<UnixStream, Failure> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let target = path.to_path_buf();
+    std::thread::spawn(move || {
+        let _ = tx.send(UnixStream::connect(target));
+    });
+    match rx.recv_timeout(timeout) {
+        Ok(Ok(stream)) => Ok(stream),
+        Ok(Err(e)) => Err(Failure::Socket(format!(
+            "cannot connect to {}: {e}",
+            path.display()
+        ))),
+        Err(_) => Err(Failure::Socket(format!(
+            "cannot connect to {}: no connection within {} (is vnicd stopped?)",
+            path.display(),
+            seconds(timeout)
+        ))),
+    }
+}
+
+/// `d` for a message: "10 s", "0.5 s".
+fn seconds(d: Duration) -> String {
+    format!("{} s", d.as_secs_f64())
+}
+
+/// Parses `--timeout`: positive seconds, fractions allowed.
+fn parse_timeout(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(s) if s > 0.0 && s <= 86_400.0 => Ok(s),
+        _ => Err(format!("'{text}' is not a number of seconds in (0, 86400]")),
+    }
 }
 
 impl ControlConnection {
-    fn open(path: &Path) -> Result<ControlConnection, Failure> {
-        let stream = UnixStream::connect(path)
-            .map_err(|e| Failure::Socket(format!("cannot connect to {}: {e}", path.display())))?;
+    /// Connects to `path`, waiting at most `timeout` for the connection
+    /// and then for each answer.
+    fn open(path: &Path, timeout: Duration) -> Result<ControlConnection, Failure> {
+        let stream = connect_within(path, timeout)?;
         let io_error = |e: io::Error| Failure::Socket(format!("control socket: {e}"));
-        stream
-            .set_read_timeout(Some(ANSWER_TIMEOUT))
-            .map_err(io_error)?;
-        stream
-            .set_write_timeout(Some(ANSWER_TIMEOUT))
-            .map_err(io_error)?;
+        stream.set_read_timeout(Some(timeout)).map_err(io_error)?;
+        stream.set_write_timeout(Some(timeout)).map_err(io_error)?;
         let writer = stream.try_clone().map_err(io_error)?;
         Ok(ControlConnection {
             reader: BufReader::new(stream),
             writer,
+            path: path.to_path_buf(),
+            timeout,
         })
     }
 
@@ -801,7 +848,20 @@ impl ControlConnection {
         let n = (&mut self.reader)
             .take(MAX_ANSWER_BYTES)
             .read_line(&mut line)
-            .map_err(|e| Failure::Socket(format!("reading the answer: {e}")))?;
+            .map_err(|e| match e.kind() {
+                io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => Failure::Socket(format!(
+                    "no answer from {} within {}: is it vnicd's control socket (control.sock \
+                     in vnicd's socket directory, or its --control path)? (--timeout changes \
+                     the wait)",
+                    self.path.display(),
+                    seconds(self.timeout)
+                )),
+                io::ErrorKind::InvalidData => Failure::Socket(format!(
+                    "{} is not vnicd's control socket: its answer is not text",
+                    self.path.display()
+                )),
+                _ => Failure::Socket(format!("reading the answer: {e}")),
+            })?;
         if n == 0 {
             return Ok(None);
         }
@@ -817,8 +877,11 @@ impl ControlConnection {
 
 /// An answer line's result, or the card's refusal.
 fn answer_result(line: &str) -> Result<Value, Failure> {
-    let answer: Response = serde_json::from_str(line)
-        .map_err(|e| Failure::Socket(format!("protocol error: not an answer ({e}): {line}")))?;
+    let answer: Response = serde_json::from_str(line).map_err(|e| {
+        Failure::Socket(format!(
+            "protocol error: not an answer of vnicd's control socket ({e}): {line}"
+        ))
+    })?;
     match answer {
         Response {
             ok: true, result, ..
@@ -1397,6 +1460,16 @@ mod tests {
     fn request_json(args: &[&str]) -> Value {
         let cli = cli(args).unwrap_or_else(|e| panic!("{args:?}: {e}"));
         serde_json::to_value(build_request(&cli.command).unwrap()).unwrap()
+    }
+
+    #[test]
+    fn timeouts_are_positive_seconds_ten_by_default() {
+        assert_eq!(cli(&["list"]).unwrap().timeout, 10.0);
+        assert_eq!(cli(&["--timeout", "0.5", "list"]).unwrap().timeout, 0.5);
+        assert_eq!(cli(&["list", "--timeout", "3"]).unwrap().timeout, 3.0);
+        for bad in ["0", "-1", "x", "NaN", "1e9"] {
+            assert!(cli(&["--timeout", bad, "list"]).is_err(), "{bad}");
+        }
     }
 
     #[test]

@@ -79,6 +79,10 @@ struct Args {
     /// its own memory (interface 1.4), which needs nothing from QEMU.
     #[arg(long)]
     doorbell_page: bool,
+    /// The port's nominal speed in Mb/s: what `ethtool DEV` shows in the
+    /// guest (LINK_SPEED), or a function's TX rate limit if that is lower.
+    #[arg(long, value_name = "MBPS", default_value_t = vnic::card::DEFAULT_LINK_SPEED)]
+    link_speed: u32,
     /// µs between two polls of a busy queue pair's doorbell slot.
     #[arg(long, value_name = "US", default_value_t = 20)]
     doorbell_poll_us: u64,
@@ -157,6 +161,7 @@ fn main() -> ExitCode {
             poll: Duration::from_micros(args.doorbell_poll_us.max(1)),
             idle: Duration::from_micros(args.doorbell_idle_us),
         },
+        link_speed: args.link_speed,
     };
     let mut card = match Card::new(config) {
         Ok(c) => c,

@@ -34,6 +34,7 @@ use crate::card::Card;
 use crate::clientlog::rate_limited;
 use crate::control::api::{Request, Response, MAX_REQUEST_BYTES};
 use crate::model::Event;
+use crate::protocol::{error_reply_to_start, starts_vfio_user};
 
 /// Control clients served at once.
 pub const MAX_CLIENTS: usize = 32;
@@ -66,7 +67,17 @@ struct Client {
     more: bool,
     /// It shut down its sending side: answer what it sent, then close.
     hung_up: bool,
+    /// Its first bytes (up to 4), until they say whether it speaks
+    /// vfio-user (see [`Client::misdirected`]).
+    head: Vec<u8>,
+    /// Its first bytes were a vfio-user message: QEMU at the control
+    /// socket. It was answered with an error reply and is to be closed.
+    misdirected: bool,
 }
+
+/// The errno a vfio-user client at the control socket gets in its error
+/// reply: QEMU prints "version reply: Protocol wrong type for socket".
+pub const WRONG_PROTOCOL_ERRNO: i32 = libc::EPROTOTYPE;
 
 /// The socket-independent part of a control client: newline framing of
 /// its requests, their answers, backpressure and whether it subscribed to
@@ -101,6 +112,9 @@ pub struct ControlSocket {
     clients: Vec<Option<Client>>,
     /// See [`CLIENT_TIMEOUT`].
     timeout: Duration,
+    /// vfio-user clients turned away so far (their log lines are
+    /// rate-limited by it).
+    misdirected: u64,
     /// Clients to serve again without waiting for an event (see
     /// [`Client::more`]).
     again: Vec<usize>,
@@ -126,6 +140,7 @@ impl ControlSocket {
             path: path.into(),
             clients: (0..MAX_CLIENTS).map(|_| None).collect(),
             timeout: CLIENT_TIMEOUT,
+            misdirected: 0,
             again: Vec::new(),
         })
     }
@@ -190,6 +205,8 @@ impl ControlSocket {
                 stalled: None,
                 more: false,
                 hung_up: false,
+                head: Vec::new(),
+                misdirected: false,
             });
         }
     }
@@ -218,6 +235,18 @@ impl ControlSocket {
             return Served::Open;
         };
         let served = client.serve(card, Instant::now());
+        if client.misdirected {
+            self.misdirected += 1;
+            if rate_limited(self.misdirected) {
+                warn!(
+                    "control socket: a client sent a vfio-user message (QEMU's vfio-user-pci \
+                     pointed at {}?); answered it with error {WRONG_PROTOCOL_ERRNO} (EPROTOTYPE) \
+                     and closed it: the function sockets are pf.sock, vf0.sock, ... ({} so far)",
+                    self.path.display(),
+                    self.misdirected
+                );
+            }
+        }
         if served == Served::Gone {
             self.drop_client(i, registry);
         }
@@ -375,8 +404,9 @@ fn not_reading(card: &mut Card, what: &str) {
     }
 }
 
-/// `why` as an error answer line.
-fn error_line(why: &str) -> Vec<u8> {
+/// `why` as an error answer line (also what a control client at a
+/// function's socket is told, `server::greeting`).
+pub fn error_line(why: &str) -> Vec<u8> {
     let mut line = serde_json::to_vec(&Response::error(why)).expect("responses serialise");
     line.push(b'\n');
     line
@@ -410,6 +440,12 @@ impl Client {
             reads += 1;
             match self.stream.read(&mut buf) {
                 Ok(0) => self.hung_up = true,
+                Ok(n) if self.vfio_user(&buf[..n]) => {
+                    self.misdirected = true;
+                    let reply = error_reply_to_start(&self.head, WRONG_PROTOCOL_ERRNO);
+                    let _ = (&self.stream).write(&reply);
+                    return Served::Gone;
+                }
                 Ok(n) => self.session.take_input(&buf[..n], card),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
@@ -426,6 +462,19 @@ impl Client {
             self.more = true;
         }
         self.finished()
+    }
+
+    /// Whether the connection's first bytes, with `more` just read, are
+    /// a vfio-user message: its command field (bytes 2–3) names a
+    /// vfio-user command, which no text line can. Undecided below 4 bytes;
+    /// the bytes go to the session meanwhile (a line that short is text).
+    fn vfio_user(&mut self, more: &[u8]) -> bool {
+        if self.session.answered > 0 || self.head.len() == 4 {
+            return false;
+        }
+        let take = more.len().min(4 - self.head.len());
+        self.head.extend_from_slice(&more[..take]);
+        starts_vfio_user(&self.head) == Some(true)
     }
 
     /// Writes what the socket takes now.

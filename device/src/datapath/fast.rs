@@ -70,15 +70,18 @@ impl Switching<'_> {
         self.fast_path && func.tx_plain() && !captured && !turn.vxlan && turn.sender.pvid == 0
     }
 
-    /// The offload features of vNIC `to`'s receive queue, if the fast
-    /// path may deliver into it: its link is up, no RX rate policy, no
-    /// port VLAN, and its receive queue takes frames
+    /// The offload features and `max_frame` of vNIC `to`'s receive
+    /// queue, if the fast path may deliver into it: its link is up, no RX
+    /// rate policy, no port VLAN, and its receive queue takes frames
     /// ([`crate::queue::QueuePair::fast_rx`]).
-    fn fast_receiver(&self, to: Port) -> Option<Features> {
+    fn fast_receiver(&self, to: Port) -> Option<(Features, u16)> {
         let func = self.functions.get(to.function)?;
         let ok = func.rx_plain() && self.switch.pvid(to) == 0;
         let qp = func.all_queue_pairs().get(usize::from(to.qp))?;
-        qp.fast_rx().filter(|_| ok).map(|(_, features)| features)
+        let max_frame = qp.rx_max_frame();
+        qp.fast_rx()
+            .filter(|_| ok)
+            .map(|(_, features)| (features, max_frame))
     }
 
     /// Switches a burst of at most `budget` frames from the head of the
@@ -121,12 +124,13 @@ impl Switching<'_> {
         let Decision::Unicast(to) = self.switch.forward_as(&turn.sender, &head[..n]) else {
             return None;
         };
-        let rx = self.fast_receiver(to)?;
+        let (rx, rx_max) = self.fast_receiver(to)?;
         let plan = Plan {
             info: sent.info,
             to,
             tx,
             rx,
+            rx_max,
         };
         plan.takes(&sent).then(|| (slots.read_pending(descs), plan))
     }
@@ -190,14 +194,20 @@ struct Plan {
     to: Port,
     tx: Features,
     rx: Features,
+    /// The receive queue's `max_frame` (0: none).
+    rx_max: u16,
 }
 
 impl Plan {
-    /// Whether `sent` goes with the burst: the same addressing, and a
-    /// request (if any) that the receive queue takes as it is, so that no
-    /// checksum or segmentation is left for the card to do.
+    /// Whether `sent` goes with the burst: the same addressing, a request
+    /// (if any) that the receive queue takes as it is, so that no checksum
+    /// or segmentation is left for the card to do, and no more bytes than
+    /// the receive queue's `max_frame` (a longer frame, a GSO frame whose
+    /// segments may fit included, is the general path's to judge).
     fn takes(&self, sent: &Sent) -> bool {
-        sent.info == self.info && sent.request.as_ref().is_none_or(|r| takes(self.rx, r))
+        sent.info == self.info
+            && sent.request.as_ref().is_none_or(|r| takes(self.rx, r))
+            && (self.rx_max == 0 || sent.frame.len() <= usize::from(self.rx_max))
     }
 
     /// The offload header the receive queue gets in front of `sent`: the
@@ -526,6 +536,27 @@ pub(crate) mod tests {
         assert!(
             moved >= 25,
             "the fast path took most unicast frames: {moved}"
+        );
+    }
+
+    #[test]
+    fn frames_over_the_receivers_max_frame_are_left_to_the_general_path() {
+        let moved = same_as_general_path(|c, a, b| {
+            assert_eq!(b.set_max_frame(c, 0, 1518) & 3, 3);
+            let (a0, b0) = (mac(c, 1, 0), mac(c, 2, 0));
+            // 1600 bytes fit a 2 KiB buffer, but not the MTU.
+            let frames: Vec<Vec<u8>> = [100, 1514, 1600, 200, 1518, 1519, 60]
+                .into_iter()
+                .map(|n| eth(b0, a0, None, n))
+                .collect();
+            a.send(c, 0, &frames);
+            let got: Vec<usize> = b.received(0).iter().map(Vec::len).collect();
+            assert_eq!(got, [100, 1514, 200, 1518, 60]);
+            assert_eq!(fn_stat(c, 2, FnStat::RxDrops), 2);
+        });
+        assert!(
+            moved >= 3,
+            "the frames that fit took the fast path: {moved}"
         );
     }
 

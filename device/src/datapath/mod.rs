@@ -916,6 +916,47 @@ mod tests {
     }
 
     #[test]
+    fn a_frame_longer_than_the_receivers_max_frame_is_dropped_and_counted() {
+        let mut c = card();
+        let mut a = Vm::attach(&mut c, 1, 8);
+        let mut b = Vm::attach(&mut c, 2, 16);
+        // As vnic.ko runs it: frames may span buffers (MULTI_BUF).
+        assert_eq!(b.set_features(&mut c, 0, 0, 0b1000) & 3, 3);
+        let (a0, b0) = (mac(&c, 1, 0), mac(&c, 2, 0));
+        let jumbo = eth(b0, a0, None, 4028);
+        // Without max_frame (a driver older than it) only the buffers
+        // bound a frame: 4028 bytes span two of 2 KiB.
+        a.send(&mut c, 0, std::slice::from_ref(&jumbo));
+        assert_eq!(b.received_chained(0), vec![jumbo.clone()]);
+        // MTU 1500: max_frame 1518 (with one VLAN tag).
+        assert_eq!(b.set_max_frame(&mut c, 0, 1518) & 3, 3);
+        let drops = fn_stat(&c, 2, FnStat::RxDrops);
+        let fits = eth(b0, a0, None, 1514);
+        let tagged = eth(b0, a0, Some(10), 1518);
+        wr(&mut c, 2, qp_reg(0, 0x20), 10); // joins VLAN 10
+        wr(&mut c, 1, qp_reg(0, 0x20), 10);
+        let one_more = eth(b0, a0, Some(10), 1519);
+        a.send(
+            &mut c,
+            0,
+            &[fits.clone(), jumbo.clone(), tagged.clone(), one_more],
+        );
+        let got = b.received_chained(0);
+        assert_eq!(got[1..], [fits, tagged], "the two that fit, in order");
+        assert_eq!(fn_stat(&c, 2, FnStat::RxDrops), drops + 2);
+        assert_eq!(rd(&mut c, 2, qp_reg(0, 0x60)), 2, "the queue's RX_DROPS");
+        assert_eq!(fn_stat(&c, 1, FnStat::TxDrops), 0, "the sender's are sent");
+        // The limit is the receiver's: VF1's queue pair 1 has none.
+        let b1 = mac(&c, 2, 1);
+        let to_b1 = eth(b1, a0, None, 1900);
+        a.send(&mut c, 0, std::slice::from_ref(&to_b1));
+        assert_eq!(b.received(1), vec![to_b1]);
+        // It stays in the context when the queue is written back.
+        let rx = b.tables.context(ServiceType::ReceiveQueue, 0);
+        assert_eq!(b.drv.read_u16(rx + 20), 1518);
+    }
+
+    #[test]
     fn broadcast_floods_every_vnic_but_the_sender() {
         let mut c = card();
         let mut a = Vm::attach(&mut c, 1, 8);
@@ -1447,7 +1488,18 @@ mod tests {
             .map(|i| rd(&mut c, 0, Reg::AdminArg0 as u64 + 4 * i))
             .collect();
         assert_eq!(got, vec![lo, hi, 10, 20, 0, 0b10 | 2 << 2]);
-        assert_eq!(admin(&mut c, 1, 9, &[lo, hi]), libc::ENODEV as u32);
+        assert_eq!(
+            admin(&mut c, 1, 9, &[lo, hi]),
+            libc::ENODEV as u32,
+            "a VF beyond TotalVFs"
+        );
+        c.set_num_vfs(2).unwrap();
+        assert_eq!(
+            admin(&mut c, 4, 3, &[1]),
+            libc::ENODEV as u32,
+            "a VF that is disabled"
+        );
+        assert_eq!(admin(&mut c, 4, 1, &[1]), 0, "VF1 still there");
         assert_eq!(admin(&mut c, 99, 1, &[]), libc::EOPNOTSUPP as u32);
         // Back to untagged, where VF0's vNIC 0 owns its MAC.
         assert_eq!(admin(&mut c, 2, 1, &[0, 0x8100]), 0);

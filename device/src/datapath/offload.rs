@@ -214,6 +214,31 @@ mod tests {
     }
 
     #[test]
+    fn a_gso_frame_is_judged_by_its_segments_against_the_receivers_max_frame() {
+        let (mut c, mut a, mut b) = two_vfs();
+        a.set_features(&mut c, 0, TX_ALL, RX_ALL);
+        b.set_features(&mut c, 0, TX_ALL, RX_ALL);
+        let (frame, l4) = tcp4(mac(&c, 2, 0), mac(&c, 1, 0), None, 20_000);
+        let gso = with_header(&request(l4, true), &frame);
+        // Segments of 14 + 20 + 20 + 1448 = 1502 bytes: an MTU of 1500
+        // takes them, unsegmented as the queue asks.
+        assert_eq!(b.set_max_frame(&mut c, 0, 1518) & 3, 3);
+        a.send(&mut c, 0, std::slice::from_ref(&gso));
+        assert_eq!(b.received_chained(0), vec![gso.clone()]);
+        // An MTU of 1400 does not: dropped whole, and counted.
+        assert_eq!(b.set_max_frame(&mut c, 0, 1418) & 3, 3);
+        a.send(&mut c, 0, std::slice::from_ref(&gso));
+        assert_eq!(b.received_chained(0).len(), 1);
+        assert_eq!(fn_stat(&c, 2, FnStat::RxDrops), 1);
+        // The same frame segmented for a vNIC without offloads: each
+        // segment is a frame of its own, and fits.
+        let (frame, l4) = tcp4(mac(&c, 2, 1), mac(&c, 1, 0), None, 5_000);
+        assert_eq!(b.set_max_frame(&mut c, 1, 1518) & 3, 3);
+        a.send(&mut c, 0, &[with_header(&request(l4, true), &frame)]);
+        assert_eq!(b.received(1).len(), 4, "5000 bytes in 1448-byte segments");
+    }
+
+    #[test]
     fn gso_frame_is_segmented_for_a_vnic_without_offloads() {
         let (mut c, mut a, b) = two_vfs();
         a.set_features(&mut c, 0, TX_ALL, RX_ALL);

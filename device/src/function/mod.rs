@@ -141,6 +141,8 @@ pub struct FunctionSpec {
     /// The exception queue pair (PF only, docs/vxlan.md): [`EXC_QP`], the
     /// queue pair right after the `qp_num` vNICs.
     pub exception_qp: Option<u16>,
+    /// The port's nominal speed, Mb/s (LINK_SPEED).
+    pub link_speed: u32,
 }
 
 #[derive(Debug, Error)]
@@ -337,6 +339,7 @@ impl Function {
             mac: spec.mac,
             vectors,
             exc_qp: spec.exception_qp.map_or(0, u32::from),
+            link_speed: spec.link_speed,
         });
         Function {
             name: spec.kind.name(),
@@ -522,6 +525,17 @@ impl Function {
     #[inline]
     pub fn link_up(&self) -> bool {
         self.bar0.link_up()
+    }
+
+    /// LINK_SPEED, Mb/s: the port's nominal speed, or the average rate of
+    /// the function's TX rate policy if that is lower (rounded down, at
+    /// least 1), the most the function can send.
+    pub fn link_speed(&self) -> u32 {
+        let port = self.bar0.read_reg(crate::regs::Reg::LinkSpeed);
+        match &self.policy.tx_rate {
+            Some(l) => (l.policy().avg_kbps / 1000).clamp(1, port.into()) as u32,
+            None => port,
+        }
     }
 
     /// The PF's NumVFs, shown in its NUM_VFS register and its SR-IOV
@@ -1016,6 +1030,7 @@ mod tests {
             ari_next: 0,
             sriov: None,
             exception_qp: None,
+            link_speed: 10_000,
         })
     }
 
@@ -1042,6 +1057,44 @@ mod tests {
         f.set_irqs(flags, VFIO_PCI_MSIX_IRQ_INDEX, 0, 1, &[], vec![file])
             .unwrap();
         efd
+    }
+
+    #[test]
+    fn link_speed_is_the_ports_or_the_tx_rate_limit_if_lower() {
+        let mut f = vf();
+        assert_eq!(bar0_u32(&mut f, Reg::LinkSpeed), 10_000, "the port's");
+        let limit = |avg_kbps| {
+            let policy = crate::model::RatePolicy {
+                avg_kbps,
+                peak_kbps: 0,
+                burst_bytes: 65_536,
+            };
+            Some(Limiter::new(policy, std::time::Instant::now()))
+        };
+        f.policy_mut().tx_rate = limit(20_000);
+        assert_eq!(bar0_u32(&mut f, Reg::LinkSpeed), 20, "20 Mbit/s TX policy");
+        f.policy_mut().tx_rate = limit(1_500);
+        assert_eq!(bar0_u32(&mut f, Reg::LinkSpeed), 1, "rounded down");
+        f.policy_mut().tx_rate = limit(500);
+        assert_eq!(bar0_u32(&mut f, Reg::LinkSpeed), 1, "at least 1");
+        f.policy_mut().tx_rate = limit(40_000_000);
+        assert_eq!(
+            bar0_u32(&mut f, Reg::LinkSpeed),
+            10_000,
+            "never above the port"
+        );
+        f.policy_mut().rx_rate = limit(20_000);
+        f.policy_mut().tx_rate = None;
+        assert_eq!(
+            bar0_u32(&mut f, Reg::LinkSpeed),
+            10_000,
+            "RX policing aside"
+        );
+        f.reset();
+        assert_eq!(bar0_u32(&mut f, Reg::LinkSpeed), 10_000);
+        let write = f.region_write(REGION_BAR0, Reg::LinkSpeed as u64, &[0; 4]);
+        assert!(write.is_ok(), "a bad access, not a protocol error");
+        assert_eq!(bar0_u32(&mut f, Reg::BadAccess), 1, "read-only");
     }
 
     #[test]

@@ -203,6 +203,7 @@ impl Function {
                     .with_mem_unshared(self.dma.unshared())
                     .into_bits()
             }
+            Target::Reg(spec) if spec.reg == Reg::LinkSpeed => self.link_speed(),
             Target::Reg(spec) => self.bar0.read_reg(spec.reg),
             Target::FnStat { stat, high } => dword_of(self.counters.get(stat), high),
             Target::Qp { qp, reg } => {

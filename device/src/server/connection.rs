@@ -15,7 +15,7 @@ use std::os::unix::net::UnixStream;
 use libc::{c_void, iovec};
 use vmm_sys_util::sock_ctrl_msg::ScmSocket;
 
-use crate::protocol::{MessageHeader, ProtocolError, HEADER_SIZE, MAX_MSG_FDS};
+use crate::protocol::{starts_json, MessageHeader, ProtocolError, HEADER_SIZE, MAX_MSG_FDS};
 
 /// Replies queued for a client that does not read them; past this the
 /// client is disconnected rather than letting vnicd's memory grow.
@@ -51,6 +51,9 @@ pub enum ReadOutcome {
     WouldBlock,
     Closed,
     Fatal(String),
+    /// The connection's first bytes are JSON, not vfio-user: a control
+    /// client (vnicctl) at a function's socket. Tell it, then drop it.
+    NotVfioUser,
 }
 
 #[derive(Default)]
@@ -72,6 +75,8 @@ pub struct Connection {
     tx_bytes: usize,
     /// VERSION has been negotiated.
     pub versioned: bool,
+    /// The first bytes have been looked at (see [`ReadOutcome::NotVfioUser`]).
+    greeted: bool,
 }
 
 impl Connection {
@@ -84,6 +89,7 @@ impl Connection {
             tx_sent: 0,
             tx_bytes: 0,
             versioned: false,
+            greeted: false,
         })
     }
 
@@ -148,6 +154,13 @@ impl Connection {
             }
             if in_header {
                 self.rx.hdr_len += n;
+                if !self.greeted {
+                    match starts_json(&self.rx.hdr[..self.rx.hdr_len]) {
+                        Some(true) => return ReadOutcome::NotVfioUser,
+                        Some(false) => self.greeted = true,
+                        None => {}
+                    }
+                }
                 if self.rx.hdr_len < HEADER_SIZE {
                     continue;
                 }

@@ -25,6 +25,7 @@
 
 mod connection;
 mod dispatch;
+mod greeting;
 pub mod sockets;
 
 use std::io;
@@ -42,6 +43,7 @@ use vmm_sys_util::timerfd::TimerFd;
 
 pub use connection::MAX_TX_BYTES;
 use connection::{Connection, ReadOutcome};
+use greeting::{Answered, TurnedAway, MAX_TURNED_AWAY};
 pub use sockets::SocketAccess;
 
 use crate::card::Card;
@@ -63,6 +65,9 @@ const _: () = assert!(
     CONTROL_CLIENTS + MAX_CLIENTS <= UPLINK.0,
     "control tokens overlap"
 );
+/// Turned-away client `i` (a function's second client, `greeting.rs`) is
+/// `TURNED_AWAY + i`.
+const TURNED_AWAY: usize = CONTROL_CLIENTS - MAX_TURNED_AWAY;
 /// The control socket's file name in the socket directory.
 pub const CONTROL_SOCKET: &str = "control.sock";
 /// Messages handled for one client before the loop turns to the others.
@@ -80,6 +85,14 @@ fn conn_token(index: usize) -> Token {
 pub enum ServerError {
     #[error("cannot create socket directory {0}: {1}")]
     SocketDir(PathBuf, io::Error),
+    #[error(
+        "socket directory {0} is served by another vnicd{pid}; stop it first, or use another \
+         --socket-dir",
+        pid = .1.map(|p| format!(" (pid {p})")).unwrap_or_default()
+    )]
+    Locked(PathBuf, Option<u32>),
+    #[error("cannot lock socket directory {0}: {1}")]
+    Lock(PathBuf, io::Error),
     #[error("cannot listen on {0}: {1}")]
     Bind(PathBuf, io::Error),
     #[error("event loop: {0}")]
@@ -182,6 +195,18 @@ impl Client {
                     func.log(Cause::Dropped, format_args!("{why}; disconnecting"));
                     return ClientState::Gone;
                 }
+                ReadOutcome::NotVfioUser => {
+                    func.log(
+                        Cause::Dropped,
+                        format_args!(
+                            "a client sent JSON, not vfio-user (vnicctl at a function's socket?); \
+                             told it this is not the control socket, disconnecting"
+                        ),
+                    );
+                    conn.queue(greeting::not_the_control_socket(func.name()));
+                    let _ = conn.flush();
+                    return ClientState::Gone;
+                }
             }
         }
         if let Err(e) = conn.flush() {
@@ -200,6 +225,9 @@ impl Client {
 pub struct Server {
     poll: Poll,
     card: Card,
+    /// The socket directory's lock ([`sockets::LOCK_FILE`]), held while
+    /// the server lives.
+    _lock: std::fs::File,
     /// Mode and group of the function sockets.
     access: SocketAccess,
     /// Every function's socket path, and its listener while it is enabled.
@@ -207,6 +235,8 @@ pub struct Server {
     listeners: Vec<Option<Listener>>,
     control: ControlSocket,
     conns: Vec<Option<Client>>,
+    /// Second clients of a function, until they are told it is busy.
+    turned_away: TurnedAway,
     /// Connections that still had data when their turn ended.
     backlog: Vec<usize>,
     timer: TimerFd,
@@ -215,9 +245,10 @@ pub struct Server {
 }
 
 impl Server {
-    /// Binds one socket per enabled function in `dir` (created if missing,
-    /// see [`sockets`]; stale sockets from a crashed vnicd are replaced),
-    /// with `access`'s mode and group, and the control socket at `control`
+    /// Locks `dir` (created if missing, see [`sockets`]) against other
+    /// vnicds, then binds one socket per enabled function in it (stale
+    /// sockets from a crashed vnicd are replaced, live ones refused) with
+    /// `access`'s mode and group, and the control socket at `control`
     /// (default: `dir`/control.sock), vnicd's user's only.
     pub fn new(
         card: Card,
@@ -226,6 +257,10 @@ impl Server {
         access: SocketAccess,
     ) -> Result<Self, ServerError> {
         sockets::create_dir(dir, &access).map_err(|e| ServerError::SocketDir(dir.into(), e))?;
+        let lock = sockets::lock_dir(dir).map_err(|e| match e {
+            sockets::LockError::Held(pid) => ServerError::Locked(dir.into(), pid),
+            sockets::LockError::Io(e) => ServerError::Lock(dir.into(), e),
+        })?;
         let poll = Poll::new().map_err(ServerError::Poll)?;
         let paths: Vec<PathBuf> = card
             .functions()
@@ -249,11 +284,13 @@ impl Server {
         let mut server = Server {
             poll,
             card,
+            _lock: lock,
             access,
             listeners: paths.iter().map(|_| None).collect(),
             paths,
             control,
             conns,
+            turned_away: TurnedAway::default(),
             backlog: Vec::new(),
             timer,
             timer_due: None,
@@ -368,6 +405,9 @@ impl Server {
                     Token(t) if (CONTROL_CLIENTS..CONTROL_CLIENTS + MAX_CLIENTS).contains(&t) => {
                         control_ready.push(t - CONTROL_CLIENTS);
                     }
+                    Token(t) if (TURNED_AWAY..TURNED_AWAY + MAX_TURNED_AWAY).contains(&t) => {
+                        self.answer_turned_away(t - TURNED_AWAY);
+                    }
                     Token(t) if t % 2 == 0 => self.accept(t / 2),
                     Token(t) => ready.push(t / 2),
                 }
@@ -470,8 +510,18 @@ impl Server {
                 self.log(
                     index,
                     Cause::Dropped,
-                    format_args!("refusing a second client while one is attached"),
+                    format_args!(
+                        "refusing a second client while one is attached (its first message \
+                         gets EBUSY)"
+                    ),
                 );
+                let registry = self.poll.registry();
+                let token = |i| Token(TURNED_AWAY + i);
+                if let Some(slot) = self.turned_away.add(stream, &name, registry, token) {
+                    // What it sent already is answered now: an edge came
+                    // and went before it was watched.
+                    self.answer_turned_away(slot);
+                }
                 continue;
             }
             let conn = match Client::new(stream) {
@@ -494,6 +544,23 @@ impl Server {
             self.log(index, Cause::Connection, format_args!("client connected"));
             self.conns[index] = Some(conn);
             self.card.connect(index);
+        }
+    }
+
+    /// Answers turned-away client `slot` once its first bytes are in.
+    fn answer_turned_away(&mut self, slot: usize) {
+        let (answered, name) = self.turned_away.ready(slot, self.poll.registry());
+        if answered == Answered::Json {
+            if let Some(index) = self.card.functions().iter().position(|f| f.name() == name) {
+                self.log(
+                    index,
+                    Cause::Dropped,
+                    format_args!(
+                        "a client sent JSON, not vfio-user (vnicctl at a function's socket?); \
+                         told it this is not the control socket"
+                    ),
+                );
+            }
         }
     }
 

@@ -11,12 +11,18 @@
 //!
 //! A socket is created owner-only from the start (see [`bind`]), then given
 //! its group and mode, so at no moment can anyone else connect to it.
+//!
+//! One vnicd per directory: the one serving it holds [`LOCK_FILE`]'s lock,
+//! and a socket path someone still listens on is never taken over (a
+//! second vnicd would otherwise unlink the first one's sockets, bind its
+//! own, and delete them when it exits, leaving the first unreachable).
 
 use std::ffi::CString;
-use std::io;
+use std::fs::File;
+use std::io::{self, Read, Write};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, FileTypeExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::os::unix::net::UnixListener;
 use std::path::Path;
 
@@ -163,15 +169,52 @@ pub(super) fn create_dir(dir: &Path, access: &SocketAccess) -> io::Result<()> {
     std::fs::set_permissions(dir, std::fs::Permissions::from_mode(mode))
 }
 
-/// Binds and listens on a UNIX socket at `path` (replacing a stale one)
-/// with `mode` and `group`, whatever vnicd's umask.
-///
-/// Linux creates a socket's file with the mode of the socket's own inode,
-/// less the umask; that inode is 0777 unless changed. So the socket is made
-/// owner-only with fchmod before bind: its file appears 0600 or narrower,
-/// then gets its group, and only then its final mode.
-pub(super) fn bind(path: &Path, mode: u32, group: Option<u32>) -> io::Result<UnixListener> {
-    let _ = std::fs::remove_file(path);
+/// The lock file in the socket directory. The vnicd serving the directory
+/// holds an exclusive `flock` on it for as long as it runs (the kernel
+/// drops it when the process ends, however it ends) and writes its PID
+/// into it. The file itself stays: removing it on exit would let two
+/// later vnicds lock two different files of the same name.
+pub const LOCK_FILE: &str = "vnicd.lock";
+
+/// Why the socket directory could not be locked.
+#[derive(Debug)]
+pub enum LockError {
+    /// Another process holds the lock; its PID, if it wrote one.
+    Held(Option<u32>),
+    Io(io::Error),
+}
+
+/// Takes the socket directory's lock ([`LOCK_FILE`] in `dir`), without
+/// waiting: a directory is served by one vnicd at a time. The returned
+/// file holds the lock until it is closed.
+pub(super) fn lock_dir(dir: &Path) -> Result<File, LockError> {
+    let path = dir.join(LOCK_FILE);
+    let mut file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .open(&path)
+        .map_err(LockError::Io)?;
+    // SAFETY: flock(2) on a descriptor `file` owns for the whole call; it
+    // touches no memory of ours.
+    if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        let e = io::Error::last_os_error();
+        if e.raw_os_error() != Some(libc::EWOULDBLOCK) {
+            return Err(LockError::Io(e));
+        }
+        let mut text = String::new();
+        let _ = file.read_to_string(&mut text);
+        return Err(LockError::Held(text.trim().parse().ok()));
+    }
+    file.set_len(0).map_err(LockError::Io)?;
+    writeln!(file, "{}", std::process::id()).map_err(LockError::Io)?;
+    Ok(file)
+}
+
+/// `path` as a `sockaddr_un` and its length.
+fn socket_addr(path: &Path) -> io::Result<(libc::sockaddr_un, libc::socklen_t)> {
     let bytes = path.as_os_str().as_bytes();
     let mut addr = libc::sockaddr_un {
         sun_family: libc::AF_UNIX as libc::sa_family_t,
@@ -187,15 +230,96 @@ pub(super) fn bind(path: &Path, mode: u32, group: Option<u32>) -> io::Result<Uni
         *to = from as libc::c_char;
     }
     let len = std::mem::offset_of!(libc::sockaddr_un, sun_path) + bytes.len() + 1;
+    Ok((addr, len as libc::socklen_t))
+}
+
+/// A new UNIX stream socket with `flags` (`SOCK_NONBLOCK`, ...) besides
+/// `SOCK_CLOEXEC`.
+fn stream_socket(flags: libc::c_int) -> io::Result<OwnedFd> {
     // SAFETY: socket(2) with constant arguments; it returns a new
     // descriptor or -1.
-    let raw = unsafe { libc::socket(libc::AF_UNIX, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0) };
+    let raw = unsafe {
+        libc::socket(
+            libc::AF_UNIX,
+            libc::SOCK_STREAM | libc::SOCK_CLOEXEC | flags,
+            0,
+        )
+    };
     if raw < 0 {
         return Err(io::Error::last_os_error());
     }
     // SAFETY: `raw` is the descriptor socket(2) just returned; nothing else
-    // owns it, and the OwnedFd closes it on every path below.
-    let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+    // owns it, and the OwnedFd closes it.
+    Ok(unsafe { OwnedFd::from_raw_fd(raw) })
+}
+
+/// Whether something listens on the UNIX socket at `path`: a connection
+/// attempt that does not wait. It is accepted (or the listener's backlog is
+/// full): someone listens. It is refused: the socket is stale, left by a
+/// process that is gone.
+fn listening(path: &Path) -> io::Result<bool> {
+    let (addr, len) = socket_addr(path)?;
+    let fd = stream_socket(libc::SOCK_NONBLOCK)?;
+    // SAFETY: `addr` is an initialised sockaddr_un that outlives the call,
+    // and `len` is within its size.
+    let rc = unsafe {
+        libc::connect(
+            fd.as_raw_fd(),
+            (&addr as *const libc::sockaddr_un).cast::<libc::sockaddr>(),
+            len,
+        )
+    };
+    if rc == 0 {
+        return Ok(true);
+    }
+    let e = io::Error::last_os_error();
+    match e.raw_os_error() {
+        Some(libc::EAGAIN | libc::EINPROGRESS) => Ok(true),
+        Some(libc::ECONNREFUSED) => Ok(false),
+        _ => Err(e),
+    }
+}
+
+/// Makes way for a socket at `path`: nothing there is fine; a stale socket
+/// (nobody listening) is removed; a socket someone listens on, or a file
+/// that is not a socket, is left alone and refused.
+fn clear_stale(path: &Path) -> io::Result<()> {
+    match std::fs::symlink_metadata(path) {
+        Ok(meta) if meta.file_type().is_socket() => {}
+        Ok(_) => {
+            return Err(io::Error::new(
+                io::ErrorKind::AlreadyExists,
+                "a file that is not a socket is in the way",
+            ))
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e),
+    }
+    if listening(path)? {
+        return Err(io::Error::new(
+            io::ErrorKind::AddrInUse,
+            "another process is listening on it (a running vnicd?); stop it, or use another path",
+        ));
+    }
+    match std::fs::remove_file(path) {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
+        _ => Ok(()),
+    }
+}
+
+/// Binds and listens on a UNIX socket at `path` with `mode` and `group`,
+/// whatever vnicd's umask. A stale socket there (nobody listening: a vnicd
+/// that crashed) is replaced; a socket another process listens on, or a
+/// file that is no socket, is refused and left as it is.
+///
+/// Linux creates a socket's file with the mode of the socket's own inode,
+/// less the umask; that inode is 0777 unless changed. So the socket is made
+/// owner-only with fchmod before bind: its file appears 0600 or narrower,
+/// then gets its group, and only then its final mode.
+pub(super) fn bind(path: &Path, mode: u32, group: Option<u32>) -> io::Result<UnixListener> {
+    let (addr, len) = socket_addr(path)?;
+    clear_stale(path)?;
+    let fd = stream_socket(0)?;
     // SAFETY: fchmod on a descriptor we own; it only changes the socket
     // inode's mode.
     if unsafe { libc::fchmod(fd.as_raw_fd(), 0o600) } != 0 {
@@ -207,7 +331,7 @@ pub(super) fn bind(path: &Path, mode: u32, group: Option<u32>) -> io::Result<Uni
         libc::bind(
             fd.as_raw_fd(),
             (&addr as *const libc::sockaddr_un).cast::<libc::sockaddr>(),
-            len as libc::socklen_t,
+            len,
         )
     };
     if rc != 0 {
@@ -279,5 +403,48 @@ mod tests {
         let long = dir.join("x".repeat(120));
         assert!(bind(&long, 0o600, None).is_err());
         std::fs::remove_dir_all(&root).unwrap();
+    }
+
+    #[test]
+    fn a_socket_someone_listens_on_or_a_file_in_the_way_is_not_taken_over() {
+        let dir = std::env::temp_dir().join(format!("vnic-stale-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("pf.sock");
+        let first = bind(&path, 0o600, None).unwrap();
+        let e = bind(&path, 0o600, None).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::AddrInUse, "{e}");
+        assert!(e.to_string().contains("listening"), "{e}");
+        let _client = std::os::unix::net::UnixStream::connect(&path).unwrap();
+        assert!(
+            first.accept().is_ok(),
+            "the first listener still has its socket"
+        );
+        drop(first);
+        let again = bind(&path, 0o600, None).expect("nobody listens: stale, replaced");
+        drop(again);
+        let file = dir.join("control.sock");
+        std::fs::write(&file, "not a socket").unwrap();
+        let e = bind(&file, 0o600, None).unwrap_err();
+        assert!(e.to_string().contains("not a socket"), "{e}");
+        assert_eq!(std::fs::read_to_string(&file).unwrap(), "not a socket");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn the_socket_directory_is_locked_by_one_holder_at_a_time() {
+        let dir = std::env::temp_dir().join(format!("vnic-lock-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let held = lock_dir(&dir).unwrap();
+        // Another open file description conflicts, as another process's would.
+        match lock_dir(&dir) {
+            Err(LockError::Held(pid)) => assert_eq!(pid, Some(std::process::id())),
+            other => panic!("second lock: {other:?}"),
+        }
+        drop(held);
+        let again = lock_dir(&dir).expect("free once the holder closed it");
+        drop(again);
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }
