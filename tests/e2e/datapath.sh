@@ -25,7 +25,7 @@
 MODULE=/lib/modules/vnic.ko
 DRIVER=vnic
 MAC_A=02:76:6e:00:01:00 # VF0 queue pair 0: namespace a
-MAC_C=02:76:6e:00:01:01 # VF0 queue pair 1: stays down; A spoofs its MAC
+MAC_C=02:76:6e:00:01:01 # VF0 queue pair 1: stays down; a macvlan on A spoofs its MAC
 MAC_B=02:76:6e:00:02:00 # VF1 queue pair 0: namespace b
 MAC_D=02:76:6e:00:02:01 # VF1 queue pair 1: stays down
 IP_A=10.0.0.1
@@ -442,19 +442,24 @@ done
 
 # ------------------------------------------------------------ 7. spoofing
 
-step "anti-spoofing: A sends with C's MAC $MAC_C"
-if ! na ip link set dev "$A" address "$MAC_C" 2>/dev/null; then
-	echo "  live MAC change refused; setting it with the link down"
-	na ip link set dev "$A" down
-	na ip link set dev "$A" address "$MAC_C"
-	na ip link set dev "$A" up
-	wait_for 10 carrier a "$A"
-fi
+step "anti-spoofing: a macvlan on A sends with C's MAC $MAC_C"
+# The driver no longer takes a MAC the card refuses (ip link set ... address
+# fails), and the card refuses another vNIC's MAC as an extra address: a
+# macvlan with C's MAC on A is the guest sending with a source that is not
+# its own.
+modprobe macvlan 2>/dev/null
+IP_S=10.0.0.9
+na ip link add link "$A" name sp0 address "$MAC_C" type macvlan mode bridge
+ip netns add s
+na ip link set sp0 netns s
+ip -n s addr add "$IP_S/24" dev sp0
+ip -n s link set sp0 up
+ip -n s link set lo up
 spoof0=$(counter a "$A" fn_spoof_drops)
 drops0=$(counter a "$A" tx_drops)
-na ip -br link show dev "$A"
+ip -n s -br link show dev sp0
 capture_start b "$B" "ether src $MAC_C"
-ping_from a "$IP_B" 3
+ping_from s "$IP_B" 3
 capture_stop
 spoof1=$(counter a "$A" fn_spoof_drops)
 drops1=$(counter a "$A" tx_drops)
@@ -474,17 +479,12 @@ if ((${spoof1:-0} > ${spoof0:-0} || ${drops1:-0} > ${drops0:-0})); then
 else
 	fail "spoofed frames counted: fn_spoof_drops ${spoof0:-none} -> ${spoof1:-none}, tx_drops ${drops0:-none} -> ${drops1:-none}"
 fi
-if ! na ip link set dev "$A" address "$MAC_A" 2>/dev/null; then
-	na ip link set dev "$A" down
-	na ip link set dev "$A" address "$MAC_A"
-	na ip link set dev "$A" up
-	wait_for 10 carrier a "$A"
-fi
+ip netns del s
 ping_from a "$IP_B" 3
 if ((RECEIVED == 3)); then
-	ok "own MAC restored: ping 3/3"
+	ok "A's own traffic unaffected: ping 3/3"
 else
-	fail "own MAC restored: ping $RECEIVED/3"
+	fail "A's own traffic unaffected: ping $RECEIVED/3"
 fi
 
 # ------------------------------------------------------------ 8. jumbo frames

@@ -277,9 +277,10 @@ impl<'a> DmaWindow<'a> {
 pub struct DmaSpace {
     maps: Vec<Mapping>,
     mem: Option<GuestMemoryMmap>,
-    /// The client offered writable memory without a descriptor (QEMU
-    /// without `share=on`): the card cannot reach the guest's memory.
-    unshared: bool,
+    /// The client offered writable memory without a descriptor, and it
+    /// was refused: guest RAM of a QEMU without `share=on`, unless the
+    /// client's other writable memory came with descriptors.
+    refused_unshared: bool,
 }
 
 fn aligned(v: u64) -> bool {
@@ -354,12 +355,16 @@ impl DmaSpace {
         }
         let writable = flags & DMA_WRITE != 0;
         let Some(file) = file else {
-            // Unshared guest memory is refused once per client, with the
-            // reason; its other ranges are then taken as known but out of
-            // reach (as ROMs are), so that the client hears it once, not
-            // once per range of its memory.
-            if writable && !self.unshared {
-                self.unshared = true;
+            // Writable memory without a descriptor is guest RAM that is not
+            // shared, or another device's BAR QEMU maps into the guest. The
+            // first is refused once per client, with the reason; every other
+            // such range is then taken as known but out of reach (as ROMs
+            // are), so the client hears it once, not once per range. A
+            // client whose writable memory came with descriptors shares its
+            // RAM: such a range is a BAR, and taken at once.
+            let shared = self.maps.iter().any(|m| m.writable && m.region.is_some());
+            if writable && !shared && !self.refused_unshared {
+                self.refused_unshared = true;
                 return Err(DmaError::NoFd { address, size });
             }
             self.maps.push(Mapping {
@@ -448,13 +453,14 @@ impl DmaSpace {
     pub fn clear(&mut self) {
         self.maps.clear();
         self.mem = None;
-        self.unshared = false;
+        self.refused_unshared = false;
     }
 
-    /// Whether the client offered writable memory without a descriptor
-    /// (refused, STATUS.MEM_UNSHARED): the card cannot reach the guest.
+    /// Whether the client's guest RAM is out of reach (STATUS.MEM_UNSHARED):
+    /// writable memory without a descriptor was refused, and none came with
+    /// one.
     pub fn unshared(&self) -> bool {
-        self.unshared
+        self.refused_unshared && !self.maps.iter().any(|m| m.writable && m.region.is_some())
     }
 
     fn rebuild(&mut self) {
@@ -829,6 +835,33 @@ mod tests {
         ));
         assert_eq!(d.unmap(0x1000, 0x1000, false).unwrap(), 1);
         d.clear();
+        assert!(!d.unshared());
+    }
+
+    /// A client whose RAM came with descriptors shares it: writable memory
+    /// without one is then another device's BAR (QEMU maps a doorbell page
+    /// into the guest), taken as known but out of reach, no error.
+    #[test]
+    fn writable_map_without_fd_beside_shared_ram_is_a_bar() {
+        let mut d = DmaSpace::default();
+        let ram = crate::test_utils::memfd(0x10_0000);
+        d.map(0, 0x10_0000, 0, DMA_READ | DMA_WRITE, Some(ram))
+            .unwrap();
+        d.map(0xfebd_f000, 0x1000, 0, DMA_READ | DMA_WRITE, None)
+            .unwrap();
+        assert!(!d.unshared());
+        let mut b = [0u8; 4];
+        assert!(d.read(0xfebd_f000, &mut b).is_err());
+        assert!(d.read(0x1000, &mut b).is_ok());
+        // The other order: the BAR first is refused, the RAM then clears it.
+        let mut d = DmaSpace::default();
+        assert!(d
+            .map(0xfebd_f000, 0x1000, 0, DMA_READ | DMA_WRITE, None)
+            .is_err());
+        assert!(d.unshared());
+        let ram = crate::test_utils::memfd(0x10_0000);
+        d.map(0, 0x10_0000, 0, DMA_READ | DMA_WRITE, Some(ram))
+            .unwrap();
         assert!(!d.unshared());
     }
 

@@ -918,8 +918,18 @@ impl Function {
         file: Option<File>,
     ) -> Result<(), FnError> {
         let rom = file.is_none() && flags & crate::dma::DMA_WRITE == 0;
+        let unbacked = file.is_none() && !rom;
         self.dma.map(address, size, offset, flags, file)?;
         debug!("{}: DMA map {address:#x}+{size:#x}", self.name);
+        if unbacked && !self.dma.unshared() {
+            self.log(
+                Cause::Setup,
+                format_args!(
+                    "DMA map {address:#x}+{size:#x}: writable without a descriptor beside shared \
+                     RAM (another device's BAR); the card will not access it"
+                ),
+            );
+        }
         if rom {
             // Accepted without a descriptor: read-only (dma.rs refuses a
             // writable one), as QEMU sends its ROMs.
