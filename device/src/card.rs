@@ -7,7 +7,9 @@ use std::time::Instant;
 use crate::capture::Capture;
 use crate::datapath::{self, CardParts, Datapath, DatapathCounters};
 use crate::doorbell::PagePolicy;
-use crate::function::{Function, FunctionKind, FunctionSpec, BARS, EXC_QP, VF_DEVICE_ID};
+use crate::function::{
+    Function, FunctionKind, FunctionRecord, FunctionSpec, RestoreError, BARS, EXC_QP, VF_DEVICE_ID,
+};
 use crate::model::{ControlCounters, Event, Mac, DEFAULT_VF_MAX_ADDRS, DEFAULT_VXLAN_CAPACITY};
 use crate::pci::caps::SriovLayout;
 use crate::switch::{Port, Switch};
@@ -482,6 +484,40 @@ impl Card {
 
     pub fn function_mut(&mut self, index: usize) -> Option<&mut Function> {
         self.functions.get_mut(index)
+    }
+
+    /// Function `index`'s state for the state record, with the VLANs its
+    /// vNICs joined (docs/restart.md).
+    pub fn record_function(&self, index: usize) -> Option<FunctionRecord> {
+        let f = self.functions.get(index)?;
+        let vlans = |qp| {
+            let port = Port {
+                function: index,
+                qp,
+            };
+            self.switch.joined(port)
+        };
+        Some(f.record(vlans))
+    }
+
+    /// Takes function `index`'s record back (see [`Function::restore`]),
+    /// then carries out the switch changes that asks for (filters, VLAN
+    /// joins) and marks the function attached. The caller restores the
+    /// function's client connection.
+    pub fn restore_function(
+        &mut self,
+        index: usize,
+        rec: &FunctionRecord,
+        dma_files: Vec<std::fs::File>,
+        irq_files: Vec<std::fs::File>,
+    ) -> Result<(), RestoreError> {
+        let Some(f) = self.functions.get_mut(index) else {
+            return Err(RestoreError::OtherFunction(rec.name.clone()));
+        };
+        f.restore(rec, dma_files, irq_files)?;
+        f.policy_mut().attached = true;
+        self.apply_switch_ops(index);
+        Ok(())
     }
 }
 

@@ -210,7 +210,15 @@ fn memfd() -> io::Result<File> {
 
 impl BarPage {
     fn new() -> io::Result<Self> {
-        let file = memfd()?;
+        Self::with_file(memfd()?)
+    }
+
+    /// The page in `file`: a fresh memfd, or the one an earlier worker
+    /// created and QEMU still maps (docs/restart.md).
+    fn with_file(file: File) -> io::Result<Self> {
+        if file.metadata()?.len() < BAR0_SIZE {
+            return Err(io::Error::other("doorbell page file shorter than BAR0"));
+        }
         let map = MmapRegion::build(
             Some(FileOffset::new(file.try_clone()?, PAGE_OFFSET)),
             PAGE_SIZE as usize,
@@ -244,6 +252,19 @@ impl DoorbellPage {
     pub fn add_bar_page(&mut self) -> io::Result<()> {
         self.bar = Some(BarPage::new()?);
         Ok(())
+    }
+
+    /// Gives the function BAR0's page in `file`, as it is: the memfd an
+    /// earlier worker made and its client maps (docs/restart.md).
+    pub fn adopt_bar_page(&mut self, file: File) -> io::Result<()> {
+        self.bar = Some(BarPage::with_file(file)?);
+        Ok(())
+    }
+
+    /// DB_PAGE.ENABLE with BAR0's page: the driver stores its doorbells
+    /// there.
+    pub fn bar_enabled(&self) -> bool {
+        self.active == Some(Active::Bar)
     }
 
     /// The BAR page's memfd to send with GET_REGION_INFO.

@@ -30,6 +30,7 @@ pub mod protocol;
 pub(crate) mod queue;
 pub(crate) mod rate;
 pub mod regs;
+pub mod restart;
 pub mod ring;
 pub mod server;
 pub mod state;

@@ -56,7 +56,7 @@ pub const DEFAULT_VF_MAX_ADDRS: u32 = 16;
 /// What a vNIC's driver asked the card to receive besides frames to its
 /// own MAC and broadcasts (QP_RX_MODE, docs/datapath.md "Address
 /// filtering"). The card decides how much of it to grant.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RxFilter {
     /// Every frame of the vNIC's VLANs (only for a trusted function).
     pub promisc: bool,

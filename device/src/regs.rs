@@ -534,6 +534,16 @@ fn counter<T: Copy>(table: &[T], rel: u64) -> Option<(T, bool)> {
 }
 
 /// Decodes an aligned dword offset of BAR0. None: no register there.
+/// Whether a write at BAR0 `offset` is a doorbell: a queue pair's send or
+/// receive tail, or its interrupt rearm. Such writes move the data path,
+/// not the function's configuration (the state record skips them).
+pub fn is_doorbell(offset: u64) -> bool {
+    matches!(
+        decode(offset),
+        Some(Target::Qp { reg, .. }) if matches!(reg.reg, QpReg::TxTail | QpReg::RxTail | QpReg::Irq)
+    )
+}
+
 pub fn decode(offset: u64) -> Option<Target> {
     if offset < FN_STATS_BASE {
         return Reg::from_offset(offset).map(Target::Reg);
@@ -615,6 +625,24 @@ pub struct Identity {
     pub link_speed: u32,
 }
 
+/// The BAR0 registers a state record keeps (docs/restart.md): those a
+/// driver or the card wrote. The identity registers are the card's and
+/// are rebuilt; MAC and QP_NUM follow management's settings.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Bar0Record {
+    pub status: u32,
+    pub scratch: u32,
+    pub irq_test_count: u32,
+    pub bad_access: u32,
+    pub vct_lo: u32,
+    pub vct_hi: u32,
+    pub vct_status: u32,
+    pub irq_cause: u32,
+    pub num_vfs: u32,
+    pub admin_status: u32,
+    pub admin_args: Vec<u32>,
+}
+
 /// BAR0 state of one function.
 #[derive(Clone, Debug)]
 pub struct Bar0 {
@@ -657,6 +685,41 @@ impl Bar0 {
         *self = Bar0::new(self.id);
         self.status = status;
         self.num_vfs = num_vfs;
+    }
+
+    /// The registers a state record keeps.
+    pub fn save(&self) -> Bar0Record {
+        Bar0Record {
+            status: self.status.into_bits(),
+            scratch: self.scratch,
+            irq_test_count: self.irq_test_count,
+            bad_access: self.bad_access,
+            vct_lo: self.vct_lo,
+            vct_hi: self.vct_hi,
+            vct_status: self.vct_status,
+            irq_cause: self.irq_cause.into_bits(),
+            num_vfs: self.num_vfs,
+            admin_status: self.admin_status,
+            admin_args: self.admin_args.to_vec(),
+        }
+    }
+
+    /// Takes a record's registers back, as they were (no write's side
+    /// effects). Admin arguments beyond this card's are ignored.
+    pub fn restore(&mut self, rec: &Bar0Record) {
+        self.status = StatusReg::from_bits(rec.status);
+        self.scratch = rec.scratch;
+        self.irq_test_count = rec.irq_test_count;
+        self.bad_access = rec.bad_access;
+        self.vct_lo = rec.vct_lo;
+        self.vct_hi = rec.vct_hi;
+        self.vct_status = rec.vct_status;
+        self.irq_cause = IrqCause::from_bits(rec.irq_cause);
+        self.num_vfs = rec.num_vfs;
+        self.admin_status = rec.admin_status;
+        for (arg, &v) in self.admin_args.iter_mut().zip(&rec.admin_args) {
+            *arg = v;
+        }
     }
 
     /// The function's MAC (vNIC 0's), changed by management.

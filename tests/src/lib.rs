@@ -15,6 +15,7 @@ use vmm_sys_util::sock_ctrl_msg::ScmSocket;
 
 pub mod ctl;
 pub mod guest;
+pub mod systemd;
 
 /// Root of the workspace.
 pub fn workspace() -> PathBuf {
@@ -209,6 +210,32 @@ impl Vnicd {
             log: log.to_path_buf(),
             ready_line,
         }
+    }
+
+    /// A vnicd process the caller started (a card worker under
+    /// [`systemd::FakeSystemd`]) with its socket directory in `dir`/sock.
+    pub fn from_child(child: Child, dir: TempDir, log: PathBuf) -> Vnicd {
+        Vnicd {
+            child: Some(child),
+            dir,
+            log,
+            ready_line: String::new(),
+        }
+    }
+
+    /// Puts `child` in place of the process (a new card worker).
+    pub fn set_child(&mut self, child: Child) {
+        self.child = Some(child);
+    }
+
+    /// SIGKILL, and reaps it: a crash.
+    pub fn kill(&mut self) -> Option<std::process::ExitStatus> {
+        let mut child = self.child.take()?;
+        if let Ok(Some(status)) = child.try_wait() {
+            return Some(status);
+        }
+        let _ = child.kill();
+        child.wait().ok()
     }
 
     pub fn socket(&self, function: &str) -> PathBuf {

@@ -12,6 +12,7 @@ use log::error;
 use vnic::card::{Card, CardConfig};
 use vnic::control::api::CardFile;
 use vnic::doorbell::PagePolicy;
+use vnic::restart::{names, Restart};
 use vnic::server::sockets::{parse_group, parse_mode};
 use vnic::server::{Server, SocketAccess};
 use vnic::uplink::{Uplink, UplinkSpec};
@@ -128,7 +129,21 @@ fn main() -> ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
     let args = Args::parse();
     let start = Instant::now();
-    let file = match args.config.as_deref().map(read_config).transpose() {
+    // SAFETY: no other thread exists yet.
+    let (mut restart, previous) = match unsafe { Restart::open() } {
+        Ok(r) => r,
+        Err(e) => {
+            error!("{e}");
+            return ExitCode::from(2);
+        }
+    };
+    // A worker taking over applies the record's settings, which are newer
+    // than the file's (docs/restart.md).
+    let file = match &previous {
+        Some(rec) => Ok(Some(rec.card.clone())),
+        None => args.config.as_deref().map(read_config).transpose(),
+    };
+    let file = match file {
         Ok(f) => f,
         Err(e) => {
             error!("configuration {e}");
@@ -170,7 +185,15 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    match Uplink::open(&args.uplink) {
+    let uplink = match restart.adopt(names::UPLINK) {
+        Some(fd) => Uplink::adopt(&args.uplink, fd),
+        None => Uplink::open(&args.uplink).inspect(|u| {
+            if let Some(fd) = u.descriptor() {
+                restart.keep_one(names::UPLINK, fd);
+            }
+        }),
+    };
+    match uplink {
         Ok(uplink) => card.set_uplink(uplink),
         Err(e) => {
             error!("{e}");
@@ -178,10 +201,18 @@ fn main() -> ExitCode {
         }
     }
     if let Some(mut file) = file {
-        // Command-line options win over the file's card settings.
-        file.card = None;
+        // Command-line options win over the file's card settings; a
+        // record's must be this card's.
+        if previous.is_none() {
+            file.card = None;
+        }
         if let Err(e) = card.apply(&file) {
-            error!("configuration refused: {e}");
+            let what = if previous.is_some() {
+                "the state record's settings"
+            } else {
+                "configuration"
+            };
+            error!("{what} refused: {e}");
             return ExitCode::from(2);
         }
         card.take_events();
@@ -197,7 +228,8 @@ fn main() -> ExitCode {
     let queue_pairs = card.config().queue_pairs;
     let access = SocketAccess::new(args.socket_mode, args.socket_group);
     let control = args.control.as_deref();
-    let mut server = match Server::new(card, &args.socket_dir, control, access) {
+    let mut server = match Server::start(card, &args.socket_dir, control, access, restart, previous)
+    {
         Ok(s) => s,
         Err(e) => {
             error!("{e}");
@@ -212,10 +244,12 @@ fn main() -> ExitCode {
     }
     println!("vnicd: control {}", server.control_path().display());
     println!("vnicd: uplink {}", args.uplink);
-    println!(
-        "vnicd: ready (1 PF, {vfs} VFs, {queue_pairs} queue pairs max) in {} ms",
+    let ready = format!(
+        "ready (1 PF, {vfs} VFs, {queue_pairs} queue pairs max) in {} ms",
         start.elapsed().as_millis()
     );
+    println!("vnicd: {ready}");
+    server.ready(&ready);
     match server.run(stop.as_raw_fd()) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

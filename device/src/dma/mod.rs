@@ -73,6 +73,8 @@ pub enum DmaError {
         guard::WATCH_SLOTS
     )]
     Unwatched,
+    #[error("the state record names a file for this mapping, and none was kept")]
+    FileMissing,
 }
 
 impl DmaError {
@@ -272,6 +274,19 @@ impl<'a> DmaWindow<'a> {
     }
 }
 
+/// One mapping as a state record keeps it (docs/restart.md); the file,
+/// if it had one, travels apart, through the descriptor store, in the
+/// order of [`DmaSpace::files`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct DmaRecord {
+    pub address: u64,
+    pub size: u64,
+    pub offset: u64,
+    pub writable: bool,
+    /// It came with a descriptor.
+    pub file: bool,
+}
+
 /// The guest memory one client mapped for one function.
 #[derive(Default)]
 pub struct DmaSpace {
@@ -447,6 +462,64 @@ impl DmaSpace {
             }
         }
         lost
+    }
+
+    /// Every mapping, by address, as a state record keeps it, and whether
+    /// writable memory without a descriptor was refused.
+    pub fn save(&self) -> (Vec<DmaRecord>, bool) {
+        let maps = self
+            .maps
+            .iter()
+            .map(|m| DmaRecord {
+                address: m.address,
+                size: m.size,
+                offset: m
+                    .region
+                    .as_ref()
+                    .and_then(|r| r.file_offset())
+                    .map_or(0, |f| f.start()),
+                writable: m.writable,
+                file: m.region.is_some(),
+            })
+            .collect();
+        (maps, self.refused_unshared)
+    }
+
+    /// The files of the mappings that have one, in [`DmaSpace::save`]'s
+    /// order.
+    pub fn files(&self) -> Vec<&File> {
+        self.maps
+            .iter()
+            .filter_map(|m| m.region.as_ref()?.file_offset().map(|f| f.file()))
+            .collect()
+    }
+
+    /// Maps again what a state record kept, `files` in [`DmaSpace::files`]'
+    /// order: the same checks as a DMA_MAP (a file shorter than it was is
+    /// refused). Returns the first mapping that failed, with why; those
+    /// before it stay.
+    pub fn restore(
+        &mut self,
+        maps: &[DmaRecord],
+        refused_unshared: bool,
+        files: Vec<File>,
+    ) -> Result<(), (DmaRecord, DmaError)> {
+        let mut files = files.into_iter();
+        for &m in maps {
+            let file = if m.file {
+                Some(files.next().ok_or((m, DmaError::FileMissing))?)
+            } else {
+                None
+            };
+            let flags = DMA_READ | if m.writable { DMA_WRITE } else { 0 };
+            // A range without a descriptor is taken as known but out of
+            // reach, as the first time.
+            self.refused_unshared = true;
+            self.map(m.address, m.size, m.offset, flags, file)
+                .map_err(|e| (m, e))?;
+        }
+        self.refused_unshared = refused_unshared;
+        Ok(())
     }
 
     /// Drops every mapping (client disconnected).

@@ -138,6 +138,7 @@ impl Function {
     }
 
     pub(super) fn disable_irq_index(&mut self, index: u32) {
+        self.fd_generation += 1;
         match index {
             VFIO_PCI_MSIX_IRQ_INDEX => self.msix.clear_eventfds(),
             VFIO_PCI_ERR_IRQ_INDEX => self.err_fd = None,
@@ -156,6 +157,7 @@ impl Function {
         if !fds.is_empty() && fds.len() != count as usize {
             return Err(FnError::SetIrqs("number of eventfds differs from count"));
         }
+        self.fd_generation += 1;
         let mut fds: Vec<Option<EventFd>> = if fds.is_empty() {
             // QEMU sends no descriptors to de-assign a range (all -1).
             (0..count).map(|_| None).collect()

@@ -19,9 +19,11 @@ mod config;
 
 use config::build_config;
 mod irq;
+mod record;
 mod registers;
 mod traffic;
 
+pub use record::{FunctionRecord, QpRecord, RestoreError};
 pub use traffic::Taken;
 
 use std::fs::File;
@@ -183,7 +185,7 @@ impl FnError {
 }
 
 /// Counters of one function, for logs now and statistics later.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct FunctionStats {
     pub bad_mmio: u64,
     pub irqs_sent: u64,
@@ -301,6 +303,8 @@ pub struct Function {
     /// Log lines its clients and their guests cause, rate-limited; kept
     /// across clients so reconnecting does not reset the counts.
     client_log: ClientLog,
+    /// Changes with the mappings and eventfds ([`Function::fd_generation`]).
+    fd_generation: u64,
 }
 
 /// What became of a VCT entry given by management.
@@ -380,6 +384,7 @@ impl Function {
             pending_vct: None,
             faults: Faults::default(),
             client_log: ClientLog::default(),
+            fd_generation: 0,
             spec,
         }
         .with_exception_messages()
@@ -920,6 +925,7 @@ impl Function {
         let rom = file.is_none() && flags & crate::dma::DMA_WRITE == 0;
         let unbacked = file.is_none() && !rom;
         self.dma.map(address, size, offset, flags, file)?;
+        self.fd_generation += 1;
         debug!("{}: DMA map {address:#x}+{size:#x}", self.name);
         if unbacked && !self.dma.unshared() {
             self.log(
@@ -947,7 +953,9 @@ impl Function {
 
     /// DMA_UNMAP.
     pub fn dma_unmap(&mut self, address: u64, size: u64, all: bool) -> Result<usize, FnError> {
-        Ok(self.dma.unmap(address, size, all)?)
+        let n = self.dma.unmap(address, size, all)?;
+        self.fd_generation += 1;
+        Ok(n)
     }
 
     /// Function reset (DEVICE_RESET, FLR, CTRL.RESET): registers, config
@@ -987,6 +995,7 @@ impl Function {
         self.msix.clear_eventfds();
         self.err_fd = None;
         self.req_fd = None;
+        self.fd_generation += 1;
         self.reset();
     }
 }

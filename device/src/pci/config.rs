@@ -192,9 +192,22 @@ impl ConfigSpace {
         Ok(old)
     }
 
-    /// Software-visible raw bytes (tests and capability walkers).
+    /// Software-visible raw bytes (tests, capability walkers, the state
+    /// record).
     pub fn bytes(&self) -> &[u8; CONFIG_SIZE] {
         &self.data
+    }
+
+    /// Takes the bytes a state record kept (docs/restart.md): every
+    /// register as it was, with no write's side effects (the masks are the
+    /// card's, built as before). False, and nothing changed, if `bytes` is
+    /// not a whole configuration space.
+    pub fn restore(&mut self, bytes: &[u8]) -> bool {
+        let Ok(data) = <&[u8; CONFIG_SIZE]>::try_from(bytes) else {
+            return false;
+        };
+        *self.data = *data;
+        true
     }
 }
 

@@ -63,6 +63,17 @@ pub enum MsixError {
     NoSuchVector(u32),
 }
 
+/// The MSI-X state a state record keeps (docs/restart.md): the table
+/// (four dwords per entry), the masks and the pending bits. Which vectors
+/// have an eventfd is the function's record's business.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct MsixRecord {
+    pub table: Vec<[u32; 4]>,
+    pub programmed: Vec<bool>,
+    pub pending: Vec<bool>,
+    pub client_masked: Vec<bool>,
+}
+
 /// One function's MSI-X state.
 pub struct Msix {
     entries: Vec<Entry>,
@@ -103,6 +114,52 @@ impl Msix {
         self.programmed.iter_mut().for_each(|p| *p = false);
         self.pending.iter_mut().for_each(|p| *p = false);
         self.client_masked.iter_mut().for_each(|m| *m = false);
+    }
+
+    /// The state a record keeps.
+    pub fn save(&self) -> MsixRecord {
+        MsixRecord {
+            table: self
+                .entries
+                .iter()
+                .map(|e| [e.addr_lo, e.addr_hi, e.data, e.ctrl])
+                .collect(),
+            programmed: self.programmed.clone(),
+            pending: self.pending.clone(),
+            client_masked: self.client_masked.clone(),
+        }
+    }
+
+    /// Takes a record's state back; false, and nothing changed, if it was
+    /// made for another number of vectors.
+    pub fn restore(&mut self, rec: &MsixRecord) -> bool {
+        let n = self.entries.len();
+        if [
+            rec.table.len(),
+            rec.programmed.len(),
+            rec.pending.len(),
+            rec.client_masked.len(),
+        ] != [n; 4]
+        {
+            return false;
+        }
+        for (e, &[addr_lo, addr_hi, data, ctrl]) in self.entries.iter_mut().zip(&rec.table) {
+            *e = Entry {
+                addr_lo,
+                addr_hi,
+                data,
+                ctrl,
+            };
+        }
+        self.programmed.clone_from(&rec.programmed);
+        self.pending.clone_from(&rec.pending);
+        self.client_masked.clone_from(&rec.client_masked);
+        true
+    }
+
+    /// The registered eventfds, by vector.
+    pub fn eventfds(&self) -> &[Option<EventFd>] {
+        &self.eventfds
     }
 
     /// Drops every eventfd (client gone or SET_IRQS disable).

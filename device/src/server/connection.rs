@@ -20,6 +20,11 @@ use crate::protocol::{starts_json, MessageHeader, ProtocolError, HEADER_SIZE, MA
 /// Replies queued for a client that does not read them; past this the
 /// client is disconnected rather than letting vnicd's memory grow.
 pub const MAX_TX_BYTES: usize = 8 << 20;
+/// Messages up to this size are read only once all of their bytes have
+/// arrived, so a worker that dies leaves the stream at a message boundary
+/// (docs/restart.md, "A message cut by the crash"). QEMU's messages are
+/// far smaller; a larger one is read as it comes.
+pub const WHOLE_MESSAGE: usize = 64 << 10;
 
 /// A complete message off the wire.
 pub struct Message {
@@ -97,6 +102,58 @@ impl Connection {
         &self.stream
     }
 
+    /// Part of a message has been read, not all of it.
+    pub fn mid_message(&self) -> bool {
+        self.rx.hdr_len > 0 || self.rx.header.is_some()
+    }
+
+    /// Whether the next message is whole in the socket (or too large to
+    /// wait for, or bad: the read path deals with those). Looks without
+    /// taking anything.
+    fn next_message_buffered(&self) -> bool {
+        let mut hdr = [0u8; HEADER_SIZE];
+        // SAFETY: recv writes at most hdr.len() bytes into hdr; MSG_PEEK
+        // leaves them (and any descriptors) in the socket.
+        let n = unsafe {
+            libc::recv(
+                self.stream.as_raw_fd(),
+                hdr.as_mut_ptr().cast(),
+                hdr.len(),
+                libc::MSG_PEEK | libc::MSG_DONTWAIT,
+            )
+        };
+        if n < 0 {
+            // An error (or EAGAIN): the read path finds it.
+            return true;
+        }
+        if (n as usize) < HEADER_SIZE {
+            // A header sent in pieces is read as it comes (and recorded
+            // as a message begun).
+            return true;
+        }
+        let header = MessageHeader::decode(&hdr);
+        if header.validate().is_err() || header.size as usize > WHOLE_MESSAGE {
+            return true;
+        }
+        let mut available: libc::c_int = 0;
+        // SAFETY: FIONREAD writes one c_int into `available`.
+        let rc = unsafe { libc::ioctl(self.stream.as_raw_fd(), libc::FIONREAD, &mut available) };
+        rc < 0 || available as usize >= header.size as usize || self.peer_closed()
+    }
+
+    /// The client shut its side: what it sent is all there will be.
+    fn peer_closed(&self) -> bool {
+        let mut pfd = libc::pollfd {
+            fd: self.stream.as_raw_fd(),
+            events: libc::POLLRDHUP,
+            revents: 0,
+        };
+        // SAFETY: poll reads and writes one pollfd, which `pfd` is; a zero
+        // timeout never blocks.
+        let rc = unsafe { libc::poll(&mut pfd, 1, 0) };
+        rc > 0 && pfd.revents & (libc::POLLRDHUP | libc::POLLHUP | libc::POLLERR) != 0
+    }
+
     /// Reads into `buf`, collecting descriptors. Ok(0) means end of stream.
     fn recv(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         let mut raw = [-1; MAX_MSG_FDS];
@@ -117,7 +174,12 @@ impl Connection {
     }
 
     /// Reads until one whole message is in, or the socket would block.
+    /// A message no larger than [`WHOLE_MESSAGE`] is not started until all
+    /// of it has arrived.
     pub fn read_message(&mut self) -> ReadOutcome {
+        if self.greeted && !self.mid_message() && !self.next_message_buffered() {
+            return ReadOutcome::WouldBlock;
+        }
         loop {
             let res = if self.rx.header.is_none() {
                 let mut hdr = self.rx.hdr;

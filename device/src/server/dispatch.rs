@@ -3,16 +3,19 @@
 
 use vfio_bindings::bindings::vfio::{
     vfio_region_info, VFIO_DEVICE_FLAGS_PCI, VFIO_DEVICE_FLAGS_RESET, VFIO_DMA_UNMAP_FLAG_ALL,
-    VFIO_IRQ_SET_DATA_BOOL, VFIO_IRQ_SET_DATA_TYPE_MASK, VFIO_PCI_NUM_IRQS, VFIO_PCI_NUM_REGIONS,
+    VFIO_IRQ_SET_DATA_BOOL, VFIO_IRQ_SET_DATA_TYPE_MASK, VFIO_PCI_BAR0_REGION_INDEX,
+    VFIO_PCI_NUM_IRQS, VFIO_PCI_NUM_REGIONS,
 };
 
 use super::connection::{Message, Reply};
 use crate::clientlog::Cause;
+use crate::doorbell;
 use crate::function::{FnError, Function};
 use crate::protocol::{
     error_reply, region_info_payload, reply, version_payload, Command, Decoded, ProtocolError,
     Writer, DEVICE_INFO_SIZE, DMA_UNMAP_SIZE, IRQ_INFO_SIZE, IRQ_SET_SIZE,
 };
+use crate::regs;
 
 /// Why a request failed: an errno for the client plus a log message.
 struct Failure {
@@ -45,10 +48,41 @@ fn invalid(why: &str) -> Failure {
     }
 }
 
+/// Whether a request may change what the state record keeps
+/// (crate::restart): anything but reads, information and doorbells.
+fn durable(req: &Decoded<'_>) -> bool {
+    let doorbell = |region: u32, offset: u64, len: usize| {
+        region == VFIO_PCI_BAR0_REGION_INDEX
+            && (regs::is_doorbell(offset) || doorbell::in_page(offset, len))
+    };
+    match req {
+        Decoded::RegionRead { .. }
+        | Decoded::DeviceGetInfo { .. }
+        | Decoded::GetRegionInfo(_)
+        | Decoded::GetIrqInfo(_) => false,
+        Decoded::RegionWrite {
+            offset,
+            region,
+            data,
+        } => !doorbell(*region, *offset, data.len()),
+        Decoded::RegionWriteMulti(writes) => writes
+            .iter()
+            .any(|w| !doorbell(w.region, w.offset, w.bytes().len())),
+        _ => true,
+    }
+}
+
 /// Handles one message for `func`. Returns the bytes to send back, or None
 /// when the client asked for no reply (posted writes). Never panics on
 /// client input: every failure becomes an error reply and a log line.
-pub fn handle(func: &mut Function, versioned: &mut bool, msg: Message) -> Option<Reply> {
+/// Sets `changed` if the message may have changed what the state record
+/// keeps.
+pub fn handle(
+    func: &mut Function,
+    versioned: &mut bool,
+    msg: Message,
+    changed: &mut bool,
+) -> Option<Reply> {
     let header = msg.header;
     let no_reply = header.flags.no_reply();
     let result = Command::try_from(header.command)
@@ -58,6 +92,7 @@ pub fn handle(func: &mut Function, versioned: &mut bool, msg: Message) -> Option
                 return Err(invalid("VERSION must be negotiated first"));
             }
             let req = Decoded::parse(cmd, &msg.body)?;
+            *changed |= durable(&req);
             execute(func, versioned, req, msg.fds)
         });
     match result {

@@ -50,6 +50,7 @@ use crate::card::Card;
 use crate::clientlog::Cause;
 use crate::control::socket::{ControlSocket, Served, MAX_CLIENTS};
 use crate::protocol::error_reply;
+use crate::restart::{names, CardRecord, ClientRecord, Restart};
 
 /// Token of the descriptor that stops the loop (a signalfd in vnicd).
 const STOP: Token = Token(usize::MAX - 1);
@@ -124,12 +125,40 @@ pub enum ClientState {
 /// the code vnicd runs.
 pub struct Client {
     conn: Connection,
+    /// A message since the last [`Client::take_changed`] may have changed
+    /// what the state record keeps.
+    changed: bool,
 }
 
 impl Client {
     /// A client on `stream` (made non-blocking).
     pub fn new(stream: UnixStream) -> io::Result<Self> {
-        Connection::new(stream).map(|conn| Client { conn })
+        Connection::new(stream).map(|conn| Client {
+            conn,
+            changed: true,
+        })
+    }
+
+    /// The client an earlier worker served on `stream`, as the state
+    /// record left it.
+    pub fn resume(stream: UnixStream, rec: ClientRecord) -> io::Result<Self> {
+        let mut client = Client::new(stream)?;
+        client.conn.versioned = rec.versioned;
+        Ok(client)
+    }
+
+    /// What the state record keeps of it.
+    pub fn record(&self) -> ClientRecord {
+        ClientRecord {
+            versioned: self.conn.versioned,
+            mid_message: self.conn.mid_message(),
+        }
+    }
+
+    /// Whether a message since the last call may have changed durable
+    /// state.
+    pub fn take_changed(&mut self) -> bool {
+        std::mem::take(&mut self.changed)
     }
 
     /// The client's socket.
@@ -165,7 +194,8 @@ impl Client {
             }
             match conn.read_message() {
                 ReadOutcome::Message(msg) => {
-                    if let Some(bytes) = dispatch::handle(func, &mut conn.versioned, msg) {
+                    let changed = &mut self.changed;
+                    if let Some(bytes) = dispatch::handle(func, &mut conn.versioned, msg, changed) {
                         if !conn.queue(bytes) {
                             func.log(
                                 Cause::Dropped,
@@ -242,6 +272,10 @@ pub struct Server {
     timer: TimerFd,
     /// The deadline the timer is armed for.
     timer_due: Option<Instant>,
+    /// What outlives this process: descriptors and the state record.
+    restart: Restart,
+    /// Leave the sockets in place on the way out: a successor serves them.
+    handed_over: bool,
 }
 
 impl Server {
@@ -256,11 +290,34 @@ impl Server {
         control: Option<&Path>,
         access: SocketAccess,
     ) -> Result<Self, ServerError> {
+        Self::start(card, dir, control, access, Restart::none(), None)
+    }
+
+    /// [`Server::new`] for a card worker whose descriptors and state
+    /// outlive it (docs/restart.md): what `restart` hands over from an
+    /// earlier worker (lock, sockets, clients) is taken over and
+    /// `previous`, that worker's record, restored; what is made afresh
+    /// is kept for the next one.
+    pub fn start(
+        card: Card,
+        dir: &Path,
+        control: Option<&Path>,
+        access: SocketAccess,
+        mut restart: Restart,
+        previous: Option<CardRecord>,
+    ) -> Result<Self, ServerError> {
         sockets::create_dir(dir, &access).map_err(|e| ServerError::SocketDir(dir.into(), e))?;
-        let lock = sockets::lock_dir(dir).map_err(|e| match e {
-            sockets::LockError::Held(pid) => ServerError::Locked(dir.into(), pid),
-            sockets::LockError::Io(e) => ServerError::Lock(dir.into(), e),
-        })?;
+        let lock = match restart.adopt(names::LOCK) {
+            Some(fd) => std::fs::File::from(fd),
+            None => {
+                let lock = sockets::lock_dir(dir).map_err(|e| match e {
+                    sockets::LockError::Held(pid) => ServerError::Locked(dir.into(), pid),
+                    sockets::LockError::Io(e) => ServerError::Lock(dir.into(), e),
+                })?;
+                restart.keep_one(names::LOCK, &lock);
+                lock
+            }
+        };
         let poll = Poll::new().map_err(ServerError::Poll)?;
         let paths: Vec<PathBuf> = card
             .functions()
@@ -268,7 +325,9 @@ impl Server {
             .map(|f| dir.join(format!("{}.sock", f.name())))
             .collect();
         let control_path = control.map_or_else(|| dir.join(CONTROL_SOCKET), Path::to_path_buf);
-        let control = sockets::bind(&control_path, sockets::CONTROL_SOCKET_MODE, None)
+        let bind_control = || sockets::bind(&control_path, sockets::CONTROL_SOCKET_MODE, None);
+        let control = restart
+            .adopt_or(names::CONTROL, UnixListener::from, bind_control)
             .and_then(|l| ControlSocket::listen(l, &control_path, poll.registry(), CONTROL))
             .map_err(|e| ServerError::Control(control_path, e))?;
         let conns = (0..paths.len()).map(|_| None).collect();
@@ -294,18 +353,136 @@ impl Server {
             backlog: Vec::new(),
             timer,
             timer_due: None,
+            restart,
+            handed_over: false,
         };
         for i in 0..server.paths.len() {
             if server.card.functions()[i].policy().enabled {
                 server.listen(i)?;
             }
         }
+        server.take_over(previous);
         Ok(server)
+    }
+
+    /// Takes over what an earlier worker served: each function's doorbell
+    /// page, client and state (a function whose state cannot be taken
+    /// back loses its client, and only it), then drops from the store
+    /// whatever nothing uses. On a first start, keeps the doorbell pages.
+    fn take_over(&mut self, previous: Option<CardRecord>) {
+        let started = Instant::now();
+        let mut restored = 0;
+        for i in 0..self.paths.len() {
+            let name = self.card.functions()[i].name().to_string();
+            let func = &mut self.card.functions_mut()[i];
+            if let Some(fd) = self.restart.adopt(&names::bar_page(&name)) {
+                if let Err(e) = func.adopt_bar_page(std::fs::File::from(fd)) {
+                    error!("{name}: cannot take the doorbell page over: {e}");
+                }
+            } else if let Some(file) = func.doorbell_page().file() {
+                let file = file.try_clone();
+                if let Ok(file) = file {
+                    self.restart.keep_one(&names::bar_page(&name), file);
+                }
+            }
+            let Some(fd) = self.restart.adopt(&names::client(&name)) else {
+                continue;
+            };
+            let entry = previous
+                .as_ref()
+                .and_then(|p| p.functions.iter().find(|e| e.state.name == name));
+            let record = entry.and_then(|e| e.client);
+            let stream = UnixStream::from(fd);
+            let client = match (entry, record) {
+                (Some(_), Some(rec)) if rec.mid_message => {
+                    error!(
+                        "{name}: the previous card worker died in the middle of a message from \
+                         this function's client; cutting the client (docs/restart.md)"
+                    );
+                    self.restart.forget(&names::client(&name));
+                    continue;
+                }
+                (Some(entry), Some(rec)) => {
+                    if !self.restart.restore_function(&mut self.card, i, entry) {
+                        self.restart.forget(&names::client(&name));
+                        continue;
+                    }
+                    restored += 1;
+                    Client::resume(stream, rec)
+                }
+                // Connected after the last record: nothing was set up yet
+                // that the record missed but the connection itself.
+                _ => {
+                    self.card.connect(i);
+                    Client::new(stream)
+                }
+            };
+            match client {
+                Ok(client) => self.attach(i, client),
+                Err(e) => warn!("{name}: cannot take its client over: {e}"),
+            }
+        }
+        self.restart.prune();
+        if self.restart.restarting() || restored > 0 {
+            info!(
+                "took over from the previous card worker: {restored} functions with their \
+                 clients restored in {} ms",
+                started.elapsed().as_millis()
+            );
+        }
+        self.restart.mark_dirty();
+        self.after_turn();
+    }
+
+    /// Watches `client` as function `index`'s.
+    fn attach(&mut self, index: usize, client: Client) {
+        let fd = client.stream().as_raw_fd();
+        let interest = Interest::READABLE | Interest::WRITABLE;
+        if let Err(e) =
+            self.poll
+                .registry()
+                .register(&mut SourceFd(&fd), conn_token(index), interest)
+        {
+            warn!("cannot watch client of function {index}: {e}");
+            return;
+        }
+        self.conns[index] = Some(client);
+        // What it sent while no worker served is waiting: read it now.
+        self.backlog.push(index);
+    }
+
+    /// Writes the state record if a client or management changed durable
+    /// state (crate::restart), keeps changed descriptors, and tells the
+    /// keeper the worker is alive.
+    fn after_turn(&mut self) {
+        let mut clients = Vec::with_capacity(self.conns.len());
+        for c in &mut self.conns {
+            if let Some(c) = c {
+                if c.take_changed() {
+                    self.restart.mark_dirty();
+                }
+                clients.push(Some(c.record()));
+            } else {
+                clients.push(None);
+            }
+        }
+        self.restart
+            .after_turn(&self.card, &clients, Instant::now());
+    }
+
+    /// Tells whoever started this worker (vnicd's keeper, systemd) that it
+    /// serves.
+    pub fn ready(&mut self, status: &str) {
+        self.restart.ready(status);
     }
 
     fn listen(&mut self, i: usize) -> Result<(), ServerError> {
         let path = self.paths[i].clone();
-        let socket = sockets::bind(&path, self.access.mode, self.access.group)
+        let name = names::listener(self.card.functions()[i].name());
+        let bind = || sockets::bind(&path, self.access.mode, self.access.group);
+        let socket = self
+            .restart
+            .adopt_or(&name, UnixListener::from, bind)
             .map_err(|e| ServerError::Bind(path.clone(), e))?;
         socket
             .set_nonblocking(true)
@@ -334,6 +511,8 @@ impl Server {
                 }
                 (Some(_), false) => {
                     self.drop_client(i);
+                    let name = names::listener(self.card.functions()[i].name());
+                    self.restart.forget(&name);
                     if let Some(l) = self.listeners[i].take() {
                         let fd = l.socket.as_raw_fd();
                         let _ = self.poll.registry().deregister(&mut SourceFd(&fd));
@@ -390,6 +569,7 @@ impl Server {
                 match ev.token() {
                     STOP => {
                         info!("stopping");
+                        self.restart.stopping();
                         return Ok(());
                     }
                     // Edge-triggered: read until empty or out of budget
@@ -447,12 +627,14 @@ impl Server {
             self.control.broadcast(&events, &mut self.card, registry);
             self.control
                 .expire(Instant::now(), &mut self.card, registry);
+            self.after_turn();
         }
     }
 
     /// Answers control client `i`'s requests, makes the listeners follow
     /// what they changed, then sends the answers.
     fn serve_control(&mut self, i: usize) {
+        self.restart.mark_dirty();
         if self.control.serve(i, &mut self.card, self.poll.registry()) == Served::Open {
             self.sync_listeners();
             self.control.flush(i, self.poll.registry());
@@ -465,10 +647,14 @@ impl Server {
         if !self.backlog.is_empty() || self.card.busy() || self.control.has_again() {
             return Some(Duration::ZERO);
         }
-        let due = [self.card.next_deadline(), self.control.next_deadline()]
-            .into_iter()
-            .flatten()
-            .min()?;
+        let due = [
+            self.card.next_deadline(),
+            self.control.next_deadline(),
+            self.restart.next_deadline(),
+        ]
+        .into_iter()
+        .flatten()
+        .min()?;
         let now = Instant::now();
         if due <= now {
             return Some(Duration::ZERO);
@@ -542,6 +728,7 @@ impl Server {
                 continue;
             }
             self.log(index, Cause::Connection, format_args!("client connected"));
+            self.restart.keep_one(&names::client(&name), conn.stream());
             self.conns[index] = Some(conn);
             self.card.connect(index);
         }
@@ -584,6 +771,9 @@ impl Server {
         if let Some(conn) = self.conns[index].take() {
             let fd = conn.stream().as_raw_fd();
             let _ = self.poll.registry().deregister(&mut SourceFd(&fd));
+            let name = names::client(self.card.functions()[index].name());
+            self.restart.forget(&name);
+            self.restart.mark_dirty();
         }
         self.backlog.retain(|&i| i != index);
         self.card.disconnect(index);
@@ -592,6 +782,9 @@ impl Server {
 
 impl Drop for Server {
     fn drop(&mut self) {
+        if self.handed_over {
+            return;
+        }
         for l in self.listeners.iter().flatten() {
             let _ = std::fs::remove_file(&l.path);
         }

@@ -218,6 +218,33 @@ impl Uplink {
         })
     }
 
+    /// The backend `spec` names, on the descriptor an earlier worker
+    /// opened for it (docs/restart.md): a TAP device cannot be attached
+    /// twice, nor a UDP port bound twice, while the keeper holds them.
+    pub fn adopt(spec: &UplinkSpec, fd: std::os::fd::OwnedFd) -> Result<Self, UplinkError> {
+        let backend = match spec {
+            UplinkSpec::None => Backend::None,
+            UplinkSpec::Tap(_) => Backend::Tap(tap::Tap::adopt(fd.into())),
+            UplinkSpec::Udp { local, remote } => Backend::Udp(
+                udp::Udp::adopt(fd.into(), *remote).map_err(|e| UplinkError::Udp(*local, e))?,
+            ),
+        };
+        Ok(Uplink {
+            spec: spec.clone(),
+            backend,
+            counters: UplinkCounters::default(),
+            buf: vec![0; MAX_UPLINK_FRAME],
+        })
+    }
+
+    /// The backend's descriptor, to keep for the next worker.
+    pub fn descriptor(&self) -> Option<std::os::fd::BorrowedFd<'_>> {
+        // SAFETY: the backend owns the descriptor and outlives the borrow,
+        // which is tied to `self`.
+        self.fd()
+            .map(|fd| unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) })
+    }
+
     pub fn spec(&self) -> &UplinkSpec {
         &self.spec
     }

@@ -43,6 +43,11 @@ impl Tap {
         Ok(Tap { file })
     }
 
+    /// The TAP device an earlier worker opened (docs/restart.md).
+    pub fn adopt(file: File) -> Self {
+        Tap { file }
+    }
+
     pub fn fd(&self) -> RawFd {
         self.file.as_raw_fd()
     }

@@ -42,6 +42,12 @@ impl Udp {
         Ok(Udp { socket, remote })
     }
 
+    /// The socket an earlier worker bound (docs/restart.md).
+    pub fn adopt(socket: UdpSocket, remote: SocketAddr) -> io::Result<Self> {
+        socket.set_nonblocking(true)?;
+        Ok(Udp { socket, remote })
+    }
+
     pub fn fd(&self) -> RawFd {
         self.socket.as_raw_fd()
     }

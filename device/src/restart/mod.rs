@@ -1,0 +1,430 @@
+//! The card outlives its worker process (docs/restart.md).
+//!
+//! A card worker keeps, through the descriptor store ([`store`]), every
+//! descriptor a guest depends on, and keeps the state record ([`record`])
+//! current: management's settings (the configuration file schema), and
+//! each function's state with its client ([`crate::function::FunctionRecord`]).
+//! The queues are in guest memory already. A worker started with what an
+//! earlier one kept ([`Restart::open`]) applies the settings, takes every
+//! function's state back and serves the same connections, so neither QEMU
+//! nor the guest sees the process change.
+//!
+//! When the record is written: after every loop turn in which a client
+//! sent a message other than a doorbell or a read, a control request ran,
+//! or a function's mappings or eventfds changed; and once a second for the
+//! counters. Changed descriptors are stored under new names first, then
+//! the record naming them is written, then the old names are removed, so
+//! a record never names descriptors the store does not hold.
+
+pub mod record;
+pub mod store;
+
+use std::io;
+use std::os::fd::{AsFd, OwnedFd};
+use std::time::{Duration, Instant};
+
+use log::{error, info, warn};
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+
+pub use record::{RecordError, RecordFile, LAYOUT};
+pub use store::{names, FdStore, StoreError};
+
+use crate::card::Card;
+use crate::control::api::CardFile;
+use crate::function::FunctionRecord;
+
+/// How often the record is written when only counters moved.
+const COUNTER_INTERVAL: Duration = Duration::from_secs(1);
+
+/// A function's client, as the record keeps it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClientRecord {
+    /// VERSION was negotiated.
+    pub versioned: bool,
+    /// Part of a message had been read (docs/restart.md, "A message cut
+    /// by the crash"): a worker taking over cannot know the rest's place
+    /// in the stream, and cuts the client.
+    #[serde(default)]
+    pub mid_message: bool,
+}
+
+/// One function in the record.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FunctionEntry {
+    pub state: FunctionRecord,
+    /// Its client, if one was attached.
+    pub client: Option<ClientRecord>,
+    /// Store names of its mappings' files and of its eventfds.
+    pub dma_fds: Option<String>,
+    pub irq_fds: Option<String>,
+}
+
+/// The state record (layout [`LAYOUT`]).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CardRecord {
+    /// The vnicd version that wrote it.
+    pub written_by: String,
+    /// Management's settings, as `vnicctl export` writes them.
+    pub card: CardFile,
+    pub functions: Vec<FunctionEntry>,
+}
+
+#[derive(Debug, Error)]
+pub enum RestartError {
+    #[error(transparent)]
+    Record(#[from] RecordError),
+    #[error("state record: {0}")]
+    Parse(serde_json::Error),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("descriptor store: {0}")]
+    Env(io::Error),
+}
+
+/// What the worker keeps for function f.
+#[derive(Default)]
+struct Kept {
+    /// The function's descriptor generation when they were stored.
+    generation: Option<u64>,
+    dma: Option<String>,
+    irq: Option<String>,
+}
+
+/// A worker's record keeping: the store, the record, and what was kept.
+pub struct Restart {
+    store: FdStore,
+    /// None without a keeper: nothing outlives the process.
+    record: Option<RecordFile>,
+    kept: Vec<Kept>,
+    /// Names replaced since the last record, removed once it is written.
+    stale: Vec<String>,
+    /// Names this worker uses (adopted or stored); [`Restart::prune`]
+    /// drops the rest.
+    live: Vec<String>,
+    dirty: bool,
+    last_write: Option<Instant>,
+    watchdog: Option<(Duration, Instant)>,
+    /// How many workers came before this one, and how the last one ended.
+    pub restarts: u32,
+    pub last_exit: Option<String>,
+}
+
+impl Restart {
+    /// The worker's record keeping, from what whoever started it handed
+    /// over: with a keeper (or systemd), the record an earlier worker left
+    /// (returned, to restore from) or a new one, stored at once.
+    ///
+    /// # Safety
+    ///
+    /// Reads and changes the environment: call before any thread exists.
+    pub unsafe fn open() -> Result<(Self, Option<CardRecord>), RestartError> {
+        // SAFETY: the caller guarantees no other thread exists.
+        let mut store = unsafe { FdStore::from_env() }.map_err(RestartError::Env)?;
+        let restarts = std::env::var("VNICD_RESTARTS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0);
+        let last_exit = std::env::var("VNICD_LAST_EXIT").ok();
+        let (record, previous) = match store.take_one(names::RECORD) {
+            Some(fd) => {
+                let file = RecordFile::open(std::fs::File::from(fd))?;
+                let bytes = file.read()?;
+                let rec = if bytes.is_empty() {
+                    None
+                } else {
+                    Some(serde_json::from_slice(&bytes).map_err(RestartError::Parse)?)
+                };
+                (Some(file), rec)
+            }
+            None if store.active() => {
+                let file = RecordFile::create()?;
+                store.store_one(names::RECORD, file.file())?;
+                (Some(file), None)
+            }
+            None => (None, None),
+        };
+        let watchdog = FdStore::watchdog_interval().map(|d| (d, Instant::now()));
+        let restart = Restart {
+            store,
+            record,
+            kept: Vec::new(),
+            stale: Vec::new(),
+            live: vec![names::RECORD.into()],
+            dirty: true,
+            last_write: None,
+            watchdog,
+            restarts,
+            last_exit,
+        };
+        Ok((restart, previous))
+    }
+
+    /// Record keeping for a worker without a keeper (tests).
+    pub fn none() -> Self {
+        Restart {
+            store: FdStore::inactive(),
+            record: None,
+            kept: Vec::new(),
+            stale: Vec::new(),
+            live: Vec::new(),
+            dirty: false,
+            last_write: None,
+            watchdog: None,
+            restarts: 0,
+            last_exit: None,
+        }
+    }
+
+    /// Whether anything outlives this worker.
+    pub fn keeping(&self) -> bool {
+        self.record.is_some()
+    }
+
+    /// Whether this worker took over from an earlier one.
+    pub fn restarting(&self) -> bool {
+        self.store.restarting()
+    }
+
+    /// The descriptor an earlier worker stored under `name`, taken; the
+    /// name stays in use.
+    pub fn adopt(&mut self, name: &str) -> Option<OwnedFd> {
+        let fd = self.store.take_one(name)?;
+        self.use_name(name);
+        Some(fd)
+    }
+
+    /// Stores `fd` under `name` (a descriptor this worker made).
+    pub fn keep_one(&mut self, name: &str, fd: impl AsFd) {
+        if self.record.is_none() {
+            return;
+        }
+        match self.store.store_one(name, fd) {
+            Ok(()) => self.use_name(name),
+            Err(e) => warn!("{e}: it will not outlive this worker"),
+        }
+    }
+
+    /// Drops `name` from the store (a client gone, a listener closed).
+    pub fn forget(&mut self, name: &str) {
+        self.live.retain(|n| n != name);
+        self.store.remove(name);
+    }
+
+    /// The descriptor stored under `name` by an earlier worker, or `make`'s,
+    /// stored now. Without a keeper, `make`'s.
+    pub fn adopt_or<T: AsFd>(
+        &mut self,
+        name: &str,
+        adopt: impl FnOnce(OwnedFd) -> T,
+        make: impl FnOnce() -> io::Result<T>,
+    ) -> io::Result<T> {
+        if let Some(fd) = self.adopt(name) {
+            return Ok(adopt(fd));
+        }
+        let made = make()?;
+        self.keep_one(name, made.as_fd());
+        Ok(made)
+    }
+
+    fn use_name(&mut self, name: &str) {
+        if !self.live.iter().any(|n| n == name) {
+            self.live.push(name.into());
+        }
+    }
+
+    /// Something durable changed: write the record after this turn.
+    pub fn mark_dirty(&mut self) {
+        self.dirty = true;
+    }
+
+    /// Takes function `index`'s state back from `entry`, with the files and
+    /// eventfds the store kept under the record's names. Returns whether
+    /// it was restored; if not (logged), its client must be cut.
+    pub fn restore_function(
+        &mut self,
+        card: &mut Card,
+        index: usize,
+        entry: &FunctionEntry,
+    ) -> bool {
+        let files = |store: &mut FdStore, name: &Option<String>| -> Vec<std::fs::File> {
+            let fds = name.as_deref().map(|n| store.take(n)).unwrap_or_default();
+            fds.into_iter().map(std::fs::File::from).collect()
+        };
+        let dma = files(&mut self.store, &entry.dma_fds);
+        let irq = files(&mut self.store, &entry.irq_fds);
+        for name in [&entry.dma_fds, &entry.irq_fds].into_iter().flatten() {
+            self.use_name(name);
+        }
+        let name = entry.state.name.clone();
+        match card.restore_function(index, &entry.state, dma, irq) {
+            Ok(()) => {
+                let f = &card.functions()[index];
+                self.kept_mut(index).generation = Some(f.fd_generation());
+                let kept = &mut self.kept[index];
+                kept.dma.clone_from(&entry.dma_fds);
+                kept.irq.clone_from(&entry.irq_fds);
+                true
+            }
+            Err(e) => {
+                error!("{name}: cannot take the state record back ({e}); cutting its client");
+                false
+            }
+        }
+    }
+
+    fn kept_mut(&mut self, index: usize) -> &mut Kept {
+        if self.kept.len() <= index {
+            self.kept.resize_with(index + 1, Kept::default);
+        }
+        &mut self.kept[index]
+    }
+
+    /// After a loop turn: stores changed descriptors, writes the record if
+    /// anything durable changed (or a second passed, for the counters),
+    /// then drops replaced descriptors; and tells the keeper the worker is
+    /// alive when due. `clients[f]` is function f's client, if attached.
+    pub fn after_turn(&mut self, card: &Card, clients: &[Option<ClientRecord>], now: Instant) {
+        if let Some((every, last)) = self.watchdog {
+            if now.duration_since(last) >= every {
+                self.store.watchdog();
+                self.watchdog = Some((every, now));
+            }
+        }
+        if self.record.is_none() {
+            return;
+        }
+        for (i, f) in card.functions().iter().enumerate() {
+            if self.kept_mut(i).generation == Some(f.fd_generation()) {
+                continue;
+            }
+            let g = f.fd_generation();
+            let dma = self.keep(names::dma(f.name(), g), f.dma_files());
+            let irq = self.keep(names::irq(f.name(), g), f.irq_fds());
+            let kept = &mut self.kept[i];
+            self.stale.extend(kept.dma.take());
+            self.stale.extend(kept.irq.take());
+            *kept = Kept {
+                generation: Some(g),
+                dma,
+                irq,
+            };
+            self.dirty = true;
+        }
+        let due = self
+            .last_write
+            .is_none_or(|t| now.duration_since(t) >= COUNTER_INTERVAL);
+        if self.dirty || due {
+            self.write(card, clients, now);
+        }
+    }
+
+    /// When [`Restart::after_turn`] has something to do next (the
+    /// watchdog, the counters' record).
+    pub fn next_deadline(&self) -> Option<Instant> {
+        let watchdog = self.watchdog.map(|(every, last)| last + every);
+        let counters = self
+            .record
+            .as_ref()
+            .and(self.last_write)
+            .map(|t| t + COUNTER_INTERVAL);
+        [watchdog, counters].into_iter().flatten().min()
+    }
+
+    /// Stores `fds` under `name`; the name if there was anything to store.
+    fn keep<F: AsFd>(&mut self, name: String, fds: Vec<F>) -> Option<String> {
+        if fds.is_empty() {
+            return None;
+        }
+        let borrowed: Vec<_> = fds.iter().map(AsFd::as_fd).collect();
+        match self.store.store(&name, &borrowed) {
+            Ok(()) => {
+                self.use_name(&name);
+                Some(name)
+            }
+            Err(e) => {
+                warn!("{e}: that function will not survive a restart of the card's worker");
+                None
+            }
+        }
+    }
+
+    /// The record of `card` now.
+    pub fn snapshot(&self, card: &Card, clients: &[Option<ClientRecord>]) -> CardRecord {
+        let functions = (0..card.functions().len())
+            .map(|i| {
+                let kept = self.kept.get(i);
+                FunctionEntry {
+                    state: card.record_function(i).unwrap_or_default(),
+                    client: clients.get(i).copied().flatten(),
+                    dma_fds: kept.and_then(|k| k.dma.clone()),
+                    irq_fds: kept.and_then(|k| k.irq.clone()),
+                }
+            })
+            .collect();
+        let mut file = card.export();
+        // The functions' VCT entries are in their state; applying them as
+        // management's would commit them a second time.
+        for f in &mut file.functions {
+            f.vct = None;
+        }
+        CardRecord {
+            written_by: env!("CARGO_PKG_VERSION").into(),
+            card: file,
+            functions,
+        }
+    }
+
+    fn write(&mut self, card: &Card, clients: &[Option<ClientRecord>], now: Instant) {
+        let rec = self.snapshot(card, clients);
+        let Some(file) = self.record.as_mut() else {
+            return;
+        };
+        let bytes = match serde_json::to_vec(&rec) {
+            Ok(b) => b,
+            Err(e) => {
+                error!("state record: {e}");
+                return;
+            }
+        };
+        if let Err(e) = file.write(&bytes) {
+            error!("{e}: a restarted worker would find the record before this change");
+            return;
+        }
+        self.dirty = false;
+        self.last_write = Some(now);
+        for name in std::mem::take(&mut self.stale) {
+            self.forget(&name);
+        }
+    }
+
+    /// Drops from the store every descriptor this worker did not take
+    /// over or store: what an earlier worker stored and did not live to
+    /// record, a client whose function could not be restored. Their
+    /// inherited copies close.
+    pub fn prune(&mut self) {
+        let live = &self.live;
+        self.store.prune(|name| live.iter().any(|n| n == name));
+    }
+
+    /// Tells the keeper the worker serves.
+    pub fn ready(&mut self, status: &str) {
+        if self.restarts > 0 {
+            info!(
+                "card worker {} serving (restart {}{})",
+                std::process::id(),
+                self.restarts,
+                self.last_exit
+                    .as_deref()
+                    .map(|e| format!("; the previous worker {e}"))
+                    .unwrap_or_default()
+            );
+        }
+        self.store.ready(status);
+    }
+
+    /// Tells the keeper the worker stops on purpose.
+    pub fn stopping(&self) {
+        self.store.stopping();
+    }
+}
