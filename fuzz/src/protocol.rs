@@ -143,12 +143,25 @@ impl Descriptors {
 #[derive(Default)]
 struct Replies {
     pending: Vec<u8>,
+    /// A reply came: the stream is vfio-user from here on.
+    replied: bool,
+    /// The card took the client's first bytes for JSON and answered with
+    /// one JSON line (not the control socket) before hanging up.
+    json: bool,
 }
 
 impl Replies {
     fn take(&mut self, bytes: &[u8]) {
+        if self.json {
+            return;
+        }
         self.pending.extend_from_slice(bytes);
+        if !self.replied && self.pending.first() == Some(&b'{') {
+            self.json = true;
+            return;
+        }
         while self.pending.len() >= HEADER_SIZE {
+            self.replied = true;
             let raw: [u8; HEADER_SIZE] = self.pending[..HEADER_SIZE].try_into().unwrap();
             let h = MessageHeader::decode(&raw);
             assert_eq!(h.flags.msg_type(), MsgType::Reply as u8, "{h:?}");
