@@ -10,7 +10,9 @@ use crate::doorbell::PagePolicy;
 use crate::function::{
     Function, FunctionKind, FunctionRecord, FunctionSpec, RestoreError, BARS, EXC_QP, VF_DEVICE_ID,
 };
-use crate::model::{ControlCounters, Event, Mac, DEFAULT_VF_MAX_ADDRS, DEFAULT_VXLAN_CAPACITY};
+use crate::model::{
+    ControlCounters, Event, Mac, WorkerInfo, DEFAULT_VF_MAX_ADDRS, DEFAULT_VXLAN_CAPACITY,
+};
 use crate::pci::caps::SriovLayout;
 use crate::switch::{Port, Switch};
 use crate::uplink::Uplink;
@@ -146,6 +148,10 @@ pub struct Card {
     /// DMA mappings lost to truncation, process-wide, when the card last
     /// looked (crate::dma::guard::lost_total).
     dma_lost_seen: u64,
+    /// The process serving the card.
+    worker: WorkerInfo,
+    /// Management asked for a new worker from this binary.
+    succession: Option<std::path::PathBuf>,
 }
 
 impl Card {
@@ -185,6 +191,8 @@ impl Card {
             vxlan: Vxlan::new(config.vxlan_capacity as usize),
             datapath: Datapath::default(),
             dma_lost_seen: crate::dma::guard::lost_total(),
+            worker: WorkerInfo::default(),
+            succession: None,
             config,
         })
         .map(|mut card: Card| {
@@ -472,6 +480,30 @@ impl Card {
 
     pub fn config(&self) -> &CardConfig {
         &self.config
+    }
+
+    /// The process serving the card (vnicd tells it at start).
+    pub fn set_worker(&mut self, worker: WorkerInfo) {
+        self.worker = worker;
+    }
+
+    pub fn worker(&self) -> &WorkerInfo {
+        &self.worker
+    }
+
+    pub fn worker_mut(&mut self) -> &mut WorkerInfo {
+        &mut self.worker
+    }
+
+    /// Asks the process serving the card to hand it over to a worker
+    /// started from `binary` (the server does, after the reply).
+    pub fn request_succession(&mut self, binary: std::path::PathBuf) {
+        self.succession = Some(binary);
+    }
+
+    /// A hand-over management asked for, taken.
+    pub fn take_succession(&mut self) -> Option<std::path::PathBuf> {
+        self.succession.take()
     }
 
     pub fn functions(&self) -> &[Function] {

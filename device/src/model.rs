@@ -394,6 +394,41 @@ impl fmt::Display for LinkState {
     }
 }
 
+/// The process serving the card (docs/restart.md): `stats` shows it, and
+/// `vnicctl list` under its table.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WorkerInfo {
+    /// The card worker's PID (vnicd's keeper, the PID a user started, is
+    /// its parent).
+    pub pid: u32,
+    /// Workers that served before this one since vnicd started.
+    pub restarts: u32,
+    /// How the last one ended ("killed by signal 9 (SIGKILL)", "handed
+    /// over to ...").
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_exit: Option<String>,
+    /// Its descriptors and state outlive it (a keeper or systemd keeps
+    /// them).
+    pub kept: bool,
+    /// vnicd's keeper runs it: it can start a successor while this worker
+    /// waits (`vnicctl restart`, `upgrade`).
+    #[serde(default)]
+    pub keeper: bool,
+    /// Why the last hand-over this worker tried did not happen.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub succession_failed: Option<String>,
+}
+
+/// The answer to `restart` and `upgrade`: the worker hands the card over
+/// after this reply (docs/restart.md, "Planned restart and upgrade").
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SuccessionInfo {
+    /// The worker handing over.
+    pub pid: u32,
+    /// The binary of the new worker.
+    pub successor: std::path::PathBuf,
+}
+
 /// Control clients the card closed or turned away, by reason (card-wide
 /// `stats`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

@@ -6,7 +6,9 @@
 //! connections, memory and eventfds stay the same throughout, as QEMU's
 //! would.
 
-use std::ffi::OsStr;
+use std::ffi::{OsStr, OsString};
+use std::path::Path;
+use std::process::Child;
 use std::time::{Duration, Instant};
 
 use vnic_tests::guest::{frame, mac, qp, Guest, COMMAND, CONFIG};
@@ -17,18 +19,28 @@ const SCRATCH: u64 = 0x01c;
 const QP_ITR: u64 = 0x1c;
 const QP_STATUS: u64 = 0x0c;
 
+/// vnicd's arguments: `--socket-dir SOCK`, then `args`.
+fn argv(sock: &Path, args: &[&str]) -> Vec<OsString> {
+    let mut v = vec!["--socket-dir".into(), sock.as_os_str().to_owned()];
+    v.extend(args.iter().map(OsString::from));
+    v
+}
+
+/// Starts a worker under `sd` with `args` and waits for READY=1.
+fn spawn_ready(sd: &mut FakeSystemd, sock: &Path, args: &[&str], log: &Path) -> Child {
+    let argv = argv(sock, args);
+    let argv: Vec<&OsStr> = argv.iter().map(OsString::as_os_str).collect();
+    let mut child = sd.spawn(&argv, log);
+    let ready = sd.wait_ready(&mut child, Duration::from_secs(10));
+    let text = std::fs::read_to_string(log).unwrap_or_default();
+    assert!(ready, "worker not ready:\n{text}");
+    child
+}
+
 /// A card worker under `sd`, with `args` after --socket-dir.
 fn start(sd: &mut FakeSystemd, dir: TempDir, args: &[&str]) -> Vnicd {
     let log = dir.0.join("vnicd.log");
-    let mut argv: Vec<&OsStr> = vec![
-        OsStr::new("--socket-dir"),
-        dir.0.join("sock").leak().as_os_str(),
-    ];
-    argv.extend(args.iter().map(OsStr::new));
-    let mut child = sd.spawn(&argv, &log);
-    let ready = sd.wait_ready(&mut child, Duration::from_secs(10));
-    let text = std::fs::read_to_string(&log).unwrap_or_default();
-    assert!(ready, "worker not ready:\n{text}");
+    let child = spawn_ready(sd, &dir.0.join("sock"), args, &log);
     Vnicd::from_child(child, dir, log)
 }
 
@@ -37,13 +49,9 @@ fn start(sd: &mut FakeSystemd, dir: TempDir, args: &[&str]) -> Vnicd {
 fn crash_and_restart(sd: &mut FakeSystemd, vnicd: &mut Vnicd, args: &[&str]) -> Duration {
     let t0 = Instant::now();
     vnicd.kill();
-    let sock = vnicd.socket_dir();
-    let mut argv: Vec<&OsStr> = vec![OsStr::new("--socket-dir"), sock.as_os_str()];
-    argv.extend(args.iter().map(OsStr::new));
-    let mut child = sd.spawn(&argv, &vnicd.log);
-    let ready = sd.wait_ready(&mut child, Duration::from_secs(10));
+    let log = vnicd.log.clone();
+    let child = spawn_ready(sd, &vnicd.socket_dir(), args, &log);
     let took = t0.elapsed();
-    assert!(ready, "new worker not ready:\n{}", vnicd.log_text());
     vnicd.set_child(child);
     took
 }
@@ -162,4 +170,82 @@ fn a_record_of_another_layout_is_refused_and_the_worker_touches_nothing() {
     let mut back = [0u8; 16];
     file.read_exact_at(&mut back, 0).unwrap();
     assert_eq!(back, header);
+}
+
+#[test]
+fn restart_under_systemd_exits_for_systemd_to_restart_and_upgrade_is_refused() {
+    use vnic_tests::ctl::Ctl;
+    let dir = TempDir::new("restart-sd");
+    let mut sd = FakeSystemd::new(&dir.0);
+    let args = ["--vfs", "1"];
+    let mut vnicd = start(&mut sd, dir, &args);
+    let mut a = Guest::attach(&vnicd, "vf0", 1);
+    a.posted(SCRATCH, 77);
+    let mut ctl = Ctl::connect(&vnicd);
+    let e = ctl.refused(serde_json::json!({"op": "upgrade", "path": "/bin/true"}));
+    assert!(e.contains("under systemd"), "{e}");
+    let pid = vnicd.pid();
+    let r = ctl.ok(serde_json::json!({"op": "restart"}));
+    assert_eq!(r["pid"], pid);
+    // The worker leaves; systemd (Restart=always) starts the next one.
+    wait_for("the worker leaves", Duration::from_secs(10), || {
+        vnicd.exited().is_some()
+    });
+    let status = vnicd.kill().expect("status");
+    assert!(status.success(), "{status}: {}", vnicd.log_text());
+    let log = vnicd.log.clone();
+    let child = spawn_ready(&mut sd, &vnicd.socket_dir(), &args, &log);
+    vnicd.set_child(child);
+    assert_eq!(a.read(SCRATCH), 77);
+    assert_eq!(a.read(qp(0, QP_STATUS)) & 0xf, 0b0011, "queues run");
+    let stats = Ctl::connect(&vnicd).ok(serde_json::json!({"op": "stats"}));
+    assert_ne!(stats["worker"]["pid"], pid);
+    assert_eq!(stats["worker"]["kept"], true);
+}
+
+#[test]
+fn a_message_half_sent_at_the_crash_is_read_whole_by_the_next_worker() {
+    let dir = TempDir::new("restart-mid");
+    let mut sd = FakeSystemd::new(&dir.0);
+    let args = ["--vfs", "1"];
+    let mut vnicd = start(&mut sd, dir, &args);
+    let mut a = Guest::attach(&vnicd, "vf0", 1);
+    // A posted write to SCRATCH, sent in two pieces around the crash.
+    let mut msg = a
+        .client
+        .header(vnic_tests::REGION_WRITE, vnic_tests::NO_REPLY, 16 + 20);
+    msg.extend_from_slice(&vnic_tests::region_access(0, SCRATCH, 4));
+    msg.extend_from_slice(&0x5eed_u32.to_le_bytes());
+    a.client.send_bytes(&msg[..22]).unwrap();
+    std::thread::sleep(Duration::from_millis(100));
+    crash_and_restart(&mut sd, &mut vnicd, &args);
+    a.client.send_bytes(&msg[22..]).unwrap();
+    assert_eq!(a.read(SCRATCH), 0x5eed, "the message took effect, once");
+    assert_eq!(a.read(qp(0, QP_STATUS)) & 0xf, 0b0011);
+}
+
+#[test]
+fn a_large_message_cut_by_the_crash_costs_only_its_client() {
+    let dir = TempDir::new("restart-cut");
+    let mut sd = FakeSystemd::new(&dir.0);
+    let args = ["--vfs", "2"];
+    let mut vnicd = start(&mut sd, dir, &args);
+    let mut a = Guest::attach(&vnicd, "vf0", 1);
+    let mut b = Guest::attach(&vnicd, "vf1", 1);
+    // More than a worker waits for: read as it comes, so the crash finds
+    // it half-read.
+    let size = 100 << 10;
+    let mut msg = a.client.header(vnic_tests::REGION_WRITE, 0, size);
+    msg.extend_from_slice(&vnic_tests::region_access(0, 0, size - 32));
+    msg.extend_from_slice(&[0u8; 4096]);
+    a.client.send_bytes(&msg).unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    crash_and_restart(&mut sd, &mut vnicd, &args);
+    let log = vnicd.log_text();
+    assert!(log.contains("died in the middle of a message"), "{log}");
+    // A's connection is closed; B carries on.
+    assert!(a.client.recv().is_err(), "A cut");
+    b.posted(SCRATCH, 9);
+    assert_eq!(b.read(SCRATCH), 9);
+    assert!(vnicd.alive());
 }

@@ -13,7 +13,7 @@ use std::net::Ipv4Addr;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use clap::{ArgGroup, Args, Parser, Subcommand, ValueEnum};
 use serde::de::DeserializeOwned;
@@ -23,7 +23,7 @@ use vnic::control::api::{
     self, CaptureInfo, CardFile, FdbEntry, FilterInfo, FunctionInfo, QuiesceInfo, Request,
     Response, StatsInfo, VctInfo, VnicInfo, VxlanAddInfo, VxlanListInfo,
 };
-use vnic::model::{self, Event, GuestAddr, Mac, RatePolicy};
+use vnic::model::{self, Event, GuestAddr, Mac, RatePolicy, SuccessionInfo, WorkerInfo};
 
 /// How long connecting, and then an ordinary request's answer, may take
 /// unless `--timeout` says otherwise. The card answers between two turns of
@@ -112,6 +112,13 @@ enum Command {
     Quiesce { function: Option<String> },
     /// Ends a quiesce.
     Resume { function: Option<String> },
+    /// Hands the card over to a new worker from the same binary, under
+    /// running guests, and waits until it serves (docs/restart.md).
+    Restart,
+    /// Hands the card over to a new worker from the vnicd binary at PATH
+    /// (an upgrade), and waits until it serves; if it fails to start, the
+    /// old worker serves on and this exits 1.
+    Upgrade { path: PathBuf },
     /// VCT entries (function -> BAT address in guest memory).
     #[command(subcommand)]
     Vct(VctCommand),
@@ -419,12 +426,75 @@ fn run(cli: &Cli, out: &mut dyn Write) -> Result<(), Failure> {
     if let Command::Events = cli.command {
         return print_events(&mut conn, cli.json, out);
     }
-    let text = render(&cli.command, result, cli.json)?;
+    if matches!(cli.command, Command::Restart | Command::Upgrade { .. }) {
+        let timeout = Duration::from_secs_f64(cli.timeout);
+        return wait_for_successor(&socket, result, timeout, out);
+    }
+    let mut text = render(&cli.command, result, cli.json)?;
+    if matches!(cli.command, Command::List) && !cli.json {
+        // Under the table: the process serving the card.
+        let stats = conn.call(&Request::Stats { function: None })?;
+        if let Ok(StatsInfo {
+            worker: Some(w), ..
+        }) = serde_json::from_value::<StatsInfo>(stats)
+        {
+            text += &worker_text(&w);
+        }
+    }
     if let Command::Export { file: Some(file) } = &cli.command {
         return std::fs::write(file, text)
             .map_err(|e| Failure::Local(format!("cannot write {}: {e}", file.display())));
     }
     write_out(out, &text)
+}
+
+/// After `restart`/`upgrade`: asks the card (a new connection each time:
+/// the old worker answers nothing while it waits) until another worker
+/// serves it, or the old one reports the hand-over failed.
+fn wait_for_successor(
+    socket: &Path,
+    reply: Value,
+    timeout: Duration,
+    out: &mut dyn Write,
+) -> Result<(), Failure> {
+    let info: SuccessionInfo = typed(reply, "restart")?;
+    let started = Instant::now();
+    let deadline = started + timeout;
+    loop {
+        std::thread::sleep(Duration::from_millis(20));
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(Failure::Socket(format!(
+                "no worker answered within {:.1} s; see vnicd's log",
+                timeout.as_secs_f64()
+            )));
+        }
+        let stats = ControlConnection::open(socket, left)
+            .and_then(|mut c| c.call(&Request::Stats { function: None }));
+        let Ok(stats) = stats else { continue };
+        let Some(w) = typed::<StatsInfo>(stats, "stats")?.worker else {
+            continue;
+        };
+        if w.pid != info.pid {
+            return write_out(
+                out,
+                &format!(
+                    "card worker {} handed over to {} ({}) in {} ms\n",
+                    info.pid,
+                    w.pid,
+                    info.successor.display(),
+                    started.elapsed().as_millis()
+                ),
+            );
+        }
+        if let Some(why) = w.succession_failed {
+            return Err(Failure::Refused(format!(
+                "hand-over to {} failed: {why}; worker {} serves on",
+                info.successor.display(),
+                info.pid
+            )));
+        }
+    }
 }
 
 /// Where `vxlan-agent` takes the card's requests from.
@@ -534,6 +604,11 @@ fn build_request(command: &Command) -> Result<Request, Failure> {
         },
         Command::Resume { function } => Request::Resume {
             function: function.clone(),
+        },
+        Command::Restart => Request::Restart {},
+        Command::Upgrade { path } => Request::Upgrade {
+            path: std::path::absolute(path)
+                .map_err(|e| Failure::Local(format!("{}: {e}", path.display())))?,
         },
         Command::Vct(VctCommand::Set { function, address }) => Request::VctSet {
             function: function.clone(),
@@ -1352,8 +1427,31 @@ fn capture_text(c: &CaptureInfo) -> String {
 }
 
 /// `stats`: the card's counters, the capture, then per function and vNIC.
+/// One line about the card's worker process.
+fn worker_text(w: &WorkerInfo) -> String {
+    let kept = if w.kept {
+        ""
+    } else {
+        "; nothing outlives it (no keeper)"
+    };
+    let last = w
+        .last_exit
+        .as_deref()
+        .map(|e| format!(", the last one {e}"))
+        .unwrap_or_default();
+    format!(
+        "card worker: pid {}, {} restart{}{last}{kept}\n",
+        w.pid,
+        w.restarts,
+        if w.restarts == 1 { "" } else { "s" }
+    )
+}
+
 fn stats_text(stats: &StatsInfo) -> String {
     let mut s = counters_text("card", 0, &stats.card);
+    if let Some(w) = &stats.worker {
+        s += &worker_text(w);
+    }
     let capture = stats.capture.as_ref().map_or("none".into(), capture_text);
     s += &format!("capture: {capture}\n");
     for f in &stats.functions {

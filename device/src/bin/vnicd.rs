@@ -12,9 +12,10 @@ use log::error;
 use vnic::card::{Card, CardConfig};
 use vnic::control::api::CardFile;
 use vnic::doorbell::PagePolicy;
+use vnic::model::WorkerInfo;
 use vnic::restart::{names, Restart};
 use vnic::server::sockets::{parse_group, parse_mode};
-use vnic::server::{Server, SocketAccess};
+use vnic::server::{Ended, Server, SocketAccess};
 use vnic::uplink::{Uplink, UplinkSpec};
 
 /// An emulated PCIe SR-IOV network card served over vfio-user.
@@ -104,8 +105,10 @@ fn read_config(path: &std::path::Path) -> Result<CardFile, String> {
     serde_json::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))
 }
 
-/// Blocks SIGINT and SIGTERM and returns a signalfd that becomes readable
-/// when one arrives, so the event loop handles shutdown like any other event.
+/// Blocks SIGINT and SIGTERM, and SIGUSR1 and SIGUSR2 (a keeper's answers
+/// to a hand-over, docs/restart.md), and returns a signalfd that becomes
+/// readable when one arrives, so the event loop handles them like any
+/// other event.
 fn stop_signals() -> io::Result<OwnedFd> {
     // SAFETY: sigset_t is plain data; sigemptyset/sigaddset initialise it,
     // sigprocmask and signalfd only read it. Called before any thread exists.
@@ -114,6 +117,8 @@ fn stop_signals() -> io::Result<OwnedFd> {
         libc::sigemptyset(&mut set);
         libc::sigaddset(&mut set, libc::SIGINT);
         libc::sigaddset(&mut set, libc::SIGTERM);
+        libc::sigaddset(&mut set, libc::SIGUSR1);
+        libc::sigaddset(&mut set, libc::SIGUSR2);
         if libc::sigprocmask(libc::SIG_BLOCK, &set, std::ptr::null_mut()) != 0 {
             return Err(io::Error::last_os_error());
         }
@@ -185,6 +190,14 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    card.set_worker(WorkerInfo {
+        pid: std::process::id(),
+        restarts: restart.restarts,
+        last_exit: restart.last_exit.clone(),
+        kept: restart.keeping(),
+        keeper: restart.keeping() && std::env::var_os("VNICD_KEEPER").is_some(),
+        succession_failed: None,
+    });
     let uplink = match restart.adopt(names::UPLINK) {
         Some(fd) => Uplink::adopt(&args.uplink, fd),
         None => Uplink::open(&args.uplink).inspect(|u| {
@@ -251,7 +264,10 @@ fn main() -> ExitCode {
     println!("vnicd: {ready}");
     server.ready(&ready);
     match server.run(stop.as_raw_fd()) {
-        Ok(()) => ExitCode::SUCCESS,
+        // The successor serves the sockets and the clients: leave without
+        // tearing anything down.
+        Ok(Ended::HandedOver) => std::process::exit(0),
+        Ok(Ended::Stopped) => ExitCode::SUCCESS,
         Err(e) => {
             error!("{e}");
             ExitCode::FAILURE

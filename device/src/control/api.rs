@@ -11,8 +11,8 @@ use serde::{Deserialize, Serialize};
 
 pub use crate::fault::{Fault, FaultInfo};
 use crate::model::{
-    Direction, Frame, GuestAddr, LinkState, Mac, RatePolicy, VctState, Vtep, DEFAULT_VF_MAX_ADDRS,
-    DEFAULT_VXLAN_CAPACITY,
+    Direction, Frame, GuestAddr, LinkState, Mac, RatePolicy, VctState, Vtep, WorkerInfo,
+    DEFAULT_VF_MAX_ADDRS, DEFAULT_VXLAN_CAPACITY,
 };
 
 /// Longest request line the card reads.
@@ -93,6 +93,13 @@ pub enum Request {
     Quiesce {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         function: Option<String>,
+    },
+    /// Hands the card over to a new worker from the same binary
+    /// (docs/restart.md, "Planned restart and upgrade").
+    Restart {},
+    /// Hands the card over to a new worker from the binary at `path`.
+    Upgrade {
+        path: PathBuf,
     },
     /// Ends a quiesce.
     Resume {
@@ -388,6 +395,9 @@ pub struct FunctionStatsInfo {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StatsInfo {
     pub card: BTreeMap<String, u64>,
+    /// The process serving the card (absent from an older vnicd).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub worker: Option<WorkerInfo>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub capture: Option<CaptureInfo>,
     pub functions: Vec<FunctionStatsInfo>,

@@ -4,6 +4,7 @@
 //! Every operation checks everything first and only then changes the card,
 //! so a refused request changes nothing.
 
+use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
 use std::time::Instant;
 
@@ -18,7 +19,9 @@ use crate::control::api::{
 };
 use crate::fault::{Fault, FaultError, FaultInfo};
 use crate::function::qp_counter;
-use crate::model::{Direction, Event, GuestAddr, LinkState, Mac, RatePolicy, Vlan, MAX_VLAN};
+use crate::model::{
+    Direction, Event, GuestAddr, LinkState, Mac, RatePolicy, SuccessionInfo, Vlan, MAX_VLAN,
+};
 use crate::rate::{self, Limiter, PolicyError};
 use crate::regs::{FnStat, QpStat};
 use crate::switch::{EntryKind, Port, SwitchError};
@@ -58,6 +61,8 @@ pub enum OpError {
     Config(String),
     #[error("{0}")]
     Unsupported(&'static str),
+    #[error("cannot hand the card over: {0}")]
+    Succession(String),
     #[error("VLAN protocol {0:#06x} is not supported (only 802.1Q)")]
     VlanProtocol(u32),
     #[error(transparent)]
@@ -219,6 +224,12 @@ impl Card {
                 return Err(OpError::Unsupported("subscribe is a connection request"))
             }
             Request::Quiesce { function } => json(self.quiesce(function.as_deref())?),
+            Request::Restart {} => {
+                let exe = std::env::current_exe()
+                    .map_err(|e| OpError::Succession(format!("cannot find vnicd's binary: {e}")))?;
+                json(self.succeed(exe, false)?)
+            }
+            Request::Upgrade { path } => json(self.succeed(path, true)?),
             Request::Resume { function } => json(self.resume(function.as_deref())?),
             Request::VctSet { function, address } => {
                 let f = self.enabled_index(&function)?;
@@ -666,6 +677,46 @@ impl Card {
         }
     }
 
+    /// `restart`, `upgrade`: checks that a keeper can start a worker from
+    /// `binary`, then asks for the hand-over.
+    fn succeed(&mut self, binary: PathBuf, upgrade: bool) -> OpResult<SuccessionInfo> {
+        let w = self.worker();
+        if !w.kept {
+            return Err(OpError::Succession(
+                "this vnicd runs without a keeper (--no-keeper): nothing would outlive the \
+                 worker"
+                    .into(),
+            ));
+        }
+        if !w.keeper && upgrade {
+            return Err(OpError::Succession(
+                "under systemd the new binary is the one ExecStart= names: install it there \
+                 and run vnicctl restart"
+                    .into(),
+            ));
+        }
+        if !binary.is_absolute() {
+            return Err(OpError::Succession(format!(
+                "{} is not an absolute path",
+                binary.display()
+            )));
+        }
+        let meta = std::fs::metadata(&binary)
+            .map_err(|e| OpError::Succession(format!("{}: {e}", binary.display())))?;
+        if !meta.is_file() || meta.permissions().mode() & 0o111 == 0 {
+            return Err(OpError::Succession(format!(
+                "{} is not an executable file",
+                binary.display()
+            )));
+        }
+        let pid = w.pid;
+        self.request_succession(binary.clone());
+        Ok(SuccessionInfo {
+            pid,
+            successor: binary,
+        })
+    }
+
     pub fn stats(&self, only: Option<usize>) -> StatsInfo {
         let c = *self.counters();
         let card = [
@@ -677,6 +728,7 @@ impl Card {
             ("num_vfs", u64::from(self.num_vfs())),
             ("vxlan_macs", self.vxlan().tables.len() as u64),
             ("vxlan_tunnels", self.vxlan().tables.tunnel_count() as u64),
+            ("worker_restarts", u64::from(self.worker().restarts)),
         ]
         .into_iter()
         .chain(self.uplink().counters.named())
@@ -689,6 +741,7 @@ impl Card {
             .collect();
         StatsInfo {
             card: card.map(|(k, v)| (k.to_string(), v)).collect(),
+            worker: Some(self.worker().clone()),
             capture: self.capture_info(),
             functions,
         }

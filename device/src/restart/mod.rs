@@ -104,6 +104,8 @@ pub struct Restart {
     live: Vec<String>,
     dirty: bool,
     last_write: Option<Instant>,
+    /// The clients as the last record has them.
+    clients: Vec<Option<ClientRecord>>,
     watchdog: Option<(Duration, Instant)>,
     /// How many workers came before this one, and how the last one ended.
     pub restarts: u32,
@@ -153,6 +155,7 @@ impl Restart {
             live: vec![names::RECORD.into()],
             dirty: true,
             last_write: None,
+            clients: Vec::new(),
             watchdog,
             restarts,
             last_exit,
@@ -170,6 +173,7 @@ impl Restart {
             live: Vec::new(),
             dirty: false,
             last_write: None,
+            clients: Vec::new(),
             watchdog: None,
             restarts: 0,
             last_exit: None,
@@ -314,7 +318,7 @@ impl Restart {
         let due = self
             .last_write
             .is_none_or(|t| now.duration_since(t) >= COUNTER_INTERVAL);
-        if self.dirty || due {
+        if self.dirty || due || self.clients != clients {
             self.write(card, clients, now);
         }
     }
@@ -393,6 +397,7 @@ impl Restart {
         }
         self.dirty = false;
         self.last_write = Some(now);
+        self.clients = clients.to_vec();
         for name in std::mem::take(&mut self.stale) {
             self.forget(&name);
         }
@@ -421,6 +426,11 @@ impl Restart {
             );
         }
         self.store.ready(status);
+    }
+
+    /// Sends the keeper a vnicd-specific field (`X_VNICD_...=...`).
+    pub fn notify(&self, field: &str) {
+        self.store.notify(&[sd_notify::NotifyState::Custom(field)]);
     }
 
     /// Tells the keeper the worker stops on purpose.

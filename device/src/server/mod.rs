@@ -107,6 +107,20 @@ struct Listener {
     path: PathBuf,
 }
 
+/// How [`Server::run`] ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Ended {
+    /// SIGTERM or SIGINT: the sockets are removed as the server drops.
+    Stopped,
+    /// A successor serves the card now (docs/restart.md): leave without
+    /// removing or touching anything.
+    HandedOver,
+}
+
+/// How long a worker waits for its keeper's word on a hand-over before it
+/// takes the card back.
+const HAND_OVER_WAIT: Duration = Duration::from_secs(30);
+
 /// What became of a client after [`Client::serve`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ClientState {
@@ -546,8 +560,10 @@ impl Server {
         &self.card
     }
 
-    /// Serves until `stop` becomes readable. Sockets are removed on return.
-    pub fn run(&mut self, stop: RawFd) -> Result<(), ServerError> {
+    /// Serves until `stop`, a signalfd, delivers SIGTERM or SIGINT (then
+    /// the sockets are removed as the server drops), or until a successor
+    /// took the card over. SIGUSR1 and SIGUSR2 on it answer a hand-over.
+    pub fn run(&mut self, stop: RawFd) -> Result<Ended, ServerError> {
         self.poll
             .registry()
             .register(&mut SourceFd(&stop), STOP, Interest::READABLE)
@@ -567,11 +583,15 @@ impl Server {
             let mut uplink = self.card.uplink_pending();
             for ev in events.iter() {
                 match ev.token() {
-                    STOP => {
-                        info!("stopping");
-                        self.restart.stopping();
-                        return Ok(());
-                    }
+                    STOP => match read_signal(stop) {
+                        Some(libc::SIGTERM | libc::SIGINT) => {
+                            info!("stopping");
+                            self.restart.stopping();
+                            return Ok(Ended::Stopped);
+                        }
+                        Some(sig) => warn!("signal {sig} outside a hand-over: ignored"),
+                        None => {}
+                    },
                     // Edge-triggered: read until empty or out of budget
                     // (then the card stays busy and the loop comes back).
                     UPLINK => uplink = true,
@@ -598,6 +618,11 @@ impl Server {
             control_ready.dedup();
             for i in control_ready {
                 self.serve_control(i);
+            }
+            if let Some(binary) = self.card.take_succession() {
+                if let Some(ended) = self.hand_over(&binary, stop) {
+                    return Ok(ended);
+                }
             }
             if control_accept {
                 let registry = self.poll.registry();
@@ -639,6 +664,78 @@ impl Server {
             self.sync_listeners();
             self.control.flush(i, self.poll.registry());
         }
+    }
+
+    /// Hands the card over to a worker from `binary` (docs/restart.md,
+    /// "Planned restart and upgrade"): between two turns, so no frame is
+    /// half-way, every queue context goes to guest memory, the record is
+    /// written and the replies sent; then the keeper starts the successor
+    /// while this worker waits, touching nothing. SIGUSR1: the successor
+    /// serves, this one leaves. SIGUSR2, or no word in time: it failed,
+    /// this one serves on.
+    fn hand_over(&mut self, binary: &Path, stop: RawFd) -> Option<Ended> {
+        info!(
+            "handing the card over to a new worker from {}",
+            binary.display()
+        );
+        let started = Instant::now();
+        for f in self.card.functions_mut() {
+            f.sync_contexts();
+        }
+        for c in self.conns.iter_mut().flatten() {
+            let _ = c.conn.flush();
+        }
+        self.restart.mark_dirty();
+        self.after_turn();
+        if !self.restart.keeping() {
+            return None;
+        }
+        let successor = format!("X_VNICD_SUCCESSOR={}", binary.display());
+        let keeper = self.card.worker().keeper;
+        if keeper {
+            self.restart.notify(&successor);
+        } else {
+            // systemd restarts a worker that exits (Restart=always): the
+            // record and the store carry the card over.
+            info!("leaving the card to systemd's restart");
+            return Some(Ended::HandedOver);
+        }
+        let deadline = started + HAND_OVER_WAIT;
+        let failed = loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                self.restart.notify("X_VNICD_SUCCESSOR_ABORT=1");
+                break format!("no word from the keeper in {} s", HAND_OVER_WAIT.as_secs());
+            }
+            if !wait_readable(stop, left) {
+                continue;
+            }
+            match read_signal(stop) {
+                Some(libc::SIGUSR1) => {
+                    info!(
+                        "the new worker serves the card; this one leaves ({} ms after the \
+                         request)",
+                        started.elapsed().as_millis()
+                    );
+                    self.handed_over = true;
+                    return Some(Ended::HandedOver);
+                }
+                Some(libc::SIGUSR2) => {
+                    break "the new worker failed to start (vnicd's log says why)".to_string()
+                }
+                Some(libc::SIGTERM | libc::SIGINT) => {
+                    self.restart.stopping();
+                    return Some(Ended::Stopped);
+                }
+                _ => {}
+            }
+        };
+        error!(
+            "hand-over to {} failed: {failed}; this worker serves on",
+            binary.display()
+        );
+        self.card.worker_mut().succession_failed = Some(failed);
+        None
     }
 
     /// Zero while work is waiting; otherwise no timeout, with the timer
@@ -778,6 +875,28 @@ impl Server {
         self.backlog.retain(|&i| i != index);
         self.card.disconnect(index);
     }
+}
+
+/// The signal a signalfd delivers, if one is waiting.
+fn read_signal(fd: RawFd) -> Option<i32> {
+    // SAFETY: signalfd_siginfo is plain data; read writes at most its size.
+    let mut info: libc::signalfd_siginfo = unsafe { std::mem::zeroed() };
+    let size = std::mem::size_of::<libc::signalfd_siginfo>();
+    // SAFETY: `info` is a writable buffer of `size` bytes.
+    let n = unsafe { libc::read(fd, (&mut info as *mut libc::signalfd_siginfo).cast(), size) };
+    (n as usize == size).then_some(info.ssi_signo as i32)
+}
+
+/// Waits up to `timeout` for `fd` to become readable.
+fn wait_readable(fd: RawFd, timeout: Duration) -> bool {
+    let mut pfd = libc::pollfd {
+        fd,
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    let ms = timeout.as_millis().min(i32::MAX as u128) as i32;
+    // SAFETY: poll reads and writes one pollfd, which `pfd` is.
+    unsafe { libc::poll(&mut pfd, 1, ms) > 0 }
 }
 
 impl Drop for Server {
