@@ -11,7 +11,10 @@ use std::path::{Path, PathBuf};
 /// parent) by layer, highest first. A module not listed takes the layer of
 /// its closest listed ancestor.
 const LAYERS: &[(&str, &[&str])] = &[
-    ("management and I/O", &["server", "control", "agent"]),
+    (
+        "management and I/O",
+        &["server", "control", "agent", "keeper"],
+    ),
     ("the card", &["card"]),
     ("the data path", &["datapath"]),
     ("functions", &["function"]),
