@@ -325,12 +325,17 @@ enum Role {
 
 /// A worker process and what the keeper knows of it.
 struct Worker {
+    /// The process, reaped with `try_wait` (waitpid on its PID alone).
     child: Child,
+    /// Its PID.
     pid: u32,
+    /// What it is to the keeper.
     role: Role,
-    /// Its notification socket and the socket's path.
+    /// Its notification socket, `NOTIFY_SOCKET` for it alone.
     socket: UnixDatagram,
+    /// The socket's path, removed when the worker is gone.
     socket_path: PathBuf,
+    /// When it was started.
     started: Instant,
     /// When it sent READY=1.
     ready: Option<Instant>,
@@ -367,8 +372,11 @@ struct Succession {
     from: u32,
     /// The successor.
     to: u32,
+    /// The successor's binary.
     path: PathBuf,
+    /// When the request came.
     requested: Instant,
+    /// When the successor is given up unless it is ready.
     deadline: Instant,
     /// The store as it was when the request came, put back if the
     /// successor fails.
@@ -379,6 +387,7 @@ struct Succession {
 
 /// A stop in progress.
 struct Stop {
+    /// When what is left is SIGKILLed.
     deadline: Instant,
     /// SIGKILL sent to whatever was left at the deadline.
     killed: bool,
@@ -390,11 +399,17 @@ struct Stop {
 struct Keeper<'a> {
     /// The binary restarts run (a successor's, after a takeover).
     program: PathBuf,
+    /// The arguments every worker gets.
     args: &'a [OsString],
+    /// The watchdog interval, if on.
     watchdog: Option<Duration>,
+    /// The private directory of the notification sockets.
     dir: RuntimeDir,
+    /// The signalfd of SIGCHLD, SIGTERM, SIGINT (and SIGHUP).
     signals: OwnedFd,
+    /// The descriptor store.
     store: FdStore,
+    /// Every worker not reaped yet.
     workers: Vec<Worker>,
     /// Generations started (names the notification sockets).
     generation: u64,
@@ -413,6 +428,7 @@ struct Keeper<'a> {
 }
 
 impl<'a> Keeper<'a> {
+    /// A keeper with its runtime directory and signalfd, no worker yet.
     fn new(
         program: &Path,
         args: &'a [OsString],
@@ -441,6 +457,8 @@ impl<'a> Keeper<'a> {
         })
     }
 
+    /// Starts the first worker and runs until the keeper is to exit;
+    /// returns its exit status.
     fn run(&mut self) -> i32 {
         let program = self.program.clone();
         if let Err(e) = self.start(&program, Role::Current) {
@@ -595,6 +613,7 @@ impl<'a> Keeper<'a> {
         Ok(pid)
     }
 
+    /// Where worker `pid` is in `workers`.
     fn index(&self, pid: u32) -> Option<usize> {
         self.workers.iter().position(|w| w.pid == pid)
     }
