@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 const LAYERS: &[(&str, &[&str])] = &[
     (
         "management and I/O",
-        &["server", "control", "agent", "restart"],
+        &["server", "control", "agent", "restart", "keeper"],
     ),
     ("the card", &["card"]),
     ("the data path", &["datapath"]),

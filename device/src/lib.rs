@@ -19,6 +19,7 @@ pub mod dma;
 pub mod doorbell;
 pub(crate) mod fault;
 pub mod function;
+pub mod keeper;
 #[cfg(test)]
 mod layering_check;
 #[cfg(test)]

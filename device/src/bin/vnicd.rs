@@ -1,5 +1,12 @@
 //! vnicd: the card. Serves a PF and VFs over vfio-user, one socket each.
+//!
+//! Started by a user, vnicd is a keeper (`vnic::keeper`) that runs the
+//! card in a worker child, the same binary with the same arguments, and
+//! restarts it if it dies; started by a keeper or by systemd (with
+//! `NOTIFY_SOCKET`), or with `--no-keeper`, it is the card itself
+//! (docs/restart.md).
 
+use std::ffi::OsString;
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::path::PathBuf;
@@ -12,6 +19,7 @@ use log::error;
 use vnic::card::{Card, CardConfig};
 use vnic::control::api::CardFile;
 use vnic::doorbell::PagePolicy;
+use vnic::keeper;
 use vnic::model::WorkerInfo;
 use vnic::restart::{names, Restart};
 use vnic::server::sockets::{parse_group, parse_mode};
@@ -97,6 +105,10 @@ struct Args {
     /// [default: 30000]. For tests.
     #[arg(long, value_name = "MS", hide = true)]
     control_timeout_ms: Option<u64>,
+    /// Serve the card in this process, without a keeper to restart it
+    /// (what a worker is; for debugging).
+    #[arg(long, hide = true)]
+    no_keeper: bool,
 }
 
 /// Reads and parses a configuration file.
@@ -131,9 +143,30 @@ fn stop_signals() -> io::Result<OwnedFd> {
 }
 
 fn main() -> ExitCode {
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
-    let args = Args::parse();
     let start = Instant::now();
+    let program = std::env::current_exe();
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+    // Parsed in the keeper too, so that --help, --version and bad options
+    // answer at once and never start a worker.
+    let args = Args::parse();
+    if args.no_keeper || keeper::is_worker() {
+        return serve(args, start);
+    }
+    let program = match program {
+        Ok(p) => p,
+        Err(e) => {
+            error!("cannot find vnicd's own binary: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let args: Vec<OsString> = std::env::args_os().skip(1).collect();
+    let code = keeper::run(&program, &args);
+    ExitCode::from(u8::try_from(code).unwrap_or(1))
+}
+
+/// The worker: builds the card from `args` and serves it until SIGINT or
+/// SIGTERM.
+fn serve(args: Args, start: Instant) -> ExitCode {
     // SAFETY: no other thread exists yet.
     let (mut restart, previous) = match unsafe { Restart::open() } {
         Ok(r) => r,

@@ -172,7 +172,7 @@ pub(super) fn create_dir(dir: &Path, access: &SocketAccess) -> io::Result<()> {
 /// The lock file in the socket directory. The vnicd serving the directory
 /// holds an exclusive `flock` on it for as long as it runs (the kernel
 /// drops it when the process ends, however it ends) and writes its PID
-/// into it. The file itself stays: removing it on exit would let two
+/// into it (its keeper's, `keeper::served_pid`, the process to stop). The file itself stays: removing it on exit would let two
 /// later vnicds lock two different files of the same name.
 pub const LOCK_FILE: &str = "vnicd.lock";
 
@@ -209,7 +209,7 @@ pub(super) fn lock_dir(dir: &Path) -> Result<File, LockError> {
         return Err(LockError::Held(text.trim().parse().ok()));
     }
     file.set_len(0).map_err(LockError::Io)?;
-    writeln!(file, "{}", std::process::id()).map_err(LockError::Io)?;
+    writeln!(file, "{}", crate::keeper::served_pid()).map_err(LockError::Io)?;
     Ok(file)
 }
 
