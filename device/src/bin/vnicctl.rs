@@ -432,11 +432,14 @@ fn run(cli: &Cli, out: &mut dyn Write) -> Result<(), Failure> {
     }
     let mut text = render(&cli.command, result, cli.json)?;
     if matches!(cli.command, Command::List) && !cli.json {
-        // Under the table: the process serving the card.
-        let stats = conn.call(&Request::Stats { function: None })?;
+        // Under the table: the process serving the card (one request
+        // per connection).
+        let timeout = Duration::from_secs_f64(cli.timeout);
+        let stats = ControlConnection::open(&socket, timeout)
+            .and_then(|mut c| c.call(&Request::Stats { function: None }));
         if let Ok(StatsInfo {
             worker: Some(w), ..
-        }) = serde_json::from_value::<StatsInfo>(stats)
+        }) = stats.and_then(|s| typed::<StatsInfo>(s, "stats"))
         {
             text += &worker_text(&w);
         }

@@ -250,6 +250,14 @@ impl Function {
                 self.switch_ops.push(SwitchOp::Join { qp: q as u16, vlan });
             }
         }
+        // Doorbells the driver stored into its page while no worker
+        // watched it: the slots hold them; take them now rather than at
+        // the driver's next register kick.
+        if self.page_mode() && self.page_reachable() {
+            for q in 0..self.qps.len() {
+                self.take_page(q);
+            }
+        }
         if rec.quiesced {
             self.quiesce();
         }

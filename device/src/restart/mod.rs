@@ -433,8 +433,15 @@ impl Restart {
         self.store.notify(&[sd_notify::NotifyState::Custom(field)]);
     }
 
-    /// Tells the keeper the worker stops on purpose.
-    pub fn stopping(&self) {
+    /// The worker stops on purpose (SIGTERM): the card is pulled out.
+    /// Everything stored is dropped first, so that a store kept past the
+    /// stop (systemd's `FileDescriptorStorePreserve=yes`) holds no guest's
+    /// connection open for a card that is gone; then the keeper hears
+    /// `STOPPING=1`.
+    pub fn stopping(&mut self) {
+        for name in std::mem::take(&mut self.live) {
+            self.store.remove(&name);
+        }
         self.store.stopping();
     }
 }
