@@ -427,6 +427,7 @@ struct vnic_port {
 	u32 max_frame;
 	u16 sq_features;
 	u16 rq_features;
+	bool head_wb;
 
 	unsigned int irq;
 	char irq_name[32];

@@ -131,6 +131,14 @@ static_assert(offsetof(struct vnic_rx_desc, reserved) == 14);
 #define VNIC_FEAT_MULTI_BUF		BIT(3)	/* RQ: frames span buffers */
 #define VNIC_FEAT_ALL			(VNIC_FEAT_VNET_HDR | VNIC_FEAT_CSUM | \
 					 VNIC_FEAT_GSO | VNIC_FEAT_MULTI_BUF)
+/*
+ * Not an offload (interface 1.7): the driver takes completions only up to
+ * the @head the card writes into the context; the card writes a batch's
+ * descriptors, then the receivers' heads, then the senders', then fires
+ * the interrupts, so what the driver takes is what the card recorded and a
+ * restarted card resumes exactly (docs/restart.md, "Crash consistency").
+ */
+#define VNIC_FEAT_HEAD_WB		BIT(4)
 
 /*
  * On a queue with VNIC_FEAT_VNET_HDR every frame, in both directions, starts

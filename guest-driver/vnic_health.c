@@ -15,7 +15,8 @@
  *  - a queue the card stopped with an error (QP_STATUS TX_ERROR/RX_ERROR,
  *    e.g. a failed DMA) is logged, decoded, and its queue pair restarted by
  *    the reset task, as after a transmit timeout;
- *  - completed work (DONE at next_to_clean of the send or receive ring) that
+ *  - completed work (DONE at next_to_clean of the send or receive ring; with
+ *    VNIC_FEAT_HEAD_WB, a context head past next_to_clean) that
  *    is still there, unreaped, one tick later means the interrupt that
  *    should have reported it was lost: NAPI is scheduled, which reaps it and
  *    rearms the vector.
@@ -34,6 +35,10 @@ static bool vnic_work_pending(struct vnic_port *port)
 	u32 ntc = READ_ONCE(tx->next_to_clean);
 	u16 status;
 
+	if (port->head_wb)
+		return (le16_to_cpu(READ_ONCE(port->sq_ctx->head)) & tx->mask) != ntc ||
+		       (le16_to_cpu(READ_ONCE(port->rq_ctx->head)) & rx->mask) !=
+		       READ_ONCE(rx->next_to_clean);
 	if (ntc != READ_ONCE(tx->tail)) {
 		status = le16_to_cpu(READ_ONCE(tx->desc[ntc].status));
 		if (status & VNIC_TXD_S_DONE)

@@ -62,7 +62,9 @@ static u32 vnic_read_features(struct vnic_priv *priv)
 	features = vnic_rd32(priv, VNIC_REG_FEATURES);
 	if (features == ~0U)
 		return 0;
-	return features & VNIC_FEAT_ALL;
+	if (VNIC_VERSION_MINOR(priv->version) < VNIC_VERSION_MINOR_HEAD_WB)
+		features &= ~VNIC_FEAT_HEAD_WB;
+	return features & (VNIC_FEAT_ALL | VNIC_FEAT_HEAD_WB);
 }
 
 /* Read what the device reports about itself; trust none of it blindly. */
@@ -173,11 +175,13 @@ static void vnic_log_identity(struct vnic_priv *priv)
 		snprintf(name, sizeof(name), "PF");
 
 	pci_info(priv->pdev,
-		 "vnic %s v%u.%u, %u queue pairs max, %u enabled, MAC %pM, features 0x%x (offloads %s)\n",
+		 "vnic %s v%u.%u, %u queue pairs max, %u enabled, MAC %pM, features 0x%x (offloads %s, completions %s)\n",
 		 name, VNIC_VERSION_MAJOR(priv->version),
 		 VNIC_VERSION_MINOR(priv->version), priv->qp_max,
 		 priv->qp_num, priv->mac, priv->features,
-		 priv->features == VNIC_FEAT_ALL ? "on" : "off");
+		 (priv->features & VNIC_FEAT_ALL) == VNIC_FEAT_ALL ?
+		 "on" : "off",
+		 priv->features & VNIC_FEAT_HEAD_WB ? "by head" : "by DONE");
 }
 
 static int vnic_probe(struct pci_dev *pdev, const struct pci_device_id *id)

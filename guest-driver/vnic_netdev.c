@@ -351,7 +351,9 @@ static void vnic_port_sync_mac(struct vnic_port *port)
 
 /*
  * Choose the offloads of a port's queues and the netdev features that go
- * with them. All or nothing: with a card that lacks any of the four bits
+ * with them, and whether the port takes completions up to the head the card
+ * writes into each context (VNIC_FEAT_HEAD_WB, whenever the card offers it).
+ * Offloads are all or nothing: with a card that lacks any of the four bits
  * the contexts have no features and the netdev none of these, sending one
  * linear buffer per frame as before the offloads.
  *
@@ -370,18 +372,22 @@ static void vnic_port_sync_mac(struct vnic_port *port)
 static void vnic_port_init_offloads(struct vnic_port *port)
 {
 	struct net_device *netdev = port->netdev;
+	u16 head_wb = port->priv->features & VNIC_FEAT_HEAD_WB;
 
-	port->sq_features = 0;
-	port->rq_features = 0;
-	if (port->priv->features != VNIC_FEAT_ALL)
+	/* Completions up to the card's head (not an offload): every queue */
+	port->head_wb = head_wb;
+	port->sq_features = head_wb;
+	port->rq_features = head_wb;
+	if ((port->priv->features & VNIC_FEAT_ALL) != VNIC_FEAT_ALL)
 		return;
 	if (port->exc) {
-		port->rq_features = VNIC_FEAT_MULTI_BUF;
+		port->rq_features |= VNIC_FEAT_MULTI_BUF;
 		return;
 	}
 
-	port->sq_features = VNIC_FEAT_VNET_HDR | VNIC_FEAT_CSUM | VNIC_FEAT_GSO;
-	port->rq_features = port->sq_features | VNIC_FEAT_MULTI_BUF;
+	port->sq_features |= VNIC_FEAT_VNET_HDR | VNIC_FEAT_CSUM | VNIC_FEAT_GSO;
+	port->rq_features |= VNIC_FEAT_VNET_HDR | VNIC_FEAT_CSUM |
+			     VNIC_FEAT_GSO | VNIC_FEAT_MULTI_BUF;
 
 	netdev->hw_features |= VNIC_OFFLOAD_FEATURES;
 	netdev->features |= VNIC_OFFLOAD_FEATURES | NETIF_F_RXCSUM;

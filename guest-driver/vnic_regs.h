@@ -56,6 +56,8 @@
 #define   VNIC_VERSION_MINOR_RX_FILTER	5
 /* First minor version with LINK_SPEED */
 #define   VNIC_VERSION_MINOR_LINK_SPEED	6
+/* First minor version with VNIC_FEAT_HEAD_WB (completions up to the head) */
+#define   VNIC_VERSION_MINOR_HEAD_WB	7
 
 /* 0x008 FUNC (RO): which function this is */
 #define VNIC_REG_FUNC			0x008

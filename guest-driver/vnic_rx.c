@@ -546,10 +546,19 @@ int vnic_rx_clean(struct vnic_port *port, int budget)
 	struct vnic_rx_ring *rx = &port->rx;
 	struct vnic_rx_counts c = {};
 	u32 i = rx->next_to_clean;
+	u32 head = U32_MAX;
 	int done = 0;
 	u16 status;
 
-	while (done < budget) {
+	if (port->head_wb) {
+		/*
+		 * Take only what the card recorded as received: a buffer past
+		 * its head may be written again by a restarted card.
+		 */
+		head = le16_to_cpu(READ_ONCE(port->rq_ctx->head)) & rx->mask;
+		dma_rmb();
+	}
+	while (done < budget && i != head) {
 		status = le16_to_cpu(READ_ONCE(rx->desc[i].status));
 		if (!(status & VNIC_RXD_S_DONE))
 			break;

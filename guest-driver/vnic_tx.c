@@ -5,7 +5,9 @@
  * Ownership follows head/tail indices (docs/datapath.md): the driver fills
  * slots from its tail and hands them over by writing the tail to QP_TX_TAIL;
  * the card sends them in order and writes each back with DONE. The driver
- * reclaims by DONE and never reads the card's head on the fast path.
+ * reclaims by DONE, and with VNIC_FEAT_HEAD_WB only up to the head the card
+ * wrote into the send context: what the card recorded as done, so that a
+ * restarted card never sends again a buffer the driver freed.
  *
  * A frame takes one descriptor per buffer, EOP on the last: the skb's head
  * (dma_map_single()), then each of its frags (skb_frag_dma_map()). Every slot
@@ -458,6 +460,12 @@ void vnic_tx_clean(struct vnic_port *port, int napi_budget)
 	struct vnic_tx_buf *buf;
 	u16 status;
 
+	if (port->head_wb) {
+		/* Never past what the card recorded; its head is a slot */
+		tail = le16_to_cpu(READ_ONCE(port->sq_ctx->head)) & tx->mask;
+		/* Descriptors only after the head that covers them */
+		dma_rmb();
+	}
 	while (ntc != tail) {
 		desc = &tx->desc[ntc];
 		status = le16_to_cpu(READ_ONCE(desc->status));

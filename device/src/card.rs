@@ -121,7 +121,7 @@ impl CardConfig {
 }
 
 /// Card-wide counters (`vnicctl stats`).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct CardCounters {
     /// The data path's: frames switched, flooded, ...
     pub datapath: DatapathCounters,
@@ -238,6 +238,17 @@ impl Card {
     /// switch changes, then switching its waiting frames.
     pub fn after_io(&mut self, f: usize) {
         self.with_datapath(|d, parts| d.after_io(parts, f));
+    }
+
+    /// Writes back every context that changed and sends the interrupts
+    /// that waited for it, whatever changed them (the event loop's last
+    /// step of a turn): no interrupt waits past one turn.
+    pub fn settle(&mut self) {
+        for f in &mut self.functions {
+            if f.unsettled() {
+                f.sync_contexts();
+            }
+        }
     }
 
     /// Carries out the switch changes function `f`'s guest asked for (or
@@ -498,6 +509,7 @@ impl Card {
     /// Asks the process serving the card to hand it over to a worker
     /// started from `binary` (the server does, after the reply).
     pub fn request_succession(&mut self, binary: std::path::PathBuf) {
+        self.worker.succession_failed = None;
         self.succession = Some(binary);
     }
 

@@ -268,6 +268,13 @@ impl Faults {
         self.counters
     }
 
+    /// Takes back what a state record kept (docs/restart.md): what is
+    /// armed and the counts. Held completions and interrupts go at once.
+    pub fn restore(&mut self, armed: Armed, counters: FaultCounters) {
+        self.armed = armed;
+        self.counters = counters;
+    }
+
     pub fn removed(&self) -> bool {
         self.armed.removed
     }

@@ -733,11 +733,28 @@ impl QueuePair {
 
     /// Writes back contexts changed since the last batch.
     pub fn sync(&mut self, dma: &DmaSpace) {
-        for q in [&mut self.tx, &mut self.rx] {
-            if q.dirty {
-                q.store(dma);
-            }
+        self.sync_rx(dma);
+        self.sync_tx(dma);
+    }
+
+    /// Writes the receive context back if it changed.
+    pub fn sync_rx(&mut self, dma: &DmaSpace) {
+        if self.rx.dirty {
+            self.rx.store(dma);
         }
+    }
+
+    /// Writes the send context back if it changed.
+    pub fn sync_tx(&mut self, dma: &DmaSpace) {
+        if self.tx.dirty {
+            self.tx.store(dma);
+        }
+    }
+
+    /// A context differs from guest memory: a completion may not be
+    /// recorded there yet.
+    pub fn dirty(&self) -> bool {
+        self.tx.dirty || self.rx.dirty
     }
 
     pub fn tx_doorbell(&mut self, who: &str, dma: &DmaSpace, v: u32) -> QpEffect {

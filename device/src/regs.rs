@@ -14,7 +14,7 @@ pub const BAR0_SIZE: u64 = 64 * 1024;
 /// "VNIC" in ASCII, read from ID.
 pub const ID_MAGIC: u32 = 0x564e_4943;
 pub const VERSION_MAJOR: u16 = 1;
-pub const VERSION_MINOR: u16 = 6;
+pub const VERSION_MINOR: u16 = 7;
 
 /// Register offsets.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -326,10 +326,10 @@ pub struct AdminCmd {
     pub vf: u16,
 }
 
-/// FEATURES: the queue offloads the card offers, all of them (VNET_HDR,
-/// CSUM, GSO, MULTI_BUF: bits 0-3 of a queue context's `features`,
-/// `crate::ring::Features`).
-pub const FEATURES_OFFERED: u16 = 0b1111;
+/// FEATURES: what a queue context's `features` may ask for, all of it
+/// (`crate::ring::Features`): the offloads VNET_HDR, CSUM, GSO, MULTI_BUF
+/// (bits 0-3) and, from interface 1.7, HEAD_WB (bit 4).
+pub const FEATURES_OFFERED: u16 = 0b1_1111;
 
 /// Function statistics: 64-bit read-only counters from this offset, in
 /// [`FnStat`] order.
@@ -920,9 +920,9 @@ mod tests {
     fn identification_registers_read_back() {
         let mut b = bar();
         assert_eq!(r(&b, Reg::Id), ID_MAGIC);
-        assert_eq!(r(&b, Reg::Version), 0x0001_0006);
+        assert_eq!(r(&b, Reg::Version), 0x0001_0007);
         assert_eq!(r(&b, Reg::LinkSpeed), 10_000, "the port's nominal speed");
-        assert_eq!(r(&b, Reg::Features), 0xf, "every offload");
+        assert_eq!(r(&b, Reg::Features), 0x1f, "every offload, HEAD_WB");
         assert_eq!(r(&b, Reg::Func), 0x8000_0003);
         assert_eq!(r(&b, Reg::QpMax), 8);
         assert_eq!(r(&b, Reg::QpNum), 2);

@@ -49,7 +49,13 @@ pub struct Features {
     pub gso: bool,
     /// Receive only: a frame may span consecutive buffers.
     pub multi_buf: bool,
-    #[bits(12)]
+    /// Interface 1.7: the driver takes completions up to the head the
+    /// card writes into the context, not from DONE bits alone: a
+    /// completion is then visible only once the card recorded it, which
+    /// is what lets a restarted card resume exactly (docs/restart.md,
+    /// "Crash consistency"). Both directions, any queue pair.
+    pub head_wb: bool,
+    #[bits(11)]
     __: u16,
 }
 
@@ -61,15 +67,15 @@ impl Features {
     /// Whether a queue may use these: known bits that follow the
     /// dependencies (CSUM needs VNET_HDR, GSO needs CSUM, a receive queue
     /// with GSO needs MULTI_BUF), MULTI_BUF only on a receive queue, and
-    /// only MULTI_BUF on the PF's exception queue pair.
+    /// only MULTI_BUF (and HEAD_WB) on the PF's exception queue pair.
     pub fn valid(self, receive: bool, exception: bool) -> bool {
         let known = self.into_bits() & !Self::OFFERED.into_bits() == 0;
         let deps = (!self.csum() || self.vnet_hdr())
             && (!self.gso() || self.csum())
             && (!receive || !self.gso() || self.multi_buf());
         let direction = receive || !self.multi_buf();
-        let exception_ok =
-            !exception || self.into_bits() & !Features::new().with_multi_buf(true).into_bits() == 0;
+        let exception_only = Features::new().with_multi_buf(true).with_head_wb(true);
+        let exception_ok = !exception || self.into_bits() & !exception_only.into_bits() == 0;
         known && deps && direction && exception_ok
     }
 
@@ -812,7 +818,8 @@ mod tests {
             .with_vnet_hdr(true)
             .with_csum(true)
             .with_gso(true)
-            .with_multi_buf(true);
+            .with_multi_buf(true)
+            .with_head_wb(true);
         assert_eq!(Features::OFFERED, all);
     }
 

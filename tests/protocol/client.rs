@@ -149,9 +149,13 @@ fn bar0_registers_identify_function_and_scratch_works() {
     ]);
     let mut c = Client::new(&vnicd.socket("vf1")).unwrap();
     assert_eq!(bar0_u32(&mut c, 0x00), 0x564e_4943);
-    assert_eq!(bar0_u32(&mut c, 0x04), 0x0001_0006, "interface 1.6");
+    assert_eq!(bar0_u32(&mut c, 0x04), 0x0001_0007, "interface 1.7");
     assert_eq!(bar0_u32(&mut c, 0x38), 25_000, "LINK_SPEED: --link-speed");
-    assert_eq!(bar0_u32(&mut c, 0x58), 0xf, "FEATURES: every offload");
+    assert_eq!(
+        bar0_u32(&mut c, 0x58),
+        0x1f,
+        "FEATURES: every offload and HEAD_WB"
+    );
     assert_eq!(bar0_u32(&mut c, 0x08), 0x8000_0001, "VF 1");
     assert_eq!(bar0_u32(&mut c, 0x0c), 6);
     assert_eq!(bar0_u32(&mut c, 0x10), 3);

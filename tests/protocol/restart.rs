@@ -249,3 +249,112 @@ fn a_large_message_cut_by_the_crash_costs_only_its_client() {
     assert_eq!(b.read(SCRATCH), 9);
     assert!(vnicd.alive());
 }
+
+#[test]
+fn counters_faults_and_vxlan_tables_survive_the_worker() {
+    use serde_json::json;
+    use vnic_tests::ctl::Ctl;
+    let dir = TempDir::new("restart-state");
+    let mut sd = FakeSystemd::new(&dir.0);
+    let args = ["--vfs", "2"];
+    let mut vnicd = start(&mut sd, dir, &args);
+    let mut a = Guest::attach(&vnicd, "vf0", 1);
+    let b = Guest::attach(&vnicd, "vf1", 1);
+    a.send(&[frame(mac(2, 0), mac(1, 0), 64)]);
+    wait_for("a frame at VF1", Duration::from_secs(5), || {
+        b.received(0).len() == 1
+    });
+    let mut c = Ctl::connect(&vnicd);
+    c.ok(json!({"op": "set-vtep", "mac": "02:76:6e:ff:00:01", "ip": "10.1.0.1"}));
+    c.ok(json!({"op": "set-attr", "function": "vf1", "vni": 100}));
+    c.ok(
+        json!({"op": "vxlan-add", "vni": 100, "mac": "02:00:00:00:00:09",
+        "remote_ip": "10.1.0.9", "remote_mac": "02:00:00:00:00:0a"}),
+    );
+    c.ok(json!({"op": "fault-inject", "function": "vf0",
+        "fault": {"type": "drop-irqs", "count": 7}}));
+    let stats = Ctl::connect(&vnicd).ok(json!({"op": "stats"}));
+    let switched = stats["card"]["frames_switched"].as_u64().unwrap();
+    assert!(switched >= 1, "{stats}");
+    let tables = Ctl::connect(&vnicd).ok(json!({"op": "vxlan-list"}));
+    let faults = Ctl::connect(&vnicd).ok(json!({"op": "fault-status", "function": "vf0"}));
+    std::thread::sleep(Duration::from_millis(50));
+
+    crash_and_restart(&mut sd, &mut vnicd, &args);
+
+    let stats = Ctl::connect(&vnicd).ok(json!({"op": "stats"}));
+    assert_eq!(stats["card"]["frames_switched"], switched, "{stats}");
+    assert_eq!(stats["card"]["worker_restarts"], 0, "a fake systemd says 0");
+    assert_eq!(Ctl::connect(&vnicd).ok(json!({"op": "vxlan-list"})), tables);
+    // Still armed; the new worker's first interrupts (it fires every
+    // running queue pair's vector once) may have used some of it.
+    let after = Ctl::connect(&vnicd).ok(json!({"op": "fault-status", "function": "vf0"}));
+    let armed = after["armed"]["drop_irqs"].as_u64().unwrap();
+    let used = after["counters"]["irqs_dropped"].as_u64().unwrap();
+    assert_eq!(faults["armed"]["drop_irqs"], 7);
+    assert!(armed > 0 && armed + used == 7, "{after}");
+    let show = Ctl::connect(&vnicd).ok(json!({"op": "show", "function": "vf1"}));
+    assert_eq!(show["vni"], 100, "{show}");
+}
+
+/// `vnicctl ARGS` on `vnicd`'s control socket: (exit code, stdout, stderr).
+fn vnicctl(vnicd: &Vnicd, args: &[&str]) -> (Option<i32>, String, String) {
+    let out = std::process::Command::new(vnic_tests::vnicctl_binary())
+        .arg("--control")
+        .arg(vnicd.socket_dir().join("control.sock"))
+        .args(args)
+        .output()
+        .expect("run vnicctl");
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// The card worker's PID, from `vnicctl --json stats`.
+fn worker_pid(vnicd: &Vnicd) -> u64 {
+    let (_, out, _) = vnicctl(vnicd, &["--json", "stats"]);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap_or_default();
+    v["worker"]["pid"].as_u64().unwrap_or(0)
+}
+
+#[test]
+fn under_the_keeper_a_failed_upgrade_leaves_the_worker_serving_and_a_restart_replaces_it() {
+    // vnicd as a user starts it: the keeper, with the card in its worker.
+    let mut vnicd = Vnicd::start(&["--vfs", "1"]);
+    let keeper = vnicd.pid();
+    let mut a = Guest::attach(&vnicd, "vf0", 1);
+    a.posted(SCRATCH, 31);
+    let old = worker_pid(&vnicd);
+    assert!(
+        old != 0 && old != u64::from(keeper),
+        "worker {old}, keeper {keeper}"
+    );
+
+    // A binary that exits at once: the old worker serves on.
+    let (code, _, err) = vnicctl(&vnicd, &["upgrade", "/bin/false"]);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains("failed") && err.contains("serves on"), "{err}");
+    assert_eq!(worker_pid(&vnicd), old);
+    assert_eq!(a.read(SCRATCH), 31, "the same worker, the same client");
+    let (_, out, _) = vnicctl(&vnicd, &["--json", "stats"]);
+    assert!(out.contains("succession_failed"), "{out}");
+    // Not an absolute path to an executable: refused at once.
+    let (code, _, err) = vnicctl(&vnicd, &["upgrade", "/nonexistent/vnicd"]);
+    assert_eq!(code, Some(1), "{err}");
+
+    // The same binary: a new worker, the same connection.
+    let (code, out, err) = vnicctl(&vnicd, &["restart"]);
+    assert_eq!(code, Some(0), "{out}{err}{}", vnicd.log_text());
+    assert!(out.contains("handed over"), "{out}");
+    let new = worker_pid(&vnicd);
+    assert!(new != 0 && new != old, "{old} -> {new}");
+    assert_eq!(a.read(SCRATCH), 31);
+    assert_eq!(a.read(qp(0, QP_STATUS)) & 0xf, 0b0011, "queues run");
+    let (_, list, _) = vnicctl(&vnicd, &["list"]);
+    assert!(list.contains(&format!("card worker: pid {new}")), "{list}");
+    assert_eq!(vnicd.pid(), keeper);
+    assert!(vnicd.alive());
+    assert_eq!(vnicd.stop(), Some(0), "{}", vnicd.log_text());
+}

@@ -111,6 +111,14 @@ struct Args {
     no_keeper: bool,
 }
 
+/// A `vnicd: ...` line on stdout. A restarted worker prints them again,
+/// possibly to a stdout nobody reads any more (a script that waited for
+/// the first ready line and closed the pipe): that is no reason to fail.
+fn say(what: std::fmt::Arguments<'_>) {
+    use std::io::Write;
+    let _ = writeln!(io::stdout(), "vnicd: {what}");
+}
+
 /// Reads and parses a configuration file.
 fn read_config(path: &std::path::Path) -> Result<CardFile, String> {
     let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
@@ -263,6 +271,10 @@ fn serve(args: Args, start: Instant) -> ExitCode {
         }
         card.take_events();
     }
+    if let Some(rec) = &previous {
+        // The counters and the VxLAN tables the last worker had.
+        rec.state.restore(&mut card);
+    }
     let stop = match stop_signals() {
         Ok(fd) => fd,
         Err(e) => {
@@ -286,15 +298,15 @@ fn serve(args: Args, start: Instant) -> ExitCode {
         server.set_control_timeout(Duration::from_millis(ms));
     }
     for (name, path) in server.sockets() {
-        println!("vnicd: {name} {}", path.display());
+        say(format_args!("{name} {}", path.display()));
     }
-    println!("vnicd: control {}", server.control_path().display());
-    println!("vnicd: uplink {}", args.uplink);
+    say(format_args!("control {}", server.control_path().display()));
+    say(format_args!("uplink {}", args.uplink));
     let ready = format!(
         "ready (1 PF, {vfs} VFs, {queue_pairs} queue pairs max) in {} ms",
         start.elapsed().as_millis()
     );
-    println!("vnicd: {ready}");
+    say(format_args!("{ready}"));
     server.ready(&ready);
     match server.run(stop.as_raw_fd()) {
         // The successor serves the sockets and the clients: leave without

@@ -61,7 +61,7 @@ pub const TX_BUDGET: usize = 256;
 pub const UPLINK_BUDGET: usize = 256;
 
 /// The data path's card-wide counters (`vnicctl stats`).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct DatapathCounters {
     /// Frames that entered the switch from send queues.
     pub switched: u64,
@@ -208,6 +208,9 @@ impl Datapath {
     /// switch changes, then switching its waiting frames.
     pub fn after_io(&mut self, parts: CardParts, f: usize) {
         let (mut run, frame) = self.switching(parts);
+        // Its messages may have moved its queues (a receive doorbell
+        // taking frames from the packet buffer): written back this turn.
+        run.touch(f);
         run.apply_switch_ops(f);
         run.watch_pages(f);
         run.queue_tx(f);
@@ -480,12 +483,23 @@ impl Switching<'_> {
     }
 
     /// Ends a batch of frames: the capture's buffer goes to its file and
-    /// the contexts that changed are written back, once.
+    /// the contexts that changed are written back, once: every receive
+    /// context first, then every send context, then the interrupts. So a
+    /// frame is recorded as received before its sender's completion is,
+    /// and a driver interrupted finds both (docs/restart.md, "Crash
+    /// consistency").
     fn finish_turn(&mut self) {
         if let Some(c) = self.capture {
             c.flush();
         }
-        for f in std::mem::take(&mut self.turns.touched) {
+        let touched = std::mem::take(&mut self.turns.touched);
+        for &f in &touched {
+            self.functions[f].sync_rx_contexts();
+        }
+        for &f in &touched {
+            self.functions[f].sync_tx_contexts();
+        }
+        for &f in &touched {
             self.functions[f].sync_contexts();
         }
     }
@@ -1268,16 +1282,23 @@ mod tests {
         let (d0, d1) = (mac(&c, 2, 0), mac(&c, 2, 1));
         let f0 = eth(d0, mac(&c, 1, 0), None, 1000);
         let f1 = eth(d1, mac(&c, 1, 1), None, 1000);
-        a.send(&mut c, 0, &vec![f0; 30]);
+        let start = Instant::now();
+        a.send(&mut c, 0, &vec![f0.clone(); 30]);
         a.send(&mut c, 1, &vec![f1; 30]);
         for _ in 0..20 {
             std::thread::sleep(Duration::from_millis(2));
             c.run_timers(Instant::now());
             c.run_pending();
         }
+        // What 8 Mb/s and a 9216-byte burst allow in the time it took (a
+        // loaded machine sleeps longer than asked).
+        let allowed = (start.elapsed().as_secs_f64() * 1e6 + 9216.0) / f0.len() as f64;
         let (n0, n1) = (b.received(0).len(), b.received(1).len());
         assert!(n0 > 0 && n1 > 0, "both vNICs get turns: {n0} {n1}");
-        assert!(n0 + n1 < 60, "together within one budget: {n0} + {n1}");
+        assert!(
+            (n0 + n1) as f64 <= allowed.ceil() + 1.0,
+            "together within one budget: {n0} + {n1}, {allowed:.1} allowed"
+        );
     }
 
     #[test]

@@ -418,7 +418,7 @@ mod tests {
             (0b1000, 0), // MULTI_BUF on a send queue
             (0b0010, 0), // CSUM without VNET_HDR
             (0b0101, 0), // GSO without CSUM
-            (0x10, 0),   // unknown bit
+            (0x20, 0),   // unknown bit
             (0, 0b0111), // receive GSO without MULTI_BUF
         ] {
             let status = a.set_features(&mut c, 0, tx, rx);

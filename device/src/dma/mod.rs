@@ -14,6 +14,8 @@ use std::fs::File;
 use std::sync::Arc;
 
 use guard::Watch;
+
+pub(crate) mod crash;
 use thiserror::Error;
 use vm_memory::{
     ByteValued, Bytes, FileOffset, GuestAddress, GuestMemoryMmap, GuestMemoryRegion,
@@ -204,7 +206,9 @@ impl<'a> GuestBytesMut<'a> {
         if src.len() > self.len() {
             return false;
         }
-        src.0.copy_to_volatile_slice(self.0);
+        if crash::write_allowed() {
+            src.0.copy_to_volatile_slice(self.0);
+        }
         true
     }
 
@@ -213,6 +217,9 @@ impl<'a> GuestBytesMut<'a> {
     /// (and nothing written) if it does not fit or `offset` is not 8-byte
     /// aligned in memory.
     pub fn store_u64(&self, offset: usize, value: u64) -> bool {
+        if !crash::write_allowed() {
+            return offset % 8 == 0 && offset + 8 <= self.len();
+        }
         self.0
             .store(value.to_le(), offset, std::sync::atomic::Ordering::Release)
             .is_ok()
@@ -226,6 +233,9 @@ impl<'a> GuestBytesMut<'a> {
         let fits = offset
             .checked_add(data.len())
             .is_some_and(|end| end <= self.len());
+        if fits && !crash::write_allowed() {
+            return true;
+        }
         fits && self.0.write_slice(data, offset).is_ok()
     }
 }
@@ -730,6 +740,9 @@ impl DmaSpace {
             address,
             len: data.len(),
         };
+        if !crash::write_allowed() {
+            return Ok(());
+        }
         if let Some(slice) = self.slice(address, data.len(), true)? {
             slice.copy_from(data);
             return Ok(());

@@ -18,8 +18,18 @@ impl Function {
     }
 
     /// Raises MSI-X `vector`, honouring injected faults (a dropped or
-    /// delayed message, a removed function), enable and masks.
+    /// delayed message, a removed function), enable and masks. A queue
+    /// pair's vector waits while a context differs from guest memory: a
+    /// driver that takes completions from the contexts' heads
+    /// (HEAD_WB) must find them written when its interrupt comes
+    /// (`sync_contexts` sends it).
     pub fn raise_irq(&mut self, vector: u32) -> Delivery {
+        if vector >= MISC_VECTORS && self.qps.iter().any(QueuePair::dirty) {
+            if !self.deferred_irqs.contains(&vector) {
+                self.deferred_irqs.push(vector);
+            }
+            return Delivery::Pending;
+        }
         match self
             .faults
             .irq(&self.name, vector, std::time::Instant::now())
@@ -27,6 +37,13 @@ impl Function {
             IrqFault::Send => self.send_irq(vector),
             IrqFault::Drop => Delivery::Dropped,
             IrqFault::Held => Delivery::Pending,
+        }
+    }
+
+    /// Sends the queue pairs' interrupts that waited for their contexts.
+    pub(super) fn send_deferred_irqs(&mut self) {
+        for vector in std::mem::take(&mut self.deferred_irqs) {
+            self.raise_irq(vector);
         }
     }
 

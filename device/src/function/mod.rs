@@ -305,6 +305,9 @@ pub struct Function {
     client_log: ClientLog,
     /// Changes with the mappings and eventfds ([`Function::fd_generation`]).
     fd_generation: u64,
+    /// Queue pairs' vectors raised while a context was not written back
+    /// yet ([`Function::raise_irq`]).
+    deferred_irqs: Vec<u32>,
 }
 
 /// What became of a VCT entry given by management.
@@ -385,6 +388,7 @@ impl Function {
             faults: Faults::default(),
             client_log: ClientLog::default(),
             fd_generation: 0,
+            deferred_irqs: Vec::new(),
             spec,
         }
         .with_exception_messages()

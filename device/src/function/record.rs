@@ -62,6 +62,9 @@ pub struct FunctionRecord {
     /// FN_* counters, in [`FnStat`] order.
     pub counters: Vec<u64>,
     pub stats: FunctionStats,
+    /// Faults management armed, and their counts (docs/fault-injection.md).
+    #[serde(default)]
+    pub faults: Option<(crate::fault::Armed, crate::fault::FaultCounters)>,
 }
 
 /// Why a function could not take its record back.
@@ -166,6 +169,7 @@ impl Function {
             qps,
             counters: self.counters.0.to_vec(),
             stats: self.stats,
+            faults: Some((self.faults.armed(), self.faults.counters())),
         }
     }
 
@@ -224,6 +228,9 @@ impl Function {
             *c = v;
         }
         self.stats = rec.stats;
+        if let Some((armed, counters)) = rec.faults {
+            self.faults.restore(armed, counters);
+        }
         self.fd_generation += 1;
         if rec.bar_page {
             let qps = &self.qps;

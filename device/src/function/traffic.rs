@@ -36,11 +36,32 @@ impl Function {
     }
 
     /// Writes the contexts of its queues back to guest memory (once per
-    /// turn of the data path, for the functions it touched).
+    /// turn of the data path, for the functions it touched), receive
+    /// queues first, then fires the interrupts that waited for them.
     pub fn sync_contexts(&mut self) {
+        self.sync_rx_contexts();
+        self.sync_tx_contexts();
+        self.send_deferred_irqs();
+    }
+
+    /// Writes back the receive contexts that changed.
+    pub fn sync_rx_contexts(&mut self) {
         for qp in &mut self.qps {
-            qp.sync(&self.dma);
+            qp.sync_rx(&self.dma);
         }
+    }
+
+    /// Writes back the send contexts that changed.
+    pub fn sync_tx_contexts(&mut self) {
+        for qp in &mut self.qps {
+            qp.sync_tx(&self.dma);
+        }
+    }
+
+    /// Whether anything waits for [`Function::sync_contexts`]: a context
+    /// to write back, or an interrupt held until it is.
+    pub fn unsettled(&self) -> bool {
+        !self.deferred_irqs.is_empty() || self.qps.iter().any(crate::queue::QueuePair::dirty)
     }
 
     /// When the fast path tries send queue `q` again

@@ -30,9 +30,13 @@ use thiserror::Error;
 pub use record::{RecordError, RecordFile, LAYOUT};
 pub use store::{names, FdStore, StoreError};
 
-use crate::card::Card;
+use crate::card::{Card, CardCounters};
 use crate::control::api::CardFile;
 use crate::function::FunctionRecord;
+use crate::uplink::UplinkCounters;
+use crate::vxlan::exception::ExceptionCounters;
+use crate::vxlan::table::{MacView, TunnelView};
+use crate::vxlan::VxlanCounters;
 
 /// How often the record is written when only counters moved.
 const COUNTER_INTERVAL: Duration = Duration::from_secs(1);
@@ -60,6 +64,18 @@ pub struct FunctionEntry {
     pub irq_fds: Option<String>,
 }
 
+/// The card's own counters and learned tables.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CardState {
+    pub counters: CardCounters,
+    pub uplink: UplinkCounters,
+    pub vxlan: VxlanCounters,
+    pub exception: ExceptionCounters,
+    /// VxLAN tunnels and MAC entries (the agents', docs/vxlan.md).
+    pub tunnels: Vec<TunnelView>,
+    pub macs: Vec<MacView>,
+}
+
 /// The state record (layout [`LAYOUT`]).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CardRecord {
@@ -67,7 +83,37 @@ pub struct CardRecord {
     pub written_by: String,
     /// Management's settings, as `vnicctl export` writes them.
     pub card: CardFile,
+    /// The card's counters and VxLAN tables.
+    #[serde(default)]
+    pub state: CardState,
     pub functions: Vec<FunctionEntry>,
+}
+
+impl CardState {
+    /// `card`'s counters and tables now.
+    pub fn of(card: &Card) -> Self {
+        CardState {
+            counters: *card.counters(),
+            uplink: card.uplink().counters,
+            vxlan: card.vxlan().counters,
+            exception: card.vxlan().exception,
+            tunnels: card.vxlan().tables.tunnels(),
+            macs: card.vxlan().tables.macs(),
+        }
+    }
+
+    /// Puts them back into a card taking over.
+    pub fn restore(&self, card: &mut Card) {
+        *card.counters_mut() = self.counters;
+        card.uplink_mut().counters = self.uplink;
+        let vxlan = card.vxlan_mut();
+        vxlan.counters = self.vxlan;
+        vxlan.exception = self.exception;
+        let skipped = vxlan.tables.restore(&self.tunnels, &self.macs);
+        if skipped > 0 {
+            warn!("state record: {skipped} VxLAN entries do not fit this card's tables");
+        }
+    }
 }
 
 #[derive(Debug, Error)]
@@ -375,6 +421,7 @@ impl Restart {
         CardRecord {
             written_by: env!("CARGO_PKG_VERSION").into(),
             card: file,
+            state: CardState::of(card),
             functions,
         }
     }
@@ -445,3 +492,6 @@ impl Restart {
         self.store.stopping();
     }
 }
+
+#[cfg(test)]
+mod crash_points;

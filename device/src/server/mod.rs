@@ -290,6 +290,8 @@ pub struct Server {
     restart: Restart,
     /// Leave the sockets in place on the way out: a successor serves them.
     handed_over: bool,
+    /// What the record keeps of each client, refilled every turn.
+    client_records: Vec<Option<ClientRecord>>,
 }
 
 impl Server {
@@ -369,6 +371,7 @@ impl Server {
             timer_due: None,
             restart,
             handed_over: false,
+            client_records: Vec::new(),
         };
         for i in 0..server.paths.len() {
             if server.card.functions()[i].policy().enabled {
@@ -469,7 +472,8 @@ impl Server {
     /// state (crate::restart), keeps changed descriptors, and tells the
     /// keeper the worker is alive.
     fn after_turn(&mut self) {
-        let mut clients = Vec::with_capacity(self.conns.len());
+        let clients = &mut self.client_records;
+        clients.clear();
         for c in &mut self.conns {
             if let Some(c) = c {
                 if c.take_changed() {
@@ -480,8 +484,7 @@ impl Server {
                 clients.push(None);
             }
         }
-        self.restart
-            .after_turn(&self.card, &clients, Instant::now());
+        self.restart.after_turn(&self.card, clients, Instant::now());
     }
 
     /// Tells whoever started this worker (vnicd's keeper, systemd) that it
@@ -652,6 +655,7 @@ impl Server {
             self.control.broadcast(&events, &mut self.card, registry);
             self.control
                 .expire(Instant::now(), &mut self.card, registry);
+            self.card.settle();
             self.after_turn();
         }
     }

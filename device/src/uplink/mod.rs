@@ -116,7 +116,7 @@ pub enum UplinkError {
 }
 
 /// Uplink counters (`stats`, card section).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct UplinkCounters {
     pub tx_frames: u64,
     pub tx_bytes: u64,

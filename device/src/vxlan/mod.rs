@@ -31,7 +31,10 @@ pub use table::Tables;
 
 /// A VxLAN network identifier of a VF: 1..=16777215 (24 bits; 0 is left
 /// unused, as Linux's vxlan does for "no VNI").
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
+#[serde(transparent)]
 pub struct Vni(u32);
 
 /// Why a VNI was refused.
@@ -62,7 +65,7 @@ impl fmt::Display for Vni {
 }
 
 /// Card counters of VxLAN (`stats`, docs/vxlan.md).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct VxlanCounters {
     /// Frames encapsulated and sent to the uplink.
     pub encapsulated: u64,

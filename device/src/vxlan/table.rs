@@ -18,7 +18,7 @@ use crate::model::Mac;
 pub type TunnelId = u32;
 
 /// Where a tunnel leads: the outer destination of its frames.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub struct Remote {
     /// The remote VTEP.
     pub ip: Ipv4Addr,
@@ -58,16 +58,16 @@ pub struct Installed {
     pub evicted: Vec<Evicted>,
 }
 
-/// A tunnel as `vxlan-list` shows it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// A tunnel as `vxlan-list` shows it (and the state record keeps it).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct TunnelView {
     pub id: TunnelId,
     pub remote: Remote,
     pub uses: u64,
 }
 
-/// A MAC entry as `vxlan-list` shows it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// A MAC entry as `vxlan-list` shows it (and the state record keeps it).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct MacView {
     pub vni: Vni,
     pub mac: Mac,
@@ -304,6 +304,52 @@ impl Tables {
                 })
             })
             .collect()
+    }
+
+    /// Takes back what a state record kept (docs/restart.md): the same
+    /// tunnel IDs, MAC entries and use counts. Entries beyond this table's
+    /// capacity, a tunnel ID past it, or a MAC entry naming no tunnel are
+    /// left out; the number left out is returned.
+    pub fn restore(&mut self, tunnels: &[TunnelView], macs: &[MacView]) -> usize {
+        *self = Self::with_capacities(self.mac_capacity, self.tunnels.len());
+        let mut skipped = 0;
+        for t in tunnels {
+            let slot = self.tunnels.get_mut(t.id as usize);
+            match slot {
+                Some(slot @ None) if !self.by_remote.contains_key(&t.remote) => {
+                    self.clock += 1;
+                    *slot = Some(Tunnel {
+                        remote: t.remote,
+                        uses: t.uses,
+                        born: self.clock,
+                        refs: 0,
+                    });
+                    self.by_remote.insert(t.remote, t.id);
+                    self.tunnel_count += 1;
+                }
+                _ => skipped += 1,
+            }
+        }
+        for m in macs {
+            let tunnel = self
+                .tunnels
+                .get_mut(m.tunnel as usize)
+                .and_then(Option::as_mut);
+            match tunnel {
+                Some(t) if self.macs.len() < self.mac_capacity => {
+                    t.refs += 1;
+                    self.clock += 1;
+                    let entry = MacEntry {
+                        tunnel: m.tunnel,
+                        uses: m.uses,
+                        born: self.clock,
+                    };
+                    self.macs.insert((m.vni, m.mac), entry);
+                }
+                _ => skipped += 1,
+            }
+        }
+        skipped
     }
 
     /// Every MAC entry, sorted by (VNI, MAC).
