@@ -11,8 +11,8 @@
 //!
 //! When the record is written: after every loop turn in which a client
 //! sent a message other than a doorbell or a read, a control request ran,
-//! or a function's mappings or eventfds changed; and once a second for the
-//! counters. Changed descriptors are stored under new names first, then
+//! or a function's mappings or eventfds changed; and every 100 ms while
+//! traffic moves the counters. Changed descriptors are stored under new names first, then
 //! the record naming them is written, then the old names are removed, so
 //! a record never names descriptors the store does not hold.
 
@@ -38,8 +38,9 @@ use crate::vxlan::exception::ExceptionCounters;
 use crate::vxlan::table::{MacView, TunnelView};
 use crate::vxlan::VxlanCounters;
 
-/// How often the record is written when only counters moved.
-const COUNTER_INTERVAL: Duration = Duration::from_secs(1);
+/// How often the record is written when only counters moved (traffic,
+/// nothing durable): what a crash can lose of them.
+const COUNTER_INTERVAL: Duration = Duration::from_millis(100);
 
 /// A function's client, as the record keeps it.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -149,6 +150,8 @@ pub struct Restart {
     /// drops the rest.
     live: Vec<String>,
     dirty: bool,
+    /// Traffic since the last record: counters moved.
+    active: bool,
     last_write: Option<Instant>,
     /// The clients as the last record has them.
     clients: Vec<Option<ClientRecord>>,
@@ -200,6 +203,7 @@ impl Restart {
             stale: Vec::new(),
             live: vec![names::RECORD.into()],
             dirty: true,
+            active: false,
             last_write: None,
             clients: Vec::new(),
             watchdog,
@@ -218,6 +222,7 @@ impl Restart {
             stale: Vec::new(),
             live: Vec::new(),
             dirty: false,
+            active: false,
             last_write: None,
             clients: Vec::new(),
             watchdog: None,
@@ -286,6 +291,12 @@ impl Restart {
     /// Something durable changed: write the record after this turn.
     pub fn mark_dirty(&mut self) {
         self.dirty = true;
+    }
+
+    /// Traffic moved the counters: write the record within
+    /// [`COUNTER_INTERVAL`].
+    pub fn mark_active(&mut self) {
+        self.active = true;
     }
 
     /// Takes function `index`'s state back from `entry`, with the files and
@@ -361,9 +372,10 @@ impl Restart {
             };
             self.dirty = true;
         }
-        let due = self
-            .last_write
-            .is_none_or(|t| now.duration_since(t) >= COUNTER_INTERVAL);
+        let due = self.active
+            && self
+                .last_write
+                .is_none_or(|t| now.duration_since(t) >= COUNTER_INTERVAL);
         if self.dirty || due || self.clients != clients {
             self.write(card, clients, now);
         }
@@ -376,6 +388,7 @@ impl Restart {
         let counters = self
             .record
             .as_ref()
+            .filter(|_| self.active)
             .and(self.last_write)
             .map(|t| t + COUNTER_INTERVAL);
         [watchdog, counters].into_iter().flatten().min()
@@ -443,6 +456,7 @@ impl Restart {
             return;
         }
         self.dirty = false;
+        self.active = false;
         self.last_write = Some(now);
         self.clients = clients.to_vec();
         for name in std::mem::take(&mut self.stale) {

@@ -61,6 +61,16 @@ pub enum ReadOutcome {
     NotVfioUser,
 }
 
+/// What the next message in the socket looks like.
+enum Next {
+    /// All of its bytes are there: this many.
+    Whole(usize),
+    /// Not all yet.
+    Wait,
+    /// Read it as it comes.
+    Stream,
+}
+
 #[derive(Default)]
 struct Rx {
     hdr: [u8; HEADER_SIZE],
@@ -107,10 +117,11 @@ impl Connection {
         self.rx.hdr_len > 0 || self.rx.header.is_some()
     }
 
-    /// Whether the next message is whole in the socket (or too large to
-    /// wait for, or bad: the read path deals with those). Looks without
-    /// taking anything.
-    fn next_message_buffered(&self) -> bool {
+    /// What the next message looks like, without taking anything: whole
+    /// in the socket (its size), not yet whole (wait), or something the
+    /// read path takes as it comes (a header in pieces, a bad one, one
+    /// larger than [`WHOLE_MESSAGE`], an error, the end).
+    fn next_message(&self) -> Next {
         let mut hdr = [0u8; HEADER_SIZE];
         // SAFETY: recv writes at most hdr.len() bytes into hdr; MSG_PEEK
         // leaves them (and any descriptors) in the socket.
@@ -122,23 +133,78 @@ impl Connection {
                 libc::MSG_PEEK | libc::MSG_DONTWAIT,
             )
         };
-        if n < 0 {
-            // An error (or EAGAIN): the read path finds it.
-            return true;
-        }
-        if (n as usize) < HEADER_SIZE {
-            // A header sent in pieces is read as it comes (and recorded
-            // as a message begun).
-            return true;
+        if n < 0 || (n as usize) < HEADER_SIZE {
+            // An error or EAGAIN (the read path finds it), the end, or a
+            // header sent in pieces (read as it comes, and recorded as a
+            // message begun).
+            return Next::Stream;
         }
         let header = MessageHeader::decode(&hdr);
-        if header.validate().is_err() || header.size as usize > WHOLE_MESSAGE {
-            return true;
+        let size = header.size as usize;
+        if header.validate().is_err() || size > WHOLE_MESSAGE {
+            return Next::Stream;
         }
         let mut available: libc::c_int = 0;
         // SAFETY: FIONREAD writes one c_int into `available`.
         let rc = unsafe { libc::ioctl(self.stream.as_raw_fd(), libc::FIONREAD, &mut available) };
-        rc < 0 || available as usize >= header.size as usize || self.peer_closed()
+        if rc < 0 || self.peer_closed() {
+            Next::Stream
+        } else if available as usize >= size {
+            Next::Whole(size)
+        } else {
+            Next::Wait
+        }
+    }
+
+    /// Takes a message that is whole in the socket with one read (header,
+    /// body and descriptors together), so that a worker killed at any
+    /// moment leaves the stream at a message boundary. If the read comes
+    /// back short (the message's bytes were sent in parts), the rest is
+    /// read as it comes.
+    fn read_whole(&mut self, size: usize) -> Option<ReadOutcome> {
+        let mut buf = vec![0u8; size];
+        let n = match self.recv(&mut buf) {
+            Ok(0) => return Some(ReadOutcome::Closed),
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                return Some(ReadOutcome::WouldBlock)
+            }
+            // Nothing taken: the read path tries again.
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => return None,
+            Err(e) if e.raw_os_error() == Some(libc::ENOBUFS) => {
+                return Some(ReadOutcome::Fatal(format!(
+                    "more than {MAX_MSG_FDS} file descriptors"
+                )))
+            }
+            Err(e) => return Some(ReadOutcome::Fatal(e.to_string())),
+        };
+        if self.rx.fds.len() > MAX_MSG_FDS {
+            return Some(ReadOutcome::Fatal(format!(
+                "more than {MAX_MSG_FDS} file descriptors"
+            )));
+        }
+        if n >= HEADER_SIZE {
+            let hdr: [u8; HEADER_SIZE] = buf[..HEADER_SIZE].try_into().expect("16 bytes");
+            let header = MessageHeader::decode(&hdr);
+            if n == size {
+                let fds = std::mem::take(&mut self.rx.fds);
+                return Some(ReadOutcome::Message(Message {
+                    header,
+                    body: buf.split_off(HEADER_SIZE),
+                    fds,
+                }));
+            }
+            self.rx.hdr = hdr;
+            self.rx.hdr_len = HEADER_SIZE;
+            self.rx.header = Some(header);
+            self.rx.body = vec![0; header.body_len()];
+            self.rx.body[..n - HEADER_SIZE].copy_from_slice(&buf[HEADER_SIZE..n]);
+            self.rx.body_len = n - HEADER_SIZE;
+        } else {
+            self.rx.hdr[..n].copy_from_slice(&buf[..n]);
+            self.rx.hdr_len = n;
+        }
+        None
     }
 
     /// The client shut its side: what it sent is all there will be.
@@ -175,10 +241,18 @@ impl Connection {
 
     /// Reads until one whole message is in, or the socket would block.
     /// A message no larger than [`WHOLE_MESSAGE`] is not started until all
-    /// of it has arrived.
+    /// of it has arrived, then taken with one read.
     pub fn read_message(&mut self) -> ReadOutcome {
-        if self.greeted && !self.mid_message() && !self.next_message_buffered() {
-            return ReadOutcome::WouldBlock;
+        if self.greeted && !self.mid_message() {
+            match self.next_message() {
+                Next::Wait => return ReadOutcome::WouldBlock,
+                Next::Whole(size) => {
+                    if let Some(outcome) = self.read_whole(size) {
+                        return outcome;
+                    }
+                }
+                Next::Stream => {}
+            }
         }
         loop {
             let res = if self.rx.header.is_none() {

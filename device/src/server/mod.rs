@@ -634,6 +634,9 @@ impl Server {
             }
             ready.sort_unstable();
             ready.dedup();
+            if !ready.is_empty() || uplink || self.card.busy() {
+                self.restart.mark_active();
+            }
             for i in ready {
                 let state = self.service(i);
                 self.card.after_io(i);
