@@ -122,6 +122,7 @@ impl CardConfig {
 
 /// Card-wide counters (`vnicctl stats`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[repr(C)]
 pub struct CardCounters {
     /// The data path's: frames switched, flooded, ...
     pub datapath: DatapathCounters,

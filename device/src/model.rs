@@ -432,6 +432,7 @@ pub struct SuccessionInfo {
 /// Control clients the card closed or turned away, by reason (card-wide
 /// `stats`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[repr(C)]
 pub struct ControlCounters {
     /// Newcomers refused: every slot held by a subscriber or a client with
     /// work in progress.

@@ -132,6 +132,19 @@ fn a_killed_worker_is_replaced_and_its_clients_carry_on_on_the_same_connections(
         log.contains("took over from the previous card worker"),
         "{log}"
     );
+
+    // Counters of traffic right before a crash, with nothing durable after
+    // it: the record's live block has them.
+    let third: Vec<Vec<u8>> = (0..4)
+        .map(|i| frame(mac(2, 1), mac(1, 0), 200 + i))
+        .collect();
+    a.send(&third);
+    wait_for("12 frames at VF1", Duration::from_secs(5), || {
+        b.received(1).len() == 12
+    });
+    crash_and_restart(&mut sd, &mut vnicd, &args);
+    assert_eq!(b.read(qp(1, 0x50)), 12, "RX_PACKETS (guest memory)");
+    assert_eq!(a.read(0x100), 12, "function TX_PACKETS (the live block)");
     assert!(vnicd.alive());
 }
 

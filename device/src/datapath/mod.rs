@@ -62,6 +62,7 @@ pub const UPLINK_BUDGET: usize = 256;
 
 /// The data path's card-wide counters (`vnicctl stats`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[repr(C)]
 pub struct DatapathCounters {
     /// Frames that entered the switch from send queues.
     pub switched: u64,

@@ -186,6 +186,7 @@ impl FnError {
 
 /// Counters of one function, for logs now and statistics later.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[repr(C)]
 pub struct FunctionStats {
     pub bad_mmio: u64,
     pub irqs_sent: u64,
@@ -200,6 +201,7 @@ pub struct FunctionStats {
 
 /// Function-wide data-path counters (BAR0 0x100, in [`FnStat`] order).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[repr(C)]
 pub struct FnCounters([u64; FnStat::ALL.len()]);
 
 impl FnCounters {

@@ -118,6 +118,13 @@ impl Function {
         Ok(())
     }
 
+    /// Sets the counters to what the state record's live block kept
+    /// (`crate::restart`): FN_* and the per-function statistics.
+    pub fn restore_counters(&mut self, counters: FnCounters, stats: FunctionStats) {
+        self.counters = counters;
+        self.stats = stats;
+    }
+
     /// The files of the client's mappings, in the record's order.
     pub fn dma_files(&self) -> Vec<&File> {
         self.dma.files()

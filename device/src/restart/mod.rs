@@ -11,8 +11,8 @@
 //!
 //! When the record is written: after every loop turn in which a client
 //! sent a message other than a doorbell or a read, a control request ran,
-//! or a function's mappings or eventfds changed; and every 100 ms while
-//! traffic moves the counters. Changed descriptors are stored under new names first, then
+//! or a function's mappings or eventfds changed. The counters go into the
+//! record's live block after every turn with traffic. Changed descriptors are stored under new names first, then
 //! the record naming them is written, then the old names are removed, so
 //! a record never names descriptors the store does not hold.
 
@@ -30,17 +30,16 @@ use thiserror::Error;
 pub use record::{RecordError, RecordFile, LAYOUT};
 pub use store::{names, FdStore, StoreError};
 
+use vm_memory::{ByteValued, Bytes};
+
 use crate::card::{Card, CardCounters};
 use crate::control::api::CardFile;
 use crate::function::FunctionRecord;
+use crate::function::{FnCounters, FunctionStats};
 use crate::uplink::UplinkCounters;
 use crate::vxlan::exception::ExceptionCounters;
 use crate::vxlan::table::{MacView, TunnelView};
 use crate::vxlan::VxlanCounters;
-
-/// How often the record is written when only counters moved (traffic,
-/// nothing durable): what a crash can lose of them.
-const COUNTER_INTERVAL: Duration = Duration::from_millis(100);
 
 /// A function's client, as the record keeps it.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -64,6 +63,44 @@ pub struct FunctionEntry {
     pub dma_fds: Option<String>,
     pub irq_fds: Option<String>,
 }
+
+/// "VNICLIVE": the live block holds counters.
+const LIVE_MAGIC: u64 = u64::from_le_bytes(*b"VNICLIVE");
+
+/// The live block's header.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+struct LiveHeader {
+    magic: u64,
+    /// Functions after the card's block.
+    functions: u64,
+}
+
+/// The card's counters in the live block.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+struct LiveCard {
+    counters: CardCounters,
+    uplink: UplinkCounters,
+    vxlan: VxlanCounters,
+    exception: ExceptionCounters,
+}
+
+/// One function's counters in the live block.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+struct LiveFunction {
+    counters: FnCounters,
+    stats: FunctionStats,
+}
+
+// SAFETY: repr(C) structs whose every field is a u64, an array of u64 or a
+// repr(C) struct of u64s: no padding, and every bit pattern is a value.
+unsafe impl ByteValued for LiveHeader {}
+// SAFETY: as above.
+unsafe impl ByteValued for LiveCard {}
+// SAFETY: as above.
+unsafe impl ByteValued for LiveFunction {}
 
 /// The card's own counters and learned tables.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -152,7 +189,6 @@ pub struct Restart {
     dirty: bool,
     /// Traffic since the last record: counters moved.
     active: bool,
-    last_write: Option<Instant>,
     /// The clients as the last record has them.
     clients: Vec<Option<ClientRecord>>,
     watchdog: Option<(Duration, Instant)>,
@@ -204,7 +240,6 @@ impl Restart {
             live: vec![names::RECORD.into()],
             dirty: true,
             active: false,
-            last_write: None,
             clients: Vec::new(),
             watchdog,
             restarts,
@@ -223,7 +258,6 @@ impl Restart {
             live: Vec::new(),
             dirty: false,
             active: false,
-            last_write: None,
             clients: Vec::new(),
             watchdog: None,
             restarts: 0,
@@ -293,8 +327,8 @@ impl Restart {
         self.dirty = true;
     }
 
-    /// Traffic moved the counters: write the record within
-    /// [`COUNTER_INTERVAL`].
+    /// Traffic moved the counters: the live block is rewritten after this
+    /// turn.
     pub fn mark_active(&mut self) {
         self.active = true;
     }
@@ -372,26 +406,83 @@ impl Restart {
             };
             self.dirty = true;
         }
-        let due = self.active
-            && self
-                .last_write
-                .is_none_or(|t| now.duration_since(t) >= COUNTER_INTERVAL);
-        if self.dirty || due || self.clients != clients {
-            self.write(card, clients, now);
+        if self.active {
+            self.write_live(card);
+            self.active = false;
+        }
+        if self.dirty || self.clients != clients {
+            self.write(card, clients);
         }
     }
 
-    /// When [`Restart::after_turn`] has something to do next (the
-    /// watchdog, the counters' record).
+    /// Rewrites the live block with the counters now: plain stores into
+    /// the shared mapping, so a worker killed at any moment leaves them as
+    /// of its last turn with traffic (a field from the turn before at
+    /// worst).
+    fn write_live(&self, card: &Card) {
+        let Some(record) = &self.record else {
+            return;
+        };
+        let live = record.live();
+        let header = LiveHeader {
+            magic: LIVE_MAGIC,
+            functions: card.functions().len() as u64,
+        };
+        let c = LiveCard {
+            counters: *card.counters(),
+            uplink: card.uplink().counters,
+            vxlan: card.vxlan().counters,
+            exception: card.vxlan().exception,
+        };
+        let mut at = std::mem::size_of::<LiveHeader>();
+        let _ = live.write_obj(c, at);
+        at += std::mem::size_of::<LiveCard>();
+        for f in card.functions() {
+            let lf = LiveFunction {
+                counters: f.counters(),
+                stats: f.stats(),
+            };
+            let _ = live.write_obj(lf, at);
+            at += std::mem::size_of::<LiveFunction>();
+        }
+        let _ = live.write_obj(header, 0);
+    }
+
+    /// Puts the live block's counters into a card that took over (after
+    /// the record: they are newer). A block for another number of
+    /// functions, or none yet, changes nothing.
+    pub fn restore_live(&self, card: &mut Card) {
+        let Some(record) = &self.record else {
+            return;
+        };
+        let live = record.live();
+        let Ok(header) = live.read_obj::<LiveHeader>(0) else {
+            return;
+        };
+        if header.magic != LIVE_MAGIC || header.functions != card.functions().len() as u64 {
+            return;
+        }
+        let mut at = std::mem::size_of::<LiveHeader>();
+        let Ok(c) = live.read_obj::<LiveCard>(at) else {
+            return;
+        };
+        *card.counters_mut() = c.counters;
+        card.uplink_mut().counters = c.uplink;
+        card.vxlan_mut().counters = c.vxlan;
+        card.vxlan_mut().exception = c.exception;
+        at += std::mem::size_of::<LiveCard>();
+        for f in card.functions_mut() {
+            if let Ok(lf) = live.read_obj::<LiveFunction>(at) {
+                f.restore_counters(lf.counters, lf.stats);
+            }
+            at += std::mem::size_of::<LiveFunction>();
+        }
+    }
+
+    /// When [`Restart::after_turn`] has something to do next: tell the
+    /// keeper the worker is alive.
     pub fn next_deadline(&self) -> Option<Instant> {
-        let watchdog = self.watchdog.map(|(every, last)| last + every);
-        let counters = self
-            .record
-            .as_ref()
-            .filter(|_| self.active)
-            .and(self.last_write)
-            .map(|t| t + COUNTER_INTERVAL);
-        [watchdog, counters].into_iter().flatten().min()
+        self.watchdog.map(|(every, last)| last + every)
     }
 
     /// Stores `fds` under `name`; the name if there was anything to store.
@@ -439,7 +530,7 @@ impl Restart {
         }
     }
 
-    fn write(&mut self, card: &Card, clients: &[Option<ClientRecord>], now: Instant) {
+    fn write(&mut self, card: &Card, clients: &[Option<ClientRecord>]) {
         let rec = self.snapshot(card, clients);
         let Some(file) = self.record.as_mut() else {
             return;
@@ -457,7 +548,6 @@ impl Restart {
         }
         self.dirty = false;
         self.active = false;
-        self.last_write = Some(now);
         self.clients = clients.to_vec();
         for name in std::mem::take(&mut self.stale) {
             self.forget(&name);

@@ -5,6 +5,8 @@
 //! 0      header: magic "VNICREC\0", layout (u32), active slot (u32)
 //! 4096   slot 0: length (u64), sequence (u64), then the record (JSON)
 //! 4096 + SLOT_SIZE   slot 1: the same
+//! 4096 + 2 SLOT_SIZE the live block: counters, rewritten in place after
+//!        every turn with traffic (crate::restart, `Live`)
 //! ```
 //!
 //! A write fills the slot that is not active, then makes it active with
@@ -19,6 +21,18 @@ use std::io;
 use std::os::unix::fs::FileExt;
 
 use thiserror::Error;
+use vm_memory::{FileOffset, MmapRegion, VolatileMemory, VolatileSlice};
+
+/// Maps the live block of `file`, shared.
+fn map_live(file: &File) -> io::Result<MmapRegion> {
+    MmapRegion::build(
+        Some(FileOffset::new(file.try_clone()?, LIVE_OFFSET)),
+        LIVE_SIZE as usize,
+        libc::PROT_READ | libc::PROT_WRITE,
+        libc::MAP_SHARED,
+    )
+    .map_err(|e| io::Error::other(e.to_string()))
+}
 
 /// "VNICREC\0".
 const MAGIC: [u8; 8] = *b"VNICREC\0";
@@ -29,6 +43,10 @@ const HEADER_SIZE: u64 = 4096;
 /// with 128 VFs); the memfd is sparse, so only what is written is memory.
 pub const SLOT_SIZE: u64 = 64 << 20;
 const SLOT_HEADER: u64 = 16;
+/// Where the live block starts, and its size (the counters of 256
+/// functions and the card fit many times).
+const LIVE_OFFSET: u64 = HEADER_SIZE + 2 * SLOT_SIZE;
+pub const LIVE_SIZE: u64 = 1 << 20;
 
 #[derive(Debug, Error)]
 pub enum RecordError {
@@ -50,6 +68,8 @@ pub enum RecordError {
 /// The record's file.
 pub struct RecordFile {
     file: File,
+    /// The live block, mapped shared: written with plain stores.
+    live: MmapRegion,
     /// The slot holding the current record.
     active: u32,
     sequence: u64,
@@ -67,12 +87,13 @@ impl RecordFile {
         }
         // SAFETY: the descriptor was just created and nothing else owns it.
         let file = unsafe { <File as std::os::fd::FromRawFd>::from_raw_fd(fd) };
-        file.set_len(HEADER_SIZE + 2 * SLOT_SIZE)?;
+        file.set_len(LIVE_OFFSET + LIVE_SIZE)?;
         let mut header = [0u8; 16];
         header[..8].copy_from_slice(&MAGIC);
         header[8..12].copy_from_slice(&LAYOUT.to_le_bytes());
         file.write_all_at(&header, 0)?;
         Ok(RecordFile {
+            live: map_live(&file)?,
             file,
             active: 0,
             sequence: 0,
@@ -98,7 +119,14 @@ impl RecordFile {
                 why: "no such slot",
             });
         }
+        if file.metadata()?.len() < LIVE_OFFSET + LIVE_SIZE {
+            return Err(RecordError::Slot {
+                slot: 2,
+                why: "the file ends before the live block",
+            });
+        }
         let mut rec = RecordFile {
+            live: map_live(&file)?,
             file,
             active,
             sequence: 0,
@@ -109,6 +137,11 @@ impl RecordFile {
 
     pub fn file(&self) -> &File {
         &self.file
+    }
+
+    /// The live block ([`LIVE_SIZE`] bytes).
+    pub fn live(&self) -> VolatileSlice<'_> {
+        self.live.as_volatile_slice()
     }
 
     fn slot_offset(slot: u32) -> u64 {
@@ -208,6 +241,12 @@ mod tests {
         assert!(matches!(reopen(&rec), Err(RecordError::Magic)));
         let empty = File::open("/dev/null").unwrap();
         assert!(RecordFile::open(empty).is_err());
+        let short = RecordFile::create().unwrap();
+        short.file.set_len(HEADER_SIZE + 2 * SLOT_SIZE).unwrap();
+        assert!(matches!(
+            reopen(&short),
+            Err(RecordError::Slot { slot: 2, .. })
+        ));
     }
 
     #[test]

@@ -440,6 +440,8 @@ impl Server {
             }
         }
         self.restart.prune();
+        // The counters as of the last worker's last turn with traffic.
+        self.restart.restore_live(&mut self.card);
         if self.restart.restarting() || restored > 0 {
             info!(
                 "took over from the previous card worker: {restored} functions with their \

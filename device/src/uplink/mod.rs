@@ -117,6 +117,7 @@ pub enum UplinkError {
 
 /// Uplink counters (`stats`, card section).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[repr(C)]
 pub struct UplinkCounters {
     pub tx_frames: u64,
     pub tx_bytes: u64,

@@ -295,6 +295,7 @@ pub fn ethertype(frame: &[u8]) -> Option<u16> {
 
 /// Card counters of the exception queue pair (`stats`, docs/vxlan.md).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[repr(C)]
 pub struct ExceptionCounters {
     /// Requests written into the exception queue pair's receive queue.
     pub to_pf: u64,

@@ -66,6 +66,7 @@ impl fmt::Display for Vni {
 
 /// Card counters of VxLAN (`stats`, docs/vxlan.md).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[repr(C)]
 pub struct VxlanCounters {
     /// Frames encapsulated and sent to the uplink.
     pub encapsulated: u64,
