@@ -70,6 +70,8 @@
 
 /* How often the watchdog checks that the function kept its PCI config */
 #define VNIC_WATCHDOG_MS		500
+/* Announcements of the vNICs' addresses after a recovery, a tick apart */
+#define VNIC_ANNOUNCE_ROUNDS		3
 
 /* Default ring sizes (ethtool -G changes them) */
 #define VNIC_TX_RING_DEFAULT	256
@@ -565,6 +567,7 @@ struct vnic_priv {
 	struct pci_saved_state *pci_state;
 	ktime_t lost_at;
 	u32 recoveries;
+	u8 announce_left;
 };
 
 static inline u32 vnic_rd32(struct vnic_priv *priv, u32 reg)

@@ -300,6 +300,25 @@ static u32 vnic_recovery_check_ports(struct vnic_priv *priv)
 }
 
 /* Step 6: the function runs again */
+/*
+ * The guest may run on another card, behind another switch port, now (a
+ * migration): a gratuitous ARP and unsolicited neighbour advertisements for
+ * every vNIC that is up, as virtio-net's announce, so that peers and
+ * switches learn the new place at once. Done again at the next watchdog
+ * ticks (VNIC_ANNOUNCE_ROUNDS in all, 500 ms apart), as QEMU's announce
+ * repeats: a peer whose own function resumes a moment later still hears
+ * it. RTNL held.
+ */
+static void vnic_recovery_announce(struct vnic_priv *priv)
+{
+	u32 q;
+
+	ASSERT_RTNL();
+	for (q = 0; q < priv->nr_ports; q++)
+		if (priv->ports[q]->up)
+			__netdev_notify_peers(priv->ports[q]->netdev);
+}
+
 static void vnic_recovery_complete(struct vnic_priv *priv)
 {
 	struct pci_dev *pdev = priv->pdev;
@@ -319,16 +338,19 @@ static void vnic_recovery_complete(struct vnic_priv *priv)
 			napi_schedule(&priv->ports[q]->napi);
 	local_bh_enable();
 
+	vnic_recovery_announce(priv);
+	priv->announce_left = VNIC_ANNOUNCE_ROUNDS - 1;
+
 	/* Management may have changed QP_NUM or MACs: check as for CONFIG */
 	vnic_events_kick(priv, VNIC_IRQ_CAUSE_CONFIG);
 
 	WRITE_ONCE(priv->recoveries, priv->recoveries + 1);
 	if (priv->is_vf)
-		pci_info(pdev, "recovered in %u ms (VF%u, %u queue pairs)\n",
+		pci_info(pdev, "recovered in %u ms (VF%u, %u queue pairs, addresses announced)\n",
 			 (u32)ktime_ms_delta(ktime_get(), priv->lost_at),
 			 priv->vf_index, up);
 	else
-		pci_info(pdev, "recovered in %u ms (PF, %u queue pairs)\n",
+		pci_info(pdev, "recovered in %u ms (PF, %u queue pairs, addresses announced)\n",
 			 (u32)ktime_ms_delta(ktime_get(), priv->lost_at), up);
 }
 
@@ -444,6 +466,15 @@ static void vnic_watchdog_check(struct vnic_priv *priv)
 		lost = vnic_config_lost(priv, &cmd);
 	}
 	if (!lost && state == VNIC_FN_RUNNING) {
+		if (READ_ONCE(priv->announce_left) && device_trylock(dev)) {
+			rtnl_lock();
+			if (priv->announce_left) {
+				priv->announce_left--;
+				vnic_recovery_announce(priv);
+			}
+			rtnl_unlock();
+			device_unlock(dev);
+		}
 		vnic_health_check(priv);
 		return;
 	}

@@ -19,7 +19,10 @@
 #   - the card's per-queue counters after the migration (the new vnicd's,
 #     read from the contexts in guest memory) are at least the old ones,
 #     and grew;
-#   - the driver's "recovered in N ms".
+#   - the driver's "recovered in N ms";
+#   - the driver announced a's address after the recovery: c (VF0's other
+#     vNIC, resumed with a; b's VF may resume after a announced) saw a
+#     gratuitous ARP "who-has 10.0.0.1 tell 10.0.0.1" (tcpdump in c).
 #
 # Environment (--env, from the thin scenario files that source this one):
 #   MIGRATE_EXPECT=recover (default): vnic.ko with its default recovery
@@ -228,6 +231,10 @@ printf '%s\n' "$QC1_BEFORE" | grep packets | sed "s/^/  [$FN1] /"
 
 # ------------------------------------------------------------ migrate
 
+# Every ARP c sees from now on: the gratuitous ones after the recovery.
+ip netns exec c timeout 400 tcpdump -i "$C" -nn -l arp >/tmp/arp-c.log 2>/dev/null &
+ARP_PID=$!
+
 step "migration (the launcher saves and restores the guest)"
 T_ASK=$(now_ms)
 echo "VNIC-MIGRATE"
@@ -299,6 +306,15 @@ sleep 3
 # ------------------------------------------------------------ checks
 
 step "checks"
+kill "$ARP_PID" 2>/dev/null
+wait "$ARP_PID" 2>/dev/null
+announced=$(grep -c "Request who-has $IP_A tell $IP_A" /tmp/arp-c.log)
+if ((announced > 0)); then
+	ok "a's address announced after the recovery ($announced gratuitous ARP seen in c)"
+else
+	fail "a's address announced after the recovery: no gratuitous ARP for $IP_A in c"
+	tail -n 5 /tmp/arp-c.log
+fi
 if kill -0 "$PING_PID" 2>/dev/null; then
 	ok "the ping process still runs"
 else
