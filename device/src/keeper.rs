@@ -240,25 +240,18 @@ impl Drop for RuntimeDir {
     }
 }
 
-/// Blocks the keeper's signals and returns a signalfd for them. SIGHUP is
-/// left alone if it is ignored (`nohup vnicd …`); else it stops vnicd
-/// like SIGTERM, as it ended vnicd before the keeper.
-fn keeper_signals() -> io::Result<OwnedFd> {
-    // SAFETY: sigset_t and sigaction are plain data; sigemptyset/sigaddset
-    // initialise the set, sigaction with a null new action only reads the
-    // current one into `old`, sigprocmask and signalfd only read the set.
-    // The keeper has a single thread.
+/// Blocks `signals` and returns a signalfd that becomes readable when one
+/// arrives, so an event loop handles them like any other event (the
+/// keeper's, and the worker's: `vnicd`'s stop and hand-over signals).
+/// Call before any thread exists.
+pub fn signal_fd(signals: &[libc::c_int]) -> io::Result<OwnedFd> {
+    // SAFETY: sigset_t is plain data; sigemptyset/sigaddset initialise it,
+    // sigprocmask and signalfd only read it. The caller has one thread.
     unsafe {
         let mut set: libc::sigset_t = std::mem::zeroed();
         libc::sigemptyset(&mut set);
-        for s in [libc::SIGCHLD, libc::SIGTERM, libc::SIGINT] {
+        for &s in signals {
             libc::sigaddset(&mut set, s);
-        }
-        let mut old: libc::sigaction = std::mem::zeroed();
-        let hup_ignored = libc::sigaction(libc::SIGHUP, std::ptr::null(), &mut old) == 0
-            && old.sa_sigaction == libc::SIG_IGN;
-        if !hup_ignored {
-            libc::sigaddset(&mut set, libc::SIGHUP);
         }
         if libc::sigprocmask(libc::SIG_BLOCK, &set, std::ptr::null_mut()) != 0 {
             return Err(io::Error::last_os_error());
@@ -271,6 +264,35 @@ fn keeper_signals() -> io::Result<OwnedFd> {
     }
 }
 
+/// The next signal the signalfd `fd` delivers, if one is waiting.
+pub fn read_signal(fd: RawFd) -> Option<libc::c_int> {
+    // SAFETY: signalfd_siginfo is plain data; read(2) fills at most its
+    // size into it.
+    let mut info: libc::signalfd_siginfo = unsafe { std::mem::zeroed() };
+    let size = std::mem::size_of::<libc::signalfd_siginfo>();
+    // SAFETY: `info` is `size` bytes we own.
+    let n = unsafe { libc::read(fd, (&mut info as *mut libc::signalfd_siginfo).cast(), size) };
+    (n == size as isize).then_some(info.ssi_signo as libc::c_int)
+}
+
+/// Blocks the keeper's signals and returns a signalfd for them. SIGHUP is
+/// left alone if it is ignored (`nohup vnicd …`); else it stops vnicd
+/// like SIGTERM, as it ended vnicd before the keeper.
+fn keeper_signals() -> io::Result<OwnedFd> {
+    // SAFETY: sigaction is plain data; with a null new action it only
+    // reads the current one into `old`.
+    let hup_ignored = unsafe {
+        let mut old: libc::sigaction = std::mem::zeroed();
+        libc::sigaction(libc::SIGHUP, std::ptr::null(), &mut old) == 0
+            && old.sa_sigaction == libc::SIG_IGN
+    };
+    let mut signals = vec![libc::SIGCHLD, libc::SIGTERM, libc::SIGINT];
+    if !hup_ignored {
+        signals.push(libc::SIGHUP);
+    }
+    signal_fd(&signals)
+}
+
 /// What the signals read in one turn ask for.
 #[derive(Default)]
 struct Signals {
@@ -281,21 +303,12 @@ struct Signals {
 /// Reads every pending signal from the signalfd `fd`.
 fn read_signals(fd: RawFd) -> Signals {
     let mut out = Signals::default();
-    loop {
-        // SAFETY: signalfd_siginfo is plain data, read(2) fills at most its
-        // size into it.
-        let mut info: libc::signalfd_siginfo = unsafe { std::mem::zeroed() };
-        let size = std::mem::size_of::<libc::signalfd_siginfo>();
-        // SAFETY: `info` is `size` bytes we own.
-        let n = unsafe { libc::read(fd, (&mut info as *mut libc::signalfd_siginfo).cast(), size) };
-        if n != size as isize {
-            return out;
-        }
-        let signal = info.ssi_signo as i32;
+    while let Some(signal) = read_signal(fd) {
         if signal != libc::SIGCHLD {
             out.stop = out.stop.or(worker::signal_name(signal));
         }
     }
+    out
 }
 
 /// Sends `signal` to `pid`, a worker the keeper has not reaped (so the PID

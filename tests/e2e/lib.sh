@@ -56,6 +56,12 @@ carrier() { ip -n "$1" -o link show dev "$2" | grep -q 'LOWER_UP'; }
 # listening NS PORT: a TCP socket listens on PORT in namespace NS.
 listening() { ip netns exec "$1" ss -Hltn | grep -q ":$2 "; }
 
+# The same in the root namespace, for scenarios without namespaces:
+# link_up DEV (carrier), tcp_listening PORT, answers IP (one ping).
+link_up() { ip -o link show dev "$1" | grep -q 'LOWER_UP'; }
+tcp_listening() { ss -Hltn | grep -q ":$1 "; }
+answers() { ping -c 1 -W 1 "$1" >/dev/null 2>&1; }
+
 # ping_from NS DST COUNT: pings, prints the summary lines; sets RECEIVED.
 ping_from() {
 	local out

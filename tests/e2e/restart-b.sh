@@ -30,13 +30,6 @@ WAIT_SECONDS=240
 # shellcheck source=tests/e2e/lib.sh
 . /etc/vnic-e2e.sh
 
-# shellcheck disable=SC2317 # run through wait_for
-tcp_listening() { ss -Hltn | grep -q ":$1 "; }
-# shellcheck disable=SC2317 # run through wait_for
-peer_answers() { ping -c 1 -W 1 "$1" >/dev/null 2>&1; }
-# shellcheck disable=SC2317 # run through wait_for
-link_up() { ip -o link show dev "$1" | grep -q 'LOWER_UP'; }
-
 step "insmod $MODULE"
 insmod "$MODULE" || abort "insmod vnic.ko" "insmod failed"
 netdev_for B0 "$MAC0"
@@ -53,7 +46,7 @@ spid=$!
 wait_for 15 tcp_listening 5202 || fail "iperf3 server listening"
 
 step "waiting for A ($PEER0, $PEER1)"
-if wait_for "$WAIT_SECONDS" peer_answers "$PEER0" && wait_for 30 peer_answers "$PEER1"; then
+if wait_for "$WAIT_SECONDS" answers "$PEER0" && wait_for 30 answers "$PEER1"; then
 	ok "A answers on both vNICs"
 else
 	abort "A answers" "no answer in $WAIT_SECONDS s"

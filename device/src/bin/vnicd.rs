@@ -8,7 +8,7 @@
 
 use std::ffi::OsString;
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
@@ -125,29 +125,11 @@ fn read_config(path: &std::path::Path) -> Result<CardFile, String> {
     serde_json::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))
 }
 
-/// Blocks SIGINT and SIGTERM, and SIGUSR1 and SIGUSR2 (a keeper's answers
-/// to a hand-over, docs/restart.md), and returns a signalfd that becomes
-/// readable when one arrives, so the event loop handles them like any
-/// other event.
+/// SIGINT and SIGTERM (stop), SIGUSR1 and SIGUSR2 (a keeper's answers to
+/// a hand-over, docs/restart.md), blocked and read from a signalfd by the
+/// event loop.
 fn stop_signals() -> io::Result<OwnedFd> {
-    // SAFETY: sigset_t is plain data; sigemptyset/sigaddset initialise it,
-    // sigprocmask and signalfd only read it. Called before any thread exists.
-    unsafe {
-        let mut set: libc::sigset_t = std::mem::zeroed();
-        libc::sigemptyset(&mut set);
-        libc::sigaddset(&mut set, libc::SIGINT);
-        libc::sigaddset(&mut set, libc::SIGTERM);
-        libc::sigaddset(&mut set, libc::SIGUSR1);
-        libc::sigaddset(&mut set, libc::SIGUSR2);
-        if libc::sigprocmask(libc::SIG_BLOCK, &set, std::ptr::null_mut()) != 0 {
-            return Err(io::Error::last_os_error());
-        }
-        let fd = libc::signalfd(-1, &set, libc::SFD_CLOEXEC | libc::SFD_NONBLOCK);
-        if fd < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        Ok(OwnedFd::from_raw_fd(fd))
-    }
+    keeper::signal_fd(&[libc::SIGINT, libc::SIGTERM, libc::SIGUSR1, libc::SIGUSR2])
 }
 
 fn main() -> ExitCode {

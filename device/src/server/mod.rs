@@ -49,6 +49,7 @@ pub use sockets::SocketAccess;
 use crate::card::Card;
 use crate::clientlog::Cause;
 use crate::control::socket::{ControlSocket, Served, MAX_CLIENTS};
+use crate::keeper;
 use crate::protocol::error_reply;
 use crate::restart::{names, CardRecord, ClientRecord, Restart};
 
@@ -588,7 +589,7 @@ impl Server {
             let mut uplink = self.card.uplink_pending();
             for ev in events.iter() {
                 match ev.token() {
-                    STOP => match read_signal(stop) {
+                    STOP => match keeper::read_signal(stop) {
                         Some(libc::SIGTERM | libc::SIGINT) => {
                             info!("stopping");
                             self.restart.stopping();
@@ -719,7 +720,7 @@ impl Server {
             if !wait_readable(stop, left) {
                 continue;
             }
-            match read_signal(stop) {
+            match keeper::read_signal(stop) {
                 Some(libc::SIGUSR1) => {
                     info!(
                         "the new worker serves the card; this one leaves ({} ms after the \
@@ -884,16 +885,6 @@ impl Server {
         self.backlog.retain(|&i| i != index);
         self.card.disconnect(index);
     }
-}
-
-/// The signal a signalfd delivers, if one is waiting.
-fn read_signal(fd: RawFd) -> Option<i32> {
-    // SAFETY: signalfd_siginfo is plain data; read writes at most its size.
-    let mut info: libc::signalfd_siginfo = unsafe { std::mem::zeroed() };
-    let size = std::mem::size_of::<libc::signalfd_siginfo>();
-    // SAFETY: `info` is a writable buffer of `size` bytes.
-    let n = unsafe { libc::read(fd, (&mut info as *mut libc::signalfd_siginfo).cast(), size) };
-    (n as usize == size).then_some(info.ssi_signo as i32)
 }
 
 /// Waits up to `timeout` for `fd` to become readable.
