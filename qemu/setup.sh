@@ -20,8 +20,10 @@
 #                  namespace: host netns-ping, docs/vxlan.md),
 #                  and for migration (run-guest.sh --migrate, migrate.sh)
 #                  socat (QEMU's monitor socket), qemu-utils (qemu-img for
-#                  the savevm image), jq (configuration edits), and the
-#                  linter shellcheck (tests/run.sh checks the scripts)
+#                  the savevm image), jq (configuration edits), the
+#                  linter shellcheck (tests/run.sh checks the scripts), and
+#                  python3 (the keeper test's fake card worker,
+#                  tests/control/keeper_worker.py)
 #   qemu           debootstrap a minimal Debian trixie tree into
 #                  qemu/.cache/trixie and install qemu-system-x86 (>= 10.1,
 #                  with vfio-user-pci) from trixie-backports into it; write
@@ -473,7 +475,8 @@ step_initramfs() {
 
 step_host_packages() {
 	apt_install_host debootstrap cpio kmod xz-utils zstd gzip make gcc libc6-dev \
-		libelf-dev binutils tcpdump iputils-ping socat qemu-utils jq shellcheck
+		libelf-dev binutils tcpdump iputils-ping socat qemu-utils jq shellcheck \
+		python3
 }
 
 step_qemu() {
