@@ -245,9 +245,17 @@ impl Card {
     /// that waited for it, whatever changed them (the event loop's last
     /// step of a turn): no interrupt waits past one turn.
     pub fn settle(&mut self) {
-        for f in &mut self.functions {
-            if f.unsettled() {
-                f.sync_contexts();
+        for f in 0..self.functions.len() {
+            let func = &mut self.functions[f];
+            if func.unsettled() {
+                func.sync_contexts();
+            }
+            if func.claims_addresses() == func.addresses_released() {
+                self.with_datapath(|d, parts| d.sync_claims(parts, f));
+            }
+            if let Some(state) = self.functions[f].take_migration_change() {
+                let function = self.functions[f].name().to_string();
+                self.push_event(Event::Migration { function, state });
             }
         }
     }

@@ -60,6 +60,21 @@ pub const SLOT_SIZE: u64 = 16;
 /// `WATCH` while the card polls the slot.
 pub const WATCHING: u32 = 1;
 
+/// The page in use: its memory, for loads, and where the card's stores
+/// go ([`DoorbellPage::store`]).
+#[derive(Clone, Copy)]
+struct Page<'a> {
+    mem: VolatileSlice<'a>,
+    /// A guest page: the function's DMA space and the page's address.
+    guest: Option<(&'a DmaSpace, u64)>,
+}
+
+impl<'a> Page<'a> {
+    fn bar(mem: VolatileSlice<'a>) -> Self {
+        Page { mem, guest: None }
+    }
+}
+
 /// The words of a slot.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[repr(u64)]
@@ -316,7 +331,7 @@ impl DoorbellPage {
 
     /// The page in use, through `dma` for a guest page. None if there is
     /// none, or the guest page is not (or no longer) reachable.
-    fn mem<'a>(&'a self, dma: &'a DmaSpace) -> Option<VolatileSlice<'a>> {
+    fn mem<'a>(&'a self, dma: &'a DmaSpace) -> Option<Page<'a>> {
         Self::page_mem(&self.bar, self.active, dma)
     }
 
@@ -326,14 +341,16 @@ impl DoorbellPage {
         bar: &'a Option<BarPage>,
         active: Option<Active>,
         dma: &'a DmaSpace,
-    ) -> Option<VolatileSlice<'a>> {
+    ) -> Option<Page<'a>> {
         match active? {
-            Active::Bar => bar.as_ref().map(BarPage::slice),
-            Active::Guest(a) => dma
-                .target(a, PAGE_SIZE as usize)
-                .ok()
-                .flatten()
-                .map(|t| t.volatile()),
+            Active::Bar => bar.as_ref().map(|b| Page::bar(b.slice())),
+            Active::Guest(a) => {
+                let t = dma.target(a, PAGE_SIZE as usize).ok().flatten()?;
+                Some(Page {
+                    mem: t.as_source().volatile(),
+                    guest: Some((dma, a)),
+                })
+            }
         }
     }
 
@@ -341,17 +358,29 @@ impl DoorbellPage {
         q * SLOT_SIZE as usize + word as usize
     }
 
-    fn load(mem: VolatileSlice, q: usize, word: Word) -> u32 {
+    fn load(page: Page, q: usize, word: Word) -> u32 {
         // In bounds by construction (q < watch.len() ≤ slots per page).
-        mem.load::<u32>(Self::at(q, word), Ordering::Acquire)
+        page.mem
+            .load::<u32>(Self::at(q, word), Ordering::Acquire)
             .map_or(u32::MAX, u32::from_le)
     }
 
-    fn store(mem: VolatileSlice, q: usize, word: Word, v: u32) {
-        let _ = mem.store(v.to_le(), Self::at(q, word), Ordering::Release);
+    /// A store of the card's into the page: a guest page's goes through
+    /// the function's DMA space, which keeps it for the client in
+    /// migration mode (crate::dma::relay).
+    fn store(page: Page, q: usize, word: Word, v: u32) {
+        let at = Self::at(q, word);
+        match page.guest {
+            Some((dma, base)) => {
+                let _ = dma.store_u32(base + at as u64, v);
+            }
+            None => {
+                let _ = page.mem.store(v.to_le(), at, Ordering::Release);
+            }
+        }
     }
 
-    fn read_slot(mem: VolatileSlice, q: usize) -> Slot {
+    fn read_slot(mem: Page, q: usize) -> Slot {
         Slot {
             tx_tail: Self::load(mem, q, Word::TxTail),
             rx_tail: Self::load(mem, q, Word::RxTail),
@@ -402,7 +431,12 @@ impl DoorbellPage {
             return;
         }
         self.reset();
-        if let Some(mem) = self.bar.as_ref().map(BarPage::slice).filter(|_| on) {
+        if let Some(mem) = self
+            .bar
+            .as_ref()
+            .map(|b| Page::bar(b.slice()))
+            .filter(|_| on)
+        {
             for (q, w) in self.watch.iter_mut().enumerate() {
                 *w = Self::restart_slot(mem, q, tails(q));
             }
@@ -412,7 +446,7 @@ impl DoorbellPage {
 
     /// Writes a slot that starts from tails `(tx, rx)`, unwatched; returns
     /// the card's view of it.
-    fn restart_slot(mem: VolatileSlice, q: usize, (tx, rx): (u32, u32)) -> Watch {
+    fn restart_slot(mem: Page, q: usize, (tx, rx): (u32, u32)) -> Watch {
         Self::store(mem, q, Word::Watch, 0);
         Self::store(mem, q, Word::TxTail, tx);
         Self::store(mem, q, Word::RxTail, rx);
@@ -542,6 +576,13 @@ impl DoorbellPage {
     /// card stopped and must read the slot once more (the driver may have
     /// stored a tail just before it read WATCH).
     pub fn quiet(&mut self, dma: &DmaSpace, q: usize, now: Instant) -> bool {
+        // In migration mode the clear of WATCH reaches the page only when
+        // the client has made the write, after the card read the slot
+        // again: a tail stored in between would be lost. The card keeps
+        // polling until the mode ends.
+        if dma.relaying() && matches!(self.active, Some(Active::Guest(_))) {
+            return false;
+        }
         let idle = self.policy.idle;
         let Some(mem) = Self::page_mem(&self.bar, self.active, dma) else {
             return false;

@@ -300,6 +300,11 @@ pub enum Event {
     Quiesced {
         function: String,
     },
+    /// A function's live-migration mode changed (docs/migration.md).
+    Migration {
+        function: String,
+        state: MigrationState,
+    },
     Resumed {
         function: String,
     },
@@ -456,6 +461,39 @@ impl ControlCounters {
             ("control_timed_out", self.timed_out),
             ("control_not_reading", self.not_reading),
         ]
+    }
+}
+
+/// Where a function is in a live migration.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum MigrationState {
+    /// Writes go straight into guest memory.
+    #[default]
+    Off,
+    /// Writes go through the client.
+    Relaying,
+    /// Quiesced for the switchover; its last writes wait for QEMU's
+    /// answer.
+    Flushing,
+    /// Management ended the mode; the writes in flight wait for QEMU's
+    /// answer.
+    Ending,
+    /// The switchover's flush was acknowledged: the function is quiesced
+    /// and its addresses are released until a VCT entry is committed again.
+    Switched,
+}
+
+impl MigrationState {
+    /// The name the control API uses.
+    pub fn name(self) -> &'static str {
+        match self {
+            MigrationState::Off => "off",
+            MigrationState::Relaying => "relaying",
+            MigrationState::Flushing => "flushing",
+            MigrationState::Ending => "ending",
+            MigrationState::Switched => "switched",
+        }
     }
 }
 

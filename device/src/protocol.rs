@@ -107,7 +107,8 @@ pub struct HeaderFlags {
     /// 0 = command, 1 = reply; anything else is invalid.
     #[bits(4)]
     pub msg_type: u8,
-    /// The sender does not want a reply (posted writes).
+    /// The sender does not want a reply (posted writes, the card's
+    /// DMA_WRITEs but the last of a batch).
     pub no_reply: bool,
     /// This reply carries an errno in `error`.
     pub error: bool,
@@ -176,7 +177,7 @@ impl TryFrom<u16> for Command {
 pub enum ProtocolError {
     #[error("message size {0} outside 16..={MAX_MSG_SIZE}")]
     BadSize(u32),
-    #[error("message type {0} is not a command")]
+    #[error("message type {0} is not a command (or a reply without payload)")]
     NotACommand(u8),
     #[error("unknown command {0}")]
     UnknownCommand(u16),
@@ -246,13 +247,17 @@ impl MessageHeader {
     }
 
     /// Checks what can be checked before reading the payload: the size bound
-    /// (so nothing larger than [`MAX_MSG_SIZE`] is ever allocated) and that the
-    /// client sent a command, not a reply (the card never sends requests).
+    /// (so nothing larger than [`MAX_MSG_SIZE`] is ever allocated), and
+    /// that the client sent a command, or a bare reply (a header, no
+    /// payload: the answer to a DMA_WRITE of the card's, [`dma_write`]).
     pub fn validate(&self) -> Result<(), ProtocolError> {
         if (self.size as usize) < HEADER_SIZE || self.size > MAX_MSG_SIZE {
             return Err(ProtocolError::BadSize(self.size));
         }
         let t = self.flags.msg_type();
+        if t == MsgType::Reply as u8 && self.size as usize == HEADER_SIZE {
+            return Ok(());
+        }
         if t != MsgType::Command as u8 {
             return Err(ProtocolError::NotACommand(t));
         }
@@ -617,6 +622,28 @@ pub fn reply(req: &MessageHeader, payload: &[u8]) -> Vec<u8> {
     out
 }
 
+/// A DMA_WRITE request of the card's (live migration, crate::dma::relay):
+/// `data` for guest address `address`. Without `reply` it carries
+/// NO_REPLY (QEMU answers only an error).
+pub fn dma_write(id: u16, address: u64, data: &[u8], reply: bool) -> Vec<u8> {
+    let size = HEADER_SIZE + 16 + data.len();
+    let mut out = Vec::with_capacity(size);
+    MessageHeader {
+        id,
+        command: Command::DmaWrite as u16,
+        size: size as u32,
+        flags: HeaderFlags::new()
+            .with_msg_type(MsgType::Command as u8)
+            .with_no_reply(!reply),
+        error: 0,
+    }
+    .encode(&mut out);
+    out.extend_from_slice(&address.to_le_bytes());
+    out.extend_from_slice(&(data.len() as u64).to_le_bytes());
+    out.extend_from_slice(data);
+    out
+}
+
 /// Whether the first bytes of a connection start a vfio-user message: its
 /// command field (bytes 2–3) names a vfio-user command. None until 4 bytes
 /// are in. Every command number is below 0x20, so the field's high byte is
@@ -831,9 +858,26 @@ mod tests {
     }
 
     #[test]
-    fn header_rejects_replies_and_unknown_types() {
+    fn dma_write_is_a_command_with_address_count_and_data() {
+        let m = dma_write(7, 0x1234_5000, &[1, 2, 3], false);
+        let h = MessageHeader::decode(m[..HEADER_SIZE].try_into().unwrap());
+        assert_eq!((h.id, h.command, h.size), (7, 12, 35));
+        assert!(h.flags.no_reply());
+        assert_eq!(h.flags.msg_type(), 0);
+        assert_eq!(&m[16..24], &0x1234_5000u64.to_le_bytes());
+        assert_eq!(&m[24..32], &3u64.to_le_bytes());
+        assert_eq!(&m[32..], &[1, 2, 3]);
+        let last = dma_write(8, 0, &[], true);
+        assert!(!MessageHeader::decode(last[..16].try_into().unwrap())
+            .flags
+            .no_reply());
+    }
+
+    #[test]
+    fn header_takes_bare_replies_and_rejects_others_and_unknown_types() {
+        assert_eq!(MessageHeader::decode(&hdr(1, 16, 1)).validate(), Ok(()));
         assert_eq!(
-            MessageHeader::decode(&hdr(1, 16, 1)).validate(),
+            MessageHeader::decode(&hdr(1, 24, 1)).validate(),
             Err(ProtocolError::NotACommand(1))
         );
         assert_eq!(

@@ -20,8 +20,9 @@ use serde::de::DeserializeOwned;
 use serde_json::Value;
 
 use vnic::control::api::{
-    self, CaptureInfo, CardFile, FdbEntry, FilterInfo, FunctionInfo, QuiesceInfo, Request,
-    Response, StatsInfo, VctInfo, VnicInfo, VxlanAddInfo, VxlanListInfo,
+    self, CaptureInfo, CardFile, FdbEntry, FilterInfo, FunctionInfo, MigrateAction, MigrationInfo,
+    MigrationState, QuiesceInfo, Request, Response, StatsInfo, VctInfo, VnicInfo, VxlanAddInfo,
+    VxlanListInfo,
 };
 use vnic::model::{self, Event, GuestAddr, Mac, RatePolicy, SuccessionInfo, WorkerInfo};
 
@@ -122,6 +123,10 @@ enum Command {
     /// VCT entries (function -> BAT address in guest memory).
     #[command(subcommand)]
     Vct(VctCommand),
+    /// Live migration of a function's guest (docs/migration.md, "Live
+    /// migration").
+    #[command(subcommand)]
+    Migrate(MigrateCommand),
     /// Sets a VF's attribute: VxLAN with a VNI, or VLAN (docs/vxlan.md).
     Attr {
         function: String,
@@ -211,6 +216,23 @@ enum VctCommand {
         function: String,
         address: GuestAddr,
     },
+}
+
+#[derive(Subcommand, Debug)]
+enum MigrateCommand {
+    /// Puts FUNCTION in migration mode: every write the card makes into
+    /// its guest's memory goes through QEMU (vfio-user DMA_WRITE), whose
+    /// dirty log then sees it.
+    Begin { function: String },
+    /// The switchover (QEMU paused in pre-switchover): quiesces FUNCTION,
+    /// writes its queue contexts back through QEMU and waits (up to
+    /// --timeout) until QEMU has made every write. The mode then ends and
+    /// FUNCTION's addresses leave this card's switch.
+    Switchover { function: String },
+    /// Leaves migration mode (a cancelled migration); FUNCTION runs on.
+    End { function: String },
+    /// FUNCTION's migration state and counters.
+    Status { function: String },
 }
 
 #[derive(Subcommand, Debug)]
@@ -430,6 +452,16 @@ fn run(cli: &Cli, out: &mut dyn Write) -> Result<(), Failure> {
         let timeout = Duration::from_secs_f64(cli.timeout);
         return wait_for_successor(&socket, result, timeout, out);
     }
+    if let Command::Migrate(MigrateCommand::Switchover { function }) = &cli.command {
+        let timeout = Duration::from_secs_f64(cli.timeout);
+        let info = wait_for_switchover(&socket, function, result, timeout)?;
+        let text = if cli.json {
+            pretty(&serde_json::to_value(&info).unwrap_or_default())
+        } else {
+            migration_text(&info)
+        };
+        return write_out(out, &text);
+    }
     let mut text = render(&cli.command, result, cli.json)?;
     if matches!(cli.command, Command::List) && !cli.json {
         // Under the table: the process serving the card (one request
@@ -613,6 +645,18 @@ fn build_request(command: &Command) -> Result<Request, Failure> {
             path: std::path::absolute(path)
                 .map_err(|e| Failure::Local(format!("{}: {e}", path.display())))?,
         },
+        Command::Migrate(m) => {
+            let (function, action) = match m {
+                MigrateCommand::Begin { function } => (function, MigrateAction::Begin),
+                MigrateCommand::Switchover { function } => (function, MigrateAction::Switchover),
+                MigrateCommand::End { function } => (function, MigrateAction::End),
+                MigrateCommand::Status { function } => (function, MigrateAction::Status),
+            };
+            Request::Migrate {
+                function: function.clone(),
+                action,
+            }
+        }
         Command::Vct(VctCommand::Set { function, address }) => Request::VctSet {
             function: function.clone(),
             address: *address,
@@ -1019,6 +1063,7 @@ fn render(command: &Command, result: Value, json: bool) -> Result<String, Failur
         Command::Stats { .. } => stats_text(&typed(result, "stats")?),
         Command::Capture(CaptureCommand::Stop) => capture_stopped_text(result),
         Command::Vct(_) => vct_set_text(&typed(result, "vct set")?),
+        Command::Migrate(_) => migration_text(&typed(result, "migrate")?),
         Command::Vxlan(VxlanCommand::List) => vxlan_list_text(&typed(result, "vxlan list")?),
         Command::Vxlan(VxlanCommand::Add { .. }) => vxlan_add_text(&typed(result, "vxlan add")?),
         Command::Quiesce { .. } => typed::<Vec<QuiesceInfo>>(result, "quiesce")?
@@ -1067,6 +1112,54 @@ fn fault_text(f: &api::FaultInfo) -> String {
     for (k, v) in fields(serde_json::to_value(f.counters).expect("serialises")) {
         s += &format!("  {k} {v}\n");
     }
+    s
+}
+
+/// After `migrate switchover`: asks until the function's last writes are
+/// answered (state `switched`), each time on a new connection.
+fn wait_for_switchover(
+    socket: &Path,
+    function: &str,
+    reply: Value,
+    timeout: Duration,
+) -> Result<MigrationInfo, Failure> {
+    let mut info: MigrationInfo = typed(reply, "migrate switchover")?;
+    let deadline = Instant::now() + timeout;
+    let status = Request::Migrate {
+        function: function.to_string(),
+        action: MigrateAction::Status,
+    };
+    let written = info.contexts_written;
+    while info.state == MigrationState::Flushing {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(Failure::Socket(format!(
+                "{function}: QEMU has not answered the switchover's writes \
+                 ({} batches) within the timeout",
+                info.unanswered
+            )));
+        }
+        std::thread::sleep(Duration::from_millis(5).min(left));
+        let mut conn = ControlConnection::open(socket, left)?;
+        info = typed(conn.call(&status)?, "migrate status")?;
+    }
+    info.contexts_written = written;
+    Ok(info)
+}
+
+fn migration_text(m: &MigrationInfo) -> String {
+    let mut s = format!("{} migration {}", m.function, m.state.name());
+    if let Some(n) = m.contexts_written {
+        s += &format!(", {n} queue contexts written back");
+    }
+    if m.addresses_released {
+        s += ", addresses released";
+    }
+    let r = &m.relay;
+    s += &format!(
+        "\n  dma_writes={} bytes={} batches_answered={} unanswered={} errors={} irqs_held={}\n",
+        r.writes, r.bytes, r.acked, m.unanswered, r.errors, r.irqs_held
+    );
     s
 }
 
@@ -1516,6 +1609,9 @@ fn event_text(e: &Event) -> String {
             format!("capture-stopped {} frames={frames}", path.display())
         }
         Event::Quiesced { function } => format!("quiesced {function}"),
+        Event::Migration { function, state } => {
+            format!("migration {function}: {}", state.name())
+        }
         Event::Resumed { function } => format!("resumed {function}"),
         Event::VctChanged {
             function,

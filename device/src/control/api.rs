@@ -10,6 +10,8 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 
 pub use crate::fault::{Fault, FaultInfo};
+pub use crate::function::RelayStats;
+pub use crate::model::MigrationState;
 use crate::model::{
     Direction, Frame, GuestAddr, LinkState, Mac, RatePolicy, VctState, Vtep, WorkerInfo,
     DEFAULT_VF_MAX_ADDRS, DEFAULT_VXLAN_CAPACITY,
@@ -105,6 +107,15 @@ pub enum Request {
     Resume {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         function: Option<String>,
+    },
+    /// Live migration (docs/migration.md): `begin` puts the function in
+    /// migration mode (its guest-memory writes go through the client);
+    /// `switchover` quiesces it and ends the mode once QEMU answered the
+    /// last writes; `end` leaves the mode (a cancelled migration);
+    /// `status` reports.
+    Migrate {
+        function: String,
+        action: MigrateAction,
     },
     /// Management writes a function's VCT entry (0 clears it).
     VctSet {
@@ -228,6 +239,31 @@ pub struct VxlanDeliverInfo {
     /// vNICs the frame was written to (0: none of the VNI's vNICs has the
     /// destination MAC, or their receive queues are stopped).
     pub delivered: u32,
+}
+
+/// What a `migrate` request does.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum MigrateAction {
+    Begin,
+    Switchover,
+    End,
+    Status,
+}
+
+/// The answer to `migrate`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MigrationInfo {
+    pub function: String,
+    pub state: MigrationState,
+    /// Queue contexts written back (through the client) by a switchover.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub contexts_written: Option<usize>,
+    /// Batches of writes sent and not answered yet.
+    pub unanswered: u64,
+    /// Whether the function's vNICs' addresses are out of the switch.
+    pub addresses_released: bool,
+    pub relay: RelayStats,
 }
 
 /// The answer to `vct-set`.

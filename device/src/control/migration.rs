@@ -6,8 +6,8 @@
 //! card stops writing guest memory), the VCT entry on the destination.
 
 use crate::card::Card;
-use crate::control::api::{QuiesceInfo, VctInfo};
-use crate::control::ops::OpResult;
+use crate::control::api::{MigrateAction, MigrationInfo, QuiesceInfo, VctInfo};
+use crate::control::ops::{OpError, OpResult};
 use crate::function::VctOutcome;
 use crate::model::{Event, GuestAddr, VctState};
 
@@ -60,6 +60,41 @@ impl Card {
         Ok(resumed)
     }
 
+    /// A live-migration step for function `f` (docs/migration.md, "Live
+    /// migration").
+    pub fn migrate(&mut self, f: usize, action: MigrateAction) -> OpResult<MigrationInfo> {
+        let name = self.functions()[f].name().to_string();
+        let refused = |e: crate::function::FnError| OpError::Migration(name.clone(), e.to_string());
+        let mut contexts_written = None;
+        match action {
+            MigrateAction::Begin => self.functions_mut()[f].migrate_begin().map_err(refused)?,
+            MigrateAction::Switchover => {
+                contexts_written = Some(
+                    self.functions_mut()[f]
+                        .migrate_switchover()
+                        .map_err(refused)?,
+                );
+                self.datapath_mut().unqueue(f);
+                self.push_event(Event::Quiesced {
+                    function: name.clone(),
+                });
+            }
+            MigrateAction::End => {
+                self.functions_mut()[f].migrate_end();
+            }
+            MigrateAction::Status => {}
+        }
+        let func = &self.functions()[f];
+        Ok(MigrationInfo {
+            function: name,
+            state: func.migration_state(),
+            contexts_written,
+            unanswered: func.relay_unacked(),
+            addresses_released: func.addresses_released(),
+            relay: func.relay_stats(),
+        })
+    }
+
     /// Gives function `f` the VCT entry `address` (0 clears it).
     pub fn vct_set(&mut self, f: usize, address: GuestAddr) -> VctInfo {
         let outcome = self.functions_mut()[f].set_vct(address.0);
@@ -91,7 +126,9 @@ impl Card {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::control::api::{MigrateAction, MigrationState};
     use crate::dma::{DMA_READ, DMA_WRITE};
+    use crate::function::DmaWriteRequest;
     use crate::function::REGION_CONFIG;
     use crate::pci::config::{command, hdr};
     use crate::regs::{IrqCause, Reg};
@@ -307,5 +344,237 @@ mod tests {
         let cause = IrqCause::from_bits(rd(&mut c, 1, Reg::IrqCause as u64));
         assert!(cause.resumed());
         assert!(c.functions()[1].queue_pairs()[0].tx.running());
+    }
+
+    /// QEMU answering the card's DMA_WRITE `id`.
+    fn answer(c: &mut Card, f: usize, id: u16, errno: u32) {
+        use crate::protocol::{HeaderFlags, MessageHeader, MsgType};
+        let header = MessageHeader {
+            id,
+            command: crate::protocol::Command::DmaWrite as u16,
+            size: 16,
+            flags: HeaderFlags::new()
+                .with_msg_type(MsgType::Reply as u8)
+                .with_error(errno != 0),
+            error: errno,
+        };
+        c.functions_mut()[f].relay_reply(&header);
+        c.settle();
+    }
+
+    /// What QEMU does with the card's DMA_WRITEs of function `f`: makes
+    /// them in `vm`'s memory, in order. Returns them.
+    fn carry_out(c: &mut Card, f: usize, vm: &Vm) -> Vec<DmaWriteRequest> {
+        let batch = c.functions_mut()[f].relay_batch();
+        for r in &batch {
+            vm.drv.dma().write(r.write.address, &r.write.data).unwrap();
+        }
+        batch
+    }
+
+    /// The first write of `batch` that covers `address`.
+    fn first_covering(batch: &[DmaWriteRequest], address: u64) -> usize {
+        batch
+            .iter()
+            .position(|r| {
+                let w = &r.write;
+                w.address <= address && address < w.address + w.data.len() as u64
+            })
+            .unwrap_or_else(|| panic!("no write covers {address:#x}"))
+    }
+
+    fn irqs(c: &Card, f: usize) -> u64 {
+        let s = c.functions()[f].stats();
+        s.irqs_sent + s.irqs_pending + s.irqs_dropped
+    }
+
+    #[test]
+    fn in_migration_mode_every_write_into_the_guest_goes_through_the_client_in_order() {
+        use crate::doorbell::{Word, SLOT_SIZE, WATCHING};
+        let mut c = card();
+        let mut a = Vm::attach(&mut c, 1, 8);
+        let mut b = Vm::attach(&mut c, 2, 8);
+        // A's doorbells go through a page of its memory, which the card
+        // writes too (WATCH).
+        let page = a.drv.alloc(0x1000, 0x1000);
+        a.drv.write_u64(a.tables.bat + 8, page);
+        wr(&mut c, 1, Reg::VctLo as u64, a.tables.bat as u32);
+        wr(&mut c, 1, Reg::VctHi as u64, (a.tables.bat >> 32) as u32);
+        let watch = page + Word::Watch as u64;
+        assert_eq!(a.drv.read_u32(watch), 0);
+
+        let m = c.migrate(1, MigrateAction::Begin).unwrap();
+        assert_eq!(m.state, MigrationState::Relaying);
+        let to_b = eth(mac(&c, 2, 0), mac(&c, 1, 0), None, 100);
+        let to_a = eth(mac(&c, 1, 0), mac(&c, 2, 0), None, 300);
+        // A's driver queues two frames and stores the tail in its page;
+        // then rings (the card does not watch yet).
+        let tx = a.rings[0].0;
+        a.tx_tail[0] = a
+            .drv
+            .queue_tx(tx, RING, a.tx_tail[0], &vec![to_b.clone(); 2]);
+        a.drv
+            .write_u32(page + Word::TxTail as u64, a.tx_tail[0].into());
+        a.drv
+            .write_u32(page + Word::RxTail as u64, a.rx_tail[0].into());
+        let before = image(&a);
+        let irqs_before = irqs(&c, 1);
+        wr(&mut c, 1, qp_reg(0, 0x10), 0xdead);
+        b.send(&mut c, 0, &vec![to_a.clone(); 3]);
+        c.settle();
+        assert_eq!(b.received(0).len(), 2, "A's frames left");
+        assert_eq!(
+            image(&a),
+            before,
+            "the card wrote nothing into A's memory itself: no buffer, \
+             descriptor, context or doorbell-page word"
+        );
+        assert_eq!(
+            irqs(&c, 1),
+            irqs_before,
+            "no interrupt before QEMU answered"
+        );
+        assert!(c.functions()[1].relay_stats().irqs_held > 0);
+
+        let batch = carry_out(&mut c, 1, &a);
+        assert!(batch[..batch.len() - 1].iter().all(|r| !r.reply));
+        assert!(batch.last().unwrap().reply, "the batch's last write asks");
+        assert_eq!(
+            a.received(0),
+            vec![to_a.clone(); 3],
+            "frames in A's buffers"
+        );
+        assert_eq!(
+            in_memory(&a),
+            in_card(&c, 1),
+            "contexts as the card has them"
+        );
+        assert_eq!(a.drv.read_u32(watch), WATCHING, "WATCH, through QEMU");
+        for i in 0..2 {
+            assert_ne!(a.drv.status(tx, i) & 1, 0, "send descriptor {i} DONE");
+        }
+        // Order: a frame's data, then its descriptor's write-back, then the
+        // receive context.
+        let rx = a.rings[0].1;
+        let rx_ctx = a.tables.context(ServiceType::ReceiveQueue, 0);
+        for i in 0..3u64 {
+            let buffer = a.drv.read_u64(rx + i * 16);
+            let data = first_covering(&batch, buffer);
+            let done = first_covering(&batch, rx + i * 16 + 8);
+            assert!(
+                data < done,
+                "frame {i}: data {data} before write-back {done}"
+            );
+            assert!(
+                done < first_covering(&batch, rx_ctx),
+                "write-back before context"
+            );
+        }
+        // The interrupts wait for QEMU's answer to the batch's last write.
+        assert_eq!(irqs(&c, 1), irqs_before);
+        answer(&mut c, 1, batch[0].id, 0);
+        assert_eq!(irqs(&c, 1), irqs_before, "an earlier id answers nothing");
+        assert_eq!(c.functions()[1].relay_stats().errors, 0);
+        answer(&mut c, 1, batch.last().unwrap().id, 0);
+        assert!(irqs(&c, 1) > irqs_before, "sent once QEMU made the writes");
+        let s = c.migrate(1, MigrateAction::Status).unwrap();
+        assert_eq!(s.relay.writes, batch.len() as u64);
+        assert_eq!(s.unanswered, 0);
+        assert!(s.relay.bytes >= 3 * 300);
+
+        // The switchover: quiesced, contexts through QEMU, then the mode
+        // ends and A's addresses leave the switch.
+        let before = image(&a);
+        let m = c.migrate(1, MigrateAction::Switchover).unwrap();
+        assert_eq!(m.state, MigrationState::Flushing);
+        assert_eq!(m.contexts_written, Some(4));
+        assert_eq!(image(&a), before, "the flush goes through QEMU too");
+        let flush = carry_out(&mut c, 1, &a);
+        assert_eq!(in_memory(&a), in_card(&c, 1));
+        assert_eq!(
+            c.migrate(1, MigrateAction::Status).unwrap().state,
+            MigrationState::Flushing
+        );
+        answer(&mut c, 1, flush.last().unwrap().id, 0);
+        let m = c.migrate(1, MigrateAction::Status).unwrap();
+        assert_eq!(m.state, MigrationState::Switched);
+        assert!(m.addresses_released);
+        assert!(!c.functions()[1].dma().relaying());
+        assert_eq!(
+            c.switch().lookup(mac(&c, 1, 0), 0),
+            None,
+            "frames for A: uplink"
+        );
+        assert!(c.switch().lookup(mac(&c, 2, 0), 0).is_some());
+        assert_eq!(SLOT_SIZE, 16);
+    }
+
+    #[test]
+    fn a_cancelled_migration_waits_for_the_writes_in_flight_then_writes_directly() {
+        let mut c = card();
+        let mut a = Vm::attach(&mut c, 1, 8);
+        let mut b = Vm::attach(&mut c, 2, 8);
+        c.migrate(1, MigrateAction::Begin).unwrap();
+        let to_a = eth(mac(&c, 1, 0), mac(&c, 2, 0), None, 200);
+        b.send(&mut c, 0, std::slice::from_ref(&to_a));
+        c.settle();
+        let batch = carry_out(&mut c, 1, &a);
+        assert_eq!(
+            c.migrate(1, MigrateAction::End).unwrap().state,
+            MigrationState::Ending
+        );
+        // QEMU refuses one write (Bus Master off, say): counted and logged.
+        answer(&mut c, 1, batch[0].id, libc::ENODEV as u32);
+        assert_eq!(c.functions()[1].relay_stats().errors, 1);
+        answer(&mut c, 1, batch.last().unwrap().id, 0);
+        assert_eq!(
+            c.migrate(1, MigrateAction::Status).unwrap().state,
+            MigrationState::Off
+        );
+        b.send(&mut c, 0, std::slice::from_ref(&to_a));
+        assert_eq!(a.received(0).len(), 2, "direct again");
+        assert!(c.functions_mut()[1].relay_batch().is_empty());
+        assert!(
+            !c.migrate(1, MigrateAction::Status)
+                .unwrap()
+                .addresses_released
+        );
+        a.post(&mut c, 0, 1);
+    }
+
+    #[test]
+    fn a_reply_to_nothing_is_counted_and_a_mode_without_memory_is_refused() {
+        let mut c = card();
+        let e = c.migrate(1, MigrateAction::Begin).unwrap_err();
+        assert!(e.to_string().contains("no client has mapped"), "{e}");
+        let errors = c.functions()[1].stats().protocol_errors;
+        answer(&mut c, 1, 42, 0);
+        assert_eq!(c.functions()[1].stats().protocol_errors, errors + 1);
+        let e = c.migrate(1, MigrateAction::Switchover).unwrap_err();
+        assert!(e.to_string().contains("not in migration mode"), "{e}");
+    }
+
+    #[test]
+    fn a_function_with_a_pending_vct_entry_attracts_no_traffic_until_it_is_committed() {
+        let mut c = card();
+        let a = Vm::attach(&mut c, 1, 8);
+        let bat = a.tables.bat;
+        let own = mac(&c, 1, 0);
+        assert!(c.switch().lookup(own, 0).is_some());
+        // As at -incoming: a new client, management's entry waits for Bus
+        // Master Enable.
+        c.disconnect(1);
+        map(&mut c, 1, &a);
+        assert_eq!(c.vct_set(1, GuestAddr(bat)).state, VctState::Pending);
+        c.settle();
+        assert_eq!(
+            c.switch().lookup(own, 0),
+            None,
+            "pending: frames go to the uplink"
+        );
+        assert!(c.functions()[1].addresses_released());
+        bus_master(&mut c, 1);
+        c.settle();
+        assert!(c.switch().lookup(own, 0).is_some(), "committed: here again");
     }
 }

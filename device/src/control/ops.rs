@@ -61,6 +61,8 @@ pub enum OpError {
     Config(String),
     #[error("{0}")]
     Unsupported(&'static str),
+    #[error("{0}: {1}")]
+    Migration(String, String),
     #[error("cannot hand the card over: {0}")]
     Succession(String),
     #[error("VLAN protocol {0:#06x} is not supported (only 802.1Q)")]
@@ -231,6 +233,10 @@ impl Card {
             }
             Request::Upgrade { path } => json(self.succeed(path, true)?),
             Request::Resume { function } => json(self.resume(function.as_deref())?),
+            Request::Migrate { function, action } => {
+                let f = self.enabled_index(&function)?;
+                json(self.migrate(f, action)?)
+            }
             Request::VctSet { function, address } => {
                 let f = self.enabled_index(&function)?;
                 json(self.vct_set(f, address))

@@ -224,6 +224,12 @@ impl Datapath {
         self.switching(parts).0.apply_switch_ops(f);
     }
 
+    /// Puts function `f`'s vNICs' addresses into the switch, or takes
+    /// them out, as [`Function::claims_addresses`] now says.
+    pub fn sync_claims(&mut self, parts: CardParts, f: usize) {
+        self.switching(parts).0.sync_claims(f);
+    }
+
     /// Puts function `f` on the list of functions to serve if its send
     /// doorbells rang, unless its TX policy holds it back for now.
     pub fn queue_tx(&mut self, parts: CardParts, f: usize) {
@@ -503,6 +509,42 @@ impl Switching<'_> {
         for &f in &touched {
             self.functions[f].sync_contexts();
         }
+    }
+
+    /// See [`Datapath::sync_claims`]. A released vNIC keeps its port
+    /// (VLAN memberships, static entries): only its own and joined
+    /// entries leave, so frames for its addresses go to the uplink.
+    fn sync_claims(&mut self, f: usize) {
+        let Some(func) = self.functions.get_mut(f) else {
+            return;
+        };
+        let claim = func.claims_addresses();
+        if claim != func.addresses_released() {
+            return;
+        }
+        let ports = (0..func.qp_max() as u16)
+            .map(|qp| Port { function: f, qp })
+            .filter(|p| self.switch.has_port(*p));
+        let ports: Vec<Port> = ports.collect();
+        for &port in &ports {
+            if !claim {
+                self.switch.release(port);
+            } else if let Err(e) = self.switch.reclaim(port) {
+                let what = format_args!("vNIC {}'s address not taken back: {e}", port.qp);
+                func.log(Cause::GuestError, what);
+            }
+        }
+        func.set_addresses_released(!claim);
+        let n = ports.len();
+        let what = if claim {
+            format_args!("its {n} vNICs' addresses are in the switch again")
+        } else {
+            format_args!(
+                "its {n} vNICs' addresses left the switch (a pending VCT entry or a \
+                 switchover: frames for them go to the uplink)"
+            )
+        };
+        func.log(Cause::Setup, what);
     }
 
     fn apply_switch_ops(&mut self, f: usize) {

@@ -9,11 +9,13 @@
 //! refused from then on.
 
 pub mod guard;
+pub mod relay;
 
 use std::fs::File;
 use std::sync::Arc;
 
 use guard::Watch;
+use relay::{Relay, RelayedWrite};
 
 pub(crate) mod crash;
 use thiserror::Error;
@@ -166,38 +168,50 @@ impl<'a> GuestBytes<'a> {
     pub fn read_objs<T: ByteValued>(&self, offset: usize, out: &mut [T]) -> usize {
         self.0.offset(offset).map_or(0, |s| s.copy_to(out))
     }
+
+    /// The range as vm-memory's volatile slice, for word-sized atomic
+    /// loads of words the guest's CPUs store (crate::doorbell). The card's
+    /// own stores go through [`DmaSpace::store_u32`].
+    pub fn volatile(&self) -> VolatileSlice<'a> {
+        self.0
+    }
 }
 
 /// Guest memory the card may write (and read): a range inside one
 /// mapping, checked as [`DmaSpace::write`] checks it
-/// ([`DmaSpace::target`]).
+/// ([`DmaSpace::target`]). In migration mode ([`relay`]) its writes are
+/// kept for the client instead of made: `relay` is the function's relay
+/// and `address` the range's guest address.
 #[derive(Clone, Copy, Debug)]
-pub struct GuestBytesMut<'a>(VolatileSlice<'a>);
+pub struct GuestBytesMut<'a> {
+    mem: VolatileSlice<'a>,
+    address: u64,
+    relay: Option<&'a Relay>,
+}
 
 impl<'a> GuestBytesMut<'a> {
     pub fn len(&self) -> usize {
-        self.0.len()
+        self.mem.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.0.len() == 0
+        self.mem.len() == 0
     }
 
     /// The same range, for reading.
     pub fn as_source(&self) -> GuestBytes<'a> {
-        GuestBytes(self.0)
+        GuestBytes(self.mem)
     }
 
     /// The range cut in two at `mid`; None if `mid` is beyond its end.
     pub fn split_at(&self, mid: usize) -> Option<(GuestBytesMut<'a>, GuestBytesMut<'a>)> {
-        let (a, b) = self.0.split_at(mid).ok()?;
-        Some((GuestBytesMut(a), GuestBytesMut(b)))
-    }
-
-    /// The range as vm-memory's volatile slice, for word-sized atomic
-    /// accesses shared with the guest's CPUs (crate::doorbell).
-    pub fn volatile(&self) -> VolatileSlice<'a> {
-        self.0
+        let (a, b) = self.mem.split_at(mid).ok()?;
+        let second = GuestBytesMut {
+            mem: b,
+            address: self.address + mid as u64,
+            relay: self.relay,
+        };
+        Some((GuestBytesMut { mem: a, ..*self }, second))
     }
 
     /// Copies all of `src` (another guest's memory, or this one's) to the
@@ -206,8 +220,18 @@ impl<'a> GuestBytesMut<'a> {
         if src.len() > self.len() {
             return false;
         }
-        if crash::write_allowed() {
-            src.0.copy_to_volatile_slice(self.0);
+        if !crash::write_allowed() {
+            return true;
+        }
+        match self.relay {
+            Some(r) => {
+                let mut data = vec![0; src.len()];
+                src.0.copy_to(&mut data[..]);
+                r.push(self.address, &data);
+            }
+            None => {
+                src.0.copy_to_volatile_slice(self.mem);
+            }
         }
         true
     }
@@ -217,12 +241,34 @@ impl<'a> GuestBytesMut<'a> {
     /// (and nothing written) if it does not fit or `offset` is not 8-byte
     /// aligned in memory.
     pub fn store_u64(&self, offset: usize, value: u64) -> bool {
-        if !crash::write_allowed() {
-            return offset % 8 == 0 && offset + 8 <= self.len();
+        self.store(offset, value.to_le())
+    }
+
+    /// As [`GuestBytesMut::store_u64`], 4 bytes.
+    pub fn store_u32(&self, offset: usize, value: u32) -> bool {
+        self.store(offset, value.to_le())
+    }
+
+    fn store<T: vm_memory::AtomicAccess + ByteValued>(&self, offset: usize, value: T) -> bool {
+        let size = std::mem::size_of::<T>();
+        let fits = offset % size == 0
+            && offset + size <= self.len()
+            && (self.mem.ptr_guard().as_ptr() as usize + offset) % size == 0;
+        if !fits {
+            return false;
         }
-        self.0
-            .store(value.to_le(), offset, std::sync::atomic::Ordering::Release)
-            .is_ok()
+        if !crash::write_allowed() {
+            return true;
+        }
+        match self.relay {
+            Some(r) => r.push(self.address + offset as u64, value.as_slice()),
+            None => {
+                let _ = self
+                    .mem
+                    .store(value, offset, std::sync::atomic::Ordering::Release);
+            }
+        }
+        true
     }
 
     /// Writes `data` at `offset` in the range; false (and nothing
@@ -233,10 +279,19 @@ impl<'a> GuestBytesMut<'a> {
         let fits = offset
             .checked_add(data.len())
             .is_some_and(|end| end <= self.len());
-        if fits && !crash::write_allowed() {
+        if !fits {
+            return false;
+        }
+        if !crash::write_allowed() {
             return true;
         }
-        fits && self.0.write_slice(data, offset).is_ok()
+        match self.relay {
+            Some(r) => {
+                r.push(self.address + offset as u64, data);
+                true
+            }
+            None => self.mem.write_slice(data, offset).is_ok(),
+        }
     }
 }
 
@@ -263,7 +318,12 @@ impl<'a> DmaWindow<'a> {
 
     /// As [`DmaSpace::target`], None for an error too.
     pub fn target(&mut self, address: u64, len: usize) -> Option<GuestBytesMut<'a>> {
-        self.range(address, len, true).map(GuestBytesMut)
+        let mem = self.range(address, len, true)?;
+        Some(GuestBytesMut {
+            mem,
+            address,
+            relay: self.dma.relay.as_ref(),
+        })
     }
 
     fn range(&mut self, address: u64, len: usize, write: bool) -> Option<VolatileSlice<'a>> {
@@ -306,6 +366,9 @@ pub struct DmaSpace {
     /// was refused: guest RAM of a QEMU without `share=on`, unless the
     /// client's other writable memory came with descriptors.
     refused_unshared: bool,
+    /// Migration mode: writes are kept here for the client to make
+    /// ([`relay`]), none is made through the mapping.
+    relay: Option<Relay>,
 }
 
 fn aligned(v: u64) -> bool {
@@ -546,6 +609,53 @@ impl DmaSpace {
         self.refused_unshared && !self.maps.iter().any(|m| m.writable && m.region.is_some())
     }
 
+    /// Enters or leaves migration mode ([`relay`]). Leaving it hands back
+    /// the writes not taken yet: the caller still sends them.
+    pub fn set_relay(&mut self, on: bool) -> Vec<RelayedWrite> {
+        match (on, self.relay.take()) {
+            (true, Some(r)) => {
+                self.relay = Some(r);
+                Vec::new()
+            }
+            (true, None) => {
+                self.relay = Some(Relay::default());
+                Vec::new()
+            }
+            (false, r) => r.map(|r| r.take()).unwrap_or_default(),
+        }
+    }
+
+    /// Whether writes go through the client (migration mode).
+    pub fn relaying(&self) -> bool {
+        self.relay.is_some()
+    }
+
+    /// The writes made in migration mode since the last call, oldest
+    /// first.
+    pub fn take_relayed(&self) -> Vec<RelayedWrite> {
+        self.relay.as_ref().map(Relay::take).unwrap_or_default()
+    }
+
+    /// Whether writes made in migration mode wait for
+    /// [`DmaSpace::take_relayed`].
+    pub fn relay_pending(&self) -> bool {
+        self.relay.as_ref().is_some_and(|r| !r.is_empty())
+    }
+
+    /// Stores `value` at `address` with one aligned 4-byte store (release),
+    /// or keeps it for the client in migration mode: the doorbell page's
+    /// words.
+    pub fn store_u32(&self, address: u64, value: u32) -> Result<(), DmaError> {
+        let t = self
+            .target(address, 4)?
+            .ok_or(DmaError::OutOfRange { address, len: 4 })?;
+        if t.store_u32(0, value) {
+            Ok(())
+        } else {
+            Err(DmaError::OutOfRange { address, len: 4 })
+        }
+    }
+
     fn rebuild(&mut self) {
         self.maps.sort_by_key(|m| m.address);
         let regions = self.maps.iter().filter_map(|m| m.region.clone()).collect();
@@ -657,7 +767,11 @@ impl DmaSpace {
     /// as [`DmaSpace::write`] checks (in range, mapped, writable), with
     /// the same errors; `Ok(None)` as for [`DmaSpace::source`].
     pub fn target(&self, address: u64, len: usize) -> Result<Option<GuestBytesMut<'_>>, DmaError> {
-        Ok(self.slice(address, len, true)?.map(GuestBytesMut))
+        Ok(self.slice(address, len, true)?.map(|mem| GuestBytesMut {
+            mem,
+            address,
+            relay: self.relay.as_ref(),
+        }))
     }
 
     /// The mapping that holds `address`, all of it, for [`DmaWindow`]:
@@ -741,6 +855,11 @@ impl DmaSpace {
             len: data.len(),
         };
         if !crash::write_allowed() {
+            return Ok(());
+        }
+        if let Some(relay) = &self.relay {
+            self.check(address, data.len(), true)?;
+            relay.push(address, data);
             return Ok(());
         }
         if let Some(slice) = self.slice(address, data.len(), true)? {

@@ -30,6 +30,15 @@ impl Function {
             }
             return Delivery::Pending;
         }
+        if self.hold_irq_for_relay(vector) {
+            return Delivery::Pending;
+        }
+        self.send_irq_now(vector)
+    }
+
+    /// Raises `vector` now, honouring injected faults: an interrupt
+    /// [`Function::raise_irq`] held, once what it announces is written.
+    pub(super) fn send_irq_now(&mut self, vector: u32) -> Delivery {
         match self
             .faults
             .irq(&self.name, vector, std::time::Instant::now())

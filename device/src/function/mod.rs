@@ -19,10 +19,12 @@ mod config;
 
 use config::build_config;
 mod irq;
+mod migration;
 mod record;
 mod registers;
 mod traffic;
 
+pub use migration::{DmaWriteRequest, MigrationState, RelayStats};
 pub use record::{FunctionRecord, QpRecord, RestoreError};
 pub use traffic::Taken;
 
@@ -149,6 +151,8 @@ pub struct FunctionSpec {
 
 #[derive(Debug, Error)]
 pub enum FnError {
+    #[error("migration: {0}")]
+    Migration(String),
     #[error("no region {0}")]
     NoRegion(u32),
     #[error("access of {count} bytes at {offset:#x} outside region {region} ({size} bytes)")]
@@ -310,6 +314,8 @@ pub struct Function {
     /// Queue pairs' vectors raised while a context was not written back
     /// yet ([`Function::raise_irq`]).
     deferred_irqs: Vec<u32>,
+    /// Live migration mode (docs/migration.md).
+    migration: migration::Migration,
 }
 
 /// What became of a VCT entry given by management.
@@ -391,6 +397,7 @@ impl Function {
             client_log: ClientLog::default(),
             fd_generation: 0,
             deferred_irqs: Vec::new(),
+            migration: migration::Migration::default(),
             spec,
         }
         .with_exception_messages()
@@ -994,6 +1001,7 @@ impl Function {
     /// guest memory alone describes every queue), forget its memory and
     /// interrupts, then reset.
     pub fn disconnect(&mut self) {
+        self.migration_client_gone();
         for qp in &mut self.qps {
             qp.flush(&self.dma);
         }

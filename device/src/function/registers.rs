@@ -430,6 +430,7 @@ impl Function {
             self.log(Cause::Setup, format_args!("VCT entry cleared"));
             return;
         }
+        self.migration_arrived();
         match Bat::read(&self.dma, address) {
             Ok(bat) => {
                 self.log(Cause::Setup, format_args!("VCT entry {address:#x}"));

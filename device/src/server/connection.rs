@@ -20,6 +20,10 @@ use crate::protocol::{starts_json, MessageHeader, ProtocolError, HEADER_SIZE, MA
 /// Replies queued for a client that does not read them; past this the
 /// client is disconnected rather than letting vnicd's memory grow.
 pub const MAX_TX_BYTES: usize = 8 << 20;
+/// The same bound for the card's own DMA_WRITEs in migration mode
+/// (crate::dma::relay), which carry frames: QEMU reads them in its I/O
+/// thread, and a busy host may leave it a moment behind.
+pub const MAX_RELAY_TX_BYTES: usize = 64 << 20;
 /// Messages up to this size are read only once all of their bytes have
 /// arrived, so a worker that dies leaves the stream at a message boundary
 /// (docs/restart.md, "A message cut by the crash"). QEMU's messages are
@@ -88,6 +92,9 @@ pub struct Connection {
     /// Bytes of `tx.front()` already written.
     tx_sent: usize,
     tx_bytes: usize,
+    /// Bound on `tx_bytes`: [`MAX_TX_BYTES`], or [`MAX_RELAY_TX_BYTES`]
+    /// once the card wrote through the client.
+    tx_limit: usize,
     /// VERSION has been negotiated.
     pub versioned: bool,
     /// The first bytes have been looked at (see [`ReadOutcome::NotVfioUser`]).
@@ -103,6 +110,7 @@ impl Connection {
             tx: VecDeque::new(),
             tx_sent: 0,
             tx_bytes: 0,
+            tx_limit: MAX_TX_BYTES,
             versioned: false,
             greeted: false,
         })
@@ -329,7 +337,16 @@ impl Connection {
         let reply = reply.into();
         self.tx_bytes += reply.bytes.len();
         self.tx.push_back(reply);
-        self.tx_bytes <= MAX_TX_BYTES
+        self.tx_bytes <= self.tx_limit
+    }
+
+    /// Queues a DMA_WRITE of the card's; false if the client has stopped
+    /// reading for too long ([`MAX_RELAY_TX_BYTES`]).
+    pub fn queue_relayed(&mut self, msg: Vec<u8>) -> bool {
+        self.tx_limit = MAX_RELAY_TX_BYTES;
+        self.tx_bytes += msg.len();
+        self.tx.push_back(msg.into());
+        self.tx_bytes <= MAX_RELAY_TX_BYTES
     }
 
     /// Writes the rest of `reply` from `sent`; its descriptor goes with the

@@ -50,7 +50,7 @@ use crate::card::Card;
 use crate::clientlog::Cause;
 use crate::control::socket::{ControlSocket, Served, MAX_CLIENTS};
 use crate::keeper;
-use crate::protocol::error_reply;
+use crate::protocol::{dma_write, error_reply, MsgType};
 use crate::restart::{names, CardRecord, ClientRecord, Restart};
 
 /// Token of the descriptor that stops the loop (a signalfd in vnicd).
@@ -208,6 +208,12 @@ impl Client {
                 break;
             }
             match conn.read_message() {
+                ReadOutcome::Message(msg)
+                    if msg.header.flags.msg_type() == MsgType::Reply as u8 =>
+                {
+                    // QEMU answering the card's DMA_WRITEs (migration mode).
+                    func.relay_reply(&msg.header);
+                }
                 ReadOutcome::Message(msg) => {
                     let changed = &mut self.changed;
                     if let Some(bytes) = dispatch::handle(func, &mut conn.versioned, msg, changed) {
@@ -264,6 +270,38 @@ impl Client {
             return ClientState::Gone;
         }
         state
+    }
+}
+
+impl Client {
+    /// Sends the guest-memory writes function `index` made in migration
+    /// mode as DMA_WRITE requests (docs/migration.md, "Live migration").
+    pub fn relay(&mut self, card: &mut Card, index: usize) -> ClientState {
+        let Some(func) = card.function_mut(index) else {
+            return ClientState::Open;
+        };
+        let batch = func.relay_batch();
+        if batch.is_empty() {
+            return ClientState::Open;
+        }
+        for r in batch {
+            let msg = dma_write(r.id, r.write.address, &r.write.data, r.reply);
+            if !self.conn.queue_relayed(msg) {
+                func.log(
+                    Cause::Dropped,
+                    format_args!("client stopped reading the card's DMA_WRITEs; disconnecting"),
+                );
+                return ClientState::Gone;
+            }
+        }
+        if let Err(e) = self.conn.flush() {
+            func.log(
+                Cause::Connection,
+                format_args!("client gone while the card wrote through it: {e}"),
+            );
+            return ClientState::Gone;
+        }
+        ClientState::Open
     }
 }
 
@@ -662,7 +700,20 @@ impl Server {
             self.control
                 .expire(Instant::now(), &mut self.card, registry);
             self.card.settle();
+            self.relay();
             self.after_turn();
+        }
+    }
+
+    /// Sends every function's writes made in migration mode.
+    fn relay(&mut self) {
+        for i in 0..self.conns.len() {
+            let Some(client) = self.conns[i].as_mut() else {
+                continue;
+            };
+            if let ClientState::Gone = client.relay(&mut self.card, i) {
+                self.drop_client(i);
+            }
         }
     }
 
