@@ -34,6 +34,10 @@ pub const MAX_DATA_XFER: u32 = 1 << 20;
 pub const MAX_MSG_SIZE: u32 = MAX_DATA_XFER + 64;
 /// Most file descriptors one message may carry (`max_msg_fds`; QEMU's maximum).
 pub const MAX_MSG_FDS: usize = 16;
+/// Largest reply a client may send: the card's only requests are
+/// DMA_WRITEs, whose answers are a header and at most their address and
+/// count.
+pub const MAX_REPLY_SIZE: u32 = 64;
 /// Most DMA mappings one client may hold (`max_dma_maps`).
 pub const MAX_DMA_MAPS: u32 = 256;
 /// DMA page size offered in `pgsizes`.
@@ -177,7 +181,7 @@ impl TryFrom<u16> for Command {
 pub enum ProtocolError {
     #[error("message size {0} outside 16..={MAX_MSG_SIZE}")]
     BadSize(u32),
-    #[error("message type {0} is not a command (or a reply without payload)")]
+    #[error("message type {0} is not a command (or a reply of at most {MAX_REPLY_SIZE} bytes)")]
     NotACommand(u8),
     #[error("unknown command {0}")]
     UnknownCommand(u16),
@@ -248,14 +252,16 @@ impl MessageHeader {
 
     /// Checks what can be checked before reading the payload: the size bound
     /// (so nothing larger than [`MAX_MSG_SIZE`] is ever allocated), and
-    /// that the client sent a command, or a bare reply (a header, no
-    /// payload: the answer to a DMA_WRITE of the card's, [`dma_write`]).
+    /// that the client sent a command, or a short reply (the answer to a
+    /// DMA_WRITE of the card's, [`dma_write`]: QEMU 11.1.3 sends the
+    /// header and the request's address and count; the payload is not
+    /// read, see [`MAX_REPLY_SIZE`]).
     pub fn validate(&self) -> Result<(), ProtocolError> {
         if (self.size as usize) < HEADER_SIZE || self.size > MAX_MSG_SIZE {
             return Err(ProtocolError::BadSize(self.size));
         }
         let t = self.flags.msg_type();
-        if t == MsgType::Reply as u8 && self.size as usize == HEADER_SIZE {
+        if t == MsgType::Reply as u8 && self.size <= MAX_REPLY_SIZE {
             return Ok(());
         }
         if t != MsgType::Command as u8 {
@@ -876,8 +882,9 @@ mod tests {
     #[test]
     fn header_takes_bare_replies_and_rejects_others_and_unknown_types() {
         assert_eq!(MessageHeader::decode(&hdr(1, 16, 1)).validate(), Ok(()));
+        assert_eq!(MessageHeader::decode(&hdr(12, 32, 1)).validate(), Ok(()));
         assert_eq!(
-            MessageHeader::decode(&hdr(1, 24, 1)).validate(),
+            MessageHeader::decode(&hdr(1, 65, 1)).validate(),
             Err(ProtocolError::NotACommand(1))
         );
         assert_eq!(

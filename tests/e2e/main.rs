@@ -136,6 +136,18 @@ fn vm_to_vm_two_guests_on_one_vnicd_ping_tcp_and_transfer() {
     out.assert_success();
 }
 
+/// The live-migration mode on a running guest, without a migration
+/// (docs/migration.md, "Live migration"): with VF0 in the mode every write
+/// the card makes into the guest goes through QEMU as a DMA_WRITE; ping,
+/// iperf3 TCP both ways and 20 MiB each way with equal sha256 work
+/// through it, the card counts the writes and no error, and after `migrate
+/// end` the card writes directly again.
+#[test]
+fn migration_mode_relays_every_guest_write_through_qemu() {
+    let out = run_scenario_with_host("relay");
+    show_and_check(&out, &["E2E-", "RELAY-", "host: "]);
+}
+
 /// A guest asks the host to run vnicctl against its card at a moment of its
 /// choosing and gets the output and exit status back over its second
 /// serial port: `--version` (plumbing), a usage error (status 2), a command

@@ -232,7 +232,11 @@ impl Client {
                         Cause::Dropped,
                         format_args!("malformed message header ({e}); disconnecting"),
                     );
-                    conn.queue(error_reply(&header, e.errno()));
+                    // Never a reply to a reply: QEMU aborts on one it
+                    // did not ask for.
+                    if header.flags.msg_type() == MsgType::Command as u8 {
+                        conn.queue(error_reply(&header, e.errno()));
+                    }
                     let _ = conn.flush();
                     return ClientState::Gone;
                 }
