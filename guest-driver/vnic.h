@@ -70,6 +70,8 @@
 
 /* How often the watchdog checks that the function kept its PCI config */
 #define VNIC_WATCHDOG_MS		500
+/* ... and while the card says a live migration is under way */
+#define VNIC_WATCHDOG_MIGRATING_MS	10
 /* Announcements of the vNICs' addresses after a recovery, a tick apart */
 #define VNIC_ANNOUNCE_ROUNDS		3
 
@@ -526,7 +528,11 @@ enum vnic_fn_state {
  *	PCI configuration, and restores it (vnic_recovery.c)
  * @pci_state: copy of the config space saved at the end of probe
  * @lost_at: when the watchdog found the configuration lost
+ * @checked_at: when the watchdog last found it in place
  * @recoveries: recoveries completed (sysfs vnic_recoveries)
+ * @announce_left: announcements still to make after a recovery
+ * @migrating: STATUS.MIGRATING as last read: the watchdog checks every
+ *	VNIC_WATCHDOG_MIGRATING_MS
  */
 struct vnic_priv {
 	struct pci_dev *pdev;
@@ -566,8 +572,10 @@ struct vnic_priv {
 	struct delayed_work watchdog;
 	struct pci_saved_state *pci_state;
 	ktime_t lost_at;
+	ktime_t checked_at;
 	u32 recoveries;
 	u8 announce_left;
+	bool migrating;
 };
 
 static inline u32 vnic_rd32(struct vnic_priv *priv, u32 reg)
@@ -638,6 +646,7 @@ int vnic_recovery_init(struct vnic_priv *priv);
 void vnic_recovery_start(struct vnic_priv *priv);
 void vnic_recovery_stop(struct vnic_priv *priv);
 void vnic_recovery_resumed(struct vnic_priv *priv);
+void vnic_recovery_migration(struct vnic_priv *priv);
 
 /* vnic_ethtool.c */
 void vnic_set_ethtool_ops(struct net_device *netdev);

@@ -25,7 +25,7 @@
 #include "vnic.h"
 
 #define VNIC_IRQ_CAUSE_KNOWN	(VNIC_IRQ_CAUSE_CONFIG | VNIC_IRQ_CAUSE_LINK | \
-				 VNIC_IRQ_CAUSE_RESUMED)
+				 VNIC_IRQ_CAUSE_RESUMED | VNIC_IRQ_CAUSE_MIGRATION)
 
 /* The card's causes, cleared, and the driver's own */
 static u32 vnic_event_causes(struct vnic_priv *priv)
@@ -64,6 +64,8 @@ static void vnic_event_task(struct work_struct *work)
 		vnic_netdevs_config_changed(priv);
 	if (cause & VNIC_IRQ_CAUSE_LINK)
 		vnic_netdevs_link_changed(priv);
+	if (cause & VNIC_IRQ_CAUSE_MIGRATION)
+		vnic_recovery_migration(priv);
 }
 
 /**

@@ -343,6 +343,8 @@ static void vnic_recovery_complete(struct vnic_priv *priv)
 
 	/* Management may have changed QP_NUM or MACs: check as for CONFIG */
 	vnic_events_kick(priv, VNIC_IRQ_CAUSE_CONFIG);
+	/* The card now serving says whether a migration goes on */
+	vnic_recovery_migration(priv);
 
 	WRITE_ONCE(priv->recoveries, priv->recoveries + 1);
 	if (priv->is_vf)
@@ -374,8 +376,8 @@ static void vnic_recover(struct vnic_priv *priv, u16 cmd)
 		return;
 	}
 
-	pci_warn(pdev, "lost its PCI configuration (command 0x%04x); restoring\n",
-		 cmd);
+	pci_warn(pdev, "lost its PCI configuration (command 0x%04x, %u ms after the last check); restoring\n",
+		 cmd, (u32)ktime_ms_delta(priv->lost_at, priv->checked_at));
 	mutex_lock(&priv->admin_lock);
 	err = vnic_recovery_restore(priv);
 	if (!err)
@@ -466,6 +468,7 @@ static void vnic_watchdog_check(struct vnic_priv *priv)
 		lost = vnic_config_lost(priv, &cmd);
 	}
 	if (!lost && state == VNIC_FN_RUNNING) {
+		priv->checked_at = ktime_get();
 		if (READ_ONCE(priv->announce_left) && device_trylock(dev)) {
 			rtnl_lock();
 			if (priv->announce_left) {
@@ -497,6 +500,12 @@ static void vnic_watchdog_check(struct vnic_priv *priv)
 	device_unlock(dev);
 }
 
+static unsigned int vnic_watchdog_period(struct vnic_priv *priv)
+{
+	return READ_ONCE(priv->migrating) ? VNIC_WATCHDOG_MIGRATING_MS :
+					    VNIC_WATCHDOG_MS;
+}
+
 static void vnic_watchdog(struct work_struct *work)
 {
 	struct vnic_priv *priv = container_of(to_delayed_work(work),
@@ -506,7 +515,34 @@ static void vnic_watchdog(struct work_struct *work)
 	/* A stopped function is left alone for good */
 	if (READ_ONCE(priv->fn_state) != VNIC_FN_STOPPED)
 		schedule_delayed_work(&priv->watchdog,
-				      msecs_to_jiffies(VNIC_WATCHDOG_MS));
+				      msecs_to_jiffies(vnic_watchdog_period(priv)));
+}
+
+/**
+ * vnic_recovery_migration - act on IRQ_CAUSE.MIGRATION
+ * @priv: driver state
+ *
+ * While the card says the function is in live-migration mode, the watchdog
+ * checks the configuration every VNIC_WATCHDOG_MIGRATING_MS instead of
+ * every VNIC_WATCHDOG_MS: this memory, and the watchdog's period with it,
+ * travel to the destination, where the function's configuration is lost
+ * at the switchover (QEMU does not migrate vfio-user-pci), and the guest
+ * then finds it lost within that period of running instead of half a
+ * second. Also called after a recovery, with the card now serving.
+ */
+void vnic_recovery_migration(struct vnic_priv *priv)
+{
+	u32 status = vnic_rd32(priv, VNIC_REG_STATUS);
+	bool on = status != ~0U && (status & VNIC_STATUS_MIGRATING);
+
+	if (on == READ_ONCE(priv->migrating))
+		return;
+	WRITE_ONCE(priv->migrating, on);
+	pci_info(priv->pdev, "live migration %s: configuration checked every %u ms\n",
+		 on ? "under way" : "over", vnic_watchdog_period(priv));
+	if (on)
+		mod_delayed_work(system_wq, &priv->watchdog,
+				 msecs_to_jiffies(VNIC_WATCHDOG_MIGRATING_MS));
 }
 
 /**
@@ -523,6 +559,7 @@ int vnic_recovery_init(struct vnic_priv *priv)
 		return -EINVAL;
 	}
 	priv->fn_state = VNIC_FN_RUNNING;
+	priv->checked_at = ktime_get();
 	INIT_DELAYED_WORK(&priv->watchdog, vnic_watchdog);
 	return 0;
 }

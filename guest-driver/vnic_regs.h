@@ -58,6 +58,8 @@
 #define   VNIC_VERSION_MINOR_LINK_SPEED	6
 /* First minor version with VNIC_FEAT_HEAD_WB (completions up to the head) */
 #define   VNIC_VERSION_MINOR_HEAD_WB	7
+/* First minor version with STATUS.MIGRATING and IRQ_CAUSE.MIGRATION */
+#define   VNIC_VERSION_MINOR_MIGRATING	8
 
 /* 0x008 FUNC (RO): which function this is */
 #define VNIC_REG_FUNC			0x008
@@ -78,6 +80,12 @@
  * shared): the card refused it and cannot reach the guest's memory
  */
 #define   VNIC_STATUS_MEM_UNSHARED	BIT(1)
+/*
+ * Interface 1.8: the function is in live-migration mode (the card writes
+ * guest memory through QEMU): check the configuration often, so that the
+ * destination finds it lost at once
+ */
+#define   VNIC_STATUS_MIGRATING		BIT(2)
 
 /* 0x018 CTRL (RW) */
 #define VNIC_REG_CTRL			0x018
@@ -137,6 +145,7 @@
 #define   VNIC_IRQ_CAUSE_LINK		BIT(1)	/* STATUS.LINK_UP changed */
 /* management's VCT entry was committed: the queues resumed (migration) */
 #define   VNIC_IRQ_CAUSE_RESUMED	BIT(2)
+#define   VNIC_IRQ_CAUSE_MIGRATION	BIT(3)	/* STATUS.MIGRATING changed */
 
 /* 0x050 NUM_VFS (RO): enabled VFs of the card (PF), 0 on a VF */
 #define VNIC_REG_NUM_VFS		0x050

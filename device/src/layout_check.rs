@@ -277,7 +277,8 @@ fn register_twin(name: &str) -> Option<Twin> {
         | "VNIC_VERSION_MINOR_GUEST_DB"
         | "VNIC_VERSION_MINOR_RX_FILTER"
         | "VNIC_VERSION_MINOR_LINK_SPEED"
-        | "VNIC_VERSION_MINOR_HEAD_WB" => NotChecked(VERSION),
+        | "VNIC_VERSION_MINOR_HEAD_WB"
+        | "VNIC_VERSION_MINOR_MIGRATING" => NotChecked(VERSION),
         "VNIC_REG_FUNC" => reg(Reg::Func),
         "VNIC_REG_QP_MAX" => reg(Reg::QpMax),
         "VNIC_REG_QP_NUM" => reg(Reg::QpNum),

@@ -14,7 +14,7 @@ pub const BAR0_SIZE: u64 = 64 * 1024;
 /// "VNIC" in ASCII, read from ID.
 pub const ID_MAGIC: u32 = 0x564e_4943;
 pub const VERSION_MAJOR: u16 = 1;
-pub const VERSION_MINOR: u16 = 7;
+pub const VERSION_MINOR: u16 = 8;
 
 /// Register offsets.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -287,7 +287,11 @@ pub struct StatusReg {
     /// The client offered the guest's memory without a descriptor (QEMU
     /// without `share=on`): the card cannot reach it (interface 1.5).
     pub mem_unshared: bool,
-    #[bits(30)]
+    /// The function is in live-migration mode (interface 1.8,
+    /// docs/migration.md): the driver checks its configuration often, so
+    /// that on the destination it finds it lost at once.
+    pub migrating: bool,
+    #[bits(29)]
     __: u32,
 }
 
@@ -310,7 +314,9 @@ pub struct IrqCause {
     /// The card resumed the function's queues from a VCT entry written by
     /// management (docs/migration.md): the driver re-rings its doorbells.
     pub resumed: bool,
-    #[bits(29)]
+    /// STATUS.MIGRATING changed (interface 1.8).
+    pub migration: bool,
+    #[bits(28)]
     __: u32,
 }
 
@@ -920,7 +926,7 @@ mod tests {
     fn identification_registers_read_back() {
         let mut b = bar();
         assert_eq!(r(&b, Reg::Id), ID_MAGIC);
-        assert_eq!(r(&b, Reg::Version), 0x0001_0007);
+        assert_eq!(r(&b, Reg::Version), 0x0001_0008);
         assert_eq!(r(&b, Reg::LinkSpeed), 10_000, "the port's nominal speed");
         assert_eq!(r(&b, Reg::Features), 0x1f, "every offload, HEAD_WB");
         assert_eq!(r(&b, Reg::Func), 0x8000_0003);

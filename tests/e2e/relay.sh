@@ -103,6 +103,13 @@ if [[ $? == 0 && $(state_of) == relaying ]]; then
 else
 	abort "migrate begin" "$HOST_OUT"
 fi
+# The card told the driver (IRQ_CAUSE.MIGRATION): it watches closely now.
+migrating_logged() { dmesg | grep -q 'live migration under way: configuration checked every 10 ms'; }
+if wait_for 5 migrating_logged; then
+	ok "vnic.ko: live migration under way, watchdog every 10 ms"
+else
+	fail "vnic.ko did not hear of the migration: $(dmesg | grep -i migration | tail -n 2)"
+fi
 
 for d in "a:$IP_B" "b:$IP_A"; do
 	if ip netns exec "${d%%:*}" ping -c 5 -i 0.2 -W 2 "${d#*:}" >/dev/null; then
@@ -142,6 +149,8 @@ wait_ended() {
 	host vnicctl migrate status vf0 >/dev/null && [[ $(state_of) == off ]]
 }
 if wait_for 10 wait_ended; then ok "vnicctl migrate end vf0: off"; else fail "migrate end: $HOST_OUT"; fi
+over_logged() { dmesg | grep -q 'live migration over: configuration checked every 500 ms'; }
+if wait_for 5 over_logged; then ok "vnic.ko: live migration over, watchdog every 500 ms"; else fail "vnic.ko did not hear the mode end"; fi
 if na ping -c 3 -W 2 "$IP_B" >/dev/null; then ok "ping a -> b (direct again)"; else fail "ping a -> b after the mode"; fi
 
 step "teardown"

@@ -149,7 +149,7 @@ fn bar0_registers_identify_function_and_scratch_works() {
     ]);
     let mut c = Client::new(&vnicd.socket("vf1")).unwrap();
     assert_eq!(bar0_u32(&mut c, 0x00), 0x564e_4943);
-    assert_eq!(bar0_u32(&mut c, 0x04), 0x0001_0007, "interface 1.7");
+    assert_eq!(bar0_u32(&mut c, 0x04), 0x0001_0008, "interface 1.8");
     assert_eq!(bar0_u32(&mut c, 0x38), 25_000, "LINK_SPEED: --link-speed");
     assert_eq!(
         bar0_u32(&mut c, 0x58),

@@ -543,6 +543,16 @@ mod tests {
     }
 
     #[test]
+    fn no_restart_in_the_middle_of_a_live_migration() {
+        use crate::control::api::Request;
+        let mut c = card();
+        let _a = Vm::attach(&mut c, 1, 8);
+        c.migrate(1, MigrateAction::Begin).unwrap();
+        let e = c.handle(Request::Restart {}).unwrap_err().to_string();
+        assert!(e.contains("vf0 is in live-migration mode"), "{e}");
+    }
+
+    #[test]
     fn a_reply_to_nothing_is_counted_and_a_mode_without_memory_is_refused() {
         let mut c = card();
         let e = c.migrate(1, MigrateAction::Begin).unwrap_err();

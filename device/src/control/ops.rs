@@ -686,6 +686,15 @@ impl Card {
     /// `restart`, `upgrade`: checks that a keeper can start a worker from
     /// `binary`, then asks for the hand-over.
     fn succeed(&mut self, binary: PathBuf, upgrade: bool) -> OpResult<SuccessionInfo> {
+        if let Some(f) = self.functions().iter().find(|f| f.migrating()) {
+            // The mode's batches, held interrupts and unanswered writes are
+            // not in the state record: a new worker would write directly.
+            return Err(OpError::Succession(format!(
+                "{} is in live-migration mode: end it (vnicctl migrate switchover or end) \
+                 before a restart",
+                f.name()
+            )));
+        }
         let w = self.worker();
         if !w.kept {
             return Err(OpError::Succession(

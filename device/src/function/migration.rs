@@ -26,6 +26,7 @@ use crate::clientlog::Cause;
 use crate::dma::relay::RelayedWrite;
 pub use crate::model::MigrationState;
 use crate::protocol::MessageHeader;
+use crate::regs::IrqCause;
 
 /// Counters of the mode, since the function was created.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -98,6 +99,14 @@ impl Function {
         self.migration.state
     }
 
+    /// STATUS.MIGRATING: the mode is on (not yet ended).
+    pub fn migrating(&self) -> bool {
+        matches!(
+            self.migration.state,
+            MigrationState::Relaying | MigrationState::Flushing | MigrationState::Ending
+        )
+    }
+
     pub fn relay_stats(&self) -> RelayStats {
         self.migration.stats
     }
@@ -123,6 +132,8 @@ impl Function {
         self.dma.set_relay(true);
         self.migration.departed = false;
         self.migration.set_state(MigrationState::Relaying);
+        // The driver watches its configuration closely from now on.
+        self.notify(IrqCause::new().with_migration(true));
         self.log(
             Cause::Setup,
             format_args!("migration mode: guest-memory writes go through the client"),
@@ -274,6 +285,10 @@ impl Function {
         let irqs = std::mem::take(&mut self.migration.irqs);
         for (vector, _) in irqs {
             self.send_irq_now(vector);
+        }
+        if !switched {
+            // A cancelled migration: the driver's watchdog slows down.
+            self.notify(IrqCause::new().with_migration(true));
         }
         let stats = self.migration.stats;
         self.log(

@@ -201,6 +201,7 @@ impl Function {
             Target::Reg(spec) if spec.reg == Reg::Status => {
                 StatusReg::from_bits(self.bar0.read_reg(Reg::Status))
                     .with_mem_unshared(self.dma.unshared())
+                    .with_migrating(self.migrating())
                     .into_bits()
             }
             Target::Reg(spec) if spec.reg == Reg::LinkSpeed => self.link_speed(),
