@@ -252,3 +252,288 @@ mig_resume() {
 	MIG_T_RUN=$EPOCHREALTIME
 	MIG_STATUS=running
 }
+
+# ------------------------------------------------------------ live migration
+#
+# A live migration to another QEMU (-incoming tcp:HOST:PORT) attached to
+# another card. The card writes guest memory behind QEMU's back, so while
+# QEMU copies memory the functions run in the card's migration mode: every
+# write the card makes to guest memory goes through QEMU (vfio-user
+# DMA_WRITE), which marks the page dirty. QEMU stops the vCPUs before the
+# last pass (capability pause-before-switchover); then the card quiesces the
+# function and ends the mode (vnicctl migrate switchover), the destination
+# card gets the function's settings and VCT entry, and QEMU sends the rest.
+#
+# Optional settings, read by mig_live (set them before the call):
+#   MIG_LIVE_MODE=1        vnicctl migrate begin/switchover; 0: no mode,
+#                          only vnicctl quiesce at pre-switchover (the
+#                          negative experiment: pages the card wrote after
+#                          QEMU sent them arrive stale)
+#   MIG_LIVE_DEST_CONTROL  the destination card's control socket: at
+#                          pre-switchover each function's entry of the
+#                          source's export (settings, MACs, VCT entry) is
+#                          applied there (vnicctl apply), under the name
+#                          MIG_LIVE_MAP gives it; empty: nothing is applied
+#   MIG_LIVE_MAP=()        pairs SOURCE=DEST (vf0=vf2): the source's function
+#                          SOURCE is the destination's DEST (default: the same
+#                          name)
+#   MIG_LIVE_CONFIG        where the source's export goes (default: none kept)
+#   MIG_LIVE_PARAMS=()     HMP migrate_set_parameter NAME VALUE pairs, as
+#                          "NAME VALUE" strings (e.g. "downtime-limit 500")
+#   MIG_LIVE_EVERY=1       seconds between two progress lines while active
+# MIG_LIVE_STOPPED says whether the card may have quiesced a function (then
+# a rollback resumes it).
+# Results: MIG_LIVE_TOTAL_MS and MIG_LIVE_DOWNTIME_MS (QEMU's "total" and
+# "down"), MIG_LIVE_ACTIVE_S (seconds from migrate to pre-switchover).
+MIG_LIVE_MODE=${MIG_LIVE_MODE:-1}
+MIG_LIVE_DEST_CONTROL=${MIG_LIVE_DEST_CONTROL:-}
+MIG_LIVE_CONFIG=${MIG_LIVE_CONFIG:-}
+MIG_LIVE_EVERY=${MIG_LIVE_EVERY:-1}
+MIG_LIVE_TOTAL_MS=
+MIG_LIVE_DOWNTIME_MS=
+MIG_LIVE_ACTIVE_S=
+[[ -n ${MIG_LIVE_MAP+set} ]] || MIG_LIVE_MAP=()
+[[ -n ${MIG_LIVE_PARAMS+set} ]] || MIG_LIVE_PARAMS=()
+
+# mig_migrate_info SOCK: `info migrate` in MIG_OUT, its status in
+# MIG_STATUS ("active", "pre-switchover", "completed", ...).
+mig_migrate_info() {
+	MIG_STATUS=
+	mig_hmp "$1" 'info migrate' 10 || return 1
+	MIG_STATUS=$(printf '%s\n' "$MIG_OUT" |
+		sed -n -E 's/^(Migration s|S)tatus:[[:space:]]*//p')
+}
+
+# mig_migrate_field KEY: the value of KEY=VALUE in MIG_OUT's "Time (ms)"
+# and "Transfers" lines (total, down, transferred, remain, dirty_syncs).
+mig_migrate_field() {
+	printf '%s\n' "$MIG_OUT" | tr ',\t' '\n ' |
+		sed -n -E "s/^(.*[[:space:]])?$1=([^ ]+( [KMGT]?i?B)?).*$/\2/p" |
+		head -n 1
+}
+
+# mig_fn_counters VNICCTL CONTROL FN: "tx_packets=N rx_packets=N" of
+# function FN on the card (its function counters, not its vNICs').
+mig_fn_counters() {
+	timeout 10 "$1" --control "$2" stats "$3" 2>/dev/null |
+		sed -n "/^$3: /,/^  vnic /{/^  vnic /!p}" | tr ' ' '\n' |
+		grep -E '^(tx|rx)_packets=' | sort -r | tr '\n' ' ' | sed 's/ $//'
+}
+
+# mig_dest_name FN: FN's name on the destination card (MIG_LIVE_MAP).
+mig_dest_name() {
+	local pair
+	for pair in "${MIG_LIVE_MAP[@]+"${MIG_LIVE_MAP[@]}"}"; do
+		[[ $1 == "${pair%%=*}" ]] && { printf '%s\n' "${pair#*=}"; return; }
+	done
+	printf '%s\n' "$1"
+}
+
+# mig_live_dest VNICCTL CONTROL FUNCTIONS...: exports the source card's
+# configuration and applies the functions' entries (renamed by
+# MIG_LIVE_MAP) to the destination card MIG_LIVE_DEST_CONTROL. An entry
+# with a VCT entry stays pending there until the destination guest's
+# driver restores the function (Bus Master Enable).
+mig_live_dest() {
+	local vnicctl=$1 control=$2 config fn sel=() names="" err rc=0
+	shift 2
+	config=${MIG_LIVE_CONFIG:-$(mktemp "${TMPDIR:-/tmp}/vnic-live.XXXXXX")}
+	mig_export "$vnicctl" "$control" "$config" || return 1
+	[[ -n $MIG_LIVE_DEST_CONTROL ]] || return 0
+	for fn in "$@"; do
+		sel+=(--arg "$fn" "$(mig_dest_name "$fn")")
+		names+=${names:+,}\"$fn\"
+	done
+	if ! err=$(jq "${sel[@]}" "{functions: [.functions[] |
+		select(.name as \$n | [$names] | index(\$n)) |
+		.name = \$ARGS.named[.name]]}" "$config" 2>&1 >"$config.dest"); then
+		MIG_ERROR="jq (the destination's entries): $err"
+		return 1
+	fi
+	say "migration: to the destination card: $(jq -c '[.functions[] |
+		{name, macs: [.vnics[].mac], vct}]' "$config.dest")"
+	err=$(timeout 60 "$vnicctl" --control "$MIG_LIVE_DEST_CONTROL" \
+		apply "$config.dest" 2>&1) || rc=$?
+	rm -f "$config.dest"
+	[[ -n $MIG_LIVE_CONFIG ]] || rm -f "$config"
+	if ((rc != 0)); then
+		MIG_ERROR="vnicctl apply on $MIG_LIVE_DEST_CONTROL (status $rc): $err"
+		return 1
+	fi
+}
+
+# mig_live_rollback MONITOR CONTROL VNICCTL FUNCTIONS...: after a live
+# migration failed before migrate_continue: migrate_cancel, the card's
+# mode ended (or, without it, the quiesce), and the guest runs on.
+mig_live_rollback() {
+	local mon=$1 control=$2 vnicctl=$3 fn ok=0
+	shift 3
+	mig_hmp "$mon" migrate_cancel 30 || { say "rollback: $MIG_ERROR"; ok=1; }
+	for fn in "$@"; do
+		if ((MIG_LIVE_MODE)); then
+			mig_vnicctl "$vnicctl" "$control" migrate end "$fn" ||
+				say "rollback: $MIG_ERROR"
+		fi
+		((MIG_LIVE_STOPPED == 0)) ||
+			mig_vnicctl "$vnicctl" "$control" resume "$fn" ||
+			{ say "rollback: $MIG_ERROR"; ok=1; }
+	done
+	# QEMU resumes the vCPUs itself when a migration is cancelled, except
+	# from pre-switchover on some versions: make sure.
+	if mig_status "$mon" && [[ $MIG_STATUS != running ]]; then
+		mig_hmp_quiet "$mon" cont 30 || { say "rollback: $MIG_ERROR"; ok=1; }
+	fi
+	return "$ok"
+}
+
+# mig_live MONITOR CONTROL VNICCTL URI SECONDS FUNCTIONS...: the source
+# steps of a live migration of the guest on MONITOR, whose functions
+# FUNCTIONS are on the card CONTROL, to the QEMU listening at URI
+# (tcp:HOST:PORT). SECONDS bounds the migration. Steps, each timed:
+#   1. vnicctl migrate begin FN, for each FN (unless MIG_LIVE_MODE=0);
+#   2. HMP migrate_set_capability pause-before-switchover on, the
+#      MIG_LIVE_PARAMS, migrate -d URI;
+#   3. info migrate polled until pre-switchover; every MIG_LIVE_EVERY
+#      seconds while active, a progress line with QEMU's transfer and each
+#      function's packet counters on the source card (the guest runs on);
+#   4. vnicctl migrate switchover FN (MIG_LIVE_MODE=0: vnicctl quiesce
+#      FN), and vnicctl migrate status FN;
+#   5. the source's export, and the functions' entries applied to the
+#      destination card (mig_live_dest);
+#   6. HMP migrate_continue pre-switchover; info migrate polled until
+#      completed; QEMU's total time and downtime printed;
+#   7. HMP quit.
+# On a failure before step 6 it rolls back (mig_live_rollback): the guest
+# runs on at the source. The caller waits for QEMU to exit.
+mig_live() {
+	local mon=$1 control=$2 vnicctl=$3 uri=$4 bound=$5
+	shift 5
+	local fn p t0 t_last=0 end st begun=() c line
+	local -A first=()
+	MIG_LIVE_TOTAL_MS=''
+	MIG_LIVE_DOWNTIME_MS=''
+	MIG_LIVE_ACTIVE_S=''
+	MIG_LIVE_STOPPED=0
+	end=$((SECONDS + bound))
+	if ((MIG_LIVE_MODE)); then
+		for fn in "$@"; do
+			if ! mig_step "migrate begin $fn (vnicctl migrate begin)" \
+				mig_vnicctl "$vnicctl" "$control" migrate begin "$fn"; then
+				local e=$MIG_ERROR
+				mig_live_rollback "$mon" "$control" "$vnicctl" \
+					"${begun[@]+"${begun[@]}"}" || true
+				MIG_ERROR=$e
+				return 1
+			fi
+			begun+=("$fn")
+		done
+	else
+		say "migration: no migration mode (--no-mode): the card writes guest memory behind QEMU's back"
+	fi
+	for fn in "$@"; do
+		first[$fn]=$(mig_fn_counters "$vnicctl" "$control" "$fn")
+	done
+	local setup=("migrate_set_capability pause-before-switchover on")
+	for p in "${MIG_LIVE_PARAMS[@]+"${MIG_LIVE_PARAMS[@]}"}"; do
+		setup+=("migrate_set_parameter $p")
+	done
+	for c in "${setup[@]}" "migrate -d $uri"; do
+		if ! mig_hmp_quiet "$mon" "$c" 30; then
+			local e=$MIG_ERROR
+			mig_live_rollback "$mon" "$control" "$vnicctl" "$@" || true
+			MIG_ERROR=$e
+			return 1
+		fi
+	done
+	t0=$EPOCHREALTIME
+	say "migration: migrate -d $uri: started"
+	while :; do
+		if ! mig_migrate_info "$mon"; then
+			st=$MIG_ERROR
+			mig_live_rollback "$mon" "$control" "$vnicctl" "$@" || true
+			MIG_ERROR="info migrate: $st"
+			return 1
+		fi
+		st=$MIG_STATUS
+		case $st in
+		pre-switchover) break ;;
+		setup | active | device) ;;
+		*)
+			mig_live_rollback "$mon" "$control" "$vnicctl" "$@" || true
+			MIG_ERROR="migration $st before pre-switchover: $(printf '%s' "$MIG_OUT" | tr '\n' ' ')"
+			return 1
+			;;
+		esac
+		if ((SECONDS >= end)); then
+			mig_live_rollback "$mon" "$control" "$vnicctl" "$@" || true
+			MIG_ERROR="no pre-switchover after $bound s (status '$st'; QEMU did not converge)"
+			return 1
+		fi
+		if [[ $st == active ]] &&
+			awk -v a="$t_last" -v b="$EPOCHREALTIME" -v e="$MIG_LIVE_EVERY" \
+				'BEGIN { exit !(b - a >= e) }'; then
+			t_last=$EPOCHREALTIME
+			line="migration: active $(mig_secs "$t0") s: transferred $(mig_migrate_field transferred), remain $(mig_migrate_field remain), dirty_syncs $(mig_migrate_field dirty_syncs)"
+			for fn in "$@"; do
+				line+="; $fn $(mig_fn_counters "$vnicctl" "$control" "$fn")"
+			done
+			say "$line"
+		fi
+		sleep 0.05
+	done
+	MIG_LIVE_ACTIVE_S=$(mig_secs "$t0")
+	say "migration: pre-switchover after $MIG_LIVE_ACTIVE_S s (vCPUs stopped)"
+	MIG_LIVE_STOPPED=1
+	for fn in "$@"; do
+		say "migration: $fn on the source card: ${first[$fn]} at migrate, $(mig_fn_counters "$vnicctl" "$control" "$fn") at pre-switchover"
+		if ((MIG_LIVE_MODE)); then
+			if ! mig_step "switchover $fn (vnicctl migrate switchover)" \
+				mig_vnicctl "$vnicctl" "$control" migrate switchover "$fn" \
+				--timeout 30; then
+				local e=$MIG_ERROR
+				mig_live_rollback "$mon" "$control" "$vnicctl" "$@" || true
+				MIG_ERROR=$e
+				return 1
+			fi
+			st=$(timeout 10 "$vnicctl" --control "$control" migrate status "$fn" 2>&1 |
+				tr '\n' ' ') || true
+			say "migration: migrate status $fn: $st"
+		else
+			if ! mig_step "quiesce $fn (vnicctl quiesce)" \
+				mig_vnicctl "$vnicctl" "$control" quiesce "$fn"; then
+				local e=$MIG_ERROR
+				mig_live_rollback "$mon" "$control" "$vnicctl" "$@" || true
+				MIG_ERROR=$e
+				return 1
+			fi
+		fi
+	done
+	if ! mig_step "export and destination card (vnicctl export, apply)" \
+		mig_live_dest "$vnicctl" "$control" "$@"; then
+		local e=$MIG_ERROR
+		mig_live_rollback "$mon" "$control" "$vnicctl" "$@" || true
+		MIG_ERROR=$e
+		return 1
+	fi
+	mig_step "migrate_continue pre-switchover (HMP)" \
+		mig_hmp_quiet "$mon" "migrate_continue pre-switchover" 30 || return 1
+	while :; do
+		mig_migrate_info "$mon" || return 1
+		case $MIG_STATUS in
+		completed) break ;;
+		failed | cancelled | cancelling)
+			MIG_ERROR="migration $MIG_STATUS after switchover: $(printf '%s' "$MIG_OUT" | tr '\n' ' ')"
+			return 1
+			;;
+		esac
+		if ((SECONDS >= end)); then
+			MIG_ERROR="migration not completed after $bound s (status '$MIG_STATUS')"
+			return 1
+		fi
+		sleep 0.05
+	done
+	MIG_LIVE_TOTAL_MS=$(mig_migrate_field total)
+	MIG_LIVE_DOWNTIME_MS=$(mig_migrate_field down)
+	say "migration: completed: total time $MIG_LIVE_TOTAL_MS ms, downtime $MIG_LIVE_DOWNTIME_MS ms (QEMU), transferred $(mig_migrate_field transferred), $(mig_migrate_field dirty_syncs) dirty syncs"
+	mig_step "quit (HMP)" mig_hmp "$mon" quit 30
+}

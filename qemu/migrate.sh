@@ -10,6 +10,11 @@
 #   qemu/migrate.sh config --in FILE --out FILE [--map A=B]... [--drop-vct]
 #                        [--vnicctl PATH]
 #   qemu/migrate.sh restore --monitor SOCK [--timeout SECONDS]
+#   qemu/migrate.sh live --monitor SOCK --control SOCK --to tcp:HOST:PORT
+#                        --function FN [--function FN]... [--no-mode]
+#                        [--dest-control SOCK] [--map A=B]...
+#                        [--config-out FILE] [--param 'NAME VALUE']...
+#                        [--vnicctl PATH] [--timeout SECONDS]
 #
 # save      the source steps against a running guest: HMP stop (the guest
 #           rings no more doorbells); vnicctl quiesce (the card stops writing
@@ -29,6 +34,23 @@
 # restore   waits until the QEMU serving monitor SOCK has loaded its state
 #           (-loadvm or -incoming) and sends HMP cont if it is paused
 #           (run-guest.sh --loadvm/--incoming does this itself).
+# live      a live migration of the running guest to a QEMU waiting with
+#           -incoming tcp:HOST:PORT (run-guest.sh --incoming tcp:HOST:PORT)
+#           on another card: vnicctl migrate begin FN (the card sends its
+#           writes to guest memory through QEMU, which tracks them);
+#           HMP migrate_set_capability pause-before-switchover on; migrate
+#           -d; info migrate polled until pre-switchover, printing QEMU's
+#           progress and FN's packet counters on the source card every
+#           second (the guest runs on); vnicctl migrate switchover FN
+#           (quiesce, contexts written through QEMU, mode ended, FN's MACs
+#           released on the source card); vnicctl export, and with
+#           --dest-control each FN's entry (settings, MACs, VCT entry)
+#           applied to the destination card, where it waits until the
+#           guest's driver restores the function; migrate_continue; info
+#           migrate polled until completed; QEMU's total time and downtime
+#           printed; HMP quit. A failure before migrate_continue cancels
+#           the migration (migrate_cancel, vnicctl migrate end, resume):
+#           the guest runs on at the source.
 #
 # Options:
 #   --monitor SOCK      QEMU's HMP monitor socket (run-guest.sh --monitor)
@@ -45,7 +67,31 @@
 #   --timeout SECONDS   bound on savevm/migrate, or on the restore (300)
 #   --no-rollback       leave the guest stopped and the card quiesced when
 #                       save fails
+#   --to URI            live: the destination QEMU's -incoming (tcp:HOST:PORT)
+#   --function FN       live: a function of the guest on the source card
+#                       (repeatable, or FN,FN)
+#   --no-mode           live: no migration mode, only vnicctl quiesce FN at
+#                       pre-switchover: the negative experiment (the card's
+#                       writes during the copy are not tracked, so the
+#                       destination gets stale pages)
+#   --dest-control SOCK live: the destination vnicd's control socket (the
+#                       functions' entries are applied there; without it,
+#                       configure the destination card yourself)
+#   --map A=B           live: source function A is the destination's B
+#   --param 'NAME VAL'  live: HMP migrate_set_parameter NAME VAL before the
+#                       migration (repeatable), e.g. 'downtime-limit 500',
+#                       'max-bandwidth 1G'
 #   -h, --help          this text
+#
+# Example, live from card A's VF0 to card B's VF0 (needs jq):
+#   qemu/run-guest.sh --attach vf0 --socket-dir /tmp/a --monitor /tmp/ma \
+#       -- --card-id 1 --uplink udp:127.0.0.1:7001,127.0.0.1:7002   # term. 1
+#   qemu/run-guest.sh --attach vf0 --socket-dir /tmp/b --monitor /tmp/mb \
+#       --incoming tcp:127.0.0.1:4444 \
+#       -- --card-id 2 --uplink udp:127.0.0.1:7002,127.0.0.1:7001   # term. 2
+#   qemu/migrate.sh live --monitor /tmp/ma --control /tmp/a/control.sock \
+#       --to tcp:127.0.0.1:4444 --function vf0 \
+#       --dest-control /tmp/b/control.sock                          # term. 3
 #
 # Example, savevm and back onto the same card settings:
 #   qemu/run-guest.sh --attach vf0,vf1 --socket-dir /tmp/card \
@@ -57,7 +103,7 @@
 #       --state-disk /tmp/state.qcow2 --loadvm snap -- --config /tmp/card.json
 #
 # Exit status: 0 done; 1 a step failed (the message says which; after a
-# save rolled back the guest runs on); 2 usage error; 3 a tool is missing.
+# save rolled back, or a live migration cancelled, the guest runs on); 2 usage error; 3 a tool is missing.
 # Every wait is bounded; this script starts only socat, vnicctl and jq and
 # stops no process.
 
@@ -77,9 +123,9 @@ say() { printf 'migrate.sh: %s\n' "$*" >&2; }
 ACTION=$1
 shift
 case $ACTION in
-save | config | restore) ;;
+save | config | restore | live) ;;
 -h | --help) usage; exit 0 ;;
-*) die "unknown action '$ACTION' (save, config or restore; see --help)" ;;
+*) die "unknown action '$ACTION' (save, config, restore or live; see --help)" ;;
 esac
 
 MONITOR=
@@ -94,6 +140,11 @@ DROP_VCT=0
 VNICCTL=
 TIMEOUT=300
 ROLLBACK=1
+TO=
+LIVE_FUNCS=()
+NO_MODE=0
+DEST_CONTROL=
+PARAMS=()
 
 need_arg() { (($# >= 2)) || die "$1 needs an argument"; }
 while (($#)); do
@@ -113,6 +164,11 @@ while (($#)); do
 	--vnicctl) need_arg "$@"; VNICCTL=$2; shift ;;
 	--timeout) need_arg "$@"; TIMEOUT=$2; shift ;;
 	--no-rollback) ROLLBACK=0 ;;
+	--to) need_arg "$@"; TO=$2; shift ;;
+	--function) need_arg "$@"; IFS=, read -r -a f <<<"$2"; LIVE_FUNCS+=("${f[@]}"); shift ;;
+	--no-mode) NO_MODE=1 ;;
+	--dest-control) need_arg "$@"; DEST_CONTROL=$2; shift ;;
+	--param) need_arg "$@"; PARAMS+=("$2"); shift ;;
 	-h | --help) usage; exit 0 ;;
 	*) die "unknown option $1 (see --help)" ;;
 	esac
@@ -199,5 +255,44 @@ restore)
 	need_monitor
 	mig_resume "$MONITOR" "$TIMEOUT" || die "$MIG_ERROR" 1
 	say "the guest runs"
+	;;
+live)
+	need_monitor
+	[[ -n $CONTROL ]] || die "live needs --control"
+	[[ -S $CONTROL ]] || die "--control $CONTROL: not a socket (is vnicd running?)" 1
+	[[ $TO =~ ^tcp:[^:]+:[0-9]+$ ]] || die "live needs --to tcp:HOST:PORT"
+	((${#LIVE_FUNCS[@]})) || die "live needs --function FN"
+	for fn in "${LIVE_FUNCS[@]}"; do
+		[[ $fn =~ ^(pf|vf[0-9]+)$ ]] || die "--function $fn: pf, vf0, vf1, ..."
+	done
+	for pair in "${MAPS[@]+"${MAPS[@]}"}"; do
+		[[ $pair =~ ^(pf|vf[0-9]+)=(pf|vf[0-9]+)$ ]] ||
+			die "--map $pair: want FUNCTION=FUNCTION, e.g. vf0=vf2"
+	done
+	for p in "${PARAMS[@]+"${PARAMS[@]}"}"; do
+		[[ $p =~ ^[a-z-]+\ [0-9A-Za-z.]+$ ]] || die "--param '$p': want 'NAME VALUE'"
+	done
+	if [[ -n $DEST_CONTROL ]]; then
+		[[ -S $DEST_CONTROL ]] || die "--dest-control $DEST_CONTROL: not a socket" 1
+		command -v jq >/dev/null || die "jq missing: run qemu/setup.sh" 3
+	fi
+	find_vnicctl
+	MIG_LIVE_MODE=$((!NO_MODE))
+	MIG_LIVE_DEST_CONTROL=$DEST_CONTROL
+	MIG_LIVE_MAP=("${MAPS[@]+"${MAPS[@]}"}")
+	MIG_LIVE_CONFIG=$CONFIG_OUT
+	MIG_LIVE_PARAMS=("${PARAMS[@]+"${PARAMS[@]}"}")
+	T0=$EPOCHREALTIME
+	if ! mig_live "$MONITOR" "$CONTROL" "$VNICCTL" "$TO" "$TIMEOUT" \
+		"${LIVE_FUNCS[@]}"; then
+		say "FAILED: $MIG_ERROR"
+		exit 1
+	fi
+	for ((i = 0; i < 300; i++)); do
+		[[ -S $MONITOR ]] || break
+		sleep 0.1
+	done
+	[[ ! -S $MONITOR ]] || say "warning: $MONITOR still there 30 s after quit"
+	say "migrated in $(mig_secs "$T0") s to $TO: total time $MIG_LIVE_TOTAL_MS ms, downtime $MIG_LIVE_DOWNTIME_MS ms (QEMU)"
 	;;
 esac

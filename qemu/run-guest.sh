@@ -78,6 +78,14 @@
 #   --loadvm NAME       start from snapshot NAME of --state-disk
 #   --incoming FILE     start from a migration file (migrate file:FILE); with
 #                       either, the launcher sends cont if QEMU comes up paused
+#   --incoming tcp:HOST:PORT
+#                       the destination of a live migration: QEMU listens
+#                       there (-incoming) until the source sends the guest
+#                       (qemu/migrate.sh live), with the same machine, memory
+#                       and -device layout as the source (give it the same
+#                       --mem, --smp, --attach order, --host-channel); the
+#                       launcher waits (an hour at most, or --timeout) and
+#                       sends cont if it comes up paused
 #   --migrate FORM      (scenario mode) when the guest prints VNIC-MIGRATE on
 #                       its console: HMP stop, vnicctl quiesce, vnicctl export
 #                       (to <log>.migrate.json), HMP savevm (FORM savevm) or
@@ -89,9 +97,38 @@
 #                       "run-guest: migration: ..." with each step's time
 #   --migrate-map A=B   with --migrate: restore function A's state onto B and
 #                       B's onto A (vnicctl remap; the --attach list is mapped
-#                       the same way, so guest PCI addresses stay); repeatable
+#                       the same way, so guest PCI addresses stay); repeatable.
+#                       With --migrate live: the source card's A is the
+#                       destination card's B (its entry applied under that
+#                       name, B's socket attached at A's place)
 #   --migrate-drop-vct  with --migrate: the new vnicd gets no VCT entries
 #                       (the guest driver or vnicctl vct set must give them)
+#   --migrate live      (scenario mode, with --migrate-to) a live migration to
+#                       another card when the guest prints VNIC-MIGRATE: a
+#                       destination QEMU started with the same arguments on
+#                       the other card's sockets (the same -device order,
+#                       --migrate-map naming the functions there) and
+#                       -incoming tcp:127.0.0.1:PORT (a free port), its
+#                       console appended to the same log; then the steps of
+#                       qemu/migrate.sh live against the running guest
+#                       (migration mode, pause-before-switchover, progress
+#                       and the source card's counters while active,
+#                       vnicctl migrate switchover, the functions' entries
+#                       applied to the other card, completion, QEMU's total
+#                       time and downtime, quit); the run goes on with the
+#                       destination QEMU. Works with --no-vnicd (neither
+#                       card is restarted). A -pidfile FILE among --qemu-arg
+#                       becomes FILE.dest for the destination QEMU, which
+#                       has no --qmp. Host-channel requests made during the
+#                       migration may be lost (both QEMUs open the FIFOs)
+#   --migrate-to DIR    with --migrate live: the destination vnicd's socket
+#                       directory (its control socket DIR/control.sock)
+#   --migrate-no-mode   with --migrate live: no migration mode, only vnicctl
+#                       quiesce at pre-switchover (the negative experiment,
+#                       docs/migration.md)
+#   --migrate-param 'NAME VALUE'
+#                       with --migrate live: HMP migrate_set_parameter NAME
+#                       VALUE first (repeatable), e.g. 'downtime-limit 500'
 #   --crash-vnicd       with --migrate: vnicd dies instead of being stopped:
 #                       at VNIC-MIGRATE the launcher exports the
 #                       configuration, kills vnicd (SIGKILL, no quiesce),
@@ -170,6 +207,9 @@ INCOMING=
 MIGRATE=
 MIGRATE_MAP=()
 MIGRATE_DROP_VCT=0
+MIGRATE_TO=
+MIGRATE_NO_MODE=0
+MIGRATE_PARAMS=()
 CRASH_VNICD=0
 # How long the guest runs against a dead card with --crash-vnicd.
 CRASH_SECONDS=5
@@ -215,6 +255,9 @@ while (($#)); do
 	--migrate) need_arg "$@"; MIGRATE=$2; shift ;;
 	--migrate-map) need_arg "$@"; MIGRATE_MAP+=("$2"); shift ;;
 	--migrate-drop-vct) MIGRATE_DROP_VCT=1 ;;
+	--migrate-to) need_arg "$@"; MIGRATE_TO=$2; shift ;;
+	--migrate-no-mode) MIGRATE_NO_MODE=1 ;;
+	--migrate-param) need_arg "$@"; MIGRATE_PARAMS+=("$2"); shift ;;
 	--crash-vnicd) CRASH_VNICD=1 ;;
 	-h | --help) usage; exit 0 ;;
 	--) shift; VNICD_ARGS=("$@"); break ;;
@@ -311,19 +354,36 @@ fi
 abspath() { printf '%s/%s\n' "$(cd "$(dirname "$1")" && pwd)" "$(basename "$1")"; }
 
 case $MIGRATE in
-"" | savevm | file) ;;
-*) die "--migrate: savevm or file, not '$MIGRATE'" ;;
+"" | savevm | file | live) ;;
+*) die "--migrate: savevm, file or live, not '$MIGRATE'" ;;
 esac
 if [[ -n $MIGRATE ]]; then
 	[[ -n $SCENARIO ]] ||
 		die "--migrate needs --scenario (qemu/migrate.sh does it by hand)"
-	((!NO_VNICD)) || die "--migrate restarts vnicd: not with --no-vnicd"
+	[[ $MIGRATE == live ]] || ((!NO_VNICD)) ||
+		die "--migrate restarts vnicd: not with --no-vnicd"
 elif ((${#MIGRATE_MAP[@]} || MIGRATE_DROP_VCT || CRASH_VNICD)); then
 	die "--migrate-map, --migrate-drop-vct and --crash-vnicd need --migrate"
+fi
+if [[ $MIGRATE == live ]]; then
+	[[ -n $MIGRATE_TO && -S $MIGRATE_TO/control.sock ]] ||
+		die "--migrate live needs --migrate-to DIR, a running vnicd's socket directory"
+	MIGRATE_TO=$(cd "$MIGRATE_TO" && pwd)
+	[[ $MIGRATE_TO != *[\"\\]* ]] || die "--migrate-to must not contain quotes"
+	((!MIGRATE_DROP_VCT && !CRASH_VNICD)) ||
+		die "--migrate-drop-vct and --crash-vnicd are not for --migrate live"
+	for p in "${MIGRATE_PARAMS[@]+"${MIGRATE_PARAMS[@]}"}"; do
+		[[ $p =~ ^[a-z-]+\ [0-9A-Za-z.]+$ ]] ||
+			die "--migrate-param '$p': want 'NAME VALUE'"
+	done
+	command -v jq >/dev/null || die "jq missing: run qemu/setup.sh first" 3
+elif [[ -n $MIGRATE_TO ]] || ((MIGRATE_NO_MODE || ${#MIGRATE_PARAMS[@]})); then
+	die "--migrate-to, --migrate-no-mode and --migrate-param need --migrate live"
 fi
 for pair in "${MIGRATE_MAP[@]+"${MIGRATE_MAP[@]}"}"; do
 	[[ $pair =~ ^(pf|vf[0-9]+)=(pf|vf[0-9]+)$ ]] ||
 		die "--migrate-map $pair: want FUNCTION=FUNCTION, e.g. vf0=vf2"
+	[[ $MIGRATE != live ]] || continue
 	for fn in "${BASH_REMATCH[1]}" "${BASH_REMATCH[2]}"; do
 		[[ $fn == pf ]] || ((${fn#vf} < VFS)) ||
 			die "--migrate-map $pair: $fn needs --vfs $((${fn#vf} + 1)) or more"
@@ -335,7 +395,10 @@ if [[ -n $LOADVM ]]; then
 		die "--loadvm needs the --state-disk that holds the snapshot"
 	[[ $LOADVM != *[[:space:],]* ]] || die "--loadvm: a name without blanks or commas"
 fi
-if [[ -n $INCOMING ]]; then
+if [[ $INCOMING == tcp:* ]]; then
+	[[ $INCOMING =~ ^tcp:[^:,]+:[0-9]+$ ]] ||
+		die "--incoming $INCOMING: want tcp:HOST:PORT (or a file)"
+elif [[ -n $INCOMING ]]; then
 	[[ -f $INCOMING ]] || die "--incoming $INCOMING: no such file"
 	INCOMING=$(abspath "$INCOMING")
 fi
@@ -398,6 +461,8 @@ SOCKDIR=$(cd "$SOCKDIR" && pwd)
 
 VNICD_PID=
 QEMU_PID=
+# The destination QEMU while a live migration runs (then it is QEMU_PID).
+DEST_QEMU_PID=
 TAIL_PIDS=()
 FIFOS_MADE=()
 
@@ -422,6 +487,7 @@ cleanup() {
 	local rc=$?
 	trap - EXIT INT TERM
 	stop_pid "$QEMU_PID" qemu
+	stop_pid "$DEST_QEMU_PID" "qemu (destination)"
 	for pid in "${TAIL_PIDS[@]+"${TAIL_PIDS[@]}"}"; do
 		stop_pid "$pid" tail
 	done
@@ -614,16 +680,15 @@ if [[ -n $STATE_DISK ]]; then
 	# shellcheck disable=SC2054
 	ARGS+=(-drive "if=none,id=state,format=qcow2,file=${STATE_DISK//,/,,}")
 fi
-# shellcheck disable=SC2054
-ARGS+=(-chardev "socket,id=hmp,path=${MONITOR//,/,,},server=on,wait=off"
-	-object monitor-hmp,id=hmp-monitor,chardev=hmp)
 say "monitor: $MONITOR (HMP)"
-if [[ -n $QMP ]]; then
-	# shellcheck disable=SC2054
-	ARGS+=(-chardev "socket,id=qmp,path=${QMP//,/,,},server=on,wait=off"
-		-object monitor-qmp,id=qmp-monitor,chardev=qmp)
-	say "QMP: $QMP"
-fi
+[[ -z $QMP ]] || say "QMP: $QMP"
+
+# The destination QEMU of --migrate live: start_qemu reads these (set for
+# one call): its socket directory, monitor, and that it is the destination
+# (no QMP, -pidfile FILE.dest).
+START_DIR=
+START_MONITOR=
+START_DEST=0
 
 # start_qemu RESTORE FUNCTION...: starts QEMU (QEMU_PID) with the
 # vfio-user-pci devices of FUNCTION... in that order (which fixes their PCI
@@ -632,10 +697,25 @@ fi
 # appended to LOG (emptied at the start), and copied from there to stdout
 # unless --quiet.
 start_qemu() {
-	local restore=$1 fn i args=()
+	local restore=$1 fn i args=() dir=${START_DIR:-$SOCKDIR}
+	local mon=${START_MONITOR:-$MONITOR} extra=() prev=
 	shift
+	# shellcheck disable=SC2054
+	args+=(-chardev "socket,id=hmp,path=${mon//,/,,},server=on,wait=off"
+		-object monitor-hmp,id=hmp-monitor,chardev=hmp)
+	if [[ -n $QMP ]] && ((!START_DEST)); then
+		# shellcheck disable=SC2054
+		args+=(-chardev "socket,id=qmp,path=${QMP//,/,,},server=on,wait=off"
+			-object monitor-qmp,id=qmp-monitor,chardev=qmp)
+	fi
+	for fn in "${QEMU_EXTRA[@]+"${QEMU_EXTRA[@]}"}"; do
+		# Both QEMUs of a live migration run at once: the pidfile is locked.
+		[[ $prev == -pidfile ]] && ((START_DEST)) && fn=$fn.dest
+		extra+=("$fn")
+		prev=$fn
+	done
 	for fn in "$@"; do
-		args+=(-device "{\"driver\":\"vfio-user-pci\",\"socket\":{\"type\":\"unix\",\"path\":\"$SOCKDIR/$fn.sock\"}}")
+		args+=(-device "{\"driver\":\"vfio-user-pci\",\"socket\":{\"type\":\"unix\",\"path\":\"$dir/$fn.sock\"}}")
 	done
 	# After the functions, so that their PCI addresses do not move.
 	for ((i = 1; i <= ROOT_PORTS; i++)); do
@@ -643,7 +723,7 @@ start_qemu() {
 	done
 	case $restore in
 	"") ;;
-	file:*) args+=(-incoming "$restore") ;;
+	file:* | tcp:*) args+=(-incoming "$restore") ;;
 	*) args+=(-loadvm "$restore") ;;
 	esac
 	if [[ -z $SCENARIO ]]; then
@@ -654,7 +734,7 @@ start_qemu() {
 			-serial chardev:con -object monitor-hmp,id=console-monitor,chardev=con)
 		say "interactive guest, console log $LOG; Ctrl-a x quits"
 		# "<&0": a background job would otherwise get /dev/null as stdin.
-		"$QEMU" "${ARGS[@]}" "${args[@]}" "${QEMU_EXTRA[@]+"${QEMU_EXTRA[@]}"}" \
+		"$QEMU" "${ARGS[@]}" "${args[@]}" "${extra[@]+"${extra[@]}"}" \
 			<&0 2>>"$QEMU_LOG" &
 		QEMU_PID=$!
 		return
@@ -662,17 +742,22 @@ start_qemu() {
 	local offset
 	offset=$(stat -c %s "$LOG")
 	args+=(-chardev "file,id=con,path=$LOG,append=on" -serial chardev:con)
-	"$QEMU" "${ARGS[@]}" "${args[@]}" "${QEMU_EXTRA[@]+"${QEMU_EXTRA[@]}"}" \
+	"$QEMU" "${ARGS[@]}" "${args[@]}" "${extra[@]+"${extra[@]}"}" \
 		</dev/null >>"$QEMU_LOG" 2>&1 &
 	QEMU_PID=$!
-	if ((!QUIET)); then
-		# Copy the console to stdout, minus terminal control sequences
-		# (SeaBIOS and the kernel clear the screen).
-		tail -c +$((offset + 1)) -F --pid="$QEMU_PID" "$LOG" 2>/dev/null \
-			> >(sed -u -e 's/\x1b\[[0-9;?]*[a-zA-Z]//g' \
-				-e 's/\x1b[a-zA-Z]//g' -e 's/\r$//') &
-		TAIL_PIDS+=($!)
-	fi
+	# The destination's console is copied once the source has gone.
+	((START_DEST)) || start_tail "$QEMU_PID" "$offset"
+}
+
+# start_tail PID OFFSET: unless --quiet, copies the console log from byte
+# OFFSET to stdout while process PID (a QEMU) runs, minus terminal control
+# sequences (SeaBIOS and the kernel clear the screen).
+start_tail() {
+	((!QUIET)) || return 0
+	tail -c +$(($2 + 1)) -F --pid="$1" "$LOG" 2>/dev/null \
+		> >(sed -u -e 's/\x1b\[[0-9;?]*[a-zA-Z]//g' \
+			-e 's/\x1b[a-zA-Z]//g' -e 's/\r$//') &
+	TAIL_PIDS+=($!)
 }
 
 # crash_vnicd CONFIG: --crash-vnicd's outage: the configuration exported
@@ -764,15 +849,120 @@ migrate() {
 	say "migration: host-side outage $(mig_secs "$MIG_T_STOP" "$MIG_T_RUN") s (stop -> running; $(mig_secs "$t_seen" "$MIG_T_RUN") s after VNIC-MIGRATE was seen)"
 }
 
+# free_port: a TCP port on 127.0.0.1 that nothing listens on now.
+free_port() {
+	local port i
+	for ((i = 0; i < 100; i++)); do
+		port=$((40000 + RANDOM % 20000))
+		if [[ -z $(ss -Hltn "sport = :$port" 2>/dev/null) ]]; then
+			echo "$port"
+			return 0
+		fi
+	done
+	return 1
+}
+
+# migrate_live: --migrate live: a destination QEMU on the --migrate-to
+# card's sockets, listening on a free port, then qemu/migrate-lib.sh
+# mig_live against the running guest (the card's migration mode unless
+# --migrate-no-mode); once the source QEMU has quit, the destination is the
+# launcher's QEMU. Returns 1 with MIG_ERROR on failure; 2 if the migration
+# was cancelled and the guest runs on at the source (the destination QEMU
+# stopped).
+migrate_live() {
+	local t_seen=$EPOCHREALTIME t0 port fn qrc offset i funcs=() src=()
+	local dest_mon=$WORK/monitor-dest.sock src_pid=$QEMU_PID
+	say "migration: the guest asked for it $(($(date +%s) - T0)) s into the run"
+	port=$(free_port) || { MIG_ERROR="no free TCP port"; return 1; }
+	for fn in "${FUNCS[@]+"${FUNCS[@]}"}"; do
+		[[ $fn == pf ]] || src+=("$fn")
+		MIG_LIVE_MAP=("${MIGRATE_MAP[@]+"${MIGRATE_MAP[@]}"}")
+		fn=$(mig_dest_name "$fn")
+		if [[ ! -S $MIGRATE_TO/$fn.sock ]]; then
+			MIG_ERROR="no socket $MIGRATE_TO/$fn.sock for $fn"
+			return 1
+		fi
+		funcs+=("$fn")
+	done
+	[[ ${#src[@]} -eq ${#FUNCS[@]} ]] ||
+		say "migration: warning: the PF is attached; only VFs are handed over"
+	offset=$(stat -c %s "$LOG")
+	t0=$EPOCHREALTIME
+	START_DIR=$MIGRATE_TO START_MONITOR=$dest_mon START_DEST=1
+	start_qemu "tcp:127.0.0.1:$port" "${funcs[@]+"${funcs[@]}"}"
+	START_DIR='' START_MONITOR='' START_DEST=0
+	DEST_QEMU_PID=$QEMU_PID
+	QEMU_PID=$src_pid
+	say "migration: destination QEMU (pid $DEST_QEMU_PID) on ${funcs[*]} of $MIGRATE_TO, -incoming tcp:127.0.0.1:$port, monitor $dest_mon"
+	while :; do
+		if ! kill -0 "$DEST_QEMU_PID" 2>/dev/null; then
+			MIG_ERROR="the destination QEMU exited at start (see $QEMU_LOG)"
+			DEST_QEMU_PID=
+			return 1
+		fi
+		if [[ -S $dest_mon ]] && mig_status "$dest_mon" 2>/dev/null &&
+			[[ $MIG_STATUS == "paused (inmigrate)" ]]; then
+			break
+		fi
+		if awk -v a="$t0" -v b="$EPOCHREALTIME" 'BEGIN { exit !(b - a > 60) }'; then
+			MIG_ERROR="the destination QEMU is not waiting after 60 s (status '$MIG_STATUS')"
+			stop_pid "$DEST_QEMU_PID" "qemu (destination)"
+			DEST_QEMU_PID=
+			return 1
+		fi
+		sleep 0.1
+	done
+	say "migration: destination waiting (paused (inmigrate)) $(mig_secs "$t0") s"
+	MIG_LIVE_MODE=$((!MIGRATE_NO_MODE))
+	MIG_LIVE_DEST_CONTROL=$MIGRATE_TO/control.sock
+	MIG_LIVE_CONFIG=$LOGBASE.migrate.json
+	MIG_LIVE_PARAMS=("${MIGRATE_PARAMS[@]+"${MIGRATE_PARAMS[@]}"}")
+	if ! mig_live "$MONITOR" "$SOCKDIR/control.sock" "$VNICCTL" \
+		"tcp:127.0.0.1:$port" "$(bounded 300)" "${src[@]}"; then
+		if mig_status "$MONITOR" 2>/dev/null && [[ $MIG_STATUS == running ]]; then
+			stop_pid "$DEST_QEMU_PID" "qemu (destination)"
+			DEST_QEMU_PID=
+			return 2
+		fi
+		return 1
+	fi
+	t0=$EPOCHREALTIME
+	for ((i = 0; i < 300; i++)); do
+		kill -0 "$QEMU_PID" 2>/dev/null || break
+		sleep 0.1
+	done
+	if kill -0 "$QEMU_PID" 2>/dev/null; then
+		say "migration: the source QEMU still runs 30 s after quit; stopping it"
+		stop_pid "$QEMU_PID" qemu
+		qrc=stopped
+	else
+		wait "$QEMU_PID" && qrc=0 || qrc=$?
+	fi
+	say "migration: source QEMU exited (status $qrc) $(mig_secs "$t0") s"
+	QEMU_PID=$DEST_QEMU_PID
+	DEST_QEMU_PID=
+	MONITOR=$dest_mon
+	start_tail "$QEMU_PID" "$offset"
+	mig_resume "$MONITOR" "$(bounded 60)" "$QEMU_PID" || return 1
+	say "migration: live migration done, the destination runs: total time $MIG_LIVE_TOTAL_MS ms, downtime $MIG_LIVE_DOWNTIME_MS ms (QEMU), pre-copy $MIG_LIVE_ACTIVE_S s, $(mig_secs "$t_seen" "$EPOCHREALTIME") s after VNIC-MIGRATE was seen"
+}
+
 RESTORE=
 [[ -z $LOADVM ]] || RESTORE=$LOADVM
-[[ -z $INCOMING ]] || RESTORE=file:$INCOMING
+if [[ $INCOMING == tcp:* ]]; then
+	RESTORE=$INCOMING
+elif [[ -n $INCOMING ]]; then
+	RESTORE=file:$INCOMING
+fi
 say "guest kernel $KNAME ($KVER)"
 [[ -z $SCENARIO ]] || say "console log $LOG (timeout ${TIMEOUT} s)"
 start_qemu "$RESTORE" "${FUNCS[@]+"${FUNCS[@]}"}"
 FAILED_STEP=
 if [[ -n $RESTORE ]]; then
-	if mig_resume "$MONITOR" "$(bounded 300)" "$QEMU_PID"; then
+	# A live migration's destination waits for its source to start.
+	wait_s=300
+	[[ $RESTORE != tcp:* ]] || wait_s=3600
+	if mig_resume "$MONITOR" "$(bounded "$wait_s")" "$QEMU_PID"; then
 		say "restored from ${RESTORE#file:}: running"
 	else
 		FAILED_STEP="restore: $MIG_ERROR"
@@ -788,7 +978,16 @@ while [[ -z $FAILED_STEP ]] && kill -0 "$QEMU_PID" 2>/dev/null; do
 	fi
 	if [[ -n $MIGRATE ]] && ((!MIGRATED)) && grep -aq 'VNIC-MIGRATE' "$LOG"; then
 		MIGRATED=1
-		migrate || FAILED_STEP="migration: $MIG_ERROR"
+		if [[ $MIGRATE == live ]]; then
+			migrate_live && rc=0 || rc=$?
+			case $rc in
+			0) ;;
+			2) say "migration: cancelled, the guest runs on at the source: $MIG_ERROR" ;;
+			*) FAILED_STEP="migration: $MIG_ERROR" ;;
+			esac
+		else
+			migrate || FAILED_STEP="migration: $MIG_ERROR"
+		fi
 		continue
 	fi
 	sleep 0.2
