@@ -97,11 +97,15 @@ mig_step() {
 }
 
 # mig_vnicctl VNICCTL CONTROL ARGS...: vnicctl against CONTROL, its
-# messages in MIG_ERROR on failure (bounded by 60 s).
+# output in MIG_VNICCTL_OUT, its messages in MIG_ERROR on failure (bounded
+# by 60 s).
+MIG_VNICCTL_OUT=
 mig_vnicctl() {
 	local vnicctl=$1 control=$2 out rc=0
 	shift 2
+	MIG_VNICCTL_OUT=
 	out=$(timeout 60 "$vnicctl" --control "$control" "$@" 2>&1) || rc=$?
+	MIG_VNICCTL_OUT=$out
 	if ((rc != 0)); then
 		MIG_ERROR="vnicctl $* (status $rc): $(printf '%s' "$out" | tr '\n' ' ')"
 		return 1
@@ -487,6 +491,9 @@ mig_live() {
 	for fn in "$@"; do
 		say "migration: $fn on the source card: ${first[$fn]} at migrate, $(mig_fn_counters "$vnicctl" "$control" "$fn") at pre-switchover"
 		if ((MIG_LIVE_MODE)); then
+			st=$(timeout 10 "$vnicctl" --control "$control" migrate status "$fn" 2>&1 |
+				tr '\n' ' ') || true
+			say "migration: migrate status $fn (pre-copy): $st"
 			if ! mig_step "switchover $fn (vnicctl migrate switchover)" \
 				mig_vnicctl "$vnicctl" "$control" migrate switchover "$fn" \
 				--timeout 30; then
@@ -495,9 +502,7 @@ mig_live() {
 				MIG_ERROR=$e
 				return 1
 			fi
-			st=$(timeout 10 "$vnicctl" --control "$control" migrate status "$fn" 2>&1 |
-				tr '\n' ' ') || true
-			say "migration: migrate status $fn: $st"
+			say "migration: switchover $fn: $(printf '%s' "$MIG_VNICCTL_OUT" | tr '\n' ' ')"
 		else
 			if ! mig_step "quiesce $fn (vnicctl quiesce)" \
 				mig_vnicctl "$vnicctl" "$control" quiesce "$fn"; then

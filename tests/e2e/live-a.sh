@@ -108,8 +108,8 @@ shapid=$!
 (timeout $((WAIT_SECONDS + TRAFFIC_SECONDS + 120)) nc -l -p 5001 <>/tmp/hold 2>/tmp/nc.err |
 	tee /tmp/rsha | wc -c >/tmp/received.bytes) &
 npid=$!
-wait_for 15 tcp_listening 5201 || fail "iperf3 server listening"
-wait_for 15 tcp_listening 5001 || fail "stream receiver listening"
+wait_for 30 tcp_listening 5201 || fail "iperf3 server listening"
+wait_for 30 tcp_listening 5001 || fail "stream receiver listening"
 
 step "waiting for the peer ($PEER0, $PEER1)"
 if wait_for "$WAIT_SECONDS" answers "$PEER1" && wait_for 30 answers "$PEER0"; then

@@ -678,14 +678,12 @@ fn live_migration(test: &str, no_mode: bool) {
         (Some(first), Some(last)) if active.len() >= 2 => packets(last) > packets(first),
         _ => false,
     };
-    let status = run
-        .lines()
-        .find(|l| l.contains("migration: migrate status "))
-        .map(|l| {
-            l.split_once("migrate status ")
-                .map_or(l, |x| x.1)
-                .to_string()
-        });
+    let after = |marker: &str| {
+        run.lines()
+            .find_map(|l| l.split_once(marker).map(|x| x.1.trim().to_string()))
+    };
+    let status = after("migration: switchover vf0: ");
+    let precopy_status = after("migration: migrate status vf0 (pre-copy): ");
     let sent = value_after(&console_b, "LIVE-SENT ");
     let received = value_after(&console_a, "LIVE-RECEIVED ");
     let ping = value_after(&console_b, "LIVE-PING ");
@@ -713,7 +711,11 @@ fn live_migration(test: &str, no_mode: bool) {
         active.last().map_or(0, |l| packets(l))
     );
     println!(
-        "  relayed writes      {}",
+        "  at pre-switchover   {}",
+        precopy_status.unwrap_or_else(|| "- (no migration mode)".into())
+    );
+    println!(
+        "  switchover          {}",
         status.unwrap_or_else(|| "- (no migration mode)".into())
     );
     println!(
