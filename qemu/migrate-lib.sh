@@ -287,7 +287,8 @@ mig_resume() {
 #   MIG_LIVE_EVERY=1       seconds between two progress lines while active
 # MIG_LIVE_STOPPED says whether the card may have quiesced a function (then
 # a rollback resumes it).
-# Results: MIG_LIVE_TOTAL_MS and MIG_LIVE_DOWNTIME_MS (QEMU's "total" and
+# Results: MIG_LIVE_STALE (1: a destination resumed from stale queue
+# contexts), MIG_LIVE_TOTAL_MS and MIG_LIVE_DOWNTIME_MS (QEMU's "total" and
 # "down"), MIG_LIVE_ACTIVE_S (seconds from migrate to pre-switchover).
 MIG_LIVE_MODE=${MIG_LIVE_MODE:-1}
 MIG_LIVE_DEST_CONTROL=${MIG_LIVE_DEST_CONTROL:-}
@@ -322,6 +323,49 @@ mig_fn_counters() {
 	timeout 10 "$1" --control "$2" stats "$3" 2>/dev/null |
 		sed -n "/^$3: /,/^  vnic /{/^  vnic /!p}" | tr ' ' '\n' |
 		grep -E '^(tx|rx)_packets=' | sort -r | tr '\n' ' ' | sed 's/ $//'
+}
+
+# mig_queue_packets VNICCTL CONTROL FN: "rx_packets=N tx_packets=N", FN's
+# queue counters summed over its vNICs: the card keeps them in the queue
+# contexts in guest memory, so a destination card continues them.
+mig_queue_packets() {
+	timeout 10 "$1" --control "$2" --json stats "$3" 2>/dev/null |
+		jq -r '[.functions[0].vnics[].counters] |
+			"rx_packets=\(map(.rx_packets) | add) tx_packets=\(map(.tx_packets) | add)"' 2>/dev/null
+}
+
+# mig_live_continuity VNICCTL FN BEFORE: waits (20 s at most) until FN's
+# queues run on the destination card (MIG_LIVE_DEST_CONTROL, FN renamed
+# by MIG_LIVE_MAP) and compares their counters with BEFORE, the source's at
+# the switchover (mig_queue_packets). Counters that went back mean the
+# destination resumed from queue contexts older than the source's last:
+# pages the card wrote that QEMU did not send again (MIG_LIVE_STALE=1).
+mig_live_continuity() {
+	local vnicctl=$1 fn=$2 before=$3 dest after="" end=$((SECONDS + 20)) k a b
+	dest=$(mig_dest_name "$fn")
+	while ((SECONDS < end)); do
+		after=$(mig_queue_packets "$vnicctl" "$MIG_LIVE_DEST_CONTROL" "$dest")
+		[[ -z $after || $after == "rx_packets=0 tx_packets=0" ]] || break
+		after=""
+		sleep 0.1
+	done
+	if [[ -z $after ]]; then
+		say "migration: $fn: its queues did not run on the destination card within 20 s"
+		MIG_LIVE_STALE=1
+		return
+	fi
+	for k in rx_packets tx_packets; do
+		a=$(printf '%s\n' "$before" | tr ' ' '\n' | sed -n "s/^$k=//p")
+		b=$(printf '%s\n' "$after" | tr ' ' '\n' | sed -n "s/^$k=//p")
+		if ((${b:-0} < ${a:-0})); then
+			MIG_LIVE_STALE=1
+		fi
+	done
+	if ((MIG_LIVE_STALE)); then
+		say "migration: $fn queue counters WENT BACK: source at switchover $before, destination ($dest) when it resumed $after: it resumed from stale queue contexts"
+	else
+		say "migration: $fn queue counters continue: source at switchover $before, destination ($dest) when it resumed $after"
+	fi
 }
 
 # mig_dest_name FN: FN's name on the destination card (MIG_LIVE_MAP).
@@ -406,7 +450,9 @@ mig_live_rollback() {
 #      destination card (mig_live_dest);
 #   6. HMP migrate_continue pre-switchover; info migrate polled until
 #      completed; QEMU's total time and downtime printed;
-#   7. HMP quit.
+#   7. HMP quit; then, with a destination card, each function's queue
+#      counters there compared with the source's at the switchover
+#      (mig_live_continuity: MIG_LIVE_STALE=1 if they went back).
 # On a failure before step 6 it rolls back (mig_live_rollback): the guest
 # runs on at the source. The caller waits for QEMU to exit.
 mig_live() {
@@ -418,6 +464,8 @@ mig_live() {
 	MIG_LIVE_DOWNTIME_MS=''
 	MIG_LIVE_ACTIVE_S=''
 	MIG_LIVE_STOPPED=0
+	MIG_LIVE_STALE=0
+	local -A queues=()
 	end=$((SECONDS + bound))
 	if ((MIG_LIVE_MODE)); then
 		for fn in "$@"; do
@@ -513,6 +561,9 @@ mig_live() {
 			fi
 		fi
 	done
+	for fn in "$@"; do
+		queues[$fn]=$(mig_queue_packets "$vnicctl" "$control" "$fn")
+	done
 	if ! mig_step "export and destination card (vnicctl export, apply)" \
 		mig_live_dest "$vnicctl" "$control" "$@"; then
 		local e=$MIG_ERROR
@@ -540,5 +591,10 @@ mig_live() {
 	MIG_LIVE_TOTAL_MS=$(mig_migrate_field total)
 	MIG_LIVE_DOWNTIME_MS=$(mig_migrate_field down)
 	say "migration: completed: total time $MIG_LIVE_TOTAL_MS ms, downtime $MIG_LIVE_DOWNTIME_MS ms (QEMU), transferred $(mig_migrate_field transferred), $(mig_migrate_field dirty_syncs) dirty syncs"
-	mig_step "quit (HMP)" mig_hmp "$mon" quit 30
+	mig_step "quit (HMP)" mig_hmp "$mon" quit 30 || return 1
+	if [[ -n $MIG_LIVE_DEST_CONTROL ]]; then
+		for fn in "$@"; do
+			mig_live_continuity "$vnicctl" "$fn" "${queues[$fn]}"
+		done
+	fi
 }

@@ -684,6 +684,14 @@ fn live_migration(test: &str, no_mode: bool) {
     };
     let status = after("migration: switchover vf0: ");
     let precopy_status = after("migration: migrate status vf0 (pre-copy): ");
+    let continuity = run
+        .lines()
+        .find(|l| l.contains("migration: vf0 queue counters"))
+        .and_then(|l| l.split_once("migration: vf0 "))
+        .map(|x| x.1.to_string());
+    let stale = continuity
+        .as_deref()
+        .is_some_and(|c| c.contains("WENT BACK"));
     let sent = value_after(&console_b, "LIVE-SENT ");
     let received = value_after(&console_a, "LIVE-RECEIVED ");
     let ping = value_after(&console_b, "LIVE-PING ");
@@ -717,6 +725,10 @@ fn live_migration(test: &str, no_mode: bool) {
     println!(
         "  switchover          {}",
         status.unwrap_or_else(|| "- (no migration mode)".into())
+    );
+    println!(
+        "  queue contexts      {}",
+        continuity.clone().unwrap_or_else(none)
     );
     println!(
         "  driver recovery     {}",
@@ -769,6 +781,11 @@ fn live_migration(test: &str, no_mode: bool) {
         if ra != Some(0) || rb != Some(0) {
             wrong.push(format!("guest exit status: migrated {ra:?}, peer {rb:?}"));
         }
+        if stale {
+            wrong.push(
+                "card 2 resumed the queues from stale contexts (their counters went back)".into(),
+            );
+        }
         if csum.as_deref().is_some_and(|c| c != "tcp=0") {
             wrong.push(format!(
                 "TCP segments with a bad checksum in the migrated guest: {}",
@@ -796,6 +813,11 @@ fn live_migration(test: &str, no_mode: bool) {
         failures.push(format!(
             "the function's counters on card 1 did not move while the migration was active ({} progress lines)",
             active.len()
+        ));
+    }
+    if continuity.is_none() || stale {
+        failures.push(format!(
+            "the queue counters did not continue on card 2: {continuity:?}"
         ));
     }
     if downtime.is_none() {
