@@ -294,6 +294,13 @@ MIG_LIVE_MODE=${MIG_LIVE_MODE:-1}
 MIG_LIVE_DEST_CONTROL=${MIG_LIVE_DEST_CONTROL:-}
 MIG_LIVE_CONFIG=${MIG_LIVE_CONFIG:-}
 MIG_LIVE_EVERY=${MIG_LIVE_EVERY:-1}
+# Compare the guest's RAM on both sides (mig_live_compare): the
+# destination's monitor (its QEMU started with -S), the MiB to compare and
+# where the dumps go.
+MIG_LIVE_COMPARE_MON=${MIG_LIVE_COMPARE_MON:-}
+MIG_LIVE_COMPARE_MIB=${MIG_LIVE_COMPARE_MIB:-0}
+MIG_LIVE_COMPARE_DIR=${MIG_LIVE_COMPARE_DIR:-${TMPDIR:-/tmp}}
+MIG_LIVE_PAGES_DIFFER=
 MIG_LIVE_TOTAL_MS=
 MIG_LIVE_DOWNTIME_MS=
 MIG_LIVE_ACTIVE_S=
@@ -432,6 +439,47 @@ mig_live_rollback() {
 		mig_hmp_quiet "$mon" cont 30 || { say "rollback: $MIG_ERROR"; ok=1; }
 	fi
 	return "$ok"
+}
+
+# mig_live_compare SOURCE-MONITOR: after a completed migration, with the
+# destination paused (-S) on MIG_LIVE_COMPARE_MON: both QEMUs write the
+# guest's first MIG_LIVE_COMPARE_MIB MiB of RAM to files (HMP pmemsave) in
+# MIG_LIVE_COMPARE_DIR, which are compared page by page. Sets
+# MIG_LIVE_PAGES_DIFFER (and prints the first differing addresses); mig_live
+# then sends cont to the destination. Any
+# page the card wrote behind QEMU's back after QEMU had sent it differs:
+# the source holds the card's write, the destination the old contents.
+mig_live_compare() {
+	local src=$1 bytes=$((MIG_LIVE_COMPARE_MIB << 20)) a b out
+	a=$MIG_LIVE_COMPARE_DIR/ram-source.bin
+	b=$MIG_LIVE_COMPARE_DIR/ram-destination.bin
+	rm -f "$a" "$b"
+	mig_hmp_quiet "$src" "pmemsave 0 $bytes \"$a\"" 120 || return 1
+	mig_hmp_quiet "$MIG_LIVE_COMPARE_MON" "pmemsave 0 $bytes \"$b\"" 120 || return 1
+	if ! out=$(python3 - "$a" "$b" <<'PY'
+import sys
+page = 4096
+diff = []
+with open(sys.argv[1], "rb") as a, open(sys.argv[2], "rb") as b:
+    at = 0
+    while True:
+        x, y = a.read(1 << 20), b.read(1 << 20)
+        if not x and not y:
+            break
+        if x != y:
+            for o in range(0, max(len(x), len(y)), page):
+                if x[o:o + page] != y[o:o + page]:
+                    diff.append(at + o)
+        at += 1 << 20
+print(len(diff), at // page, " ".join(hex(d) for d in diff[:8]))
+PY
+	); then
+		MIG_ERROR="comparing the guest's RAM: $out"
+		return 1
+	fi
+	rm -f "$a" "$b"
+	read -r MIG_LIVE_PAGES_DIFFER MIG_LIVE_PAGES_TOTAL MIG_LIVE_PAGES_FIRST <<<"$out"
+	say "migration: guest RAM compared: $MIG_LIVE_PAGES_DIFFER of $MIG_LIVE_PAGES_TOTAL pages differ between source and destination${MIG_LIVE_PAGES_FIRST:+ (first: $MIG_LIVE_PAGES_FIRST)}"
 }
 
 # mig_live MONITOR CONTROL VNICCTL URI SECONDS FUNCTIONS...: the source
@@ -591,6 +639,12 @@ mig_live() {
 	MIG_LIVE_TOTAL_MS=$(mig_migrate_field total)
 	MIG_LIVE_DOWNTIME_MS=$(mig_migrate_field down)
 	say "migration: completed: total time $MIG_LIVE_TOTAL_MS ms, downtime $MIG_LIVE_DOWNTIME_MS ms (QEMU), transferred $(mig_migrate_field transferred), $(mig_migrate_field dirty_syncs) dirty syncs"
+	if [[ -n ${MIG_LIVE_COMPARE_MON:-} ]]; then
+		mig_step "guest RAM compared (pmemsave on both)" mig_live_compare "$mon" ||
+			return 1
+		mig_step "cont on the destination (HMP)" \
+			mig_hmp_quiet "$MIG_LIVE_COMPARE_MON" cont 30 || return 1
+	fi
 	mig_step "quit (HMP)" mig_hmp "$mon" quit 30 || return 1
 	if [[ -n $MIG_LIVE_DEST_CONTROL ]]; then
 		for fn in "$@"; do

@@ -126,6 +126,13 @@
 #   --migrate-no-mode   with --migrate live: no migration mode, only vnicctl
 #                       quiesce at pre-switchover (the negative experiment,
 #                       docs/migration.md)
+#   --migrate-compare   with --migrate live: the destination QEMU starts with
+#                       -S; once the migration completed, the guest's RAM
+#                       on both sides (HMP pmemsave, --mem MiB from 0) is
+#                       compared page by page before the destination runs
+#                       (the proof that no page the card wrote is stale,
+#                       docs/migration.md); adds the dump time to the
+#                       guest-visible outage
 #   --migrate-param 'NAME VALUE'
 #                       with --migrate live: HMP migrate_set_parameter NAME
 #                       VALUE first (repeatable), e.g. 'downtime-limit 500'
@@ -209,6 +216,7 @@ MIGRATE_MAP=()
 MIGRATE_DROP_VCT=0
 MIGRATE_TO=
 MIGRATE_NO_MODE=0
+MIGRATE_COMPARE=0
 MIGRATE_PARAMS=()
 CRASH_VNICD=0
 # How long the guest runs against a dead card with --crash-vnicd.
@@ -257,6 +265,7 @@ while (($#)); do
 	--migrate-drop-vct) MIGRATE_DROP_VCT=1 ;;
 	--migrate-to) need_arg "$@"; MIGRATE_TO=$2; shift ;;
 	--migrate-no-mode) MIGRATE_NO_MODE=1 ;;
+	--migrate-compare) MIGRATE_COMPARE=1 ;;
 	--migrate-param) need_arg "$@"; MIGRATE_PARAMS+=("$2"); shift ;;
 	--crash-vnicd) CRASH_VNICD=1 ;;
 	-h | --help) usage; exit 0 ;;
@@ -377,8 +386,10 @@ if [[ $MIGRATE == live ]]; then
 			die "--migrate-param '$p': want 'NAME VALUE'"
 	done
 	command -v jq >/dev/null || die "jq missing: run qemu/setup.sh first" 3
-elif [[ -n $MIGRATE_TO ]] || ((MIGRATE_NO_MODE || ${#MIGRATE_PARAMS[@]})); then
-	die "--migrate-to, --migrate-no-mode and --migrate-param need --migrate live"
+	((!MIGRATE_COMPARE || MEM <= 2048)) ||
+		die "--migrate-compare: at most --mem 2048 (RAM below the PCI hole)"
+elif [[ -n $MIGRATE_TO ]] || ((MIGRATE_NO_MODE || MIGRATE_COMPARE || ${#MIGRATE_PARAMS[@]})); then
+	die "--migrate-to, --migrate-no-mode, --migrate-compare and --migrate-param need --migrate live"
 fi
 for pair in "${MIGRATE_MAP[@]+"${MIGRATE_MAP[@]}"}"; do
 	[[ $pair =~ ^(pf|vf[0-9]+)=(pf|vf[0-9]+)$ ]] ||
@@ -689,6 +700,9 @@ say "monitor: $MONITOR (HMP)"
 START_DIR=
 START_MONITOR=
 START_DEST=0
+# The destination of a live migration stays paused once it has the guest
+# (--migrate-compare: the launcher compares memory, then sends cont).
+START_PAUSED=0
 
 # start_qemu RESTORE FUNCTION...: starts QEMU (QEMU_PID) with the
 # vfio-user-pci devices of FUNCTION... in that order (which fixes their PCI
@@ -723,7 +737,8 @@ start_qemu() {
 	done
 	case $restore in
 	"") ;;
-	file:* | tcp:*) args+=(-incoming "$restore") ;;
+	file:* | tcp:*) args+=(-incoming "$restore") ;;&
+	tcp:*) ((!START_PAUSED)) || args+=(-S) ;;
 	*) args+=(-loadvm "$restore") ;;
 	esac
 	if [[ -z $SCENARIO ]]; then
@@ -889,8 +904,9 @@ migrate_live() {
 	offset=$(stat -c %s "$LOG")
 	t0=$EPOCHREALTIME
 	START_DIR=$MIGRATE_TO START_MONITOR=$dest_mon START_DEST=1
+	START_PAUSED=$MIGRATE_COMPARE
 	start_qemu "tcp:127.0.0.1:$port" "${funcs[@]+"${funcs[@]}"}"
-	START_DIR='' START_MONITOR='' START_DEST=0
+	START_DIR='' START_MONITOR='' START_DEST=0 START_PAUSED=0
 	DEST_QEMU_PID=$QEMU_PID
 	QEMU_PID=$src_pid
 	say "migration: destination QEMU (pid $DEST_QEMU_PID) on ${funcs[*]} of $MIGRATE_TO, -incoming tcp:127.0.0.1:$port, monitor $dest_mon"
@@ -917,6 +933,12 @@ migrate_live() {
 	MIG_LIVE_DEST_CONTROL=$MIGRATE_TO/control.sock
 	MIG_LIVE_CONFIG=$LOGBASE.migrate.json
 	MIG_LIVE_PARAMS=("${MIGRATE_PARAMS[@]+"${MIGRATE_PARAMS[@]}"}")
+	MIG_LIVE_COMPARE_MON=
+	if ((MIGRATE_COMPARE)); then
+		MIG_LIVE_COMPARE_MON=$dest_mon
+		MIG_LIVE_COMPARE_MIB=$MEM
+		MIG_LIVE_COMPARE_DIR=$WORK
+	fi
 	if ! mig_live "$MONITOR" "$SOCKDIR/control.sock" "$VNICCTL" \
 		"tcp:127.0.0.1:$port" "$(bounded 300)" "${src[@]}"; then
 		if mig_status "$MONITOR" 2>/dev/null && [[ $MIG_STATUS == running ]]; then

@@ -564,7 +564,18 @@ fn vnicd_worker_killed_three_times_and_upgraded_under_two_guests() {
 /// peer saw a gratuitous ARP. Prints a table of the numbers.
 #[test]
 fn live_migration_between_two_cards_keeps_tcp_ping_and_data() {
-    live_migration("live", false);
+    live_migration("live", false, false);
+}
+
+/// The proof behind the migration mode: the same live migration, with the
+/// destination QEMU held paused once it has the guest (`-S`) while the
+/// launcher writes the guest's RAM out on both sides (HMP pmemsave) and
+/// compares it page by page (`--migrate-compare`): no page may differ, so
+/// no page the card wrote during the copy is stale on the destination.
+/// Then the destination runs and the traffic checks apply as above.
+#[test]
+fn live_migration_leaves_no_stale_page_on_the_destination() {
+    live_migration("live-compare", false, true);
 }
 
 /// The negative experiment: the same run without the card's migration
@@ -577,7 +588,7 @@ fn live_migration_between_two_cards_keeps_tcp_ping_and_data() {
 #[test]
 #[ignore = "negative experiment, run by hand: what goes wrong without the migration mode"]
 fn live_migration_without_the_migration_mode_negative_experiment() {
-    live_migration("live-no-mode", true);
+    live_migration("live-no-mode", true, true);
 }
 
 /// Console and launcher lines shown by the live-migration tests.
@@ -601,7 +612,7 @@ fn field_after<'a>(line: &'a str, key: &str) -> Option<&'a str> {
 /// The live-migration run: see
 /// [`live_migration_between_two_cards_keeps_tcp_ping_and_data`]; `no_mode`
 /// is the negative experiment.
-fn live_migration(test: &str, no_mode: bool) {
+fn live_migration(test: &str, no_mode: bool, compare: bool) {
     use std::time::{Duration, Instant};
     use vnic_tests::e2e::{log_dir, GuestRun};
     let t0 = Instant::now();
@@ -632,10 +643,23 @@ fn live_migration(test: &str, no_mode: bool) {
     if no_mode {
         extra.push("--migrate-no-mode");
     }
+    if compare {
+        extra.push("--migrate-compare");
+    }
     let mut peer = GuestRun::start(&logs, "live-b", "live-b", &sockets_b, &[]);
     let mut guest = GuestRun::start(&logs, "live-a", "live-a", &sockets_a, &extra);
     let limit = Instant::now() + Duration::from_secs(720);
+    let mut guest_ended: Option<Instant> = None;
     while !(guest.finished() && peer.finished()) && Instant::now() < limit {
+        // The peer waits for the migrated guest: once that one has ended
+        // (a failed migration ends it early), the peer gets 90 s more.
+        if guest.finished() {
+            let ended = *guest_ended.get_or_insert_with(Instant::now);
+            if ended.elapsed() > Duration::from_secs(90) {
+                peer.stop();
+                break;
+            }
+        }
         std::thread::sleep(Duration::from_millis(500));
     }
     let (ra, rb) = (guest.wait(), peer.wait());
@@ -692,6 +716,14 @@ fn live_migration(test: &str, no_mode: bool) {
     let stale = continuity
         .as_deref()
         .is_some_and(|c| c.contains("WENT BACK"));
+    let pages = run
+        .lines()
+        .find_map(|l| l.split_once("migration: guest RAM compared: "))
+        .map(|x| x.1.to_string());
+    let pages_differ = pages
+        .as_deref()
+        .and_then(|p| p.split_whitespace().next())
+        .and_then(|n| n.parse::<u64>().ok());
     let sent = value_after(&console_b, "LIVE-SENT ");
     let received = value_after(&console_a, "LIVE-RECEIVED ");
     let ping = value_after(&console_b, "LIVE-PING ");
@@ -726,6 +758,12 @@ fn live_migration(test: &str, no_mode: bool) {
         "  switchover          {}",
         status.unwrap_or_else(|| "- (no migration mode)".into())
     );
+    if compare {
+        println!(
+            "  guest RAM compared  {}",
+            pages.clone().unwrap_or_else(none)
+        );
+    }
     println!(
         "  queue contexts      {}",
         continuity.clone().unwrap_or_else(none)
@@ -786,6 +824,12 @@ fn live_migration(test: &str, no_mode: bool) {
                 "card 2 resumed the queues from stale contexts (their counters went back)".into(),
             );
         }
+        if pages_differ.is_some_and(|n| n > 0) {
+            wrong.push(format!(
+                "stale pages on the destination: {}",
+                pages.as_deref().unwrap_or_default()
+            ));
+        }
         if csum.as_deref().is_some_and(|c| c != "tcp=0") {
             wrong.push(format!(
                 "TCP segments with a bad checksum in the migrated guest: {}",
@@ -822,6 +866,11 @@ fn live_migration(test: &str, no_mode: bool) {
     }
     if downtime.is_none() {
         failures.push("QEMU reported no downtime".into());
+    }
+    if compare && pages_differ != Some(0) {
+        failures.push(format!(
+            "the guest's RAM differs between source and destination: {pages:?}"
+        ));
     }
     if recovered.is_none() {
         failures.push("the driver did not log 'recovered in'".into());

@@ -1306,6 +1306,11 @@ pub mod e2e {
             read(&self.pid_file).trim().parse().ok()
         }
 
+        /// Stops the launcher (and so its QEMU) now.
+        pub fn stop(&mut self) {
+            self.launcher.stop();
+        }
+
         /// Waits for the launcher to end (stopping it past its own timeout
         /// plus a minute); the scenario's exit status, None if stopped.
         pub fn wait(&mut self) -> Option<i32> {
