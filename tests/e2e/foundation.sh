@@ -157,7 +157,7 @@ for s in $SLOTS; do
 	expect "$s kernel driver in use: vnic" 'Kernel driver in use: vnic' \
 		"$info"
 	expect "$s identity logged" \
-		'vnic [PV]F[0-9]* v1\.7, [0-9]+ queue pairs max, [0-9]+ enabled, MAC [0-9a-f:]{17}' \
+		'vnic [PV]F[0-9]* v1\.8, [0-9]+ queue pairs max, [0-9]+ enabled, MAC [0-9a-f:]{17}' \
 		"$mine"
 	expect "$s completions up to the card's head (HEAD_WB)" \
 		'completions by head' "$mine"
