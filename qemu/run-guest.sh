@@ -737,8 +737,11 @@ start_qemu() {
 	done
 	case $restore in
 	"") ;;
-	file:* | tcp:*) args+=(-incoming "$restore") ;;&
-	tcp:*) ((!START_PAUSED)) || args+=(-S) ;;
+	file:*) args+=(-incoming "$restore") ;;
+	tcp:*)
+		args+=(-incoming "$restore")
+		((!START_PAUSED)) || args+=(-S)
+		;;
 	*) args+=(-loadvm "$restore") ;;
 	esac
 	if [[ -z $SCENARIO ]]; then
