@@ -523,16 +523,29 @@ mod tests {
             c.migrate(1, MigrateAction::End).unwrap().state,
             MigrationState::Ending
         );
+        // A frame arrives while the end waits for QEMU: still relayed, and
+        // the mode ends only once that write is answered too.
+        b.send(&mut c, 0, std::slice::from_ref(&to_a));
+        c.settle();
+        assert!(c.functions()[1].dma().relay_pending());
         // QEMU refuses one write (Bus Master off, say): counted and logged.
         answer(&mut c, 1, batch[0].id, libc::ENODEV as u32);
         assert_eq!(c.functions()[1].relay_stats().errors, 1);
         answer(&mut c, 1, batch.last().unwrap().id, 0);
         assert_eq!(
             c.migrate(1, MigrateAction::Status).unwrap().state,
+            MigrationState::Ending,
+            "a write still waits"
+        );
+        let late = carry_out(&mut c, 1, &a);
+        answer(&mut c, 1, late.last().unwrap().id, 0);
+        assert_eq!(
+            c.migrate(1, MigrateAction::Status).unwrap().state,
             MigrationState::Off
         );
+        assert_eq!(a.received(0).len(), 2, "the late frame was not lost");
         b.send(&mut c, 0, std::slice::from_ref(&to_a));
-        assert_eq!(a.received(0).len(), 2, "direct again");
+        assert_eq!(a.received(0).len(), 3, "direct again");
         assert!(c.functions_mut()[1].relay_batch().is_empty());
         assert!(
             !c.migrate(1, MigrateAction::Status)
