@@ -612,9 +612,16 @@ fn field_after<'a>(line: &'a str, key: &str) -> Option<&'a str> {
 /// The live-migration run: see
 /// [`live_migration_between_two_cards_keeps_tcp_ping_and_data`]; `no_mode`
 /// is the negative experiment.
+/// Held by each live-migration run: one at a time (two guests and, during
+/// the migration, a third QEMU each), whatever else the test threads run.
+static LIVE_MIGRATION: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 fn live_migration(test: &str, no_mode: bool, compare: bool) {
     use std::time::{Duration, Instant};
     use vnic_tests::e2e::{log_dir, GuestRun};
+    let _one_at_a_time = LIVE_MIGRATION
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     let t0 = Instant::now();
     let logs = log_dir(test);
     let (pa, pb) = free_udp_ports();
