@@ -119,6 +119,17 @@ say() { printf 'migrate.sh: %s\n' "$*" >&2; }
 # shellcheck source=qemu/migrate-lib.sh
 . "$HERE/migrate-lib.sh"
 
+# wait_monitor_gone: QEMU removes its monitor socket as it exits; waits
+# up to 30 s for that after quit.
+wait_monitor_gone() {
+	local i
+	for ((i = 0; i < 300; i++)); do
+		[[ -S $MONITOR ]] || break
+		sleep 0.1
+	done
+	[[ ! -S $MONITOR ]] || say "warning: $MONITOR still there 30 s after quit"
+}
+
 (($#)) || { usage >&2; exit 2; }
 ACTION=$1
 shift
@@ -225,12 +236,7 @@ save)
 		fi
 		exit 1
 	fi
-	# QEMU removes its monitor socket as it exits.
-	for ((i = 0; i < 300; i++)); do
-		[[ -S $MONITOR ]] || break
-		sleep 0.1
-	done
-	[[ ! -S $MONITOR ]] || say "warning: $MONITOR still there 30 s after quit"
+	wait_monitor_gone
 	say "saved in $(mig_secs "$T0") s: ${FORM} ${TARGET}, configuration $CONFIG_OUT"
 	say "now stop vnicd; restore with qemu/run-guest.sh" \
 		"$([[ $FORM == savevm ]] && echo "--state-disk IMAGE --loadvm $TARGET" ||
@@ -288,11 +294,7 @@ live)
 		say "FAILED: $MIG_ERROR"
 		exit 1
 	fi
-	for ((i = 0; i < 300; i++)); do
-		[[ -S $MONITOR ]] || break
-		sleep 0.1
-	done
-	[[ ! -S $MONITOR ]] || say "warning: $MONITOR still there 30 s after quit"
+	wait_monitor_gone
 	say "migrated in $(mig_secs "$T0") s to $TO: total time $MIG_LIVE_TOTAL_MS ms, downtime $MIG_LIVE_DOWNTIME_MS ms (QEMU)"
 	;;
 esac

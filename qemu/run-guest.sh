@@ -814,17 +814,7 @@ migrate() {
 	mig_save "$MONITOR" "$control" "$VNICCTL" "$MIGRATE" \
 		"$target" "$config" "$(bounded 300)" || return 1
 	t0=$EPOCHREALTIME
-	for ((i = 0; i < 300; i++)); do
-		kill -0 "$QEMU_PID" 2>/dev/null || break
-		sleep 0.1
-	done
-	if kill -0 "$QEMU_PID" 2>/dev/null; then
-		say "migration: QEMU still runs 30 s after quit; stopping it"
-		stop_pid "$QEMU_PID" qemu
-		qrc=stopped
-	else
-		wait "$QEMU_PID" && qrc=0 || qrc=$?
-	fi
+	wait_quit QEMU
 	QEMU_PID=
 	say "migration: QEMU exited (status $qrc) $(mig_secs "$t0") s"
 	if [[ -n $VNICD_PID ]]; then
@@ -878,6 +868,24 @@ free_port() {
 		fi
 	done
 	return 1
+}
+
+# wait_quit WHAT: after HMP quit, waits up to 30 s for QEMU_PID to exit
+# (stopping it past that, "WHAT still runs 30 s after quit"); sets qrc to
+# its exit status, or "stopped".
+wait_quit() {
+	local i
+	for ((i = 0; i < 300; i++)); do
+		kill -0 "$QEMU_PID" 2>/dev/null || break
+		sleep 0.1
+	done
+	if kill -0 "$QEMU_PID" 2>/dev/null; then
+		say "migration: $1 still runs 30 s after quit; stopping it"
+		stop_pid "$QEMU_PID" qemu
+		qrc=stopped
+	else
+		wait "$QEMU_PID" && qrc=0 || qrc=$?
+	fi
 }
 
 # migrate_live: --migrate live: a destination QEMU on the --migrate-to
@@ -952,17 +960,7 @@ migrate_live() {
 		return 1
 	fi
 	t0=$EPOCHREALTIME
-	for ((i = 0; i < 300; i++)); do
-		kill -0 "$QEMU_PID" 2>/dev/null || break
-		sleep 0.1
-	done
-	if kill -0 "$QEMU_PID" 2>/dev/null; then
-		say "migration: the source QEMU still runs 30 s after quit; stopping it"
-		stop_pid "$QEMU_PID" qemu
-		qrc=stopped
-	else
-		wait "$QEMU_PID" && qrc=0 || qrc=$?
-	fi
+	wait_quit "the source QEMU"
 	say "migration: source QEMU exited (status $qrc) $(mig_secs "$t0") s"
 	QEMU_PID=$DEST_QEMU_PID
 	DEST_QEMU_PID=
