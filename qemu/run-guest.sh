@@ -47,6 +47,11 @@
 #                       QEMU started without share=on: the card cannot
 #                       reach it (tests)
 #   --smp N             guest CPUs (default 2)
+#   --cpu MODEL         the guest's CPU model (-cpu MODEL, e.g. max, or
+#                       qemu64 with features: qemu64,+ssse3); default
+#                       $VNIC_CPU, else none: QEMU's own default for TCG
+#                       (qemu64), what a user who gives no -cpu gets
+#                       (docs/performance.md, "CPU model")
 #   --append ARGS       extra kernel command line
 #   --qemu-arg ARG      extra QEMU argument (repeatable)
 #   --qemu PATH         the QEMU to run (default $VNIC_QEMU, else
@@ -196,6 +201,7 @@ NO_VNICD=0
 MEM=1024
 SHARE=on
 SMP=2
+CPU=${VNIC_CPU:-}
 APPEND=
 QUIET=0
 HOST_CHANNEL=
@@ -249,6 +255,7 @@ while (($#)); do
 	--mem) need_arg "$@"; MEM=$2; shift ;;
 	--unshared-memory) SHARE=off ;;
 	--smp) need_arg "$@"; SMP=$2; shift ;;
+	--cpu) need_arg "$@"; CPU=$2; shift ;;
 	--append) need_arg "$@"; APPEND=$2; shift ;;
 	--qemu-arg) need_arg "$@"; QEMU_EXTRA+=("$2"); shift ;;
 	--quiet) QUIET=1 ;;
@@ -659,7 +666,8 @@ cat "$BASE_INITRD" "$WORK/extra.cpio.gz" >"$WORK/initrd"
 
 # KVM is deliberately not used: guests hang under it on these machines.
 # shellcheck disable=SC2054 # commas belong to QEMU's option syntax
-ARGS=(-accel tcg -machine q35 -cpu max -m "$MEM" -smp "$SMP")
+ARGS=(-accel tcg -machine q35 -m "$MEM" -smp "$SMP")
+[[ -z $CPU ]] || ARGS+=(-cpu "$CPU")
 if [[ $SHARE == on ]]; then
 	# shellcheck disable=SC2054 # commas belong to QEMU's option syntax
 	ARGS+=(-object "memory-backend-memfd,id=mem,size=${MEM}M,share=on"
@@ -748,7 +756,7 @@ start_qemu() {
 		# Interactive: console on this terminal (muxed with the monitor)
 		# and copied to the log.
 		# shellcheck disable=SC2054
-		args+=(-chardev "stdio,id=con,mux=on,signal=off,logfile=$LOG"
+		args+=(-chardev "stdio,id=con,mux=on,signal=off,logfile=${LOG//,/,,}"
 			-serial chardev:con -object monitor-hmp,id=console-monitor,chardev=con)
 		say "interactive guest, console log $LOG; Ctrl-a x quits"
 		# "<&0": a background job would otherwise get /dev/null as stdin.
@@ -759,7 +767,7 @@ start_qemu() {
 	fi
 	local offset
 	offset=$(stat -c %s "$LOG")
-	args+=(-chardev "file,id=con,path=$LOG,append=on" -serial chardev:con)
+	args+=(-chardev "file,id=con,path=${LOG//,/,,},append=on" -serial chardev:con)
 	"$QEMU" "${ARGS[@]}" "${args[@]}" "${extra[@]+"${extra[@]}"}" \
 		</dev/null >>"$QEMU_LOG" 2>&1 &
 	QEMU_PID=$!

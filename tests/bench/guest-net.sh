@@ -20,10 +20,20 @@
 #   BENCH_DB_MODE  (vnic) the doorbells the case must get: guest (default:
 #                  vnic.ko's page in guest memory), bar (vnicd
 #                  --doorbell-page) or none (posted register writes)
+#   BENCH_ECHOES   echoes of the ping measurement (default 30)
+#   BENCH_ONLY     the measurements to make, comma-separated (default
+#                  ping,tcp1,tcp4,udp64)
+#   BENCH_TRACE    N: instead of the measurements, N echoes traced with
+#                  the kernel's tracer (tests/bench/latency.sh): the
+#                  guest prints BENCH-TRACE-READY, waits for
+#                  BENCH_TRACE_WAIT seconds (default 3, the host starts
+#                  its own trace), pings, prints BENCH-TRACE-DONE and the
+#                  trace, each line behind "TRACE "
 #
 # The same measurements for every device, client (a, 10.9.0.1... or the
 # client guest) to server (b or the server guest):
-#   ping     30 echoes, 0.2 s apart, after one unmeasured: the average RTT
+#   ping     30 echoes (BENCH_ECHOES), 0.2 s apart, after one unmeasured:
+#            the average RTT (ping_ms) and the median (ping_med)
 #   tcp1     iperf3 TCP, 1 stream: receiver bit rate
 #   tcp4     iperf3 TCP, 4 streams: receiver bit rate
 #   udp64    iperf3 UDP, 64-byte payloads, no rate limit: datagrams the
@@ -187,16 +197,21 @@ udp_pps() {
 	fi
 }
 
-# ping_rtt NS...: average RTT in ms of 30 echoes (busybox or iputils),
-# after one unmeasured echo: the first resolves ARP on both sides and took
-# 10-20 ms with every device, enough to move a 30-echo average by 0.5 ms.
+# ping_rtt NS...: average and median RTT in ms of BENCH_ECHOES (30) echoes
+# (busybox or iputils), after one unmeasured echo: the first resolves ARP
+# on both sides and took 10-20 ms with every device, enough to move a
+# 30-echo average by 0.5 ms. The median is what one slow echo (a host
+# hiccup of several ms) cannot move.
 ping_rtt() {
-	local out avg
+	local out avg med
 	"$@" ping -c 1 -W 2 "$SERVER_IP" >/dev/null 2>&1 || true
-	out=$("$@" ping -c 30 -i 0.2 -W 2 "$SERVER_IP" 2>&1)
+	out=$("$@" ping -c "${BENCH_ECHOES:-30}" -i 0.2 -W 2 "$SERVER_IP" 2>&1)
 	printf '%s\n' "$out" | tail -n 2
 	avg=$(printf '%s\n' "$out" | sed -n 's/.*min\/avg\/max[^=]*= *[0-9.]*\/\([0-9.]*\)\/.*/\1/p')
+	med=$(printf '%s\n' "$out" | sed -n 's/.* time=\([0-9.]*\) ms.*/\1/p' | sort -n |
+		awk '{ v[NR] = $1 } END { if (NR) printf "%.3f", (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }')
 	if [[ -n $avg ]]; then report ping_ms "$avg"; else failed ping_ms; fi
+	if [[ -n $med ]]; then report ping_med "$med"; else failed ping_med; fi
 }
 
 # cpu_share BEFORE AFTER: how busy the guest's CPUs were between two
@@ -215,17 +230,58 @@ cpu_share() {
 # measure CMD...: every measurement from the client side (CMD prefixes
 # each command: "ip netns exec a" or nothing).
 measure() {
-	step "ping"
-	ping_rtt "$@"
-	step "iperf3 TCP, 1 stream, ${SECONDS_EACH} s"
-	local before
-	before=$(head -n 1 /proc/stat)
-	iperf3_rate tcp1 "$@" iperf3 -c "$SERVER_IP"
-	cpu_share "$before" "$(head -n 1 /proc/stat)"
-	step "iperf3 TCP, 4 streams, ${SECONDS_EACH} s"
-	iperf3_rate tcp4 "$@" iperf3 -c "$SERVER_IP" -P 4
-	step "iperf3 UDP, 64-byte payloads, ${SECONDS_EACH} s"
-	udp_pps "$@" iperf3 -c "$SERVER_IP"
+	local before only=",${BENCH_ONLY:-ping,tcp1,tcp4,udp64},"
+	if [[ $only == *,ping,* ]]; then
+		step "ping"
+		ping_rtt "$@"
+	fi
+	if [[ $only == *,tcp1,* ]]; then
+		step "iperf3 TCP, 1 stream, ${SECONDS_EACH} s"
+		before=$(head -n 1 /proc/stat)
+		iperf3_rate tcp1 "$@" iperf3 -c "$SERVER_IP"
+		cpu_share "$before" "$(head -n 1 /proc/stat)"
+	fi
+	if [[ $only == *,tcp4,* ]]; then
+		step "iperf3 TCP, 4 streams, ${SECONDS_EACH} s"
+		iperf3_rate tcp4 "$@" iperf3 -c "$SERVER_IP" -P 4
+	fi
+	if [[ $only == *,udp64,* ]]; then
+		step "iperf3 UDP, 64-byte payloads, ${SECONDS_EACH} s"
+		before=$(head -n 1 /proc/stat)
+		udp_pps "$@" iperf3 -c "$SERVER_IP"
+		cpu_share "$before" "$(head -n 1 /proc/stat)"
+	fi
+}
+
+# trace_echoes CMD...: BENCH_TRACE echoes from the client side with the
+# guest kernel's tracer on: the events of a ping's path through the stacks
+# and the NIC (send syscall, start of transmit, interrupt, NAPI poll,
+# receive, receive syscall), time-stamped by the monotonic clock.
+trace_echoes() {
+	local t=/sys/kernel/tracing e
+	[[ -e $t/trace_clock ]] || mount -t tracefs nodev "$t" ||
+		abort "tracefs" "cannot mount"
+	echo mono >"$t/trace_clock"
+	echo 2048 >"$t/buffer_size_kb"
+	for e in net/net_dev_start_xmit net/netif_receive_skb \
+		irq/irq_handler_entry napi/napi_poll \
+		syscalls/sys_enter_sendto syscalls/sys_exit_recvfrom; do
+		echo 1 >"$t/events/$e/enable" || abort "trace event $e" "missing"
+	done
+	"$@" ping -c 1 -W 2 "$SERVER_IP" >/dev/null 2>&1 || true
+	echo "BENCH-TRACE-READY"
+	sleep "${BENCH_TRACE_WAIT:-3}"
+	echo >"$t/trace"
+	echo 1 >"$t/tracing_on"
+	# Printed afterwards: console output during the echoes would be traced
+	# (and cost the guest CPU) too.
+	"$@" ping -c "$BENCH_TRACE" -i 0.2 -W 2 "$SERVER_IP" >/tmp/ping.out 2>&1
+	echo 0 >"$t/tracing_on"
+	echo "BENCH-TRACE-DONE"
+	sed 's/^/PING /' /tmp/ping.out
+	grep -v '^#' "$t/trace" | sed 's/^/TRACE /'
+	echo "BENCH-TRACE-END"
+	report traced "$BENCH_TRACE"
 }
 
 # counters NS DEV: where frames went, after the runs (not measured): the
@@ -250,6 +306,10 @@ both)
 	wait_for 20 carrier b "$B" || abort "carrier $B" "none"
 	ip netns exec b iperf3 -s -D
 	wait_for 10 listening b 5201 || abort "iperf3 server" "not listening"
+	if [[ -n ${BENCH_TRACE:-} ]]; then
+		trace_echoes ip netns exec a
+		exit "$FAILED"
+	fi
 	measure ip netns exec a
 	counters a "$A"
 	counters b "$B"
