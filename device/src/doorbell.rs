@@ -307,6 +307,14 @@ impl DoorbellPage {
         self.interval = (self.interval * 2).min(longest);
     }
 
+    /// A poll found no doorbell, but a completion waits for the driver's
+    /// rearm, which may come through the page: poll again after the
+    /// shortest interval (a rearm noticed a backed-off interval late holds
+    /// the completion's interrupt that long, docs/performance.md "Latency").
+    pub fn hurry(&mut self) {
+        self.interval = self.policy.poll;
+    }
+
     /// Whether the driver's doorbells go through a page.
     pub fn enabled(&self) -> bool {
         self.active.is_some()
@@ -743,6 +751,11 @@ mod tests {
         assert_eq!(p.interval(), policy.idle / 4);
         p.watch(&d(), 0, Instant::now());
         assert_eq!(p.interval(), policy.poll, "a doorbell: poll often again");
+        for _ in 0..20 {
+            p.slow_down();
+        }
+        p.hurry();
+        assert_eq!(p.interval(), policy.poll, "a held completion: poll often");
     }
 
     #[test]
@@ -984,6 +997,48 @@ mod card_tests {
         c.poll_doorbells(Instant::now() + std::time::Duration::from_millis(1) / 2);
         c.run_timers(Instant::now() + std::time::Duration::from_millis(1));
         assert_eq!(irqs(&c), fired + 1, "the rearm fired the held interrupt");
+    }
+
+    #[test]
+    fn a_completion_held_for_the_rearm_keeps_the_polls_short() {
+        let mut c = card();
+        let mut a = Vm::attach(&mut c, 1, 8);
+        let mut b = Vm::attach(&mut c, 2, 0);
+        enable(&mut c, 2);
+        let rx = b.rings[0].1;
+        b.rx_tail[0] = b.drv.post_rx(rx, RING, 0, 4, crate::test_utils::guest::BUF);
+        store(&mut c, 2, 0, Word::RxTail, b.rx_tail[0].into());
+        wr(&mut c, 2, qp_reg(0, 0x14), 0);
+        let poll = PagePolicy::default().poll;
+        let empty_polls = |c: &mut Card, t: &mut Instant| {
+            for _ in 0..6 {
+                *t += poll;
+                c.poll_doorbells(*t);
+            }
+        };
+        let mut t = Instant::now();
+        // Nothing held: empty polls space out.
+        empty_polls(&mut c, &mut t);
+        assert!(c.next_deadline().unwrap() > t + poll, "backed off");
+        // The first frame fires B's vector, the second waits for the rearm.
+        for len in [60, 61] {
+            let fr = frame(&c, len);
+            a.send(&mut c, 0, &[fr]);
+        }
+        assert!(c.functions()[2].awaits_rearm());
+        empty_polls(&mut c, &mut t);
+        assert!(
+            c.next_deadline().unwrap() <= t + poll,
+            "a held completion: the rearm is looked for after the shortest interval"
+        );
+        // The rearm through the page fires it; then polls space out again.
+        store(&mut c, 2, 0, Word::IrqSeq, 1);
+        t += poll;
+        c.poll_doorbells(t);
+        c.run_timers(t);
+        assert!(!c.functions()[2].awaits_rearm());
+        empty_polls(&mut c, &mut t);
+        assert!(c.next_deadline().unwrap() > t + poll, "backed off again");
     }
 
     #[test]

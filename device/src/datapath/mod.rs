@@ -135,6 +135,8 @@ struct Turns {
     page_fns: Vec<usize>,
     /// When the next poll of their pages is due.
     page_due: Option<Instant>,
+    /// When they were last polled.
+    page_polled: Option<Instant>,
     /// Frames may still wait on the uplink (the last turn used its whole
     /// budget).
     uplink_more: bool,
@@ -296,9 +298,21 @@ impl Datapath {
             .flat_map(|f| f.all_queue_pairs())
             .filter_map(|qp| qp.irq.deadline);
         let delayed = functions.iter().filter_map(|f| f.faults().deadline());
+        // A completion waiting for a rearm the driver may store into the
+        // page: the next poll after the shortest interval, whatever the
+        // backed-off one says (crate::doorbell::DoorbellPage::hurry).
+        let hurried = self.turns.page_polled.into_iter().flat_map(|polled| {
+            self.turns
+                .page_fns
+                .iter()
+                .filter_map(|&f| functions.get(f))
+                .filter(|f| f.awaits_rearm())
+                .map(move |f| polled + f.doorbell_page().policy().poll)
+        });
         irqs.chain(delayed)
             .chain(self.turns.held.iter().map(|&(_, t)| t))
             .chain(self.turns.page_due)
+            .chain(hurried)
             .min()
     }
 
@@ -444,6 +458,7 @@ impl Switching<'_> {
             self.turns.page_due = None;
             return;
         }
+        self.turns.page_polled = Some(now);
         let mut interval = None;
         for f in std::mem::take(&mut self.turns.page_fns) {
             let Some(func) = self.functions.get_mut(f) else {

@@ -170,9 +170,19 @@ impl Function {
             }
         }
         if !found {
-            self.doorbell.slow_down();
+            if self.awaits_rearm() {
+                self.doorbell.hurry();
+            } else {
+                self.doorbell.slow_down();
+            }
         }
         self.doorbell.watched().next().is_some()
+    }
+
+    /// Whether a completion of a queue pair waits for the driver's rearm
+    /// ([`crate::queue::Moderation::held`]).
+    pub fn awaits_rearm(&self) -> bool {
+        self.qps.iter().any(|qp| qp.irq.held())
     }
 
     /// Whether the card polls any of this function's doorbell slots.
