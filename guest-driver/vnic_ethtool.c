@@ -7,10 +7,11 @@
  * the card's counters of this queue pair (its contexts' counters, read from
  * the queue pair's area in BAR0), the function-wide counters the switch
  * keeps (shared by every netdev of the function, hence the fn_ prefix) and
- * the driver's own counters (sw_). -C rx-usecs is the card's interrupt
- * moderation interval QP_ITR, -C adaptive-rx on (off by default) lets the card
- * adapt it to the load, -C tx-usecs is how long send completions alone may
- * wait for the interrupt; -G changes the ring sizes.
+ * the driver's own counters (sw_). -C adaptive-rx on (the default, module
+ * parameter adaptive_rx) lets the card adapt its interrupt moderation to the
+ * load, -C adaptive-rx off rx-usecs N fixes the interval (QP_ITR), -C
+ * tx-usecs is how long send completions alone may wait for the interrupt;
+ * -G changes the ring sizes.
  *
  * A card that does not answer (its configuration lost, until the watchdog
  * restores it) reads 0 or all-ones: the queue counters then come from the

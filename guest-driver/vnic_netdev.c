@@ -43,6 +43,16 @@ module_param(tx_usecs, uint, 0444);
 MODULE_PARM_DESC(tx_usecs,
 		 "Initial ethtool -C tx-usecs of every vNIC, 0..32767 (default: 200)");
 
+/*
+ * Received frames: the card's adaptive moderation (QP_ITR.ADAPTIVE) by
+ * default, an interrupt at once at a low rate and about four frames per
+ * interrupt under load (docs/performance.md, "Round 2").
+ */
+static bool adaptive_rx = true;
+module_param(adaptive_rx, bool, 0444);
+MODULE_PARM_DESC(adaptive_rx,
+		 "Initial ethtool -C adaptive-rx of every vNIC (default: on)");
+
 static int vnic_open(struct net_device *netdev)
 {
 	return vnic_port_start(netdev_priv(netdev));
@@ -435,7 +445,7 @@ static struct vnic_port *vnic_port_create(struct vnic_priv *priv, u32 q)
 	itr = vnic_qp_rd32(port, VNIC_QP_ITR);
 	port->itr = itr == ~0U ? VNIC_QP_ITR_DEFAULT :
 		    FIELD_GET(VNIC_QP_ITR_USECS, itr);
-	port->itr_adaptive = false;
+	port->itr_adaptive = adaptive_rx;
 	port->tx_itr = vnic_has_tx_itr(priv) ?
 		       min_t(u32, tx_usecs, FIELD_MAX(VNIC_QP_ITR_TX_USECS)) : 0;
 
