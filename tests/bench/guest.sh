@@ -84,6 +84,10 @@ ONLY=vnic-vf,vnic-vm,igb,e1000e,virtio,veth
 MODELS=()
 SMP=2
 TRACE=
+MEASURE=ping,tcp1,tcp4,udp64
+VNICD=
+VNICD_ARGS=()
+ENVS=()
 OUT=
 usage() { sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit "${1:-2}"; }
 while (($#)); do
