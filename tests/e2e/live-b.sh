@@ -68,8 +68,10 @@ else
 fi
 
 step "traffic for $TRAFFIC_SECONDS s"
-timeout $((TRAFFIC_SECONDS + 200)) tcpdump -l -n -i "$B0" arp >/tmp/arp.log 2>/dev/null &
+timeout $((TRAFFIC_SECONDS + 200)) tcpdump -l -n -i "$B0" arp >/tmp/arp.log 2>/tmp/arp.err &
 dpid=$!
+wait_for 15 grep -q 'listening on' /tmp/arp.err ||
+	fail "tcpdump on $B0 listening: $(cat /tmp/arp.err)"
 pings=$((TRAFFIC_SECONDS * 10))
 ping -i 0.1 -W 1 -c "$pings" "$PEER0" >/tmp/ping.log 2>&1 &
 ppid=$!

@@ -232,8 +232,13 @@ printf '%s\n' "$QC1_BEFORE" | grep packets | sed "s/^/  [$FN1] /"
 # ------------------------------------------------------------ migrate
 
 # Every ARP c sees from now on: the gratuitous ones after the recovery.
-ip netns exec c timeout 400 tcpdump -i "$C" -nn -l arp >/tmp/arp-c.log 2>/dev/null &
+# It must listen before the guest is saved: a tcpdump still starting when
+# the guest resumes missed a's announcement once (CI, QEMU's default CPU
+# model), the recovery being quicker than its start.
+ip netns exec c timeout 400 tcpdump -i "$C" -nn -l arp >/tmp/arp-c.log 2>/tmp/arp-c.err &
 ARP_PID=$!
+wait_for 15 grep -q 'listening on' /tmp/arp-c.err ||
+	fail "tcpdump in c listening: $(cat /tmp/arp-c.err)"
 
 step "migration (the launcher saves and restores the guest)"
 T_ASK=$(now_ms)
