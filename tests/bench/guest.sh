@@ -70,8 +70,10 @@
 # TCG and runs tests/bench/guest-net.sh in it: ping RTT (30 echoes), iperf3
 # TCP with 1 and 4 streams and iperf3 UDP with 64-byte payloads (datagrams
 # received per second). vnicd is the release build. Prints, per CPU model,
-# one table, the ratios vnic / igb (for ping, lower is better) and each
-# case / veth; then, with two models or more, each case under every other
+# one table, the ratios vnic / igb (for ping, lower is better), each
+# case / veth, and how much of a host CPU each case's host threads (vCPUs,
+# QEMU's main loop and other threads, vnicd) ran and waited for one
+# during the UDP run; then, with two models or more, each case under every other
 # model against the first. Exit status: 0 if every case gave every number,
 # 1 otherwise; 2 usage error.
 set -euo pipefail
@@ -165,27 +167,91 @@ run_case() {
 	local name=$1 log=$RUN/$1.log
 	shift
 	say "$name ($CPU): booting (log $log)"
-	local rc=0
-	if [[ -z $TRACE ]]; then
-		qemu/run-guest.sh "${COMMON[@]}" "${CPU_OPT[@]+"${CPU_OPT[@]}"}" \
-			--log "$log" "$@" >/dev/null 2>&1 || rc=$?
-	else
-		rm -rf "$log" "$RUN/$name.sock"
-		local sock=()
-		if [[ " $* " == *" --vnicd "* ]]; then
-			mkdir -p "$RUN/$name.sock"
-			sock=(--socket-dir "$RUN/$name.sock")
-		fi
-		qemu/run-guest.sh "${COMMON[@]}" "${CPU_OPT[@]+"${CPU_OPT[@]}"}" \
-			--log "$log" "${sock[@]+"${sock[@]}"}" \
-			--qemu-arg -pidfile --qemu-arg "$RUN/$name.qemu.pid" \
-			"$@" >/dev/null 2>&1 &
-		local guest=$!
-		PIDS+=("$guest")
-		host_trace "$log" "$RUN/$name" "$guest"
-		wait "$guest" || rc=$?
+	local rc=0 sock=()
+	rm -rf "$log" "$RUN/$name.sock" "$RUN/$name.qemu.pid"
+	if [[ " $* " == *" --vnicd "* ]]; then
+		mkdir -p "$RUN/$name.sock"
+		sock=(--socket-dir "$RUN/$name.sock")
 	fi
+	qemu/run-guest.sh "${COMMON[@]}" "${CPU_OPT[@]+"${CPU_OPT[@]}"}" \
+		--log "$log" "${sock[@]+"${sock[@]}"}" \
+		--qemu-arg -pidfile --qemu-arg "$RUN/$name.qemu.pid" \
+		"$@" >/dev/null 2>&1 &
+	local guest=$!
+	PIDS+=("$guest")
+	if [[ -n $TRACE ]]; then
+		host_trace "$log" "$RUN/$name" "$guest"
+	else
+		host_cpu "$log" "$RUN/$name" "$guest"
+	fi
+	wait "$guest" || rc=$?
 	((rc == 0)) || say "$name: guest exit status $rc (see $log)"
+}
+
+# case_pids BASE: sets QEMU_PID (from BASE.qemu.pid) and VNICD_PIDS (the
+# vnicd processes, keeper and worker, serving BASE.sock) of a running case.
+case_pids() {
+	local p
+	QEMU_PID=$(cat "$1.qemu.pid" 2>/dev/null) || QEMU_PID=
+	VNICD_PIDS=()
+	[[ -d $1.sock ]] || return 0
+	for p in /proc/[0-9]*; do
+		[[ $(cat "$p/comm" 2>/dev/null) == vnicd* ]] &&
+			tr '\0' ' ' <"$p/cmdline" 2>/dev/null | grep -qF " $1.sock " &&
+			VNICD_PIDS+=("${p#/proc/}")
+	done
+	return 0
+}
+
+# schedstat: for every thread of QEMU_PID and VNICD_PIDS, "GROUP RUN WAIT"
+# (nanoseconds on a CPU and waiting for one, /proc/.../schedstat), GROUP
+# being vcpu, qemu-main, qemu-other or vnicd.
+schedstat() {
+	local p t group run wait rest
+	for p in ${QEMU_PID:+"$QEMU_PID"} "${VNICD_PIDS[@]+"${VNICD_PIDS[@]}"}"; do
+		for t in /proc/"$p"/task/*; do
+			if [[ $p != "$QEMU_PID" ]]; then
+				group=vnicd
+			elif [[ ${t##*/} == "$p" ]]; then
+				group=qemu-main
+			elif [[ $(cat "$t/comm" 2>/dev/null) == CPU* ]]; then
+				group=vcpu
+			else
+				group=qemu-other
+			fi
+			read -r run wait rest <"$t/schedstat" 2>/dev/null &&
+				echo "$group $run $wait"
+		done
+	done
+}
+
+# host_cpu LOG BASE PID: during the guest's 64-byte UDP run (the middle of
+# it), how much of a host CPU each group of the case's host threads ran
+# and waited for one, into BASE.hostcpu ("GROUP RAN% WAITED%"): the host
+# has as many cores as the guest has vCPUs, so a device's own thread
+# takes CPU time the vCPUs then wait for (docs/performance.md, "Where
+# 64-byte datagrams are lost").
+host_cpu() {
+	local log=$1 base=$2 guest=$3 secs
+	until seen "$log" "=== iperf3 UDP"; do
+		kill -0 "$guest" 2>/dev/null || return 0
+		sleep 0.2
+	done
+	secs=$((SECS > 3 ? SECS - 2 : 1))
+	sleep 1
+	case_pids "$base"
+	[[ -n $QEMU_PID ]] || return 0
+	local before after
+	before=$(schedstat)
+	sleep "$secs"
+	after=$(schedstat)
+	awk -v secs="$secs" -v before="$before" -v after="$after" 'BEGIN {
+		n = split(before, b, "\n")
+		for (i = 1; i <= n; i++) { split(b[i], f, " "); r[f[1]] -= f[2]; w[f[1]] -= f[3] }
+		n = split(after, a, "\n")
+		for (i = 1; i <= n; i++) { split(a[i], f, " "); r[f[1]] += f[2]; w[f[1]] += f[3] }
+		for (g in r) printf "%s %.0f %.0f\n", g, r[g] / secs / 1e7, w[g] / secs / 1e7
+	}' >"$base.hostcpu"
 }
 
 # seen LOG WORD: the guest printed WORD at the start of a console line.
@@ -204,18 +270,15 @@ host_trace() {
 	[[ -d $base.sock ]] || return 0
 	[[ -e $t/trace_clock ]] || mount -t tracefs nodev "$t" 2>/dev/null ||
 		{ say "no host trace: cannot mount tracefs"; return 0; }
-	local qemu vnicd p tids=()
-	qemu=$(cat "$base.qemu.pid" 2>/dev/null) || true
-	for p in /proc/[0-9]*; do
-		[[ $(cat "$p/comm" 2>/dev/null) == vnicd ]] &&
-			tr '\0' ' ' <"$p/cmdline" 2>/dev/null | grep -qF " $base.sock " &&
-			vnicd=${p#/proc/}
+	local p task tids=()
+	case_pids "$base"
+	for p in ${QEMU_PID:+"$QEMU_PID"} "${VNICD_PIDS[@]+"${VNICD_PIDS[@]}"}"; do
+		for task in /proc/"$p"/task/*; do
+			tids+=("${task##*/}")
+		done
 	done
-	for p in ${qemu:+/proc/$qemu/task/*} ${vnicd:+/proc/$vnicd/task/*}; do
-		tids+=("${p##*/}")
-	done
-	if [[ -z $qemu || -z ${vnicd:-} ]]; then
-		say "no host trace: QEMU ${qemu:-?}, vnicd ${vnicd:-?}"
+	if [[ -z $QEMU_PID || ${#VNICD_PIDS[@]} == 0 ]]; then
+		say "no host trace: QEMU ${QEMU_PID:-?}, vnicd ${VNICD_PIDS[*]:-?}"
 		return 0
 	fi
 	{
@@ -233,7 +296,7 @@ host_trace() {
 		echo >"$t/trace"
 		echo 1 >"$t/tracing_on"
 	} 2>/dev/null || { say "no host trace: tracefs not writable"; return 0; }
-	say "host trace: QEMU $qemu, vnicd $vnicd (${#tids[@]} threads)"
+	say "host trace: QEMU $QEMU_PID, vnicd ${VNICD_PIDS[*]} (${#tids[@]} threads)"
 	until seen "$log" BENCH-TRACE-DONE; do
 		kill -0 "$guest" 2>/dev/null || break
 		sleep 0.2
@@ -400,6 +463,24 @@ table() {
 	if [[ " ${CASES[*]} " == *" veth "* ]]; then
 		for c in "${CASES[@]}"; do
 			[[ $c == veth ]] || ratio_row "$c" veth "$(label "$c" | sed 's/^ *//')"
+		done
+	fi
+	# Where the host's CPUs went during the 64-byte UDP run.
+	local c g cells any=0
+	for c in "${CASES[@]}"; do
+		[[ -s $RUN/$c.hostcpu ]] && any=1
+	done
+	if ((any)); then
+		echo "host threads during UDP64, % of one host CPU: ran/waited for a CPU"
+		printf '%-14s %12s %12s %14s %9s\n' case vCPUs "QEMU main" "QEMU other" vnicd
+		for c in "${CASES[@]}"; do
+			[[ -s $RUN/$c.hostcpu ]] || continue
+			cells=()
+			for g in vcpu qemu-main qemu-other vnicd; do
+				cells+=("$(awk -v g="$g" '$1 == g { print $2 "/" $3 }' "$RUN/$c.hostcpu")")
+				[[ -n ${cells[-1]} ]] || cells[-1]=-
+			done
+			printf '%-14s %12s %12s %14s %9s\n' "$(label "$c" | sed 's/^ *//')" "${cells[@]}"
 		done
 	fi
 	return 0
