@@ -484,16 +484,23 @@ DEST_QEMU_PID=
 TAIL_PIDS=()
 FIFOS_MADE=()
 
-# stop_pid PID NAME: SIGTERM, up to 5 s grace, then SIGKILL; only our PIDs.
-stop_pid() {
-	local pid=$1 name=$2 i
-	[[ -n $pid ]] && kill -0 "$pid" 2>/dev/null || return 0
-	kill -TERM "$pid" 2>/dev/null || true
-	for ((i = 0; i < 50; i++)); do
-		kill -0 "$pid" 2>/dev/null || break
+# exited PID TENTHS: waits up to TENTHS tenths of a second for PID to
+# exit; true if it did.
+exited() {
+	local i
+	for ((i = 0; i < $2; i++)); do
+		kill -0 "$1" 2>/dev/null || return 0
 		sleep 0.1
 	done
-	if kill -0 "$pid" 2>/dev/null; then
+	! kill -0 "$1" 2>/dev/null
+}
+
+# stop_pid PID NAME: SIGTERM, up to 5 s grace, then SIGKILL; only our PIDs.
+stop_pid() {
+	local pid=$1 name=$2
+	[[ -n $pid ]] && kill -0 "$pid" 2>/dev/null || return 0
+	kill -TERM "$pid" 2>/dev/null || true
+	if ! exited "$pid" 50; then
 		say "$name (pid $pid) ignored SIGTERM; killing it"
 		kill -KILL "$pid" 2>/dev/null || true
 	fi
@@ -882,12 +889,7 @@ free_port() {
 # (stopping it past that, "WHAT still runs 30 s after quit"); sets qrc to
 # its exit status, or "stopped".
 wait_quit() {
-	local i
-	for ((i = 0; i < 300; i++)); do
-		kill -0 "$QEMU_PID" 2>/dev/null || break
-		sleep 0.1
-	done
-	if kill -0 "$QEMU_PID" 2>/dev/null; then
+	if ! exited "$QEMU_PID" 300; then
 		say "migration: $1 still runs 30 s after quit; stopping it"
 		stop_pid "$QEMU_PID" qemu
 		qrc=stopped

@@ -233,10 +233,7 @@ schedstat() {
 # 64-byte datagrams are lost").
 host_cpu() {
 	local log=$1 base=$2 guest=$3 secs
-	until seen "$log" "=== iperf3 UDP"; do
-		kill -0 "$guest" 2>/dev/null || return 0
-		sleep 0.2
-	done
+	await "$log" "=== iperf3 UDP" "$guest" || return 0
 	secs=$((SECS > 3 ? SECS - 2 : 1))
 	sleep 1
 	case_pids "$base"
@@ -257,16 +254,22 @@ host_cpu() {
 # seen LOG WORD: the guest printed WORD at the start of a console line.
 seen() { grep -q "^$2" "$1" 2>/dev/null; }
 
+# await LOG WORD PID: waits until the guest printed WORD; false if its
+# launcher (PID) ended first.
+await() {
+	until seen "$1" "$2"; do
+		kill -0 "$3" 2>/dev/null || return 1
+		sleep 0.2
+	done
+}
+
 # host_trace LOG BASE PID: while the guest of LOG traces its echoes, the host's
 # tracer records the syscalls of that case's vnicd and QEMU threads (the
 # path of a doorbell and of an interrupt between them) into BASE.host.
 # Only with a vnicd (BASE.sock holds its sockets) and a writable tracefs.
 host_trace() {
 	local log=$1 base=$2 guest=$3 t=/sys/kernel/tracing
-	until seen "$log" BENCH-TRACE-READY; do
-		kill -0 "$guest" 2>/dev/null || return 0
-		sleep 0.2
-	done
+	await "$log" BENCH-TRACE-READY "$guest" || return 0
 	[[ -d $base.sock ]] || return 0
 	[[ -e $t/trace_clock ]] || mount -t tracefs nodev "$t" 2>/dev/null ||
 		{ say "no host trace: cannot mount tracefs"; return 0; }
@@ -297,10 +300,7 @@ host_trace() {
 		echo 1 >"$t/tracing_on"
 	} 2>/dev/null || { say "no host trace: tracefs not writable"; return 0; }
 	say "host trace: QEMU $QEMU_PID, vnicd ${VNICD_PIDS[*]} (${#tids[@]} threads)"
-	until seen "$log" BENCH-TRACE-DONE; do
-		kill -0 "$guest" 2>/dev/null || break
-		sleep 0.2
-	done
+	await "$log" BENCH-TRACE-DONE "$guest" || true
 	echo 0 >"$t/tracing_on"
 	grep -v '^#' "$t/trace" >"$base.host" || true
 	echo >"$t/set_event"

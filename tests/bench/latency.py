@@ -137,18 +137,17 @@ def guest_report(echoes):
     def col(name, f):
         steps.append((name, [f(e) for e in echoes]))
 
+    def direction(src, dst, x, i, r):
+        if irqs:
+            col("%s transmit -> interrupt (%s)" % (src, dst), lambda e: e[i] - e[x])
+            col("interrupt -> %s receive" % dst, lambda e: e[r] - e[i])
+        else:
+            col("%s transmit -> %s receive" % (src, dst), lambda e: e[r] - e[x])
+
     col("ping sendto -> A transmit", lambda e: e["x1"] - e["send"])
-    if irqs:
-        col("A transmit -> interrupt (B)", lambda e: e["i1"] - e["x1"])
-        col("interrupt -> B receive", lambda e: e["r1"] - e["i1"])
-    else:
-        col("A transmit -> B receive", lambda e: e["r1"] - e["x1"])
+    direction("A", "B", "x1", "i1", "r1")
     col("B receive -> B transmit (reply)", lambda e: e["x2"] - e["r1"])
-    if irqs:
-        col("B transmit -> interrupt (A)", lambda e: e["i2"] - e["x2"])
-        col("interrupt -> A receive", lambda e: e["r2"] - e["i2"])
-    else:
-        col("B transmit -> A receive", lambda e: e["r2"] - e["x2"])
+    direction("B", "A", "x2", "i2", "r2")
     col("A receive -> ping recvfrom", lambda e: e["recv"] - e["r2"])
     col("total (sendto -> recvfrom)", lambda e: e["recv"] - e["send"])
     return steps
