@@ -208,7 +208,10 @@ def host_report(evs):
             sent[tid] = t
         elif w == "vcpu" and text.startswith("sys_sendmsg -> 0x24"):
             # A posted 4-byte register write: a doorbell, rx tail or rearm.
-            pending_door.append(sent.pop(tid))
+            # (An exit whose entry came before the trace began is skipped.)
+            s0 = sent.pop(tid, None)
+            if s0 is not None:
+                pending_door.append(s0)
         elif w == "vnicd" and tid == loop["vnicd"]:
             if re.match(r"sys_epoll_p?wait ->", text):
                 for s0 in pending_door:
