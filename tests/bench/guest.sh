@@ -24,7 +24,7 @@
 #                            the card before step G6)
 #                   vnic-vf-fixed   the same with fixed interrupt
 #                            moderation (ethtool -C adaptive-rx off
-#                            rx-usecs 20, the card before adaptive)
+#                            rx-usecs 20, vnic.ko's default before issue 24)
 #                   vnic-vf-plain   the same without offloads either
 #                            (ethtool -K tso off tx off sg off)
 #                   vnic-vf-txirq   vnic-vf with an interrupt for every
